@@ -1,0 +1,1 @@
+"""maildesk: an email-centric IT service desk."""

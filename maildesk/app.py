@@ -1,0 +1,87 @@
+"""The application object: settings and the resources built from them.
+
+Built once by whoever starts maildesk (the daemon, a CLI command, a test)
+and passed down explicitly; nothing in maildesk reads module-level state.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .config.schema import Settings
+from .notify.templates import Templates
+from .store import migrate
+from .store.blobs import BlobStore
+from .store.db import make_engine, make_sessionmaker
+
+
+class StartupError(Exception):
+    """Something that keeps maildesk from starting; one line.
+
+    temporary: it may go away by itself (a database that is down), so a
+    caller like an MTA should try again later rather than give up.
+    """
+
+    def __init__(self, message: str, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+def load_secret(path: Path) -> bytes:
+    """The reply-token key; made once, readable by the desk's user only."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_hex(32).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        data = path.read_bytes()
+    secret = data.strip()
+    if len(secret) < 16:
+        raise StartupError(f"{path}: secret key is shorter than 16 bytes; remove it to make a new one")
+    return secret
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    blobs: BlobStore
+    templates: Templates
+    secret: bytes
+
+    @classmethod
+    def open(cls, settings: Settings, upgrade: bool | None = None) -> "App":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database_url)
+        if settings.database.auto_upgrade if upgrade is None else upgrade:
+            try:
+                migrate.upgrade(engine)
+            except Exception as e:  # a driver error: say which database and why
+                raise StartupError(
+                    f"database {engine.url.render_as_string(hide_password=True)}: "
+                    f"cannot apply migrations: {str(e).splitlines()[0]}", temporary=True) from e
+        templates = Templates(settings.templates_dir)
+        problems = templates.check()
+        if problems:
+            raise StartupError("; ".join(problems))
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            blobs=BlobStore(settings.blob_dir),
+            templates=templates,
+            secret=load_secret(settings.secret_file or settings.data_dir / "secret.key"),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()

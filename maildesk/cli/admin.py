@@ -1,0 +1,72 @@
+"""Running the desk: the database schema and the configuration."""
+from __future__ import annotations
+
+import click
+
+from ..store import migrate
+from ..store.db import make_engine
+from .context import Obj
+from .output import EX_CONFIG, EX_TEMPFAIL, FORMAT, emit_json, emit_table, fail
+
+
+@click.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: Obj) -> None:
+    """Apply schema migrations up to this version of maildesk."""
+    settings = obj.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    try:
+        before, after = migrate.upgrade(engine)
+    except Exception as e:
+        fail(f"cannot upgrade {engine.url.render_as_string(hide_password=True)}: "
+             f"{str(e).splitlines()[0]}", EX_TEMPFAIL)
+    finally:
+        engine.dispose()
+    click.echo(f"schema at {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+
+
+@click.group()
+def config() -> None:
+    """The configuration."""
+
+
+@config.command("check")
+@click.pass_obj
+def config_check(obj: Obj) -> None:
+    """Validate the configuration and templates; exit 0 if good, 78 if not."""
+    settings = obj.settings
+    from ..notify.templates import Templates
+    problems = Templates(settings.templates_dir).check()
+    if problems:
+        fail("; ".join(problems), EX_CONFIG)
+    click.echo(f"{obj.path or 'embedded default'}: ok")
+
+
+@config.command("show")
+@FORMAT
+@click.pass_obj
+def config_show(obj: Obj, fmt: str) -> None:
+    """The settings in effect, defaults included (secrets hidden)."""
+    data = obj.settings.model_dump(mode="json")
+    if data["outbox"]["relay"].get("password"):
+        data["outbox"]["relay"]["password"] = "********"
+    if fmt == "json":
+        emit_json(data)
+        return
+    rows = [{"setting": k, "value": v} for k, v in _flatten(data)]
+    emit_table(rows, ["setting", "value"])
+
+
+def _flatten(d: object, prefix: str = "") -> list[tuple[str, object]]:
+    if isinstance(d, dict):
+        return [kv for k, v in d.items() for kv in _flatten(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), d)]
+
+
+COMMANDS = [db, config]

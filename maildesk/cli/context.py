@@ -1,0 +1,42 @@
+"""The state the `maildesk` group hands its subcommands."""
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..app import App, StartupError
+from ..config.load import ConfigError, config_path, load_settings
+from ..config.schema import Settings
+from .output import EX_CONFIG, EX_TEMPFAIL, fail
+
+
+class Obj:
+    """What the group hands its subcommands: how to get settings and an App."""
+
+    def __init__(self, config: str | None) -> None:
+        self.path = config_path(config)
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.path)
+            except ConfigError as e:
+                fail(str(e), EX_CONFIG)
+        assert self._settings is not None
+        return self._settings
+
+    def app(self) -> App:
+        try:
+            return App.open(self.settings)
+        except StartupError as e:
+            fail(str(e), EX_TEMPFAIL if e.temporary else EX_CONFIG)
+        raise AssertionError
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("mail.log", "aiosmtpd", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,67 @@
+"""The `maildesk` command: the operator's tool.
+
+Every subcommand has --help; listings take --format json; exit codes follow
+sysexits (75 = try again later, 78 = fix the configuration) so that an MTA
+and shell scripts can act on them.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..app import StartupError
+from . import admin, ingest, lists, output
+from .context import Obj, setup_logging
+from .output import EX_CONFIG, fail
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", metavar="PATH", envvar="MAILDESK_CONFIG",
+              help="maildesk.yaml to use (or $MAILDESK_CONFIG); none: the embedded default "
+                   "(SQLite and a maildir outbox under ./maildesk-data).")
+@click.version_option(package_name="maildesk")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """maildesk: an email-centric IT service desk."""
+    ctx.obj = Obj(config)
+
+
+@cli.command()
+@click.pass_obj
+def serve(obj: Obj) -> None:
+    """Run the daemon: SMTP listener, ingest worker, outbox delivery."""
+    from ..daemon import Daemon
+    setup_logging(obj.settings.log_level)
+    app = obj.app()
+    try:
+        asyncio.run(Daemon(app, obj.path).run())
+    except StartupError as e:
+        fail(str(e), EX_CONFIG)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def init(directory: Path, force: bool) -> None:
+    """Write a commented starter configuration into DIRECTORY."""
+    from ..config.starter import write_starter
+    try:
+        written = write_starter(directory, force)
+    except FileExistsError as e:
+        fail(f"{e.filename} exists; use --force to overwrite", output.EX_FAIL)
+    for p in written:
+        click.echo(f"wrote {p}")
+    click.echo(f"next: maildesk --config {directory / 'maildesk.yaml'} serve")
+
+
+for _module in (ingest, lists, admin):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return cli.main(args=argv, prog_name="maildesk")

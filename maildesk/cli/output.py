@@ -1,0 +1,52 @@
+"""Output for people (rich tables) and for scripts (--format json), and exit codes."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Sequence
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+# sysexits.h: what an MTA or a script can act on
+EX_OK, EX_FAIL, EX_USAGE = 0, 1, 2
+EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL, EX_CONFIG = 65, 66, 75, 78
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+                      show_default=True, help="table for people, json for scripts.")
+
+
+def emit_json(data: Any) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
+               empty: str = "nothing to show") -> None:
+    # piped output keeps whole values: `| grep` and `| less -S` want full lines
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240)
+    if not rows:
+        console.print(f"[dim]{empty}[/dim]")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for c in columns:
+        table.add_column(c.replace("_", " "), overflow="ellipsis", no_wrap=True,
+                         max_width=48 if c in ("subject", "reason", "to") else None)
+    for r in rows:
+        table.add_row(*[_cell(r.get(c)) for c in columns])
+    console.print(table)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, list):
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+def fail(message: str, code: int) -> None:
+    """One line on stderr, then exit: what went wrong and what to do."""
+    click.echo(f"maildesk: {message}", err=True)
+    sys.exit(code)

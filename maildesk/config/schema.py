@@ -1,0 +1,200 @@
+"""The one settings schema: every key, its default and its help text.
+
+The embedded default (no file at all) must run a working desk, so every field
+has a default; `maildesk init` writes a commented file from the same schema
+and `config/maildesk.yaml` documents each key.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_ADDRESS = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[A-Za-z0-9.-]+$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: int | str) -> int:
+    """Accept `25MiB`, `512k` or a plain byte count, so limits read like limits."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"not a size: {value!r} (expected e.g. 25MiB, 512KiB or bytes)")
+    unit = (m.group(2) or "").lower()[:1]
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Queue(Strict):
+    name: str = Field(description="Queue name, used in rules, reports and the CLI.")
+    addresses: list[str] = Field(
+        default_factory=list,
+        description="Support addresses whose mail opens tickets in this queue.")
+    on_closed_reply: Literal["new", "reopen", "refuse"] = Field(
+        "new",
+        description="A reply to a closed ticket: open a new linked ticket, reopen, "
+                    "or refuse with a short notice.")
+
+
+class Desk(Strict):
+    name: str = Field("maildesk", description="Shown to customers in mails.")
+    ref_prefix: str = Field("MD", description="Ticket reference prefix: MD gives MD-1, MD-2 ...")
+    addresses: list[str] = Field(
+        default_factory=lambda: ["support@localhost"],
+        description="Support addresses we accept mail for; any other recipient gets 550 5.1.1.")
+    default_queue: str = Field("general", description="Queue for mail no queue claims.")
+    queues: list[Queue] = Field(
+        default_factory=lambda: [Queue(name="general")],
+        description="Queues; the default queue is created if not listed.")
+    message_id_domain: str | None = Field(
+        None, description="Domain of our Message-IDs; default: the first address's domain.")
+
+    @field_validator("ref_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,9}", v):
+            raise ValueError("must be 1-10 letters or digits, starting with a letter")
+        return v.upper()
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one support address is needed")
+        for a in v:
+            if not _ADDRESS.match(a):
+                raise ValueError(f"not a mail address: {a!r}")
+        return [a.lower() for a in v]
+
+    @model_validator(mode="after")
+    def _queues(self) -> "Desk":
+        names = [q.name for q in self.queues]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"queue names must be unique: {', '.join(sorted(dup))}")
+        if self.default_queue not in names:
+            object.__setattr__(self, "queues", [*self.queues, Queue(name=self.default_queue)])
+        return self
+
+    @property
+    def domain(self) -> str:
+        return self.message_id_domain or self.addresses[0].rsplit("@", 1)[1]
+
+    def queue(self, name: str) -> Queue:
+        """The queue of that name; one removed from the config reads as the default queue."""
+        return next((q for q in self.queues if q.name == name),
+                    next(q for q in self.queues if q.name == self.default_queue))
+
+    def closed_reply_policy(self, queue: str) -> str:
+        return self.queue(queue).on_closed_reply
+
+
+class Database(Strict):
+    url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/maildesk.db "
+                          "(PostgreSQL: postgresql+psycopg://user@host/db).")
+    auto_upgrade: bool = Field(True, description="Apply schema migrations at start.")
+
+
+class Smtp(Strict):
+    enabled: bool = Field(True, description="Run the SMTP listener in `maildesk serve`.")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(2525, ge=1, le=65535, description="Port to listen on.")
+    max_message_size: int = Field(
+        25 * 1024**2, description="Larger mail gets 552 5.3.4 (e.g. 25MiB).")
+    timeout: int = Field(300, ge=5, description="Seconds a client may stay silent.")
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="Seconds open sessions get to finish on shutdown before 421.")
+
+    _size = field_validator("max_message_size", mode="before")(parse_size)
+
+
+class Relay(Strict):
+    host: str = Field("localhost", description="Relay host.")
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = Field(True, description="Upgrade with STARTTLS before login.")
+    username: str | None = None
+    password: str | None = Field(None, description="Prefer password_file.")
+    password_file: Path | None = Field(None, description="File holding the relay password.")
+    timeout: float = Field(30.0, gt=0)
+
+    def secret(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        return self.password
+
+
+class Outbox(Strict):
+    transport: Literal["maildir", "smtp"] = Field(
+        "maildir", description="maildir: write mail to <data_dir>/outbox to read; smtp: the relay.")
+    maildir: Path | None = Field(None, description="Default <data_dir>/outbox.")
+    relay: Relay = Field(default_factory=Relay)
+    retry_base: float = Field(60.0, gt=0, description="Seconds before the first retry of a 4xx.")
+    retry_max: float = Field(3600.0, gt=0, description="Cap of the retry delay, seconds.")
+    max_attempts: int = Field(20, ge=1, description="Attempts before a mail is marked failed.")
+    envelope_from: str | None = Field(
+        None, description="Return path of our mail; default the first support address.")
+
+
+class Settings(Strict):
+    data_dir: Path = Field(Path("maildesk-data"), description="Database, blobs, outbox.")
+    desk: Desk = Field(default_factory=Desk)
+    database: Database = Field(default_factory=Database)
+    smtp: Smtp = Field(default_factory=Smtp)
+    outbox: Outbox = Field(default_factory=Outbox)
+    templates_dir: Path | None = Field(
+        None, description="Folder whose templates override the built-in ones.")
+    secret_file: Path | None = Field(
+        None, description="Key for reply-address tokens; default <data_dir>/secret.key, made once.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Settings":
+        for q in self.desk.queues:
+            for a in q.addresses:
+                if a.lower() not in self.desk.addresses:
+                    raise ValueError(
+                        f"queue {q.name}: address {a} is not one of desk.addresses")
+        return self
+
+    def resolved(self, base: Path) -> "Settings":
+        """Relative paths are relative to the config file, not to wherever we start."""
+        def under(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else base / p)
+        data = under(self.data_dir)
+        assert data is not None
+        return self.model_copy(update={
+            "data_dir": data,
+            "templates_dir": under(self.templates_dir),
+            "secret_file": under(self.secret_file),
+            "outbox": self.outbox.model_copy(update={
+                "maildir": under(self.outbox.maildir),
+                "relay": self.outbox.relay.model_copy(
+                    update={"password_file": under(self.outbox.relay.password_file)}),
+            }),
+        })
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'maildesk.db'}"
+
+    @property
+    def outbox_maildir(self) -> Path:
+        return self.outbox.maildir or self.data_dir / "outbox"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def envelope_from(self) -> str:
+        return self.outbox.envelope_from or self.desk.addresses[0]

@@ -1,0 +1,132 @@
+"""`maildesk serve`: the SMTP listener, the ingest worker and the outbox worker.
+
+The listener runs on the asyncio loop; the two workers are threads because
+the store is synchronous. They wake on an event when there is new work and
+poll every few seconds anyway, so mail queued by another process (a pipe
+delivery, a second daemon on PostgreSQL) is picked up too.
+
+SIGTERM and SIGINT stop cleanly: the listener stops accepting, open SMTP
+transactions get `smtp.shutdown_grace` seconds to finish, the rest get 421,
+and the workers finish the batch they hold (a batch is one transaction, so
+an interrupted one simply runs again at the next start). SIGHUP re-reads the
+configuration and templates; a bad file is reported and the old one kept.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from .app import App, StartupError
+from .config.load import ConfigError, load_settings
+from .intake import inbound, smtp
+from .notify import delivery
+from .notify.templates import Templates
+
+log = logging.getLogger("maildesk")
+POLL = 5.0
+
+
+class Worker(threading.Thread):
+    """Runs `step` whenever woken, or every POLL seconds; logs and survives errors."""
+
+    def __init__(self, name: str, step: Callable[[], float | None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.step = step
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.clear()
+            wait = POLL
+            try:
+                wait = min(POLL, self.step() or POLL)
+            except Exception as e:  # a database outage must not kill the worker
+                log.error("%s: %s: %s", self.name, type(e).__name__, str(e).splitlines()[0]
+                          if str(e) else "")
+            self.wake.wait(max(0.05, wait))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+
+class Daemon:
+    def __init__(self, app: App, config_path: Path | None) -> None:
+        self.app = app
+        self.config_path = config_path
+        self.transport = delivery.make_transport(app)
+        self.sessions: set[smtp.Listener] = set()
+        self.outbox = Worker("outbox", self._deliver)
+        self.ingest = Worker("ingest", self._drain)
+
+    def _drain(self) -> None:
+        summary = inbound.drain(self.app)
+        if summary.new_tickets or summary.follow_ups or summary.refused:
+            self.outbox.wake.set()
+        if any(summary.as_dict().values()):
+            log.info("ingest: %s", ", ".join(f"{k.replace('_', ' ')} {v}"
+                                               for k, v in summary.as_dict().items() if v))
+
+    def _deliver(self) -> float | None:
+        delivery.deliver_due(self.app, self.transport)
+        due = delivery.next_due(self.app)
+        if due is None:
+            return None
+        return (due - datetime.now(timezone.utc)).total_seconds()
+
+    def reload(self) -> None:
+        try:
+            settings = load_settings(self.config_path)
+            templates = Templates(settings.templates_dir)
+            problems = templates.check()
+            if problems:
+                raise StartupError("; ".join(problems))
+        except (ConfigError, StartupError) as e:
+            log.error("reload refused, keeping the running configuration: %s", e)
+            return
+        # listeners, data_dir and database stay as started: those need a restart
+        self.app.settings = settings.model_copy(update={
+            "data_dir": self.app.settings.data_dir, "database": self.app.settings.database,
+            "smtp": self.app.settings.smtp})
+        self.app.templates = templates
+        self.transport = delivery.make_transport(self.app)
+        log.info("configuration reloaded from %s", self.config_path or "the embedded default")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        s = self.app.settings
+        server = None
+        if s.smtp.enabled:
+            try:
+                server = await smtp.start(self.app, self.ingest.wake.set, self.sessions)
+            except OSError as e:
+                raise StartupError(f"cannot listen on {s.smtp.host}:{s.smtp.port}: "
+                                   f"{e.strerror}") from None
+        self.ingest.start()
+        self.outbox.start()
+        where = f"smtp://{s.smtp.host}:{s.smtp.port}" if server else "no SMTP listener"
+        outbox = (f"maildir {s.outbox_maildir}" if s.outbox.transport == "maildir"
+                  else f"relay {s.outbox.relay.host}:{s.outbox.relay.port}")
+        log.info("maildesk listening on %s for %s; data in %s (%s); outbox: %s",
+                 where, ", ".join(s.desk.addresses), s.data_dir,
+                 self.app.engine.url.render_as_string(hide_password=True), outbox)
+        await stop.wait()
+        log.info("stopping: no new connections, %d open session(s)", len(self.sessions))
+        if server is not None:
+            await smtp.stop(server, self.sessions, s.smtp.shutdown_grace)
+        for w in (self.ingest, self.outbox):
+            w.stop()
+        for w in (self.ingest, self.outbox):
+            await asyncio.to_thread(w.join)
+        self.app.close()
+        log.info("stopped")

@@ -1,0 +1,94 @@
+"""The durable inbound queue: how accepted mail enters maildesk by any route.
+
+accept() is the SMTP listener's half: fsync the raw bytes, commit an inbound
+row, and only then may the listener say 250. drain() is the worker's half: it
+takes queued rows in arrival order and runs the pipeline over them in
+batches. ingest() does both in one transaction for files and pipes, where the
+source still holds the mail until we exit 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+from sqlalchemy import Connection, insert, select, update
+
+from ..app import App
+from ..pipeline.driver import Summary, process
+from ..pipeline.work import Arrival, Context, Work
+from ..store.blobs import BlobBatch
+from ..tickets.ledger import T_INBOUND, Ledger
+
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class Envelope:
+    source: str                   # smtp | pipe | imap
+    mail_from: str | None         # None: unknown (a file); "": the null sender
+    rcpt_to: tuple[str, ...] = ()
+    origin: str | None = None     # where it came from, for people reading the logs
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def accept(app: App, raw: bytes, env: Envelope) -> int:
+    """Store durably; returns the inbound id. Raises if the database is down."""
+    digest = app.blobs.put(raw)
+    with app.engine.begin() as conn:
+        return int(conn.execute(insert(T_INBOUND).returning(T_INBOUND.c.id).values(
+            received_at=_now(), source=env.source, origin=env.origin, mail_from=env.mail_from,
+            rcpt_to=list(env.rcpt_to), digest=digest, size=len(raw), state="queued",
+            attempts=0)).scalar_one())
+
+
+def _run(app: App, conn: Connection, blobs: BlobBatch, works: list[Work], now: datetime) -> Summary:
+    """Run the pipeline, write, and make every blob durable before the caller commits."""
+    ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix), settings=app.settings,
+                  blobs=blobs, templates=app.templates, secret=app.secret, now=now)
+    summary = process(ctx, works)
+    blobs.sync()
+    return summary
+
+
+def drain(app: App, limit: int = BATCH) -> Summary:
+    """Process queued inbound mail until none is left; safe with several workers."""
+    total = Summary()
+    while True:
+        with app.engine.begin() as conn:
+            query = select(T_INBOUND).where(T_INBOUND.c.state == "queued") \
+                .order_by(T_INBOUND.c.id).limit(limit)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).mappings().all()
+            if not rows:
+                return total
+            works, now = [], _now()
+            for r in rows:
+                try:
+                    raw = app.blobs.get(r["digest"])
+                except OSError as e:
+                    conn.execute(update(T_INBOUND).where(T_INBOUND.c.id == r["id"]).values(
+                        state="quarantined", reason=f"raw message unreadable: {e}",
+                        processed_at=now))
+                    total.quarantined += 1
+                    continue
+                works.append(Work(inbound=Arrival(
+                    id=r["id"], source=r["source"], origin=r["origin"], mail_from=r["mail_from"],
+                    rcpt_to=tuple(r["rcpt_to"] or ()), digest=r["digest"], size=r["size"],
+                    received_at=r["received_at"], attempts=r["attempts"]), raw=raw))
+            total.add(_run(app, conn, app.blobs.batch(), works, now))
+
+
+def ingest(app: App, items: Iterable[tuple[bytes, Envelope]]) -> Summary:
+    """Store and process in one transaction; committed when this returns."""
+    blobs, now = app.blobs.batch(), _now()
+    works = [Work(inbound=Arrival(id=None, source=env.source, origin=env.origin,
+                                  mail_from=env.mail_from, rcpt_to=env.rcpt_to,
+                                  digest=blobs.put(raw), size=len(raw), received_at=now), raw=raw)
+             for raw, env in items]
+    with app.engine.begin() as conn:
+        return _run(app, conn, blobs, works, now)

@@ -1,0 +1,99 @@
+"""Building the mail we send; header values only through Header and formataddr.
+
+Values that came from a customer's mail (their name, their subject) pass
+through one_line() before they reach a header, and addresses are checked,
+so no CR/LF can add a header of its own. Every mail we generate says so
+(Auto-Submitted) and carries X-Loop, so that other robots leave it alone.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+import re
+from email.header import Header
+from email.quoprimime import body_encode
+from email.utils import format_datetime, formataddr
+
+from .headers import one_line
+from .parse import clean_address
+
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0085\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    from_name: str
+    from_addr: str
+    to: tuple[tuple[str, str], ...]          # (display name, address)
+    subject: str
+    text: str
+    html: str | None
+    message_id: str
+    date: datetime
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    reply_to: str | None = None
+    auto_submitted: str = "auto-replied"
+    x_loop: str = ""
+    ticket_ref: str | None = None
+
+
+def new_message_id(domain: str, ref: str | None = None) -> str:
+    tag = f"{ref.lower()}." if ref else ""
+    return f"<{tag}{secrets.token_hex(10)}@{domain}>"
+
+
+def _header(value: str, name: str) -> str:
+    """One header value, RFC 2047-encoded when not ASCII, folded by the email package."""
+    if _FORBIDDEN.search(value):
+        raise ValueError(f"header value with a line break or control character: {value!r}")
+    return Header(value, "us-ascii" if value.isascii() else "utf-8",
+                  maxlinelen=76, header_name=name).encode()
+
+
+def _address(name: str, addr: str) -> str:
+    clean = clean_address(addr)
+    if not clean:
+        raise ValueError(f"refusing to send to a malformed address: {addr!r}")
+    return formataddr((one_line(name, 200), clean), charset="utf-8")
+
+
+def _part(subtype: str, text: str) -> str:
+    text = text if text.endswith("\n") else text + "\n"
+    body = body_encode(text.encode("utf-8").decode("latin-1"))  # quoprimime works on bytes-as-str
+    return (f"Content-Type: text/{subtype}; charset=\"utf-8\"\n"
+            f"Content-Transfer-Encoding: quoted-printable\n\n{body}\n")
+
+
+def compose(m: Outgoing) -> bytes:
+    """The mail as bytes (LF line ends; SMTP delivery turns them into CRLF)."""
+    headers = [
+        ("From", _address(m.from_name, m.from_addr)),
+        ("To", ", ".join(_address(n, a) for n, a in m.to)),
+        ("Subject", _header(one_line(m.subject), "Subject")),
+        ("Date", format_datetime(m.date)),
+        ("Message-ID", _header(m.message_id, "Message-ID")),
+    ]
+    if m.in_reply_to:
+        headers.append(("In-Reply-To", _header(m.in_reply_to, "In-Reply-To")))
+    if m.references:
+        headers.append(("References", _header(" ".join(m.references[-20:]), "References")))
+    if m.reply_to:
+        headers.append(("Reply-To", _address(m.from_name, m.reply_to)))
+    headers += [("Auto-Submitted", _header(m.auto_submitted, "Auto-Submitted")),
+                ("X-Auto-Response-Suppress", "All")]
+    if m.x_loop:
+        headers.append(("X-Loop", clean_address(m.x_loop)))
+    if m.ticket_ref:
+        headers.append(("X-Maildesk-Ticket", _header(m.ticket_ref, "X-Maildesk-Ticket")))
+    headers.append(("MIME-Version", "1.0"))
+    head = "".join(f"{k}: {v}\n" for k, v in headers)
+    if m.html is None:
+        return (head + _part("plain", m.text)).encode("ascii")
+    boundary = f"=_md_{secrets.token_hex(12)}"
+    body = (f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\n\n"
+            f"--{boundary}\n{_part('plain', m.text)}"
+            f"--{boundary}\n{_part('html', m.html)}"
+            f"--{boundary}--\n")
+    return (head + body).encode("ascii")

@@ -1,0 +1,167 @@
+"""Raw bytes to an immutable ParsedMail, with mail-parser doing the MIME work.
+
+Everything downstream reads ParsedMail, never the raw message, so that what a
+hostile mail can smuggle in is decided here once: header values are one line,
+addresses are lower-case addr-specs, attachment names are safe to show.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+import mailparser
+
+from .headers import one_line
+from .html import html_to_text
+
+logging.getLogger("mailparser").setLevel(logging.CRITICAL)
+
+_MSGID = re.compile(r"<[^<>\s]{1,990}>")
+_ADDR = re.compile(r"^[^@\s]{1,256}@[^@\s]{1,255}$")
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069/\\:*?\"<>|]")
+MAX_TEXT = 1_000_000
+
+
+class Unparseable(Exception):
+    """The bytes are not a mail we can read; the raw copy goes to quarantine."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    message_id: str               # ours if the mail had none
+    has_message_id: bool
+    from_addr: str
+    from_name: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    date: datetime | None
+    text: str
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    auto_submitted: str
+    attachments: tuple[Attachment, ...] = ()
+    defects: tuple[str, ...] = ()
+    dedupe_key: str = field(default="", compare=False)
+
+    @property
+    def thread_ids(self) -> tuple[str, ...]:
+        """Message-IDs this mail answers, nearest first."""
+        return tuple(dict.fromkeys((*self.in_reply_to, *reversed(self.references))))
+
+
+def message_ids(value: str | None) -> tuple[str, ...]:
+    return tuple(_MSGID.findall(value or ""))
+
+
+def clean_address(addr: str) -> str:
+    addr = one_line(addr).strip().strip("<>").lower()
+    return addr if _ADDR.match(addr) else ""
+
+
+def safe_filename(name: str, index: int, content_type: str) -> str:
+    """A name that cannot traverse paths, hide its extension or break a listing."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = _UNSAFE_NAME.sub("_", base).strip(" .")[:200]
+    if not base:
+        sub = content_type.split("/")[-1][:10] or "bin"
+        base = f"attachment-{index}.{re.sub(r'[^a-z0-9]', '', sub) or 'bin'}"
+    return base
+
+
+def _addresses(pairs: list[tuple[str, str]] | None) -> tuple[str, ...]:
+    out = []
+    for _name, addr in pairs or []:
+        a = clean_address(addr)
+        if a and a not in out:
+            out.append(a)
+    return tuple(out)
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        d = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if d is None:
+        return None
+    return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
+
+
+def _attachments(raw: list[dict[str, object]]) -> tuple[Attachment, ...]:
+    out = []
+    for i, a in enumerate(raw, 1):
+        payload = a.get("payload") or ""
+        if a.get("binary"):
+            data = base64.b64decode(str(payload), validate=False)
+        else:
+            data = str(payload).encode(str(a.get("charset") or "utf-8"), "replace") \
+                if isinstance(payload, str) else bytes(payload)  # type: ignore[arg-type]
+        ctype = one_line(str(a.get("mail_content_type") or "application/octet-stream")).lower()
+        out.append(Attachment(safe_filename(str(a.get("filename") or ""), i, ctype), ctype, data))
+    return tuple(out)
+
+
+def parse(raw: bytes, digest: str, envelope_from: str | None = None) -> ParsedMail:
+    """Parse; raise Unparseable when there is no mail to speak of."""
+    head = raw[:65536].lstrip()
+    if not head or not re.match(rb"^[!-9;-~]{1,200}:", head):
+        raise Unparseable("no mail headers at the start of the message")
+    try:
+        mp = mailparser.parse_from_bytes(raw)
+    except Exception as e:  # mail-parser raises whatever the stdlib raised
+        raise Unparseable(f"MIME structure unreadable: {type(e).__name__}: {e}") from e
+    msg = mp.message
+
+    from_pairs = mp.from_ or []
+    from_addr = _addresses(from_pairs)[:1]
+    from_name = one_line(from_pairs[0][0]) if from_pairs else ""
+    sender = from_addr[0] if from_addr else clean_address(envelope_from or "")
+
+    mid_hdr = message_ids(msg.get("Message-ID", ""))
+    message_id = mid_hdr[0] if mid_hdr else f"<generated.{digest[:40]}@maildesk.invalid>"
+
+    text = "\n".join(mp.text_plain).strip("\n")
+    if not text and mp.text_html:
+        text = html_to_text("\n".join(mp.text_html))
+    subject = one_line(mp.subject or "")
+    date_hdr = one_line(str(msg.get("Date", "")))
+
+    defects = tuple(sorted({d for d in (mp.defects_categories or ())}))
+    if mid_hdr:
+        basis = f"mid\0{message_id}\0{sender}\0{date_hdr}\0{subject}"
+    else:
+        body = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[-1]
+        basis = f"nomid\0{sender}\0{date_hdr}\0{subject}\0{hashlib.sha256(body).hexdigest()}"
+
+    return ParsedMail(
+        message_id=message_id,
+        has_message_id=bool(mid_hdr),
+        from_addr=sender,
+        from_name=from_name,
+        to=_addresses(mp.to),
+        cc=_addresses(mp.cc),
+        subject=subject,
+        date=_date(date_hdr),
+        text=text[:MAX_TEXT],
+        in_reply_to=message_ids(str(msg.get("In-Reply-To", ""))),
+        references=message_ids(str(msg.get("References", ""))),
+        auto_submitted=one_line(str(msg.get("Auto-Submitted", ""))).lower(),
+        attachments=_attachments(mp.attachments),
+        defects=defects,
+        dedupe_key=hashlib.sha256(basis.encode("utf-8", "surrogateescape")).hexdigest(),
+    )

@@ -1,0 +1,68 @@
+"""Jinja templates for the mail we send: subject, text and HTML parts.
+
+A notification `name` is three files: name.subject.j2, name.txt.j2 and
+name.html.j2 (optional). Files in settings.templates_dir override the
+built-in ones file by file, so a desk can change one text and keep the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..mail.headers import one_line
+
+
+def builtin_templates_dir() -> Path:
+    """Installed wheels carry templates/ as maildesk/_templates; a checkout has ../templates."""
+    here = Path(__file__).resolve().parent.parent
+    installed = here / "_templates"
+    return installed if installed.is_dir() else here.parent / "templates"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+class Templates:
+    def __init__(self, override: Path | None = None) -> None:
+        dirs = [str(p) for p in (override, builtin_templates_dir()) if p is not None]
+        loader = jinja2.FileSystemLoader(dirs)
+        self.text_env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined,
+                                           autoescape=False, keep_trailing_newline=True)
+        self.html_env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined,
+                                           autoescape=True)
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.text_env.get_template(f"{name}.txt.j2")
+        except jinja2.TemplateNotFound:
+            return False
+        return True
+
+    def render(self, name: str, context: dict[str, Any]) -> Rendered:
+        subject = self.text_env.get_template(f"{name}.subject.j2").render(context)
+        text = self.text_env.get_template(f"{name}.txt.j2").render(context)
+        try:
+            html_t = self.html_env.get_template(f"{name}.html.j2")
+        except jinja2.TemplateNotFound:
+            html = None
+        else:
+            html = html_t.render(context)
+        return Rendered(one_line(subject), text, html)
+
+    def check(self) -> list[str]:
+        """Every template compiles: a broken override must fail at start, not at first mail."""
+        errors = []
+        for env in (self.text_env, self.html_env):
+            for name in env.list_templates(filter_func=lambda n: n.endswith(".j2")):
+                try:
+                    env.get_template(name)
+                except jinja2.TemplateSyntaxError as e:
+                    errors.append(f"{e.filename or name}:{e.lineno}: template error: {e.message}")
+        return sorted(set(errors))

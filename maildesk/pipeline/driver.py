@@ -1,0 +1,102 @@
+"""Runs the stages over a batch of accepted mail inside one transaction.
+
+Each mail runs in a ledger draft. A named Outcome keeps what the stages
+decided and sets the inbound state; any other exception rolls the mail's
+draft back and quarantines it with the stage and the error, so one bad mail never stops
+the mail behind it. Database outages are not the mail's fault: they propagate,
+the whole batch rolls back, and the caller retries later (451, exit 75).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from .stages import STAGES
+from .work import Context, Outcome, Quarantined, Work
+
+log = logging.getLogger("maildesk.pipeline")
+TRANSIENT = (OperationalError, InterfaceError)
+
+
+@dataclass
+class Summary:
+    """What a batch did, for `maildesk ingest` and the logs."""
+
+    new_tickets: int = 0
+    follow_ups: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    quarantined: int = 0
+    refs: list[str] = field(default_factory=list)
+
+    def add(self, other: "Summary") -> None:
+        for k in ("new_tickets", "follow_ups", "duplicates", "refused", "quarantined"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.refs.extend(other.refs)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in
+                ("new_tickets", "follow_ups", "duplicates", "refused", "quarantined")}
+
+
+def _run_one(ctx: Context, w: Work) -> str:
+    """Run the stages on one mail in a ledger draft; returns the mail's final state."""
+    ctx.ledger.begin()
+    stage = "?"
+    try:
+        for stage, fn in STAGES:
+            fn(ctx, w)
+            w.trail.append(stage)
+    except Quarantined as o:
+        ctx.ledger.rollback()
+        return _settle(ctx, w, o.state, f"{stage}: {o.reason}")
+    except Outcome as o:
+        ctx.ledger.commit()
+        return _settle(ctx, w, o.state, o.reason)
+    except TRANSIENT:
+        ctx.ledger.rollback()
+        raise
+    except Exception as e:
+        ctx.ledger.rollback()
+        log.debug("pipeline error on %s", w.inbound.origin or w.inbound.id, exc_info=True)
+        return _settle(ctx, w, "quarantined", f"{stage}: {type(e).__name__}: {e}"[:2000])
+    ctx.ledger.commit()
+    return _settle(ctx, w, "ticketed", None)
+
+
+def _settle(ctx: Context, w: Work, state: str, reason: str | None) -> str:
+    a = w.inbound
+    values = {"state": state, "reason": reason, "attempts": a.attempts + 1,
+              "processed_at": ctx.now}
+    if a.id is None:   # not yet in the database: insert it whole
+        values |= {"received_at": a.received_at, "source": a.source, "origin": a.origin,
+                   "mail_from": a.mail_from, "rcpt_to": list(a.rcpt_to), "digest": a.digest,
+                   "size": a.size}
+    ctx.ledger.settle(a.id, w.message if state == "ticketed" else None, **values)
+    if state == "quarantined":
+        log.warning("quarantined %s: %s", a.origin or f"inbound {a.id}", reason)
+    return state
+
+
+def process(ctx: Context, works: list[Work]) -> Summary:
+    """Run the batch and write what it decided (the caller commits)."""
+    summary = Summary()
+    for w in works:
+        state = _run_one(ctx, w)
+        if state == "ticketed":
+            assert w.ticket is not None
+            if w.created:
+                summary.new_tickets += 1
+                summary.refs.append(w.ticket.ref)
+            else:
+                summary.follow_ups += 1
+        elif state == "duplicate":
+            summary.duplicates += 1
+        elif state == "refused":
+            summary.refused += 1
+        else:
+            summary.quarantined += 1
+    ctx.ledger.write()
+    return summary

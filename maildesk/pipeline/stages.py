@@ -1,0 +1,148 @@
+"""The ingest stages, in order. Each takes (Context, Work), and either fills in
+Work or ends the mail's journey with a named Outcome.
+
+Later stages (classify, identify, rules, sla) slot into STAGES by name.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..mail.parse import Unparseable, parse
+from ..tickets import apply, thread as threading
+from ..tickets.refs import base_address
+from ..notify.outbox import queue_mail
+from .work import Context, Duplicate, Quarantined, Refused, Work
+
+Stage = Callable[[Context, Work], None]
+
+
+def parse_stage(ctx: Context, w: Work) -> None:
+    try:
+        w.parsed = parse(w.raw, w.inbound.digest, w.inbound.mail_from)
+    except Unparseable as e:
+        raise Quarantined(str(e)) from None
+    if not w.parsed.from_addr:
+        raise Quarantined("no sender: neither a From address nor an envelope sender")
+
+
+def keep_stage(ctx: Context, w: Work) -> None:
+    """The same mail by two routes (SMTP and IMAP, a resent file) is one mail."""
+    assert w.parsed
+    ref = ctx.ledger.stored_as(w.parsed.dedupe_key)
+    if ref is not None:
+        raise Duplicate(f"{w.parsed.message_id} is already on {ref}")
+
+
+def _recipients(w: Work) -> list[str]:
+    assert w.parsed
+    seen = dict.fromkeys([*(a.lower() for a in w.inbound.rcpt_to), *w.parsed.to, *w.parsed.cc])
+    return list(seen)
+
+
+def thread_stage(ctx: Context, w: Work) -> None:
+    assert w.parsed
+    desk = ctx.settings.desk
+    p = w.parsed
+    ticket = threading.by_reply_address(ctx.ledger, _recipients(w), ctx.secret, desk.addresses)
+    how = "reply-address"
+    if ticket is None:
+        ticket, how = threading.by_tag(ctx.ledger, p.subject, p.from_addr), "tag"
+    if ticket is None:
+        ticket, how = threading.by_references(ctx.ledger, p.thread_ids), "references"
+    if ticket is None:
+        return
+    w.thread_by = how
+    if ticket.status != "closed":
+        w.ticket = ticket
+        return
+    policy = desk.closed_reply_policy(ticket.queue)
+    if policy == "reopen":
+        w.ticket, w.reopen = ticket, True
+    elif policy == "new":
+        w.linked_to = ticket
+    else:
+        queue_mail(ctx, ticket, "refused", [(p.from_name, p.from_addr)], answering=None)
+        ctx.ledger.add_event(ticket, "reply.refused", ctx.now, actor=p.from_addr,
+                             message_id=p.message_id, digest=w.inbound.digest)
+        raise Refused(f"{ticket.ref} is closed and its queue refuses replies")
+
+
+def _queue_for(ctx: Context, w: Work) -> str:
+    rcpts = {base_address(a) for a in _recipients(w)}
+    for q in ctx.settings.desk.queues:
+        if rcpts.intersection(q.addresses):
+            return q.name
+    return ctx.settings.desk.default_queue
+
+
+def apply_stage(ctx: Context, w: Work) -> None:
+    assert w.parsed
+    p, ledger = w.parsed, ctx.ledger
+    support = set(ctx.settings.desk.addresses)
+    others = [a for a in dict.fromkeys((*p.to, *p.cc))
+              if base_address(a) not in support and a != p.from_addr]
+    if w.ticket is None:
+        ticket = apply.open_ticket(ledger, p, queue=_queue_for(ctx, w), cc=others, now=ctx.now,
+                                   linked_to=w.linked_to)
+        w.ticket, w.created = ticket, True
+        w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now)
+        data = {"source": w.inbound.source, "message_id": p.message_id, "queue": ticket.queue}
+        if w.linked_to is not None:
+            data["follows"] = w.linked_to.ref
+            ledger.add_event(w.linked_to, "ticket.linked", ctx.now, actor=p.from_addr,
+                             ticket=ticket.ref, reason="reply to a closed ticket")
+        ledger.add_event(ticket, "ticket.created", ctx.now, actor=p.from_addr, **data)
+        return
+    ticket = w.ticket
+    w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now)
+    if w.reopen:
+        ledger.add_event(ticket, "ticket.reopened", ctx.now, actor=p.from_addr,
+                         previous=ticket.status)
+        ledger.change(ticket, status="open")
+    elif ticket.status in apply.STATUS_AFTER_CUSTOMER_REPLY:
+        old, new = ticket.status, apply.STATUS_AFTER_CUSTOMER_REPLY[ticket.status]
+        ledger.change(ticket, status=new)
+        ledger.add_event(ticket, "ticket.updated", ctx.now, actor=p.from_addr,
+                         field="status", old=old, new=new)
+    added = apply.add_participants(ledger, ticket, others) \
+        if p.from_addr in threading.participants(ticket) else []
+    ledger.add_event(ticket, "customer.replied", ctx.now, actor=p.from_addr,
+                     message_id=p.message_id, thread_by=w.thread_by, cc_added=added)
+
+
+def may_acknowledge(ctx: Context, w: Work) -> str | None:
+    """Why not to answer this mail automatically (RFC 3834), or None to answer it."""
+    assert w.parsed
+    p = w.parsed
+    if p.auto_submitted not in ("", "no"):
+        return f"Auto-Submitted: {p.auto_submitted}"
+    if w.inbound.mail_from == "":
+        return "null envelope sender (a bounce)"
+    if base_address(p.from_addr) in ctx.settings.desk.addresses:
+        return "sent from our own address"
+    local = p.from_addr.split("@", 1)[0]
+    if local in ("mailer-daemon", "postmaster", "noreply", "no-reply", "do-not-reply"):
+        return f"sender {p.from_addr} does not read replies"
+    return None
+
+
+def notify_stage(ctx: Context, w: Work) -> None:
+    assert w.parsed and w.ticket
+    if not w.created:
+        return
+    why_not = may_acknowledge(ctx, w)
+    if why_not:
+        ctx.ledger.add_event(w.ticket, "acknowledgement.suppressed", ctx.now, reason=why_not)
+        return
+    queue_mail(ctx, w.ticket, "acknowledgement", [(w.parsed.from_name, w.parsed.from_addr)],
+               answering=w.message)
+
+
+STAGES: tuple[tuple[str, Stage], ...] = (
+    ("parse", parse_stage),
+    ("keep", keep_stage),
+    ("thread", thread_stage),
+    ("apply", apply_stage),
+    ("notify", notify_stage),
+)
+

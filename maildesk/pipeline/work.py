@@ -1,0 +1,80 @@
+"""What travels through the ingest pipeline, and the named ways it can end early.
+
+Outcomes derive from BaseException (as Mailman's DiscardMessage does) so that
+no `except Exception` in a stage can swallow them; only the driver catches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..config.schema import Settings
+from ..mail.parse import ParsedMail
+from ..notify.templates import Templates
+from ..store.blobs import BlobBatch
+from ..tickets.ledger import Ledger, Pending, TicketRow
+
+
+class Outcome(BaseException):
+    """A stage decided this mail's fate; what it wrote so far is kept."""
+
+    state = "?"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Duplicate(Outcome):
+    state = "duplicate"
+
+
+class Refused(Outcome):
+    state = "refused"
+
+
+class Quarantined(Outcome):
+    """Kept raw for a person to look at; what the stages wrote is rolled back."""
+
+    state = "quarantined"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What stages may use. A new one per batch: `now` is the batch's clock."""
+
+    ledger: Ledger
+    settings: Settings
+    blobs: BlobBatch
+    templates: Templates
+    secret: bytes
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """An accepted mail as the pipeline sees its delivery: plain values, no row."""
+
+    id: int | None                # inbound row id; None until written (ingest)
+    source: str
+    origin: str | None
+    mail_from: str | None
+    rcpt_to: tuple[str, ...]
+    digest: str
+    size: int
+    received_at: datetime
+    attempts: int = 0
+
+
+@dataclass
+class Work:
+    inbound: Arrival
+    raw: bytes
+    parsed: ParsedMail | None = None
+    ticket: TicketRow | None = None
+    thread_by: str | None = None          # reply-address | tag | references
+    linked_to: TicketRow | None = None    # a closed ticket this mail's new ticket follows
+    reopen: bool = False
+    message: Pending | None = None
+    created: bool = False
+    trail: list[str] = field(default_factory=list)

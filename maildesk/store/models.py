@@ -1,0 +1,179 @@
+"""The tables. Every schema change here needs a migration in migrations/versions.
+
+Raw mail never lives in the database: `digest` columns name a blob in the
+content-addressed store (blobs.py), written and fsynced before the commit.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, DateTime, ForeignKey, Index, Integer, String, Text,
+                        TypeDecorator)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTC(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both engines (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None \
+            else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTC, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Counter(Base):
+    """Gap-free sequences (ticket numbers) that work the same on both engines."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Inbound(Base):
+    """One accepted delivery: what we said 250 (or exit 0) to. Never deleted."""
+
+    __tablename__ = "inbound"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(20))           # smtp | pipe | imap
+    origin: Mapped[str | None] = mapped_column(Text)          # file path, peer, mailbox
+    mail_from: Mapped[str | None] = mapped_column(Text)
+    rcpt_to: Mapped[list[str]] = mapped_column(default=list)
+    digest: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    # queued -> ticketed | duplicate | refused | quarantined
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    processed_at: Mapped[datetime | None] = mapped_column()
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+
+    __table_args__ = (Index("ix_inbound_state_id", "state", "id"),)
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    requester: Mapped[str] = mapped_column(Text)
+    requester_name: Mapped[str | None] = mapped_column(Text)
+    cc: Mapped[list[str]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(20), default="new")
+    type: Mapped[str] = mapped_column(String(20), default="incident")
+    priority: Mapped[str] = mapped_column(String(10), default="P3")
+    category: Mapped[str | None] = mapped_column(Text)
+    queue: Mapped[str] = mapped_column(String(64))
+    assignee: Mapped[str | None] = mapped_column(Text)
+    linked_to: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    messages: Mapped[list["Message"]] = relationship(
+        back_populates="ticket", order_by="Message.id", lazy="raise_on_sql")
+    events: Mapped[list["Event"]] = relationship(order_by="Event.id", lazy="raise_on_sql")
+
+    __table_args__ = (Index("ix_tickets_status", "status"),)
+
+
+class Message(Base):
+    """A mail on a ticket, ours (out) or theirs (in)."""
+
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    message_id: Mapped[str] = mapped_column(Text, index=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    direction: Mapped[str] = mapped_column(String(3))          # in | out
+    visibility: Mapped[str] = mapped_column(String(10), default="public")
+    from_addr: Mapped[str] = mapped_column(Text, default="")
+    from_name: Mapped[str | None] = mapped_column(Text)
+    to: Mapped[list[str]] = mapped_column(default=list)
+    cc: Mapped[list[str]] = mapped_column(default=list)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    date: Mapped[datetime] = mapped_column()
+    text: Mapped[str] = mapped_column(Text, default="")
+    digest: Mapped[str] = mapped_column(String(64))
+    defects: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="messages", lazy="raise_on_sql")
+    attachments: Mapped[list["Attachment"]] = relationship(
+        order_by="Attachment.id", lazy="raise_on_sql")
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    filename: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))
+
+
+class Event(Base):
+    """Everything that happens to a ticket: the audit trail, the rules' input, the reports' data."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
+
+
+class OutboxMail(Base):
+    """A mail we owe someone; the rendered bytes are a blob, delivered by the outbox worker."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    template: Mapped[str] = mapped_column(String(64))
+    envelope_from: Mapped[str] = mapped_column(Text)
+    to: Mapped[list[str]] = mapped_column(default=list)
+    subject: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(Text, index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10), default="queued")  # queued|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    result: Mapped[str] = mapped_column(String(10))      # sent | retry | failed
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,41 @@
+"""Turning a mail into a new ticket or a follow-up on one."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..mail.parse import ParsedMail
+from ..store.blobs import BlobBatch
+from .ledger import Ledger, Pending, TicketRow
+
+# After a customer writes, a ticket waiting for them or resolved is open again.
+STATUS_AFTER_CUSTOMER_REPLY = {"pending": "open", "resolved": "open"}
+
+
+def open_ticket(ledger: Ledger, mail: ParsedMail, *, queue: str, cc: list[str],
+                now: datetime, linked_to: TicketRow | None) -> TicketRow:
+    return ledger.open_ticket(
+        subject=mail.subject, requester=mail.from_addr, requester_name=mail.from_name or None,
+        cc=cc, status="new", type="incident", priority="P3", category=None, queue=queue,
+        assignee=None, created_at=now, updated_at=now, linked_ticket=linked_to)
+
+
+def add_participants(ledger: Ledger, ticket: TicketRow, addresses: list[str]) -> list[str]:
+    known = {ticket.requester, *ticket.cc}
+    new = list(dict.fromkeys(a for a in addresses if a not in known))
+    if new:
+        ledger.change(ticket, cc=[*ticket.cc, *new])
+    return new
+
+
+def store_message(ledger: Ledger, blobs: BlobBatch, ticket: TicketRow, mail: ParsedMail,
+                  digest: str, now: datetime) -> Pending:
+    attachments = [{"filename": a.filename, "content_type": a.content_type, "size": len(a.data),
+                    "digest": blobs.put(a.data)} for a in mail.attachments]
+    message = ledger.add_message(ticket, {
+        "message_id": mail.message_id, "dedupe_key": mail.dedupe_key, "direction": "in",
+        "visibility": "public", "from_addr": mail.from_addr, "from_name": mail.from_name or None,
+        "to": list(mail.to), "cc": list(mail.cc), "subject": mail.subject,
+        "date": mail.date or now, "text": mail.text, "digest": digest,
+        "defects": list(mail.defects), "created_at": now}, attachments)
+    ledger.change(ticket, updated_at=now)
+    return message

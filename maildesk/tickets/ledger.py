@@ -1,0 +1,281 @@
+"""What a batch of mail has decided, kept as plain values and written in bulk.
+
+Stages never write to the database one row at a time: they ask the ledger
+(which looks at what the batch already decided, then at the database) and
+tell it what to add. At the end of the batch the ledger writes every table
+with one multi-row statement, which is what makes ingest fast.
+
+Each mail runs inside a draft: if a stage fails, rollback() forgets exactly
+what that mail added or changed, and the mails before and after it stand.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from ..store.models import (Attachment, Counter, Event, Inbound, Message, OutboxMail,
+                            Ticket)
+from .refs import format_ref
+
+T_TICKETS, T_MESSAGES = Ticket.__table__, Message.__table__
+T_ATTACH, T_EVENTS, T_OUTBOX = Attachment.__table__, Event.__table__, OutboxMail.__table__
+T_INBOUND, T_COUNTERS = Inbound.__table__, Counter.__table__
+
+
+@dataclass
+class TicketRow:
+    """A ticket as plain values; `id` is None until the ledger writes it."""
+
+    number: int
+    ref: str
+    subject: str
+    requester: str
+    requester_name: str | None
+    cc: list[str]
+    status: str
+    type: str
+    priority: str
+    category: str | None
+    queue: str
+    assignee: str | None
+    linked_to: int | None
+    created_at: datetime
+    updated_at: datetime
+    id: int | None = None
+    linked_ticket: "TicketRow | None" = field(default=None, repr=False)
+
+    COLUMNS = ("number", "ref", "subject", "requester", "requester_name", "cc", "status",
+               "type", "priority", "category", "queue", "assignee", "linked_to",
+               "created_at", "updated_at")
+
+    def values(self) -> dict[str, Any]:
+        return {c: getattr(self, c) for c in self.COLUMNS}
+
+
+@dataclass
+class Pending:
+    """A row to insert; `refs` names the TicketRow / message whose id it needs."""
+
+    values: dict[str, Any]
+    ticket: TicketRow | None = None
+    message: "Pending | None" = None
+    id: int | None = None
+
+
+_SETTLED = ("state", "reason", "attempts", "processed_at")
+_LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound")
+
+
+class Ledger:
+    def __init__(self, conn: Connection, prefix: str) -> None:
+        self.conn = conn
+        self.prefix = prefix
+        self.tickets: dict[int, TicketRow] = {}           # by number
+        self.dirty: dict[int, TicketRow] = {}             # existing tickets changed, by number
+        self.new_tickets: list[TicketRow] = []
+        self.messages: list[Pending] = []
+        self.attachments: list[Pending] = []
+        self.events: list[Pending] = []
+        self.outbox: list[Pending] = []
+        self.inbound: list[tuple[int | None, Pending | None, dict[str, Any]]] = []
+        self.message_index: dict[str, TicketRow] = {}     # Message-ID -> ticket, this batch
+        self.dedupe_index: dict[str, str] = {}            # dedupe key -> ref, this batch
+        self._counter: int | None = None
+        self._draft: dict[str, Any] | None = None
+
+    # -- drafts -----------------------------------------------------------
+    def begin(self) -> None:
+        self._draft = {"lens": {n: len(getattr(self, n)) for n in _LISTS},
+                       "counter": self._counter, "saved": {}, "dirty": set(self.dirty),
+                       "keys": []}
+
+    def commit(self) -> None:
+        self._draft = None
+
+    def rollback(self) -> None:
+        d = self._draft
+        assert d is not None
+        for name, n in d["lens"].items():
+            del getattr(self, name)[n:]
+        for number, saved in d["saved"].items():
+            if saved is None:
+                self.tickets.pop(number, None)
+            else:
+                for f in fields(TicketRow):
+                    setattr(self.tickets[number], f.name, getattr(saved, f.name))
+        for number in set(self.dirty) - d["dirty"]:
+            del self.dirty[number]
+        for index, key in d["keys"]:
+            index.pop(key, None)
+        self._counter = d["counter"]
+        self._draft = None
+
+    def change(self, ticket: TicketRow, **values: Any) -> None:
+        """Set ticket fields so that a rollback can restore them."""
+        if self._draft is not None and ticket.number not in self._draft["saved"]:
+            self._draft["saved"][ticket.number] = copy.copy(ticket)
+        for k, v in values.items():
+            setattr(ticket, k, v)
+        if ticket.id is not None:
+            self.dirty[ticket.number] = ticket
+
+    def _index(self, index: dict[str, Any], key: str, value: Any) -> None:
+        index[key] = value
+        if self._draft is not None:
+            self._draft["keys"].append((index, key))
+
+    # -- reading ----------------------------------------------------------
+    def _load(self, where: Any) -> TicketRow | None:
+        row = self.conn.execute(select(T_TICKETS).where(where)).mappings().first()
+        if row is None:
+            return None
+        number = row["number"]
+        if number in self.tickets:          # already loaded (and maybe changed) this batch
+            return self.tickets[number]
+        ticket = TicketRow(**{c: row[c] for c in TicketRow.COLUMNS}, id=row["id"])
+        self.tickets[number] = ticket
+        if self._draft is not None:
+            self._draft["saved"].setdefault(number, None)
+        return ticket
+
+    def by_number(self, number: int) -> TicketRow | None:
+        return self.tickets.get(number) or self._load(T_TICKETS.c.number == number)
+
+    def by_ref(self, ref: str) -> TicketRow | None:
+        prefix, _, n = ref.rpartition("-")
+        if prefix.upper() == self.prefix and n.isdigit():
+            return self.by_number(int(n))
+        return self._load(T_TICKETS.c.ref == ref)
+
+    def by_id(self, ticket_id: int) -> TicketRow | None:
+        for t in self.tickets.values():
+            if t.id == ticket_id:
+                return t
+        return self._load(T_TICKETS.c.id == ticket_id)
+
+    def by_message_ids(self, ids: list[str]) -> TicketRow | None:
+        """The ticket holding the first of ids that we know (ids nearest first)."""
+        found: dict[str, Any] = {m: self.message_index[m] for m in ids if m in self.message_index}
+        missing = [m for m in ids if m not in found]
+        if missing:
+            rows = self.conn.execute(select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id)
+                                     .where(T_MESSAGES.c.message_id.in_(missing)))
+            for mid, tid in rows:
+                found.setdefault(mid, tid)
+        for m in ids:
+            if m in found:
+                hit = found[m]
+                return hit if isinstance(hit, TicketRow) else self.by_id(hit)
+        return None
+
+    def stored_as(self, dedupe_key: str) -> str | None:
+        if dedupe_key in self.dedupe_index:
+            return self.dedupe_index[dedupe_key]
+        return self.conn.scalar(
+            select(T_TICKETS.c.ref).join(T_MESSAGES, T_MESSAGES.c.ticket_id == T_TICKETS.c.id)
+            .where(T_MESSAGES.c.dedupe_key == dedupe_key))
+
+    # -- adding -----------------------------------------------------------
+    def next_number(self) -> int:
+        if self._counter is None:
+            name = f"ticket:{self.prefix}"
+            q = select(T_COUNTERS.c.value).where(T_COUNTERS.c.name == name)
+            if self.conn.dialect.name == "postgresql":
+                q = q.with_for_update()
+            value = self.conn.scalar(q)
+            if value is None:
+                self.conn.execute(insert(T_COUNTERS).values(name=name, value=0))
+                value = 0
+            self._counter = int(value)
+        self._counter += 1
+        return self._counter
+
+    def open_ticket(self, **values: Any) -> TicketRow:
+        number = self.next_number()
+        linked: TicketRow | None = values.pop("linked_ticket", None)
+        ticket = TicketRow(number=number, ref=format_ref(self.prefix, number),
+                           linked_to=None, linked_ticket=linked, **values)
+        self.tickets[number] = ticket
+        if self._draft is not None:
+            self._draft["saved"].setdefault(number, None)
+        self.new_tickets.append(ticket)
+        return ticket
+
+    def add_message(self, ticket: TicketRow, values: dict[str, Any],
+                    attachments: list[dict[str, Any]] = ()) -> Pending:  # type: ignore[assignment]
+        msg = Pending(values, ticket=ticket)
+        self.messages.append(msg)
+        self._index(self.message_index, values["message_id"], ticket)
+        self._index(self.dedupe_index, values["dedupe_key"], ticket.ref)
+        for a in attachments:
+            self.attachments.append(Pending(a, message=msg))
+        return msg
+
+    def add_event(self, ticket: TicketRow, kind: str, at: datetime, actor: str | None = None,
+                  **data: Any) -> None:
+        self.events.append(Pending({"kind": kind, "at": at, "actor": actor, "data": data},
+                                   ticket=ticket))
+
+    def add_outbox(self, ticket: TicketRow, values: dict[str, Any]) -> None:
+        self.outbox.append(Pending(values, ticket=ticket))
+
+    def settle(self, inbound_id: int | None, message: Pending | None, **values: Any) -> None:
+        """Record what became of an inbound mail: update its row, or insert it (id None)."""
+        self.inbound.append((inbound_id, message, values))
+
+    # -- writing ----------------------------------------------------------
+    def write(self) -> None:
+        c = self.conn
+        if self.new_tickets:
+            for t in self.new_tickets:
+                if t.linked_ticket is not None:
+                    t.linked_to = t.linked_ticket.id
+            ids = c.execute(insert(T_TICKETS).returning(T_TICKETS.c.id,
+                                                        sort_by_parameter_order=True),
+                            [t.values() for t in self.new_tickets]).scalars().all()
+            for t, i in zip(self.new_tickets, ids):
+                t.id = i
+            # a new ticket linked to another new one of this batch
+            late = [t for t in self.new_tickets if t.linked_ticket is not None and t.linked_to is None]
+            for t in late:
+                t.linked_to = t.linked_ticket.id  # type: ignore[union-attr]
+                self.dirty[t.number] = t
+        if self.dirty:
+            cols = ("status", "cc", "updated_at", "linked_to", "queue", "assignee", "priority",
+                    "type", "category", "subject")
+            c.execute(update(T_TICKETS).where(T_TICKETS.c.id == bindparam("b_id"))
+                      .values({k: bindparam(f"b_{k}") for k in cols}),
+                      [{"b_id": t.id, **{f"b_{k}": getattr(t, k) for k in cols}}
+                       for t in self.dirty.values()])
+        if self.messages:
+            rows = [{**m.values, "ticket_id": m.ticket.id} for m in self.messages]  # type: ignore[union-attr]
+            ids = c.execute(insert(T_MESSAGES).returning(T_MESSAGES.c.id,
+                                                         sort_by_parameter_order=True),
+                            rows).scalars().all()
+            for m, i in zip(self.messages, ids):
+                m.id = i
+        for table, items, key in ((T_ATTACH, self.attachments, "message_pk"),
+                                  (T_EVENTS, self.events, "ticket_id"),
+                                  (T_OUTBOX, self.outbox, "ticket_id")):
+            if items:
+                c.execute(insert(table), [
+                    {**p.values, key: (p.message.id if key == "message_pk" else p.ticket.id)}  # type: ignore[union-attr]
+                    for p in items])
+        new_inbound = [{**v, "message_pk": m.id if m else None}
+                       for inbound_id, m, v in self.inbound if inbound_id is None]
+        if new_inbound:
+            c.execute(insert(T_INBOUND), new_inbound)
+        old_inbound = [{"b_id": inbound_id, "b_message_pk": m.id if m else None,
+                        **{f"b_{k}": v[k] for k in _SETTLED}}
+                       for inbound_id, m, v in self.inbound if inbound_id is not None]
+        if old_inbound:
+            c.execute(update(T_INBOUND).where(T_INBOUND.c.id == bindparam("b_id"))
+                      .values({k: bindparam(f"b_{k}") for k in (*_SETTLED, "message_pk")}),
+                      old_inbound)
+        if self._counter is not None:
+            c.execute(update(T_COUNTERS).where(T_COUNTERS.c.name == f"ticket:{self.prefix}")
+                      .values(value=self._counter))

@@ -1,0 +1,40 @@
+"""Which ticket a mail belongs to.
+
+In order of trust: a reply address whose token is genuine; a subject tag,
+but only from someone already on that ticket (a stranger who types [MD-12]
+must not join MD-12); a Message-ID in In-Reply-To/References that we stored
+on a ticket (knowing it means having seen the mail). Else: a new ticket.
+"""
+from __future__ import annotations
+
+from .ledger import Ledger, TicketRow
+from .refs import base_address, ref_from_reply_address, tagged_numbers
+
+
+def participants(ticket: TicketRow) -> set[str]:
+    return {ticket.requester, *ticket.cc}
+
+
+def by_reply_address(ledger: Ledger, recipients: list[str], secret: bytes,
+                     support: list[str]) -> TicketRow | None:
+    for addr in recipients:
+        if "+" not in addr or base_address(addr) not in support:
+            continue
+        ref = ref_from_reply_address(addr, secret, support, ledger.prefix)
+        if ref:
+            ticket = ledger.by_ref(ref)
+            if ticket is not None:
+                return ticket
+    return None
+
+
+def by_tag(ledger: Ledger, subject: str, sender: str) -> TicketRow | None:
+    for number in tagged_numbers(subject, ledger.prefix):
+        ticket = ledger.by_number(number)
+        if ticket is not None and sender in participants(ticket):
+            return ticket
+    return None
+
+
+def by_references(ledger: Ledger, thread_ids: tuple[str, ...]) -> TicketRow | None:
+    return ledger.by_message_ids(list(thread_ids[:50])) if thread_ids else None
