@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 
 import mailparser
@@ -60,6 +61,16 @@ class ParsedMail:
     def thread_ids(self) -> tuple[str, ...]:
         """Message-IDs this mail answers, nearest first."""
         return tuple(dict.fromkeys((*self.in_reply_to, *reversed(self.references))))
+
+
+def decoded(value: str) -> str:
+    """RFC 2047 words decoded (mail-parser leaves some encoded), then made one line."""
+    if "=?" in value:
+        try:
+            value = str(make_header(decode_header(value)))
+        except (ValueError, LookupError, UnicodeError):
+            pass
+    return one_line(value)
 
 
 def message_ids(value: str | None) -> tuple[str, ...]:
@@ -129,7 +140,7 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None) -> ParsedMa
 
     from_pairs = mp.from_ or []
     from_addr = _addresses(from_pairs)[:1]
-    from_name = one_line(from_pairs[0][0]) if from_pairs else ""
+    from_name = decoded(from_pairs[0][0]) if from_pairs else ""
     sender = from_addr[0] if from_addr else clean_address(envelope_from or "")
 
     mid_hdr = message_ids(msg.get("Message-ID", ""))
@@ -138,7 +149,7 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None) -> ParsedMa
     text = "\n".join(mp.text_plain).strip("\n")
     if not text and mp.text_html:
         text = html_to_text("\n".join(mp.text_html))
-    subject = one_line(mp.subject or "")
+    subject = decoded(mp.subject or "")
     date_hdr = one_line(str(msg.get("Date", "")))
 
     defects = tuple(sorted({d for d in (mp.defects_categories or ())}))

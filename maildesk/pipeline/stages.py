@@ -90,7 +90,7 @@ def apply_stage(ctx: Context, w: Work) -> None:
         if w.linked_to is not None:
             data["follows"] = w.linked_to.ref
             ledger.add_event(w.linked_to, "ticket.linked", ctx.now, actor=p.from_addr,
-                             ticket=ticket.ref, reason="reply to a closed ticket")
+                             new_ticket=ticket.ref, reason="reply to a closed ticket")
         ledger.add_event(ticket, "ticket.created", ctx.now, actor=p.from_addr, **data)
         return
     ticket = w.ticket

@@ -1,0 +1,197 @@
+"""Fixtures: real databases (SQLite and PostgreSQL), real daemons, real mail.
+
+PostgreSQL runs at 127.0.0.1:5432 (trust auth, database `test`); each test
+gets a schema of its own, dropped afterwards, so tests never see each
+other's rows. Set MAILDESK_TEST_PG to another URL, or to "" to skip it.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from maildesk.app import App
+from maildesk.config.schema import Settings
+
+PG_URL = os.environ.get("MAILDESK_TEST_PG", "postgresql+psycopg://root@127.0.0.1:5432/test")
+
+
+def _pg_available() -> bool:
+    if not PG_URL:
+        return False
+    try:
+        eng = create_engine(PG_URL)
+        with eng.connect():
+            pass
+        eng.dispose()
+        return True
+    except Exception:
+        return False
+
+
+PG_OK = _pg_available()
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not PG_OK, reason=f"PostgreSQL not reachable at {PG_URL}"))]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL for one test, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'maildesk.db'}"
+        return
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def settings_dict(tmp_path: Path, db_url: str | None = None, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"data_dir": str(tmp_path / "data")}
+    if db_url:
+        data["database"] = {"url": db_url}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
+    apps: list[App] = []
+
+    def make(db_url: str | None = None, **overrides: Any) -> App:
+        s = Settings.model_validate(settings_dict(tmp_path, db_url, **overrides))
+        app = App.open(s)
+        apps.append(app)
+        return app
+    yield make
+    for a in apps:
+        a.close()
+
+
+def mail(subject: str = "Printer on floor 2 is jammed", body: str = "It blinks red.\n",
+         sender: str = "Ana Lima <ana@customer.test>", to: str = "support@localhost",
+         message_id: str | None = None, **headers: str) -> bytes:
+    """A plain mail as a mail client would send it."""
+    m = EmailMessage()
+    m["From"] = sender
+    m["To"] = to
+    m["Subject"] = subject
+    m["Date"] = format_datetime(datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc))
+    m["Message-ID"] = message_id or make_msgid(domain="customer.test")
+    for k, v in headers.items():
+        m[k.replace("_", "-")] = v
+    m.set_content(body)
+    return m.as_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def run_cli(*args: str, config: Path | None = None, input: bytes | None = None,
+            cwd: Path | None = None, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[bytes]:
+    cmd = [sys.executable, "-m", "maildesk"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return subprocess.run([*cmd, *args], input=input, capture_output=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+class Daemon:
+    """`maildesk serve` as a real process, on a free port."""
+
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.config, self.port, self.log = config, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Daemon":
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "maildesk", "--config",
+                                      str(self.config), "serve"], stdout=out, stderr=out)
+        wait_for(self._listening, 30, "the daemon to listen")
+        return self
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}: {self.log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def send(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def desk_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a maildesk.yaml for a test and return its path."""
+    def write(db_url: str | None = None, **overrides: Any) -> Path:
+        data = settings_dict(tmp_path, db_url, **overrides)
+        data.setdefault("smtp", {}).setdefault("port", free_port())
+        path = tmp_path / "maildesk.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+    return write
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, desk_config: Callable[..., Path]) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(db_url: str | None = None, **overrides: Any) -> Daemon:
+        cfg = desk_config(db_url, **overrides)
+        port = yaml.safe_load(cfg.read_text())["smtp"]["port"]
+        d = Daemon(cfg, port, tmp_path / "daemon.log").start()
+        started.append(d)
+        return d
+    yield start
+    for d in started:
+        if d.proc and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
