@@ -22,10 +22,10 @@ class ConfigError(Exception):
     """A configuration a person must fix; str() is one line per problem."""
 
 
-def _position(doc: Any, loc: tuple[Any, ...]) -> tuple[int, int] | None:
-    """Line and column (1-based) of the deepest key of loc that exists in doc."""
+def _position(doc: Any, loc: tuple[Any, ...], at_value: bool) -> tuple[int, int] | None:
+    """Line and column (1-based) of the deepest key of loc that exists in doc (or its value)."""
     node, pos = doc, None
-    for key in loc:
+    for depth, key in enumerate(loc):
         lc = getattr(node, "lc", None)
         try:
             if isinstance(key, int) and isinstance(node, list):
@@ -34,7 +34,8 @@ def _position(doc: Any, loc: tuple[Any, ...]) -> tuple[int, int] | None:
                 node = node[key]
             elif isinstance(node, dict) and key in node:
                 if lc is not None:
-                    pos = lc.key(key)
+                    last = depth == len(loc) - 1
+                    pos = lc.value(key) if last and at_value else lc.key(key)
                 node = node[key]
             else:
                 break
@@ -80,7 +81,7 @@ def load_settings(path: Path | None) -> Settings:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            pos = _position(doc, tuple(err["loc"]))
+            pos = _position(doc, tuple(err["loc"]), at_value=err["type"] != "extra_forbidden")
             where = f"{path}:{pos[0]}:{pos[1]}" if pos else f"{path}"
             lines.append(f"{where}: {_describe(err)}")
         raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,169 @@
+"""The `maildesk` command as an operator and an MTA use it."""
+from __future__ import annotations
+
+import json
+import mailbox
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from conftest import mail, run_cli
+
+MBOX_FROM = b"From ana@customer.test Mon Nov  2 09:30:00 2026\n"
+
+
+def tickets_json(config: Path) -> list[dict]:
+    r = run_cli("tickets", "list", "--format", "json", config=config)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_ingest_eml_mbox_maildir_and_stdin(desk_config: Callable[..., Path], tmp_path: Path,
+                                           db_url: str) -> None:
+    cfg = desk_config(db_url)
+    eml = tmp_path / "one.eml"
+    eml.write_bytes(mail(subject="from an eml file", message_id="<e1@c.test>"))
+    box = tmp_path / "old.mbox"
+    box.write_bytes(MBOX_FROM + mail(subject="mbox first", message_id="<m1@c.test>",
+                                     body="From here on it is broken.\n").replace(
+        b"From here", b">From here") + b"\n" +
+        MBOX_FROM + mail(subject="Re: [MD-2] mbox first", message_id="<m2@c.test>") + b"\n")
+    md = mailbox.Maildir(tmp_path / "md", create=True)
+    md.add(mail(subject="from a maildir", message_id="<d1@c.test>"))
+    r = run_cli("ingest", str(eml), str(box), str(tmp_path / "md"), config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert b"4 messages: 3 new tickets, 1 follow-ups, 0 duplicates skipped" in r.stderr
+    r = run_cli("ingest", "--format", "json", config=cfg,
+                input=mail(subject="from a pipe", message_id="<p1@c.test>"))
+    assert r.returncode == 0 and json.loads(r.stdout)["tickets"] == ["MD-4"]
+    r = run_cli("ingest", "-", config=cfg, input=mail(subject="again", message_id="<p1@c.test>",
+                                                       ).replace(b"again", b"from a pipe"))
+    assert r.returncode == 0 and b"1 duplicates skipped" in r.stderr
+    subjects = [t["subject"] for t in tickets_json(cfg)]
+    assert subjects == ["from an eml file", "mbox first", "from a maildir", "from a pipe"]
+    shown = json.loads(run_cli("tickets", "show", "MD-2", "--format", "json", config=cfg).stdout)
+    assert "From here on" in shown["messages"][0]["text"], "mbox >From quoting undone"
+
+
+def test_ingest_takes_the_envelope_from_the_mta(desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config()
+    r = run_cli("ingest", "--sender", "", "--recipient", "support@localhost", config=cfg,
+                input=mail(subject="Delivery Status Notification"))
+    assert r.returncode == 0
+    kinds = [e["kind"] for e in json.loads(run_cli("tickets", "show", "MD-1", "--format", "json",
+                                                   config=cfg).stdout)["events"]]
+    assert "acknowledgement.suppressed" in kinds, "null sender: no auto-reply"
+
+
+def test_ingest_exits_75_when_the_database_is_down(desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config("postgresql+psycopg://root@127.0.0.1:1/nowhere")
+    r = run_cli("ingest", config=cfg, input=mail())
+    assert r.returncode == 75, r.stderr
+    assert r.stderr.count(b"\n") == 1 and b"Traceback" not in r.stderr
+
+
+def test_ingest_of_a_missing_file_exits_66(desk_config: Callable[..., Path]) -> None:
+    r = run_cli("ingest", "/nonexistent/mail.eml", config=desk_config())
+    assert r.returncode == 66 and b"no such file" in r.stderr
+
+
+def test_bad_config_names_file_line_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "maildesk.yaml"
+    cfg.write_text("desk:\n  name: x\n  ref_prefx: MD\nsmtp:\n  port: lots\n")
+    r = run_cli("tickets", "list", config=cfg)
+    assert r.returncode == 78
+    lines = r.stderr.decode().strip().splitlines()
+    assert any(f"{cfg}:3:3: desk.ref_prefx: unknown setting" in ln for ln in lines), lines
+    assert any(f"{cfg}:5:9: smtp.port:" in ln and "'lots'" in ln for ln in lines), lines
+    assert "Traceback" not in r.stderr.decode()
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "maildesk.yaml"
+    cfg.write_text("desk:\n  name: [unclosed\n")
+    r = run_cli("serve", config=cfg)
+    assert r.returncode == 78
+    assert r.stderr.decode().startswith(f"maildesk: {cfg}:") and r.stderr.count(b"\n") == 1
+
+
+def test_init_writes_a_config_that_works_and_env_var_selects_it(tmp_path: Path) -> None:
+    r = run_cli("init", str(tmp_path / "desk"))
+    assert r.returncode == 0
+    for name in ("maildesk.yaml", "rules.yaml", "templates/README.txt"):
+        assert (tmp_path / "desk" / name).is_file()
+    assert "acknowledgement.txt.j2" in (tmp_path / "desk/templates/README.txt").read_text()
+    cfg = tmp_path / "desk" / "maildesk.yaml"
+    r = run_cli("config", "check", env={"MAILDESK_CONFIG": str(cfg)})
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(run_cli("config", "show", "--format", "json", config=cfg).stdout)
+    assert shown["data_dir"] == str(tmp_path / "desk" / "maildesk-data")
+    assert run_cli("init", str(tmp_path / "desk")).returncode == 1, "no silent overwrite"
+
+
+def test_template_override_is_used(desk_config: Callable[..., Path], tmp_path: Path) -> None:
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "acknowledgement.subject.j2").write_text("Got it: {{ ticket.ref }}\n")
+    cfg = desk_config(templates_dir=str(tmp_path / "tpl"))
+    assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
+    out = json.loads(run_cli("outbox", "list", "--format", "json", config=cfg).stdout)
+    assert out[0]["subject"] == "Got it: MD-1"
+
+
+def test_broken_template_override_stops_start_with_file_and_line(
+        desk_config: Callable[..., Path], tmp_path: Path) -> None:
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "acknowledgement.txt.j2").write_text("Hello\n{{ ticket.ref \n")
+    cfg = desk_config(templates_dir=str(tmp_path / "tpl"))
+    r = run_cli("ingest", config=cfg, input=mail())
+    assert r.returncode == 78
+    assert b"acknowledgement.txt.j2:2: template error" in r.stderr
+
+
+def test_tickets_show_unknown_ref_exits_1(desk_config: Callable[..., Path]) -> None:
+    r = run_cli("tickets", "show", "MD-99", config=desk_config())
+    assert r.returncode == 1 and r.stderr == b"maildesk: no ticket MD-99\n"
+
+
+def test_tables_for_people(desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config()
+    run_cli("ingest", config=cfg, input=mail())
+    r = run_cli("tickets", "list", config=cfg)
+    assert b"MD-1" in r.stdout and b"ana@customer.test" in r.stdout
+    r = run_cli("tickets", "show", "MD-1", config=cfg)
+    assert b"It blinks red." in r.stdout and b"ticket.created" in r.stdout
+    assert b"acknowledgement" in run_cli("outbox", "list", config=cfg).stdout
+    assert b"quarantine is empty" in run_cli("quarantine", "list", config=cfg).stdout
+
+
+def test_every_command_has_help() -> None:
+    for args in (["--help"], ["serve", "--help"], ["ingest", "--help"], ["init", "--help"],
+                 ["tickets", "list", "--help"], ["tickets", "show", "--help"],
+                 ["outbox", "list", "--help"], ["quarantine", "list", "--help"],
+                 ["quarantine", "retry", "--help"], ["db", "upgrade", "--help"],
+                 ["config", "check", "--help"], ["config", "show", "--help"]):
+        r = run_cli(*args)
+        assert r.returncode == 0 and b"Usage:" in r.stdout, args
+
+
+def test_db_upgrade_reports_the_schema(desk_config: Callable[..., Path], db_url: str) -> None:
+    cfg = desk_config(db_url)
+    r = run_cli("db", "upgrade", config=cfg)
+    assert r.returncode == 0 and r.stdout.startswith(b"schema at 0001 (was empty)")
+    assert run_cli("db", "upgrade", config=cfg).stdout == b"schema at 0001\n"
+
+
+def test_migration_head_constant_matches_the_scripts() -> None:
+    from maildesk.store import migrate
+    assert migrate.HEAD == migrate.script_head()
+
+
+def test_quarantine_retry_requeues(desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config()
+    run_cli("ingest", config=cfg, input=b"garbage without headers\n")
+    q = json.loads(run_cli("quarantine", "list", "--format", "json", config=cfg).stdout)
+    assert len(q) == 1
+    r = run_cli("quarantine", "retry", str(q[0]["id"]), config=cfg)
+    assert r.returncode == 0 and r.stdout == b"re-queued 1 of 1\n"
+    assert json.loads(run_cli("quarantine", "list", "--format", "json", config=cfg).stdout) == []
+    assert yaml.safe_load(cfg.read_text())  # config untouched

@@ -1,0 +1,214 @@
+"""The SMTP listener of a real `maildesk serve`, driven by real SMTP clients."""
+from __future__ import annotations
+
+import email
+import json
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import threading
+import time
+from email import policy
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from conftest import Daemon, mail, run_cli, wait_for
+
+
+def crlf(raw: bytes) -> bytes:
+    """SMTP lines end in CRLF; smtplib sends bytes as they are."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def send(port: int, raw: bytes, rcpts: list[str] | None = None,
+         sender: str = "ana@customer.test") -> dict[str, Any]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        return s.sendmail(sender, rcpts or ["support@localhost"], crlf(raw))
+
+
+def cli_json(d: Daemon, *args: str) -> Any:
+    r = run_cli(*args, "--format", "json", config=d.config)
+    assert r.returncode == 0, r.stderr.decode()
+    return json.loads(r.stdout)
+
+
+def outbox_files(d: Daemon) -> list[Path]:
+    folder = d.config.parent / "data" / "outbox" / "new"
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def test_mail_by_smtp_becomes_a_ticket_and_an_acknowledgement(
+        daemon: Callable[..., Daemon], db_url: str) -> None:
+    d = daemon(db_url)
+    send(d.port, mail(message_id="<smtp1@customer.test>"))
+    rows = wait_for(lambda: cli_json(d, "tickets", "list"), what="a ticket")
+    t = rows[0]
+    assert {k: t[k] for k in ("ref", "requester", "status", "message_count")} == \
+        {"ref": "MD-1", "requester": "ana@customer.test", "status": "new", "message_count": 2}
+    for key in ("subject", "priority", "category", "queue", "type", "assignee", "created_at",
+                "updated_at"):
+        assert key in t
+    files = wait_for(lambda: outbox_files(d), what="the acknowledgement in the outbox")
+    ack = email.message_from_bytes(files[0].read_bytes(), policy=policy.default)
+    assert ack["Subject"] == "[MD-1] Printer on floor 2 is jammed"
+    assert ack["In-Reply-To"] == "<smtp1@customer.test>"
+    assert ack["References"] == "<smtp1@customer.test>"
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert "+md-1." in ack["Reply-To"].addresses[0].username
+    assert ack.get_body(("html",)) is not None
+    out = wait_for(lambda: [o for o in cli_json(d, "outbox", "list") if o["status"] == "sent"],
+                   what="the outbox row marked sent")
+    assert out[0] | {"to": ["ana@customer.test"], "template": "acknowledgement", "ticket": "MD-1",
+                     "attempts": 1} == out[0]
+    shown = cli_json(d, "tickets", "show", "MD-1")
+    m = shown["messages"][0]
+    assert (m["message_id"], m["from"], m["direction"], m["visibility"]) == \
+        ("<smtp1@customer.test>", "ana@customer.test", "in", "public")
+    assert [e["kind"] for e in shown["events"]][:2] == ["ticket.created", "notification.queued"]
+
+
+def test_unknown_recipient_gets_550_and_known_ones_still_work(
+        daemon: Callable[..., Daemon]) -> None:
+    d = daemon()
+    with smtplib.SMTP("127.0.0.1", d.port) as s:
+        s.ehlo()
+        s.mail("ana@customer.test")
+        code, msg = s.rcpt("someone@elsewhere.test")
+        assert code == 550 and msg.startswith(b"5.1.1")
+        assert s.rcpt("SUPPORT@localhost")[0] == 250
+        assert s.rcpt("support+md-9.xyz@localhost")[0] == 250
+        code, _ = s.data(crlf(mail()))
+        assert code == 250
+
+
+def test_oversized_mail_gets_552_and_nothing_is_stored(daemon: Callable[..., Daemon]) -> None:
+    d = daemon(smtp={"max_message_size": "64KiB"})
+    big = mail(body="x" * 80 + "\n") + (b"y" * 76 + b"\n") * 1000
+    with pytest.raises(smtplib.SMTPSenderRefused) as refused:   # declared with SIZE=
+        send(d.port, big)
+    assert refused.value.smtp_code == 552 and refused.value.smtp_error.startswith(b"5.3.4")
+    with smtplib.SMTP("127.0.0.1", d.port) as s:                  # undeclared: after DATA
+        s.ehlo()
+        s.mail("ana@customer.test")
+        s.rcpt("support@localhost")
+        code, msg = s.data(crlf(big))
+    assert code == 552 and msg.startswith(b"5.3.4")
+    with smtplib.SMTP("127.0.0.1", d.port) as s:
+        s.ehlo()
+        assert s.esmtp_features.get("size") == "65536"
+    send(d.port, mail())
+    wait_for(lambda: cli_json(d, "tickets", "list"), what="the small mail's ticket")
+    time.sleep(0.3)
+    assert len(cli_json(d, "tickets", "list")) == 1
+
+
+def test_broken_mail_gets_250_and_lands_in_quarantine(daemon: Callable[..., Daemon]) -> None:
+    d = daemon()
+    send(d.port, b"\x00\x00 not a mail \xff\n\n")
+    send(d.port, mail())
+    wait_for(lambda: cli_json(d, "tickets", "list"), what="the good mail's ticket")
+    q = wait_for(lambda: cli_json(d, "quarantine", "list"), what="the quarantined mail")
+    assert len(q) == 1 and "no mail headers" in q[0]["reason"]
+    assert Path(q[0]["raw"]).read_bytes().startswith(b"\x00\x00 not a mail")
+
+
+def test_restart_keeps_everything_and_threads_across_it(daemon: Callable[..., Daemon]) -> None:
+    d = daemon()
+    send(d.port, mail(message_id="<r1@customer.test>"))
+    wait_for(lambda: cli_json(d, "tickets", "list"), what="a ticket")
+    assert d.stop() == 0
+    d.start()
+    send(d.port, mail(subject="Re: [MD-1] Printer", body="again\n"))
+    wait_for(lambda: cli_json(d, "tickets", "list")[0]["message_count"] == 3, what="follow-up")
+    assert len(cli_json(d, "tickets", "list")) == 1
+
+
+def test_sigterm_answers_idle_sessions_with_421_and_exits_0(
+        daemon: Callable[..., Daemon]) -> None:
+    d = daemon()
+    s = smtplib.SMTP("127.0.0.1", d.port, timeout=10)
+    s.ehlo()
+    d.send(signal.SIGTERM)
+    code, msg = s.getreply()
+    assert code == 421 and msg.startswith(b"4.3.2")
+    assert d.proc is not None and d.proc.wait(20) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
+
+
+def test_sigterm_lets_an_open_transaction_finish(daemon: Callable[..., Daemon]) -> None:
+    d = daemon(smtp={"shutdown_grace": 10})
+    s = smtplib.SMTP("127.0.0.1", d.port, timeout=20)
+    s.ehlo()
+    s.mail("ana@customer.test")
+    s.rcpt("support@localhost")
+    d.send(signal.SIGTERM)
+    time.sleep(0.5)
+    code, _ = s.data(crlf(mail(message_id="<late@customer.test>")))
+    assert code == 250
+    assert d.proc is not None and d.proc.wait(20) == 0
+    d.start()
+    rows = wait_for(lambda: cli_json(d, "tickets", "list"), what="the late mail's ticket")
+    assert rows[0]["message_count"] >= 1
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+def test_swaks_delivers_a_mail(daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    d = daemon()
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(mail(subject="sent by swaks"))
+    r = subprocess.run(["swaks", "--server", f"127.0.0.1:{d.port}", "--to", "support@localhost",
+                        "--from", "ana@customer.test", "--data", f"@{eml}"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    rows = wait_for(lambda: cli_json(d, "tickets", "list"), what="swaks's ticket")
+    assert rows[0]["subject"] == "sent by swaks"
+
+
+def test_kill_9_while_clients_send_loses_and_doubles_nothing(
+        daemon: Callable[..., Daemon], db_url: str) -> None:
+    """Every message answered 250 is stored exactly once after a kill -9 and restart."""
+    d = daemon(db_url)
+    accepted: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            subject = f"client {n} mail {i}"
+            try:
+                send(d.port, mail(subject=subject, message_id=f"<k{n}.{i}@customer.test>"))
+            except (OSError, smtplib.SMTPException):
+                time.sleep(0.05)
+                continue       # not answered 250: the client would retry, not our problem
+            with lock:
+                accepted.append(subject)
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(accepted) >= 40, 60, "40 accepted mails")
+    assert d.proc is not None
+    d.proc.kill()
+    d.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join(30)
+    d.start()
+    want = set(accepted)
+
+    def stored() -> list[str]:
+        tickets = cli_json(d, "tickets", "list")
+        return [t["subject"] for t in tickets]
+    subjects = wait_for(lambda: (s := stored()) and len(s) >= len(want) and s, 60,
+                        f"{len(want)} tickets")
+    assert len(subjects) == len(set(subjects)), "a mail was stored twice"
+    assert want <= set(subjects), f"lost after 250: {sorted(want - set(subjects))[:5]}"
+    q = cli_json(d, "quarantine", "list")
+    assert q == []
