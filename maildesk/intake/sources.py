@@ -5,7 +5,6 @@ can be traced back to the file (and mbox position) it came from.
 """
 from __future__ import annotations
 
-import mailbox
 import re
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import BinaryIO, Iterator
 
 
 _FROM_QUOTED = re.compile(rb"(?m)^>(>*From )")
+_SEPARATOR = re.compile(rb"(?<=\n\n)From |(?<=\n\r\n)From ")
 
 
 class SourceError(Exception):
@@ -47,13 +47,16 @@ def count(path: Path) -> int:
 
 
 def _mbox(path: Path) -> Iterator[tuple[str, bytes]]:
-    box = mailbox.mbox(path, create=False)
-    try:
-        for i, key in enumerate(box.iterkeys(), 1):
-            # mboxrd/mboxo quote body lines that start with "From ": undo one level
-            yield f"{path}#{i}", _FROM_QUOTED.sub(rb"\1", box.get_bytes(key))
-    finally:
-        box.close()
+    """Messages of an mbox: each starts at a "From " line after an empty line (or at the top)."""
+    data = path.read_bytes()
+    starts = [0] + [m.start() for m in _SEPARATOR.finditer(data)]
+    for i, (a, b) in enumerate(zip(starts, [*starts[1:], len(data)]), 1):
+        chunk = data[a:b]
+        body = chunk[chunk.find(b"\n") + 1:]          # drop the "From sender date" line
+        if body.endswith(b"\n\n"):
+            body = body[:-1]                         # the separating empty line
+        # mboxrd/mboxo quote body lines that start with "From ": undo one level
+        yield f"{path}#{i}", _FROM_QUOTED.sub(rb"\1", body)
 
 
 def _maildir(path: Path) -> Iterator[tuple[str, bytes]]:

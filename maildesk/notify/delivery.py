@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -29,6 +30,7 @@ from ..store.models import DeliveryAttempt, Event, OutboxMail
 log = logging.getLogger("maildesk.outbox")
 T_OUTBOX, T_ATTEMPTS, T_EVENTS = OutboxMail.__table__, DeliveryAttempt.__table__, Event.__table__
 LEASE = timedelta(minutes=10)
+_CRLF = re.compile(rb"\r?\n")
 
 
 class Transient(Exception):
@@ -100,7 +102,8 @@ class SmtpTransport:
         try:
             if self.conn is None:
                 self.conn = self._connect()
-            refused = self.conn.sendmail(envelope_from, rcpts, raw)
+            # stored mail has LF line ends; on the wire every line ends in CRLF
+            refused = self.conn.sendmail(envelope_from, rcpts, _CRLF.sub(b"\r\n", raw))
         except smtplib.SMTPRecipientsRefused as e:
             self.close()
             codes = [c for c, _m in e.recipients.values()]

@@ -66,6 +66,14 @@ class Pending:
     id: int | None = None
 
 
+# Built once: constructing a statement costs more than running it on SQLite.
+_STORED_AS = select(T_TICKETS.c.ref).join(T_MESSAGES, T_MESSAGES.c.ticket_id == T_TICKETS.c.id) \
+    .where(T_MESSAGES.c.dedupe_key == bindparam("key"))
+_TICKET_BY = {col: select(T_TICKETS).where(T_TICKETS.c[col] == bindparam("value"))
+              for col in ("id", "number", "ref")}
+_BY_MESSAGE_IDS = select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id) \
+    .where(T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
+
 _SETTLED = ("state", "reason", "attempts", "processed_at")
 _LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound")
 
@@ -129,8 +137,8 @@ class Ledger:
             self._draft["keys"].append((index, key))
 
     # -- reading ----------------------------------------------------------
-    def _load(self, where: Any) -> TicketRow | None:
-        row = self.conn.execute(select(T_TICKETS).where(where)).mappings().first()
+    def _load(self, column: str, value: Any) -> TicketRow | None:
+        row = self.conn.execute(_TICKET_BY[column], {"value": value}).mappings().first()
         if row is None:
             return None
         number = row["number"]
@@ -143,27 +151,26 @@ class Ledger:
         return ticket
 
     def by_number(self, number: int) -> TicketRow | None:
-        return self.tickets.get(number) or self._load(T_TICKETS.c.number == number)
+        return self.tickets.get(number) or self._load("number", number)
 
     def by_ref(self, ref: str) -> TicketRow | None:
         prefix, _, n = ref.rpartition("-")
         if prefix.upper() == self.prefix and n.isdigit():
             return self.by_number(int(n))
-        return self._load(T_TICKETS.c.ref == ref)
+        return self._load("ref", ref)
 
     def by_id(self, ticket_id: int) -> TicketRow | None:
         for t in self.tickets.values():
             if t.id == ticket_id:
                 return t
-        return self._load(T_TICKETS.c.id == ticket_id)
+        return self._load("id", ticket_id)
 
     def by_message_ids(self, ids: list[str]) -> TicketRow | None:
         """The ticket holding the first of ids that we know (ids nearest first)."""
         found: dict[str, Any] = {m: self.message_index[m] for m in ids if m in self.message_index}
         missing = [m for m in ids if m not in found]
         if missing:
-            rows = self.conn.execute(select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id)
-                                     .where(T_MESSAGES.c.message_id.in_(missing)))
+            rows = self.conn.execute(_BY_MESSAGE_IDS, {"ids": missing})
             for mid, tid in rows:
                 found.setdefault(mid, tid)
         for m in ids:
@@ -175,9 +182,7 @@ class Ledger:
     def stored_as(self, dedupe_key: str) -> str | None:
         if dedupe_key in self.dedupe_index:
             return self.dedupe_index[dedupe_key]
-        return self.conn.scalar(
-            select(T_TICKETS.c.ref).join(T_MESSAGES, T_MESSAGES.c.ticket_id == T_TICKETS.c.id)
-            .where(T_MESSAGES.c.dedupe_key == dedupe_key))
+        return self.conn.scalar(_STORED_AS, {"key": dedupe_key})
 
     # -- adding -----------------------------------------------------------
     def next_number(self) -> int:
