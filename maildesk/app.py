@@ -78,7 +78,7 @@ class App:
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
-            blobs=BlobStore(settings.blob_dir),
+            blobs=BlobStore(settings.blob_dir, engine),
             templates=templates,
             secret=load_secret(settings.secret_file or settings.data_dir / "secret.key"),
         )

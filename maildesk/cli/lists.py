@@ -117,7 +117,7 @@ def quarantine_list(obj: Obj, fmt: str) -> None:
     with app.sessions() as session:
         rows = [{"id": r.id, "received_at": r.received_at.isoformat(), "source": r.source,
                  "origin": r.origin, "size": r.size, "reason": r.reason,
-                 "raw": str(app.blobs.path(r.digest))}
+                 "raw": app.blobs.locate(r.digest, session.connection())}
                 for r in session.scalars(select(Inbound).where(Inbound.state == "quarantined")
                                          .order_by(Inbound.id))]
     if fmt == "json":

@@ -46,11 +46,11 @@ def accept(app: App, raw: bytes, env: Envelope) -> int:
 
 
 def _run(app: App, conn: Connection, blobs: BlobBatch, works: list[Work], now: datetime) -> Summary:
-    """Run the pipeline, write, and make every blob durable before the caller commits."""
+    """Run the pipeline, write, and make every blob durable and indexed before the commit."""
     ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix), settings=app.settings,
                   blobs=blobs, templates=app.templates, secret=app.secret, now=now)
     summary = process(ctx, works)
-    blobs.sync()
+    blobs.finish()
     return summary
 
 
@@ -69,7 +69,7 @@ def drain(app: App, limit: int = BATCH) -> Summary:
             works, now = [], _now()
             for r in rows:
                 try:
-                    raw = app.blobs.get(r["digest"])
+                    raw = app.blobs.get(r["digest"], conn)
                 except OSError as e:
                     conn.execute(update(T_INBOUND).where(T_INBOUND.c.id == r["id"]).values(
                         state="quarantined", reason=f"raw message unreadable: {e}",
@@ -80,15 +80,16 @@ def drain(app: App, limit: int = BATCH) -> Summary:
                     id=r["id"], source=r["source"], origin=r["origin"], mail_from=r["mail_from"],
                     rcpt_to=tuple(r["rcpt_to"] or ()), digest=r["digest"], size=r["size"],
                     received_at=r["received_at"], attempts=r["attempts"]), raw=raw))
-            total.add(_run(app, conn, app.blobs.batch(), works, now))
+            total.add(_run(app, conn, app.blobs.batch(conn), works, now))
 
 
 def ingest(app: App, items: Iterable[tuple[bytes, Envelope]]) -> Summary:
     """Store and process in one transaction; committed when this returns."""
-    blobs, now = app.blobs.batch(), _now()
-    works = [Work(inbound=Arrival(id=None, source=env.source, origin=env.origin,
-                                  mail_from=env.mail_from, rcpt_to=env.rcpt_to,
-                                  digest=blobs.put(raw), size=len(raw), received_at=now), raw=raw)
-             for raw, env in items]
+    now = _now()
     with app.engine.begin() as conn:
+        blobs = app.blobs.batch(conn)
+        works = [Work(inbound=Arrival(id=None, source=env.source, origin=env.origin,
+                                      mail_from=env.mail_from, rcpt_to=env.rcpt_to,
+                                      digest=blobs.put(raw), size=len(raw), received_at=now),
+                      raw=raw) for raw, env in items]
         return _run(app, conn, blobs, works, now)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, DateTime, ForeignKey, Index, Integer, String, Text,
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text,
                         TypeDecorator)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -177,3 +177,13 @@ class DeliveryAttempt(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     result: Mapped[str] = mapped_column(String(10))      # sent | retry | failed
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class BlobIndex(Base):
+    """Where a packed blob lives (loose blobs need no row: their path is their name)."""
+
+    __tablename__ = "blob_index"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pack: Mapped[str] = mapped_column(String(100))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
