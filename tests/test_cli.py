@@ -167,3 +167,28 @@ def test_quarantine_retry_requeues(desk_config: Callable[..., Path]) -> None:
     assert r.returncode == 0 and r.stdout == b"re-queued 1 of 1\n"
     assert json.loads(run_cli("quarantine", "list", "--format", "json", config=cfg).stdout) == []
     assert yaml.safe_load(cfg.read_text())  # config untouched
+
+
+def test_large_import_parses_ahead_and_threads_every_reply(
+        desk_config: Callable[..., Path], tmp_path: Path, db_url: str) -> None:
+    """More than one batch: parsing runs in a second process, the result must not change."""
+    cfg = desk_config(db_url)
+    parts = []
+    for i in range(300):
+        if i % 3 == 2:   # a reply to the mail before it, by References only
+            raw = mail(subject="Re: question", message_id=f"<big{i}@c.test>",
+                       sender=f"user{i - 1}@c.test", References=f"<big{i - 1}@c.test>")
+        else:
+            raw = mail(subject=f"question {i}", message_id=f"<big{i}@c.test>",
+                       sender=f"user{i}@c.test")
+        parts.append(MBOX_FROM + raw + b"\n")
+    parts.insert(150, MBOX_FROM + b"\x00\x01 no headers here\n\n")
+    box = tmp_path / "big.mbox"
+    box.write_bytes(b"".join(parts))
+    r = run_cli("ingest", "--format", "json", str(box), config=cfg)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["new_tickets"], s["follow_ups"], s["quarantined"]) == (200, 100, 1)
+    rows = tickets_json(cfg)
+    assert len(rows) == 200 and all(t["message_count"] in (2, 3) for t in rows)
+    assert sum(t["message_count"] == 3 for t in rows) == 100

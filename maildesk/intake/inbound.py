@@ -15,6 +15,7 @@ from typing import Iterable
 from sqlalchemy import Connection, insert, select, update
 
 from ..app import App
+from ..mail.parse import ParsedMail
 from ..pipeline.driver import Summary, process
 from ..pipeline.work import Arrival, Context, Work
 from ..store.blobs import BlobBatch
@@ -83,8 +84,13 @@ def drain(app: App, limit: int = BATCH) -> Summary:
             total.add(_run(app, conn, app.blobs.batch(conn), works, now))
 
 
-def ingest(app: App, items: Iterable[tuple[bytes, Envelope]]) -> Summary:
-    """Store and process in one transaction; committed when this returns."""
+def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
+           parsed: list[ParsedMail | str] | None = None) -> Summary:
+    """Store and process in one transaction; committed when this returns.
+
+    parsed: the items already parsed by parse_batch() (in a worker process
+    while the previous batch was being stored), in the same order.
+    """
     now = _now()
     with app.engine.begin() as conn:
         blobs = app.blobs.batch(conn)
@@ -92,4 +98,6 @@ def ingest(app: App, items: Iterable[tuple[bytes, Envelope]]) -> Summary:
                                       mail_from=env.mail_from, rcpt_to=env.rcpt_to,
                                       digest=blobs.put(raw), size=len(raw), received_at=now),
                       raw=raw) for raw, env in items]
+        for w, p in zip(works, parsed or ()):
+            w.parsed_ahead = p
         return _run(app, conn, blobs, works, now)

@@ -176,3 +176,14 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None) -> ParsedMa
         defects=defects,
         dedupe_key=hashlib.sha256(basis.encode("utf-8", "surrogateescape")).hexdigest(),
     )
+
+
+def parse_batch(items: list[tuple[bytes, str | None]]) -> list[ParsedMail | str]:
+    """Parse many mails, a reason string for each one that cannot be; runs in a worker process."""
+    out: list[ParsedMail | str] = []
+    for raw, envelope_from in items:
+        try:
+            out.append(parse(raw, hashlib.sha256(raw).hexdigest(), envelope_from))
+        except Unparseable as e:
+            out.append(str(e))
+    return out

@@ -17,10 +17,16 @@ Stage = Callable[[Context, Work], None]
 
 
 def parse_stage(ctx: Context, w: Work) -> None:
-    try:
-        w.parsed = parse(w.raw, w.inbound.digest, w.inbound.mail_from)
-    except Unparseable as e:
-        raise Quarantined(str(e)) from None
+    """Parse, unless a worker process already did."""
+    if isinstance(w.parsed_ahead, str):
+        raise Quarantined(w.parsed_ahead)
+    if w.parsed_ahead is not None:
+        w.parsed = w.parsed_ahead
+    else:
+        try:
+            w.parsed = parse(w.raw, w.inbound.digest, w.inbound.mail_from)
+        except Unparseable as e:
+            raise Quarantined(str(e)) from None
     if not w.parsed.from_addr:
         raise Quarantined("no sender: neither a From address nor an envelope sender")
 

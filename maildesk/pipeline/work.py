@@ -71,6 +71,7 @@ class Work:
     inbound: Arrival
     raw: bytes
     parsed: ParsedMail | None = None
+    parsed_ahead: ParsedMail | str | None = None   # by a worker process; a str is why not
     ticket: TicketRow | None = None
     thread_by: str | None = None          # reply-address | tag | references
     linked_to: TicketRow | None = None    # a closed ticket this mail's new ticket follows
