@@ -12,7 +12,6 @@ from typing import BinaryIO, Iterator
 
 
 _FROM_QUOTED = re.compile(rb"(?m)^>(>*From )")
-_SEPARATOR = re.compile(rb"(?<=\n\n)From |(?<=\n\r\n)From ")
 
 
 class SourceError(Exception):
@@ -47,16 +46,26 @@ def count(path: Path) -> int:
 
 
 def _mbox(path: Path) -> Iterator[tuple[str, bytes]]:
-    """Messages of an mbox: each starts at a "From " line after an empty line (or at the top)."""
-    data = path.read_bytes()
-    starts = [0] + [m.start() for m in _SEPARATOR.finditer(data)]
-    for i, (a, b) in enumerate(zip(starts, [*starts[1:], len(data)]), 1):
-        chunk = data[a:b]
-        body = chunk[chunk.find(b"\n") + 1:]          # drop the "From sender date" line
-        if body.endswith(b"\n\n"):
-            body = body[:-1]                         # the separating empty line
+    """Messages of an mbox, streamed: each starts at a "From " line after an empty line."""
+    def message(lines: list[bytes]) -> bytes:
+        if lines and lines[-1] in (b"\n", b"\r\n"):
+            lines.pop()                              # the separating empty line
         # mboxrd/mboxo quote body lines that start with "From ": undo one level
-        yield f"{path}#{i}", _FROM_QUOTED.sub(rb"\1", body)
+        return _FROM_QUOTED.sub(rb"\1", b"".join(lines))
+
+    n, lines, blank = 0, None, True
+    with path.open("rb") as f:
+        for line in f:
+            if blank and line.startswith(b"From "):
+                if lines is not None:
+                    n += 1
+                    yield f"{path}#{n}", message(lines)
+                lines = []
+            elif lines is not None:
+                lines.append(line)
+            blank = line in (b"\n", b"\r\n")
+    if lines is not None:
+        yield f"{path}#{n + 1}", message(lines)
 
 
 def _maildir(path: Path) -> Iterator[tuple[str, bytes]]:
