@@ -212,3 +212,60 @@ def test_kill_9_while_clients_send_loses_and_doubles_nothing(
     assert want <= set(subjects), f"lost after 250: {sorted(want - set(subjects))[:5]}"
     q = cli_json(d, "quarantine", "list")
     assert q == []
+
+
+def test_serve_runs_on_the_embedded_default_without_a_config(tmp_path: Path) -> None:
+    """The README's first command: no config file, SQLite and a maildir under ./maildesk-data."""
+    import os
+    import subprocess as sp
+    import sys
+    try:
+        socket.create_connection(("127.0.0.1", 2525), timeout=0.5).close()
+        pytest.skip("something already listens on 127.0.0.1:2525")
+    except OSError:
+        pass
+    env = {k: v for k, v in os.environ.items() if k != "MAILDESK_CONFIG"}
+    log = (tmp_path / "serve.log").open("wb")
+    proc = sp.Popen([sys.executable, "-m", "maildesk", "serve"], cwd=tmp_path, env=env,
+                    stdout=log, stderr=sp.STDOUT)
+    try:
+        def up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", 2525), timeout=0.2).close()
+                return True
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+                return False
+        wait_for(up, 30, "the listener on 2525")
+        send(2525, mail())
+        outbox = tmp_path / "maildesk-data" / "outbox" / "new"
+        wait_for(lambda: outbox.is_dir() and any(outbox.iterdir()), what="the acknowledgement")
+        assert (tmp_path / "maildesk-data" / "maildesk.db").is_file()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    text = (tmp_path / "serve.log").read_text()
+    line = [ln for ln in text.splitlines() if "listening on" in ln][0]
+    assert "smtp://127.0.0.1:2525" in line and str(tmp_path / "maildesk-data") in line
+
+
+def test_sighup_reloads_templates_and_keeps_running_on_a_bad_file(
+        daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    import yaml
+    d = daemon()
+    send(d.port, mail(message_id="<h1@customer.test>"))
+    wait_for(lambda: outbox_files(d), what="first acknowledgement")
+    good = yaml.safe_load(d.config.read_text())
+    d.config.write_text("desk: [this is not a mapping\n")
+    d.send(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in d.log.read_text(), what="the refusal in the log")
+    good["desk"] = {"name": "Renamed Desk"}
+    d.config.write_text(yaml.safe_dump(good))
+    d.send(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.log.read_text(), what="the reload")
+    send(d.port, mail(message_id="<h2@customer.test>", subject="second"))
+    files = wait_for(lambda: len(outbox_files(d)) == 2 and outbox_files(d),
+                     what="second acknowledgement")
+    newest = email.message_from_bytes(files[-1].read_bytes(), policy=policy.default)
+    assert newest["From"].addresses[0].display_name == "Renamed Desk"
+    assert d.proc is not None and d.proc.poll() is None
