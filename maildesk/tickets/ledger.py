@@ -58,7 +58,7 @@ class TicketRow:
 
 @dataclass
 class Pending:
-    """A row to insert; `refs` names the TicketRow / message whose id it needs."""
+    """A row to insert, with the ticket (or message) whose id it needs once those are written."""
 
     values: dict[str, Any]
     ticket: TicketRow | None = None
