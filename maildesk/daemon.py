@@ -23,7 +23,7 @@ from typing import Callable
 
 from .app import App, StartupError
 from .config.load import ConfigError, load_settings
-from .intake import inbound, smtp
+from .intake import imap, inbound, smtp
 from .notify import delivery
 from .notify.templates import Templates
 
@@ -64,6 +64,7 @@ class Daemon:
         self.sessions: set[smtp.Listener] = set()
         self.outbox = Worker("outbox", self._deliver)
         self.ingest = Worker("ingest", self._drain)
+        self.pollers = [imap.Poller(app, box, self.outbox.wake.set) for box in app.settings.imap]
 
     def _drain(self) -> None:
         summary = inbound.drain(self.app)
@@ -114,19 +115,22 @@ class Daemon:
                                    f"{e.strerror}") from None
         self.ingest.start()
         self.outbox.start()
+        for p in self.pollers:
+            p.start()
         where = f"smtp://{s.smtp.host}:{s.smtp.port}" if server else "no SMTP listener"
         outbox = (f"maildir {s.outbox_maildir}" if s.outbox.transport == "maildir"
                   else f"relay {s.outbox.relay.host}:{s.outbox.relay.port}")
-        log.info("maildesk listening on %s for %s; data in %s (%s); outbox: %s",
+        mailboxes = f"; imap: {', '.join(b.name for b in s.imap)}" if s.imap else ""
+        log.info("maildesk listening on %s for %s; data in %s (%s); outbox: %s%s",
                  where, ", ".join(s.desk.addresses), s.data_dir,
-                 self.app.engine.url.render_as_string(hide_password=True), outbox)
+                 self.app.engine.url.render_as_string(hide_password=True), outbox, mailboxes)
         await stop.wait()
         log.info("stopping: no new connections, %d open session(s)", len(self.sessions))
         if server is not None:
             await smtp.stop(server, self.sessions, s.smtp.shutdown_grace)
-        for w in (self.ingest, self.outbox):
+        for w in (*self.pollers, self.ingest, self.outbox):
             w.stop()
-        for w in (self.ingest, self.outbox):
-            await asyncio.to_thread(w.join)
+        for w in (*self.pollers, self.ingest, self.outbox):
+            await asyncio.to_thread(w.join, 30)
         self.app.close()
         log.info("stopped")

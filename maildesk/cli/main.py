@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..app import StartupError
-from . import admin, ingest, lists, output
+from . import admin, ingest, lists, mailboxes, output
 from .context import Obj, setup_logging
 from .output import EX_CONFIG, fail
 
@@ -58,7 +58,7 @@ def init(directory: Path, force: bool) -> None:
     click.echo(f"next: maildesk --config {directory / 'maildesk.yaml'} serve")
 
 
-for _module in (ingest, lists, admin):
+for _module in (ingest, mailboxes, lists, admin):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

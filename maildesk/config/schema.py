@@ -145,12 +145,76 @@ class Outbox(Strict):
         None, description="Return path of our mail; default the first support address.")
 
 
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class OAuth2(Strict):
+    """XOAUTH2 (Gmail, Microsoft 365): a token from a command, or from a refresh token."""
+
+    token_command: str | None = Field(
+        None, description="Command that prints a current access token (e.g. oama, a vault CLI).")
+    token_url: str | None = Field(None, description="Token endpoint for the refresh-token grant.")
+    client_id: str | None = None
+    client_secret_file: Path | None = None
+    refresh_token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "OAuth2":
+        refresh = (self.token_url, self.client_id, self.refresh_token_file)
+        if self.token_command is None and not all(refresh):
+            raise ValueError("give token_command, or token_url + client_id + refresh_token_file")
+        return self
+
+
+class Mailbox(Strict):
+    """An IMAP mailbox to drain: its mail becomes tickets like mail to the SMTP listener."""
+
+    name: str = Field(description="Used in logs, `maildesk fetch NAME` and `mailboxes status`.")
+    host: str
+    port: int | None = Field(None, ge=1, le=65535,
+                             description="Default 993 for tls: implicit, else 143.")
+    tls: Literal["implicit", "starttls", "plain"] = Field(
+        "implicit", description="implicit TLS, STARTTLS, or plain (localhost only).")
+    ca_file: Path | None = Field(None, description="Trust this CA (or self-signed certificate).")
+    username: str
+    password: str | None = Field(None, description="Prefer password_file or password_command.")
+    password_file: Path | None = None
+    password_command: str | None = Field(
+        None, description="Command that prints the password (run without a shell).")
+    oauth2: OAuth2 | None = None
+    folder: str = Field("INBOX", description="Folder to read.")
+    queue: str | None = Field(None, description="Queue of new tickets; default desk.default_queue.")
+    after: Literal["move", "flag", "delete"] = Field(
+        "move", description="After the commit: move to move_to, flag \\Seen, or delete.")
+    move_to: str = Field("maildesk/processed", description="Folder for after: move (created).")
+    idle: bool = Field(True, description="Use IDLE when the server offers it.")
+    poll_interval: float = Field(60.0, gt=0, description="Seconds between polls without IDLE.")
+    batch_size: int = Field(100, ge=1, le=1000, description="Messages fetched per round trip.")
+    timeout: float = Field(60.0, gt=0, description="Network timeout, seconds.")
+
+    @model_validator(mode="after")
+    def _checks(self) -> "Mailbox":
+        secrets_given = [k for k in ("password", "password_file", "password_command", "oauth2")
+                         if getattr(self, k) is not None]
+        if len(secrets_given) != 1:
+            raise ValueError("give exactly one of password, password_file, password_command, "
+                             f"oauth2 (got {', '.join(secrets_given) or 'none'})")
+        if self.tls == "plain" and self.host not in _LOCAL_HOSTS:
+            raise ValueError(f"tls: plain is only allowed for localhost, not {self.host}")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.tls == "implicit" else 143)
+
+
 class Settings(Strict):
     data_dir: Path = Field(Path("maildesk-data"), description="Database, blobs, outbox.")
     desk: Desk = Field(default_factory=Desk)
     database: Database = Field(default_factory=Database)
     smtp: Smtp = Field(default_factory=Smtp)
     outbox: Outbox = Field(default_factory=Outbox)
+    imap: list[Mailbox] = Field(default_factory=list, description="IMAP mailboxes to drain.")
     templates_dir: Path | None = Field(
         None, description="Folder whose templates override the built-in ones.")
     secret_file: Path | None = Field(
@@ -164,6 +228,14 @@ class Settings(Strict):
                 if a.lower() not in self.desk.addresses:
                     raise ValueError(
                         f"queue {q.name}: address {a} is not one of desk.addresses")
+        names = [m.name for m in self.imap]
+        if len(names) != len(set(names)):
+            raise ValueError("imap mailbox names must be unique")
+        queues = {q.name for q in self.desk.queues}
+        for m in self.imap:
+            if m.queue is not None and m.queue not in queues:
+                raise ValueError(f"imap mailbox {m.name}: unknown queue {m.queue!r} "
+                                 f"(queues: {', '.join(sorted(queues))})")
         return self
 
     def resolved(self, base: Path) -> "Settings":
@@ -173,6 +245,12 @@ class Settings(Strict):
         data = under(self.data_dir)
         assert data is not None
         return self.model_copy(update={
+            "imap": [m.model_copy(update={
+                "ca_file": under(m.ca_file), "password_file": under(m.password_file),
+                "oauth2": m.oauth2 and m.oauth2.model_copy(update={
+                    "client_secret_file": under(m.oauth2.client_secret_file),
+                    "refresh_token_file": under(m.oauth2.refresh_token_file)})})
+                for m in self.imap],
             "data_dir": data,
             "templates_dir": under(self.templates_dir),
             "secret_file": under(self.secret_file),

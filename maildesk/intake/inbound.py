@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -30,6 +30,7 @@ class Envelope:
     mail_from: str | None         # None: unknown (a file); "": the null sender
     rcpt_to: tuple[str, ...] = ()
     origin: str | None = None     # where it came from, for people reading the logs
+    queue: str | None = None      # the queue this intake's mail belongs to (an IMAP mailbox's)
 
 
 def _now() -> datetime:
@@ -43,7 +44,7 @@ def accept(app: App, raw: bytes, env: Envelope) -> int:
         return int(conn.execute(insert(T_INBOUND).returning(T_INBOUND.c.id).values(
             received_at=_now(), source=env.source, origin=env.origin, mail_from=env.mail_from,
             rcpt_to=list(env.rcpt_to), digest=digest, size=len(raw), state="queued",
-            attempts=0)).scalar_one())
+            attempts=0, queue=env.queue)).scalar_one())
 
 
 def _run(app: App, conn: Connection, blobs: BlobBatch, works: list[Work], now: datetime) -> Summary:
@@ -80,24 +81,31 @@ def drain(app: App, limit: int = BATCH) -> Summary:
                 works.append(Work(inbound=Arrival(
                     id=r["id"], source=r["source"], origin=r["origin"], mail_from=r["mail_from"],
                     rcpt_to=tuple(r["rcpt_to"] or ()), digest=r["digest"], size=r["size"],
-                    received_at=r["received_at"], attempts=r["attempts"]), raw=raw))
+                    received_at=r["received_at"], attempts=r["attempts"], queue=r["queue"]),
+                    raw=raw))
             total.add(_run(app, conn, app.blobs.batch(conn), works, now))
 
 
 def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
-           parsed: list[ParsedMail | str] | None = None) -> Summary:
+           parsed: list[ParsedMail | str] | None = None,
+           also: Callable[[Connection], None] | None = None) -> Summary:
     """Store and process in one transaction; committed when this returns.
 
     parsed: the items already parsed by parse_batch() (in a worker process
     while the previous batch was being stored), in the same order.
+    also: more to write in the same transaction (an IMAP mailbox's progress).
     """
     now = _now()
     with app.engine.begin() as conn:
         blobs = app.blobs.batch(conn)
         works = [Work(inbound=Arrival(id=None, source=env.source, origin=env.origin,
                                       mail_from=env.mail_from, rcpt_to=env.rcpt_to,
-                                      digest=blobs.put(raw), size=len(raw), received_at=now),
+                                      digest=blobs.put(raw), size=len(raw), received_at=now,
+                                      queue=env.queue),
                       raw=raw) for raw, env in items]
         for w, p in zip(works, parsed or ()):
             w.parsed_ahead = p
-        return _run(app, conn, blobs, works, now)
+        summary = _run(app, conn, blobs, works, now)
+        if also is not None:
+            also(conn)
+        return summary

@@ -73,7 +73,7 @@ def _settle(ctx: Context, w: Work, state: str, reason: str | None) -> str:
     if a.id is None:   # not yet in the database: insert it whole
         values |= {"received_at": a.received_at, "source": a.source, "origin": a.origin,
                    "mail_from": a.mail_from, "rcpt_to": list(a.rcpt_to), "digest": a.digest,
-                   "size": a.size}
+                   "size": a.size, "queue": a.queue}
     ctx.ledger.settle(a.id, w.message if state == "ticketed" else None, **values)
     if state == "quarantined":
         log.warning("quarantined %s: %s", a.origin or f"inbound {a.id}", reason)

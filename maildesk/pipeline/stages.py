@@ -74,6 +74,8 @@ def thread_stage(ctx: Context, w: Work) -> None:
 
 
 def _queue_for(ctx: Context, w: Work) -> str:
+    if w.inbound.queue is not None:
+        return w.inbound.queue
     rcpts = {base_address(a) for a in _recipients(w)}
     for q in ctx.settings.desk.queues:
         if rcpts.intersection(q.addresses):

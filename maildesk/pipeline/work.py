@@ -64,6 +64,7 @@ class Arrival:
     size: int
     received_at: datetime
     attempts: int = 0
+    queue: str | None = None      # named by the intake (an IMAP mailbox); else by recipient
 
 
 @dataclass

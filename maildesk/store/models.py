@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
                         TypeDecorator)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -68,6 +68,7 @@ class Inbound(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     processed_at: Mapped[datetime | None] = mapped_column()
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    queue: Mapped[str | None] = mapped_column(String(64))     # the intake's queue, if it names one
 
     __table_args__ = (Index("ix_inbound_state_id", "state", "id"),)
 
@@ -187,3 +188,17 @@ class BlobIndex(Base):
     pack: Mapped[str] = mapped_column(String(100))
     offset: Mapped[int] = mapped_column(BigInteger)
     size: Mapped[int] = mapped_column(BigInteger)
+
+
+class ImapState(Base):
+    """Per mailbox: how far we have committed, and how the last attempt went."""
+
+    __tablename__ = "imap_state"
+    mailbox: Mapped[str] = mapped_column(String(100), primary_key=True)
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    taken: Mapped[int] = mapped_column(BigInteger, default=0)
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_success_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column()

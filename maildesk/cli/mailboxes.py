@@ -1,0 +1,109 @@
+"""IMAP mailboxes: drain them once (`maildesk fetch`), see how they are doing."""
+from __future__ import annotations
+
+import ssl
+
+import click
+from imapclient.exceptions import IMAPClientError
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..intake.credentials import CredentialError
+from ..intake.imap import T_STATE, AuthFailed, Drainer, connect
+from ..pipeline.driver import Summary
+from .context import Obj
+from .output import EX_CONFIG, EX_TEMPFAIL, EX_USAGE, FORMAT, emit_json, emit_table, fail
+
+EX_NOPERM = 77
+
+
+@click.command()
+@click.argument("names", nargs=-1, metavar="[MAILBOX]...")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
+    """Drain the configured IMAP mailboxes once (all, or those named), then exit.
+
+    Exit 0 when every mailbox was drained, 77 when a login was refused, 75 when
+    a server or the database could not be reached (run it again later).
+    """
+    boxes = obj.settings.imap
+    unknown = set(names) - {b.name for b in boxes}
+    if unknown or not boxes:
+        fail(f"no imap mailbox named {', '.join(sorted(unknown))}" if unknown
+             else "no imap mailboxes configured (see `imap:` in maildesk.yaml)", EX_USAGE)
+    app = obj.app()
+    worst, results = 0, {}
+    for box in boxes:
+        if names and box.name not in names:
+            continue
+        try:
+            client = connect(box)
+            try:
+                summary = Drainer(app, box).drain(client)
+            finally:
+                client.logout()
+            results[box.name] = summary.as_dict()
+            _say(fmt, f"{box.name}: {_line(summary)}")
+        except (AuthFailed, CredentialError) as e:
+            worst = max(worst, EX_NOPERM)
+            _say(fmt, f"{box.name}: {e}", err=True)
+            results[box.name] = {"error": str(e)}
+        except (OSError, IMAPClientError, ssl.SSLError, SQLAlchemyError) as e:
+            worst = max(worst, EX_TEMPFAIL)
+            what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            _say(fmt, f"{box.name}: {box.host}:{box.effective_port}: {what}", err=True)
+            results[box.name] = {"error": what}
+    app.close()
+    if fmt == "json":
+        emit_json(results)
+    raise SystemExit(worst)
+
+
+def _line(s: Summary) -> str:
+    d = s.as_dict()
+    return (f"{d['new_tickets']} new tickets, {d['follow_ups']} follow-ups, "
+            f"{d['duplicates']} duplicates skipped, {d['quarantined']} quarantined")
+
+
+def _say(fmt: str, text: str, err: bool = False) -> None:
+    if fmt == "text":
+        click.echo(text, err=err)
+
+
+@click.group()
+def mailboxes() -> None:
+    """IMAP mailboxes."""
+
+
+@mailboxes.command("status")
+@FORMAT
+@click.pass_obj
+def mailboxes_status(obj: Obj, fmt: str) -> None:
+    """Each mailbox: connected or its last error, UIDVALIDITY, last UID, mail taken."""
+    boxes = obj.settings.imap
+    if not boxes:
+        fail("no imap mailboxes configured (see `imap:` in maildesk.yaml)", EX_CONFIG)
+    app = obj.app()
+    with app.engine.connect() as conn:
+        state = {r["mailbox"]: r for r in conn.execute(select(T_STATE)).mappings()}
+    rows = []
+    for b in boxes:
+        r = state.get(b.name, {})
+        rows.append({
+            "name": b.name, "server": f"{b.host}:{b.effective_port}", "folder": b.folder,
+            "connected": bool(r.get("connected")), "uidvalidity": r.get("uidvalidity"),
+            "last_uid": r.get("last_uid", 0), "taken": r.get("taken", 0),
+            "last_success_at": r["last_success_at"].isoformat() if r.get("last_success_at")
+            else None,
+            "last_error": r.get("last_error"),
+            "last_error_at": r["last_error_at"].isoformat() if r.get("last_error_at") else None})
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        emit_table(rows, ["name", "server", "folder", "connected", "uidvalidity", "last_uid",
+                          "taken", "last_success_at", "last_error"])
+
+
+COMMANDS = [fetch, mailboxes]

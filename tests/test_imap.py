@@ -1,0 +1,195 @@
+"""IMAP intake against a real Dovecot: nothing lost, nothing doubled."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from conftest import Daemon, mail, run_cli, wait_for
+from dovecot import Dovecot, available
+
+pytestmark = pytest.mark.skipif(not available(),
+                                reason="dovecot not installed (apt-get install dovecot-imapd)")
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    d = Dovecot().start()
+    yield d
+    d.cleanup()
+
+
+def fetch(cfg: Path, *names: str) -> tuple[int, dict[str, Any]]:
+    r = run_cli("fetch", *names, "--format", "json", config=cfg)
+    return r.returncode, json.loads(r.stdout or b"{}")
+
+
+def tickets(cfg: Path) -> list[dict[str, Any]]:
+    r = run_cli("tickets", "list", "--format", "json", config=cfg)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def folder(d: Dovecot, name: str = "INBOX", criteria: list[str] | None = None) -> list[int]:
+    with d.client() as c:
+        if not c.folder_exists(name):
+            return []
+        c.select_folder(name, readonly=True)
+        return c.search(criteria or ["ALL"])
+
+
+def test_new_mail_becomes_tickets_replies_thread_and_mail_is_moved(
+        dovecot: Dovecot, desk_config: Callable[..., Path], db_url: str) -> None:
+    cfg = desk_config(db_url, imap=[dovecot.mailbox(queue=None)])
+    dovecot.append(mail(subject="VPN down", message_id="<i1@c.test>"),
+                   mail(subject="Re: [MD-1] VPN down", message_id="<i2@c.test>",
+                        In_Reply_To="<i1@c.test>"),
+                   mail(subject="Printer", sender="bo@c.test", message_id="<i3@c.test>"))
+    code, out = fetch(cfg)
+    assert code == 0 and out["support"]["new_tickets"] == 2 and out["support"]["follow_ups"] == 1
+    assert [t["message_count"] for t in tickets(cfg)] == [3, 2]      # + acknowledgements
+    assert folder(dovecot) == [] and len(folder(dovecot, "maildesk.processed")) == 3
+    status = json.loads(run_cli("mailboxes", "status", "--format", "json", config=cfg).stdout)
+    assert status[0]["taken"] == 3 and status[0]["last_uid"] == 3
+    assert status[0]["uidvalidity"] and status[0]["last_error"] is None
+    code, out = fetch(cfg)
+    assert code == 0 and sum(out["support"].values()) == 0, "nothing twice"
+
+
+def test_implicit_tls_and_flag_mode_leave_mail_in_place(
+        dovecot: Dovecot, desk_config: Callable[..., Path]) -> None:
+    box = dovecot.mailbox(tls="implicit", port=dovecot.imaps_port, after="flag")
+    cfg = desk_config(imap=[box])
+    dovecot.append(mail(message_id="<f1@c.test>"))
+    assert fetch(cfg)[0] == 0
+    assert folder(dovecot) == [1] and folder(dovecot, criteria=["SEEN"]) == [1]
+    dovecot.append(mail(subject="second", message_id="<f2@c.test>"))
+    code, out = fetch(cfg)
+    assert out["support"]["new_tickets"] == 1 and len(tickets(cfg)) == 2
+
+
+def test_delete_mode_expunges_after_commit(dovecot: Dovecot,
+                                           desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config(imap=[dovecot.mailbox(after="delete")])
+    dovecot.append(mail(message_id="<d1@c.test>"), mail(subject="b", message_id="<d2@c.test>"))
+    assert fetch(cfg) == (0, {"support": {"new_tickets": 2, "follow_ups": 0, "duplicates": 0,
+                                          "refused": 0, "quarantined": 0}})
+    assert folder(dovecot) == []
+
+
+def test_mailbox_queue_is_used_for_its_tickets(dovecot: Dovecot,
+                                               desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config(desk={"queues": [{"name": "general"}, {"name": "facilities"}]},
+                      imap=[dovecot.mailbox(queue="facilities")])
+    dovecot.append(mail())
+    fetch(cfg)
+    assert tickets(cfg)[0]["queue"] == "facilities"
+
+
+def test_broken_mail_in_the_middle_is_quarantined_and_moved(
+        dovecot: Dovecot, desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config(imap=[dovecot.mailbox()])
+    dovecot.append(mail(subject="before", message_id="<b1@c.test>"),
+                   b"\x00\x01 this is not mail\r\n\r\n",
+                   mail(subject="after", message_id="<b3@c.test>"))
+    code, out = fetch(cfg)
+    assert code == 0 and out["support"]["new_tickets"] == 2 and out["support"]["quarantined"] == 1
+    assert folder(dovecot) == [], "the bad mail does not block the mailbox"
+    q = json.loads(run_cli("quarantine", "list", "--format", "json", config=cfg).stdout)
+    assert q[0]["origin"] == "imap support uid 2"
+
+
+def test_failure_between_commit_and_move_neither_loses_nor_doubles(
+        dovecot: Dovecot, desk_config: Callable[..., Path], db_url: str) -> None:
+    """The move fails after the commit (as if the process died there); the next run recovers."""
+    cfg = desk_config(db_url, imap=[dovecot.mailbox(move_to="~not-allowed")])
+    dovecot.append(*(mail(subject=f"m{i}", message_id=f"<c{i}@c.test>") for i in range(3)))
+    code, _ = fetch(cfg)
+    assert code == 75, "the move failed"
+    assert len(tickets(cfg)) == 3 and len(folder(dovecot)) == 3, "committed, not yet moved"
+    cfg = desk_config(db_url, imap=[dovecot.mailbox()])
+    code, out = fetch(cfg)
+    assert code == 0 and sum(out["support"].values()) == 0
+    assert len(tickets(cfg)) == 3 and folder(dovecot) == []
+    assert len(folder(dovecot, "maildesk.processed")) == 3
+
+
+def test_uidvalidity_change_rescans_without_doubling(
+        dovecot: Dovecot, desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config(imap=[dovecot.mailbox(after="flag", folder="Support")])
+    with dovecot.client() as c:
+        c.create_folder("Support")
+    raws = [mail(subject=f"u{i}", message_id=f"<u{i}@c.test>") for i in range(3)]
+    dovecot.append(*raws, folder="Support")
+    fetch(cfg)
+    before = json.loads(run_cli("mailboxes", "status", "--format", "json", config=cfg).stdout)
+    with dovecot.client() as c:          # the provider rebuilds the folder: new UIDVALIDITY
+        c.delete_folder("Support")
+        c.create_folder("Support")
+    time.sleep(1.1)                      # Dovecot's UIDVALIDITY is a timestamp
+    with dovecot.client() as c:
+        c.delete_folder("Support")
+        c.create_folder("Support")
+    dovecot.append(*raws, mail(subject="u3", message_id="<u3@c.test>"), folder="Support")
+    code, out = fetch(cfg)
+    assert code == 0 and out["support"]["duplicates"] == 3 and out["support"]["new_tickets"] == 1
+    after = json.loads(run_cli("mailboxes", "status", "--format", "json", config=cfg).stdout)
+    assert after[0]["uidvalidity"] != before[0]["uidvalidity"]
+    assert len(tickets(cfg)) == 4
+
+
+def test_wrong_password_is_reported_as_such(dovecot: Dovecot,
+                                            desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config(imap=[dovecot.mailbox(password="wrong")])
+    r = run_cli("fetch", config=cfg)
+    assert r.returncode == 77
+    err = r.stderr.decode()
+    assert "support: login as desk refused" in err and "check the password" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_password_command_and_file(dovecot: Dovecot, desk_config: Callable[..., Path],
+                                   tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text(dovecot.password + "\n")
+    box_file = dovecot.mailbox(name="by-file", password=None, password_file=str(tmp_path / "pw"))
+    box_cmd = dovecot.mailbox(name="by-command", password=None,
+                              password_command=f"cat {tmp_path / 'pw'}")
+    cfg = desk_config(imap=[box_file, box_cmd])
+    dovecot.append(mail())
+    code, out = fetch(cfg)
+    assert code == 0 and out["by-file"]["new_tickets"] == 1 and "error" not in out["by-command"]
+
+
+def test_daemon_takes_mail_by_idle_and_survives_a_server_restart(
+        dovecot: Dovecot, daemon: Callable[..., Daemon]) -> None:
+    d = daemon(imap=[dovecot.mailbox(poll_interval=600)])   # only IDLE can be this quick
+    wait_for(lambda: "mailbox support: connected" in d.log.read_text(), what="the IMAP login")
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    dovecot.append(mail(subject="by idle", message_id="<idle1@c.test>"))
+    cfg = d.config
+    wait_for(lambda: tickets(cfg), 20, "the ticket from IDLE")
+    assert time.monotonic() - t0 < 8, "IDLE, not a 600 s poll"
+    dovecot.stop()
+    wait_for(lambda: "mailbox support: connection" in d.log.read_text(), 30, "a logged failure")
+    status = json.loads(run_cli("mailboxes", "status", "--format", "json", config=cfg).stdout)
+    assert status[0]["connected"] is False and status[0]["last_error"]
+    dovecot.start()
+    dovecot.append(mail(subject="after restart", message_id="<idle2@c.test>"))
+    wait_for(lambda: len(tickets(cfg)) == 2, 60, "the ticket after the server restart")
+    assert d.stop(signal.SIGTERM) == 0
+
+
+def test_bad_imap_settings_are_config_errors(desk_config: Callable[..., Path],
+                                             tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("imap:\n  - name: a\n    host: mail.example.com\n    tls: plain\n"
+                   "    username: u\n    password: p\n    after: burn\n")
+    r = run_cli("config", "check", config=cfg)
+    assert r.returncode == 78
+    err = r.stderr.decode()
+    assert f"{cfg}:7:12: imap.0.after:" in err and "'burn'" in err
