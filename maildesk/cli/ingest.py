@@ -7,11 +7,7 @@ mail. A bad message is not an error: it is kept in the quarantine.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
-import os
 import sys
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -19,9 +15,8 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..intake import sources
+from ..intake import ahead, sources
 from ..intake.inbound import BATCH, Envelope, ingest as ingest_batch
-from ..mail.parse import ParsedMail, parse_batch
 from ..pipeline.driver import Summary
 from .context import Obj
 from .output import EX_NOINPUT, EX_TEMPFAIL, emit_json, fail
@@ -37,31 +32,6 @@ def _batches(paths: list[Path], sender: str | None, recipients: tuple[str, ...],
     it = items()
     while batch := list(itertools.islice(it, BATCH)):
         yield batch
-
-
-def _parse_ahead(batches: Iterator[list[tuple[bytes, Envelope]]], paths: list[Path]
-                 ) -> Iterator[tuple[list[tuple[bytes, Envelope]], list[ParsedMail | str] | None]]:
-    """Parse the next batch in a second process while this one stores the current batch.
-
-    Parsing is most of the CPU an import costs, so on two or more cores a
-    large import runs nearly twice as fast. A few messages are not worth a
-    process: they are parsed inline.
-    """
-    if (os.cpu_count() or 1) < 2 or sum(sources.count(p) for p in paths if p.exists()) <= BATCH:
-        for batch in batches:
-            yield batch, None
-        return
-    # spawn, not fork: a forked child would share the parent's database handles
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        ahead: deque[tuple[list[tuple[bytes, Envelope]], Future[list[ParsedMail | str]]]] = deque()
-        for batch in batches:
-            ahead.append((batch, pool.submit(parse_batch, [(r, e.mail_from) for r, e in batch])))
-            if len(ahead) > 1:
-                done, future = ahead.popleft()
-                yield done, future.result()
-        while ahead:
-            done, future = ahead.popleft()
-            yield done, future.result()
 
 
 @click.command()
@@ -90,7 +60,9 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
                                                      if p.exists()) if show else None)
             batches = _batches(todo, sender.lower() if sender is not None else None,
                                tuple(r.lower() for r in recipients))
-            for batch, parsed in _parse_ahead(batches, todo):
+            many = ahead.worthwhile(sum(sources.count(p) for p in todo if p.exists()), BATCH)
+            for batch, parsed in ahead.parse_ahead(
+                    batches, lambda b: [(r, e.mail_from) for r, e in b], many):
                 total.add(ingest_batch(app, batch, parsed))
                 bar.advance(task, len(batch))
     except sources.SourceError as e:

@@ -30,6 +30,7 @@ from ..app import App
 from ..config.schema import Mailbox
 from ..pipeline.driver import Summary
 from ..store.models import ImapState
+from . import ahead
 from .credentials import CredentialError, TokenSource, password
 from .inbound import Envelope, ingest
 
@@ -149,6 +150,15 @@ class Drainer:
         else:
             client.expunge()
 
+    def _fetch(self, client: IMAPClient, chunk: list[int]
+               ) -> tuple[list[int], list[tuple[bytes, Envelope]]]:
+        """One round trip for a batch; the mail stays unread and in place (PEEK)."""
+        fetched = client.fetch(chunk, ["BODY.PEEK[]"])
+        return chunk, [(bytes(fetched[u][b"BODY[]"]),
+                        Envelope(source="imap", mail_from=None,
+                                 origin=f"imap {self.box.name} uid {u}", queue=self.box.queue))
+                       for u in chunk if u in fetched and b"BODY[]" in fetched[u]]
+
     def drain(self, client: IMAPClient) -> Summary:
         """One round: everything in the folder that is not yet done."""
         box, total = self.box, Summary()
@@ -167,21 +177,18 @@ class Drainer:
             self._finish(client, [u for u in done if u <= last])
         new = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
         taken = state.taken
-        for i in range(0, len(new), box.batch_size):
-            chunk = new[i:i + box.batch_size]
-            fetched = client.fetch(chunk, ["BODY.PEEK[]"])
-            items = [(bytes(fetched[u][b"BODY[]"]),
-                      Envelope(source="imap", mail_from=None, origin=f"imap {box.name} uid {u}",
-                               queue=box.queue))
-                     for u in chunk if u in fetched and b"BODY[]" in fetched[u]]
+        chunks = (self._fetch(client, new[i:i + box.batch_size])
+                  for i in range(0, len(new), box.batch_size))
+        for (chunk, items), parsed in ahead.parse_ahead(
+                chunks, lambda c: [(raw, None) for raw, _env in c[1]],
+                ahead.worthwhile(len(new), box.batch_size)):
             taken += len(items)
-            high = chunk[-1]
 
-            def progress(conn: Connection, high: int = high, taken: int = taken) -> None:
+            def progress(conn: Connection, high: int = chunk[-1], taken: int = taken) -> None:
                 conn.execute(update(T_STATE).where(T_STATE.c.mailbox == box.name).values(
                     uidvalidity=uidvalidity, last_uid=high, taken=taken,
                     last_success_at=_now()))
-            total.add(ingest(self.app, items, also=progress))
+            total.add(ingest(self.app, items, parsed, also=progress))
             self._finish(client, chunk)
         if not new:
             with self.app.engine.begin() as conn:
