@@ -3,10 +3,13 @@
 Dovecot 2.3 (Debian's dovecot-imapd) runs from a config file of ours with its
 own base_dir, a passwd-file passdb and a static userdb. It refuses uid 0 for
 mail, so mail belongs to the system user `mail`, in a folder outside
-pytest's private tmp (which that user could not enter).
+pytest's private tmp (which that user could not enter). XOAUTH2 logins are
+checked by Dovecot's oauth2 passdb against a small introspection endpoint
+the fixture runs, as an identity provider would.
 """
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -15,7 +18,10 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 from imapclient import IMAPClient
@@ -34,8 +40,13 @@ ssl = yes
 ssl_cert = <{d}/cert.pem
 ssl_key = <{d}/key.pem
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 mail_location = maildir:{d}/mail/%u
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/oauth2.conf.ext
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/passwd
@@ -62,6 +73,34 @@ service anvil {{
 """
 
 
+OAUTH2 = """\
+introspection_mode = post
+introspection_url = http://127.0.0.1:{port}/introspect
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
+class _Introspection(BaseHTTPRequestHandler):
+    """The identity provider Dovecot asks whether an OAuth2 access token is good."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        form = dict(urllib.parse.parse_qsl(
+            self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()))
+        good = form.get("token") == Dovecot.token
+        data = json.dumps({"active": good, "username": Dovecot.user} if good
+                          else {"active": False}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def available() -> bool:
     return os.path.exists(DOVECOT) and os.geteuid() == 0
 
@@ -73,7 +112,7 @@ def _free_port() -> int:
 
 
 class Dovecot:
-    user, password = "desk", "s3cret pass"
+    user, password, token = "desk", "s3cret pass", "valid-access-token"
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="maildesk-dovecot-"))
@@ -92,6 +131,9 @@ class Dovecot:
         self.imap_port, self.imaps_port = _free_port(), _free_port()
         (d / "dovecot.conf").write_text(CONFIG.format(d=d, imap=self.imap_port,
                                                       imaps=self.imaps_port))
+        self.idp = HTTPServer(("127.0.0.1", 0), _Introspection)
+        threading.Thread(target=self.idp.serve_forever, daemon=True).start()
+        (d / "oauth2.conf.ext").write_text(OAUTH2.format(port=self.idp.server_port))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Dovecot":
@@ -123,6 +165,7 @@ class Dovecot:
 
     def cleanup(self) -> None:
         self.stop()
+        self.idp.shutdown()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def log(self) -> str:

@@ -165,6 +165,19 @@ def test_password_command_and_file(dovecot: Dovecot, desk_config: Callable[..., 
     assert code == 0 and out["by-file"]["new_tickets"] == 1 and "error" not in out["by-command"]
 
 
+def test_xoauth2_login_with_a_token_command(dovecot: Dovecot,
+                                            desk_config: Callable[..., Path]) -> None:
+    good = dovecot.mailbox(name="oauth", password=None,
+                           oauth2={"token_command": f"echo {dovecot.token}"})
+    bad = dovecot.mailbox(name="stale", password=None, oauth2={"token_command": "echo expired"})
+    cfg = desk_config(imap=[good, bad])
+    dovecot.append(mail())
+    r = run_cli("fetch", "--format", "json", config=cfg)
+    out = json.loads(r.stdout)
+    assert out["oauth"]["new_tickets"] == 1
+    assert "login as desk refused" in out["stale"]["error"] and r.returncode == 77
+
+
 def test_daemon_takes_mail_by_idle_and_survives_a_server_restart(
         dovecot: Dovecot, daemon: Callable[..., Daemon]) -> None:
     d = daemon(imap=[dovecot.mailbox(poll_interval=600)])   # only IDLE can be this quick
