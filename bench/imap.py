@@ -11,12 +11,10 @@ ingest` of the same messages as one mbox, so the ratio shows what IMAP costs.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -25,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from common import machine, prepare, run_child, update  # noqa: E402
 from dovecot import Dovecot  # noqa: E402
-from ingest import GEN, machine, run_child, update  # noqa: E402
 
 
 def fill(d: Dovecot, emls: list[Path]) -> None:
@@ -43,16 +41,7 @@ def fill(d: Dovecot, emls: list[Path]) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=10000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
-    args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="maildesk-imapbench-"))
-    work = tmp / "workload"
-    subprocess.run([sys.executable, str(GEN), "--n", str(args.n), "--out", str(work),
-                    "--tag-format", "[MD-{n}]"], check=True, stdout=subprocess.DEVNULL)
-    counts = json.loads((work / "workload.json").read_text())
+    args, tmp, work, counts = prepare(__doc__ or "", 10000, "maildesk-imapbench-")
     emls = sorted((work / "eml").iterdir())
     d = Dovecot().start()
     try:
@@ -87,7 +76,8 @@ def main() -> int:
         d.cleanup()
     t, ti = statistics.median(imap_t), statistics.median(ingest_t)
     section = (
-        f"## IMAP drain: {args.n} mixed messages from Dovecot (`python3 bench/imap.py --n {args.n}`)\n\n"
+        f"## IMAP drain: {args.n} mixed messages from Dovecot "
+        f"(`python3 bench/imap.py --n {args.n}`)\n\n"
         f"Machine: {machine()}. Median of {args.runs} runs: a real Dovecot 2.3 on loopback "
         f"(STARTTLS), INBOX holding the whole workload, fresh data directory, `maildesk fetch` "
         f"with batches of 200 (FETCH BODY.PEEK[], commit, MOVE).\n\n"

@@ -46,7 +46,8 @@ def load_secret(path: Path) -> bytes:
         data = path.read_bytes()
     secret = data.strip()
     if len(secret) < 16:
-        raise StartupError(f"{path}: secret key is shorter than 16 bytes; remove it to make a new one")
+        raise StartupError(f"{path}: secret key is shorter than 16 bytes; "
+                           "remove it to make a new one")
     return secret
 
 
@@ -60,7 +61,7 @@ class App:
     secret: bytes
 
     @classmethod
-    def open(cls, settings: Settings, upgrade: bool | None = None) -> "App":
+    def open(cls, settings: Settings, upgrade: bool | None = None) -> App:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.database_url)
         if settings.database.auto_upgrade if upgrade is None else upgrade:

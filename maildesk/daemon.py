@@ -17,9 +17,9 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from .app import App, StartupError
 from .config.load import ConfigError, load_settings

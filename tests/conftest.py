@@ -13,11 +13,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -140,7 +141,7 @@ class Daemon:
         self.config, self.port, self.log = config, port, log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         out = self.log.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "maildesk", "--config",
                                       str(self.config), "serve"], stdout=out, stderr=out)

@@ -136,7 +136,7 @@ class Dovecot:
         (d / "oauth2.conf.ext").write_text(OAUTH2.format(port=self.idp.server_port))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Dovecot":
+    def start(self) -> Dovecot:
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.dir / "dovecot.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
@@ -146,7 +146,7 @@ class Dovecot:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"dovecot exited: {self.log()}")
+                    raise RuntimeError(f"dovecot exited: {self.log()}") from None
                 time.sleep(0.05)
         raise RuntimeError(f"dovecot did not listen: {self.log()}")
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import mailbox
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
-
 from conftest import mail, run_cli
 
 MBOX_FROM = b"From ana@customer.test Mon Nov  2 09:30:00 2026\n"
@@ -155,7 +154,7 @@ def test_db_upgrade_reports_the_schema(desk_config: Callable[..., Path], db_url:
 
 def test_migration_head_constant_matches_the_scripts() -> None:
     from maildesk.store import migrate
-    assert migrate.HEAD == migrate.script_head()
+    assert migrate.script_head() == migrate.HEAD
 
 
 def test_quarantine_retry_requeues(desk_config: Callable[..., Path]) -> None:

@@ -5,11 +5,11 @@ import json
 import signal
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import Daemon, mail, run_cli, wait_for
 from dovecot import Dovecot, available
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from conftest import free_port, mail
 from sqlalchemy import select, update
 
 from maildesk.app import App
@@ -18,8 +20,6 @@ from maildesk.intake.inbound import Envelope, ingest
 from maildesk.notify.delivery import SmtpTransport, backoff, deliver_due
 from maildesk.store.db import make_engine
 from maildesk.store.models import DeliveryAttempt, Event, OutboxMail
-
-from conftest import free_port, mail
 
 
 class Relay:
@@ -134,10 +134,10 @@ def test_listener_answers_451_when_the_database_is_down(make_app: Callable[..., 
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        with smtplib.SMTP("127.0.0.1", app.settings.smtp.port, timeout=30) as s:
-            with pytest.raises(smtplib.SMTPDataError) as e:
-                s.sendmail("ana@customer.test", ["support@localhost"],
-                           mail().replace(b"\n", b"\r\n"))
+        with smtplib.SMTP("127.0.0.1", app.settings.smtp.port, timeout=30) as s, \
+                pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("ana@customer.test", ["support@localhost"],
+                       mail().replace(b"\n", b"\r\n"))
         assert e.value.smtp_code == 451 and e.value.smtp_error.startswith(b"4.3.0")
     finally:
         loop.call_soon_threadsafe(server.close)

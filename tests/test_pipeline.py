@@ -1,10 +1,12 @@
 """The ingest pipeline against both databases: tickets, threading, dedupe, quarantine."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from email import message_from_bytes, policy
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from conftest import mail
 from sqlalchemy import select, update
 
 from maildesk.app import App
@@ -12,8 +14,6 @@ from maildesk.intake.inbound import Envelope, accept, drain, ingest
 from maildesk.store.models import Inbound, OutboxMail, Ticket
 from maildesk.tickets.refs import reply_address
 from maildesk.tickets.views import list_tickets, show_ticket
-
-from conftest import mail
 
 PIPE = Envelope(source="pipe", mail_from=None)
 

@@ -10,12 +10,12 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from email import policy
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from conftest import Daemon, mail, run_cli, wait_for
 
 

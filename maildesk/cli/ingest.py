@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..intake import ahead, sources
-from ..intake.inbound import BATCH, Envelope, ingest as ingest_batch
+from ..intake.inbound import BATCH, Envelope
+from ..intake.inbound import ingest as ingest_batch
 from ..pipeline.driver import Summary
 from .context import Obj
 from .output import EX_NOINPUT, EX_TEMPFAIL, emit_json, fail

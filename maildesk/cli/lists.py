@@ -66,7 +66,8 @@ def _print_ticket(t: dict[str, Any]) -> None:
         console.rule(f"{m['direction']} {m['date']} {m['from']}", align="left")
         console.print(m["text"].rstrip(), markup=False)
         for a in m["attachments"]:
-            console.print(f"  [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)",
+            console.print(f"  [attachment] {a['filename']} "
+                          f"({a['content_type']}, {a['size']} bytes)",
                           markup=False)
     console.rule("events", align="left")
     for e in t["events"]:

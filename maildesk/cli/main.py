@@ -7,7 +7,6 @@ and shell scripts can act on them.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 

@@ -76,7 +76,7 @@ class Desk(Strict):
         return [a.lower() for a in v]
 
     @model_validator(mode="after")
-    def _queues(self) -> "Desk":
+    def _queues(self) -> Desk:
         names = [q.name for q in self.queues]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -159,7 +159,7 @@ class OAuth2(Strict):
     refresh_token_file: Path | None = None
 
     @model_validator(mode="after")
-    def _one_way(self) -> "OAuth2":
+    def _one_way(self) -> OAuth2:
         refresh = (self.token_url, self.client_id, self.refresh_token_file)
         if self.token_command is None and not all(refresh):
             raise ValueError("give token_command, or token_url + client_id + refresh_token_file")
@@ -193,7 +193,7 @@ class Mailbox(Strict):
     timeout: float = Field(60.0, gt=0, description="Network timeout, seconds.")
 
     @model_validator(mode="after")
-    def _checks(self) -> "Mailbox":
+    def _checks(self) -> Mailbox:
         secrets_given = [k for k in ("password", "password_file", "password_command", "oauth2")
                          if getattr(self, k) is not None]
         if len(secrets_given) != 1:
@@ -222,7 +222,7 @@ class Settings(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
-    def _cross(self) -> "Settings":
+    def _cross(self) -> Settings:
         for q in self.desk.queues:
             for a in q.addresses:
                 if a.lower() not in self.desk.addresses:
@@ -238,7 +238,7 @@ class Settings(Strict):
                                  f"(queues: {', '.join(sorted(queues))})")
         return self
 
-    def resolved(self, base: Path) -> "Settings":
+    def resolved(self, base: Path) -> Settings:
         """Relative paths are relative to the config file, not to wherever we start."""
         def under(p: Path | None) -> Path | None:
             return None if p is None else (p if p.is_absolute() else base / p)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 from ..mail.parse import ParsedMail, parse_batch
 

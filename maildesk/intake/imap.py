@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -222,7 +222,7 @@ class Poller(threading.Thread):
                 self._serve(client)
             except (AuthFailed, CredentialError) as e:
                 self._failed(f"{e}")
-            except (OSError, IMAPClientError, ssl.SSLError, socket.timeout) as e:
+            except (TimeoutError, OSError, IMAPClientError, ssl.SSLError) as e:
                 self._failed(f"connection to {self.box.host}:{self.box.effective_port}: "
                              f"{type(e).__name__}: {_text(e)}")
             except SQLAlchemyError as e:

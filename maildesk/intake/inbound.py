@@ -8,9 +8,9 @@ source still holds the mail until we exit 0.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable
 
 from sqlalchemy import Connection, insert, select, update
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from ..app import App
 from ..tickets.refs import base_address
@@ -53,7 +55,7 @@ class Handler:
 class Listener(SMTP):
     """aiosmtpd's SMTP with RFC 3463 codes for size limits and a session registry."""
 
-    def __init__(self, handler: Handler, sessions: set["Listener"], **kwargs: Any) -> None:
+    def __init__(self, handler: Handler, sessions: set[Listener], **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._sessions = sessions
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
-
+from typing import BinaryIO
 
 _FROM_QUOTED = re.compile(rb"(?m)^>(>*From )")
 

@@ -7,10 +7,10 @@ so no CR/LF can add a header of its own. Every mail we generate says so
 """
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-import re
 from email.header import Header
 from email.quoprimime import body_encode
 from email.utils import format_datetime, formataddr

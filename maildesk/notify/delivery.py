@@ -112,11 +112,14 @@ class SmtpTransport:
             raise (Transient if all(400 <= c < 500 for c in codes) else Permanent)(detail) from e
         except smtplib.SMTPResponseException as e:
             self.close()
-            msg = f"{e.smtp_code} {e.smtp_error.decode(errors='replace') if isinstance(e.smtp_error, bytes) else e.smtp_error}"
+            said = e.smtp_error
+            text = said.decode(errors="replace") if isinstance(said, bytes) else str(said)
+            msg = f"{e.smtp_code} {text}"
             raise (Transient if 400 <= e.smtp_code < 500 else Permanent)(msg) from e
         except (OSError, smtplib.SMTPException) as e:
             self.close()
-            raise Transient(f"relay {self.relay.host}:{self.relay.port}: {type(e).__name__}: {e}") from e
+            raise Transient(f"relay {self.relay.host}:{self.relay.port}: "
+                            f"{type(e).__name__}: {e}") from e
         if refused:
             return f"accepted for some recipients; refused: {refused}"
         return f"accepted by {self.relay.host}:{self.relay.port}"
@@ -188,7 +191,8 @@ def deliver_due(app: App, transport: Transport, limit: int = 100) -> RunResult:
                     result.failed += 1
                 else:
                     outcome = "retry"
-                    values["next_attempt_at"] = now + backoff(attempts, cfg.retry_base, cfg.retry_max)
+                    values["next_attempt_at"] = now + backoff(attempts, cfg.retry_base,
+                                                              cfg.retry_max)
                     result.retried += 1
                 values["last_error"] = detail
             except (Permanent, OSError) as e:

@@ -31,7 +31,7 @@ class Summary:
     quarantined: int = 0
     refs: list[str] = field(default_factory=list)
 
-    def add(self, other: "Summary") -> None:
+    def add(self, other: Summary) -> None:
         for k in ("new_tickets", "follow_ups", "duplicates", "refused", "quarantined"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.refs.extend(other.refs)

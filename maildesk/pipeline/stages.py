@@ -5,12 +5,13 @@ Later stages (classify, identify, rules, sla) slot into STAGES by name.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..mail.parse import Unparseable, parse
-from ..tickets import apply, thread as threading
-from ..tickets.refs import base_address
 from ..notify.outbox import queue_mail
+from ..tickets import apply
+from ..tickets import thread as threading
+from ..tickets.refs import base_address
 from .work import Context, Duplicate, Quarantined, Refused, Work
 
 Stage = Callable[[Context, Work], None]

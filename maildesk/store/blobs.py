@@ -131,7 +131,7 @@ class BlobStore:
             raise OSError(f"pack {pack} is shorter than its index says (blob {digest})")
         return data
 
-    def batch(self, conn: Connection) -> "BlobBatch":
+    def batch(self, conn: Connection) -> BlobBatch:
         """Blobs for the transaction on conn: indexed there, durable before it commits."""
         pack = getattr(self._local, "pack", None)
         if pack is None or pack.size >= PACK_LIMIT:

@@ -8,8 +8,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
-                        TypeDecorator)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -92,9 +102,9 @@ class Ticket(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    messages: Mapped[list["Message"]] = relationship(
+    messages: Mapped[list[Message]] = relationship(
         back_populates="ticket", order_by="Message.id", lazy="raise_on_sql")
-    events: Mapped[list["Event"]] = relationship(order_by="Event.id", lazy="raise_on_sql")
+    events: Mapped[list[Event]] = relationship(order_by="Event.id", lazy="raise_on_sql")
 
     __table_args__ = (Index("ix_tickets_status", "status"),)
 
@@ -121,7 +131,7 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages", lazy="raise_on_sql")
-    attachments: Mapped[list["Attachment"]] = relationship(
+    attachments: Mapped[list[Attachment]] = relationship(
         order_by="Attachment.id", lazy="raise_on_sql")
 
 

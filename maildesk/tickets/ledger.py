@@ -17,8 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from ..store.models import (Attachment, Counter, Event, Inbound, Message, OutboxMail,
-                            Ticket)
+from ..store.models import Attachment, Counter, Event, Inbound, Message, OutboxMail, Ticket
 from .refs import format_ref
 
 T_TICKETS, T_MESSAGES = Ticket.__table__, Message.__table__
@@ -46,7 +45,7 @@ class TicketRow:
     created_at: datetime
     updated_at: datetime
     id: int | None = None
-    linked_ticket: "TicketRow | None" = field(default=None, repr=False)
+    linked_ticket: TicketRow | None = field(default=None, repr=False)
 
     COLUMNS = ("number", "ref", "subject", "requester", "requester_name", "cc", "status",
                "type", "priority", "category", "queue", "assignee", "linked_to",
@@ -62,7 +61,7 @@ class Pending:
 
     values: dict[str, Any]
     ticket: TicketRow | None = None
-    message: "Pending | None" = None
+    message: Pending | None = None
     id: int | None = None
 
 
@@ -245,7 +244,8 @@ class Ledger:
             for t, i in zip(self.new_tickets, ids):
                 t.id = i
             # a new ticket linked to another new one of this batch
-            late = [t for t in self.new_tickets if t.linked_ticket is not None and t.linked_to is None]
+            late = [t for t in self.new_tickets
+                    if t.linked_ticket is not None and t.linked_to is None]
             for t in late:
                 t.linked_to = t.linked_ticket.id  # type: ignore[union-attr]
                 self.dirty[t.number] = t

@@ -1,0 +1,64 @@
+"""What the benchmarks share: the workload, timing a child process, the machine, the report."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GEN = ROOT.parent / "shared" / "bench" / "gen_workload.py"
+
+
+def prepare(doc: str, default_n: int, prefix: str
+            ) -> tuple[argparse.Namespace, Path, Path, dict[str, Any]]:
+    """Arguments, a temporary folder, and the shared workload generated into it."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=default_n)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    work = tmp / "workload"
+    subprocess.run([sys.executable, str(GEN), "--n", str(args.n), "--out", str(work),
+                    "--tag-format", "[MD-{n}]"], check=True, stdout=subprocess.DEVNULL)
+    return args, tmp, work, json.loads((work / "workload.json").read_text())
+
+
+def run_child(cmd: list[str], cwd: Path) -> tuple[float, int, bytes, bytes, int]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    return elapsed, usage.ru_maxrss, out, err, os.waitstatus_to_exitcode(status)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+            f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}")
+
+
+def update(path: Path, key: str, section: str) -> None:
+    """Replace this benchmark's section of BENCHMARKS.md, keep the others."""
+    text = path.read_text() if path.exists() else "# maildesk benchmarks\n\n"
+    parts = text.split("\n## ")
+    kept = [parts[0].rstrip() + "\n"] + ["## " + p.rstrip() + "\n" for p in parts[1:]
+                                         if not ("## " + p).startswith(key)]
+    path.write_text("\n".join(kept + [section]))
