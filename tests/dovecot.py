@@ -114,7 +114,8 @@ def _free_port() -> int:
 class Dovecot:
     user, password, token = "desk", "s3cret pass", "valid-access-token"
 
-    def __init__(self) -> None:
+    def __init__(self, extra: str = "") -> None:
+        """extra: more Dovecot settings, e.g. a narrower imap_capability."""
         self.dir = Path(tempfile.mkdtemp(prefix="maildesk-dovecot-"))
         os.chmod(self.dir, 0o755)
         d = self.dir
@@ -130,7 +131,7 @@ class Dovecot:
         (d / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
         self.imap_port, self.imaps_port = _free_port(), _free_port()
         (d / "dovecot.conf").write_text(CONFIG.format(d=d, imap=self.imap_port,
-                                                      imaps=self.imaps_port))
+                                                      imaps=self.imaps_port) + extra)
         self.idp = HTTPServer(("127.0.0.1", 0), _Introspection)
         threading.Thread(target=self.idp.serve_forever, daemon=True).start()
         (d / "oauth2.conf.ext").write_text(OAUTH2.format(port=self.idp.server_port))

@@ -210,3 +210,51 @@ def test_bad_imap_settings_are_config_errors(desk_config: Callable[..., Path],
     assert r.returncode == 78
     err = r.stderr.decode()
     assert f"{cfg}:7:12: imap.0.after:" in err and "'burn'" in err
+
+
+def test_kill_9_during_a_drain_neither_loses_nor_doubles(
+        dovecot: Dovecot, desk_config: Callable[..., Path]) -> None:
+    """SIGKILL `maildesk fetch` as soon as its first batch is committed, then run it again."""
+    import subprocess
+    import sys
+    cfg = desk_config(imap=[dovecot.mailbox(batch_size=20)])
+    n = 150
+    dovecot.append(*(mail(subject=f"k{i}", message_id=f"<kill{i}@c.test>") for i in range(n)))
+    proc = subprocess.Popen([sys.executable, "-m", "maildesk", "--config", str(cfg), "fetch"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = cfg.parent / "data" / "maildesk.db"
+
+    def committed() -> int:
+        try:
+            with sqlite3.connect(db, timeout=0.1) as c:
+                return int(c.execute("SELECT coalesce(max(last_uid), 0) FROM imap_state")
+                           .fetchone()[0])
+        except sqlite3.Error:
+            return 0
+    wait_for(lambda: committed() > 0 or proc.poll() is not None, 60, "a first commit")
+    proc.kill()
+    proc.wait()
+    left_in_inbox = len(folder(dovecot))
+    code, _ = fetch(cfg)
+    assert code == 0
+    subjects = [t["subject"] for t in tickets(cfg)]
+    assert sorted(subjects) == sorted(f"k{i}" for i in range(n)), \
+        f"{len(subjects)} tickets for {n} mails (killed with {left_in_inbox} still in INBOX)"
+    assert folder(dovecot) == [] and len(folder(dovecot, "maildesk.processed")) == n
+
+
+@pytest.mark.parametrize("capabilities", ["IMAP4rev1 LITERAL+ IDLE UIDPLUS", "IMAP4rev1 IDLE"])
+def test_move_without_the_move_extension(desk_config: Callable[..., Path],
+                                         capabilities: str) -> None:
+    """Servers without MOVE: COPY, \\Deleted, then UID EXPUNGE (or EXPUNGE without UIDPLUS)."""
+    d = Dovecot(extra=f"imap_capability = {capabilities}\n").start()
+    try:
+        cfg = desk_config(imap=[d.mailbox()])
+        d.append(mail(message_id="<nm1@c.test>"), mail(subject="b", message_id="<nm2@c.test>"))
+        with d.client() as c:
+            assert not c.has_capability("MOVE")
+        code, out = fetch(cfg)
+        assert code == 0 and out["support"]["new_tickets"] == 2
+        assert folder(d) == [] and len(folder(d, "maildesk.processed")) == 2
+    finally:
+        d.cleanup()
