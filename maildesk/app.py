@@ -15,9 +15,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .config.schema import Settings
 from .notify.templates import Templates
+from .rules import load as rules
+from .rules.engine import EMPTY, RuleSet
 from .store import migrate
 from .store.blobs import BlobStore
 from .store.db import make_engine, make_sessionmaker
+
+
+def load_rules(settings: Settings, templates: Templates) -> RuleSet:
+    """The configured rules, or StartupError listing every problem with its place."""
+    if not settings.rules:
+        return EMPTY
+    try:
+        return rules.load(settings.rules, settings.desk, templates.names())
+    except rules.RulesError as e:
+        raise StartupError("rules not loaded:\n" + "\n".join(e.problems)) from None
 
 
 class StartupError(Exception):
@@ -59,6 +71,7 @@ class App:
     blobs: BlobStore
     templates: Templates
     secret: bytes
+    rules: RuleSet
 
     @classmethod
     def open(cls, settings: Settings, upgrade: bool | None = None) -> App:
@@ -76,6 +89,7 @@ class App:
         if problems:
             raise StartupError("; ".join(problems))
         return cls(
+            rules=load_rules(settings, templates),
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),

@@ -9,19 +9,21 @@ SIGTERM and SIGINT stop cleanly: the listener stops accepting, open SMTP
 transactions get `smtp.shutdown_grace` seconds to finish, the rest get 421,
 and the workers finish the batch they hold (a batch is one transaction, so
 an interrupted one simply runs again at the next start). SIGHUP re-reads the
-configuration and templates; a bad file is reported and the old one kept.
+configuration, templates and rules; a bad file is reported and the old one
+kept. A changed rules file is picked up within seconds, the same way.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .app import App, StartupError
+from .app import App, StartupError, load_rules
 from .config.load import ConfigError, load_settings
 from .intake import imap, inbound, smtp
 from .notify import delivery
@@ -65,8 +67,34 @@ class Daemon:
         self.outbox = Worker("outbox", self._deliver)
         self.ingest = Worker("ingest", self._drain)
         self.pollers = [imap.Poller(app, box, self.outbox.wake.set) for box in app.settings.imap]
+        self._rule_mtimes = self._mtimes()
+
+    def _mtimes(self) -> dict[str, float]:
+        out = {}
+        for src in self.app.rules.sources or [str(p) for p in self.app.settings.rules]:
+            try:
+                out[src] = os.stat(src).st_mtime
+            except OSError:
+                out[src] = -1.0
+        return out
+
+    def _watch_rules(self) -> None:
+        """A changed rules file goes live if it loads; if not, the running rules stay."""
+        now = self._mtimes()
+        if now == self._rule_mtimes:
+            return
+        self._rule_mtimes = now
+        try:
+            self.app.rules = load_rules(self.app.settings, self.app.templates)
+        except StartupError as e:
+            log.error("rules file changed but %s; keeping the %d running rules", e,
+                      len(self.app.rules))
+            return
+        log.info("rules reloaded: %d rules from %s", len(self.app.rules),
+                 ", ".join(self.app.rules.sources))
 
     def _drain(self) -> None:
+        self._watch_rules()
         summary = inbound.drain(self.app)
         if summary.new_tickets or summary.follow_ups or summary.refused:
             self.outbox.wake.set()
@@ -88,6 +116,7 @@ class Daemon:
             problems = templates.check()
             if problems:
                 raise StartupError("; ".join(problems))
+            rules = load_rules(settings, templates)
         except (ConfigError, StartupError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return
@@ -96,6 +125,8 @@ class Daemon:
             "data_dir": self.app.settings.data_dir, "database": self.app.settings.database,
             "smtp": self.app.settings.smtp})
         self.app.templates = templates
+        self.app.rules = rules
+        self._rule_mtimes = self._mtimes()
         self.transport = delivery.make_transport(self.app)
         log.info("configuration reloaded from %s", self.config_path or "the embedded default")
 

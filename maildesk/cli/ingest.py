@@ -86,7 +86,8 @@ def _report(total: Summary, fmt: str) -> None:
     n = sum(d.values())
     click.echo(f"ingested {n} message{'s' if n != 1 else ''}: {d['new_tickets']} new tickets, "
                f"{d['follow_ups']} follow-ups, {d['duplicates']} duplicates skipped, "
-               f"{d['refused']} refused, {d['quarantined']} quarantined", err=True)
+               f"{d['refused']} refused, {d['dropped']} dropped as spam, "
+               f"{d['quarantined']} quarantined", err=True)
 
 
 COMMANDS = [ingest]

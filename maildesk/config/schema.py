@@ -45,6 +45,50 @@ class Queue(Strict):
                     "or refuse with a short notice.")
 
 
+class Agent(Strict):
+    name: str = Field(description="Short name, used in rules (assignee) and commands.")
+    address: str = Field(description="The agent's own mail address.")
+    groups: list[str] = Field(default_factory=list, description="Groups the agent is in.")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not _ADDRESS.match(v):
+            raise ValueError(f"not a mail address: {v!r}")
+        return v.lower()
+
+
+class Group(Strict):
+    name: str
+    lead: str | None = Field(None, description="An agent's name: level-2 escalations go here.")
+
+
+class WorkingHours(Strict):
+    """The desk's working week, for the `business_hours` rule condition."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    start: str = Field("09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field("17:00", pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
+    timezone: str = Field("UTC", description="IANA zone, e.g. Europe/Berlin.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+# ITIL: priority from impact (rows) and urgency (columns)
+ITIL_MATRIX = {"high": {"high": "P1", "medium": "P2", "low": "P3"},
+               "medium": {"high": "P2", "medium": "P3", "low": "P4"},
+               "low": {"high": "P3", "medium": "P4", "low": "P5"}}
+
+
 class Desk(Strict):
     name: str = Field("maildesk", description="Shown to customers in mails.")
     ref_prefix: str = Field("MD", description="Ticket reference prefix: MD gives MD-1, MD-2 ...")
@@ -57,6 +101,14 @@ class Desk(Strict):
         description="Queues; the default queue is created if not listed.")
     message_id_domain: str | None = Field(
         None, description="Domain of our Message-IDs; default: the first address's domain.")
+    agents: list[Agent] = Field(default_factory=list, description="The people who answer.")
+    groups: list[Group] = Field(default_factory=list, description="Teams of agents.")
+    hours: WorkingHours = Field(default_factory=WorkingHours)
+    priority_matrix: dict[Literal["high", "medium", "low"],
+                          dict[Literal["high", "medium", "low"],
+                               Literal["P1", "P2", "P3", "P4", "P5"]]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in ITIL_MATRIX.items()},
+        description="Priority by impact, then urgency (ITIL).")
 
     @field_validator("ref_prefix")
     @classmethod
@@ -83,7 +135,23 @@ class Desk(Strict):
             raise ValueError(f"queue names must be unique: {', '.join(sorted(dup))}")
         if self.default_queue not in names:
             object.__setattr__(self, "queues", [*self.queues, Queue(name=self.default_queue)])
+        groups = {g.name for g in self.groups}
+        agents = {a.name for a in self.agents}
+        for a in self.agents:
+            for g in a.groups:
+                if g not in groups:
+                    raise ValueError(f"agent {a.name}: unknown group {g!r}")
+        for g in self.groups:
+            if g.lead is not None and g.lead not in agents:
+                raise ValueError(f"group {g.name}: lead {g.lead!r} is not an agent")
+        for impact in ("high", "medium", "low"):
+            row = self.priority_matrix.get(impact, {})  # type: ignore[call-overload]
+            if set(row) != {"high", "medium", "low"}:
+                raise ValueError(f"priority_matrix.{impact} needs high, medium and low urgency")
         return self
+
+    def priority(self, impact: str, urgency: str) -> str:
+        return self.priority_matrix[impact][urgency]  # type: ignore[index]
 
     @property
     def domain(self) -> str:
@@ -217,6 +285,8 @@ class Settings(Strict):
     imap: list[Mailbox] = Field(default_factory=list, description="IMAP mailboxes to drain.")
     templates_dir: Path | None = Field(
         None, description="Folder whose templates override the built-in ones.")
+    rules: list[Path] = Field(default_factory=list,
+                              description="Rules files, evaluated in this order.")
     secret_file: Path | None = Field(
         None, description="Key for reply-address tokens; default <data_dir>/secret.key, made once.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -253,6 +323,7 @@ class Settings(Strict):
                 for m in self.imap],
             "data_dir": data,
             "templates_dir": under(self.templates_dir),
+            "rules": [under(r) for r in self.rules],
             "secret_file": under(self.secret_file),
             "outbox": self.outbox.model_copy(update={
                 "maildir": under(self.outbox.maildir),

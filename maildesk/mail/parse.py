@@ -26,6 +26,7 @@ _MSGID = re.compile(r"<[^<>\s]{1,990}>")
 _ADDR = re.compile(r"^[^@\s]{1,256}@[^@\s]{1,255}$")
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069/\\:*?\"<>|]")
 MAX_TEXT = 1_000_000
+MAX_HEADERS, MAX_HEADER_VALUE = 200, 2000
 
 
 class Unparseable(Exception):
@@ -55,6 +56,7 @@ class ParsedMail:
     auto_submitted: str
     attachments: tuple[Attachment, ...] = ()
     defects: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()      # (lower-case name, one-line value)
     dedupe_key: str = field(default="", compare=False)
 
     @property
@@ -174,6 +176,8 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None) -> ParsedMa
         auto_submitted=one_line(str(msg.get("Auto-Submitted", ""))).lower(),
         attachments=_attachments(mp.attachments),
         defects=defects,
+        headers=tuple((str(k).lower(), decoded(str(v))[:MAX_HEADER_VALUE])
+                      for k, v in msg.items()[:MAX_HEADERS]),
         dedupe_key=hashlib.sha256(basis.encode("utf-8", "surrogateescape")).hexdigest(),
     )
 

@@ -23,13 +23,17 @@ def desk_address(ctx: Context, ticket: TicketRow) -> str:
 
 def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[str, str]], *,
                answering: Pending | None, extra: dict[str, Any] | None = None,
-               auto_submitted: str = "auto-replied") -> None:
+               auto_submitted: str = "auto-replied", rule: str | None = None,
+               reply_to: bool = True) -> None:
+    """reply_to: give the ticket's reply address (mail to the customer); rule: who asked."""
     settings = ctx.settings
     address = desk_address(ctx, ticket)
     context = {
         "desk": {"name": settings.desk.name, "address": address},
         "ticket": ticket_view(ticket),
         "customer_name": ticket.requester_name or "",
+        "message": {"text": answering.values["text"], "from": answering.values["from_addr"],
+                    "subject": answering.values["subject"]} if answering else None,
         **(extra or {}),
     }
     rendered = ctx.templates.render(template, context)
@@ -43,7 +47,7 @@ def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[st
         from_name=settings.desk.name, from_addr=address, to=tuple(to),
         subject=rendered.subject, text=rendered.text, html=rendered.html,
         message_id=message_id, date=ctx.now, in_reply_to=in_reply_to, references=refs,
-        reply_to=reply_address(ctx.secret, address, ticket.ref),
+        reply_to=reply_address(ctx.secret, address, ticket.ref) if reply_to else None,
         auto_submitted=auto_submitted, x_loop=address, ticket_ref=ticket.ref))
     digest = ctx.blobs.put(raw)
     recipients = [a for _n, a in to]
@@ -60,11 +64,14 @@ def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[st
         "status": "queued", "attempts": 0, "next_attempt_at": ctx.now, "last_error": None,
         "created_at": ctx.now, "sent_at": None})
     ctx.ledger.add_event(ticket, "notification.queued", ctx.now,
-                         template=template, to=recipients, message_id=message_id)
+                         actor=f"rule:{rule}" if rule else None, template=template,
+                         to=recipients, message_id=message_id,
+                         **({"rule": rule} if rule else {}))
 
 
 def ticket_view(ticket: TicketRow) -> dict[str, Any]:
     """The ticket as templates see it: plain values, no database access."""
     return {k: getattr(ticket, k) for k in (
         "ref", "subject", "requester", "requester_name", "status", "type", "priority",
-        "category", "queue", "assignee", "created_at", "updated_at")} | {"cc": list(ticket.cc)}
+        "impact", "urgency", "problem", "category", "queue", "assignee", "created_at",
+        "updated_at")} | {"tags": list(ticket.tags)} | {"cc": list(ticket.cc)}

@@ -38,12 +38,11 @@ class Templates:
         self.html_env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined,
                                            autoescape=True)
 
-    def exists(self, name: str) -> bool:
-        try:
-            self.text_env.get_template(f"{name}.txt.j2")
-        except jinja2.TemplateNotFound:
-            return False
-        return True
+    def names(self) -> set[str]:
+        """Notifications that can be sent: those with a subject and a text template."""
+        files = set(self.text_env.list_templates(filter_func=lambda n: n.endswith(".j2")))
+        return {n.removesuffix(".txt.j2") for n in files
+                if n.endswith(".txt.j2") and n.replace(".txt.j2", ".subject.j2") in files}
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
         subject = self.text_env.get_template(f"{name}.subject.j2").render(context)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .stages import STAGES
-from .work import Context, Outcome, Quarantined, Work
+from .work import Context, Dropped, Outcome, Quarantined, Work
 
 log = logging.getLogger("maildesk.pipeline")
 TRANSIENT = (OperationalError, InterfaceError)
@@ -28,17 +28,18 @@ class Summary:
     follow_ups: int = 0
     duplicates: int = 0
     refused: int = 0
+    dropped: int = 0
     quarantined: int = 0
     refs: list[str] = field(default_factory=list)
 
     def add(self, other: Summary) -> None:
-        for k in ("new_tickets", "follow_ups", "duplicates", "refused", "quarantined"):
+        for k in ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "quarantined"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.refs.extend(other.refs)
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in
-                ("new_tickets", "follow_ups", "duplicates", "refused", "quarantined")}
+                ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "quarantined")}
 
 
 def _run_one(ctx: Context, w: Work) -> str:
@@ -49,7 +50,7 @@ def _run_one(ctx: Context, w: Work) -> str:
         for stage, fn in STAGES:
             fn(ctx, w)
             w.trail.append(stage)
-    except Quarantined as o:
+    except (Quarantined, Dropped) as o:
         ctx.ledger.rollback()
         return _settle(ctx, w, o.state, f"{stage}: {o.reason}")
     except Outcome as o:
@@ -96,6 +97,8 @@ def process(ctx: Context, works: list[Work]) -> Summary:
             summary.duplicates += 1
         elif state == "refused":
             summary.refused += 1
+        elif state == "spam":
+            summary.dropped += 1
         else:
             summary.quarantined += 1
     ctx.ledger.write()

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from ..mail.parse import Unparseable, parse
 from ..notify.outbox import queue_mail
+from ..rules.effects import LedgerEffects, apply_decision
+from ..rules.vocabulary import facts_for
 from ..tickets import apply
 from ..tickets import thread as threading
 from ..tickets.refs import base_address
@@ -92,7 +94,8 @@ def apply_stage(ctx: Context, w: Work) -> None:
               if base_address(a) not in support and a != p.from_addr]
     if w.ticket is None:
         ticket = apply.open_ticket(ledger, p, queue=_queue_for(ctx, w), cc=others, now=ctx.now,
-                                   linked_to=w.linked_to)
+                                   linked_to=w.linked_to,
+                                   priority=ctx.settings.desk.priority("medium", "medium"))
         w.ticket, w.created = ticket, True
         w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now)
         data = {"source": w.inbound.source, "message_id": p.message_id, "queue": ticket.queue}
@@ -119,6 +122,24 @@ def apply_stage(ctx: Context, w: Work) -> None:
                      message_id=p.message_id, thread_by=w.thread_by, cc_added=added)
 
 
+def rules_stage(ctx: Context, w: Work) -> None:
+    """The admins' rules for this mail's event: set fields, route, notify, escalate, drop."""
+    assert w.parsed and w.ticket
+    if not len(ctx.rules):
+        return
+    facts = facts_for(ctx.settings.desk, w.ticket, w.parsed, ctx.now,
+                      replies=lambda: ctx.ledger.message_count(w.ticket),  # type: ignore[arg-type]
+                      recipients=tuple(_recipients(w)), mailbox=_mailbox(w))
+    decision = ctx.rules.evaluate("ticket.created" if w.created else "customer.replied", facts)
+    if decision.actions:
+        apply_decision(decision, LedgerEffects(ctx, w), ctx.settings.desk)
+
+
+def _mailbox(w: Work) -> str | None:
+    origin = w.inbound.origin or ""
+    return origin.split()[1] if w.inbound.source == "imap" and " " in origin else None
+
+
 def may_acknowledge(ctx: Context, w: Work) -> str | None:
     """Why not to answer this mail automatically (RFC 3834), or None to answer it."""
     assert w.parsed
@@ -140,11 +161,14 @@ def notify_stage(ctx: Context, w: Work) -> None:
     if not w.created:
         return
     why_not = may_acknowledge(ctx, w)
+    if why_not is None and w.acknowledgement is None:
+        why_not = f"rule {w.acknowledgement_rule!r} said no acknowledgement"
     if why_not:
         ctx.ledger.add_event(w.ticket, "acknowledgement.suppressed", ctx.now, reason=why_not)
         return
-    queue_mail(ctx, w.ticket, "acknowledgement", [(w.parsed.from_name, w.parsed.from_addr)],
-               answering=w.message)
+    queue_mail(ctx, w.ticket, w.acknowledgement or "acknowledgement",
+               [(w.parsed.from_name, w.parsed.from_addr)], answering=w.message,
+               rule=w.acknowledgement_rule)
 
 
 STAGES: tuple[tuple[str, Stage], ...] = (
@@ -152,6 +176,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("keep", keep_stage),
     ("thread", thread_stage),
     ("apply", apply_stage),
+    ("rules", rules_stage),
     ("notify", notify_stage),
 )
 

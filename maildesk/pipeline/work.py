@@ -11,6 +11,7 @@ from datetime import datetime
 from ..config.schema import Settings
 from ..mail.parse import ParsedMail
 from ..notify.templates import Templates
+from ..rules.engine import EMPTY, RuleSet
 from ..store.blobs import BlobBatch
 from ..tickets.ledger import Ledger, Pending, TicketRow
 
@@ -33,6 +34,12 @@ class Refused(Outcome):
     state = "refused"
 
 
+class Dropped(Outcome):
+    """A rule dropped it (spam): kept raw, no ticket; what the stages wrote is rolled back."""
+
+    state = "spam"
+
+
 class Quarantined(Outcome):
     """Kept raw for a person to look at; what the stages wrote is rolled back."""
 
@@ -49,6 +56,7 @@ class Context:
     templates: Templates
     secret: bytes
     now: datetime
+    rules: RuleSet = EMPTY
 
 
 @dataclass(frozen=True)
@@ -78,5 +86,7 @@ class Work:
     linked_to: TicketRow | None = None    # a closed ticket this mail's new ticket follows
     reopen: bool = False
     message: Pending | None = None
+    acknowledgement: str | None = "acknowledgement"   # the template; None: rules said no
+    acknowledgement_rule: str | None = None
     created: bool = False
     trail: list[str] = field(default_factory=list)

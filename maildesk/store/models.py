@@ -95,6 +95,10 @@ class Ticket(Base):
     status: Mapped[str] = mapped_column(String(20), default="new")
     type: Mapped[str] = mapped_column(String(20), default="incident")
     priority: Mapped[str] = mapped_column(String(10), default="P3")
+    impact: Mapped[str] = mapped_column(String(10), default="medium")
+    urgency: Mapped[str] = mapped_column(String(10), default="medium")
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    problem: Mapped[str | None] = mapped_column(String(32))     # ref of the problem ticket
     category: Mapped[str | None] = mapped_column(Text)
     queue: Mapped[str] = mapped_column(String(64))
     assignee: Mapped[str | None] = mapped_column(Text)

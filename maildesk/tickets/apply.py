@@ -12,10 +12,12 @@ STATUS_AFTER_CUSTOMER_REPLY = {"pending": "open", "resolved": "open"}
 
 
 def open_ticket(ledger: Ledger, mail: ParsedMail, *, queue: str, cc: list[str],
-                now: datetime, linked_to: TicketRow | None) -> TicketRow:
+                now: datetime, linked_to: TicketRow | None, priority: str) -> TicketRow:
+    """A new ticket of medium impact and urgency (priority from the desk's matrix)."""
     return ledger.open_ticket(
         subject=mail.subject, requester=mail.from_addr, requester_name=mail.from_name or None,
-        cc=cc, status="new", type="incident", priority="P3", category=None, queue=queue,
+        cc=cc, status="new", type="incident", priority=priority, impact="medium",
+        urgency="medium", tags=[], problem=None, category=None, queue=queue,
         assignee=None, created_at=now, updated_at=now, linked_ticket=linked_to)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from ..store.models import Attachment, Counter, Event, Inbound, Message, OutboxMail, Ticket
 from .refs import format_ref
@@ -38,6 +38,10 @@ class TicketRow:
     status: str
     type: str
     priority: str
+    impact: str
+    urgency: str
+    tags: list[str]
+    problem: str | None
     category: str | None
     queue: str
     assignee: str | None
@@ -48,8 +52,8 @@ class TicketRow:
     linked_ticket: TicketRow | None = field(default=None, repr=False)
 
     COLUMNS = ("number", "ref", "subject", "requester", "requester_name", "cc", "status",
-               "type", "priority", "category", "queue", "assignee", "linked_to",
-               "created_at", "updated_at")
+               "type", "priority", "impact", "urgency", "tags", "problem", "category", "queue",
+               "assignee", "linked_to", "created_at", "updated_at")
 
     def values(self) -> dict[str, Any]:
         return {c: getattr(self, c) for c in self.COLUMNS}
@@ -70,6 +74,8 @@ _STORED_AS = select(T_TICKETS.c.ref).join(T_MESSAGES, T_MESSAGES.c.ticket_id == 
     .where(T_MESSAGES.c.dedupe_key == bindparam("key"))
 _TICKET_BY = {col: select(T_TICKETS).where(T_TICKETS.c[col] == bindparam("value"))
               for col in ("id", "number", "ref")}
+_MESSAGE_COUNT = select(func.count()).select_from(T_MESSAGES) \
+    .where(T_MESSAGES.c.ticket_id == bindparam("tid"))
 _BY_MESSAGE_IDS = select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id) \
     .where(T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
 
@@ -178,6 +184,13 @@ class Ledger:
                 return hit if isinstance(hit, TicketRow) else self.by_id(hit)
         return None
 
+    def message_count(self, ticket: TicketRow) -> int:
+        """Messages on a ticket, this batch's included."""
+        pending = sum(1 for m in self.messages if m.ticket is ticket)
+        if ticket.id is None:
+            return pending
+        return pending + int(self.conn.scalar(_MESSAGE_COUNT, {"tid": ticket.id}) or 0)
+
     def stored_as(self, dedupe_key: str) -> str | None:
         if dedupe_key in self.dedupe_index:
             return self.dedupe_index[dedupe_key]
@@ -251,7 +264,7 @@ class Ledger:
                 self.dirty[t.number] = t
         if self.dirty:
             cols = ("status", "cc", "updated_at", "linked_to", "queue", "assignee", "priority",
-                    "type", "category", "subject")
+                    "impact", "urgency", "tags", "problem", "type", "category", "subject")
             c.execute(update(T_TICKETS).where(T_TICKETS.c.id == bindparam("b_id"))
                       .values({k: bindparam(f"b_{k}") for k in cols}),
                       [{"b_id": t.id, **{f"b_{k}": getattr(t, k) for k in cols}}

@@ -20,7 +20,8 @@ def summary(t: Ticket, message_count: int) -> dict[str, Any]:
     return {
         "ref": t.ref, "subject": t.subject, "requester": t.requester,
         "requester_name": t.requester_name, "cc": list(t.cc), "status": t.status,
-        "priority": t.priority, "category": t.category, "queue": t.queue, "type": t.type,
+        "priority": t.priority, "impact": t.impact, "urgency": t.urgency, "tags": list(t.tags),
+        "problem": t.problem, "category": t.category, "queue": t.queue, "type": t.type,
         "assignee": t.assignee, "created_at": _iso(t.created_at), "updated_at": _iso(t.updated_at),
         "message_count": message_count,
     }

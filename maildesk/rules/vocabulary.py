@@ -1,0 +1,153 @@
+"""What rules can talk about: the fields of a mail and a ticket, and durations.
+
+A rule's conditions are checked against Facts: the mail that caused the
+event (if any), the ticket as it is now, and the clock. Every field has a
+kind, which decides the operators it takes; the loader rejects a condition
+whose operator does not fit its field, with the line and column.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..config.schema import Desk, WorkingHours
+from ..mail.parse import ParsedMail
+from ..tickets.ledger import TicketRow
+
+# kind -> operators it takes
+OPERATORS: dict[str, tuple[str, ...]] = {
+    "text": ("is", "in", "contains", "matches"),
+    "texts": ("is", "in", "contains", "matches"),      # contains: one of them is this
+    "headers": ("is", "in", "contains", "matches"),    # contains: one of them holds this
+    "address": ("is", "in", "contains", "matches", "domain"),
+    "addresses": ("is", "in", "contains", "matches", "domain"),
+    "bool": ("is",),
+    "number": ("is", "gt", "lt"),
+    "duration": ("gt", "lt"),
+}
+ALL_OPERATORS = ("is", "in", "contains", "matches", "domain", "gt", "lt")
+
+FIELDS: dict[str, str] = {
+    # the mail
+    "from": "address", "to": "addresses", "cc": "addresses", "sender_domain": "text",
+    "subject": "text", "body": "text", "has_attachment": "bool", "attachment_type": "texts",
+    "language": "text", "mailbox": "text", "address": "addresses",
+    # the ticket
+    "queue": "text", "status": "text", "type": "text", "category": "text",
+    "priority": "text", "impact": "text", "urgency": "text", "tags": "texts",
+    "assignee": "text", "requester": "address", "age": "duration",
+    "business_hours": "bool", "replies": "number",
+}
+HEADER_PREFIX = "header."   # header.x-priority, header.list-id: every value of that header
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def field_kind(name: str) -> str | None:
+    if name.startswith(HEADER_PREFIX) and len(name) > len(HEADER_PREFIX):
+        return "headers"
+    return FIELDS.get(name)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in `90`, `30m`, `4h`, `2d` or `1w`."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, not true/false")
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+@dataclass(frozen=True)
+class BusinessHours:
+    """A plain working week for `business_hours`, until calendars arrive with SLAs."""
+
+    days: frozenset[int] = frozenset(range(5))       # Monday = 0
+    start: int = 9 * 60
+    end: int = 17 * 60
+
+    def open_at(self, local: datetime) -> bool:
+        minute = local.hour * 60 + local.minute
+        return local.weekday() in self.days and self.start <= minute < self.end
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def business_hours(hours: WorkingHours) -> tuple[BusinessHours, ZoneInfo]:
+    def minutes(hhmm: str) -> int:
+        h, m = hhmm.split(":")
+        return int(h) * 60 + int(m)
+    return (BusinessHours(frozenset(_DAYS.index(d) for d in hours.days), minutes(hours.start),
+                          minutes(hours.end)), ZoneInfo(hours.timezone))
+
+
+def facts_for(desk: Desk, ticket: TicketRow | None, mail: ParsedMail | None, now: datetime,
+              replies: Callable[[], int] = lambda: 0, recipients: tuple[str, ...] = (),
+              mailbox: str | None = None) -> Facts:
+    hours, zone = business_hours(desk.hours)
+    return Facts(ticket, mail, now, now.astimezone(zone), hours, replies, recipients, mailbox)
+
+
+class Facts:
+    """The values conditions look at, computed on first use and then kept."""
+
+    def __init__(self, ticket: TicketRow | None, mail: ParsedMail | None, now: datetime,
+                 local_now: datetime, hours: BusinessHours,
+                 replies: Callable[[], int] = lambda: 0,
+                 recipients: tuple[str, ...] = (), mailbox: str | None = None) -> None:
+        self.ticket, self.mail, self.now = ticket, mail, now
+        self._local_now, self._hours = local_now, hours
+        self._replies, self._recipients, self._mailbox = replies, recipients, mailbox
+        self._cache: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        if name not in self._cache:
+            self._cache[name] = self._compute(name)
+        return self._cache[name]
+
+    def _compute(self, name: str) -> Any:
+        if name.startswith(HEADER_PREFIX):
+            wanted = name[len(HEADER_PREFIX):].lower()
+            return [v for k, v in self.mail.headers if k == wanted] if self.mail else []
+        getter = _GETTERS[name]
+        return getter(self)
+
+
+def _m(fn: Callable[[ParsedMail], Any], empty: Any) -> Callable[[Facts], Any]:
+    return lambda f: fn(f.mail) if f.mail is not None else empty
+
+
+def _t(attr: str, empty: Any = None) -> Callable[[Facts], Any]:
+    return lambda f: getattr(f.ticket, attr) if f.ticket is not None else empty
+
+
+_GETTERS: dict[str, Callable[[Facts], Any]] = {
+    "from": _m(lambda m: m.from_addr, ""),
+    "to": _m(lambda m: list(m.to), []),
+    "cc": _m(lambda m: list(m.cc), []),
+    "sender_domain": _m(lambda m: m.from_addr.rpartition("@")[2], ""),
+    "subject": _m(lambda m: m.subject, ""),
+    "body": _m(lambda m: m.text, ""),
+    "has_attachment": _m(lambda m: bool(m.attachments), False),
+    "attachment_type": _m(lambda m: [a.content_type for a in m.attachments], []),
+    "language": lambda f: None,          # no language detection yet: never matches
+    "mailbox": lambda f: f._mailbox or "",
+    "address": lambda f: list(f._recipients),
+    "queue": _t("queue"), "status": _t("status"), "type": _t("type"),
+    "category": _t("category"), "priority": _t("priority"), "impact": _t("impact"),
+    "urgency": _t("urgency"), "tags": _t("tags", []), "assignee": _t("assignee"),
+    "requester": _t("requester"),
+    "age": lambda f: (f.now - f.ticket.created_at).total_seconds() if f.ticket else 0.0,
+    "business_hours": lambda f: f._hours.open_at(f._local_now),
+    "replies": lambda f: f._replies(),
+}
+assert set(_GETTERS) == set(FIELDS)
