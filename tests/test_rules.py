@@ -398,3 +398,50 @@ def test_generated_files_load_and_mutants_load_or_fail_with_a_location(
     except RulesError as e:
         for problem in e.problems:
             assert re.match(rf"{re.escape(str(path.resolve()))}:\d+(:\d+)?: ", problem), problem
+
+
+def test_the_example_desk_rules_load_and_route() -> None:
+    from maildesk.config.load import load_settings
+    example = Path(__file__).resolve().parent.parent / "config"
+    cfg = load_settings(example / "maildesk.yaml")
+    rs = load(cfg.rules, cfg.desk, TEMPLATES)
+    raw = mail(subject="VPN is down since 8:00", sender="ceo@example.com")
+    m = parse(raw, digest_of(raw))
+    facts = facts_for(cfg.desk, ticket_row(tags=[]), m, datetime(2026, 11, 7, 3, 0,
+                                                                 tzinfo=timezone.utc))
+    names = [r.name for r, _a in rs.evaluate("ticket.created", facts).actions]
+    assert names[0] == "it queue" and "outages are high-impact incidents" in names
+    assert "vip senders" in names and "out-of-hours outages" in names
+
+
+def test_daemon_reloads_changed_rules_and_keeps_the_old_ones_when_broken(
+        daemon: Callable[..., Any], tmp_path: Path) -> None:
+    import sqlite3
+    import time as _time
+
+    from conftest import wait_for
+    from test_smtp import send
+
+    def tagging(tag: str) -> str:
+        return f"- {{name: tag it, on: ticket.created, then: [{{tags: {{add: [{tag}]}}}}]}}\n"
+    rules = write(tmp_path, tagging("first"))
+    d = daemon(rules=[str(rules)])
+    db = tmp_path / "data" / "maildesk.db"
+
+    def tags_of(n: int) -> list[str] | None:
+        with sqlite3.connect(db, timeout=5) as c:
+            row = c.execute("SELECT tags FROM tickets WHERE number = ?", (n,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    send(d.port, mail(message_id="<r1@c.test>"))
+    assert wait_for(lambda: tags_of(1), what="ticket 1") == ["first"]
+    rules.write_text("- {name: broken, on: ticket.created, if: {subjekt: x}, then: []}\n")
+    wait_for(lambda: "keeping the 1 running rules" in d.log.read_text(), 30, "the refusal")
+    assert f"{rules}:1:43: unknown field 'subjekt'" in d.log.read_text()
+    send(d.port, mail(subject="two", message_id="<r2@c.test>"))
+    assert wait_for(lambda: tags_of(2), what="ticket 2") == ["first"], "old rules still run"
+    _time.sleep(0.05)
+    rules.write_text(tagging("second"))
+    wait_for(lambda: "rules reloaded: 1 rules" in d.log.read_text(), 30, "the reload")
+    send(d.port, mail(subject="three", message_id="<r3@c.test>"))
+    assert wait_for(lambda: tags_of(3), what="ticket 3") == ["second"]

@@ -39,13 +39,19 @@ def config() -> None:
 @config.command("check")
 @click.pass_obj
 def config_check(obj: Obj) -> None:
-    """Validate the configuration and templates; exit 0 if good, 78 if not."""
-    settings = obj.settings
+    """Validate the configuration, templates and rules; exit 0 if good, 78 if not."""
+    from ..app import StartupError, load_rules
     from ..notify.templates import Templates
-    problems = Templates(settings.templates_dir).check()
+    settings = obj.settings
+    templates = Templates(settings.templates_dir)
+    problems = templates.check()
     if problems:
         fail("; ".join(problems), EX_CONFIG)
-    click.echo(f"{obj.path or 'embedded default'}: ok")
+    try:
+        rules = load_rules(settings, templates)
+    except StartupError as e:
+        fail(str(e), EX_CONFIG)
+    click.echo(f"{obj.path or 'embedded default'}: ok ({len(rules)} rules)")
 
 
 @config.command("show")

@@ -3,6 +3,11 @@
 A file is a list of rules, or a mapping with `include` (files evaluated
 before this file's rules, relative to it) and `rules`. Nothing partial ever
 goes live: load() returns a complete RuleSet or raises RulesError.
+
+A file is parsed with the fast (C) loader first; only when it has problems
+is it parsed again with the round-trip loader, which keeps the line and
+column of every node, to say where they are. A desk with ten thousand rules
+loads in seconds instead of half a minute.
 """
 from __future__ import annotations
 
@@ -46,18 +51,43 @@ def _load_file(path: Path, desk: Desk, templates: set[str], rules: list[Rule],
         return
     seen.append(path)
     try:
-        doc = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         problems.append(f"{path}: cannot read the rules: {e.strerror}")
         return
     except UnicodeDecodeError:
         problems.append(f"{path}: not UTF-8 text")
         return
-    except MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problems.append(f"{where}: YAML syntax error: {e.problem}")
-        return
+    start = (len(rules), len(problems), len(seen), dict(names))
+    for loader in (_FAST, _LOCATING):
+        try:
+            doc = loader().load(text)
+        except MarkedYAMLError as e:
+            mark = e.problem_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problems.append(f"{where}: YAML syntax error: {e.problem}")
+            return
+        _compile_file(doc, path, desk, templates, rules, problems, seen, chain, names)
+        if len(problems) == start[1]:
+            return
+        if loader is _FAST:    # again, with positions
+            del rules[start[0]:], problems[start[1]:], seen[start[2]:]
+            names.clear()
+            names.update(start[3])
+            seen.append(path)
+
+
+def _FAST() -> YAML:  # noqa: N802
+    return YAML(typ="safe", pure=False)
+
+
+def _LOCATING() -> YAML:  # noqa: N802
+    return YAML(typ="rt")
+
+
+def _compile_file(doc: Any, path: Path, desk: Desk, templates: set[str], rules: list[Rule],
+                  problems: list[str], seen: list[Path], chain: tuple[Path, ...],
+                  names: dict[str, str]) -> None:
     p = Problems(path)
     items: Any = doc
     if doc is None:
