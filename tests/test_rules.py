@@ -445,3 +445,27 @@ def test_daemon_reloads_changed_rules_and_keeps_the_old_ones_when_broken(
     wait_for(lambda: "rules reloaded: 1 rules" in d.log.read_text(), 30, "the reload")
     send(d.port, mail(subject="three", message_id="<r3@c.test>"))
     assert wait_for(lambda: tags_of(3), what="ticket 3") == ["second"]
+
+
+def test_close_and_notify_the_assignee_an_address_and_the_requester(
+        desk: Callable[[str], App]) -> None:
+    app = desk("""\
+        - name: thanks closes
+          on: customer.replied
+          if: {body: {matches: '^thanks,? (that|it) (worked|helped)'}}
+          then:
+            - close: true
+            - notify: {template: ticket_notice, to: [assignee, audit@desk.test]}
+        - name: route to bob
+          on: ticket.created
+          then:
+            - set: {assignee: bob@desk.test}
+            - notify: {template: refused, to: requester}
+        """)
+    ingest(app, [(mail(), PIPE)])
+    ingest(app, [(mail(subject="Re: [MD-1] x", body="Thanks, that worked!\n"), PIPE)])
+    t = show(app, "MD-1")
+    assert (t["status"], t["assignee"]) == ("closed", "bob@desk.test")
+    sent = outbox(app, "MD-1")
+    assert ("refused", ["ana@customer.test"]) in sent
+    assert ("ticket_notice", ["bob@desk.test", "audit@desk.test"]) in sent
