@@ -9,7 +9,6 @@ the fixture runs, as an identity provider would.
 """
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -20,10 +19,11 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from pathlib import Path
+from typing import Any
 
+from httpjson import FormToJSON
 from imapclient import IMAPClient
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -82,23 +82,12 @@ active_value = true
 """
 
 
-class _Introspection(BaseHTTPRequestHandler):
+class _Introspection(FormToJSON):
     """The identity provider Dovecot asks whether an OAuth2 access token is good."""
 
-    def do_POST(self) -> None:  # noqa: N802
-        form = dict(urllib.parse.parse_qsl(
-            self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()))
+    def answer(self, form: dict[str, str]) -> tuple[int, Any]:
         good = form.get("token") == Dovecot.token
-        data = json.dumps({"active": good, "username": Dovecot.user} if good
-                          else {"active": False}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        return 200, ({"active": good, "username": Dovecot.user} if good else {"active": False})
 
 
 def available() -> bool:

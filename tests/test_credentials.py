@@ -1,14 +1,13 @@
 """Secrets for IMAP logins: files, commands and OAuth2 token endpoints (a real HTTP peer)."""
 from __future__ import annotations
 
-import json
 import threading
-import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from pathlib import Path
 
 import pytest
+from httpjson import FormToJSON
 
 from maildesk.config.schema import Mailbox
 from maildesk.intake.credentials import CredentialError, TokenSource, password
@@ -23,23 +22,12 @@ def box(**kw: object) -> Mailbox:
 def token_endpoint() -> Iterator[tuple[str, list[dict[str, str]]]]:
     seen: list[dict[str, str]] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            form = dict(urllib.parse.parse_qsl(
-                self.rfile.read(int(self.headers["Content-Length"])).decode()))
+    class Handler(FormToJSON):
+        def answer(self, form: dict[str, str]) -> tuple[int, object]:
             seen.append(form)
-            ok = form.get("refresh_token") == "refresh-1"
-            body = {"access_token": f"access-{len(seen)}", "expires_in": 3600} if ok \
-                else {"error": "invalid_grant"}
-            data = json.dumps(body).encode()
-            self.send_response(200 if ok else 400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            if form.get("refresh_token") != "refresh-1":
+                return 400, {"error": "invalid_grant"}
+            return 200, {"access_token": f"access-{len(seen)}", "expires_in": 3600}
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
