@@ -70,7 +70,7 @@ class App:
     sessions: sessionmaker[Session]
     blobs: BlobStore
     templates: Templates
-    secret: bytes
+    secrets: tuple[bytes, ...]      # the current key first, then the one before rotation
     rules: RuleSet
 
     @classmethod
@@ -95,7 +95,9 @@ class App:
             sessions=make_sessionmaker(engine),
             blobs=BlobStore(settings.blob_dir, engine),
             templates=templates,
-            secret=load_secret(settings.secret_file or settings.data_dir / "secret.key"),
+            secrets=(load_secret(settings.secret_file or settings.data_dir / "secret.key"),
+                     *([load_secret(settings.previous_secret_file)]
+                       if settings.previous_secret_file else [])),
         )
 
     def close(self) -> None:

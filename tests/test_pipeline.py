@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from maildesk.app import App
 from maildesk.intake.inbound import Envelope, accept, drain, ingest
 from maildesk.store.models import Inbound, OutboxMail, Ticket
-from maildesk.tickets.refs import reply_address
+from maildesk.tickets.refs import token_address
 from maildesk.tickets.views import list_tickets, show_ticket
 
 PIPE = Envelope(source="pipe", mail_from=None)
@@ -63,8 +63,8 @@ def test_new_mail_opens_a_ticket_with_an_acknowledgement(make_app: Callable[...,
     assert ack["In-Reply-To"] == "<first@customer.test>"
     assert ack["Auto-Submitted"] == "auto-replied"
     assert ack["To"].addresses[0].addr_spec == "ana@customer.test"
-    assert ack["Reply-To"].addresses[0].addr_spec == reply_address(app.secret, "support@localhost",
-                                                                   "MD-1")
+    assert ack["Reply-To"].addresses[0].addr_spec == token_address(
+        app.secrets[0], "support@localhost", "MD-1", "ana@customer.test")
     assert ack["Message-ID"].endswith("@localhost>")
     assert ack.get_content_type() == "multipart/alternative"
     text = ack.get_body(("plain",)).get_content()
@@ -126,18 +126,21 @@ def test_reply_threads_by_in_reply_to_the_customers_own_mail(make_app: Callable[
 def test_reply_threads_by_reply_address_token(make_app: Callable[..., App], db_url: str) -> None:
     app = make_app(db_url)
     one(app, mail())
-    addr = reply_address(app.secret, "support@localhost", "MD-1")
-    r = one(app, mail(subject="no tag here", to=addr, sender="other@customer.test"),
-            Envelope("smtp", "other@customer.test", (addr,)))
+    addr = token_address(app.secrets[0], "support@localhost", "MD-1", "ana@customer.test")
+    r = one(app, mail(subject="no tag here", to=addr), Envelope("smtp", "ana@customer.test",
+                                                                (addr,)))
     assert r["follow_ups"] == 1
     assert ticket(app, "MD-1")["events"][-1]["data"]["thread_by"] == "reply-address"
+    # the same token in someone else's hands grants nothing: a new ticket
+    r = one(app, mail(subject="still no tag", to=addr, sender="eve@attacker.test"))
+    assert r["new_tickets"] == 1
 
 
 def test_forged_reply_address_token_opens_a_new_ticket(make_app: Callable[..., App],
                                                         db_url: str) -> None:
     app = make_app(db_url)
     one(app, mail())
-    forged = "support+md-1.aaaaaaaaaaaaaaaaaaaa@localhost"
+    forged = "support+md-1-aaaaaaaaaaaaaaaaaaaa@localhost"
     r = one(app, mail(subject="hi", to=forged, sender="eve@attacker.test"))
     assert r["new_tickets"] == 1
 

@@ -36,6 +36,7 @@ class Strict(BaseModel):
 
 class Queue(Strict):
     name: str = Field(description="Queue name, used in rules, reports and the CLI.")
+    group: str | None = Field(None, description="The group whose agents hear of its tickets.")
     addresses: list[str] = Field(
         default_factory=list,
         description="Support addresses whose mail opens tickets in this queue.")
@@ -137,6 +138,9 @@ class Desk(Strict):
             object.__setattr__(self, "queues", [*self.queues, Queue(name=self.default_queue)])
         groups = {g.name for g in self.groups}
         agents = {a.name for a in self.agents}
+        for q in self.queues:
+            if q.group is not None and q.group not in groups:
+                raise ValueError(f"queue {q.name}: unknown group {q.group!r}")
         for a in self.agents:
             for g in a.groups:
                 if g not in groups:
@@ -149,6 +153,9 @@ class Desk(Strict):
             if set(row) != {"high", "medium", "low"}:
                 raise ValueError(f"priority_matrix.{impact} needs high, medium and low urgency")
         return self
+
+    def agent(self, address: str) -> Agent | None:
+        return next((a for a in self.agents if a.address == address.lower()), None)
 
     def priority(self, impact: str, urgency: str) -> str:
         return self.priority_matrix[impact][urgency]  # type: ignore[index]
@@ -289,6 +296,9 @@ class Settings(Strict):
                               description="Rules files, evaluated in this order.")
     secret_file: Path | None = Field(
         None, description="Key for reply-address tokens; default <data_dir>/secret.key, made once.")
+    previous_secret_file: Path | None = Field(
+        None, description="The key before the last rotation: its tokens stay good until "
+                          "this setting is removed.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -325,6 +335,7 @@ class Settings(Strict):
             "templates_dir": under(self.templates_dir),
             "rules": [under(r) for r in self.rules],
             "secret_file": under(self.secret_file),
+            "previous_secret_file": under(self.previous_secret_file),
             "outbox": self.outbox.model_copy(update={
                 "maildir": under(self.outbox.maildir),
                 "relay": self.outbox.relay.model_copy(

@@ -50,7 +50,7 @@ def accept(app: App, raw: bytes, env: Envelope) -> int:
 def _run(app: App, conn: Connection, blobs: BlobBatch, works: list[Work], now: datetime) -> Summary:
     """Run the pipeline, write, and make every blob durable and indexed before the commit."""
     ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix), settings=app.settings,
-                  blobs=blobs, templates=app.templates, secret=app.secret, now=now,
+                  blobs=blobs, templates=app.templates, secrets=app.secrets, now=now,
                   rules=app.rules)
     summary = process(ctx, works)
     blobs.finish()

@@ -7,13 +7,14 @@ so no CR/LF can add a header of its own. Every mail we generate says so
 """
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
 from email.quoprimime import body_encode
-from email.utils import format_datetime, formataddr
+from email.utils import encode_rfc2231, format_datetime, formataddr
 
 from .headers import one_line
 from .parse import clean_address
@@ -37,6 +38,8 @@ class Outgoing:
     auto_submitted: str = "auto-replied"
     x_loop: str = ""
     ticket_ref: str | None = None
+    cc: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[tuple[str, str, bytes], ...] = ()   # (filename, content type, data)
 
 
 def new_message_id(domain: str, ref: str | None = None) -> str:
@@ -71,6 +74,7 @@ def compose(m: Outgoing) -> bytes:
     headers = [
         ("From", _address(m.from_name, m.from_addr)),
         ("To", ", ".join(_address(n, a) for n, a in m.to)),
+        *([("Cc", ", ".join(_address(n, a) for n, a in m.cc))] if m.cc else []),
         ("Subject", _header(one_line(m.subject), "Subject")),
         ("Date", format_datetime(m.date)),
         ("Message-ID", _header(m.message_id, "Message-ID")),
@@ -90,10 +94,27 @@ def compose(m: Outgoing) -> bytes:
     headers.append(("MIME-Version", "1.0"))
     head = "".join(f"{k}: {v}\n" for k, v in headers)
     if m.html is None:
-        return (head + _part("plain", m.text)).encode("ascii")
-    boundary = f"=_md_{secrets.token_hex(12)}"
-    body = (f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\n\n"
-            f"--{boundary}\n{_part('plain', m.text)}"
-            f"--{boundary}\n{_part('html', m.html)}"
-            f"--{boundary}--\n")
+        body = _part("plain", m.text)
+    else:
+        boundary = f"=_md_{secrets.token_hex(12)}"
+        body = (f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\n\n"
+                f"--{boundary}\n{_part('plain', m.text)}"
+                f"--{boundary}\n{_part('html', m.html)}"
+                f"--{boundary}--\n")
+    if m.attachments:
+        boundary = f"=_md_{secrets.token_hex(12)}"
+        files = "".join(f"--{boundary}\n{_attachment(*a)}" for a in m.attachments)
+        body = (f"Content-Type: multipart/mixed; boundary=\"{boundary}\"\n\n"
+                f"--{boundary}\n{body}{files}--{boundary}--\n")
     return (head + body).encode("ascii")
+
+
+def _attachment(filename: str, content_type: str, data: bytes) -> str:
+    ctype = content_type if re.fullmatch(r"[\w.+-]+/[\w.+-]+", content_type) \
+        else "application/octet-stream"
+    name = one_line(filename, 200).replace("\\", "_").replace('"', "_")
+    param = f'filename="{name}"' if name.isascii() else \
+        f"filename*={encode_rfc2231(name, 'utf-8')}"
+    encoded = base64.encodebytes(data).decode("ascii")
+    return (f"Content-Type: {ctype}\nContent-Transfer-Encoding: base64\n"
+            f"Content-Disposition: attachment; {param}\n\n{encoded}\n")

@@ -1,4 +1,4 @@
-"""Queueing mail for a ticket: render, compose, keep the bytes, add an outbox row.
+"""Queueing mail for a ticket: render or relay, compose, keep the bytes, add an outbox row.
 
 Runs inside the caller's transaction, so a ticket and the mail that tells the
 customer about it commit together or not at all. The mail is also stored as
@@ -13,7 +13,7 @@ from typing import Any
 from ..mail.compose import Outgoing, compose, new_message_id
 from ..pipeline.work import Context
 from ..tickets.ledger import Pending, TicketRow
-from ..tickets.refs import reply_address
+from ..tickets.refs import token_address
 
 
 def desk_address(ctx: Context, ticket: TicketRow) -> str:
@@ -21,11 +21,16 @@ def desk_address(ctx: Context, ticket: TicketRow) -> str:
     return (queue.addresses or ctx.settings.desk.addresses)[0]
 
 
+def reply_token(ctx: Context, ticket: TicketRow, recipient: str, purpose: str = "reply") -> str:
+    return token_address(ctx.secrets[0], desk_address(ctx, ticket), ticket.ref, recipient,
+                         purpose)
+
+
 def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[str, str]], *,
                answering: Pending | None, extra: dict[str, Any] | None = None,
                auto_submitted: str = "auto-replied", rule: str | None = None,
-               reply_to: bool = True) -> None:
-    """reply_to: give the ticket's reply address (mail to the customer); rule: who asked."""
+               reply_to: str | None = None) -> None:
+    """A templated mail. reply_to: the recipient whose token address replies go to."""
     settings = ctx.settings
     address = desk_address(ctx, ticket)
     context = {
@@ -37,35 +42,55 @@ def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[st
         **(extra or {}),
     }
     rendered = ctx.templates.render(template, context)
-    message_id = new_message_id(settings.desk.domain, ticket.ref)
-    refs: tuple[str, ...] = ()
-    in_reply_to = None
-    if answering is not None:
-        in_reply_to = answering.values["message_id"]
-        refs = (in_reply_to,)
-    raw = compose(Outgoing(
+    in_reply_to = answering.values["message_id"] if answering is not None else None
+    _queue(ctx, ticket, template, Outgoing(
         from_name=settings.desk.name, from_addr=address, to=tuple(to),
         subject=rendered.subject, text=rendered.text, html=rendered.html,
-        message_id=message_id, date=ctx.now, in_reply_to=in_reply_to, references=refs,
-        reply_to=reply_address(ctx.secret, address, ticket.ref) if reply_to else None,
-        auto_submitted=auto_submitted, x_loop=address, ticket_ref=ticket.ref))
+        message_id=new_message_id(settings.desk.domain, ticket.ref), date=ctx.now,
+        in_reply_to=in_reply_to, references=(in_reply_to,) if in_reply_to else (),
+        reply_to=reply_token(ctx, ticket, reply_to) if reply_to else None,
+        auto_submitted=auto_submitted, x_loop=address, ticket_ref=ticket.ref), rule=rule)
+
+
+def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
+          attachments: tuple[tuple[str, str, bytes], ...], thread: tuple[str, ...],
+          agent: str) -> None:
+    """An agent's reply to the customer and the CC participants, from the support address."""
+    settings = ctx.settings
+    address = desk_address(ctx, ticket)
+    subject = ticket.subject or "your request"
+    tag = f"[{ticket.ref}]"
+    subject = f"Re: {subject}" if tag in subject else f"Re: {tag} {subject}"
+    _queue(ctx, ticket, "agent.reply", Outgoing(
+        from_name=f"{sender_name} ({settings.desk.name})", from_addr=address,
+        to=((ticket.requester_name or "", ticket.requester),),
+        cc=tuple(("", a) for a in ticket.cc), subject=subject, text=text, html=None,
+        message_id=new_message_id(settings.desk.domain, ticket.ref), date=ctx.now,
+        in_reply_to=thread[-1] if thread else None, references=thread,
+        reply_to=reply_token(ctx, ticket, ticket.requester), auto_submitted="no",
+        x_loop=address, ticket_ref=ticket.ref, attachments=attachments), agent=agent)
+
+
+def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
+           rule: str | None = None, agent: str | None = None) -> None:
+    raw = compose(out)
     digest = ctx.blobs.put(raw)
-    recipients = [a for _n, a in to]
+    recipients = [a for _n, a in (*out.to, *out.cc)]
     ctx.ledger.add_message(ticket, {
-        "message_id": message_id,
-        "dedupe_key": hashlib.sha256(f"out\0{message_id}".encode()).hexdigest(),
-        "direction": "out", "visibility": "public", "from_addr": address,
-        "from_name": settings.desk.name, "to": recipients, "cc": [],
-        "subject": rendered.subject, "date": ctx.now, "text": rendered.text, "digest": digest,
-        "defects": [], "created_at": ctx.now})
+        "message_id": out.message_id,
+        "dedupe_key": hashlib.sha256(f"out\0{out.message_id}".encode()).hexdigest(),
+        "direction": "out", "visibility": "public", "from_addr": out.from_addr,
+        "from_name": out.from_name, "to": [a for _n, a in out.to],
+        "cc": [a for _n, a in out.cc], "subject": out.subject, "date": ctx.now,
+        "text": out.text, "quoted": "", "digest": digest, "defects": [], "created_at": ctx.now})
     ctx.ledger.add_outbox(ticket, {
-        "template": template, "envelope_from": settings.envelope_from, "to": recipients,
-        "subject": rendered.subject, "message_id": message_id, "digest": digest,
+        "template": template, "envelope_from": ctx.settings.envelope_from, "to": recipients,
+        "subject": out.subject, "message_id": out.message_id, "digest": digest,
         "status": "queued", "attempts": 0, "next_attempt_at": ctx.now, "last_error": None,
         "created_at": ctx.now, "sent_at": None})
-    ctx.ledger.add_event(ticket, "notification.queued", ctx.now,
-                         actor=f"rule:{rule}" if rule else None, template=template,
-                         to=recipients, message_id=message_id,
+    actor = f"rule:{rule}" if rule else (f"agent:{agent}" if agent else None)
+    ctx.ledger.add_event(ticket, "notification.queued", ctx.now, actor=actor,
+                         template=template, to=recipients, message_id=out.message_id,
                          **({"rule": rule} if rule else {}))
 
 
@@ -74,4 +99,4 @@ def ticket_view(ticket: TicketRow) -> dict[str, Any]:
     return {k: getattr(ticket, k) for k in (
         "ref", "subject", "requester", "requester_name", "status", "type", "priority",
         "impact", "urgency", "problem", "category", "queue", "assignee", "created_at",
-        "updated_at")} | {"tags": list(ticket.tags)} | {"cc": list(ticket.cc)}
+        "updated_at")} | {"tags": list(ticket.tags)}

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..mail.parse import Unparseable, parse
-from ..notify.outbox import queue_mail
+from ..mail.quotes import split_reply
+from ..notify.outbox import queue_mail, relay, reply_token
 from ..rules.effects import LedgerEffects, apply_decision
 from ..rules.vocabulary import facts_for
 from ..tickets import apply
@@ -52,7 +53,8 @@ def thread_stage(ctx: Context, w: Work) -> None:
     assert w.parsed
     desk = ctx.settings.desk
     p = w.parsed
-    ticket = threading.by_reply_address(ctx.ledger, _recipients(w), ctx.secret, desk.addresses)
+    w.grant, ticket = threading.by_token(ctx.ledger, _recipients(w), p.from_addr, ctx.secrets,
+                                         desk.addresses)
     how = "reply-address"
     if ticket is None:
         ticket, how = threading.by_tag(ctx.ledger, p.subject, p.from_addr), "tag"
@@ -61,7 +63,7 @@ def thread_stage(ctx: Context, w: Work) -> None:
     if ticket is None:
         return
     w.thread_by = how
-    if ticket.status != "closed":
+    if ticket.status != "closed" or (w.grant and desk.agent(p.from_addr)):
         w.ticket = ticket
         return
     policy = desk.closed_reply_policy(ticket.queue)
@@ -74,6 +76,19 @@ def thread_stage(ctx: Context, w: Work) -> None:
         ctx.ledger.add_event(ticket, "reply.refused", ctx.now, actor=p.from_addr,
                              message_id=p.message_id, digest=w.inbound.digest)
         raise Refused(f"{ticket.ref} is closed and its queue refuses replies")
+
+
+def identify_stage(ctx: Context, w: Work) -> None:
+    """Who sent it. An agent's From counts only with a token made for that agent and ticket."""
+    assert w.parsed
+    agent = ctx.settings.desk.agent(w.parsed.from_addr)
+    if agent is None:
+        return
+    if w.grant is not None and w.ticket is not None and w.grant.ref == w.ticket.ref \
+            and w.grant.sender == agent.address:
+        w.agent = agent.name
+        return
+    w.unverified_agent = agent.name
 
 
 def _queue_for(ctx: Context, w: Work) -> str:
@@ -92,6 +107,9 @@ def apply_stage(ctx: Context, w: Work) -> None:
     support = set(ctx.settings.desk.addresses)
     others = [a for a in dict.fromkeys((*p.to, *p.cc))
               if base_address(a) not in support and a != p.from_addr]
+    if w.agent is not None:
+        _agent_message(ctx, w)
+        return
     if w.ticket is None:
         ticket = apply.open_ticket(ledger, p, queue=_queue_for(ctx, w), cc=others, now=ctx.now,
                                    linked_to=w.linked_to,
@@ -106,7 +124,9 @@ def apply_stage(ctx: Context, w: Work) -> None:
         ledger.add_event(ticket, "ticket.created", ctx.now, actor=p.from_addr, **data)
         return
     ticket = w.ticket
-    w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now)
+    new, quoted = split_reply(p.text)
+    w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
+                                    text=new, quoted=quoted)
     if w.reopen:
         ledger.add_event(ticket, "ticket.reopened", ctx.now, actor=p.from_addr,
                          previous=ticket.status)
@@ -119,18 +139,49 @@ def apply_stage(ctx: Context, w: Work) -> None:
     added = apply.add_participants(ledger, ticket, others) \
         if p.from_addr in threading.participants(ticket) else []
     ledger.add_event(ticket, "customer.replied", ctx.now, actor=p.from_addr,
-                     message_id=p.message_id, thread_by=w.thread_by, cc_added=added)
+                     message_id=p.message_id, thread_by=w.thread_by, cc_added=added,
+                     **({"unverified_agent": w.unverified_agent} if w.unverified_agent else {}))
+
+
+def _agent_message(ctx: Context, w: Work) -> None:
+    """An authenticated agent's reply (relayed to the customer) or internal note."""
+    assert w.parsed and w.ticket and w.grant and w.agent
+    p, ticket, ledger = w.parsed, w.ticket, ctx.ledger
+    new, quoted = split_reply(p.text)
+    lines = new.splitlines()
+    first_line_note = bool(lines) and lines[0].strip().lower() == "#note"
+    w.note = note = w.grant.purpose == "note" or first_line_note
+    if first_line_note:
+        new = "\n".join(lines[1:]).strip()
+    w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
+                                    text=new, quoted=quoted,
+                                    visibility="internal" if note else "public")
+    if note:
+        ledger.add_event(ticket, "note.added", ctx.now, actor=f"agent:{w.agent}",
+                         message_id=p.message_id)
+        return
+    ledger.add_event(ticket, "agent.replied", ctx.now, actor=f"agent:{w.agent}",
+                     message_id=p.message_id)
+    relay(ctx, ticket, w.agent, new,
+          tuple((a.filename, a.content_type, a.data) for a in p.attachments),
+          ledger.thread_of(ticket), w.agent)
+    if ticket.status in ("new", "open"):
+        ledger.change(ticket, status="pending")
+        ledger.add_event(ticket, "ticket.updated", ctx.now, actor=f"agent:{w.agent}",
+                         field="status", old="open", new="pending")
 
 
 def rules_stage(ctx: Context, w: Work) -> None:
     """The admins' rules for this mail's event: set fields, route, notify, escalate, drop."""
     assert w.parsed and w.ticket
-    if not len(ctx.rules):
+    if not len(ctx.rules) or w.note:
         return
     facts = facts_for(ctx.settings.desk, w.ticket, w.parsed, ctx.now,
                       replies=lambda: ctx.ledger.message_count(w.ticket),  # type: ignore[arg-type]
                       recipients=tuple(_recipients(w)), mailbox=_mailbox(w))
-    decision = ctx.rules.evaluate("ticket.created" if w.created else "customer.replied", facts)
+    event = "agent.replied" if w.agent else \
+        "ticket.created" if w.created else "customer.replied"
+    decision = ctx.rules.evaluate(event, facts)
     if decision.actions:
         apply_decision(decision, LedgerEffects(ctx, w), ctx.settings.desk)
 
@@ -156,8 +207,26 @@ def may_acknowledge(ctx: Context, w: Work) -> str | None:
     return None
 
 
+def _notify_agents(ctx: Context, w: Work) -> None:
+    """The assignee, else the queue's group, hears of the customer's mail, with reply tokens."""
+    assert w.parsed and w.ticket
+    desk, ticket = ctx.settings.desk, w.ticket
+    assignee = next((a for a in desk.agents if ticket.assignee in (a.name, a.address)), None)
+    group = desk.queue(ticket.queue).group
+    people = [assignee] if assignee else [a for a in desk.agents if group in a.groups]
+    for agent in people:
+        queue_mail(ctx, ticket, "agent_notification", [(agent.name, agent.address)],
+                   answering=w.message, auto_submitted="auto-generated",
+                   reply_to=agent.address,
+                   extra={"note_address": reply_token(ctx, ticket, agent.address, "note"),
+                          "new_ticket": w.created})
+
+
 def notify_stage(ctx: Context, w: Work) -> None:
     assert w.parsed and w.ticket
+    if w.agent is not None:
+        return
+    _notify_agents(ctx, w)
     if not w.created:
         return
     why_not = may_acknowledge(ctx, w)
@@ -168,13 +237,14 @@ def notify_stage(ctx: Context, w: Work) -> None:
         return
     queue_mail(ctx, w.ticket, w.acknowledgement or "acknowledgement",
                [(w.parsed.from_name, w.parsed.from_addr)], answering=w.message,
-               rule=w.acknowledgement_rule)
+               rule=w.acknowledgement_rule, reply_to=w.parsed.from_addr)
 
 
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("parse", parse_stage),
     ("keep", keep_stage),
     ("thread", thread_stage),
+    ("identify", identify_stage),
     ("apply", apply_stage),
     ("rules", rules_stage),
     ("notify", notify_stage),

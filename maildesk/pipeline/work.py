@@ -14,6 +14,7 @@ from ..notify.templates import Templates
 from ..rules.engine import EMPTY, RuleSet
 from ..store.blobs import BlobBatch
 from ..tickets.ledger import Ledger, Pending, TicketRow
+from ..tickets.refs import Grant
 
 
 class Outcome(BaseException):
@@ -54,7 +55,7 @@ class Context:
     settings: Settings
     blobs: BlobBatch
     templates: Templates
-    secret: bytes
+    secrets: tuple[bytes, ...]     # tokens are made with the first, read with any
     now: datetime
     rules: RuleSet = EMPTY
 
@@ -86,6 +87,10 @@ class Work:
     linked_to: TicketRow | None = None    # a closed ticket this mail's new ticket follows
     reopen: bool = False
     message: Pending | None = None
+    grant: Grant | None = None            # a genuine token address, made for this sender
+    agent: str | None = None              # set when the sender is an authenticated agent
+    unverified_agent: str | None = None   # an agent's From that nothing proved
+    note: bool = False                    # an agent's internal note
     acknowledgement: str | None = "acknowledgement"   # the template; None: rules said no
     acknowledgement_rule: str | None = None
     created: bool = False

@@ -104,7 +104,7 @@ class LedgerEffects(_Common):
         if people:
             queue_mail(self.ctx, self.ticket, template, people, answering=self.w.message,
                        auto_submitted="auto-generated", rule=rule,
-                       reply_to=to == ["requester"])
+                       reply_to=self.ticket.requester if to == ["requester"] else None)
 
     def acknowledge(self, rule: str, template: str | None) -> None:
         self.w.acknowledgement = template

@@ -130,6 +130,7 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     date: Mapped[datetime] = mapped_column()
     text: Mapped[str] = mapped_column(Text, default="")
+    quoted: Mapped[str] = mapped_column(Text, default="")     # history and signature, split off
     digest: Mapped[str] = mapped_column(String(64))
     defects: Mapped[list[str]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

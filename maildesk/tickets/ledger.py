@@ -76,6 +76,8 @@ _TICKET_BY = {col: select(T_TICKETS).where(T_TICKETS.c[col] == bindparam("value"
               for col in ("id", "number", "ref")}
 _MESSAGE_COUNT = select(func.count()).select_from(T_MESSAGES) \
     .where(T_MESSAGES.c.ticket_id == bindparam("tid"))
+_THREAD = select(T_MESSAGES.c.message_id).where(T_MESSAGES.c.ticket_id == bindparam("tid")) \
+    .where(T_MESSAGES.c.visibility == "public").order_by(T_MESSAGES.c.id).limit(20)
 _BY_MESSAGE_IDS = select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id) \
     .where(T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
 
@@ -190,6 +192,15 @@ class Ledger:
         if ticket.id is None:
             return pending
         return pending + int(self.conn.scalar(_MESSAGE_COUNT, {"tid": ticket.id}) or 0)
+
+    def thread_of(self, ticket: TicketRow) -> tuple[str, ...]:
+        """Message-IDs of the ticket's mail, oldest first (at most 20), for References."""
+        ids: list[str] = []
+        if ticket.id is not None:
+            ids = list(self.conn.scalars(_THREAD, {"tid": ticket.id}))
+        ids += [m.values["message_id"] for m in self.messages
+                if m.ticket is ticket and m.values["visibility"] == "public"]
+        return tuple(dict.fromkeys(ids))[-20:]
 
     def stored_as(self, dedupe_key: str) -> str | None:
         if dedupe_key in self.dedupe_index:

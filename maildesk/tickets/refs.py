@@ -1,8 +1,9 @@
 """Ticket references (MD-12), their subject tag ([MD-12]) and reply addresses.
 
-The reply address `support+MD-12.<token>@domain` carries an HMAC of the
-ticket reference under the desk's secret: knowing a ticket number is not
-enough to post to it, so a stranger cannot join a ticket by guessing.
+A token address `support+md-12-<token>@domain` carries an HMAC of the
+ticket, the recipient and the purpose (reply or note) under the desk's
+secret: knowing a ticket number is not enough to post to it, and a token
+made for one person or ticket is worth nothing to another.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass
 
 TOKEN_CHARS = 20  # base32 characters: 100 bits of HMAC
 
@@ -28,25 +30,49 @@ def tagged_numbers(subject: str, prefix: str) -> list[int]:
                                       subject, re.IGNORECASE)]
 
 
-def token(secret: bytes, ref: str, purpose: str = "reply") -> str:
-    mac = hmac.new(secret, f"{purpose}\0{ref}".encode(), hashlib.sha256).digest()
+PURPOSES = ("reply", "note")
+
+
+def token(secret: bytes, ref: str, recipient: str, purpose: str) -> str:
+    """HMAC over the ticket, the person it was sent to and what it is for."""
+    mac = hmac.new(secret, f"{purpose}\0{ref.upper()}\0{recipient.lower()}".encode(),
+                   hashlib.sha256).digest()
     return base64.b32encode(mac).decode()[:TOKEN_CHARS].lower()
 
 
-def reply_address(secret: bytes, support_address: str, ref: str) -> str:
+def token_address(secret: bytes, support_address: str, ref: str, recipient: str,
+                  purpose: str = "reply") -> str:
+    """`support+md-12-<token>@domain`: good for this ticket, this person, this purpose."""
     local, domain = support_address.rsplit("@", 1)
-    return f"{local}+{ref.lower()}.{token(secret, ref)}@{domain}"
+    return f"{local}+{ref.lower()}-{token(secret, ref, recipient, purpose)}@{domain}"
 
 
-def ref_from_reply_address(address: str, secret: bytes, support_addresses: list[str],
-                           prefix: str) -> str | None:
-    """The ticket reference an address names, if its token is genuine."""
-    m = re.fullmatch(rf"([^+@]+)\+({re.escape(prefix.lower())}-\d{{1,12}})\.([a-z2-7]+)@(.+)",
+@dataclass(frozen=True)
+class Grant:
+    """What a genuine token address lets its sender do."""
+
+    ref: str
+    purpose: str
+    sender: str
+
+
+def read_token_address(address: str, sender: str, secrets: tuple[bytes, ...],
+                       support_addresses: list[str], prefix: str) -> Grant | None:
+    """The grant, if address carries a token made for this sender (under any live secret).
+
+    The token is bound to the person it was sent to: a forwarded notification,
+    answered by someone else, grants nothing.
+    """
+    m = re.fullmatch(rf"([^+@]+)\+({re.escape(prefix.lower())}-\d{{1,12}})-([a-z2-7]+)@(.+)",
                      address.lower())
-    if not m or f"{m.group(1)}@{m.group(4)}" not in support_addresses:
+    if not m or f"{m.group(1)}@{m.group(4)}" not in support_addresses or not sender:
         return None
     ref = m.group(2).upper()
-    return ref if hmac.compare_digest(m.group(3), token(secret, ref)) else None
+    for secret in secrets:
+        for purpose in PURPOSES:
+            if hmac.compare_digest(m.group(3), token(secret, ref, sender, purpose)):
+                return Grant(ref, purpose, sender.lower())
+    return None
 
 
 def base_address(address: str) -> str:

@@ -8,24 +8,25 @@ on a ticket (knowing it means having seen the mail). Else: a new ticket.
 from __future__ import annotations
 
 from .ledger import Ledger, TicketRow
-from .refs import base_address, ref_from_reply_address, tagged_numbers
+from .refs import Grant, base_address, read_token_address, tagged_numbers
 
 
 def participants(ticket: TicketRow) -> set[str]:
     return {ticket.requester, *ticket.cc}
 
 
-def by_reply_address(ledger: Ledger, recipients: list[str], secret: bytes,
-                     support: list[str]) -> TicketRow | None:
+def by_token(ledger: Ledger, recipients: list[str], sender: str, secrets: tuple[bytes, ...],
+             support: list[str]) -> tuple[Grant, TicketRow] | tuple[None, None]:
+    """The ticket and grant of a token address this mail was sent to, made for its sender."""
     for addr in recipients:
         if "+" not in addr or base_address(addr) not in support:
             continue
-        ref = ref_from_reply_address(addr, secret, support, ledger.prefix)
-        if ref:
-            ticket = ledger.by_ref(ref)
+        grant = read_token_address(addr, sender, secrets, support, ledger.prefix)
+        if grant is not None:
+            ticket = ledger.by_ref(grant.ref)
             if ticket is not None:
-                return ticket
-    return None
+                return grant, ticket
+    return None, None
 
 
 def by_tag(ledger: Ledger, subject: str, sender: str) -> TicketRow | None:

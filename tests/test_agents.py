@@ -1,0 +1,208 @@
+"""Agents at work from their own mail client: notifications, replies, notes, proof of sender."""
+from __future__ import annotations
+
+import email
+from collections.abc import Callable
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Daemon, mail, wait_for
+from sqlalchemy import select
+
+from maildesk.app import App
+from maildesk.intake.inbound import Envelope, ingest
+from maildesk.mail.quotes import split_reply
+from maildesk.store.models import OutboxMail, Ticket
+from maildesk.tickets.refs import token_address
+from maildesk.tickets.views import show_ticket
+
+DESK = {"queues": [{"name": "general", "group": "helpdesk"}],
+        "agents": [{"name": "bob", "address": "bob@desk.test", "groups": ["helpdesk"]},
+                   {"name": "lea", "address": "lea@desk.test", "groups": ["helpdesk"]}],
+        "groups": [{"name": "helpdesk"}]}
+PIPE = Envelope("pipe", None)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., App], db_url: str) -> App:
+    return make_app(db_url, desk=DESK)
+
+
+def sent(app: App, ref: str) -> list[email.message.EmailMessage]:
+    with app.sessions() as s:
+        digests = s.scalars(select(OutboxMail.digest).join(Ticket)
+                            .where(Ticket.ref == ref).order_by(OutboxMail.id)).all()
+    return [email.message_from_bytes(app.blobs.get(d), policy=policy.default)  # type: ignore[misc]
+            for d in digests]
+
+
+def show(app: App, ref: str) -> dict[str, Any]:
+    with app.sessions() as s:
+        t = show_ticket(s, ref)
+    assert t is not None
+    return t
+
+
+def agent_mail(agent: str, to: str, body: str, subject: str = "Re: [MD-1] Printer",
+               attach: bool = False) -> bytes:
+    m = EmailMessage()
+    m["From"] = f"{agent.title()} <{agent}@desk.test>"
+    m["To"] = to
+    m["Subject"] = subject
+    m["Message-ID"] = f"<{agent}.{abs(hash(body))}@desk.test>"
+    m.set_content(body)
+    if attach:
+        m.add_attachment(b"step 1: open tray", maintype="application", subtype="pdf",
+                         filename="howto.pdf")
+    return m.as_bytes()
+
+
+QUOTED = ("Please open tray 2 and remove the paper.\n\n"
+          "On Mon, 2 Nov 2026 at 10:00, IT Service Desk <support@localhost> wrote:\n"
+          "> New ticket MD-1: Printer on floor 2 is jammed\n> Queue: general\n")
+
+
+def test_new_ticket_notifies_the_queue_group_with_tokens_of_their_own(app: App) -> None:
+    ingest(app, [(mail(Cc="Bo <bo@customer.test>"), PIPE)])
+    notices = [m for m in sent(app, "MD-1") if m["To"].addresses[0].domain == "desk.test"]
+    assert [m["To"].addresses[0].addr_spec for m in notices] == ["bob@desk.test",
+                                                                  "lea@desk.test"]
+    bob = notices[0]
+    assert bob["Reply-To"].addresses[0].addr_spec == token_address(
+        app.secrets[0], "support@localhost", "MD-1", "bob@desk.test")
+    assert bob["Reply-To"].addresses[0].addr_spec != notices[1]["Reply-To"].addresses[0].addr_spec
+    text = bob.get_body(("plain",)).get_content()
+    assert token_address(app.secrets[0], "support@localhost", "MD-1", "bob@desk.test",
+                         "note") in text
+    assert "It blinks red." in text
+
+
+def reply_token(app: App, agent: str, purpose: str = "reply") -> str:
+    return token_address(app.secrets[0], "support@localhost", "MD-1", f"{agent}@desk.test",
+                         purpose)
+
+
+def test_agent_reply_is_relayed_from_the_desk_with_quotes_stripped(app: App) -> None:
+    ingest(app, [(mail(Cc="Bo <bo@customer.test>"), PIPE)])
+    to = reply_token(app, "bob")
+    ingest(app, [(agent_mail("bob", to, QUOTED, attach=True), Envelope("smtp", "bob@desk.test",
+                                                                        (to,)))])
+    t = show(app, "MD-1")
+    mine = t["messages"][-2]      # bob's, then our relay of it
+    assert (mine["from"], mine["visibility"], mine["text"]) == \
+        ("bob@desk.test", "public", "Please open tray 2 and remove the paper.")
+    assert t["status"] == "pending"
+    assert "agent.replied" in [e["kind"] for e in t["events"]]
+    out = sent(app, "MD-1")[-1]
+    assert out["From"].addresses[0].addr_spec == "support@localhost"
+    assert out["From"].addresses[0].display_name.startswith("bob")
+    assert [a.addr_spec for a in out["To"].addresses] == ["ana@customer.test"]
+    assert [a.addr_spec for a in out["Cc"].addresses] == ["bo@customer.test"]
+    assert "bob@desk.test" not in out.as_string(), "the agent's address stays hidden"
+    body = out.get_body(("plain",)).get_content()
+    assert body.strip() == "Please open tray 2 and remove the paper."
+    assert [(p.get_filename(), p.get_content()) for p in out.iter_attachments()] == \
+        [("howto.pdf", b"step 1: open tray")]
+    assert out["Subject"] == "Re: [MD-1] Printer on floor 2 is jammed"
+    assert out["References"].split()[0] == show(app, "MD-1")["messages"][0]["message_id"]
+    assert out["Reply-To"].addresses[0].addr_spec == token_address(
+        app.secrets[0], "support@localhost", "MD-1", "ana@customer.test")
+
+
+@pytest.mark.parametrize("how", ["note address", "#note line"])
+def test_internal_notes_never_reach_the_customer(app: App, how: str) -> None:
+    ingest(app, [(mail(), PIPE)])
+    before = len(sent(app, "MD-1"))
+    if how == "note address":
+        to, body = reply_token(app, "lea", "note"), "Toner is on order.\n"
+    else:
+        to, body = reply_token(app, "lea"), "#note\nToner is on order.\n"
+    ingest(app, [(agent_mail("lea", to, body), PIPE)])
+    t = show(app, "MD-1")
+    assert (t["messages"][-1]["visibility"], t["messages"][-1]["text"]) == \
+        ("internal", "Toner is on order.")
+    assert len(sent(app, "MD-1")) == before, "nothing sent"
+    assert t["events"][-1]["kind"] == "note.added" and t["status"] == "new"
+
+
+@pytest.mark.parametrize("case", ["no token, only the tag", "token of another agent",
+                                  "token of another ticket", "guessed token"])
+def test_forged_agent_mail_runs_nothing_and_is_flagged(app: App, case: str) -> None:
+    ingest(app, [(mail(), PIPE), (mail(subject="second", sender="cy@customer.test"), PIPE)])
+    before = len(sent(app, "MD-1"))
+    to = {"no token, only the tag": "support@localhost",
+          "token of another agent": reply_token(app, "lea"),
+          "token of another ticket": token_address(app.secrets[0], "support@localhost",
+                                                   "MD-2", "bob@desk.test"),
+          "guessed token": "support+md-1-abcdefghijabcdefghij@localhost"}[case]
+    ingest(app, [(agent_mail("bob", to, "#note\nsecret\n"), PIPE)])
+    t = show(app, "MD-1")
+    assert "agent.replied" not in [e["kind"] for e in t["events"]]
+    assert all(m["visibility"] == "public" for m in t["messages"])
+    if case == "token of another ticket":
+        # the token is genuine for MD-2: bob's note lands there, and only there
+        assert show(app, "MD-2")["messages"][-1]["visibility"] == "internal"
+        return
+    # as a customer mail: the tag does not let a non-participant in: a new ticket
+    refs = [x["ref"] for x in _tickets(app)]
+    assert refs[-1] == "MD-3" and show(app, "MD-3")["requester"] == "bob@desk.test"
+    assert len(sent(app, "MD-1")) == before
+
+
+def _tickets(app: App) -> list[dict[str, Any]]:
+    from maildesk.tickets.views import list_tickets
+    with app.sessions() as s:
+        return list_tickets(s)
+
+
+def test_agent_from_as_participant_without_proof_is_a_flagged_customer_reply(app: App) -> None:
+    ingest(app, [(mail(Cc="bob@desk.test"), PIPE)])
+    ingest(app, [(agent_mail("bob", "support@localhost", "#assign me\n"), PIPE)])
+    t = show(app, "MD-1")
+    replied = [e for e in t["events"] if e["kind"] == "customer.replied"]
+    assert replied[-1]["data"]["unverified_agent"] == "bob"
+    assert "agent.replied" not in [e["kind"] for e in t["events"]]
+
+
+@pytest.mark.parametrize("text, new", [
+    ("Thanks!\n\nOn Tue, 3 Nov 2026, 09:12 Desk <support@x> wrote:\n> old\n", "Thanks!"),
+    ("Danke.\n\nAm 03.11.2026 um 09:12 schrieb Desk <support@x>:\n> alt\n", "Danke."),
+    ("Merci.\n\nLe mar. 3 nov. 2026 à 09:12, Desk <support@x> a écrit :\n> ancien\n",
+     "Merci."),
+    ("Gracias.\n\nEl mar, 3 nov 2026 a las 9:12, Desk (<support@x>) escribió:\n> viejo\n",
+     "Gracias."),
+    ("Done.\n\n-----Original Message-----\nFrom: Desk\nSent: Tuesday\n", "Done."),
+    ("Done.\n\n________________________________\nFrom: Desk <support@x>\nSent: Tuesday\n"
+     "To: Ana\nSubject: x\n", "Done."),
+    ("Done.\n\nFrom: Desk <support@x>\nSent: Tuesday, 3 November 2026 09:12\nTo: Ana\n",
+     "Done."),
+    ("Fixed it.\n\nSent from my iPhone\n", "Fixed it."),
+    ("Fixed it.\n-- \nAna Lima\nACME\n", "Fixed it."),
+    ("Answer first.\n> quoted\n> more\n", "Answer first."),
+    ("> quoted\nanswer below the quote\n", "> quoted\nanswer below the quote"),
+])
+def test_quote_and_signature_stripping(text: str, new: str) -> None:
+    assert split_reply(text)[0] == new
+
+
+def test_agent_reply_end_to_end_through_smtp(daemon: Callable[..., Daemon]) -> None:
+    from test_smtp import cli_json, outbox_files, send
+    d = daemon(desk=DESK)
+    send(d.port, mail(message_id="<e2e@customer.test>"))
+    files = wait_for(lambda: len(outbox_files(d)) >= 3 and outbox_files(d), what="3 mails")
+    notices = [email.message_from_bytes(f.read_bytes(), policy=policy.default) for f in files]
+    to_bob = next(m for m in notices if m["To"].addresses[0].addr_spec == "bob@desk.test")
+    reply_to = to_bob["Reply-To"].addresses[0].addr_spec
+    send(d.port, agent_mail("bob", reply_to, QUOTED), rcpts=[reply_to], sender="bob@desk.test")
+    files = wait_for(lambda: len(outbox_files(d)) >= 4 and outbox_files(d), what="the relay")
+    relayed = email.message_from_bytes(files[-1].read_bytes(), policy=policy.default)
+    assert relayed["To"].addresses[0].addr_spec == "ana@customer.test"
+    assert "bob@desk.test" not in relayed.as_string()
+    assert relayed.get_body(("plain",)).get_content().strip() == \
+        "Please open tray 2 and remove the paper."
+    shown = cli_json(d, "tickets", "show", "MD-1")
+    assert shown["status"] == "pending"
+    assert Path(d.config).exists()
