@@ -206,3 +206,53 @@ def test_agent_reply_end_to_end_through_smtp(daemon: Callable[..., Daemon]) -> N
     shown = cli_json(d, "tickets", "show", "MD-1")
     assert shown["status"] == "pending"
     assert Path(d.config).exists()
+
+
+def test_every_command_is_applied_and_recorded(app: App) -> None:
+    ingest(app, [(mail(), PIPE), (mail(subject="other", sender="cy@customer.test"), PIPE)])
+    body = ("#assign me\n#queue general\n#impact high\n#urgency high\n#type request\n"
+            "#category printers\n#tag +hardware +floor2\n#cc +bo@customer.test\n"
+            "#link MD-2\n\nI ordered a new drum.\n")
+    ingest(app, [(agent_mail("bob", reply_token(app, "bob"), body), PIPE)])
+    t = show(app, "MD-1")
+    assert (t["assignee"], t["impact"], t["urgency"], t["priority"], t["type"],
+            t["category"], t["tags"], t["cc"]) == \
+        ("bob", "high", "high", "P1", "request", "printers", ["hardware", "floor2"],
+         ["bo@customer.test"])
+    assert t["status"] == "pending", "a public reply waits for the customer"
+    updates = [e for e in t["events"] if e["kind"] == "ticket.updated"]
+    assert updates and all(e["actor"] == "agent:bob" for e in updates)
+    assert "ticket.linked" in [e["kind"] for e in t["events"]]
+    out = sent(app, "MD-1")[-1]
+    assert out.get_body(("plain",)).get_content().strip() == "I ordered a new drum."
+    assert [a.addr_spec for a in out["Cc"].addresses] == ["bo@customer.test"]
+    ingest(app, [(agent_mail("bob", reply_token(app, "bob"),
+                             "#status resolved\n#silent\nFixed on site.\n"), PIPE)])
+    assert show(app, "MD-1")["status"] == "resolved"
+    assert sent(app, "MD-1")[-1]["Message-ID"] == out["Message-ID"], "#silent sends nothing"
+
+
+def test_a_bad_command_applies_nothing_and_tells_the_agent(app: App) -> None:
+    ingest(app, [(mail(), PIPE)])
+    body = "#assign me\n#queue nowhere\n#frobnicate\n\nHello customer.\n"
+    ingest(app, [(agent_mail("bob", reply_token(app, "bob"), body), PIPE)])
+    t = show(app, "MD-1")
+    assert t["assignee"] is None and t["status"] == "new"
+    assert t["messages"][-2]["visibility"] == "internal"
+    answer = sent(app, "MD-1")[-1]
+    assert answer["To"].addresses[0].addr_spec == "bob@desk.test"
+    text = answer.get_body(("plain",)).get_content()
+    assert "line 2: #queue nowhere: no queue 'nowhere'" in text
+    assert "line 3: #frobnicate: unknown command #frobnicate" in text
+    assert not any(m["To"].addresses[0].addr_spec == "ana@customer.test"
+                   and "Hello customer" in m.get_body(("plain",)).get_content()
+                   for m in sent(app, "MD-1"))
+
+
+def test_merge_closes_into_the_other_ticket(app: App) -> None:
+    ingest(app, [(mail(), PIPE), (mail(subject="same printer", sender="cy@customer.test"),
+                                  PIPE)])
+    ingest(app, [(agent_mail("bob", reply_token(app, "bob"), "#merge MD-2\n"), PIPE)])
+    t1, t2 = show(app, "MD-1"), show(app, "MD-2")
+    assert t1["status"] == "closed" and t1["linked_to"] == "MD-2"
+    assert any(e["kind"] == "ticket.merged" for e in t2["events"])

@@ -12,7 +12,7 @@ from ..mail.quotes import split_reply
 from ..notify.outbox import queue_mail, relay, reply_token
 from ..rules.effects import LedgerEffects, apply_decision
 from ..rules.vocabulary import facts_for
-from ..tickets import apply
+from ..tickets import apply, commands
 from ..tickets import thread as threading
 from ..tickets.refs import base_address
 from .work import Context, Duplicate, Quarantined, Refused, Work
@@ -144,31 +144,65 @@ def apply_stage(ctx: Context, w: Work) -> None:
 
 
 def _agent_message(ctx: Context, w: Work) -> None:
-    """An authenticated agent's reply (relayed to the customer) or internal note."""
+    """An authenticated agent's mail: commands, then a reply (relayed) or an internal note."""
     assert w.parsed and w.ticket and w.grant and w.agent
-    p, ticket, ledger = w.parsed, w.ticket, ctx.ledger
+    p, ticket, ledger, desk = w.parsed, w.ticket, ctx.ledger, ctx.settings.desk
     new, quoted = split_reply(p.text)
-    lines = new.splitlines()
-    first_line_note = bool(lines) and lines[0].strip().lower() == "#note"
-    w.note = note = w.grant.purpose == "note" or first_line_note
-    if first_line_note:
-        new = "\n".join(lines[1:]).strip()
+    lines, text = commands.split_commands(new)
+    agent = desk.agent(p.from_addr)
+    assert agent is not None
+    plan = commands.plan(lines, desk, agent, desk.ref_prefix)
+    for ref in [*plan.links, *([plan.merge_into] if plan.merge_into else [])]:
+        if ledger.by_ref(ref) is None or ref == ticket.ref:
+            plan.errors.append(f"#{'merge' if ref == plan.merge_into else 'link'} {ref}: "
+                               "no such other ticket")
+    refused = bool(plan.errors)
+    w.note = note = w.grant.purpose == "note" or plan.note or refused
     w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
-                                    text=new, quoted=quoted,
+                                    text=text if lines else new, quoted=quoted,
                                     visibility="internal" if note else "public")
-    if note:
-        ledger.add_event(ticket, "note.added", ctx.now, actor=f"agent:{w.agent}",
-                         message_id=p.message_id)
+    actor = f"agent:{w.agent}"
+    if refused:     # nothing is half-applied: no command, no relay; tell the agent why
+        ledger.add_event(ticket, "commands.refused", ctx.now, actor=actor, errors=plan.errors)
+        queue_mail(ctx, ticket, "command_error", [(agent.name, agent.address)],
+                   answering=w.message, auto_submitted="auto-replied",
+                   reply_to=agent.address, extra={"errors": plan.errors, "lines": plan.lines})
         return
-    ledger.add_event(ticket, "agent.replied", ctx.now, actor=f"agent:{w.agent}",
-                     message_id=p.message_id)
-    relay(ctx, ticket, w.agent, new,
+    _apply_plan(ctx, w, plan, actor)
+    if note:
+        ledger.add_event(ticket, "note.added", ctx.now, actor=actor, message_id=p.message_id)
+        return
+    ledger.add_event(ticket, "agent.replied", ctx.now, actor=actor, message_id=p.message_id,
+                     silent=plan.silent or not text)
+    if plan.silent or not text:
+        return
+    relay(ctx, ticket, w.agent, text,
           tuple((a.filename, a.content_type, a.data) for a in p.attachments),
           ledger.thread_of(ticket), w.agent)
-    if ticket.status in ("new", "open"):
-        ledger.change(ticket, status="pending")
-        ledger.add_event(ticket, "ticket.updated", ctx.now, actor=f"agent:{w.agent}",
-                         field="status", old="open", new="pending")
+    if "status" not in plan.changes and ticket.status in ("new", "open"):
+        LedgerEffects(ctx, w, kind="agent").change(w.agent, status="pending")
+
+
+def _apply_plan(ctx: Context, w: Work, plan: commands.Plan, actor: str) -> None:
+    assert w.ticket and w.agent
+    fx, ticket, ledger = LedgerEffects(ctx, w, kind="agent"), w.ticket, ctx.ledger
+    if plan.changes:
+        fx.change(w.agent, **plan.changes)
+    if plan.tags_add or plan.tags_remove:
+        fx.tags(w.agent, plan.tags_add, plan.tags_remove)
+    if plan.cc_add or plan.cc_remove:
+        cc = [a for a in ticket.cc if a not in plan.cc_remove]
+        fx.change(w.agent, cc=cc + [a for a in plan.cc_add if a not in cc])
+    for ref in plan.links:
+        ledger.add_event(ticket, "ticket.linked", ctx.now, actor=actor, related=ref)
+    if plan.merge_into:
+        target = ledger.by_ref(plan.merge_into)
+        assert target is not None
+        fx.change(w.agent, status="closed", linked_to=target.id)
+        ledger.add_event(ticket, "ticket.merged", ctx.now, actor=actor, into=target.ref)
+        ledger.add_event(target, "ticket.merged", ctx.now, actor=actor, absorbed=ticket.ref)
+    if plan.lines:
+        ledger.add_event(ticket, "commands.applied", ctx.now, actor=actor, lines=plan.lines)
 
 
 def rules_stage(ctx: Context, w: Work) -> None:

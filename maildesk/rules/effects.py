@@ -83,9 +83,11 @@ class _Common:
 
 
 class LedgerEffects(_Common):
-    def __init__(self, ctx: Context, w: Work) -> None:
+    def __init__(self, ctx: Context, w: Work, kind: str = "rule") -> None:
+        """kind: who acts, for the events: a rule, or an agent by mail command."""
         assert w.ticket is not None
         self.ctx, self.w, self.ticket, self.desk = ctx, w, w.ticket, ctx.settings.desk
+        self.kind = kind
 
     def _set(self, rule: str, values: dict[str, Any]) -> None:
         for name, new in values.items():
@@ -94,8 +96,8 @@ class LedgerEffects(_Common):
                 continue
             self.ctx.ledger.change(self.ticket, **{name: new})
             self.ctx.ledger.add_event(self.ticket, "ticket.updated", self.ctx.now,
-                                      actor=f"rule:{rule}", field=name, old=old, new=new,
-                                      rule=rule)
+                                      actor=f"{self.kind}:{rule}", field=name, old=old,
+                                      new=new, **{self.kind: rule})
 
     def notify(self, rule: str, template: str, to: list[str], level: int = 1) -> None:
         from ..notify.outbox import queue_mail

@@ -1,0 +1,125 @@
+"""Commands by mail: `#assign me`, `#status pending`, ... in the first lines of an agent's reply.
+
+All commands of a mail are checked before any is applied: one bad line and
+none runs, and the agent gets a short mail naming the line and what is wrong.
+Only an authenticated agent's mail gets here (see the identify stage).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..config.schema import Agent, Desk
+from ..mail.parse import clean_address
+
+LEVELS = ("high", "medium", "low")
+STATUSES = ("open", "pending", "resolved", "closed")
+TYPES = ("incident", "request", "problem")
+PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
+_LINE = re.compile(r"^#([a-z]+)\b\s*(.*)$", re.IGNORECASE)
+
+
+@dataclass
+class Plan:
+    """What the commands of one mail ask for, checked; or the lines that are wrong."""
+
+    changes: dict[str, object] = field(default_factory=dict)
+    tags_add: list[str] = field(default_factory=list)
+    tags_remove: list[str] = field(default_factory=list)
+    cc_add: list[str] = field(default_factory=list)
+    cc_remove: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    merge_into: str | None = None
+    note: bool = False
+    silent: bool = False
+    lines: list[str] = field(default_factory=list)      # the commands as written
+    errors: list[str] = field(default_factory=list)
+
+
+def split_commands(text: str) -> tuple[list[tuple[int, str]], str]:
+    """The leading command lines (with their numbers), and the text after them."""
+    lines = text.splitlines()
+    commands, i = [], 0
+    while i < len(lines):
+        line = lines[i].strip()
+        if not line and not commands:
+            i += 1
+            continue
+        if not line.startswith("#"):
+            break
+        commands.append((i + 1, line))
+        i += 1
+    return commands, "\n".join(lines[i:]).strip()
+
+
+def plan(commands: list[tuple[int, str]], desk: Desk, agent: Agent, prefix: str) -> Plan:
+    p = Plan()
+    queues = {q.name for q in desk.queues}
+    for number, line in commands:
+        p.lines.append(line)
+        m = _LINE.match(line)
+        if not m:
+            p.errors.append(f"line {number}: {line!r} is not a command")
+            continue
+        name, arg = m.group(1).lower(), m.group(2).strip()
+        why = _one(p, name, arg, desk, agent, queues, prefix)
+        if why:
+            p.errors.append(f"line {number}: {line}: {why}")
+    return p
+
+
+def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str],
+         prefix: str) -> str | None:
+    if name in ("note", "silent"):
+        if arg:
+            return f"#{name} takes nothing after it"
+        setattr(p, name, True)
+        return None
+    if name == "assign":
+        if arg.lower() == "me":
+            p.changes["assignee"] = agent.name
+            return None
+        who = next((a for a in desk.agents if arg.lower() in (a.name.lower(), a.address)), None)
+        if who is None:
+            return f"no agent {arg!r} (agents: {', '.join(a.name for a in desk.agents)}, or me)"
+        p.changes["assignee"] = who.name
+        return None
+    if name == "queue":
+        if arg not in queues:
+            return f"no queue {arg!r} (queues: {', '.join(sorted(queues))})"
+        p.changes["queue"] = arg
+        return None
+    choices = {"priority": PRIORITIES, "impact": LEVELS, "urgency": LEVELS, "type": TYPES,
+               "status": STATUSES}
+    if name in choices:
+        value = arg.upper() if name == "priority" else arg.lower()
+        if value not in choices[name]:
+            return f"{arg!r} is not a {name} ({', '.join(choices[name])})"
+        p.changes[name] = value
+        return None
+    if name == "category":
+        if not arg:
+            return "#category needs a name"
+        p.changes["category"] = arg[:100]
+        return None
+    if name in ("tag", "cc"):
+        words = arg.split()
+        if not words or not all(w[:1] in "+-" and len(w) > 1 for w in words):
+            return f"#{name} takes +word and -word"
+        key = "tags" if name == "tag" else "cc"
+        for w in words:
+            value = w[1:].lower() if name == "tag" else clean_address(w[1:])
+            if not value:
+                return f"{w[1:]!r} is not a mail address"
+            getattr(p, f"{key}_{'add' if w[0] == '+' else 'remove'}").append(value)
+        return None
+    if name in ("link", "merge"):
+        if not re.fullmatch(rf"{re.escape(prefix)}-\d+", arg, re.IGNORECASE):
+            return f"{arg!r} is not a ticket reference (e.g. {prefix}-12)"
+        if name == "link":
+            p.links.append(arg.upper())
+        else:
+            p.merge_into = arg.upper()
+        return None
+    return (f"unknown command #{name} (assign, queue, priority, impact, urgency, type, "
+            "category, tag, status, link, merge, cc, note, silent)")
