@@ -9,6 +9,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -72,6 +73,7 @@ class App:
     templates: Templates
     secrets: tuple[bytes, ...]      # the current key first, then the one before rotation
     rules: RuleSet
+    dns: Any = None      # DKIM key lookups: None is the system resolver (tests give a stub)
 
     @classmethod
     def open(cls, settings: Settings, upgrade: bool | None = None) -> App:

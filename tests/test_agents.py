@@ -256,3 +256,93 @@ def test_merge_closes_into_the_other_ticket(app: App) -> None:
     t1, t2 = show(app, "MD-1"), show(app, "MD-2")
     assert t1["status"] == "closed" and t1["linked_to"] == "MD-2"
     assert any(e["kind"] == "ticket.merged" for e in t2["events"])
+
+
+# -- DKIM and Authentication-Results ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dkim_key() -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+    return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def signed(raw: bytes, private: bytes, domain: bytes = b"desk.test") -> bytes:
+    import dkim
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return dkim.sign(raw, b"mail", domain, private, include_headers=[b"from", b"to",
+                                                                      b"subject"]) + raw
+
+
+def dns_stub(record: bytes) -> Callable[..., bytes | None]:
+    """Answers only the selector's key record: the one lookup DKIM needs."""
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name in (b"mail._domainkey.desk.test.", b"mail._domainkey.desk.test") \
+            else None
+    return lookup
+
+
+def test_dkim_signed_agent_mail_is_proof_even_without_a_token(app: App,
+                                                             dkim_key: tuple[bytes, bytes]
+                                                             ) -> None:
+    private, record = dkim_key
+    app.dns = dns_stub(record)
+    ingest(app, [(mail(), PIPE)])
+    raw = signed(agent_mail("bob", "support@localhost", "#assign me\nOn my way.\n"), private)
+    ingest(app, [(raw, PIPE)])
+    t = show(app, "MD-1")
+    assert t["assignee"] == "bob" and "agent.replied" in [e["kind"] for e in t["events"]]
+
+
+def test_dkim_of_another_domain_or_a_tampered_mail_proves_nothing(
+        app: App, dkim_key: tuple[bytes, bytes]) -> None:
+    private, record = dkim_key
+    app.dns = dns_stub(record)
+    ingest(app, [(mail(), PIPE)])
+    tampered = signed(agent_mail("bob", "support@localhost", "#assign me\n"), private) \
+        .replace(b"Re: [MD-1] Printer", b"Re: [MD-1] Printez")
+    ingest(app, [(tampered, PIPE)])
+    assert show(app, "MD-1")["assignee"] is None
+    assert show(app, "MD-2")["requester"] == "bob@desk.test", "an ordinary, new ticket"
+
+
+def test_agent_opens_a_ticket_for_a_caller_with_requester(app: App,
+                                                         dkim_key: tuple[bytes, bytes]) -> None:
+    private, record = dkim_key
+    app.dns = dns_stub(record)
+    raw = signed(agent_mail("bob", "support@localhost",
+                            "#requester caller@customer.test\n#priority P2\nPhone: VPN fails.\n",
+                            subject="VPN fails for caller"), private)
+    ingest(app, [(raw, PIPE)])
+    t = show(app, "MD-1")
+    assert (t["requester"], t["assignee"], t["priority"]) == ("caller@customer.test", "bob", "P2")
+    assert t["messages"][0]["visibility"] == "internal"
+    assert sent(app, "MD-1")[0]["To"].addresses[0].addr_spec == "caller@customer.test"
+
+
+@pytest.mark.parametrize("headers, proven", [
+    (["mx.desk.test; dkim=pass header.d=desk.test"], True),
+    (["mx.desk.test; dmarc=pass header.from=desk.test"], True),
+    (["mx.desk.test; dkim=fail header.d=desk.test"], False),
+    (["evil.test; dkim=pass header.d=desk.test"], False),
+    # a forgery claiming our authserv-id below an untrusted header counts for nothing
+    (["other.test; spf=pass", "mx.desk.test; dkim=pass header.d=desk.test"], False),
+    (["mx.desk.test; dkim=pass header.d=other.test"], False),
+])
+def test_trusted_authentication_results(make_app: Callable[..., App], db_url: str,
+                                        headers: list[str], proven: bool) -> None:
+    app = make_app(db_url, desk=DESK | {"trusted_authserv_ids": ["mx.desk.test"],
+                                        "verify_dkim": False})
+    ingest(app, [(mail(), PIPE)])
+    # as an MTA adds them: on top, the first one ours
+    raw = b"".join(f"Authentication-Results: {h}\n".encode() for h in headers) + \
+        agent_mail("bob", "support@localhost", "#assign me\n")
+    ingest(app, [(raw, PIPE)])
+    assert (show(app, "MD-1")["assignee"] == "bob") is proven

@@ -103,6 +103,13 @@ class Desk(Strict):
     message_id_domain: str | None = Field(
         None, description="Domain of our Message-IDs; default: the first address's domain.")
     agents: list[Agent] = Field(default_factory=list, description="The people who answer.")
+    verify_dkim: bool = Field(True, description="Accept an agent's mail signed by DKIM for "
+                                                "the agent's domain as proof of sender.")
+    trusted_authserv_ids: list[str] = Field(
+        default_factory=list,
+        description="authserv-ids of our own MTAs: their Authentication-Results headers "
+                    "(dkim=pass, dmarc=pass) count as proof of an agent's mail. The MTA must "
+                    "strip such headers that arrive from outside (RFC 8601 section 5).")
     groups: list[Group] = Field(default_factory=list, description="Teams of agents.")
     hours: WorkingHours = Field(default_factory=WorkingHours)
     priority_matrix: dict[Literal["high", "medium", "low"],

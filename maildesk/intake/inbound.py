@@ -51,7 +51,7 @@ def _run(app: App, conn: Connection, blobs: BlobBatch, works: list[Work], now: d
     """Run the pipeline, write, and make every blob durable and indexed before the commit."""
     ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix), settings=app.settings,
                   blobs=blobs, templates=app.templates, secrets=app.secrets, now=now,
-                  rules=app.rules)
+                  rules=app.rules, dns=app.dns)
     summary = process(ctx, works)
     blobs.finish()
     return summary

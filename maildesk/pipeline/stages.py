@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..mail.parse import Unparseable, parse
+from ..mail.authentication import dkim_pass, trusted_results_pass
+from ..mail.parse import Unparseable, clean_address, parse
 from ..mail.quotes import split_reply
 from ..notify.outbox import queue_mail, relay, reply_token
 from ..rules.effects import LedgerEffects, apply_decision
@@ -49,6 +50,19 @@ def _recipients(w: Work) -> list[str]:
     return list(seen)
 
 
+def authenticate_stage(ctx: Context, w: Work) -> None:
+    """An agent's From with DKIM or a trusted Authentication-Results for the agent's domain."""
+    assert w.parsed
+    desk = ctx.settings.desk
+    agent = desk.agent(w.parsed.from_addr)
+    if agent is None:
+        return
+    domain = agent.address.rpartition("@")[2]
+    if trusted_results_pass(w.parsed.headers, [i.lower() for i in desk.trusted_authserv_ids],
+                            domain) or (desk.verify_dkim and dkim_pass(w.raw, domain, ctx.dns)):
+        w.proven_agent = agent.name
+
+
 def thread_stage(ctx: Context, w: Work) -> None:
     assert w.parsed
     desk = ctx.settings.desk
@@ -57,13 +71,14 @@ def thread_stage(ctx: Context, w: Work) -> None:
                                          desk.addresses)
     how = "reply-address"
     if ticket is None:
-        ticket, how = threading.by_tag(ctx.ledger, p.subject, p.from_addr), "tag"
+        ticket, how = threading.by_tag(ctx.ledger, p.subject, p.from_addr,
+                                       trusted=w.proven_agent is not None), "tag"
     if ticket is None:
         ticket, how = threading.by_references(ctx.ledger, p.thread_ids), "references"
     if ticket is None:
         return
     w.thread_by = how
-    if ticket.status != "closed" or (w.grant and desk.agent(p.from_addr)):
+    if ticket.status != "closed" or w.proven_agent or (w.grant and desk.agent(p.from_addr)):
         w.ticket = ticket
         return
     policy = desk.closed_reply_policy(ticket.queue)
@@ -79,16 +94,30 @@ def thread_stage(ctx: Context, w: Work) -> None:
 
 
 def identify_stage(ctx: Context, w: Work) -> None:
-    """Who sent it. An agent's From counts only with a token made for that agent and ticket."""
+    """Who sent it. An agent's From counts only with proof: a token made for that agent and
+    ticket, or DKIM or trusted Authentication-Results for the agent's domain."""
     assert w.parsed
     agent = ctx.settings.desk.agent(w.parsed.from_addr)
     if agent is None:
         return
-    if w.grant is not None and w.ticket is not None and w.grant.ref == w.ticket.ref \
-            and w.grant.sender == agent.address:
+    by_token = w.grant is not None and w.ticket is not None \
+        and w.grant.ref == w.ticket.ref and w.grant.sender == agent.address
+    by_proof = w.proven_agent is not None and (w.ticket is not None
+                                               or _requester(w.parsed.text) is not None)
+    if by_token or by_proof:
         w.agent = agent.name
-        return
-    w.unverified_agent = agent.name
+    elif not w.proven_agent:
+        w.unverified_agent = agent.name
+
+
+def _requester(text: str) -> str | None:
+    """The customer of a `#requester ADDRESS` line among an agent's commands."""
+    lines, _rest = commands.split_commands(split_reply(text)[0])
+    for _n, line in lines:
+        parts = line.split(None, 1)
+        if parts[0].lower() == "#requester" and len(parts) == 2:
+            return clean_address(parts[1]) or None
+    return None
 
 
 def _queue_for(ctx: Context, w: Work) -> str:
@@ -145,8 +174,12 @@ def apply_stage(ctx: Context, w: Work) -> None:
 
 def _agent_message(ctx: Context, w: Work) -> None:
     """An authenticated agent's mail: commands, then a reply (relayed) or an internal note."""
-    assert w.parsed and w.ticket and w.grant and w.agent
-    p, ticket, ledger, desk = w.parsed, w.ticket, ctx.ledger, ctx.settings.desk
+    assert w.parsed and w.agent
+    p, ledger, desk = w.parsed, ctx.ledger, ctx.settings.desk
+    if w.ticket is None:     # a proven agent's `#requester`: a ticket opened on their behalf
+        _open_for_requester(ctx, w)
+        return
+    ticket = w.ticket
     new, quoted = split_reply(p.text)
     lines, text = commands.split_commands(new)
     agent = desk.agent(p.from_addr)
@@ -157,7 +190,7 @@ def _agent_message(ctx: Context, w: Work) -> None:
             plan.errors.append(f"#{'merge' if ref == plan.merge_into else 'link'} {ref}: "
                                "no such other ticket")
     refused = bool(plan.errors)
-    w.note = note = w.grant.purpose == "note" or plan.note or refused
+    w.note = note = (w.grant is not None and w.grant.purpose == "note") or plan.note or refused
     w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
                                     text=text if lines else new, quoted=quoted,
                                     visibility="internal" if note else "public")
@@ -181,6 +214,33 @@ def _agent_message(ctx: Context, w: Work) -> None:
           ledger.thread_of(ticket), w.agent)
     if "status" not in plan.changes and ticket.status in ("new", "open"):
         LedgerEffects(ctx, w, kind="agent").change(w.agent, status="pending")
+
+
+def _open_for_requester(ctx: Context, w: Work) -> None:
+    """A phone call logged by mail: the ticket is the customer's, the text an internal note."""
+    assert w.parsed and w.agent
+    p, ledger, desk = w.parsed, ctx.ledger, ctx.settings.desk
+    requester = _requester(p.text)
+    assert requester is not None
+    lines, text = commands.split_commands(split_reply(p.text)[0])
+    lines = [(n, line) for n, line in lines if not line.lower().startswith("#requester")]
+    ticket = ledger.open_ticket(
+        subject=p.subject, requester=requester, requester_name=None, cc=[], status="new",
+        type="incident", priority=desk.priority("medium", "medium"), impact="medium",
+        urgency="medium", tags=[], problem=None, category=None, queue=_queue_for(ctx, w),
+        assignee=w.agent, created_at=ctx.now, updated_at=ctx.now, linked_ticket=None)
+    w.ticket, w.created = ticket, True
+    w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
+                                    text=text, visibility="internal")
+    ledger.add_event(ticket, "ticket.created", ctx.now, actor=f"agent:{w.agent}",
+                     source=w.inbound.source, on_behalf_of=requester)
+    agent = desk.agent(p.from_addr)
+    assert agent is not None
+    plan = commands.plan(lines, desk, agent, desk.ref_prefix)
+    if not plan.errors:
+        _apply_plan(ctx, w, plan, f"agent:{w.agent}")
+    queue_mail(ctx, ticket, "acknowledgement", [("", requester)], answering=None,
+               reply_to=requester)
 
 
 def _apply_plan(ctx: Context, w: Work, plan: commands.Plan, actor: str) -> None:
@@ -277,6 +337,7 @@ def notify_stage(ctx: Context, w: Work) -> None:
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("parse", parse_stage),
     ("keep", keep_stage),
+    ("authenticate", authenticate_stage),
     ("thread", thread_stage),
     ("identify", identify_stage),
     ("apply", apply_stage),

@@ -5,8 +5,10 @@ no `except Exception` in a stage can swallow them; only the driver catches.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from ..config.schema import Settings
 from ..mail.parse import ParsedMail
@@ -58,6 +60,7 @@ class Context:
     secrets: tuple[bytes, ...]     # tokens are made with the first, read with any
     now: datetime
     rules: RuleSet = EMPTY
+    dns: Callable[..., Any] | None = None   # DKIM key lookups; None: the system resolver
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Work:
     grant: Grant | None = None            # a genuine token address, made for this sender
     agent: str | None = None              # set when the sender is an authenticated agent
     unverified_agent: str | None = None   # an agent's From that nothing proved
+    proven_agent: str | None = None       # DKIM or a trusted Authentication-Results
     note: bool = False                    # an agent's internal note
     acknowledgement: str | None = "acknowledgement"   # the template; None: rules said no
     acknowledgement_rule: str | None = None
