@@ -346,3 +346,49 @@ def test_trusted_authentication_results(make_app: Callable[..., App], db_url: st
         agent_mail("bob", "support@localhost", "#assign me\n")
     ingest(app, [(raw, PIPE)])
     assert (show(app, "MD-1")["assignee"] == "bob") is proven
+
+
+# -- customers' side, rotation, assignment -----------------------------------------------
+
+def test_customer_closes_with_the_keyword_and_cc_can_be_turned_off(
+        make_app: Callable[..., App], db_url: str) -> None:
+    app = make_app(db_url, desk=DESK | {"add_cc_participants": False})
+    ingest(app, [(mail(), PIPE)])
+    ingest(app, [(mail(subject="Re: [MD-1] x", body="#close\nAll good now, thanks.\n",
+                       Cc="boss@customer.test"), PIPE)])
+    t = show(app, "MD-1")
+    assert t["status"] == "closed" and t["cc"] == []
+    closed = [e for e in t["events"] if e["kind"] == "ticket.updated"][-1]
+    assert closed["actor"] == "customer:ana@customer.test"
+
+
+def test_a_strangers_tag_opens_a_ticket_that_says_why(app: App) -> None:
+    ingest(app, [(mail(), PIPE)])
+    ingest(app, [(mail(subject="Re: [MD-1] me too", sender="eve@attacker.test"), PIPE)])
+    created = show(app, "MD-2")["events"][0]
+    assert created["data"]["tag_ignored"] == "MD-1: the sender is not on that ticket"
+
+
+def test_tokens_survive_a_key_rotation_while_the_old_key_is_named(
+        make_app: Callable[..., App], tmp_path: Path) -> None:
+    app = make_app(desk=DESK)
+    ingest(app, [(mail(), PIPE)])
+    old_token = reply_token(app, "bob")
+    old_key = tmp_path / "old.key"
+    old_key.write_bytes(app.secrets[0])
+    new_key = tmp_path / "new.key"
+    new_key.write_text("f" * 64)
+    rotated = make_app(desk=DESK, secret_file=str(new_key), previous_secret_file=str(old_key))
+    ingest(rotated, [(agent_mail("bob", old_token, "#assign me\n"), PIPE)])
+    assert show(rotated, "MD-1")["assignee"] == "bob"
+    done = make_app(desk=DESK, secret_file=str(new_key))
+    ingest(done, [(agent_mail("bob", old_token, "#assign lea\n"), PIPE)])
+    assert show(done, "MD-1")["assignee"] == "bob", "after the grace period the token is dead"
+
+
+def test_assignment_by_another_agent_notifies_the_assignee(app: App) -> None:
+    ingest(app, [(mail(), PIPE)])
+    ingest(app, [(agent_mail("bob", reply_token(app, "bob"), "#assign lea\n"), PIPE)])
+    last = sent(app, "MD-1")[-1]
+    assert last["To"].addresses[0].addr_spec == "lea@desk.test"
+    assert last["Subject"].startswith("[MD-1] Assigned to you:")

@@ -103,6 +103,11 @@ class Desk(Strict):
     message_id_domain: str | None = Field(
         None, description="Domain of our Message-IDs; default: the first address's domain.")
     agents: list[Agent] = Field(default_factory=list, description="The people who answer.")
+    add_cc_participants: bool = Field(
+        True, description="A customer's reply with new people in CC makes them participants.")
+    close_keyword: str | None = Field(
+        "#close", description="A customer's reply whose first line is this closes the ticket "
+                              "(null: customers cannot close).")
     verify_dkim: bool = Field(True, description="Accept an agent's mail signed by DKIM for "
                                                 "the agent's domain as proof of sender.")
     trusted_authserv_ids: list[str] = Field(

@@ -15,7 +15,7 @@ from ..rules.effects import LedgerEffects, apply_decision
 from ..rules.vocabulary import facts_for
 from ..tickets import apply, commands
 from ..tickets import thread as threading
-from ..tickets.refs import base_address
+from ..tickets.refs import base_address, tagged_numbers
 from .work import Context, Duplicate, Quarantined, Refused, Work
 
 Stage = Callable[[Context, Work], None]
@@ -146,6 +146,10 @@ def apply_stage(ctx: Context, w: Work) -> None:
         w.ticket, w.created = ticket, True
         w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now)
         data = {"source": w.inbound.source, "message_id": p.message_id, "queue": ticket.queue}
+        ignored = [f"{ctx.settings.desk.ref_prefix}-{n}"
+                   for n in tagged_numbers(p.subject, ctx.settings.desk.ref_prefix)]
+        if ignored and w.thread_by is None:
+            data["tag_ignored"] = f"{ignored[0]}: the sender is not on that ticket"
         if w.linked_to is not None:
             data["follows"] = w.linked_to.ref
             ledger.add_event(w.linked_to, "ticket.linked", ctx.now, actor=p.from_addr,
@@ -165,8 +169,13 @@ def apply_stage(ctx: Context, w: Work) -> None:
         ledger.change(ticket, status=new)
         ledger.add_event(ticket, "ticket.updated", ctx.now, actor=p.from_addr,
                          field="status", old=old, new=new)
+    participant = p.from_addr in threading.participants(ticket)
     added = apply.add_participants(ledger, ticket, others) \
-        if p.from_addr in threading.participants(ticket) else []
+        if participant and ctx.settings.desk.add_cc_participants else []
+    keyword = ctx.settings.desk.close_keyword
+    if keyword and participant and new.splitlines()[:1] == [keyword] \
+            and ticket.status != "closed":
+        LedgerEffects(ctx, w, kind="customer").change(p.from_addr, status="closed")
     ledger.add_event(ticket, "customer.replied", ctx.now, actor=p.from_addr,
                      message_id=p.message_id, thread_by=w.thread_by, cc_added=added,
                      **({"unverified_agent": w.unverified_agent} if w.unverified_agent else {}))

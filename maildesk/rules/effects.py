@@ -98,6 +98,20 @@ class LedgerEffects(_Common):
             self.ctx.ledger.add_event(self.ticket, "ticket.updated", self.ctx.now,
                                       actor=f"{self.kind}:{rule}", field=name, old=old,
                                       new=new, **{self.kind: rule})
+            if name == "assignee" and new and not (self.kind == "agent" and new == rule):
+                self._tell_assignee(str(new))
+
+    def _tell_assignee(self, who: str) -> None:
+        """A new assignee hears of the ticket (not when agents take it themselves)."""
+        from ..notify.outbox import queue_mail, reply_token
+        agent = next((a for a in self.desk.agents if who in (a.name, a.address)), None)
+        if agent is not None:
+            queue_mail(self.ctx, self.ticket, "agent_notification",
+                       [(agent.name, agent.address)], answering=self.w.message,
+                       auto_submitted="auto-generated", reply_to=agent.address,
+                       extra={"note_address": reply_token(self.ctx, self.ticket, agent.address,
+                                                          "note"),
+                              "new_ticket": False, "assigned": True})
 
     def notify(self, rule: str, template: str, to: list[str], level: int = 1) -> None:
         from ..notify.outbox import queue_mail
