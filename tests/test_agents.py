@@ -392,3 +392,22 @@ def test_assignment_by_another_agent_notifies_the_assignee(app: App) -> None:
     last = sent(app, "MD-1")[-1]
     assert last["To"].addresses[0].addr_spec == "lea@desk.test"
     assert last["Subject"].startswith("[MD-1] Assigned to you:")
+
+
+def test_agent_settings_other_address_display_name_and_served_queues(
+        make_app: Callable[..., App], db_url: str) -> None:
+    desk = {"queues": [{"name": "general"}],
+            "agents": [{"name": "bob", "address": "bob@desk.test", "also": ["bob@phone.test"],
+                        "display_name": "Bob from IT", "queues": ["general"]}]}
+    app = make_app(db_url, desk=desk)
+    ingest(app, [(mail(), PIPE)])
+    assert sent(app, "MD-1")[0]["To"].addresses[0].addr_spec == "bob@desk.test"
+    html = EmailMessage()
+    html["From"], html["To"] = "Bob <bob@phone.test>", reply_token(app, "bob")
+    html["Subject"], html["Message-ID"] = "Re: [MD-1] Printer", "<phone1@phone.test>"
+    html.set_content("<div>Tray 2, please.</div><div>On Tue, Desk wrote:</div>"
+                     "<blockquote><p>New ticket MD-1</p></blockquote>", subtype="html")
+    ingest(app, [(html.as_bytes(), PIPE)])
+    out = sent(app, "MD-1")[-1]
+    assert out["From"].addresses[0].display_name == "Bob from IT (maildesk)"
+    assert out.get_body(("plain",)).get_content().strip() == "Tray 2, please."

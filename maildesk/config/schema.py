@@ -48,8 +48,13 @@ class Queue(Strict):
 
 class Agent(Strict):
     name: str = Field(description="Short name, used in rules (assignee) and commands.")
-    address: str = Field(description="The agent's own mail address.")
+    address: str = Field(description="The agent's own mail address: notifications go here.")
+    also: list[str] = Field(default_factory=list,
+                            description="More addresses the agent writes from (a phone, ...).")
+    display_name: str | None = Field(None, description="Shown to customers on relayed replies.")
     groups: list[str] = Field(default_factory=list, description="Groups the agent is in.")
+    queues: list[str] = Field(default_factory=list,
+                              description="Queues whose new tickets and replies it hears of.")
 
     @field_validator("address")
     @classmethod
@@ -57,6 +62,18 @@ class Agent(Strict):
         if not _ADDRESS.match(v):
             raise ValueError(f"not a mail address: {v!r}")
         return v.lower()
+
+    @field_validator("also")
+    @classmethod
+    def _also(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if not _ADDRESS.match(a):
+                raise ValueError(f"not a mail address: {a!r}")
+        return [a.lower() for a in v]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [self.address, *self.also]
 
 
 class Group(Strict):
@@ -157,6 +174,9 @@ class Desk(Strict):
             for g in a.groups:
                 if g not in groups:
                     raise ValueError(f"agent {a.name}: unknown group {g!r}")
+            for q in a.queues:
+                if q not in {x.name for x in self.queues}:
+                    raise ValueError(f"agent {a.name}: unknown queue {q!r}")
         for g in self.groups:
             if g.lead is not None and g.lead not in agents:
                 raise ValueError(f"group {g.name}: lead {g.lead!r} is not an agent")
@@ -167,7 +187,7 @@ class Desk(Strict):
         return self
 
     def agent(self, address: str) -> Agent | None:
-        return next((a for a in self.agents if a.address == address.lower()), None)
+        return next((a for a in self.agents if address.lower() in a.addresses), None)
 
     def priority(self, impact: str, urgency: str) -> str:
         return self.priority_matrix[impact][urgency]  # type: ignore[index]

@@ -10,7 +10,8 @@ import re
 from html.parser import HTMLParser
 
 _BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6",
-          "blockquote", "pre", "table", "ul", "ol", "hr"}
+          "pre", "table", "ul", "ol", "hr"}
+_IN, _OUT = "\x02", "\x03"     # blockquote depth markers, turned into "> " at the end
 _SKIP = {"script", "style", "head", "title", "noscript", "template"}
 
 
@@ -22,7 +23,9 @@ class _Text(HTMLParser):
         self.href: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP:
+        if tag == "blockquote":
+            self.out.append(f"\n{_IN}\n")
+        elif tag in _SKIP:
             self.skip += 1
         elif tag in _BLOCK:
             self.out.append("\n")
@@ -30,7 +33,9 @@ class _Text(HTMLParser):
             self.href = dict(attrs).get("href")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP:
+        if tag == "blockquote":
+            self.out.append(f"\n{_OUT}\n")
+        elif tag in _SKIP:
             self.skip = max(0, self.skip - 1)
         elif tag in _BLOCK and tag != "br":
             self.out.append("\n")
@@ -48,6 +53,13 @@ def html_to_text(html: str) -> str:
     parser = _Text()
     parser.feed(html)
     parser.close()
-    text = "".join(parser.out)
-    lines = [ln.strip() for ln in text.split("\n")]
+    lines, depth = [], 0
+    for ln in "".join(parser.out).split("\n"):
+        ln = ln.strip()
+        if ln == _IN:
+            depth += 1
+        elif ln == _OUT:
+            depth = max(0, depth - 1)
+        else:      # quoted HTML reads as quoted text: strip_reply can find it
+            lines.append(("> " * depth + ln).rstrip() if depth and ln else ln)
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

@@ -67,7 +67,9 @@ def thread_stage(ctx: Context, w: Work) -> None:
     assert w.parsed
     desk = ctx.settings.desk
     p = w.parsed
-    w.grant, ticket = threading.by_token(ctx.ledger, _recipients(w), p.from_addr, ctx.secrets,
+    agent = desk.agent(p.from_addr)     # an agent may write from another of their addresses
+    w.grant, ticket = threading.by_token(ctx.ledger, _recipients(w),
+                                         agent.address if agent else p.from_addr, ctx.secrets,
                                          desk.addresses)
     how = "reply-address"
     if ticket is None:
@@ -218,7 +220,7 @@ def _agent_message(ctx: Context, w: Work) -> None:
                      silent=plan.silent or not text)
     if plan.silent or not text:
         return
-    relay(ctx, ticket, w.agent, text,
+    relay(ctx, ticket, agent.display_name or agent.name, text,
           tuple((a.filename, a.content_type, a.data) for a in p.attachments),
           ledger.thread_of(ticket), w.agent)
     if "status" not in plan.changes and ticket.status in ("new", "open"):
@@ -316,7 +318,8 @@ def _notify_agents(ctx: Context, w: Work) -> None:
     desk, ticket = ctx.settings.desk, w.ticket
     assignee = next((a for a in desk.agents if ticket.assignee in (a.name, a.address)), None)
     group = desk.queue(ticket.queue).group
-    people = [assignee] if assignee else [a for a in desk.agents if group in a.groups]
+    people = [assignee] if assignee else [
+        a for a in desk.agents if group in a.groups or ticket.queue in a.queues]
     for agent in people:
         queue_mail(ctx, ticket, "agent_notification", [(agent.name, agent.address)],
                    answering=w.message, auto_submitted="auto-generated",
