@@ -78,7 +78,8 @@ def test_delete_mode_expunges_after_commit(dovecot: Dovecot,
     cfg = desk_config(imap=[dovecot.mailbox(after="delete")])
     dovecot.append(mail(message_id="<d1@c.test>"), mail(subject="b", message_id="<d2@c.test>"))
     assert fetch(cfg) == (0, {"support": {"new_tickets": 2, "follow_ups": 0, "duplicates": 0,
-                                          "refused": 0, "dropped": 0, "quarantined": 0}})
+                                          "refused": 0, "dropped": 0, "classified": 0,
+                                          "quarantined": 0}})
     assert folder(dovecot) == []
 
 

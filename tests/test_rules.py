@@ -177,7 +177,8 @@ def test_includes_load_in_order_and_loops_are_caught(tmp_path: Path) -> None:
 def desk(make_app: Callable[..., App], tmp_path: Path, db_url: str) -> Callable[[str], App]:
     def make(rules: str) -> App:
         return make_app(db_url, rules=[str(write(tmp_path, rules))],
-                        desk=DESK.model_dump(mode="json"))
+                        desk=DESK.model_dump(mode="json") | {"ack_window": 0,
+                                                             "flood_limit": 1_000_000})
     return make
 
 

@@ -87,6 +87,7 @@ def _report(total: Summary, fmt: str) -> None:
     click.echo(f"ingested {n} message{'s' if n != 1 else ''}: {d['new_tickets']} new tickets, "
                f"{d['follow_ups']} follow-ups, {d['duplicates']} duplicates skipped, "
                f"{d['refused']} refused, {d['dropped']} dropped as spam, "
+               f"{d['classified']} automatic (no ticket), "
                f"{d['quarantined']} quarantined", err=True)
 
 

@@ -120,6 +120,21 @@ class Desk(Strict):
     message_id_domain: str | None = Field(
         None, description="Domain of our Message-IDs; default: the first address's domain.")
     agents: list[Agent] = Field(default_factory=list, description="The people who answer.")
+    bulk_mail: Literal["ignore", "ticket_no_ack", "ticket"] = Field(
+        "ticket_no_ack", description="List and bulk mail: keep it without a ticket, make a "
+                                     "ticket without acknowledging it, or treat it like any mail.")
+    auto_replies_open_tickets: bool = Field(
+        False, description="Vacation and other automatic replies that thread nowhere open "
+                           "a ticket (else they are kept without one).")
+    trust_spam_headers: bool = Field(
+        True, description="X-Spam-Flag: YES from the upstream filter: kept, no ticket.")
+    ack_window: float = Field(
+        86400.0, ge=0, description="At most one acknowledgement per sender in this many "
+                                   "seconds (RFC 3834).")
+    flood_limit: int = Field(20, ge=1, description="More mails than this from one sender, "
+                                                    "dated within flood_window seconds, are a "
+                                                    "loop: kept, never answered.")
+    flood_window: float = Field(600.0, gt=0)
     add_cc_participants: bool = Field(
         True, description="A customer's reply with new people in CC makes them participants.")
     close_keyword: str | None = Field(

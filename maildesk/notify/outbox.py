@@ -82,7 +82,8 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
         "direction": "out", "visibility": "public", "from_addr": out.from_addr,
         "from_name": out.from_name, "to": [a for _n, a in out.to],
         "cc": [a for _n, a in out.cc], "subject": out.subject, "date": ctx.now,
-        "text": out.text, "quoted": "", "digest": digest, "defects": [], "created_at": ctx.now})
+        "text": out.text, "quoted": "", "verdict": "person", "digest": digest, "defects": [],
+        "created_at": ctx.now})
     ctx.ledger.add_outbox(ticket, {
         "template": template, "envelope_from": ctx.settings.envelope_from, "to": recipients,
         "subject": out.subject, "message_id": out.message_id, "digest": digest,

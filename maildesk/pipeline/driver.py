@@ -29,17 +29,20 @@ class Summary:
     duplicates: int = 0
     refused: int = 0
     dropped: int = 0
+    classified: int = 0     # machines' mail kept without a ticket: auto-replies, bounces, ...
     quarantined: int = 0
     refs: list[str] = field(default_factory=list)
 
     def add(self, other: Summary) -> None:
-        for k in ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "quarantined"):
+        for k in ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "classified",
+                  "quarantined"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.refs.extend(other.refs)
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in
-                ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "quarantined")}
+                ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "classified",
+                  "quarantined")}
 
 
 def _run_one(ctx: Context, w: Work) -> str:
@@ -99,7 +102,9 @@ def process(ctx: Context, works: list[Work]) -> Summary:
             summary.refused += 1
         elif state == "spam":
             summary.dropped += 1
-        else:
+        elif state == "quarantined":
             summary.quarantined += 1
+        else:
+            summary.classified += 1
     ctx.ledger.write()
     return summary

@@ -6,9 +6,11 @@ Later stages (classify, identify, rules, sla) slot into STAGES by name.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from ..mail.authentication import dkim_pass, trusted_results_pass
-from ..mail.parse import Unparseable, clean_address, parse
+from ..mail.classify import AUTO_REPLY, BOUNCE, BULK, LOOP, PERSON, SPAM, Verdict, classify
+from ..mail.parse import Unparseable, clean_address, message_ids, parse
 from ..mail.quotes import split_reply
 from ..notify.outbox import queue_mail, relay, reply_token
 from ..rules.effects import LedgerEffects, apply_decision
@@ -16,7 +18,7 @@ from ..rules.vocabulary import facts_for
 from ..tickets import apply, commands
 from ..tickets import thread as threading
 from ..tickets.refs import base_address, tagged_numbers
-from .work import Context, Duplicate, Quarantined, Refused, Work
+from .work import Classified, Context, Dropped, Duplicate, Quarantined, Refused, Work
 
 Stage = Callable[[Context, Work], None]
 
@@ -50,6 +52,23 @@ def _recipients(w: Work) -> list[str]:
     return list(seen)
 
 
+def classify_stage(ctx: Context, w: Work) -> None:
+    """A person's mail or a machine's; floods from one sender count as a loop."""
+    assert w.parsed
+    desk = ctx.settings.desk
+    verdict = classify(w.parsed, w.inbound.mail_from, desk.addresses, desk.domain,
+                       desk.trust_spam_headers)
+    when = w.parsed.date or ctx.now
+    if verdict.kind == PERSON and w.parsed.from_addr and ctx.ledger.recent_from(
+            w.parsed.from_addr, when - timedelta(seconds=desk.flood_window), when) \
+            >= desk.flood_limit:
+        verdict = Verdict(LOOP, f"more than {desk.flood_limit} mails from "
+                                f"{w.parsed.from_addr} in {desk.flood_window:.0f} s")
+    w.verdict, w.verdict_reason = verdict.kind, verdict.reason
+    if verdict.kind == SPAM:
+        raise Dropped(verdict.reason)
+
+
 def authenticate_stage(ctx: Context, w: Work) -> None:
     """An agent's From with DKIM or a trusted Authentication-Results for the agent's domain."""
     assert w.parsed
@@ -78,6 +97,7 @@ def thread_stage(ctx: Context, w: Work) -> None:
     if ticket is None:
         ticket, how = threading.by_references(ctx.ledger, p.thread_ids), "references"
     if ticket is None:
+        _machine_without_ticket(ctx, w)
         return
     w.thread_by = how
     if ticket.status != "closed" or w.proven_agent or (w.grant and desk.agent(p.from_addr)):
@@ -93,6 +113,25 @@ def thread_stage(ctx: Context, w: Work) -> None:
         ctx.ledger.add_event(ticket, "reply.refused", ctx.now, actor=p.from_addr,
                              message_id=p.message_id, digest=w.inbound.digest)
         raise Refused(f"{ticket.ref} is closed and its queue refuses replies")
+
+
+def _machine_without_ticket(ctx: Context, w: Work) -> None:
+    """Machines' mail opens no ticket: keep it, say why (a bounce may name our mail)."""
+    desk, kind = ctx.settings.desk, w.verdict
+    if kind == BOUNCE:
+        assert w.parsed
+        # the returned headers may sit in any part: look through the raw report
+        ours = [m for m in message_ids(w.raw[:500_000].decode("latin-1"))
+                if m.endswith(f"@{desk.domain}>")]
+        ticket = ctx.ledger.by_message_ids(ours) if ours else None
+        if ticket is not None:
+            ctx.ledger.add_event(ticket, "delivery.failed", ctx.now, actor=w.parsed.from_addr,
+                                 reason=w.verdict_reason, bounce=w.parsed.subject[:200],
+                                 message_ids=ours[:5])
+        raise Classified(kind, w.verdict_reason + (f"; about {ticket.ref}" if ticket else ""))
+    if kind == LOOP or (kind == AUTO_REPLY and not desk.auto_replies_open_tickets) \
+            or (kind == BULK and desk.bulk_mail == "ignore"):
+        raise Classified(kind, w.verdict_reason)
 
 
 def identify_stage(ctx: Context, w: Work) -> None:
@@ -146,8 +185,11 @@ def apply_stage(ctx: Context, w: Work) -> None:
                                    linked_to=w.linked_to,
                                    priority=ctx.settings.desk.priority("medium", "medium"))
         w.ticket, w.created = ticket, True
-        w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now)
+        w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
+                                        verdict=w.verdict)
         data = {"source": w.inbound.source, "message_id": p.message_id, "queue": ticket.queue}
+        if w.verdict != PERSON:
+            data["verdict"] = f"{w.verdict}: {w.verdict_reason}"
         ignored = [f"{ctx.settings.desk.ref_prefix}-{n}"
                    for n in tagged_numbers(p.subject, ctx.settings.desk.ref_prefix)]
         if ignored and w.thread_by is None:
@@ -160,8 +202,15 @@ def apply_stage(ctx: Context, w: Work) -> None:
         return
     ticket = w.ticket
     new, quoted = split_reply(p.text)
+    if w.verdict in (AUTO_REPLY, LOOP, BOUNCE):     # noted on the ticket, changes nothing
+        w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest,
+                                        ctx.now, text=new, quoted=quoted,
+                                        visibility="internal", verdict=w.verdict)
+        ledger.add_event(ticket, f"{w.verdict}.received", ctx.now, actor=p.from_addr,
+                         reason=w.verdict_reason)
+        return
     w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
-                                    text=new, quoted=quoted)
+                                    text=new, quoted=quoted, verdict=w.verdict)
     if w.reopen:
         ledger.add_event(ticket, "ticket.reopened", ctx.now, actor=p.from_addr,
                          previous=ticket.status)
@@ -298,8 +347,13 @@ def _mailbox(w: Work) -> str | None:
 
 def may_acknowledge(ctx: Context, w: Work) -> str | None:
     """Why not to answer this mail automatically (RFC 3834), or None to answer it."""
-    assert w.parsed
-    p = w.parsed
+    assert w.parsed and w.ticket
+    p, desk = w.parsed, ctx.settings.desk
+    if w.verdict != PERSON and not (w.verdict == BULK and desk.bulk_mail == "ticket"):
+        return f"{w.verdict}: {w.verdict_reason}"
+    if desk.ack_window and ctx.ledger.tickets_opened_by(
+            p.from_addr, ctx.now - timedelta(seconds=desk.ack_window)) > 1:
+        return f"{p.from_addr} was acknowledged within the last {desk.ack_window:.0f} s"
     if p.auto_submitted not in ("", "no"):
         return f"Auto-Submitted: {p.auto_submitted}"
     if w.inbound.mail_from == "":
@@ -315,6 +369,8 @@ def may_acknowledge(ctx: Context, w: Work) -> str | None:
 def _notify_agents(ctx: Context, w: Work) -> None:
     """The assignee, else the queue's group, hears of the customer's mail, with reply tokens."""
     assert w.parsed and w.ticket
+    if w.verdict in (AUTO_REPLY, LOOP, BOUNCE):
+        return
     desk, ticket = ctx.settings.desk, w.ticket
     assignee = next((a for a in desk.agents if ticket.assignee in (a.name, a.address)), None)
     group = desk.queue(ticket.queue).group
@@ -349,6 +405,7 @@ def notify_stage(ctx: Context, w: Work) -> None:
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("parse", parse_stage),
     ("keep", keep_stage),
+    ("classify", classify_stage),
     ("authenticate", authenticate_stage),
     ("thread", thread_stage),
     ("identify", identify_stage),

@@ -43,6 +43,14 @@ class Dropped(Outcome):
     state = "spam"
 
 
+class Classified(Outcome):
+    """A machine's mail that makes no ticket (auto-reply, loop, bounce, bulk): kept, noted."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.state = kind
+
+
 class Quarantined(Outcome):
     """Kept raw for a person to look at; what the stages wrote is rolled back."""
 
@@ -95,6 +103,8 @@ class Work:
     unverified_agent: str | None = None   # an agent's From that nothing proved
     proven_agent: str | None = None       # DKIM or a trusted Authentication-Results
     note: bool = False                    # an agent's internal note
+    verdict: str = "person"               # mail/classify.py
+    verdict_reason: str = ""
     acknowledgement: str | None = "acknowledgement"   # the template; None: rules said no
     acknowledgement_rule: str | None = None
     created: bool = False

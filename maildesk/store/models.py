@@ -110,7 +110,8 @@ class Ticket(Base):
         back_populates="ticket", order_by="Message.id", lazy="raise_on_sql")
     events: Mapped[list[Event]] = relationship(order_by="Event.id", lazy="raise_on_sql")
 
-    __table_args__ = (Index("ix_tickets_status", "status"),)
+    __table_args__ = (Index("ix_tickets_status", "status"),
+                      Index("ix_tickets_requester_created", "requester", "created_at"))
 
 
 class Message(Base):
@@ -131,11 +132,14 @@ class Message(Base):
     date: Mapped[datetime] = mapped_column()
     text: Mapped[str] = mapped_column(Text, default="")
     quoted: Mapped[str] = mapped_column(Text, default="")     # history and signature, split off
+    verdict: Mapped[str] = mapped_column(String(20), default="person")  # mail/classify.py
     digest: Mapped[str] = mapped_column(String(64))
     defects: Mapped[list[str]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages", lazy="raise_on_sql")
+
+    __table_args__ = (Index("ix_messages_from_date", "from_addr", "date"),)
     attachments: Mapped[list[Attachment]] = relationship(
         order_by="Attachment.id", lazy="raise_on_sql")
 

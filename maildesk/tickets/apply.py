@@ -31,7 +31,7 @@ def add_participants(ledger: Ledger, ticket: TicketRow, addresses: list[str]) ->
 
 def store_message(ledger: Ledger, blobs: BlobBatch, ticket: TicketRow, mail: ParsedMail,
                   digest: str, now: datetime, *, text: str | None = None, quoted: str = "",
-                  visibility: str = "public") -> Pending:
+                  visibility: str = "public", verdict: str = "person") -> Pending:
     """text/quoted: the mail's new text and what it quotes, when they were split."""
     attachments = [{"filename": a.filename, "content_type": a.content_type, "size": len(a.data),
                     "digest": blobs.put(a.data)} for a in mail.attachments]
@@ -40,7 +40,8 @@ def store_message(ledger: Ledger, blobs: BlobBatch, ticket: TicketRow, mail: Par
         "visibility": visibility, "from_addr": mail.from_addr,
         "from_name": mail.from_name or None, "to": list(mail.to), "cc": list(mail.cc),
         "subject": mail.subject, "date": mail.date or now,
-        "text": mail.text if text is None else text, "quoted": quoted, "digest": digest,
+        "text": mail.text if text is None else text, "quoted": quoted, "verdict": verdict,
+        "digest": digest,
         "defects": list(mail.defects), "created_at": now}, attachments)
     ledger.change(ticket, updated_at=now)
     return message

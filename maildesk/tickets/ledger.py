@@ -78,6 +78,13 @@ _MESSAGE_COUNT = select(func.count()).select_from(T_MESSAGES) \
     .where(T_MESSAGES.c.ticket_id == bindparam("tid"))
 _THREAD = select(T_MESSAGES.c.message_id).where(T_MESSAGES.c.ticket_id == bindparam("tid")) \
     .where(T_MESSAGES.c.visibility == "public").order_by(T_MESSAGES.c.id).limit(20)
+_RECENT_FROM = select(func.count()).select_from(T_MESSAGES).where(
+    T_MESSAGES.c.from_addr == bindparam("s"), T_MESSAGES.c.direction == "in",
+    T_MESSAGES.c.date.between(bindparam("a", type_=T_MESSAGES.c.date.type),
+                              bindparam("b", type_=T_MESSAGES.c.date.type)))
+_OPENED_BY = select(func.count()).select_from(T_TICKETS).where(
+    T_TICKETS.c.requester == bindparam("r"),
+    T_TICKETS.c.created_at >= bindparam("t", type_=T_TICKETS.c.created_at.type))
 _BY_MESSAGE_IDS = select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id) \
     .where(T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
 
@@ -201,6 +208,22 @@ class Ledger:
         ids += [m.values["message_id"] for m in self.messages
                 if m.ticket is ticket and m.values["visibility"] == "public"]
         return tuple(dict.fromkeys(ids))[-20:]
+
+    def recent_from(self, sender: str, start: datetime, end: datetime) -> int:
+        """Mail from sender dated between start and end, this batch's included.
+
+        By the mails' own dates, so that importing a year of history is not a flood.
+        """
+        pending = sum(1 for m in self.messages if m.values["from_addr"] == sender
+                      and m.values["direction"] == "in" and start <= m.values["date"] <= end)
+        return pending + int(self.conn.scalar(_RECENT_FROM, {"s": sender, "a": start,
+                                                             "b": end}) or 0)
+
+    def tickets_opened_by(self, requester: str, since: datetime) -> int:
+        """Tickets a requester opened since then (acknowledged at most once per window)."""
+        pending = sum(1 for t in self.new_tickets if t.requester == requester
+                      and t.created_at >= since)
+        return pending + int(self.conn.scalar(_OPENED_BY, {"r": requester, "t": since}) or 0)
 
     def stored_as(self, dedupe_key: str) -> str | None:
         if dedupe_key in self.dedupe_index:

@@ -53,7 +53,8 @@ def show_ticket(session: Session, ref: str) -> dict[str, Any] | None:
         "messages": [{
             "message_id": m.message_id, "from": m.from_addr, "from_name": m.from_name,
             "to": list(m.to), "cc": list(m.cc), "subject": m.subject,
-            "direction": m.direction, "visibility": m.visibility, "date": _iso(m.date),
+            "direction": m.direction, "visibility": m.visibility, "verdict": m.verdict,
+            "date": _iso(m.date),
             "text": m.text, "digest": m.digest, "defects": list(m.defects),
             "attachments": [{"filename": a.filename, "content_type": a.content_type,
                              "size": a.size, "digest": a.digest} for a in m.attachments],

@@ -1,0 +1,174 @@
+"""Mail that must not make tickets or replies: auto-replies, lists, loops, spam, bounces, floods."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Daemon, free_port, mail, run_cli, wait_for
+from sqlalchemy import select
+
+from maildesk.app import App
+from maildesk.intake.inbound import Envelope, ingest
+from maildesk.store.models import Inbound, OutboxMail
+from maildesk.tickets.views import list_tickets, show_ticket
+
+PIPE = Envelope("pipe", None)
+
+
+def state_of(app: App) -> list[str]:
+    with app.sessions() as s:
+        return list(s.scalars(select(Inbound.state).order_by(Inbound.id)))
+
+
+def acks(app: App) -> int:
+    with app.sessions() as s:
+        return len(s.scalars(select(OutboxMail.id).where(
+            OutboxMail.template == "acknowledgement")).all())
+
+
+def show(app: App, ref: str) -> dict[str, Any]:
+    with app.sessions() as s:
+        t = show_ticket(s, ref)
+    assert t is not None
+    return t
+
+
+VACATIONS = [
+    ("outlook", {"Subject": "Automatic reply: Printer", "X-Auto-Response-Suppress": "All",
+                 "Auto-Submitted": "auto-generated"}),
+    ("outlook without auto-submitted", {"Subject": "Automatic reply: Printer",
+                                        "X-Auto-Response-Suppress": "All"}),
+    ("gmail", {"Subject": "Re: Printer", "Auto-Submitted": "auto-replied"}),
+    ("german", {"Subject": "Abwesenheitsnotiz: Drucker"}),
+    ("french", {"Subject": "Réponse automatique : Imprimante"}),
+    ("x-autoreply", {"Subject": "Re: Printer", "X-Autoreply": "yes"}),
+    ("precedence", {"Subject": "Re: Printer", "Precedence": "auto_reply"}),
+]
+
+
+@pytest.mark.parametrize("client, headers", VACATIONS, ids=[c for c, _ in VACATIONS])
+def test_vacation_replies_open_no_ticket_and_note_on_their_ticket(
+        make_app: Callable[..., App], db_url: str, client: str, headers: dict[str, str]) -> None:
+    app = make_app(db_url)
+    m = EmailMessage()
+    m["From"], m["To"] = "Ana <ana@customer.test>", "support@localhost"
+    for k, v in headers.items():
+        m[k] = v
+    m["Message-ID"] = "<vac@customer.test>"
+    m.set_content("I am out of the office until Monday.")
+    s = ingest(app, [(m.as_bytes(), PIPE)])
+    assert (s.new_tickets, s.classified) == (0, 1) and state_of(app) == ["auto-reply"]
+    # the same reply to our acknowledgement lands on the ticket as a note
+    ingest(app, [(mail(message_id="<first@customer.test>"), PIPE)])
+    ack_id = show(app, "MD-1")["messages"][1]["message_id"]
+    del m["Message-ID"]
+    m["Message-ID"] = "<vac2@customer.test>"
+    m["In-Reply-To"] = ack_id
+    s = ingest(app, [(m.as_bytes(), PIPE)])
+    t = show(app, "MD-1")
+    assert s.follow_ups == 1 and t["messages"][-1]["visibility"] == "internal"
+    assert t["messages"][-1]["verdict"] == "auto-reply"
+    assert t["status"] == "new" and acks(app) == 1
+
+
+@pytest.mark.parametrize("policy_, tickets, acked", [("ticket_no_ack", 1, 0), ("ignore", 0, 0),
+                                                     ("ticket", 1, 1)])
+def test_list_mail_follows_the_bulk_policy(make_app: Callable[..., App], policy_: str,
+                                           tickets: int, acked: int) -> None:
+    app = make_app(desk={"bulk_mail": policy_})
+    ingest(app, [(mail(subject="Weekly newsletter", List_Id="<news.vendor.test>",
+                       List_Unsubscribe="<mailto:off@vendor.test>"), PIPE)])
+    with app.sessions() as s:
+        assert len(list_tickets(s)) == tickets
+    assert acks(app) == acked
+
+
+def test_loops_spam_and_own_mail_make_no_ticket(make_app: Callable[..., App]) -> None:
+    app = make_app()
+    s = ingest(app, [
+        (mail(subject="again", X_Loop="support@localhost"), PIPE),
+        (mail(subject="pills", X_Spam_Flag="YES"), PIPE),
+        (mail(subject="echo", sender="support+md-1-xyz@localhost"), PIPE),
+    ])
+    assert (s.new_tickets, s.classified, s.dropped) == (0, 2, 1)
+    assert state_of(app) == ["loop", "spam", "loop"]
+
+
+def test_a_bounce_of_our_mail_is_an_event_on_its_ticket(make_app: Callable[..., App],
+                                                         db_url: str) -> None:
+    app = make_app(db_url)
+    ingest(app, [(mail(), PIPE)])
+    ack_id = show(app, "MD-1")["messages"][1]["message_id"]
+    dsn = (f"From: MAILER-DAEMON@mx.customer.test\nTo: support@localhost\n"
+           f"Subject: Undelivered Mail Returned to Sender\nMessage-ID: <dsn1@mx.customer.test>\n"
+           f"MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status;"
+           f" boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nI could not deliver your "
+           f"message to <ana@customer.test>: mailbox full.\n\n--B\nContent-Type: "
+           f"message/delivery-status\n\nReporting-MTA: dns; mx.customer.test\n\n"
+           f"Final-Recipient: rfc822; ana@customer.test\nAction: failed\nStatus: 5.2.2\n\n"
+           f"--B\nContent-Type: text/rfc822-headers\n\nFrom: support@localhost\n"
+           f"Message-ID: {ack_id}\nSubject: [MD-1] Printer\n\n--B--\n").encode()
+    s = ingest(app, [(dsn, Envelope("smtp", "", ("support@localhost",)))])
+    assert (s.new_tickets, s.classified) == (0, 1)
+    failed = [e for e in show(app, "MD-1")["events"] if e["kind"] == "delivery.failed"]
+    assert failed and ack_id in failed[0]["data"]["message_ids"]
+    assert acks(app) == 1
+
+
+def test_flood_and_acknowledgement_limits(make_app: Callable[..., App]) -> None:
+    app = make_app(desk={"ack_window": 86400, "flood_limit": 20, "flood_window": 600})
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+    mails = []
+    for i in range(25):
+        m = EmailMessage()
+        m["From"], m["To"] = "robot@customer.test", "support@localhost"
+        m["Subject"], m["Message-ID"] = f"alert {i}", f"<f{i}@customer.test>"
+        m["Date"] = format_datetime(start + timedelta(seconds=10 * i))
+        m.set_content("disk full")
+        mails.append((m.as_bytes(), PIPE))
+    s = ingest(app, mails)
+    assert (s.new_tickets, s.classified) == (20, 5), s.as_dict()
+    assert acks(app) == 1, "at most one acknowledgement per sender per window"
+    assert state_of(app)[-5:] == ["loop"] * 5
+
+
+def _desk(tmp_path: Path, name: str, port: int, relay: int) -> Path:
+    import yaml
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data_dir": str(tmp_path / name), "smtp": {"port": port},
+        "desk": {"name": name, "addresses": [f"{name}@localhost"]},
+        "outbox": {"transport": "smtp", "retry_base": 1,
+                   "relay": {"host": "127.0.0.1", "port": relay, "starttls": False}}}))
+    return cfg
+
+
+def test_two_desks_answering_each_other_stop_at_once(tmp_path: Path) -> None:
+    """Desk A's customer is desk B and the other way round; one mail starts it."""
+    from test_smtp import send
+    pa, pb = free_port(), free_port()
+    a = Daemon(_desk(tmp_path, "deska", pa, pb), pa, tmp_path / "a.log").start()
+    b = Daemon(_desk(tmp_path, "deskb", pb, pa), pb, tmp_path / "b.log").start()
+    try:
+        send(pa, mail(sender="deskb@localhost", to="deska@localhost",
+                      subject="Hello from desk B"), rcpts=["deska@localhost"],
+             sender="deskb@localhost")
+
+        def outboxes() -> list[list[dict[str, Any]]]:
+            return [json.loads(run_cli("outbox", "list", "--format", "json",
+                                       config=d.config).stdout) for d in (a, b)]
+        wait_for(lambda: all(all(o["status"] != "queued" for o in box) for box in outboxes()),
+                 60, "both outboxes idle")
+        import time
+        time.sleep(6)       # a few more rounds of polling: nothing new may appear
+        box_a, box_b = outboxes()
+        assert len(box_a) + len(box_b) <= 2, (box_a, box_b)
+    finally:
+        a.stop()
+        b.stop()
