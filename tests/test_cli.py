@@ -47,12 +47,14 @@ def test_ingest_eml_mbox_maildir_and_stdin(desk_config: Callable[..., Path], tmp
 
 def test_ingest_takes_the_envelope_from_the_mta(desk_config: Callable[..., Path]) -> None:
     cfg = desk_config()
-    r = run_cli("ingest", "--sender", "", "--recipient", "support@localhost", config=cfg,
-                input=mail(subject="Delivery Status Notification"))
+    r = run_cli("ingest", "--sender", "", "--recipient", "support@localhost", "--format",
+                "json", config=cfg, input=mail(subject="Delivery Status Notification"))
     assert r.returncode == 0
-    kinds = [e["kind"] for e in json.loads(run_cli("tickets", "show", "MD-1", "--format", "json",
-                                                   config=cfg).stdout)["events"]]
-    assert "acknowledgement.suppressed" in kinds, "null sender: no auto-reply"
+    assert json.loads(r.stdout)["classified"] == 1, "null sender: a bounce, no ticket"
+    assert json.loads(run_cli("outbox", "list", "--format", "json", config=cfg).stdout) == []
+    r = run_cli("ingest", "--sender", "ana@customer.test", "--recipient", "support@localhost",
+                "--format", "json", config=cfg, input=mail(subject="A person"))
+    assert json.loads(r.stdout)["new_tickets"] == 1
 
 
 def test_ingest_exits_75_when_the_database_is_down(desk_config: Callable[..., Path]) -> None:

@@ -259,7 +259,7 @@ def test_sighup_reloads_templates_and_keeps_running_on_a_bad_file(
     d.config.write_text("desk: [this is not a mapping\n")
     d.send(signal.SIGHUP)
     wait_for(lambda: "reload refused" in d.log.read_text(), what="the refusal in the log")
-    good["desk"] = {"name": "Renamed Desk"}
+    good["desk"]["name"] = "Renamed Desk"
     d.config.write_text(yaml.safe_dump(good))
     d.send(signal.SIGHUP)
     wait_for(lambda: "configuration reloaded" in d.log.read_text(), what="the reload")
