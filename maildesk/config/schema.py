@@ -204,6 +204,12 @@ class Desk(Strict):
     def agent(self, address: str) -> Agent | None:
         return next((a for a in self.agents if address.lower() in a.addresses), None)
 
+    def agent_named(self, who: str | None) -> Agent | None:
+        """An agent by name or address: how assignees are written."""
+        if not who:
+            return None
+        return next((a for a in self.agents if a.name == who), None) or self.agent(who)
+
     def priority(self, impact: str, urgency: str) -> str:
         return self.priority_matrix[impact][urgency]  # type: ignore[index]
 

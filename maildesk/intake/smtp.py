@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from ..app import App
-from ..tickets.refs import base_address
+from ..mail.parse import base_address
 from .inbound import Envelope, accept
 
 log = logging.getLogger("maildesk.smtp")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .parse import ParsedMail
+from .parse import ParsedMail, base_address
 
 PERSON, AUTO_REPLY, BULK, LOOP, SPAM, BOUNCE = (
     "person", "auto-reply", "bulk", "loop", "spam", "bounce")
@@ -38,8 +38,7 @@ def classify(mail: ParsedMail, envelope_from: str | None, our_addresses: list[st
     loop = [v for v in _header(mail, "x-loop") if v.strip().lower() in our_addresses]
     if loop:
         return Verdict(LOOP, f"X-Loop: {loop[0]}")
-    if mail.from_addr in our_addresses or mail.from_addr.split("+", 1)[0] + "@" + \
-            mail.from_addr.rpartition("@")[2] in our_addresses:
+    if base_address(mail.from_addr) in our_addresses:
         return Verdict(LOOP, f"sent from our own address {mail.from_addr}")
     if mail.has_message_id and mail.message_id.rstrip(">").endswith("@" + our_domain) \
             and h.get("auto-submitted", "no").lower() != "no":

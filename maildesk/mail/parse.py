@@ -84,6 +84,12 @@ def clean_address(addr: str) -> str:
     return addr if _ADDR.match(addr) else ""
 
 
+def base_address(address: str) -> str:
+    """support+anything@d -> support@d: the address an extension hangs off."""
+    local, _, domain = address.partition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
 def safe_filename(name: str, index: int, content_type: str) -> str:
     """A name that cannot traverse paths, hide its extension or break a listing."""
     base = re.split(r"[/\\]", name or "")[-1]

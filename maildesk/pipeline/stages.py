@@ -10,14 +10,14 @@ from datetime import timedelta
 
 from ..mail.authentication import dkim_pass, trusted_results_pass
 from ..mail.classify import AUTO_REPLY, BOUNCE, BULK, LOOP, PERSON, SPAM, Verdict, classify
-from ..mail.parse import Unparseable, clean_address, message_ids, parse
+from ..mail.parse import Unparseable, base_address, clean_address, message_ids, parse
 from ..mail.quotes import split_reply
 from ..notify.outbox import queue_mail, relay, reply_token
 from ..rules.effects import LedgerEffects, apply_decision
 from ..rules.vocabulary import facts_for
 from ..tickets import apply, commands
 from ..tickets import thread as threading
-from ..tickets.refs import base_address, tagged_numbers
+from ..tickets.refs import tagged_numbers
 from .work import Classified, Context, Dropped, Duplicate, Quarantined, Refused, Work
 
 Stage = Callable[[Context, Work], None]
@@ -284,11 +284,9 @@ def _open_for_requester(ctx: Context, w: Work) -> None:
     assert requester is not None
     lines, text = commands.split_commands(split_reply(p.text)[0])
     lines = [(n, line) for n, line in lines if not line.lower().startswith("#requester")]
-    ticket = ledger.open_ticket(
-        subject=p.subject, requester=requester, requester_name=None, cc=[], status="new",
-        type="incident", priority=desk.priority("medium", "medium"), impact="medium",
-        urgency="medium", tags=[], problem=None, category=None, queue=_queue_for(ctx, w),
-        assignee=w.agent, created_at=ctx.now, updated_at=ctx.now, linked_ticket=None)
+    ticket = apply.open_ticket(ledger, p, queue=_queue_for(ctx, w), cc=[], now=ctx.now,
+                               linked_to=None, priority=desk.priority("medium", "medium"),
+                               requester=requester, assignee=w.agent)
     w.ticket, w.created = ticket, True
     w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
                                     text=text, visibility="internal")
@@ -354,14 +352,9 @@ def may_acknowledge(ctx: Context, w: Work) -> str | None:
     if desk.ack_window and ctx.ledger.tickets_opened_by(
             p.from_addr, ctx.now - timedelta(seconds=desk.ack_window)) > 1:
         return f"{p.from_addr} was acknowledged within the last {desk.ack_window:.0f} s"
-    if p.auto_submitted not in ("", "no"):
-        return f"Auto-Submitted: {p.auto_submitted}"
-    if w.inbound.mail_from == "":
-        return "null envelope sender (a bounce)"
-    if base_address(p.from_addr) in ctx.settings.desk.addresses:
-        return "sent from our own address"
-    local = p.from_addr.split("@", 1)[0]
-    if local in ("mailer-daemon", "postmaster", "noreply", "no-reply", "do-not-reply"):
+    # auto-submitted mail, null senders, mailer-daemons and our own addresses are not
+    # PERSON verdicts (mail/classify.py); what is left is people who read no replies
+    if p.from_addr.split("@", 1)[0] in ("noreply", "no-reply", "do-not-reply"):
         return f"sender {p.from_addr} does not read replies"
     return None
 
@@ -372,7 +365,7 @@ def _notify_agents(ctx: Context, w: Work) -> None:
     if w.verdict in (AUTO_REPLY, LOOP, BOUNCE):
         return
     desk, ticket = ctx.settings.desk, w.ticket
-    assignee = next((a for a in desk.agents if ticket.assignee in (a.name, a.address)), None)
+    assignee = desk.agent_named(ticket.assignee)
     group = desk.queue(ticket.queue).group
     people = [assignee] if assignee else [
         a for a in desk.agents if group in a.groups or ticket.queue in a.queues]

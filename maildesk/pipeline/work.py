@@ -6,7 +6,7 @@ no `except Exception` in a stage can swallow them; only the driver catches.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -108,4 +108,3 @@ class Work:
     acknowledgement: str | None = "acknowledgement"   # the template; None: rules said no
     acknowledgement_rule: str | None = None
     created: bool = False
-    trail: list[str] = field(default_factory=list)

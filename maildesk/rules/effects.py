@@ -24,8 +24,7 @@ def recipients(desk: Desk, ticket: TicketRow, to: list[str], level: int = 1
         if t == "requester":
             out.append((ticket.requester_name or "", ticket.requester))
         elif t == "assignee":
-            a = agents.get(ticket.assignee or "") or next(
-                (x for x in desk.agents if x.address == ticket.assignee), None)
+            a = desk.agent_named(ticket.assignee)
             if a is not None:
                 out.append((a.name, a.address))
         elif t == "agents":
@@ -104,7 +103,7 @@ class LedgerEffects(_Common):
     def _tell_assignee(self, who: str) -> None:
         """A new assignee hears of the ticket (not when agents take it themselves)."""
         from ..notify.outbox import queue_mail, reply_token
-        agent = next((a for a in self.desk.agents if who in (a.name, a.address)), None)
+        agent = self.desk.agent_named(who)
         if agent is not None:
             queue_mail(self.ctx, self.ticket, "agent_notification",
                        [(agent.name, agent.address)], answering=self.w.message,

@@ -12,13 +12,18 @@ STATUS_AFTER_CUSTOMER_REPLY = {"pending": "open", "resolved": "open"}
 
 
 def open_ticket(ledger: Ledger, mail: ParsedMail, *, queue: str, cc: list[str],
-                now: datetime, linked_to: TicketRow | None, priority: str) -> TicketRow:
-    """A new ticket of medium impact and urgency (priority from the desk's matrix)."""
+                now: datetime, linked_to: TicketRow | None, priority: str,
+                requester: str | None = None, assignee: str | None = None) -> TicketRow:
+    """A new ticket of medium impact and urgency (priority from the desk's matrix).
+
+    requester: someone other than the sender (an agent logging a caller's ticket).
+    """
     return ledger.open_ticket(
-        subject=mail.subject, requester=mail.from_addr, requester_name=mail.from_name or None,
+        subject=mail.subject, requester=requester or mail.from_addr,
+        requester_name=None if requester else mail.from_name or None,
         cc=cc, status="new", type="incident", priority=priority, impact="medium",
         urgency="medium", tags=[], problem=None, category=None, queue=queue,
-        assignee=None, created_at=now, updated_at=now, linked_ticket=linked_to)
+        assignee=assignee, created_at=now, updated_at=now, linked_ticket=linked_to)
 
 
 def add_participants(ledger: Ledger, ticket: TicketRow, addresses: list[str]) -> list[str]:

@@ -20,10 +20,6 @@ def format_ref(prefix: str, number: int) -> str:
     return f"{prefix}-{number}"
 
 
-def subject_tag(ref: str) -> str:
-    return f"[{ref}]"
-
-
 def tagged_numbers(subject: str, prefix: str) -> list[int]:
     """Ticket numbers tagged in a subject, first one first."""
     return [int(n) for n in re.findall(rf"\[\s*{re.escape(prefix)}-(\d{{1,12}})\s*\]",
@@ -75,7 +71,3 @@ def read_token_address(address: str, sender: str, secrets: tuple[bytes, ...],
     return None
 
 
-def base_address(address: str) -> str:
-    """support+anything@d -> support@d: the address an extension hangs off."""
-    local, _, domain = address.partition("@")
-    return f"{local.split('+', 1)[0]}@{domain}"

@@ -7,8 +7,9 @@ on a ticket (knowing it means having seen the mail). Else: a new ticket.
 """
 from __future__ import annotations
 
+from ..mail.parse import base_address
 from .ledger import Ledger, TicketRow
-from .refs import Grant, base_address, read_token_address, tagged_numbers
+from .refs import Grant, read_token_address, tagged_numbers
 
 
 def participants(ticket: TicketRow) -> set[str]:
