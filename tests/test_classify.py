@@ -100,27 +100,6 @@ def test_loops_spam_and_own_mail_make_no_ticket(make_app: Callable[..., App]) ->
     assert state_of(app) == ["loop", "spam", "loop"]
 
 
-def test_a_bounce_of_our_mail_is_an_event_on_its_ticket(make_app: Callable[..., App],
-                                                         db_url: str) -> None:
-    app = make_app(db_url)
-    ingest(app, [(mail(), PIPE)])
-    ack_id = show(app, "MD-1")["messages"][1]["message_id"]
-    dsn = (f"From: MAILER-DAEMON@mx.customer.test\nTo: support@localhost\n"
-           f"Subject: Undelivered Mail Returned to Sender\nMessage-ID: <dsn1@mx.customer.test>\n"
-           f"MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status;"
-           f" boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nI could not deliver your "
-           f"message to <ana@customer.test>: mailbox full.\n\n--B\nContent-Type: "
-           f"message/delivery-status\n\nReporting-MTA: dns; mx.customer.test\n\n"
-           f"Final-Recipient: rfc822; ana@customer.test\nAction: failed\nStatus: 5.2.2\n\n"
-           f"--B\nContent-Type: text/rfc822-headers\n\nFrom: support@localhost\n"
-           f"Message-ID: {ack_id}\nSubject: [MD-1] Printer\n\n--B--\n").encode()
-    s = ingest(app, [(dsn, Envelope("smtp", "", ("support@localhost",)))])
-    assert (s.new_tickets, s.classified) == (0, 1)
-    failed = [e for e in show(app, "MD-1")["events"] if e["kind"] == "delivery.failed"]
-    assert failed and ack_id in failed[0]["data"]["message_ids"]
-    assert acks(app) == 1
-
-
 def test_flood_and_acknowledgement_limits(make_app: Callable[..., App]) -> None:
     app = make_app(desk={"ack_window": 86400, "flood_limit": 20, "flood_window": 600})
     start = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)

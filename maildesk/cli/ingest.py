@@ -63,7 +63,8 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
                                tuple(r.lower() for r in recipients))
             many = ahead.worthwhile(sum(sources.count(p) for p in todo if p.exists()), BATCH)
             for batch, parsed in ahead.parse_ahead(
-                    batches, lambda b: [(r, e.mail_from) for r, e in b], many):
+                    batches, lambda b: [(r, e.mail_from) for r, e in b], many,
+                    app.settings.limits):
                 total.add(ingest_batch(app, batch, parsed))
                 bar.advance(task, len(batch))
     except sources.SourceError as e:

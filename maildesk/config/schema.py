@@ -271,6 +271,26 @@ class Outbox(Strict):
     max_attempts: int = Field(20, ge=1, description="Attempts before a mail is marked failed.")
     envelope_from: str | None = Field(
         None, description="Return path of our mail; default the first support address.")
+    verp: bool = Field(
+        True, description="Return path support+bounce-<ref>-<code>@domain, so a bounce names "
+                          "the mail it answers even when it quotes nothing of it.")
+
+
+class Limits(Strict):
+    """How much of one mail is read. Over a limit, the rest is left out and the ticket says so;
+    the raw mail is always kept whole."""
+
+    max_message_size: int = Field(
+        64 * 1024**2, description="Mail larger than this that came by IMAP or a pipe is "
+                                  "quarantined (SMTP refuses at smtp.max_message_size).")
+    max_parts: int = Field(500, ge=1, description="MIME parts read per mail.")
+    max_depth: int = Field(10, ge=1, description="Nesting of multiparts and attached mails read.")
+    max_headers: int = Field(500, ge=10, description="Header fields kept per mail.")
+    max_header_length: int = Field(
+        8000, ge=100, description="Characters kept of one header value.")
+    max_text: int = Field(1_000_000, ge=1000, description="Characters of text kept per mail.")
+
+    _size = field_validator("max_message_size", mode="before")(parse_size)
 
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -342,6 +362,7 @@ class Settings(Strict):
     database: Database = Field(default_factory=Database)
     smtp: Smtp = Field(default_factory=Smtp)
     outbox: Outbox = Field(default_factory=Outbox)
+    limits: Limits = Field(default_factory=Limits)
     imap: list[Mailbox] = Field(default_factory=list, description="IMAP mailboxes to drain.")
     templates_dir: Path | None = Field(
         None, description="Folder whose templates override the built-in ones.")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
 
+from ..config.schema import Limits
 from ..mail.parse import ParsedMail, parse_batch
 
 B = TypeVar("B")
@@ -26,7 +27,7 @@ def worthwhile(messages: int, batch: int) -> bool:
 
 
 def parse_ahead(batches: Iterator[B], mails: Callable[[B], list[tuple[bytes, str | None]]],
-                enabled: bool) -> Iterator[tuple[B, Parsed | None]]:
+                enabled: bool, limits: Limits) -> Iterator[tuple[B, Parsed | None]]:
     """Each batch with its parsed mails (None: parse inline), one batch ahead."""
     if not enabled:
         for batch in batches:
@@ -35,7 +36,7 @@ def parse_ahead(batches: Iterator[B], mails: Callable[[B], list[tuple[bytes, str
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         ahead: deque[tuple[B, Future[Parsed]]] = deque()
         for batch in batches:
-            ahead.append((batch, pool.submit(parse_batch, mails(batch))))
+            ahead.append((batch, pool.submit(parse_batch, mails(batch), limits)))
             if len(ahead) > 1:
                 done, future = ahead.popleft()
                 yield done, future.result()

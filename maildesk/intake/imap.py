@@ -181,7 +181,7 @@ class Drainer:
                   for i in range(0, len(new), box.batch_size))
         for (chunk, items), parsed in ahead.parse_ahead(
                 chunks, lambda c: [(raw, None) for raw, _env in c[1]],
-                ahead.worthwhile(len(new), box.batch_size)):
+                ahead.worthwhile(len(new), box.batch_size), self.app.settings.limits):
             taken += len(items)
 
             def progress(conn: Connection, high: int = chunk[-1], taken: int = taken) -> None:

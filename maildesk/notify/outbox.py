@@ -13,7 +13,7 @@ from typing import Any
 from ..mail.compose import Outgoing, compose, new_message_id
 from ..pipeline.work import Context
 from ..tickets.ledger import Pending, TicketRow
-from ..tickets.refs import token_address
+from ..tickets.refs import bounce_address, token_address
 
 
 def desk_address(ctx: Context, ticket: TicketRow) -> str:
@@ -76,6 +76,10 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
     raw = compose(out)
     digest = ctx.blobs.put(raw)
     recipients = [a for _n, a in (*out.to, *out.cc)]
+    settings = ctx.settings
+    return_path = bounce_address(ctx.secrets[0], settings.envelope_from, ticket.ref,
+                                 out.message_id) if settings.outbox.verp \
+        else settings.envelope_from
     ctx.ledger.add_message(ticket, {
         "message_id": out.message_id,
         "dedupe_key": hashlib.sha256(f"out\0{out.message_id}".encode()).hexdigest(),
@@ -85,7 +89,7 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
         "text": out.text, "quoted": "", "verdict": "person", "digest": digest, "defects": [],
         "created_at": ctx.now})
     ctx.ledger.add_outbox(ticket, {
-        "template": template, "envelope_from": ctx.settings.envelope_from, "to": recipients,
+        "template": template, "envelope_from": return_path, "to": recipients,
         "subject": out.subject, "message_id": out.message_id, "digest": digest,
         "status": "queued", "attempts": 0, "next_attempt_at": ctx.now, "last_error": None,
         "created_at": ctx.now, "sent_at": None})

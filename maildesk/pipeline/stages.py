@@ -17,7 +17,7 @@ from ..rules.effects import LedgerEffects, apply_decision
 from ..rules.vocabulary import facts_for
 from ..tickets import apply, commands
 from ..tickets import thread as threading
-from ..tickets.refs import tagged_numbers
+from ..tickets.refs import read_bounce_address, tagged_numbers
 from .work import Classified, Context, Dropped, Duplicate, Quarantined, Refused, Work
 
 Stage = Callable[[Context, Work], None]
@@ -31,10 +31,11 @@ def parse_stage(ctx: Context, w: Work) -> None:
         w.parsed = w.parsed_ahead
     else:
         try:
-            w.parsed = parse(w.raw, w.inbound.digest, w.inbound.mail_from)
+            w.parsed = parse(w.raw, w.inbound.digest, w.inbound.mail_from,
+                             ctx.settings.limits)
         except Unparseable as e:
             raise Quarantined(str(e)) from None
-    if not w.parsed.from_addr:
+    if not w.parsed.from_addr and w.parsed.bounce is None:   # MTAs sign bounces oddly: <@>
         raise Quarantined("no sender: neither a From address nor an envelope sender")
 
 
@@ -67,6 +68,8 @@ def classify_stage(ctx: Context, w: Work) -> None:
     w.verdict, w.verdict_reason = verdict.kind, verdict.reason
     if verdict.kind == SPAM:
         raise Dropped(verdict.reason)
+    if verdict.kind == BOUNCE:      # never a message on a ticket, even when it threads
+        _bounce(ctx, w)
 
 
 def authenticate_stage(ctx: Context, w: Work) -> None:
@@ -116,22 +119,43 @@ def thread_stage(ctx: Context, w: Work) -> None:
 
 
 def _machine_without_ticket(ctx: Context, w: Work) -> None:
-    """Machines' mail opens no ticket: keep it, say why (a bounce may name our mail)."""
+    """Machines' mail opens no ticket: keep it, say why."""
     desk, kind = ctx.settings.desk, w.verdict
-    if kind == BOUNCE:
-        assert w.parsed
-        # the returned headers may sit in any part: look through the raw report
-        ours = [m for m in message_ids(w.raw[:500_000].decode("latin-1"))
-                if m.endswith(f"@{desk.domain}>")]
-        ticket = ctx.ledger.by_message_ids(ours) if ours else None
-        if ticket is not None:
-            ctx.ledger.add_event(ticket, "delivery.failed", ctx.now, actor=w.parsed.from_addr,
-                                 reason=w.verdict_reason, bounce=w.parsed.subject[:200],
-                                 message_ids=ours[:5])
-        raise Classified(kind, w.verdict_reason + (f"; about {ticket.ref}" if ticket else ""))
     if kind == LOOP or (kind == AUTO_REPLY and not desk.auto_replies_open_tickets) \
             or (kind == BULK and desk.bulk_mail == "ignore"):
         raise Classified(kind, w.verdict_reason)
+
+
+def _bounce(ctx: Context, w: Work) -> None:
+    """Find the mail a bounce answers (by our return path, else by a Message-ID of ours
+    anywhere in the report) and put what failed, for whom and why, on its ticket."""
+    assert w.parsed
+    desk, ledger = ctx.settings.desk, ctx.ledger
+    sent, via = None, "return path"
+    for rcpt in w.inbound.rcpt_to:
+        ref = read_bounce_address(rcpt, desk.ref_prefix)
+        if ref is not None:
+            sent = ledger.sent_mail(ref=ref, return_path=rcpt.lower())
+            break
+    if sent is None:
+        via = "message-id"
+        ours = [m for m in message_ids(w.raw[:500_000].decode("latin-1"))
+                if m.endswith(f"@{desk.domain}>")]
+        sent = ledger.sent_mail(message_ids=ours) if ours else None
+    ticket = ledger.by_id(sent.ticket_id) if sent is not None else None
+    if sent is None or ticket is None:
+        raise Classified(BOUNCE, w.verdict_reason)
+    failures = w.parsed.bounce.failures if w.parsed.bounce else ()
+    details = [{"recipient": f.recipient, "status": f.status, "diagnostic": f.diagnostic,
+                "permanent": f.permanent} for f in failures]
+    data = {"message_id": sent.message_id, "reason": w.verdict_reason, "found_by": via,
+            "failures": details, "bounce": w.parsed.message_id}
+    if failures and not any(f.permanent for f in failures):
+        ledger.add_event(ticket, "delivery.delayed", ctx.now, actor=w.parsed.from_addr, **data)
+        raise Classified(BOUNCE, f"{w.verdict_reason}; a delay of {ticket.ref}'s mail")
+    ledger.bounce(sent, ctx.now, f"bounced: {w.verdict_reason}"[:1000])
+    ledger.add_event(ticket, "delivery.failed", ctx.now, actor=w.parsed.from_addr, **data)
+    raise Classified(BOUNCE, f"{w.verdict_reason}; {ticket.ref}'s mail failed")
 
 
 def identify_stage(ctx: Context, w: Work) -> None:

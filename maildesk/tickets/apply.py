@@ -47,6 +47,7 @@ def store_message(ledger: Ledger, blobs: BlobBatch, ticket: TicketRow, mail: Par
         "subject": mail.subject, "date": mail.date or now,
         "text": mail.text if text is None else text, "quoted": quoted, "verdict": verdict,
         "digest": digest,
-        "defects": list(mail.defects), "created_at": now}, attachments)
+        "defects": [*mail.defects, *(f"truncated: {t}" for t in mail.truncated)],
+        "created_at": now}, attachments)
     ledger.change(ticket, updated_at=now)
     return message

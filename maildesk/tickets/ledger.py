@@ -17,12 +17,23 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from ..store.models import Attachment, Counter, Event, Inbound, Message, OutboxMail, Ticket
+from ..store import models
 from .refs import format_ref
 
-T_TICKETS, T_MESSAGES = Ticket.__table__, Message.__table__
-T_ATTACH, T_EVENTS, T_OUTBOX = Attachment.__table__, Event.__table__, OutboxMail.__table__
-T_INBOUND, T_COUNTERS = Inbound.__table__, Counter.__table__
+T_TICKETS, T_MESSAGES = models.Ticket.__table__, models.Message.__table__
+T_ATTACH, T_EVENTS = models.Attachment.__table__, models.Event.__table__
+T_OUTBOX, T_ATTEMPTS = models.OutboxMail.__table__, models.DeliveryAttempt.__table__
+T_INBOUND, T_COUNTERS = models.Inbound.__table__, models.Counter.__table__
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """An outbox mail a bounce answers."""
+
+    id: int
+    ticket_id: int
+    message_id: str
+    to: tuple[str, ...]
 
 
 @dataclass
@@ -88,8 +99,14 @@ _OPENED_BY = select(func.count()).select_from(T_TICKETS).where(
 _BY_MESSAGE_IDS = select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id) \
     .where(T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
 
+_SENT = select(T_OUTBOX.c.id, T_OUTBOX.c.ticket_id, T_OUTBOX.c.message_id, T_OUTBOX.c.to)
+_SENT_BY_ID = _SENT.where(T_OUTBOX.c.message_id.in_(bindparam("ids", expanding=True))) \
+    .order_by(T_OUTBOX.c.id.desc())
+_SENT_BY_RETURN_PATH = _SENT.join(T_TICKETS, T_TICKETS.c.id == T_OUTBOX.c.ticket_id).where(
+    T_TICKETS.c.ref == bindparam("ref"), T_OUTBOX.c.envelope_from == bindparam("path"))
+
 _SETTLED = ("state", "reason", "attempts", "processed_at")
-_LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound")
+_LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound", "bounced")
 
 
 class Ledger:
@@ -104,6 +121,7 @@ class Ledger:
         self.events: list[Pending] = []
         self.outbox: list[Pending] = []
         self.inbound: list[tuple[int | None, Pending | None, dict[str, Any]]] = []
+        self.bounced: list[dict[str, Any]] = []           # outbox mail a bounce failed
         self.message_index: dict[str, TicketRow] = {}     # Message-ID -> ticket, this batch
         self.dedupe_index: dict[str, str] = {}            # dedupe key -> ref, this batch
         self._counter: int | None = None
@@ -225,6 +243,17 @@ class Ledger:
                       and t.created_at >= since)
         return pending + int(self.conn.scalar(_OPENED_BY, {"r": requester, "t": since}) or 0)
 
+    def sent_mail(self, ref: str | None = None, return_path: str | None = None,
+                  message_ids: list[str] = ()) -> SentMail | None:  # type: ignore[assignment]
+        """The outbox mail with this return path on ticket ref, or else with one of
+        message_ids (mail written in earlier batches: a bounce takes minutes at least)."""
+        row = None
+        if ref is not None and return_path is not None:
+            row = self.conn.execute(_SENT_BY_RETURN_PATH, {"ref": ref, "path": return_path}).first()
+        if row is None and message_ids:
+            row = self.conn.execute(_SENT_BY_ID, {"ids": list(message_ids)}).first()
+        return None if row is None else SentMail(row[0], row[1], row[2], tuple(row[3] or ()))
+
     def stored_as(self, dedupe_key: str) -> str | None:
         if dedupe_key in self.dedupe_index:
             return self.dedupe_index[dedupe_key]
@@ -274,6 +303,11 @@ class Ledger:
     def add_outbox(self, ticket: TicketRow, values: dict[str, Any]) -> None:
         self.outbox.append(Pending(values, ticket=ticket))
 
+    def bounce(self, sent: SentMail, at: datetime, detail: str) -> None:
+        """The mail did not arrive after all: failed, with the bounce's words as the last error."""
+        self.bounced.append({"outbox_id": sent.id, "at": at, "result": "bounced",
+                             "detail": detail})
+
     def settle(self, inbound_id: int | None, message: Pending | None, **values: Any) -> None:
         """Record what became of an inbound mail: update its row, or insert it (id None)."""
         self.inbound.append((inbound_id, message, values))
@@ -317,6 +351,11 @@ class Ledger:
                 c.execute(insert(table), [
                     {**p.values, key: (p.message.id if key == "message_pk" else p.ticket.id)}  # type: ignore[union-attr]
                     for p in items])
+        if self.bounced:
+            c.execute(insert(T_ATTEMPTS), self.bounced)
+            c.execute(update(T_OUTBOX).where(T_OUTBOX.c.id == bindparam("b_id"))
+                      .values(status="failed", last_error=bindparam("b_detail")),
+                      [{"b_id": b["outbox_id"], "b_detail": b["detail"]} for b in self.bounced])
         new_inbound = [{**v, "message_pk": m.id if m else None}
                        for inbound_id, m, v in self.inbound if inbound_id is None]
         if new_inbound:

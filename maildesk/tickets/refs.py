@@ -43,6 +43,20 @@ def token_address(secret: bytes, support_address: str, ref: str, recipient: str,
     return f"{local}+{ref.lower()}-{token(secret, ref, recipient, purpose)}@{domain}"
 
 
+def bounce_address(secret: bytes, address: str, ref: str, message_id: str) -> str:
+    """`support+bounce-md-12-<code>@domain` (VERP): a bounce sent here names our mail itself."""
+    local, domain = address.rsplit("@", 1)
+    code = token(secret, ref, message_id, "bounce")
+    return f"{local}+bounce-{ref.lower()}-{code}@{domain}"
+
+
+def read_bounce_address(address: str, prefix: str) -> str | None:
+    """The ticket ref of a return path we made; the outbox row that used it is the proof."""
+    m = re.fullmatch(rf"[^+@]+\+bounce-({re.escape(prefix.lower())}-\d{{1,12}})-[a-z2-7]+@.+",
+                     address.lower())
+    return m.group(1).upper() if m else None
+
+
 @dataclass(frozen=True)
 class Grant:
     """What a genuine token address lets its sender do."""
