@@ -1,16 +1,22 @@
 """Looking at the desk: tickets, the outbox, the quarantine."""
 from __future__ import annotations
 
+import email
+import os
+import sys
+from datetime import datetime, timezone
 from typing import Any
 
 import click
 from rich.console import Console
-from sqlalchemy import select
+from rich.markup import escape
+from sqlalchemy import func, select
 
-from ..store.models import Inbound, OutboxMail, Ticket
+from ..mail.headers import one_line
+from ..store.models import Inbound, Message, OutboxMail, Ticket
 from ..tickets.views import STATUSES, list_tickets, show_ticket
 from .context import Obj
-from .output import EX_FAIL, FORMAT, emit_json, emit_table, fail
+from .output import EX_FAIL, EX_NOINPUT, EX_USAGE, FORMAT, emit_json, emit_table, fail
 
 
 @click.group()
@@ -104,44 +110,149 @@ def outbox_list(obj: Obj, status: str | None, fmt: str) -> None:
                    empty="the outbox is empty")
 
 
+# mail kept without a ticket: unreadable or crashed (quarantined), or a machine's (the rest)
+HELD = ("quarantined", "spam", "loop", "bounce", "auto-reply", "bulk")
+
+
 @click.group()
 def quarantine() -> None:
-    """Mail kept aside because it could not be processed."""
+    """Mail kept without a ticket: unreadable mail, and (with --state) spam, loops,
+    bounces, auto-replies and list mail. Nothing here is lost: show, retry, release
+    or delete it."""
+
+
+def _held(session: Any, ids: tuple[int, ...]) -> list[Inbound]:
+    return list(session.scalars(select(Inbound).where(Inbound.id.in_(ids),
+                                                      Inbound.state.in_(HELD))
+                                .order_by(Inbound.id)))
+
+
+def _all_found(found: int, asked: int, verb: str) -> None:
+    click.echo(f"{verb} {found} of {asked}")
+    if found != asked:
+        fail(f"{asked - found} of the ids are not held mail (see `maildesk quarantine list "
+             f"--state all`)", EX_FAIL)
 
 
 @quarantine.command("list")
+@click.option("--state", "state", type=click.Choice([*HELD, "all"]), default="quarantined",
+              show_default=True, help="Which held mail; all: every kind.")
 @FORMAT
 @click.pass_obj
-def quarantine_list(obj: Obj, fmt: str) -> None:
-    """Quarantined mail with the reason and where its raw bytes are."""
+def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
+    """Held mail with the reason it is held and where its raw bytes are."""
     app = obj.app()
+    states = HELD if state == "all" else (state,)
     with app.sessions() as session:
-        rows = [{"id": r.id, "received_at": r.received_at.isoformat(), "source": r.source,
-                 "origin": r.origin, "size": r.size, "reason": r.reason,
+        rows = [{"id": r.id, "state": r.state, "received_at": r.received_at.isoformat(),
+                 "source": r.source, "origin": r.origin, "mail_from": r.mail_from,
+                 "size": r.size, "reason": r.reason,
                  "raw": app.blobs.locate(r.digest, session.connection())}
-                for r in session.scalars(select(Inbound).where(Inbound.state == "quarantined")
+                for r in session.scalars(select(Inbound).where(Inbound.state.in_(states))
                                          .order_by(Inbound.id))]
     if fmt == "json":
         emit_json(rows)
     else:
-        emit_table(rows, ["id", "received_at", "source", "origin", "reason"],
-                   empty="the quarantine is empty")
+        emit_table(rows, ["id", "state", "received_at", "source", "mail_from", "reason"],
+                   empty="the quarantine is empty" if state == "quarantined"
+                   else f"no held mail in state {state}")
+
+
+@quarantine.command("show")
+@click.argument("id_", metavar="ID", type=int)
+@click.option("--raw", is_flag=True, help="Write the mail's bytes as they arrived to stdout.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="text for people, json for scripts.")
+@click.pass_obj
+def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
+    """One held mail: why it is held, its envelope and its headers (or --raw bytes)."""
+    app = obj.app()
+    with app.sessions() as session:
+        held = _held(session, (id_,))
+        if not held:
+            fail(f"no held mail with id {id_} (see `maildesk quarantine list --state all`)",
+                 EX_NOINPUT)
+        r = held[0]
+        data = app.blobs.get(r.digest, session.connection())
+        where = app.blobs.locate(r.digest, session.connection())
+    if raw:
+        sys.stdout.buffer.write(data)
+        return
+    head = email.message_from_bytes(data.split(b"\n\n", 1)[0][:65536] + b"\n\n")
+    info = {"id": r.id, "state": r.state, "reason": r.reason, "source": r.source,
+            "origin": r.origin, "mail_from": r.mail_from, "rcpt_to": list(r.rcpt_to),
+            "received_at": r.received_at.isoformat(), "size": r.size, "attempts": r.attempts,
+            "raw": where, "headers": [[k, one_line(str(v), 300)]
+                                      for k, v in head.items()[:60]]}
+    if fmt == "json":
+        emit_json(info)
+        return
+    console = Console(soft_wrap=True, highlight=False)
+    for k in ("id", "state", "reason", "source", "origin", "mail_from", "rcpt_to",
+              "received_at", "size", "attempts", "raw"):
+        console.print(f"[bold]{k.replace('_', ' ')}:[/bold] {_show(info[k])}", markup=True)
+    console.print()
+    for k, v in info["headers"]:
+        console.print(f"{k}: {v}", markup=False)
+
+
+def _show(v: Any) -> str:
+    return escape(", ".join(v) if isinstance(v, list) else "-" if v is None else str(v))
 
 
 @quarantine.command("retry")
 @click.argument("ids", nargs=-1, type=int, required=True)
 @click.pass_obj
 def quarantine_retry(obj: Obj, ids: tuple[int, ...]) -> None:
-    """Put quarantined mail back in the queue (after a fix); the daemon takes it."""
+    """Run held mail through the pipeline again (after fixing the config, the rules or
+    a limit); the daemon or `maildesk ingest` takes it."""
     app = obj.app()
     with app.sessions.begin() as session:
-        rows = list(session.scalars(select(Inbound).where(Inbound.id.in_(ids),
-                                                          Inbound.state == "quarantined")))
+        rows = _held(session, ids)
         for r in rows:
             r.state, r.reason = "queued", None
-    click.echo(f"re-queued {len(rows)} of {len(ids)}")
-    if len(rows) != len(ids):
-        raise SystemExit(EX_FAIL)
+    _all_found(len(rows), len(ids), "re-queued")
+
+
+@quarantine.command("release")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.pass_obj
+def quarantine_release(obj: Obj, ids: tuple[int, ...]) -> None:
+    """Make tickets of held mail as a person's mail: no spam, loop or auto-reply check,
+    and mail that cannot be read becomes a ticket with the original attached."""
+    app = obj.app()
+    with app.sessions.begin() as session:
+        rows = _held(session, ids)
+        for r in rows:
+            r.state, r.reason = "released", None
+    _all_found(len(rows), len(ids), "released")
+
+
+@quarantine.command("delete")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask (needed when not on a terminal).")
+@click.pass_obj
+def quarantine_delete(obj: Obj, ids: tuple[int, ...], yes: bool) -> None:
+    """Delete the bytes of held mail (malware, personal data); the row stays, marked
+    deleted, as the record that the mail was accepted and by whom it was removed."""
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("refusing to delete without --yes when not on a terminal", EX_USAGE)
+        click.confirm(f"delete the raw mail of {len(ids)} held message(s)?", abort=True)
+    app = obj.app()
+    who = os.environ.get("SUDO_USER") or os.environ.get("USER") or "an operator"
+    with app.sessions.begin() as session:
+        rows = _held(session, ids)
+        for r in rows:
+            used = session.scalar(select(func.count()).select_from(Inbound).where(
+                Inbound.digest == r.digest, Inbound.id != r.id)) or session.scalar(
+                select(func.count()).select_from(Message).where(Message.digest == r.digest))
+            if not used:
+                app.blobs.forget(r.digest, session.connection())
+            r.reason = f"deleted by {who} at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC " \
+                       f"(was {r.state}: {r.reason})"[:2000]
+            r.state = "deleted"
+    _all_found(len(rows), len(ids), "deleted")
 
 
 COMMANDS = [tickets, outbox, quarantine]

@@ -62,7 +62,7 @@ def drain(app: App, limit: int = BATCH) -> Summary:
     total = Summary()
     while True:
         with app.engine.begin() as conn:
-            query = select(T_INBOUND).where(T_INBOUND.c.state == "queued") \
+            query = select(T_INBOUND).where(T_INBOUND.c.state.in_(("queued", "released"))) \
                 .order_by(T_INBOUND.c.id).limit(limit)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
@@ -82,7 +82,8 @@ def drain(app: App, limit: int = BATCH) -> Summary:
                 works.append(Work(inbound=Arrival(
                     id=r["id"], source=r["source"], origin=r["origin"], mail_from=r["mail_from"],
                     rcpt_to=tuple(r["rcpt_to"] or ()), digest=r["digest"], size=r["size"],
-                    received_at=r["received_at"], attempts=r["attempts"], queue=r["queue"]),
+                    received_at=r["received_at"], attempts=r["attempts"], queue=r["queue"],
+                    released=r["state"] == "released"),
                     raw=raw))
             total.add(_run(app, conn, app.blobs.batch(conn), works, now))
 

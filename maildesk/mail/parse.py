@@ -296,6 +296,21 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None,
     )
 
 
+UNKNOWN_SENDER = "unknown-sender@maildesk.invalid"
+
+
+def unreadable(raw: bytes, digest: str, envelope_from: str | None, why: str) -> ParsedMail:
+    """A mail nobody can read, as a ticket can hold it: what we know, and the original."""
+    sender = clean_address(envelope_from or "") or UNKNOWN_SENDER
+    return ParsedMail(
+        message_id=f"<unreadable.{digest[:40]}@maildesk.invalid>", has_message_id=False,
+        from_addr=sender, from_name="", to=(), cc=(), subject="(unreadable mail)", date=None,
+        text=f"maildesk could not read this mail ({why}); the original is attached as it "
+             f"arrived.", in_reply_to=(), references=(), auto_submitted="",
+        attachments=(Attachment("original.eml", "message/rfc822", raw),),
+        dedupe_key=hashlib.sha256(f"unreadable\0{digest}".encode()).hexdigest())
+
+
 def parse_batch(items: list[tuple[bytes, str | None]],
                 limits: Limits = DEFAULT_LIMITS) -> list[ParsedMail | str]:
     """Parse many mails, a reason string for each one that cannot be; runs in a worker process."""

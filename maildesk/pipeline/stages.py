@@ -6,11 +6,20 @@ Later stages (classify, identify, rules, sla) slot into STAGES by name.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 from ..mail.authentication import dkim_pass, trusted_results_pass
 from ..mail.classify import AUTO_REPLY, BOUNCE, BULK, LOOP, PERSON, SPAM, Verdict, classify
-from ..mail.parse import Unparseable, base_address, clean_address, message_ids, parse
+from ..mail.parse import (
+    UNKNOWN_SENDER,
+    Unparseable,
+    base_address,
+    clean_address,
+    message_ids,
+    parse,
+    unreadable,
+)
 from ..mail.quotes import split_reply
 from ..notify.outbox import queue_mail, relay, reply_token
 from ..rules.effects import LedgerEffects, apply_decision
@@ -24,18 +33,21 @@ Stage = Callable[[Context, Work], None]
 
 
 def parse_stage(ctx: Context, w: Work) -> None:
-    """Parse, unless a worker process already did."""
-    if isinstance(w.parsed_ahead, str):
-        raise Quarantined(w.parsed_ahead)
-    if w.parsed_ahead is not None:
-        w.parsed = w.parsed_ahead
-    else:
-        try:
-            w.parsed = parse(w.raw, w.inbound.digest, w.inbound.mail_from,
-                             ctx.settings.limits)
-        except Unparseable as e:
+    """Parse, unless a worker process already did. Mail an operator released is a ticket
+    even when it cannot be read: the original goes on it as an attachment."""
+    try:
+        if isinstance(w.parsed_ahead, str):
+            raise Unparseable(w.parsed_ahead)
+        w.parsed = w.parsed_ahead or parse(w.raw, w.inbound.digest, w.inbound.mail_from,
+                                           ctx.settings.limits)
+    except Unparseable as e:
+        if not w.inbound.released:
             raise Quarantined(str(e)) from None
+        w.parsed = unreadable(w.raw, w.inbound.digest, w.inbound.mail_from, str(e))
     if not w.parsed.from_addr and w.parsed.bounce is None:   # MTAs sign bounces oddly: <@>
+        if w.inbound.released:
+            w.parsed = replace(w.parsed, from_addr=UNKNOWN_SENDER)
+            return
         raise Quarantined("no sender: neither a From address nor an envelope sender")
 
 
@@ -57,6 +69,9 @@ def classify_stage(ctx: Context, w: Work) -> None:
     """A person's mail or a machine's; floods from one sender count as a loop."""
     assert w.parsed
     desk = ctx.settings.desk
+    if w.inbound.released:
+        w.verdict, w.verdict_reason = PERSON, "released from the quarantine by an operator"
+        return
     verdict = classify(w.parsed, w.inbound.mail_from, desk.addresses, desk.domain,
                        desk.trust_spam_headers)
     when = w.parsed.date or ctx.now
@@ -378,7 +393,8 @@ def may_acknowledge(ctx: Context, w: Work) -> str | None:
         return f"{p.from_addr} was acknowledged within the last {desk.ack_window:.0f} s"
     # auto-submitted mail, null senders, mailer-daemons and our own addresses are not
     # PERSON verdicts (mail/classify.py); what is left is people who read no replies
-    if p.from_addr.split("@", 1)[0] in ("noreply", "no-reply", "do-not-reply"):
+    if p.from_addr.split("@", 1)[0] in ("noreply", "no-reply", "do-not-reply") \
+            or p.from_addr.endswith(".invalid"):
         return f"sender {p.from_addr} does not read replies"
     return None
 

@@ -85,6 +85,7 @@ class Arrival:
     received_at: datetime
     attempts: int = 0
     queue: str | None = None      # named by the intake (an IMAP mailbox); else by recipient
+    released: bool = False        # an operator released it: a person's mail, read or not
 
 
 @dataclass

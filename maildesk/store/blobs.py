@@ -131,6 +131,12 @@ class BlobStore:
             raise OSError(f"pack {pack} is shorter than its index says (blob {digest})")
         return data
 
+    def forget(self, digest: str, conn: Connection) -> None:
+        """Remove a blob nothing refers to any more: the loose file goes at once, a packed
+        blob's index row goes (its bytes stay in the pack until packs are compacted)."""
+        self.loose_path(digest).unlink(missing_ok=True)
+        conn.execute(T_INDEX.delete().where(T_INDEX.c.digest == digest))
+
     def batch(self, conn: Connection) -> BlobBatch:
         """Blobs for the transaction on conn: indexed there, durable before it commits."""
         pack = getattr(self._local, "pack", None)
