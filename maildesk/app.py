@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from .config.schema import Settings
 from .notify.templates import Templates
 from .rules import load as rules
 from .rules.engine import EMPTY, RuleSet
+from .sla.calendar import NoWorkingTime
+from .sla.policy import Slas
 from .store import migrate
 from .store.blobs import BlobStore
 from .store.db import make_engine, make_sessionmaker
@@ -31,6 +34,23 @@ def load_rules(settings: Settings, templates: Templates) -> RuleSet:
         return rules.load(settings.rules, settings.desk, templates.names())
     except rules.RulesError as e:
         raise StartupError("rules not loaded:\n" + "\n".join(e.problems)) from None
+
+
+def load_slas(settings: Settings, templates: Templates) -> Slas:
+    """Calendars and policies, or StartupError naming the policy or calendar at fault."""
+    missing = sorted({level.template for p in settings.sla.policies
+                      for level in (p.escalation or settings.sla.escalation)}
+                     - templates.names())
+    if missing:
+        raise StartupError(f"sla: escalation template(s) {', '.join(missing)} not found "
+                           f"(templates: {', '.join(sorted(templates.names()))})")
+    try:
+        slas = Slas(settings)
+        for p in slas.policies:      # a calendar with no working time at all fails here
+            p.calendar.add(datetime(2026, 1, 1, tzinfo=timezone.utc), 1)
+    except NoWorkingTime as e:
+        raise StartupError(f"sla: {e}") from None
+    return slas
 
 
 class StartupError(Exception):
@@ -73,6 +93,7 @@ class App:
     templates: Templates
     secrets: tuple[bytes, ...]      # the current key first, then the one before rotation
     rules: RuleSet
+    slas: Slas
     dns: Any = None      # DKIM key lookups: None is the system resolver (tests give a stub)
 
     @classmethod
@@ -92,6 +113,7 @@ class App:
             raise StartupError("; ".join(problems))
         return cls(
             rules=load_rules(settings, templates),
+            slas=load_slas(settings, templates),
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),

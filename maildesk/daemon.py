@@ -1,4 +1,5 @@
-"""`maildesk serve`: the SMTP listener, the ingest worker and the outbox worker.
+"""`maildesk serve`: the SMTP listener, the ingest and outbox workers, the IMAP pollers
+and the scheduled jobs (SLA scan, auto-close, reminders; scheduler/).
 
 The listener runs on the asyncio loop; the two workers are threads because
 the store is synchronous. They wake on an event when there is new work and
@@ -23,11 +24,14 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .app import App, StartupError, load_rules
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .app import App, StartupError, load_rules, load_slas
 from .config.load import ConfigError, load_settings
 from .intake import imap, inbound, smtp
 from .notify import delivery
 from .notify.templates import Templates
+from .scheduler import service
 
 log = logging.getLogger("maildesk")
 POLL = 5.0
@@ -68,6 +72,7 @@ class Daemon:
         self.ingest = Worker("ingest", self._drain)
         self.pollers = [imap.Poller(app, box, self.outbox.wake.set) for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
+        self.scheduler: BackgroundScheduler | None = None
 
     def _mtimes(self) -> dict[str, float]:
         out = {}
@@ -117,6 +122,7 @@ class Daemon:
             if problems:
                 raise StartupError("; ".join(problems))
             rules = load_rules(settings, templates)
+            slas = load_slas(settings, templates)
         except (ConfigError, StartupError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return
@@ -126,8 +132,12 @@ class Daemon:
             "smtp": self.app.settings.smtp})
         self.app.templates = templates
         self.app.rules = rules
+        self.app.slas = slas
         self._rule_mtimes = self._mtimes()
         self.transport = delivery.make_transport(self.app)
+        if self.scheduler is not None:      # intervals may have changed
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = service.start(self.app, self.outbox.wake.set)
         log.info("configuration reloaded from %s", self.config_path or "the embedded default")
 
     async def run(self) -> None:
@@ -148,6 +158,7 @@ class Daemon:
         self.outbox.start()
         for p in self.pollers:
             p.start()
+        self.scheduler = service.start(self.app, self.outbox.wake.set)
         where = f"smtp://{s.smtp.host}:{s.smtp.port}" if server else "no SMTP listener"
         outbox = (f"maildir {s.outbox_maildir}" if s.outbox.transport == "maildir"
                   else f"relay {s.outbox.relay.host}:{s.outbox.relay.port}")
@@ -159,6 +170,8 @@ class Daemon:
         log.info("stopping: no new connections, %d open session(s)", len(self.sessions))
         if server is not None:
             await smtp.stop(server, self.sessions, s.smtp.shutdown_grace)
+        if self.scheduler is not None:
+            await asyncio.to_thread(self.scheduler.shutdown, True)
         for w in (*self.pollers, self.ingest, self.outbox):
             w.stop()
         for w in (*self.pollers, self.ingest, self.outbox):

@@ -7,6 +7,7 @@ and `config/maildesk.yaml` documents each key.
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -90,15 +91,16 @@ class WorkingHours(Strict):
     end: str = Field("17:00", pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
     timezone: str = Field("UTC", description="IANA zone, e.g. Europe/Berlin.")
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}") from None
-        return v
+    _zone = field_validator("timezone")(classmethod(lambda cls, v: _check_zone(v)))
+
+
+def _check_zone(v: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r}") from None
+    return v
 
 
 # ITIL: priority from impact (rows) and urgency (columns)
@@ -224,6 +226,152 @@ class Desk(Strict):
 
     def closed_reply_policy(self, queue: str) -> str:
         return self.queue(queue).on_closed_reply
+
+
+_DURATION = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhd]\s*$")
+_WARNING = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*%|\d+(?:\.\d+)?\s*[smhd])\s*$")
+_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _duration(v: str | int | None) -> str | None:
+    if v is None:
+        return None
+    v = str(v)
+    if not _DURATION.match(v):
+        raise ValueError(f"not a duration: {v!r} (expected e.g. 30m, 4h or 2d)")
+    return v
+
+
+class Holidays(Strict):
+    country: str = Field(description="ISO country code for the `holidays` package, e.g. DE.")
+    subdivision: str | None = Field(None, description="State or region, e.g. BY.")
+
+    @model_validator(mode="after")
+    def _known(self) -> Holidays:
+        import holidays
+        known = holidays.list_supported_countries()
+        if self.country.upper() not in known:
+            raise ValueError(f"unknown country {self.country!r} for public holidays")
+        subs = known[self.country.upper()]
+        if self.subdivision is not None and self.subdivision.upper() not in subs:
+            raise ValueError(f"unknown subdivision {self.subdivision!r} of {self.country} "
+                             f"(known: {', '.join(subs[:12])}{', ...' if len(subs) > 12 else ''})")
+        return self
+
+
+class CalendarSpec(Strict):
+    name: str = Field(description="Named by policies.")
+    timezone: str = Field("UTC", description="IANA zone, e.g. Europe/Berlin.")
+    always_open: bool = Field(False, description="24x7: every hour counts, no holidays.")
+    hours: dict[Day, list[str]] = Field(
+        default_factory=lambda: {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu",
+                                                               "fri")},
+        description="Working hours per weekday, e.g. mon: [08:00-12:00, 13:00-17:00].")
+    holidays: Holidays | None = Field(None, description="Public holidays by country/region.")
+    extra_holidays: list[date] = Field(default_factory=list,
+                                       description="More days off, e.g. 2026-12-24.")
+
+    _zone = field_validator("timezone")(classmethod(lambda cls, v: _check_zone(v)))
+
+    @field_validator("hours", mode="before")
+    @classmethod
+    def _hours(cls, v: object) -> object:
+        if isinstance(v, dict):
+            v = {k: [x] if isinstance(x, str) else x for k, x in v.items()}
+            for day, spans in v.items():
+                for span in spans or []:
+                    if not _HOURS.match(str(span).replace(" ", "")):
+                        raise ValueError(f"{day}: not working hours: {span!r} "
+                                         f"(expected e.g. 08:00-17:00)")
+        return v
+
+
+class Escalation(Strict):
+    after: str = Field("0m", description="Business time after the breach, e.g. 0m, 1h.")
+    notify: str = Field(description="assignee, group_lead, or a mail address.")
+    template: str = Field("sla_escalation", description="The template of the mail.")
+
+    _after = field_validator("after", mode="before")(_duration)
+
+    @field_validator("notify")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if v not in ("assignee", "group_lead") and not _ADDRESS.match(v):
+            raise ValueError(f"notify: {v!r} is not assignee, group_lead or an address")
+        return v.lower()
+
+
+class PolicyMatch(Strict):
+    """Exact matches, any of the values; every key given must match."""
+
+    queue: list[str] = Field(default_factory=list)
+    type: list[str] = Field(default_factory=list)
+    priority: list[str] = Field(default_factory=list)
+    category: list[str] = Field(default_factory=list)
+    requester_domain: list[str] = Field(default_factory=list)
+    tag: list[str] = Field(default_factory=list)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _listed(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+
+class Policy(Strict):
+    name: str
+    when: PolicyMatch = Field(default_factory=PolicyMatch,
+                              description="Which tickets; the first policy that matches wins.")
+    calendar: str = Field("business", description="A calendar's name (business, 24x7, ...).")
+    first_response: str | None = Field(None, description="Until the first public agent reply.")
+    next_response: str | None = Field(None, description="From a customer's reply to the "
+                                                        "agents' next public reply.")
+    resolution: str | None = Field(None, description="Until the ticket is resolved.")
+    warning: str = Field("75%", description="Warn at this share of the target, or this long "
+                                            "before it is due (e.g. 30m).")
+    escalation: list[Escalation] | None = Field(
+        None, description="Levels after a breach; default sla.escalation.")
+
+    _durations = field_validator("first_response", "next_response", "resolution",
+                                 mode="before")(_duration)
+
+    @field_validator("warning", mode="before")
+    @classmethod
+    def _warning(cls, v: object) -> str:
+        if not _WARNING.match(str(v)):
+            raise ValueError(f"warning: {v!r} is neither a share (75%) nor a duration (30m)")
+        return str(v)
+
+
+def _default_policies() -> list[Policy]:
+    p = [("P1", "24x7", "30m", "1h", "4h"), ("P2", "business", "1h", "4h", "1d"),
+         ("P3", "business", "4h", "8h", "3d"), ("P4", "business", "1d", "2d", "5d"),
+         ("P5", "business", "2d", "3d", "10d")]
+    return [Policy(name=n, when=PolicyMatch(priority=[n]), calendar=c, first_response=f,
+                   next_response=nx, resolution=r) for n, c, f, nx, r in p]
+
+
+class Sla(Strict):
+    enabled: bool = Field(True, description="Run SLA clocks and the SLA scan.")
+    calendars: list[CalendarSpec] = Field(
+        default_factory=list, description="Business calendars; `business` (from desk.hours) "
+                                          "and `24x7` exist unless defined here.")
+    policies: list[Policy] = Field(default_factory=_default_policies,
+                                   description="In order; the first that matches a ticket.")
+    escalation: list[Escalation] = Field(
+        default_factory=lambda: [Escalation(after="0m", notify="assignee"),
+                                 Escalation(after="1h", notify="group_lead")],
+        description="Hierarchical escalation after a breach, level by level.")
+    scan_interval: float = Field(60.0, ge=1, description="Seconds between SLA scans.")
+    auto_close_after: str | None = Field(
+        "7d", description="Close resolved tickets after this long without a reply "
+                          "(wall time); null: never.")
+    pending_reminder_after: str | None = Field(
+        "3d", description="Remind the customer of a pending ticket after this long "
+                          "(wall time); null: never.")
+
+    _wall = field_validator("auto_close_after", "pending_reminder_after",
+                            mode="before")(_duration)
 
 
 class Database(Strict):
@@ -363,6 +511,7 @@ class Settings(Strict):
     smtp: Smtp = Field(default_factory=Smtp)
     outbox: Outbox = Field(default_factory=Outbox)
     limits: Limits = Field(default_factory=Limits)
+    sla: Sla = Field(default_factory=Sla)
     imap: list[Mailbox] = Field(default_factory=list, description="IMAP mailboxes to drain.")
     templates_dir: Path | None = Field(
         None, description="Folder whose templates override the built-in ones.")
@@ -385,6 +534,11 @@ class Settings(Strict):
         names = [m.name for m in self.imap]
         if len(names) != len(set(names)):
             raise ValueError("imap mailbox names must be unique")
+        calendars = {"business", "24x7", *(c.name for c in self.sla.calendars)}
+        for p in self.sla.policies:
+            if p.calendar not in calendars:
+                raise ValueError(f"sla policy {p.name}: unknown calendar {p.calendar!r} "
+                                 f"(calendars: {', '.join(sorted(calendars))})")
         queues = {q.name for q in self.desk.queues}
         for m in self.imap:
             if m.queue is not None and m.queue not in queues:

@@ -51,7 +51,7 @@ def _run(app: App, conn: Connection, blobs: BlobBatch, works: list[Work], now: d
     """Run the pipeline, write, and make every blob durable and indexed before the commit."""
     ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix), settings=app.settings,
                   blobs=blobs, templates=app.templates, secrets=app.secrets, now=now,
-                  rules=app.rules, dns=app.dns)
+                  rules=app.rules, slas=app.slas, dns=app.dns)
     summary = process(ctx, works)
     blobs.finish()
     return summary
@@ -90,14 +90,16 @@ def drain(app: App, limit: int = BATCH) -> Summary:
 
 def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
            parsed: list[ParsedMail | str] | None = None,
-           also: Callable[[Connection], None] | None = None) -> Summary:
+           also: Callable[[Connection], None] | None = None,
+           now: datetime | None = None) -> Summary:
     """Store and process in one transaction; committed when this returns.
 
     parsed: the items already parsed by parse_batch() (in a worker process
     while the previous batch was being stored), in the same order.
     also: more to write in the same transaction (an IMAP mailbox's progress).
+    now: the batch's clock (tests set it; SLA clocks start from it).
     """
-    now = _now()
+    now = now or _now()
     with app.engine.begin() as conn:
         blobs = app.blobs.batch(conn)
         works = [Work(inbound=Arrival(id=None, source=env.source, origin=env.origin,

@@ -24,6 +24,7 @@ from ..mail.quotes import split_reply
 from ..notify.outbox import queue_mail, relay, reply_token
 from ..rules.effects import LedgerEffects, apply_decision
 from ..rules.vocabulary import facts_for
+from ..sla.track import follow
 from ..tickets import apply, commands
 from ..tickets import thread as threading
 from ..tickets.refs import read_bounce_address, tagged_numbers
@@ -265,7 +266,7 @@ def apply_stage(ctx: Context, w: Work) -> None:
     keyword = ctx.settings.desk.close_keyword
     if keyword and participant and new.splitlines()[:1] == [keyword] \
             and ticket.status != "closed":
-        LedgerEffects(ctx, w, kind="customer").change(p.from_addr, status="closed")
+        LedgerEffects(ctx, w.ticket, w, kind="customer").change(p.from_addr, status="closed")
     ledger.add_event(ticket, "customer.replied", ctx.now, actor=p.from_addr,
                      message_id=p.message_id, thread_by=w.thread_by, cc_added=added,
                      **({"unverified_agent": w.unverified_agent} if w.unverified_agent else {}))
@@ -308,11 +309,12 @@ def _agent_message(ctx: Context, w: Work) -> None:
                      silent=plan.silent or not text)
     if plan.silent or not text:
         return
+    w.public_reply = True
     relay(ctx, ticket, agent.display_name or agent.name, text,
           tuple((a.filename, a.content_type, a.data) for a in p.attachments),
           ledger.thread_of(ticket), w.agent)
     if "status" not in plan.changes and ticket.status in ("new", "open"):
-        LedgerEffects(ctx, w, kind="agent").change(w.agent, status="pending")
+        LedgerEffects(ctx, w.ticket, w, kind="agent").change(w.agent, status="pending")
 
 
 def _open_for_requester(ctx: Context, w: Work) -> None:
@@ -342,7 +344,7 @@ def _open_for_requester(ctx: Context, w: Work) -> None:
 
 def _apply_plan(ctx: Context, w: Work, plan: commands.Plan, actor: str) -> None:
     assert w.ticket and w.agent
-    fx, ticket, ledger = LedgerEffects(ctx, w, kind="agent"), w.ticket, ctx.ledger
+    fx, ticket, ledger = LedgerEffects(ctx, w.ticket, w, kind="agent"), w.ticket, ctx.ledger
     if plan.changes:
         fx.change(w.agent, **plan.changes)
     if plan.tags_add or plan.tags_remove:
@@ -374,7 +376,7 @@ def rules_stage(ctx: Context, w: Work) -> None:
         "ticket.created" if w.created else "customer.replied"
     decision = ctx.rules.evaluate(event, facts)
     if decision.actions:
-        apply_decision(decision, LedgerEffects(ctx, w), ctx.settings.desk)
+        apply_decision(decision, LedgerEffects(ctx, w.ticket, w), ctx.settings.desk)
 
 
 def _mailbox(w: Work) -> str | None:
@@ -417,6 +419,17 @@ def _notify_agents(ctx: Context, w: Work) -> None:
                           "new_ticket": w.created})
 
 
+def sla_stage(ctx: Context, w: Work) -> None:
+    """Start, pause, resume or stop the ticket's SLA clocks after what this mail did."""
+    if ctx.slas is None or w.ticket is None:
+        return
+    customer = w.agent is None and not w.created and w.verdict == PERSON and not w.note
+    for clock in follow(ctx.slas, w.ticket, ctx.ledger.clocks_of(w.ticket), ctx.now,
+                        created=w.created, agent_replied=w.public_reply,
+                        customer_replied=customer):
+        ctx.ledger.add_clock(w.ticket, clock)
+
+
 def notify_stage(ctx: Context, w: Work) -> None:
     assert w.parsed and w.ticket
     if w.agent is not None:
@@ -444,6 +457,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("identify", identify_stage),
     ("apply", apply_stage),
     ("rules", rules_stage),
+    ("sla", sla_stage),
     ("notify", notify_stage),
 )
 

@@ -14,6 +14,7 @@ from ..config.schema import Settings
 from ..mail.parse import ParsedMail
 from ..notify.templates import Templates
 from ..rules.engine import EMPTY, RuleSet
+from ..sla.policy import Slas
 from ..store.blobs import BlobBatch
 from ..tickets.ledger import Ledger, Pending, TicketRow
 from ..tickets.refs import Grant
@@ -68,6 +69,7 @@ class Context:
     secrets: tuple[bytes, ...]     # tokens are made with the first, read with any
     now: datetime
     rules: RuleSet = EMPTY
+    slas: Slas | None = None       # None: no SLA clocks (tests of other things)
     dns: Callable[..., Any] | None = None   # DKIM key lookups; None: the system resolver
 
 
@@ -109,3 +111,4 @@ class Work:
     acknowledgement: str | None = "acknowledgement"   # the template; None: rules said no
     acknowledgement_rule: str | None = None
     created: bool = False
+    public_reply: bool = False            # an agent's reply went to the customer

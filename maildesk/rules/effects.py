@@ -82,11 +82,14 @@ class _Common:
 
 
 class LedgerEffects(_Common):
-    def __init__(self, ctx: Context, w: Work, kind: str = "rule") -> None:
-        """kind: who acts, for the events: a rule, or an agent by mail command."""
-        assert w.ticket is not None
-        self.ctx, self.w, self.ticket, self.desk = ctx, w, w.ticket, ctx.settings.desk
+    def __init__(self, ctx: Context, ticket: TicketRow | None, w: Work | None = None,
+                 kind: str = "rule") -> None:
+        """w: the mail being handled, if any (the SLA scan acts without one);
+        kind: who acts, for the events: a rule, or an agent by mail command."""
+        assert ticket is not None
+        self.ctx, self.w, self.ticket, self.desk = ctx, w, ticket, ctx.settings.desk
         self.kind = kind
+        self.answering = w.message if w is not None else None
 
     def _set(self, rule: str, values: dict[str, Any]) -> None:
         for name, new in values.items():
@@ -106,7 +109,7 @@ class LedgerEffects(_Common):
         agent = self.desk.agent_named(who)
         if agent is not None:
             queue_mail(self.ctx, self.ticket, "agent_notification",
-                       [(agent.name, agent.address)], answering=self.w.message,
+                       [(agent.name, agent.address)], answering=self.answering,
                        auto_submitted="auto-generated", reply_to=agent.address,
                        extra={"note_address": reply_token(self.ctx, self.ticket, agent.address,
                                                           "note"),
@@ -117,13 +120,14 @@ class LedgerEffects(_Common):
         people = [r for r in recipients(self.ctx.settings.desk, self.ticket, to, level)
                   if r[1] != self.ticket.requester or "requester" in to]
         if people:
-            queue_mail(self.ctx, self.ticket, template, people, answering=self.w.message,
+            queue_mail(self.ctx, self.ticket, template, people, answering=self.answering,
                        auto_submitted="auto-generated", rule=rule,
                        reply_to=self.ticket.requester if to == ["requester"] else None)
 
     def acknowledge(self, rule: str, template: str | None) -> None:
-        self.w.acknowledgement = template
-        self.w.acknowledgement_rule = rule
+        if self.w is not None:      # only a mail is acknowledged
+            self.w.acknowledgement = template
+            self.w.acknowledgement_rule = rule
 
     def _escalated(self, rule: str, level: int, queue: str | None, group: str | None) -> None:
         self.ctx.ledger.add_event(self.ticket, "ticket.escalated", self.ctx.now,

@@ -105,12 +105,13 @@ class Ticket(Base):
     linked_to: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reminded_at: Mapped[datetime | None] = mapped_column()   # pending: customer reminded
 
     messages: Mapped[list[Message]] = relationship(
         back_populates="ticket", order_by="Message.id", lazy="raise_on_sql")
     events: Mapped[list[Event]] = relationship(order_by="Event.id", lazy="raise_on_sql")
 
-    __table_args__ = (Index("ix_tickets_status", "status"),
+    __table_args__ = (Index("ix_tickets_status_updated", "status", "updated_at"),
                       Index("ix_tickets_requester_created", "requester", "created_at"))
 
 
@@ -221,3 +222,46 @@ class ImapState(Base):
     last_success_at: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column()
+
+
+class SlaClock(Base):
+    """One SLA clock of a ticket (first response, next response, resolution).
+
+    Business time is counted in segments: `elapsed` holds the finished ones,
+    `running_since` the start of the current one. `next_check_at` is when the
+    SLA scan must look at the clock again (its warning, its breach, its next
+    escalation level); NULL when there is nothing left to watch. The scan
+    reads only that index, and claims each step with a conditional update,
+    so a warning or breach fires once, also with two daemons on one database.
+    """
+
+    __tablename__ = "sla_clocks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))     # first_response | next_response | resolution
+    policy: Mapped[str] = mapped_column(String(64))
+    target: Mapped[float] = mapped_column()            # business seconds
+    elapsed: Mapped[float] = mapped_column(default=0.0)
+    state: Mapped[str] = mapped_column(String(10))     # running | paused | stopped
+    started_at: Mapped[datetime] = mapped_column()
+    running_since: Mapped[datetime | None] = mapped_column()
+    due_at: Mapped[datetime | None] = mapped_column()  # while running
+    warn_at: Mapped[datetime | None] = mapped_column()
+    stopped_at: Mapped[datetime | None] = mapped_column()
+    warned_at: Mapped[datetime | None] = mapped_column()
+    breached_at: Mapped[datetime | None] = mapped_column()
+    level: Mapped[int] = mapped_column(Integer, default=0)   # escalation levels fired
+    next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    pauses: Mapped[list[Any]] = mapped_column(JSON, default=list)   # [[from, to|None], ...]
+
+
+class JobRun(Base):
+    """A scheduled job's last run and its lease: a job runs once at a time across daemons,
+    and a restart after downtime catches a missed run up once."""
+
+    __tablename__ = "job_runs"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_run_at: Mapped[datetime | None] = mapped_column()
+    lease_until: Mapped[datetime | None] = mapped_column()
+    owner: Mapped[str | None] = mapped_column(String(100))
+    last_result: Mapped[str | None] = mapped_column(Text)

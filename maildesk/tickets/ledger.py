@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
+from ..sla.clocks import ClockRow
 from ..store import models
 from .refs import format_ref
 
@@ -24,6 +25,7 @@ T_TICKETS, T_MESSAGES = models.Ticket.__table__, models.Message.__table__
 T_ATTACH, T_EVENTS = models.Attachment.__table__, models.Event.__table__
 T_OUTBOX, T_ATTEMPTS = models.OutboxMail.__table__, models.DeliveryAttempt.__table__
 T_INBOUND, T_COUNTERS = models.Inbound.__table__, models.Counter.__table__
+T_CLOCKS = models.SlaClock.__table__
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,12 @@ _SENT_BY_ID = _SENT.where(T_OUTBOX.c.message_id.in_(bindparam("ids", expanding=T
 _SENT_BY_RETURN_PATH = _SENT.join(T_TICKETS, T_TICKETS.c.id == T_OUTBOX.c.ticket_id).where(
     T_TICKETS.c.ref == bindparam("ref"), T_OUTBOX.c.envelope_from == bindparam("path"))
 
+_CLOCKS_OF = select(T_CLOCKS).where(T_CLOCKS.c.ticket_id == bindparam("tid")) \
+    .order_by(T_CLOCKS.c.id)
+
 _SETTLED = ("state", "reason", "attempts", "processed_at")
-_LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound", "bounced")
+_LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound", "bounced",
+          "new_clocks")
 
 
 class Ledger:
@@ -122,6 +128,9 @@ class Ledger:
         self.outbox: list[Pending] = []
         self.inbound: list[tuple[int | None, Pending | None, dict[str, Any]]] = []
         self.bounced: list[dict[str, Any]] = []           # outbox mail a bounce failed
+        self.clocks: dict[int, list[ClockRow]] = {}       # SLA clocks by ticket number
+        self.new_clocks: list[tuple[TicketRow, ClockRow]] = []
+        self._clocks_loaded: dict[int, dict[str, Any]] = {}   # clock id -> values as read
         self.message_index: dict[str, TicketRow] = {}     # Message-ID -> ticket, this batch
         self.dedupe_index: dict[str, str] = {}            # dedupe key -> ref, this batch
         self._counter: int | None = None
@@ -131,7 +140,7 @@ class Ledger:
     def begin(self) -> None:
         self._draft = {"lens": {n: len(getattr(self, n)) for n in _LISTS},
                        "counter": self._counter, "saved": {}, "dirty": set(self.dirty),
-                       "keys": []}
+                       "keys": [], "clocks": {}}
 
     def commit(self) -> None:
         self._draft = None
@@ -151,6 +160,11 @@ class Ledger:
             del self.dirty[number]
         for index, key in d["keys"]:
             index.pop(key, None)
+        for number, (rows, saved) in d["clocks"].items():
+            for clock, values in zip(rows, saved):
+                for k, v in values.items():
+                    setattr(clock, k, v)
+            self.clocks[number] = rows
         self._counter = d["counter"]
         self._draft = None
 
@@ -254,6 +268,27 @@ class Ledger:
             row = self.conn.execute(_SENT_BY_ID, {"ids": list(message_ids)}).first()
         return None if row is None else SentMail(row[0], row[1], row[2], tuple(row[3] or ()))
 
+    def clocks_of(self, ticket: TicketRow) -> list[ClockRow]:
+        """The ticket's SLA clocks, to change in place (a rollback restores them)."""
+        rows = self.clocks.get(ticket.number)
+        if rows is None:
+            rows = []
+            if ticket.id is not None:
+                query = _CLOCKS_OF.with_for_update() \
+                    if self.conn.dialect.name == "postgresql" else _CLOCKS_OF
+                for r in self.conn.execute(query, {"tid": ticket.id}).mappings():
+                    rows.append(ClockRow(**dict(r)))
+                    self._clocks_loaded[r["id"]] = dict(r)
+            self.clocks[ticket.number] = rows
+        if self._draft is not None and ticket.number not in self._draft["clocks"]:
+            self._draft["clocks"][ticket.number] = (list(rows), [c.values() | {"id": c.id}
+                                                                 for c in rows])
+        return rows
+
+    def add_clock(self, ticket: TicketRow, clock: ClockRow) -> None:
+        self.clocks_of(ticket).append(clock)
+        self.new_clocks.append((ticket, clock))
+
     def stored_as(self, dedupe_key: str) -> str | None:
         if dedupe_key in self.dedupe_index:
             return self.dedupe_index[dedupe_key]
@@ -308,6 +343,24 @@ class Ledger:
         self.bounced.append({"outbox_id": sent.id, "at": at, "result": "bounced",
                              "detail": detail})
 
+    def _write_clocks(self) -> None:
+        if self.new_clocks:
+            ids = self.conn.execute(insert(T_CLOCKS).returning(T_CLOCKS.c.id,
+                                                               sort_by_parameter_order=True),
+                                    [{**clock.values(), "ticket_id": t.id}
+                                     for t, clock in self.new_clocks]).scalars().all()
+            for (t, clock), i in zip(self.new_clocks, ids):
+                clock.id, clock.ticket_id = i, t.id
+        changed = [c for rows in self.clocks.values() for c in rows
+                   if c.id in self._clocks_loaded and {**c.values(), "id": c.id}
+                   != self._clocks_loaded[c.id]]
+        if changed:
+            cols = [k for k in changed[0].values() if k != "ticket_id"]
+            self.conn.execute(update(T_CLOCKS).where(T_CLOCKS.c.id == bindparam("b_id"))
+                              .values({k: bindparam(f"b_{k}") for k in cols}),
+                              [{"b_id": c.id, **{f"b_{k}": getattr(c, k) for k in cols}}
+                               for c in changed])
+
     def settle(self, inbound_id: int | None, message: Pending | None, **values: Any) -> None:
         """Record what became of an inbound mail: update its row, or insert it (id None)."""
         self.inbound.append((inbound_id, message, values))
@@ -351,6 +404,7 @@ class Ledger:
                 c.execute(insert(table), [
                     {**p.values, key: (p.message.id if key == "message_pk" else p.ticket.id)}  # type: ignore[union-attr]
                     for p in items])
+        self._write_clocks()
         if self.bounced:
             c.execute(insert(T_ATTEMPTS), self.bounced)
             c.execute(update(T_OUTBOX).where(T_OUTBOX.c.id == bindparam("b_id"))

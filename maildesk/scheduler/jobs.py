@@ -1,0 +1,160 @@
+"""Time-based jobs: the SLA scan, closing resolved tickets, reminding waiting customers.
+
+APScheduler (in `maildesk serve`) decides when to try; the `job_runs` table
+decides whether to run. A run first takes a lease on its row, so a job never
+runs twice at once, not even in two daemons on one database; and it runs
+only if its interval has passed since the last run, so a daemon that starts
+after hours of downtime catches each job up once, not once per missed
+interval. Every job takes `now` from its caller, so tests set the clock.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..app import App
+from ..notify.outbox import queue_mail
+from ..pipeline.work import Context
+from ..rules.vocabulary import parse_duration
+from ..sla.scan import scan
+from ..sla.track import follow
+from ..store.models import JobRun
+from ..tickets.ledger import T_TICKETS, Ledger, TicketRow
+
+log = logging.getLogger("maildesk.jobs")
+T_RUNS = JobRun.__table__
+LEASE = timedelta(minutes=15)
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    interval: float                                # seconds
+    run: Callable[[App, datetime], str]            # returns what it did, one line
+
+
+def jobs_for(app: App) -> list[Job]:
+    sla = app.settings.sla
+    jobs = []
+    if sla.enabled:
+        jobs.append(Job("sla_scan", sla.scan_interval,
+                        lambda a, now: _said(scan(a, now).as_dict())))
+    if sla.auto_close_after:
+        jobs.append(Job("auto_close", 3600.0, auto_close))
+    if sla.pending_reminder_after:
+        jobs.append(Job("pending_reminders", 3600.0, pending_reminders))
+    return jobs
+
+
+def _said(counts: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing due"
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(app: App, job: Job, now: datetime, who: str | None = None) -> str | None:
+    """Run the job if its interval has passed and nobody holds it; None if not run."""
+    who = who or owner()
+    with app.engine.begin() as conn:
+        if conn.execute(select(T_RUNS.c.name).where(T_RUNS.c.name == job.name)).first() is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(T_RUNS).values(name=job.name))
+            except IntegrityError:
+                pass            # another daemon made the row first
+        due = now - timedelta(seconds=job.interval * 0.99)   # a timer firing a bit early
+        claimed = conn.execute(update(T_RUNS).where(
+            T_RUNS.c.name == job.name,
+            or_(T_RUNS.c.lease_until.is_(None), T_RUNS.c.lease_until < now),
+            or_(T_RUNS.c.last_run_at.is_(None), T_RUNS.c.last_run_at <= due))
+            .values(lease_until=now + LEASE, owner=who)).rowcount
+    if claimed != 1:
+        return None
+    result = "failed"
+    try:
+        result = job.run(app, now)
+        return result
+    finally:
+        with app.engine.begin() as conn:
+            conn.execute(update(T_RUNS).where(T_RUNS.c.name == job.name, T_RUNS.c.owner == who)
+                         .values(last_run_at=now, lease_until=None, last_result=result[:500]))
+
+
+def _context(app: App, conn: object, now: datetime) -> Context:
+    return Context(ledger=Ledger(conn, app.settings.desk.ref_prefix),  # type: ignore[arg-type]
+                   settings=app.settings, blobs=app.blobs.batch(conn),  # type: ignore[arg-type]
+                   templates=app.templates, secrets=app.secrets, now=now, rules=app.rules,
+                   slas=app.slas, dns=app.dns)
+
+
+def _old_tickets(app: App, now: datetime, status: str, age: str,
+                 act: Callable[[Context, TicketRow, int], None], extra: object = None) -> int:
+    """Tickets in `status` untouched for `age`, in batches; act on each; how many."""
+    cutoff = now - timedelta(seconds=parse_duration(age))
+    days = round(parse_duration(age) / 86400)
+    done, after = 0, 0
+    while True:
+        with app.engine.begin() as conn:
+            where = [T_TICKETS.c.status == status, T_TICKETS.c.updated_at <= cutoff,
+                     T_TICKETS.c.id > after]
+            if extra is not None:
+                where.append(extra)
+            ids = conn.execute(select(T_TICKETS.c.id).where(and_(*where))
+                               .order_by(T_TICKETS.c.id).limit(BATCH)).scalars().all()
+            if not ids:
+                return done
+            ctx = _context(app, conn, now)
+            for i in ids:
+                ticket = ctx.ledger.by_id(i)
+                assert ticket is not None
+                act(ctx, ticket, days)
+                done += 1
+            after = ids[-1]
+            ctx.ledger.write()
+            ctx.blobs.finish()
+
+
+def auto_close(app: App, now: datetime) -> str:
+    """Resolved tickets nobody answered for a while are closed, with a notice."""
+    def close(ctx: Context, ticket: TicketRow, days: int) -> None:
+        ctx.ledger.change(ticket, status="closed", updated_at=ctx.now)
+        ctx.ledger.add_event(ticket, "ticket.updated", ctx.now, actor="job:auto_close",
+                             field="status", old="resolved", new="closed",
+                             reason=f"resolved {days} days without a reply")
+        queue_mail(ctx, ticket, "ticket_closed", [(ticket.requester_name or "",
+                                                   ticket.requester)],
+                   answering=None, auto_submitted="auto-generated",
+                   reply_to=ticket.requester, extra={"days": days})
+        if ctx.slas is not None:
+            follow(ctx.slas, ticket, ctx.ledger.clocks_of(ticket), ctx.now)
+    age = app.settings.sla.auto_close_after
+    assert age is not None
+    return f"{_old_tickets(app, now, 'resolved', age, close)} closed"
+
+
+def pending_reminders(app: App, now: datetime) -> str:
+    """A customer we wait for hears from us once per wait, after a while."""
+    def remind(ctx: Context, ticket: TicketRow, days: int) -> None:
+        assert ticket.id is not None
+        ctx.ledger.conn.execute(update(T_TICKETS).where(T_TICKETS.c.id == ticket.id)
+                                .values(reminded_at=ctx.now))
+        ctx.ledger.add_event(ticket, "reminder.sent", ctx.now, actor="job:pending_reminders",
+                             waiting_days=days)
+        queue_mail(ctx, ticket, "pending_reminder", [(ticket.requester_name or "",
+                                                      ticket.requester)],
+                   answering=None, auto_submitted="auto-generated",
+                   reply_to=ticket.requester, extra={"days": days})
+    age = app.settings.sla.pending_reminder_after
+    assert age is not None
+    once = or_(T_TICKETS.c.reminded_at.is_(None), T_TICKETS.c.reminded_at < T_TICKETS.c.updated_at)
+    return f"{_old_tickets(app, now, 'pending', age, remind, once)} reminded"
