@@ -13,6 +13,7 @@ from rich.markup import escape
 from sqlalchemy import func, select
 
 from ..mail.headers import one_line
+from ..sla.views import SLA_FILTERS, sla_filter
 from ..store.models import Inbound, Message, OutboxMail, Ticket
 from ..tickets.views import STATUSES, list_tickets, show_ticket
 from .context import Obj
@@ -26,14 +27,19 @@ def tickets() -> None:
 
 @tickets.command("list")
 @click.option("--status", type=click.Choice(STATUSES), help="Only tickets in this status.")
+@click.option("--sla", "sla", type=click.Choice(SLA_FILTERS),
+              help="Only tickets with a live SLA clock that is breached, or at risk "
+                   "(warned, not yet breached).")
 @click.option("--limit", type=int, help="At most this many.")
 @FORMAT
 @click.pass_obj
-def tickets_list(obj: Obj, status: str | None, limit: int | None, fmt: str) -> None:
+def tickets_list(obj: Obj, status: str | None, sla: str | None, limit: int | None,
+                 fmt: str) -> None:
     """Tickets, oldest first."""
     app = obj.app()
     with app.sessions() as session:
-        rows = list_tickets(session, status, limit)
+        rows = list_tickets(session, status, limit,
+                            sla_filter(sla, datetime.now(timezone.utc)) if sla else None)
     if fmt == "json":
         emit_json(rows)
     else:

@@ -75,7 +75,8 @@ def next_check(clock: ClockRow, policy: SlaPolicy) -> datetime | None:
     if clock.state != RUNNING:
         return None
     if clock.breached_at is None:
-        return clock.warn_at if clock.warn_at is not None else clock.due_at
+        return clock.warn_at if clock.warn_at is not None and clock.warned_at is None \
+            else clock.due_at
     if clock.level < len(policy.levels):
         return policy.calendar.add(clock.breached_at, policy.levels[clock.level].after)
     return None

@@ -65,15 +65,17 @@ def steps(clock: ClockRow, policy: SlaPolicy, now: datetime) -> list[tuple[str, 
 def scan(app: App, now: datetime, batch: int = 500) -> ScanResult:
     """Fire what is due by `now`, in batches, one transaction each."""
     total = ScanResult()
+    seen: set[int] = set()      # a clock is stepped once per scan, whatever its next check says
     while True:
         with app.engine.begin() as conn:
             query = select(T_CLOCKS).where(T_CLOCKS.c.next_check_at <= now) \
                 .order_by(T_CLOCKS.c.next_check_at).limit(batch)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            rows = conn.execute(query).mappings().all()
+            rows = [r for r in conn.execute(query).mappings().all() if r["id"] not in seen]
             if not rows:
                 return total
+            seen.update(r["id"] for r in rows)
             ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix),
                           settings=app.settings, blobs=app.blobs.batch(conn),
                           templates=app.templates, secrets=app.secrets, now=now,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from ..store.models import Message, Ticket
@@ -27,14 +27,16 @@ def summary(t: Ticket, message_count: int) -> dict[str, Any]:
     }
 
 
-def list_tickets(session: Session, status: str | None = None, limit: int | None = None
-                 ) -> list[dict[str, Any]]:
+def list_tickets(session: Session, status: str | None = None, limit: int | None = None,
+                 where: ColumnElement[bool] | None = None) -> list[dict[str, Any]]:
     counts = (select(Message.ticket_id, func.count().label("n"))
               .group_by(Message.ticket_id).subquery())
     q = (select(Ticket, func.coalesce(counts.c.n, 0))
          .outerjoin(counts, counts.c.ticket_id == Ticket.id).order_by(Ticket.number))
     if status:
         q = q.where(Ticket.status == status)
+    if where is not None:
+        q = q.where(where)
     if limit:
         q = q.limit(limit)
     return [summary(t, n) for t, n in session.execute(q)]

@@ -1,0 +1,72 @@
+"""SLA clocks for people and scripts, and running the scheduled jobs by hand."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import click
+from rich.console import Console
+
+from ..scheduler.jobs import jobs_for, run_job
+from ..sla.views import clocks_of
+from .context import Obj
+from .output import EX_NOINPUT, FORMAT, emit_json, emit_table, fail
+
+
+@click.group()
+def sla() -> None:
+    """SLA clocks: first response, next response and resolution, in business time."""
+
+
+@sla.command("show")
+@click.argument("ref")
+@FORMAT
+@click.pass_obj
+def sla_show(obj: Obj, ref: str, fmt: str) -> None:
+    """Each clock of a ticket: policy, due time, business time used and left, pauses."""
+    app = obj.app()
+    with app.sessions() as session:
+        rows = clocks_of(session, app.slas, ref, datetime.now(timezone.utc))
+    if rows is None:
+        fail(f"no ticket {ref}", EX_NOINPUT)
+    assert rows is not None
+    if fmt == "json":
+        emit_json(rows)
+        return
+    emit_table(rows, ["clock", "policy", "calendar", "state", "due_at", "used_hours",
+                      "left_hours", "breached_at", "escalation_level"],
+               empty=f"{ref} has no SLA clocks (no policy matches it)")
+    console = Console(highlight=False)
+    for r in rows:
+        for p in r["paused"]:
+            console.print(f"{r['clock']} paused {p['from']} until {p['to'] or 'now'}")
+
+
+@click.group()
+def jobs() -> None:
+    """The scheduled jobs `maildesk serve` runs (SLA scan, auto-close, reminders)."""
+
+
+@jobs.command("run")
+@click.argument("names", nargs=-1)
+@FORMAT
+@click.pass_obj
+def jobs_run(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
+    """Run the jobs that are due now (all, or NAMES), as the daemon would; for desks that
+    run no daemon, from cron."""
+    app = obj.app()
+    known = {j.name: j for j in jobs_for(app)}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        fail(f"no job {', '.join(unknown)} (jobs: {', '.join(known)})", EX_NOINPUT)
+    rows = []
+    for name in names or tuple(known):
+        result = run_job(app, known[name], datetime.now(timezone.utc))
+        rows.append({"job": name, "ran": result is not None,
+                     "result": result or "not due, or running elsewhere"})
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        emit_table(rows, ["job", "ran", "result"])
+
+
+COMMANDS = [sla, jobs]
