@@ -240,3 +240,37 @@ def test_sla_show_and_tickets_list_by_sla(desk_config: Callable[..., Path],
     r = run_cli("jobs", "run", "--format", "json", config=cfg)
     assert r.returncode == 0 and {j["job"] for j in json.loads(r.stdout)} == {
         "sla_scan", "auto_close", "pending_reminders"}
+
+
+def test_bad_sla_settings_are_named_with_their_place(tmp_path: Path) -> None:
+    from conftest import run_cli
+    for body, expect in [
+        ("sla:\n  policies:\n    - {name: x, calendar: moon, first_response: 1h}\n",
+         b"unknown calendar 'moon'"),
+        ("sla:\n  calendars:\n    - name: c\n      holidays: {country: XX}\n",
+         b"unknown country 'XX'"),
+        ("sla:\n  calendars:\n    - name: c\n      hours: {mon: '9-5'}\n",
+         b"not working hours: '9-5'"),
+        ("sla:\n  policies:\n    - {name: x, first_response: soon}\n",
+         b"maildesk.yaml:3:"),
+    ]:
+        cfg = tmp_path / "maildesk.yaml"
+        cfg.write_text(body)
+        r = run_cli("config", "check", config=cfg)
+        assert r.returncode == 78 and expect in r.stderr, (body, r.stderr)
+
+
+def test_the_daemon_runs_the_scan_by_itself(daemon: Callable[..., Any]) -> None:
+    """A smoke test of the scheduler in `maildesk serve` (a 24x7 policy of two seconds)."""
+    import json
+
+    from conftest import run_cli, wait_for
+    from test_smtp import send
+    d = daemon(sla={"scan_interval": 1, "policies": [
+        {"name": "fast", "calendar": "24x7", "first_response": "2s", "resolution": "1h"}]})
+    send(d.port, mail())
+
+    def breached() -> bool:
+        r = run_cli("sla", "show", "MD-1", "--format", "json", config=d.config)
+        return r.returncode == 0 and any(c["breached_at"] for c in json.loads(r.stdout))
+    wait_for(breached, 30, "the daemon's scan to see the breach")
