@@ -256,10 +256,13 @@ def apply_stage(ctx: Context, w: Work) -> None:
                          previous=ticket.status)
         ledger.change(ticket, status="open")
     elif ticket.status in apply.STATUS_AFTER_CUSTOMER_REPLY:
-        old, new = ticket.status, apply.STATUS_AFTER_CUSTOMER_REPLY[ticket.status]
-        ledger.change(ticket, status=new)
+        before, after = ticket.status, apply.STATUS_AFTER_CUSTOMER_REPLY[ticket.status]
+        ledger.change(ticket, status=after)
         ledger.add_event(ticket, "ticket.updated", ctx.now, actor=p.from_addr,
-                         field="status", old=old, new=new)
+                         field="status", old=before, new=after)
+        if before == "resolved":        # it was not solved after all: reports count this
+            ledger.add_event(ticket, "ticket.reopened", ctx.now, actor=p.from_addr,
+                             previous=before)
     participant = p.from_addr in threading.participants(ticket)
     added = apply.add_participants(ledger, ticket, others) \
         if participant and ctx.settings.desk.add_cc_participants else []

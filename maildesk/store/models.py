@@ -254,6 +254,8 @@ class SlaClock(Base):
     next_check_at: Mapped[datetime | None] = mapped_column(index=True)
     pauses: Mapped[list[Any]] = mapped_column(JSON, default=list)   # [[from, to|None], ...]
 
+    __table_args__ = (Index("ix_sla_clocks_kind_stopped", "kind", "stopped_at"),)
+
 
 class JobRun(Base):
     """A scheduled job's last run and its lease: a job runs once at a time across daemons,
@@ -265,3 +267,29 @@ class JobRun(Base):
     lease_until: Mapped[datetime | None] = mapped_column()
     owner: Mapped[str | None] = mapped_column(String(100))
     last_result: Mapped[str | None] = mapped_column(Text)
+
+
+class Survey(Base):
+    """The one satisfaction survey of a ticket: sent, and maybe answered."""
+
+    __tablename__ = "surveys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
+    requester: Mapped[str] = mapped_column(Text)
+    sent_at: Mapped[datetime] = mapped_column()
+    answered_at: Mapped[datetime | None] = mapped_column()
+    score: Mapped[int | None] = mapped_column(Integer)       # 1-5; good/bad are 5/1
+    satisfied: Mapped[bool | None] = mapped_column(Boolean)
+    comment: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_surveys_sent_at", "sent_at"),
+                      Index("ix_surveys_answered_at", "answered_at"),
+                      Index("ix_surveys_requester_sent", "requester", "sent_at"))
+
+
+class SurveyOptOut(Base):
+    """A requester who asked for no more surveys."""
+
+    __tablename__ = "survey_optouts"
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,286 @@
+"""The numbers a service-desk manager runs the desk by, as SQL aggregations.
+
+Every figure is a GROUP BY (or, for medians and the 90th percentile, a
+window function that ranks rows within each group and keeps the rank that
+is the percentile), so a report over a million tickets moves counts, not
+tickets, into Python. The definitions are the SLA clocks' own (README):
+
+- created: tickets opened in the period; resolved: resolution clocks stopped
+  in it; reopened: `ticket.reopened` events in it;
+- backlog: tickets opened before the period's end and not resolved by then;
+- first response and resolution times: of the clocks stopped in the period,
+  in business hours (the clock's count, pauses left out) and wall hours
+  (from start to stop, pauses included);
+- SLA compliance: of those clocks, the share stopped without a breach;
+- CSAT: of surveys answered in the period, the share satisfied, the mean
+  score, and answers per survey sent in the period;
+- first-contact resolution: resolved tickets with no next-response clock
+  (the customer never had to write again) and no reopening.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy import Integer as SqlInteger
+
+from ..store.models import Event, SlaClock, Survey, Ticket
+
+DIMENSIONS = ("queue", "category", "agent", "type", "priority", "week")
+ALL = "all"
+T, C, E, S = Ticket.__table__, SlaClock.__table__, Event.__table__, Survey.__table__
+Dim = Callable[[Any], ColumnElement[Any]]     # the time column a figure is about -> group
+
+
+@dataclass
+class Report:
+    start: datetime
+    end: datetime
+    by: str | None
+    groups: dict[str, dict[str, Any]]                 # group -> figures; "all" is the total
+    breaches: list[dict[str, Any]] = field(default_factory=list)
+    comments: list[dict[str, Any]] = field(default_factory=list)
+    top_categories: list[dict[str, Any]] = field(default_factory=list)
+    top_requesters: list[dict[str, Any]] = field(default_factory=list)
+    series: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+
+def _week(conn: Connection) -> Callable[[Any], ColumnElement[Any]]:
+    """The Monday of a timestamp's week, as text, on either engine."""
+    if conn.dialect.name == "postgresql":
+        return lambda col: func.to_char(func.date_trunc(literal_column("'week'"), col),
+                                        literal_column("'YYYY-MM-DD'"))
+    return lambda col: func.date(col, "weekday 0", "-6 days")
+
+
+def _day(conn: Connection) -> Callable[[Any], ColumnElement[Any]]:
+    if conn.dialect.name == "postgresql":
+        return lambda col: func.to_char(col, literal_column("'YYYY-MM-DD'"))
+    return lambda col: func.date(col)
+
+
+def _seconds(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
+    if conn.dialect.name == "postgresql":
+        return func.extract("epoch", later - earlier)
+    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+
+def dimension(by: str | None, conn: Connection) -> Dim:
+    if by is None:
+        # a cast, not a bare constant: PostgreSQL refuses GROUP BY 'all'
+        return lambda _col: cast(literal_column(f"'{ALL}'"), String)
+    if by == "week":
+        return _week(conn)
+    column = {"queue": T.c.queue, "category": T.c.category, "agent": T.c.assignee,
+              "type": T.c.type, "priority": T.c.priority}[by]
+    fallback = literal_column("'(unassigned)'" if by == "agent" else "'(none)'")
+    return lambda _col: func.coalesce(column, fallback)
+
+
+def _rank(n: Any, p: float) -> ColumnElement[Any]:
+    """ceil(n * p), the nearest-rank percentile, on engines without ceil()."""
+    x = n * p
+    return cast(x, SqlInteger) + case((x > cast(x, SqlInteger), 1), else_=0)
+
+
+def _percentiles(conn: Connection, value: Any, group: Any, *where: Any,
+                 join: Any = None) -> dict[str, tuple[float, float]]:
+    """Median and 90th percentile of value, per group."""
+    inner = select(group.label("g"), value.label("v"),
+                   func.row_number().over(partition_by=group, order_by=value).label("rn"),
+                   func.count().over(partition_by=group).label("n"))
+    inner = (inner.select_from(join) if join is not None else inner).where(*where).subquery()
+    rows = conn.execute(select(inner.c.g, inner.c.rn, inner.c.n, inner.c.v).where(or_(
+        inner.c.rn == _rank(inner.c.n, 0.5), inner.c.rn == _rank(inner.c.n, 0.9))))
+    out: dict[str, list[float]] = {}
+    for g, rn, n, v in rows:
+        slot = out.setdefault(str(g), [0.0, 0.0])
+        if rn == math.ceil(n * 0.5):
+            slot[0] = float(v)
+        if rn == math.ceil(n * 0.9):
+            slot[1] = float(v)
+    return {g: (a, b) for g, (a, b) in out.items()}
+
+
+def _counts(conn: Connection, query: Any) -> dict[str, int]:
+    return {str(g): int(n) for g, n in conn.execute(query)}
+
+
+def build(conn: Connection, start: datetime, end: datetime, by: str | None) -> Report:
+    """The report for [start, end), by one dimension (None: totals only)."""
+    report = Report(start, end, by, {})
+    for dim_by in ([None] if by is None else [None, by]):
+        dim = dimension(dim_by, conn)
+        for g, figures in _figures(conn, start, end, dim).items():
+            report.groups.setdefault(g, {}).update(figures)
+    _lists(conn, report, start, end)
+    _series(conn, report, start, end)
+    return report
+
+
+def _figures(conn: Connection, start: datetime, end: datetime,
+             dim: Dim) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, values: dict[str, Any]) -> None:
+        for g, v in values.items():
+            out.setdefault(g, {})[name] = v
+
+    in_period = lambda col: and_(col >= start, col < end)  # noqa: E731
+    g = dim(T.c.created_at)
+    put("created", _counts(conn, select(g, func.count()).where(in_period(T.c.created_at))
+                           .group_by(g)))
+    res = C.join(T, T.c.id == C.c.ticket_id)
+    resolved = and_(C.c.kind == "resolution", C.c.state == "stopped", in_period(C.c.stopped_at))
+    g = dim(C.c.stopped_at)
+    put("resolved", _counts(conn, select(g, func.count()).select_from(res).where(resolved)
+                            .group_by(g)))
+    g = dim(E.c.at)
+    put("reopened", _counts(conn, select(g, func.count()).select_from(
+        E.join(T, T.c.id == E.c.ticket_id)).where(E.c.kind == "ticket.reopened",
+                                                  in_period(E.c.at)).group_by(g)))
+    # backlog at the end: opened before it, not resolved before it
+    done = exists(select(C.c.id).where(C.c.ticket_id == T.c.id, C.c.kind == "resolution",
+                                       C.c.state == "stopped", C.c.stopped_at < end))
+    clockless_done = and_(~exists(select(C.c.id).where(C.c.ticket_id == T.c.id,
+                                                       C.c.kind == "resolution")),
+                          T.c.status.in_(("resolved", "closed")))
+    open_at_end = and_(T.c.created_at < end, ~done, ~clockless_done)
+    g = dim(literal(end))
+    put("backlog", _counts(conn, select(g, func.count()).where(open_at_end).group_by(g)))
+    oldest_first = _percentiles(conn, _seconds(conn, literal(end), T.c.created_at), g,
+                                open_at_end)
+    put("backlog_age_median_h", {k: round(v[0] / 3600, 1) for k, v in oldest_first.items()})
+
+    for kind, label in (("first_response", "frt"), ("resolution", "mttr")):
+        stopped = and_(C.c.kind == kind, C.c.state == "stopped", in_period(C.c.stopped_at))
+        g = dim(C.c.stopped_at)
+        for name, value in (("business", C.c.elapsed),
+                            ("wall", _seconds(conn, C.c.stopped_at, C.c.started_at))):
+            pct = _percentiles(conn, value, g, stopped, join=res)
+            put(f"{label}_{name}_median_h", {k: round(v[0] / 3600, 2) for k, v in pct.items()})
+            put(f"{label}_{name}_p90_h", {k: round(v[1] / 3600, 2) for k, v in pct.items()})
+        met = _counts(conn, select(g, func.count()).select_from(res)
+                      .where(stopped, C.c.breached_at.is_(None)).group_by(g))
+        total = _counts(conn, select(g, func.count()).select_from(res).where(stopped)
+                        .group_by(g))
+        put(f"sla_{kind}_pct", {k: round(100.0 * met.get(k, 0) / n, 1)
+                                for k, n in total.items() if n})
+
+    g = dim(S.c.answered_at)
+    answered = and_(S.c.answered_at.is_not(None), in_period(S.c.answered_at))
+    surveys = S.join(T, T.c.id == S.c.ticket_id)
+    rows = conn.execute(select(g, func.count(), func.avg(S.c.score),
+                               func.sum(case((S.c.satisfied.is_(True), 1), else_=0)))
+                        .select_from(surveys).where(answered).group_by(g))
+    for key, n, mean, happy in rows:
+        out.setdefault(str(key), {}).update({
+            "csat_responses": int(n), "csat_mean": round(float(mean or 0), 2),
+            "csat_pct": round(100.0 * int(happy or 0) / int(n), 1)})
+    g = dim(S.c.sent_at)
+    sent = _counts(conn, select(g, func.count()).select_from(surveys)
+                   .where(in_period(S.c.sent_at)).group_by(g))
+    back = _counts(conn, select(g, func.count()).select_from(surveys).where(
+        in_period(S.c.sent_at), S.c.answered_at.is_not(None)).group_by(g))
+    put("survey_response_rate_pct", {k: round(100.0 * back.get(k, 0) / n, 1)
+                                     for k, n in sent.items() if n})
+
+    g = dim(C.c.stopped_at)
+    other = C.alias("other")        # the ticket's other clocks, not the one being counted
+    again = exists(select(other.c.id).where(other.c.ticket_id == T.c.id,
+                                            other.c.kind == "next_response")) | exists(
+        select(E.c.id).where(E.c.ticket_id == T.c.id, E.c.kind == "ticket.reopened"))
+    first = _counts(conn, select(g, func.count()).select_from(res).where(resolved, ~again)
+                    .group_by(g))
+    for k, figures in out.items():
+        n = figures.get("resolved", 0)
+        if n:
+            figures["fcr_pct"] = round(100.0 * first.get(k, 0) / n, 1)
+            figures["reopen_rate_pct"] = round(100.0 * figures.get("reopened", 0) / n, 1)
+    return out
+
+
+def _lists(conn: Connection, report: Report, start: datetime, end: datetime) -> None:
+    breached = conn.execute(
+        select(T.c.ref, T.c.subject, T.c.queue, T.c.priority, C.c.kind, C.c.policy,
+               C.c.breached_at).select_from(C.join(T, T.c.id == C.c.ticket_id))
+        .where(C.c.breached_at >= start, C.c.breached_at < end)
+        .order_by(C.c.breached_at).limit(50))
+    report.breaches = [{"ref": r.ref, "subject": r.subject, "queue": r.queue,
+                        "priority": r.priority, "clock": r.kind, "policy": r.policy,
+                        "breached_at": r.breached_at.isoformat()} for r in breached]
+    comments = conn.execute(
+        select(T.c.ref, S.c.score, S.c.comment, S.c.answered_at)
+        .select_from(S.join(T, T.c.id == S.c.ticket_id))
+        .where(S.c.answered_at >= start, S.c.answered_at < end, S.c.comment.is_not(None),
+               S.c.comment != "").order_by(S.c.answered_at.desc()).limit(20))
+    report.comments = [{"ref": r.ref, "score": r.score, "comment": r.comment,
+                        "answered_at": r.answered_at.isoformat()} for r in comments]
+    created = and_(T.c.created_at >= start, T.c.created_at < end)
+    for attr, column in (("top_categories", func.coalesce(T.c.category,
+                                                            literal_column("'(none)'"))),
+                         ("top_requesters", T.c.requester)):
+        rows = conn.execute(select(column, func.count().label("n")).where(created)
+                            .group_by(column).order_by(func.count().desc(), column).limit(10))
+        setattr(report, attr, [{"name": str(k), "tickets": int(n)} for k, n in rows])
+
+
+def _series(conn: Connection, report: Report, start: datetime, end: datetime) -> None:
+    """For the charts: backlog by day, volume by category, weekly medians and compliance."""
+    day = _day(conn)
+    opened_before = int(conn.scalar(select(func.count()).where(T.c.created_at < start)) or 0)
+    closed_before = int(conn.scalar(select(func.count()).select_from(C).where(
+        C.c.kind == "resolution", C.c.state == "stopped", C.c.stopped_at < start)) or 0)
+    opened = _counts(conn, select(day(T.c.created_at), func.count()).where(
+        T.c.created_at >= start, T.c.created_at < end).group_by(day(T.c.created_at)))
+    closed = _counts(conn, select(day(C.c.stopped_at), func.count()).where(
+        C.c.kind == "resolution", C.c.state == "stopped", C.c.stopped_at >= start,
+        C.c.stopped_at < end).group_by(day(C.c.stopped_at)))
+    backlog, level, d = [], opened_before - closed_before, start.date()
+    while d < end.date() or (d == end.date() and end.time() != datetime.min.time()):
+        key = d.isoformat()
+        level += opened.get(key, 0) - closed.get(key, 0)
+        backlog.append((key, float(level)))
+        d += timedelta(days=1)
+    report.series["backlog"] = backlog
+    report.series["volume_by_category"] = [(c["name"], float(c["tickets"]))
+                                           for c in report.top_categories]
+    week = _week(conn)
+    res = C.join(T, T.c.id == C.c.ticket_id)
+    for kind, name in (("first_response", "frt_median_h"), ("resolution", "mttr_median_h")):
+        stopped = and_(C.c.kind == kind, C.c.state == "stopped", C.c.stopped_at >= start,
+                       C.c.stopped_at < end)
+        pct = _percentiles(conn, C.c.elapsed, week(C.c.stopped_at), stopped, join=res)
+        report.series[name] = sorted((k, round(v[0] / 3600, 2)) for k, v in pct.items())
+    stopped = and_(C.c.state == "stopped", C.c.kind.in_(("first_response", "resolution")),
+                   C.c.stopped_at >= start, C.c.stopped_at < end)
+    rows = conn.execute(select(week(C.c.stopped_at), func.count(),
+                               func.sum(case((C.c.breached_at.is_(None), 1), else_=0)))
+                        .where(stopped).group_by(week(C.c.stopped_at)))
+    report.series["sla_met_pct"] = sorted((str(k), round(100.0 * int(m or 0) / int(n), 1))
+                                          for k, n, m in rows if n)
+
+
+def period(start: date | None, end: date | None, today: date) -> tuple[datetime, datetime]:
+    """[from, to] as whole UTC days; by default the 30 days up to and including today."""
+    last = end or today
+    first = start or last - timedelta(days=29)
+    return (datetime.combine(first, datetime.min.time(), timezone.utc),
+            datetime.combine(last + timedelta(days=1), datetime.min.time(), timezone.utc))
