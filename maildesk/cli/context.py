@@ -38,5 +38,5 @@ class Obj:
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("mail.log", "aiosmtpd", "alembic"):
+    for noisy in ("mail.log", "aiosmtpd", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -48,11 +48,12 @@ def jobs() -> None:
 
 @jobs.command("run")
 @click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Run even if the interval has not passed.")
 @FORMAT
 @click.pass_obj
-def jobs_run(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
+def jobs_run(obj: Obj, names: tuple[str, ...], force: bool, fmt: str) -> None:
     """Run the jobs that are due now (all, or NAMES), as the daemon would; for desks that
-    run no daemon, from cron."""
+    run no daemon, from cron. A job another process is running is left to it."""
     app = obj.app()
     known = {j.name: j for j in jobs_for(app)}
     unknown = [n for n in names if n not in known]
@@ -60,7 +61,7 @@ def jobs_run(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
         fail(f"no job {', '.join(unknown)} (jobs: {', '.join(known)})", EX_NOINPUT)
     rows = []
     for name in names or tuple(known):
-        result = run_job(app, known[name], datetime.now(timezone.utc))
+        result = run_job(app, known[name], datetime.now(timezone.utc), force=force)
         rows.append({"job": name, "ran": result is not None,
                      "result": result or "not due, or running elsewhere"})
     if fmt == "json":

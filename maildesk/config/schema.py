@@ -41,6 +41,7 @@ class Queue(Strict):
     addresses: list[str] = Field(
         default_factory=list,
         description="Support addresses whose mail opens tickets in this queue.")
+    surveys: bool = Field(True, description="Send satisfaction surveys for its tickets.")
     on_closed_reply: Literal["new", "reopen", "refuse"] = Field(
         "new",
         description="A reply to a closed ticket: open a new linked ticket, reopen, "
@@ -374,6 +375,40 @@ class Sla(Strict):
                             mode="before")(_duration)
 
 
+class SurveyWeb(Strict):
+    """Rating links for desks that prefer web links to mailto links (off by default)."""
+
+    enabled: bool = Field(False, description="Serve rating pages in `maildesk serve`.")
+    host: str = Field("127.0.0.1", description="Address to listen on (put a proxy in front).")
+    port: int = Field(8025, ge=1, le=65535)
+    base_url: str = Field("http://127.0.0.1:8025",
+                          description="How customers' browsers reach it, e.g. "
+                                      "https://desk.example.com/rate.")
+
+
+class Surveys(Strict):
+    enabled: bool = Field(True, description="Ask requesters how satisfied they are.")
+    delay: str = Field("1h", description="After resolution (wall time) before the survey.")
+    scale: Literal["1-5", "good-bad"] = Field(
+        "1-5", description="1-5 (5 is best) or good-bad.")
+    per_requester_days: int = Field(
+        30, ge=0, description="At most one survey per requester in this many days.")
+    recent_days: int = Field(
+        14, ge=1, description="Only tickets resolved this recently (turning surveys on "
+                              "does not survey last year's tickets).")
+    web: SurveyWeb = Field(default_factory=SurveyWeb)
+
+    _delay = field_validator("delay", mode="before")(_duration)
+
+
+class Digest(Strict):
+    to: list[str] = Field(default_factory=list,
+                          description="Who gets the report by mail; empty: no digest.")
+    every: str = Field("7d", description="How often, and the period it covers.")
+
+    _every = field_validator("every", mode="before")(_duration)
+
+
 class Database(Strict):
     url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/maildesk.db "
@@ -512,6 +547,8 @@ class Settings(Strict):
     outbox: Outbox = Field(default_factory=Outbox)
     limits: Limits = Field(default_factory=Limits)
     sla: Sla = Field(default_factory=Sla)
+    surveys: Surveys = Field(default_factory=Surveys)
+    digest: Digest = Field(default_factory=Digest)
     imap: list[Mailbox] = Field(default_factory=list, description="IMAP mailboxes to drain.")
     templates_dir: Path | None = Field(
         None, description="Folder whose templates override the built-in ones.")

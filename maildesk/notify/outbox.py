@@ -29,8 +29,9 @@ def reply_token(ctx: Context, ticket: TicketRow, recipient: str, purpose: str = 
 def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[str, str]], *,
                answering: Pending | None, extra: dict[str, Any] | None = None,
                auto_submitted: str = "auto-replied", rule: str | None = None,
-               reply_to: str | None = None) -> None:
-    """A templated mail. reply_to: the recipient whose token address replies go to."""
+               reply_to: str | None = None, reply_address: str | None = None) -> None:
+    """A templated mail. reply_to: the recipient whose token address replies go to;
+    reply_address: a Reply-To made by the caller (a survey's rate address)."""
     settings = ctx.settings
     address = desk_address(ctx, ticket)
     context = {
@@ -48,7 +49,7 @@ def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[st
         subject=rendered.subject, text=rendered.text, html=rendered.html,
         message_id=new_message_id(settings.desk.domain, ticket.ref), date=ctx.now,
         in_reply_to=in_reply_to, references=(in_reply_to,) if in_reply_to else (),
-        reply_to=reply_token(ctx, ticket, reply_to) if reply_to else None,
+        reply_to=reply_address or (reply_token(ctx, ticket, reply_to) if reply_to else None),
         auto_submitted=auto_submitted, x_loop=address, ticket_ref=ticket.ref), rule=rule)
 
 

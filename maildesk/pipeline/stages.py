@@ -25,9 +25,11 @@ from ..notify.outbox import queue_mail, relay, reply_token
 from ..rules.effects import LedgerEffects, apply_decision
 from ..rules.vocabulary import facts_for
 from ..sla.track import follow
+from ..surveys.answer import Rating, parse_rating, record
+from ..surveys.send import survey_opt_out
 from ..tickets import apply, commands
 from ..tickets import thread as threading
-from ..tickets.refs import read_bounce_address, tagged_numbers
+from ..tickets.refs import rate_token_ok, read_bounce_address, read_rate_address, tagged_numbers
 from .work import Classified, Context, Dropped, Duplicate, Quarantined, Refused, Work
 
 Stage = Callable[[Context, Work], None]
@@ -101,8 +103,41 @@ def authenticate_stage(ctx: Context, w: Work) -> None:
         w.proven_agent = agent.name
 
 
+def survey_stage(ctx: Context, w: Work) -> None:
+    """A rating by mail: a click on a rate link (the score is in the address) or a reply to
+    the survey (the score is in its words). A reply with no rating in it is a reply."""
+    assert w.parsed
+    desk = ctx.settings.desk
+    found = next((r for r in (read_rate_address(a, desk.ref_prefix) for a in _recipients(w))
+                  if r is not None), None)
+    if found is None:
+        return
+    ref, choice, code = found
+    if w.verdict != PERSON:     # a vacation reply to the survey is no answer
+        raise Classified(w.verdict, f"{w.verdict_reason}; not a rating")
+    ticket = ctx.ledger.by_ref(ref)
+    if ticket is None or not rate_token_ok(code, ctx.secrets, ref, ticket.requester):
+        raise Refused(f"a rating for {ref} whose token is not its requester's")
+    if choice == "optout":
+        survey_opt_out(ctx, ticket)
+        raise Classified("opted-out", f"{ticket.requester} wants no more surveys")
+    text = split_reply(w.parsed.text)[0]
+    rating = Rating(int(choice), text.strip()[:2000]) if choice \
+        else parse_rating(text, ctx.settings.surveys.scale)
+    if rating is None:
+        w.ticket, w.thread_by = ticket, "survey"
+        return
+    if not record(ctx, ticket, rating, via="mail"):
+        raise Refused(f"{ref} has no open survey (never sent, or answered already)")
+    w.message = apply.store_message(ctx.ledger, ctx.blobs, ticket, w.parsed, w.inbound.digest,
+                                    ctx.now, text=text, visibility="internal")
+    raise Classified("rating", f"{ref} rated {rating.score}")
+
+
 def thread_stage(ctx: Context, w: Work) -> None:
     assert w.parsed
+    if w.ticket is not None:        # found already (a reply to a survey)
+        return
     desk = ctx.settings.desk
     p = w.parsed
     agent = desk.agent(p.from_addr)     # an agent may write from another of their addresses
@@ -456,6 +491,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("keep", keep_stage),
     ("classify", classify_stage),
     ("authenticate", authenticate_stage),
+    ("survey", survey_stage),
     ("thread", thread_stage),
     ("identify", identify_stage),
     ("apply", apply_stage),

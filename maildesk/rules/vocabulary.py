@@ -41,6 +41,8 @@ FIELDS: dict[str, str] = {
     "priority": "text", "impact": "text", "urgency": "text", "tags": "texts",
     "assignee": "text", "requester": "address", "age": "duration",
     "business_hours": "bool", "replies": "number",
+    # a survey's answer (survey.answered)
+    "rating": "number", "satisfied": "bool",
 }
 HEADER_PREFIX = "header."   # header.x-priority, header.list-id: every value of that header
 
@@ -92,9 +94,11 @@ def business_hours(hours: WorkingHours) -> tuple[BusinessHours, ZoneInfo]:
 
 def facts_for(desk: Desk, ticket: TicketRow | None, mail: ParsedMail | None, now: datetime,
               replies: Callable[[], int] = lambda: 0, recipients: tuple[str, ...] = (),
-              mailbox: str | None = None) -> Facts:
+              mailbox: str | None = None, answer: dict[str, Any] | None = None) -> Facts:
     hours, zone = business_hours(desk.hours)
-    return Facts(ticket, mail, now, now.astimezone(zone), hours, replies, recipients, mailbox)
+    facts = Facts(ticket, mail, now, now.astimezone(zone), hours, replies, recipients, mailbox)
+    facts.answer = answer or {}
+    return facts
 
 
 class Facts:
@@ -108,6 +112,7 @@ class Facts:
         self._local_now, self._hours = local_now, hours
         self._replies, self._recipients, self._mailbox = replies, recipients, mailbox
         self._cache: dict[str, Any] = {}
+        self.answer: dict[str, Any] = {}      # a survey's rating, for survey.answered
 
     def get(self, name: str) -> Any:
         if name not in self._cache:
@@ -149,5 +154,7 @@ _GETTERS: dict[str, Callable[[Facts], Any]] = {
     "age": lambda f: (f.now - f.ticket.created_at).total_seconds() if f.ticket else 0.0,
     "business_hours": lambda f: f._hours.open_at(f._local_now),
     "replies": lambda f: f._replies(),
+    "rating": lambda f: f.answer.get("rating"),
+    "satisfied": lambda f: f.answer.get("satisfied"),
 }
 assert set(_GETTERS) == set(FIELDS)

@@ -22,10 +22,12 @@ from sqlalchemy.exc import IntegrityError
 from ..app import App
 from ..notify.outbox import queue_mail
 from ..pipeline.work import Context
+from ..reports.digest import send_digest
 from ..rules.vocabulary import parse_duration
 from ..sla.scan import scan
 from ..sla.track import follow
 from ..store.models import JobRun
+from ..surveys.send import send_surveys
 from ..tickets.ledger import T_TICKETS, Ledger, TicketRow
 
 log = logging.getLogger("maildesk.jobs")
@@ -51,6 +53,11 @@ def jobs_for(app: App) -> list[Job]:
         jobs.append(Job("auto_close", 3600.0, auto_close))
     if sla.pending_reminder_after:
         jobs.append(Job("pending_reminders", 3600.0, pending_reminders))
+    if app.settings.surveys.enabled:
+        jobs.append(Job("surveys", 300.0, send_surveys))
+    digest = app.settings.digest
+    if digest.to:
+        jobs.append(Job("digest", parse_duration(digest.every), send_digest))
     return jobs
 
 
@@ -62,8 +69,9 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_job(app: App, job: Job, now: datetime, who: str | None = None) -> str | None:
-    """Run the job if its interval has passed and nobody holds it; None if not run."""
+def run_job(app: App, job: Job, now: datetime, who: str | None = None,
+            force: bool = False) -> str | None:
+    """Run the job if its interval has passed (or force) and nobody holds it; None if not."""
     who = who or owner()
     with app.engine.begin() as conn:
         if conn.execute(select(T_RUNS.c.name).where(T_RUNS.c.name == job.name)).first() is None:
@@ -72,7 +80,7 @@ def run_job(app: App, job: Job, now: datetime, who: str | None = None) -> str | 
                     conn.execute(insert(T_RUNS).values(name=job.name))
             except IntegrityError:
                 pass            # another daemon made the row first
-        due = now - timedelta(seconds=job.interval * 0.99)   # a timer firing a bit early
+        due = now if force else now - timedelta(seconds=job.interval * 0.99)  # timers jitter
         claimed = conn.execute(update(T_RUNS).where(
             T_RUNS.c.name == job.name,
             or_(T_RUNS.c.lease_until.is_(None), T_RUNS.c.lease_until < now),

@@ -26,8 +26,8 @@ def _tick(app: App, job: Job, done: Callable[[], None]) -> None:
         log.error("job %s failed: %s: %s", job.name, type(e).__name__, e)
         return
     if result is not None:
-        log.log(logging.INFO if result not in ("nothing due", "0 closed", "0 reminded")
-                else logging.DEBUG, "job %s: %s", job.name, result)
+        quiet = result.startswith(("0 ", "nothing"))
+        log.log(logging.DEBUG if quiet else logging.INFO, "job %s: %s", job.name, result)
         done()
 
 

@@ -50,6 +50,26 @@ def bounce_address(secret: bytes, address: str, ref: str, message_id: str) -> st
     return f"{local}+bounce-{ref.lower()}-{code}@{domain}"
 
 
+def rate_address(secret: bytes, address: str, ref: str, requester: str,
+                 choice: str | None = None) -> str:
+    """`support+rate-md-12-4-<token>@domain`: a rating of 4 for MD-12 by its requester;
+    without a choice (a reply to the survey, rated in its text), or `optout`."""
+    local, domain = address.rsplit("@", 1)
+    middle = f"-{choice}" if choice else ""
+    return f"{local}+rate-{ref.lower()}{middle}-{token(secret, ref, requester, 'rate')}@{domain}"
+
+
+def read_rate_address(address: str, prefix: str) -> tuple[str, str | None, str] | None:
+    """(ref, choice or None, token) of a rate address; the caller checks the token."""
+    m = re.fullmatch(rf"[^+@]+\+rate-({re.escape(prefix.lower())}-\d{{1,12}})"
+                     rf"(?:-([1-5]|optout))?-([a-z2-7]+)@.+", address.lower())
+    return (m.group(1).upper(), m.group(2), m.group(3)) if m else None
+
+
+def rate_token_ok(code: str, secrets: tuple[bytes, ...], ref: str, requester: str) -> bool:
+    return any(hmac.compare_digest(code, token(s, ref, requester, "rate")) for s in secrets)
+
+
 def read_bounce_address(address: str, prefix: str) -> str | None:
     """The ticket ref of a return path we made; the outbox row that used it is the proof."""
     m = re.fullmatch(rf"[^+@]+\+bounce-({re.escape(prefix.lower())}-\d{{1,12}})-[a-z2-7]+@.+",
