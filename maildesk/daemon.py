@@ -32,6 +32,7 @@ from .intake import imap, inbound, smtp
 from .notify import delivery
 from .notify.templates import Templates
 from .scheduler import service
+from .surveys.web import RatingServer
 
 log = logging.getLogger("maildesk")
 POLL = 5.0
@@ -159,6 +160,13 @@ class Daemon:
         for p in self.pollers:
             p.start()
         self.scheduler = service.start(self.app, self.outbox.wake.set)
+        try:
+            ratings = RatingServer(self.app) if s.surveys.web.enabled else None
+        except OSError as e:
+            raise StartupError(f"cannot listen for rating pages on {s.surveys.web.host}:"
+                               f"{s.surveys.web.port}: {e.strerror}") from None
+        if ratings is not None:
+            ratings.start()
         where = f"smtp://{s.smtp.host}:{s.smtp.port}" if server else "no SMTP listener"
         outbox = (f"maildir {s.outbox_maildir}" if s.outbox.transport == "maildir"
                   else f"relay {s.outbox.relay.host}:{s.outbox.relay.port}")
@@ -170,6 +178,8 @@ class Daemon:
         log.info("stopping: no new connections, %d open session(s)", len(self.sessions))
         if server is not None:
             await smtp.stop(server, self.sessions, s.smtp.shutdown_grace)
+        if ratings is not None:
+            await asyncio.to_thread(ratings.shutdown)
         if self.scheduler is not None:
             await asyncio.to_thread(self.scheduler.shutdown, True)
         for w in (*self.pollers, self.ingest, self.outbox):

@@ -178,3 +178,25 @@ def test_the_html_report_renders_its_charts_and_numbers_in_chromium(
     subprocess.run([*browser, "--window-size=390,1800", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=90)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_the_digest_mails_last_weeks_report(make_app: Callable[..., App]) -> None:
+    import email
+    from email import policy
+
+    from maildesk.reports.digest import send_digest
+    from maildesk.scheduler.jobs import jobs_for
+    from maildesk.store.models import OutboxMail
+    app = make_app(desk=DESK, digest={"to": ["boss@example.test"], "every": "7d"})
+    week_of_work(app)
+    assert "digest" in [j.name for j in jobs_for(app)]
+    assert send_digest(app, datetime(2026, 11, 23, 7, tzinfo=UTC)) == "sent to 1"
+    with app.sessions() as s:
+        row = s.scalars(select(OutboxMail).where(OutboxMail.template == "digest")).one()
+        assert row.ticket_id is None and row.to == ["boss@example.test"]
+        digest = row.digest
+    msg = email.message_from_bytes(app.blobs.get(digest), policy=policy.default)
+    assert msg["Subject"] == "maildesk: report 2026-11-16 to 2026-11-22 (4 new, 1 open)"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert "created: 4" in msg.get_body(("plain",)).get_content()
+    assert msg.get_body(("html",)).get_content().count('class="chart"') == 5

@@ -206,3 +206,39 @@ def test_survey_by_smtp_end_to_end(daemon: Callable[..., Daemon]) -> None:
     (event,) = wait_for(rated, 30, "the rating")
     assert event["data"]["rating"] == 5 and event["data"]["via"] == "mail"
     time.sleep(0.1)
+
+
+def test_web_links_confirm_on_get_and_record_on_post(make_app: Callable[..., App]) -> None:
+    """Mail scanners open every link: a GET must change nothing."""
+    import urllib.error
+    import urllib.request
+
+    from conftest import free_port
+
+    from maildesk.surveys.web import RatingServer
+    port = free_port()
+    app = make_app(desk=DESK, surveys={"web": {"enabled": True, "port": port,
+                                               "base_url": f"http://127.0.0.1:{port}/r"}})
+    ref = resolved_ticket(app)
+    send_surveys(app, MON + timedelta(hours=3))
+    text = survey_mail(app, ref).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    url = re.search(r"Satisfied \(4\): (http://\S+)", text).group(1)  # type: ignore[union-attr]
+    server = RatingServer(app)
+    server.start()
+    try:
+        page = urllib.request.urlopen(url, timeout=10)
+        assert b"Your rating for MD-1: Satisfied." in page.read()
+        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+        assert survey_row(app, ref).answered_at is None  # type: ignore[union-attr]
+        done = urllib.request.urlopen(url, data=b"comment=Nice+work",
+                                      timeout=10)
+        assert b"Thank you" in done.read()
+        row = survey_row(app, ref)
+        assert row is not None and (row.score, row.comment) == (4, "Nice work")
+        for bad, code in ((url, 409),
+                          (url[:-3] + "aaa", 403)):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(bad, data=b"comment=again", timeout=10)
+            assert e.value.code == code
+    finally:
+        server.shutdown()
