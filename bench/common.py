@@ -62,3 +62,13 @@ def update(path: Path, key: str, section: str) -> None:
     kept = [parts[0].rstrip() + "\n"] + ["## " + p.rstrip() + "\n" for p in parts[1:]
                                          if not ("## " + p).startswith(key)]
     path.write_text("\n".join(kept + [section]))
+
+
+def ticket_row(i: int, created: Any, status: str = "open", **more: Any) -> dict[str, Any]:
+    """A ticket as the benchmarks generate them straight into the database."""
+    return {"number": i, "ref": f"MD-{i}", "subject": f"case {i}",
+            "requester": f"user{i % 5000}@customer{i % 300}.test", "requester_name": None,
+            "cc": [], "status": status, "type": "incident", "priority": "P3",
+            "impact": "medium", "urgency": "medium", "tags": [], "problem": None,
+            "category": None, "queue": "general", "assignee": None, "linked_to": None,
+            "created_at": created, "updated_at": created, **more}

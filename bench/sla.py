@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import machine, run_child, update  # noqa: E402
+from common import machine, run_child, ticket_row, update  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 from sqlalchemy import update as sql_update  # noqa: E402
 
@@ -46,13 +46,7 @@ def generate(app: App, n: int) -> float:
     with app.engine.begin() as conn:
         for lo in range(1, n + 1, CHUNK):
             hi = min(n, lo + CHUNK - 1)
-            conn.execute(insert(T), [{
-                "number": i, "ref": f"MD-{i}", "subject": f"case {i}",
-                "requester": f"user{i % 5000}@customer{i % 300}.test", "requester_name": None,
-                "cc": [], "status": "open", "type": "incident", "priority": "P3",
-                "impact": "medium", "urgency": "medium", "tags": [], "problem": None,
-                "category": None, "queue": "general", "assignee": None, "linked_to": None,
-                "created_at": created, "updated_at": created} for i in range(lo, hi + 1)])
+            conn.execute(insert(T), [ticket_row(i, created) for i in range(lo, hi + 1)])
             clocks = []
             for i in range(lo, hi + 1):
                 base = {"ticket_id": i, "policy": "P3", "started_at": created, "pauses": [],

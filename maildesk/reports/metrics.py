@@ -156,17 +156,18 @@ def _figures(conn: Connection, start: datetime, end: datetime,
     put("reopened", _counts(conn, select(g, func.count()).select_from(
         E.join(T, T.c.id == E.c.ticket_id)).where(E.c.kind == "ticket.reopened",
                                                   in_period(E.c.at)).group_by(g)))
-    # backlog at the end: opened before it, not resolved before it
-    done = exists(select(C.c.id).where(C.c.ticket_id == T.c.id, C.c.kind == "resolution",
-                                       C.c.state == "stopped", C.c.stopped_at < end))
-    clockless_done = and_(~exists(select(C.c.id).where(C.c.ticket_id == T.c.id,
-                                                       C.c.kind == "resolution")),
-                          T.c.status.in_(("resolved", "closed")))
-    open_at_end = and_(T.c.created_at < end, ~done, ~clockless_done)
+    # backlog at the end: opened before it, not resolved before it (by its resolution
+    # clock, or by its status if it has none); a join on (ticket_id, kind), one row a ticket
+    r = C.alias("r")
+    with_clock = T.outerjoin(r, and_(r.c.ticket_id == T.c.id, r.c.kind == "resolution"))
+    open_at_end = and_(T.c.created_at < end, or_(
+        and_(r.c.id.is_(None), T.c.status.not_in(("resolved", "closed"))),
+        and_(r.c.id.is_not(None), or_(r.c.state != "stopped", r.c.stopped_at >= end))))
     g = dim(literal(end))
-    put("backlog", _counts(conn, select(g, func.count()).where(open_at_end).group_by(g)))
+    put("backlog", _counts(conn, select(g, func.count()).select_from(with_clock)
+                           .where(open_at_end).group_by(g)))
     oldest_first = _percentiles(conn, _seconds(conn, literal(end), T.c.created_at), g,
-                                open_at_end)
+                                open_at_end, join=with_clock)
     put("backlog_age_median_h", {k: round(v[0] / 3600, 1) for k, v in oldest_first.items()})
 
     for kind, label in (("first_response", "frt"), ("resolution", "mttr")):

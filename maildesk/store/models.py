@@ -237,7 +237,7 @@ class SlaClock(Base):
 
     __tablename__ = "sla_clocks"
     id: Mapped[int] = mapped_column(primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
     kind: Mapped[str] = mapped_column(String(20))     # first_response | next_response | resolution
     policy: Mapped[str] = mapped_column(String(64))
     target: Mapped[float] = mapped_column()            # business seconds
@@ -254,7 +254,9 @@ class SlaClock(Base):
     next_check_at: Mapped[datetime | None] = mapped_column(index=True)
     pauses: Mapped[list[Any]] = mapped_column(JSON, default=list)   # [[from, to|None], ...]
 
-    __table_args__ = (Index("ix_sla_clocks_kind_stopped", "kind", "stopped_at"),)
+    # (ticket_id, kind): a ticket's clock of a kind, which reports look up per ticket
+    __table_args__ = (Index("ix_sla_clocks_ticket_kind", "ticket_id", "kind"),
+                      Index("ix_sla_clocks_kind_stopped", "kind", "stopped_at"))
 
 
 class JobRun(Base):

@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id']),
         sa.PrimaryKeyConstraint('id'),
     )
-    op.create_index('ix_sla_clocks_ticket_id', 'sla_clocks', ['ticket_id'])
+    op.create_index('ix_sla_clocks_ticket_kind', 'sla_clocks', ['ticket_id', 'kind'])
     op.create_index('ix_sla_clocks_next_check_at', 'sla_clocks', ['next_check_at'])
     op.create_table(
         'job_runs',
@@ -62,5 +62,5 @@ def downgrade() -> None:
         batch_op.drop_column('reminded_at')
     op.drop_table('job_runs')
     op.drop_index('ix_sla_clocks_next_check_at', 'sla_clocks')
-    op.drop_index('ix_sla_clocks_ticket_id', 'sla_clocks')
+    op.drop_index('ix_sla_clocks_ticket_kind', 'sla_clocks')
     op.drop_table('sla_clocks')
