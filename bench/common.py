@@ -64,6 +64,13 @@ def update(path: Path, key: str, section: str) -> None:
     path.write_text("\n".join(kept + [section]))
 
 
+def publish(out: Path, key: str, section: str, tmp: Path) -> None:
+    """Write the section into BENCHMARKS.md, show it, and drop the generated data."""
+    update(out, key, section)
+    print(section)
+    subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
 def ticket_row(i: int, created: Any, status: str = "open", **more: Any) -> dict[str, Any]:
     """A ticket as the benchmarks generate them straight into the database."""
     return {"number": i, "ref": f"MD-{i}", "subject": f"case {i}",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import machine, run_child, ticket_row, update  # noqa: E402
+from common import machine, publish, run_child, ticket_row  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from maildesk.app import App  # noqa: E402
@@ -143,9 +142,7 @@ def main() -> int:
         f"| period | seconds | peak RSS |\n|---|---:|---:|\n" + "\n".join(lines) + "\n\n"
         "Every figure is a SQL aggregation (medians and the 90th percentile by window "
         "functions), so memory stays near the start-up's whatever the number of tickets.\n")
-    update(args.out, "## Reports", section)
-    print(section)
-    subprocess.run(["rm", "-rf", str(tmp)], check=False)
+    publish(args.out, "## Reports", section, tmp)
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import machine, run_child, ticket_row, update  # noqa: E402
+from common import machine, publish, run_child, ticket_row  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 from sqlalchemy import update as sql_update  # noqa: E402
 
@@ -156,9 +155,7 @@ def main() -> int:
         f"{query_ms:.1f} ms for the bare query over {2 * args.tickets:,} clocks), and the "
         f"scan works in batches of 500, so neither time nor memory follows the number of "
         f"tickets.\n")
-    update(args.out, "## SLA scan", section)
-    print(section)
-    subprocess.run(["rm", "-rf", str(tmp)], check=False)
+    publish(args.out, "## SLA scan", section, tmp)
     return 0
 
 

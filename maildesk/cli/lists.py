@@ -133,6 +133,17 @@ def _held(session: Any, ids: tuple[int, ...]) -> list[Inbound]:
                                 .order_by(Inbound.id)))
 
 
+def _requeue(obj: Obj, ids: tuple[int, ...], state: str, verb: str) -> None:
+    """Back in the inbound queue: `queued` for the pipeline as it is, `released` for a
+    person's ticket whatever the checks say."""
+    app = obj.app()
+    with app.sessions.begin() as session:
+        rows = _held(session, ids)
+        for r in rows:
+            r.state, r.reason = state, None
+    _all_found(len(rows), len(ids), verb)
+
+
 def _all_found(found: int, asked: int, verb: str) -> None:
     click.echo(f"{verb} {found} of {asked}")
     if found != asked:
@@ -212,12 +223,7 @@ def _show(v: Any) -> str:
 def quarantine_retry(obj: Obj, ids: tuple[int, ...]) -> None:
     """Run held mail through the pipeline again (after fixing the config, the rules or
     a limit); the daemon or `maildesk ingest` takes it."""
-    app = obj.app()
-    with app.sessions.begin() as session:
-        rows = _held(session, ids)
-        for r in rows:
-            r.state, r.reason = "queued", None
-    _all_found(len(rows), len(ids), "re-queued")
+    _requeue(obj, ids, "queued", "re-queued")
 
 
 @quarantine.command("release")
@@ -226,12 +232,7 @@ def quarantine_retry(obj: Obj, ids: tuple[int, ...]) -> None:
 def quarantine_release(obj: Obj, ids: tuple[int, ...]) -> None:
     """Make tickets of held mail as a person's mail: no spam, loop or auto-reply check,
     and mail that cannot be read becomes a ticket with the original attached."""
-    app = obj.app()
-    with app.sessions.begin() as session:
-        rows = _held(session, ids)
-        for r in rows:
-            r.state, r.reason = "released", None
-    _all_found(len(rows), len(ids), "released")
+    _requeue(obj, ids, "released", "released")
 
 
 @quarantine.command("delete")
