@@ -103,20 +103,31 @@ def _rank(n: Any, p: float) -> ColumnElement[Any]:
 def _percentiles(conn: Connection, value: Any, group: Any, *where: Any,
                  join: Any = None) -> dict[str, tuple[float, float]]:
     """Median and 90th percentile of value, per group."""
-    inner = select(group.label("g"), value.label("v"),
-                   func.row_number().over(partition_by=group, order_by=value).label("rn"),
-                   func.count().over(partition_by=group).label("n"))
+    return {g: v[0] for g, v in _percentiles_of(conn, [value], group, *where, join=join).items()}
+
+
+def _percentiles_of(conn: Connection, values: list[Any], group: Any, *where: Any,
+                    join: Any = None) -> dict[str, list[tuple[float, float]]]:
+    """Median and 90th percentile of each of values, per group: one scan of the rows, a
+    window (a sort) per value."""
+    cols = [group.label("g"), func.count().over(partition_by=group).label("n")]
+    for i, value in enumerate(values):
+        cols += [value.label(f"v{i}"),
+                 func.row_number().over(partition_by=group, order_by=value).label(f"r{i}")]
+    inner = select(*cols)
     inner = (inner.select_from(join) if join is not None else inner).where(*where).subquery()
-    rows = conn.execute(select(inner.c.g, inner.c.rn, inner.c.n, inner.c.v).where(or_(
-        inner.c.rn == _rank(inner.c.n, 0.5), inner.c.rn == _rank(inner.c.n, 0.9))))
-    out: dict[str, list[float]] = {}
-    for g, rn, n, v in rows:
-        slot = out.setdefault(str(g), [0.0, 0.0])
-        if rn == math.ceil(n * 0.5):
-            slot[0] = float(v)
-        if rn == math.ceil(n * 0.9):
-            slot[1] = float(v)
-    return {g: (a, b) for g, (a, b) in out.items()}
+    wanted = [inner.c[f"r{i}"] == _rank(inner.c.n, p) for i in range(len(values))
+              for p in (0.5, 0.9)]
+    out: dict[str, list[list[float]]] = {}
+    for row in conn.execute(select(inner).where(or_(*wanted))).mappings():
+        slots = out.setdefault(str(row["g"]), [[0.0, 0.0] for _ in values])
+        n = row["n"]
+        for i in range(len(values)):
+            if row[f"r{i}"] == math.ceil(n * 0.5):
+                slots[i][0] = float(row[f"v{i}"])
+            if row[f"r{i}"] == math.ceil(n * 0.9):
+                slots[i][1] = float(row[f"v{i}"])
+    return {g: [(a, b) for a, b in v] for g, v in out.items()}
 
 
 def _counts(conn: Connection, query: Any) -> dict[str, int]:
@@ -128,7 +139,8 @@ def build(conn: Connection, start: datetime, end: datetime, by: str | None) -> R
     report = Report(start, end, by, {})
     for dim_by in ([None] if by is None else [None, by]):
         dim = dimension(dim_by, conn)
-        for g, figures in _figures(conn, start, end, dim).items():
+        by_ticket = dim_by not in (None, "week")    # the group is a ticket's field
+        for g, figures in _figures(conn, start, end, dim, by_ticket).items():
             report.groups.setdefault(g, {}).update(figures)
     _lists(conn, report, start, end)
     _series(conn, report, start, end)
@@ -136,7 +148,7 @@ def build(conn: Connection, start: datetime, end: datetime, by: str | None) -> R
 
 
 def _figures(conn: Connection, start: datetime, end: datetime,
-             dim: Dim) -> dict[str, dict[str, Any]]:
+             dim: Dim, by_ticket: bool) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
 
     def put(name: str, values: dict[str, Any]) -> None:
@@ -147,15 +159,25 @@ def _figures(conn: Connection, start: datetime, end: datetime,
     g = dim(T.c.created_at)
     put("created", _counts(conn, select(g, func.count()).where(in_period(T.c.created_at))
                            .group_by(g)))
-    res = C.join(T, T.c.id == C.c.ticket_id)
+    res = C.join(T, T.c.id == C.c.ticket_id) if by_ticket else C
     resolved = and_(C.c.kind == "resolution", C.c.state == "stopped", in_period(C.c.stopped_at))
     g = dim(C.c.stopped_at)
-    put("resolved", _counts(conn, select(g, func.count()).select_from(res).where(resolved)
-                            .group_by(g)))
+    # resolved, and of those the first-contact ones: the customer never wrote again (no
+    # next-response clock) and the ticket was not reopened
+    other = C.alias("other")        # the ticket's other clocks, not the one being counted
+    again = exists(select(other.c.id).where(other.c.ticket_id == C.c.ticket_id,
+                                            other.c.kind == "next_response")) | exists(
+        select(E.c.id).where(E.c.ticket_id == C.c.ticket_id, E.c.kind == "ticket.reopened"))
+    first: dict[str, int] = {}
+    for k, n, firsts in conn.execute(select(g, func.count(), func.sum(case((again, 0),
+                                                                           else_=1)))
+                                     .select_from(res).where(resolved).group_by(g)):
+        out.setdefault(str(k), {})["resolved"] = int(n)
+        first[str(k)] = int(firsts or 0)
     g = dim(E.c.at)
     put("reopened", _counts(conn, select(g, func.count()).select_from(
-        E.join(T, T.c.id == E.c.ticket_id)).where(E.c.kind == "ticket.reopened",
-                                                  in_period(E.c.at)).group_by(g)))
+        E.join(T, T.c.id == E.c.ticket_id) if by_ticket else E)
+        .where(E.c.kind == "ticket.reopened", in_period(E.c.at)).group_by(g)))
     # backlog at the end: opened before it, not resolved before it (by its resolution
     # clock, or by its status if it has none); a join on (ticket_id, kind), one row a ticket
     r = C.alias("r")
@@ -173,21 +195,22 @@ def _figures(conn: Connection, start: datetime, end: datetime,
     for kind, label in (("first_response", "frt"), ("resolution", "mttr")):
         stopped = and_(C.c.kind == kind, C.c.state == "stopped", in_period(C.c.stopped_at))
         g = dim(C.c.stopped_at)
-        for name, value in (("business", C.c.elapsed),
-                            ("wall", _seconds(conn, C.c.stopped_at, C.c.started_at))):
-            pct = _percentiles(conn, value, g, stopped, join=res)
-            put(f"{label}_{name}_median_h", {k: round(v[0] / 3600, 2) for k, v in pct.items()})
-            put(f"{label}_{name}_p90_h", {k: round(v[1] / 3600, 2) for k, v in pct.items()})
-        met = _counts(conn, select(g, func.count()).select_from(res)
-                      .where(stopped, C.c.breached_at.is_(None)).group_by(g))
-        total = _counts(conn, select(g, func.count()).select_from(res).where(stopped)
-                        .group_by(g))
-        put(f"sla_{kind}_pct", {k: round(100.0 * met.get(k, 0) / n, 1)
-                                for k, n in total.items() if n})
+        pct = _percentiles_of(conn, [C.c.elapsed, _seconds(conn, C.c.stopped_at,
+                                                            C.c.started_at)],
+                              g, stopped, join=res)
+        for i, name in enumerate(("business", "wall")):
+            put(f"{label}_{name}_median_h", {k: round(v[i][0] / 3600, 2)
+                                             for k, v in pct.items()})
+            put(f"{label}_{name}_p90_h", {k: round(v[i][1] / 3600, 2) for k, v in pct.items()})
+        rows = conn.execute(select(g, func.count(), func.sum(case(
+            (C.c.breached_at.is_(None), 1), else_=0))).select_from(res).where(stopped)
+            .group_by(g))
+        put(f"sla_{kind}_pct", {str(k): round(100.0 * int(met or 0) / n, 1)
+                                for k, n, met in rows if n})
 
     g = dim(S.c.answered_at)
     answered = and_(S.c.answered_at.is_not(None), in_period(S.c.answered_at))
-    surveys = S.join(T, T.c.id == S.c.ticket_id)
+    surveys = S.join(T, T.c.id == S.c.ticket_id) if by_ticket else S
     rows = conn.execute(select(g, func.count(), func.avg(S.c.score),
                                func.sum(case((S.c.satisfied.is_(True), 1), else_=0)))
                         .select_from(surveys).where(answered).group_by(g))
@@ -203,13 +226,6 @@ def _figures(conn: Connection, start: datetime, end: datetime,
     put("survey_response_rate_pct", {k: round(100.0 * back.get(k, 0) / n, 1)
                                      for k, n in sent.items() if n})
 
-    g = dim(C.c.stopped_at)
-    other = C.alias("other")        # the ticket's other clocks, not the one being counted
-    again = exists(select(other.c.id).where(other.c.ticket_id == T.c.id,
-                                            other.c.kind == "next_response")) | exists(
-        select(E.c.id).where(E.c.ticket_id == T.c.id, E.c.kind == "ticket.reopened"))
-    first = _counts(conn, select(g, func.count()).select_from(res).where(resolved, ~again)
-                    .group_by(g))
     for k, figures in out.items():
         n = figures.get("resolved", 0)
         if n:
