@@ -12,11 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config.schema import Settings
 from .notify.templates import Templates
+from .pipeline.work import Context
 from .rules import load as rules
 from .rules.engine import EMPTY, RuleSet
 from .sla.calendar import NoWorkingTime
@@ -24,6 +25,7 @@ from .sla.policy import Slas
 from .store import migrate
 from .store.blobs import BlobStore
 from .store.db import make_engine, make_sessionmaker
+from .tickets.ledger import Ledger
 
 
 def load_rules(settings: Settings, templates: Templates) -> RuleSet:
@@ -123,6 +125,14 @@ class App:
                      *([load_secret(settings.previous_secret_file)]
                        if settings.previous_secret_file else [])),
         )
+
+    def context(self, conn: Connection, now: datetime) -> Context:
+        """A batch's view of the desk on one transaction: what stages, jobs and the SLA
+        scan work through."""
+        return Context(ledger=Ledger(conn, self.settings.desk.ref_prefix),
+                       settings=self.settings, blobs=self.blobs.batch(conn),
+                       templates=self.templates, secrets=self.secrets, now=now,
+                       rules=self.rules, slas=self.slas, dns=self.dns)
 
     def close(self) -> None:
         self.engine.dispose()

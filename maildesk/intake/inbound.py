@@ -9,7 +9,7 @@ source still holds the mail until we exit 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from sqlalchemy import Connection, insert, select, update
@@ -17,9 +17,9 @@ from sqlalchemy import Connection, insert, select, update
 from ..app import App
 from ..mail.parse import ParsedMail
 from ..pipeline.driver import Summary, process
-from ..pipeline.work import Arrival, Context, Work
+from ..pipeline.work import Arrival, Work
 from ..store.blobs import BlobBatch
-from ..tickets.ledger import T_INBOUND, Ledger
+from ..tickets.ledger import T_INBOUND
 
 BATCH = 200
 
@@ -49,10 +49,8 @@ def accept(app: App, raw: bytes, env: Envelope) -> int:
 
 def _run(app: App, conn: Connection, blobs: BlobBatch, works: list[Work], now: datetime) -> Summary:
     """Run the pipeline, write, and make every blob durable and indexed before the commit."""
-    ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix), settings=app.settings,
-                  blobs=blobs, templates=app.templates, secrets=app.secrets, now=now,
-                  rules=app.rules, slas=app.slas, dns=app.dns)
-    summary = process(ctx, works)
+    ctx = replace(app.context(conn, now), blobs=blobs)
+    summary = process(ctx, works)      # writes the ledger
     blobs.finish()
     return summary
 

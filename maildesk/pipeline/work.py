@@ -72,6 +72,12 @@ class Context:
     slas: Slas | None = None       # None: no SLA clocks (tests of other things)
     dns: Callable[..., Any] | None = None   # DKIM key lookups; None: the system resolver
 
+    def write(self) -> None:
+        """What the batch decided into the tables, its blobs durable and indexed (the
+        caller commits)."""
+        self.ledger.write()
+        self.blobs.finish()
+
 
 @dataclass(frozen=True)
 class Arrival:

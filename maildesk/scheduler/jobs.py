@@ -28,7 +28,7 @@ from ..sla.scan import scan
 from ..sla.track import follow
 from ..store.models import JobRun
 from ..surveys.send import send_surveys
-from ..tickets.ledger import T_TICKETS, Ledger, TicketRow
+from ..tickets.ledger import T_TICKETS, TicketRow
 
 log = logging.getLogger("maildesk.jobs")
 T_RUNS = JobRun.__table__
@@ -98,13 +98,6 @@ def run_job(app: App, job: Job, now: datetime, who: str | None = None,
                          .values(last_run_at=now, lease_until=None, last_result=result[:500]))
 
 
-def _context(app: App, conn: object, now: datetime) -> Context:
-    return Context(ledger=Ledger(conn, app.settings.desk.ref_prefix),  # type: ignore[arg-type]
-                   settings=app.settings, blobs=app.blobs.batch(conn),  # type: ignore[arg-type]
-                   templates=app.templates, secrets=app.secrets, now=now, rules=app.rules,
-                   slas=app.slas, dns=app.dns)
-
-
 def _old_tickets(app: App, now: datetime, status: str, age: str,
                  act: Callable[[Context, TicketRow, int], None], extra: object = None) -> int:
     """Tickets in `status` untouched for `age`, in batches; act on each; how many."""
@@ -121,15 +114,14 @@ def _old_tickets(app: App, now: datetime, status: str, age: str,
                                .order_by(T_TICKETS.c.id).limit(BATCH)).scalars().all()
             if not ids:
                 return done
-            ctx = _context(app, conn, now)
+            ctx = app.context(conn, now)
             for i in ids:
                 ticket = ctx.ledger.by_id(i)
                 assert ticket is not None
                 act(ctx, ticket, days)
                 done += 1
             after = ids[-1]
-            ctx.ledger.write()
-            ctx.blobs.finish()
+            ctx.write()
 
 
 def auto_close(app: App, now: datetime) -> str:

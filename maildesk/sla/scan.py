@@ -22,7 +22,7 @@ from ..notify.outbox import queue_mail
 from ..pipeline.work import Context
 from ..rules.effects import LedgerEffects, apply_decision
 from ..rules.vocabulary import facts_for
-from ..tickets.ledger import T_CLOCKS, Ledger, TicketRow
+from ..tickets.ledger import T_CLOCKS, TicketRow
 from .clocks import RUNNING, ClockRow, next_check
 from .policy import Level, SlaPolicy
 from .track import follow
@@ -76,14 +76,10 @@ def scan(app: App, now: datetime, batch: int = 500) -> ScanResult:
             if not rows:
                 return total
             seen.update(r["id"] for r in rows)
-            ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix),
-                          settings=app.settings, blobs=app.blobs.batch(conn),
-                          templates=app.templates, secrets=app.secrets, now=now,
-                          rules=app.rules, slas=app.slas, dns=app.dns)
+            ctx = app.context(conn, now)
             for row in rows:
                 _one(ctx, ClockRow(**dict(row)), row["next_check_at"], total)
-            ctx.ledger.write()
-            ctx.blobs.finish()
+            ctx.write()
 
 
 def _one(ctx: Context, clock: ClockRow, seen: datetime, total: ScanResult) -> None:

@@ -17,7 +17,7 @@ from ..notify.outbox import desk_address, queue_mail
 from ..pipeline.work import Context
 from ..rules.vocabulary import parse_duration
 from ..store.models import Event, Message, Survey, SurveyOptOut
-from ..tickets.ledger import T_TICKETS, Ledger, TicketRow
+from ..tickets.ledger import T_TICKETS, TicketRow
 from ..tickets.refs import rate_address
 from .answer import SCALES
 
@@ -77,10 +77,7 @@ def send_surveys(app: App, now: datetime) -> str:
             ).order_by(T.c.id).limit(BATCH)).scalars().all()
             if not ids:
                 return f"{sent} sent"
-            ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix),
-                          settings=app.settings, blobs=app.blobs.batch(conn),
-                          templates=app.templates, secrets=app.secrets, now=now,
-                          rules=app.rules, slas=app.slas, dns=app.dns)
+            ctx = app.context(conn, now)
             asked: set[str] = set()
             for i in ids:
                 ticket = ctx.ledger.by_id(i)
@@ -98,5 +95,4 @@ def send_surveys(app: App, now: datetime) -> str:
                                                       ticket.ref, ticket.requester))
                 ctx.ledger.add_event(ticket, "survey.sent", now, actor="job:surveys")
                 sent += 1
-            ctx.ledger.write()
-            ctx.blobs.finish()
+            ctx.write()

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from ..app import App
 from ..pipeline.work import Context
-from ..tickets.ledger import Ledger, TicketRow
+from ..tickets.ledger import TicketRow
 from ..tickets.refs import rate_token_ok, read_rate_address
 from .answer import SCALES, Rating, record
 from .send import survey_opt_out
@@ -64,10 +64,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, "Not found", "<p>This is not a rating link.</p>")
             return None
         ref, choice, token = found
-        ctx = Context(ledger=Ledger(conn, app.settings.desk.ref_prefix), settings=app.settings,
-                      blobs=app.blobs.batch(conn), templates=app.templates,
-                      secrets=app.secrets, now=datetime.now(timezone.utc), rules=app.rules,
-                      slas=app.slas, dns=app.dns)
+        ctx = app.context(conn, datetime.now(timezone.utc))
         ticket = ctx.ledger.by_ref(ref)
         if ticket is None or not rate_token_ok(token, app.secrets, ref, ticket.requester):
             self._send(403, "Link not valid", "<p>This rating link is not valid.</p>")
@@ -106,8 +103,7 @@ class Handler(BaseHTTPRequestHandler):
                 done = True
             else:
                 done = record(ctx, ticket, Rating(int(choice or 0), comment), via="web")
-            ctx.ledger.write()
-            ctx.blobs.finish()
+            ctx.write()
         if done:
             self._send(200, "Thank you", "<p>Thank you: your answer is recorded.</p>")
         else:
