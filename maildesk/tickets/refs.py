@@ -67,7 +67,7 @@ def read_rate_address(address: str, prefix: str) -> tuple[str, str | None, str] 
 
 
 def rate_token_ok(code: str, secrets: tuple[bytes, ...], ref: str, requester: str) -> bool:
-    return any(hmac.compare_digest(code, token(s, ref, requester, "rate")) for s in secrets)
+    return _purpose(code, secrets, ref, requester, ("rate",)) is not None
 
 
 def read_bounce_address(address: str, prefix: str) -> str | None:
@@ -98,10 +98,17 @@ def read_token_address(address: str, sender: str, secrets: tuple[bytes, ...],
     if not m or f"{m.group(1)}@{m.group(4)}" not in support_addresses or not sender:
         return None
     ref = m.group(2).upper()
+    purpose = _purpose(m.group(3), secrets, ref, sender, PURPOSES)
+    return Grant(ref, purpose, sender.lower()) if purpose else None
+
+
+def _purpose(code: str, secrets: tuple[bytes, ...], ref: str, person: str,
+             purposes: tuple[str, ...]) -> str | None:
+    """Which of purposes the token code was made for (under any live secret), if any."""
     for secret in secrets:
-        for purpose in PURPOSES:
-            if hmac.compare_digest(m.group(3), token(secret, ref, sender, purpose)):
-                return Grant(ref, purpose, sender.lower())
+        for purpose in purposes:
+            if hmac.compare_digest(code, token(secret, ref, person, purpose)):
+                return purpose
     return None
 
 
