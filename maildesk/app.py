@@ -119,18 +119,20 @@ class App:
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
-            blobs=BlobStore(settings.blob_dir, engine),
+            blobs=BlobStore(settings.blob_dir, engine, settings.storage.pack_size),
             templates=templates,
             secrets=(load_secret(settings.secret_file or settings.data_dir / "secret.key"),
                      *([load_secret(settings.previous_secret_file)]
                        if settings.previous_secret_file else [])),
         )
 
-    def context(self, conn: Connection, now: datetime) -> Context:
+    def context(self, conn: Connection, now: datetime, repair: bool = False) -> Context:
         """A batch's view of the desk on one transaction: what stages, jobs and the SLA
-        scan work through."""
+        scan work through. Its blobs are the transaction's only BlobBatch.
+
+        repair: blobs the batch meets are checked and stored again when damaged."""
         return Context(ledger=Ledger(conn, self.settings.desk.ref_prefix),
-                       settings=self.settings, blobs=self.blobs.batch(conn),
+                       settings=self.settings, blobs=self.blobs.batch(conn, repair),
                        templates=self.templates, secrets=self.secrets, now=now,
                        rules=self.rules, slas=self.slas, dns=self.dns)
 

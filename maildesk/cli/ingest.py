@@ -45,9 +45,12 @@ def _batches(paths: list[Path], sender: str | None, recipients: tuple[str, ...],
               show_default=True, help="Summary for people or for scripts.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar; default: when standard error is a terminal.")
+@click.option("--repair", is_flag=True,
+              help="Check the stored copy of mail (and attachments) already on the desk, and "
+                   "store it again where `maildesk blobs verify` finds it damaged or missing.")
 @click.pass_obj
 def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
-           recipients: tuple[str, ...], fmt: str, progress: bool | None) -> None:
+           recipients: tuple[str, ...], fmt: str, progress: bool | None, repair: bool) -> None:
     """Take mail from .eml files, mbox files, maildir folders, or stdin (- or no PATH)."""
     todo = list(paths) or [Path("-")]
     app = obj.app()
@@ -65,26 +68,30 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
             for batch, parsed in ahead.parse_ahead(
                     batches, lambda b: [(r, e.mail_from) for r, e in b], many,
                     app.settings.limits):
-                total.add(ingest_batch(app, batch, parsed))
+                total.add(ingest_batch(app, batch, parsed, repair=repair))
                 bar.advance(task, len(batch))
     except sources.SourceError as e:
-        _report(total, fmt)
+        _report(total, fmt, repair)
         fail(str(e), EX_NOINPUT)
     except (SQLAlchemyError, OSError) as e:
-        _report(total, fmt)
+        _report(total, fmt, repair)
         fail(f"temporary failure, nothing of the current batch was kept; retry later: "
              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", EX_TEMPFAIL)
     finally:
         app.close()
-    _report(total, fmt)
+    _report(total, fmt, repair)
 
 
-def _report(total: Summary, fmt: str) -> None:
+def _report(total: Summary, fmt: str, repair: bool = False) -> None:
     if fmt == "json":
-        emit_json(total.as_dict() | {"tickets": total.refs})
+        emit_json(total.as_dict() | {"tickets": total.refs}
+                  | ({"repaired": total.repaired} if repair else {}))
         return
     d = total.as_dict()
     n = sum(d.values())
+    if repair:
+        click.echo(f"repaired {total.repaired} stored blob{'s' if total.repaired != 1 else ''}",
+                   err=True)
     click.echo(f"ingested {n} message{'s' if n != 1 else ''}: {d['new_tickets']} new tickets, "
                f"{d['follow_ups']} follow-ups, {d['duplicates']} duplicates skipped, "
                f"{d['refused']} refused, {d['dropped']} dropped as spam, "

@@ -14,10 +14,12 @@ from sqlalchemy import func, select
 
 from ..mail.headers import one_line
 from ..sla.views import SLA_FILTERS, sla_filter
+from ..store.blobs import BlobError
 from ..store.models import Inbound, Message, OutboxMail, Ticket
 from ..tickets.views import STATUSES, list_tickets, show_ticket
+from .blobs import REPAIR_HINT
 from .context import Obj
-from .output import EX_FAIL, EX_NOINPUT, EX_USAGE, FORMAT, emit_json, emit_table, fail
+from .output import EX_DATAERR, EX_FAIL, EX_NOINPUT, EX_USAGE, FORMAT, emit_json, emit_table, fail
 
 
 @click.group()
@@ -56,7 +58,7 @@ def tickets_show(obj: Obj, ref: str, fmt: str) -> None:
     """One ticket with its messages and events."""
     app = obj.app()
     with app.sessions() as session:
-        data = show_ticket(session, ref)
+        data = show_ticket(session, ref, app.blobs)
     if data is None:
         fail(f"no ticket {ref}", EX_FAIL)
     assert data is not None
@@ -76,11 +78,15 @@ def _print_ticket(t: dict[str, Any]) -> None:
                       markup=False)
     for m in t["messages"]:
         console.rule(f"{m['direction']} {m['date']} {m['from']}", align="left")
+        if m["stored"] != "intact":
+            console.print(f"  [original {m['stored']}: {REPAIR_HINT}]", markup=False,
+                          style="bold red")
         console.print(m["text"].rstrip(), markup=False)
         for a in m["attachments"]:
             console.print(f"  [attachment] {a['filename']} "
-                          f"({a['content_type']}, {a['size']} bytes)",
-                          markup=False)
+                          f"({a['content_type']}, {a['size']} bytes)"
+                          + ("" if a["stored"] == "intact" else f" [{a['stored']}]"),
+                          markup=False, style=None if a["stored"] == "intact" else "bold red")
     console.rule("events", align="left")
     for e in t["events"]:
         console.print(f"  {e['at']}  {e['kind']:<26} {e['actor'] or ''}", markup=False)
@@ -190,7 +196,10 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
             fail(f"no held mail with id {id_} (see `maildesk quarantine list --state all`)",
                  EX_NOINPUT)
         r = held[0]
-        data = app.blobs.get(r.digest, session.connection())
+        try:
+            data = app.blobs.get(r.digest, session.connection())
+        except BlobError as e:
+            fail(f"{e}; {REPAIR_HINT}", EX_DATAERR)
         where = app.blobs.locate(r.digest, session.connection())
     if raw:
         sys.stdout.buffer.write(data)

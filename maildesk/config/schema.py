@@ -476,6 +476,19 @@ class Limits(Strict):
     _size = field_validator("max_message_size", mode="before")(parse_size)
 
 
+class Storage(Strict):
+    """Where raw mail and attachments live: blobs named by their sha256 (store/blobs.py)."""
+
+    pack_size: int = Field(
+        64 * 1024**2, ge=4096, description="A batch's blobs go to a pack file; a new pack is "
+                                           "started once one reaches this size (e.g. 64MiB).")
+    sample: int = Field(
+        200, ge=0, description="Blobs the blob_sample job reads back and checks each hour; "
+                               "0: none (run `maildesk blobs verify` from cron instead).")
+
+    _size = field_validator("pack_size", mode="before")(parse_size)
+
+
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -546,6 +559,7 @@ class Settings(Strict):
     smtp: Smtp = Field(default_factory=Smtp)
     outbox: Outbox = Field(default_factory=Outbox)
     limits: Limits = Field(default_factory=Limits)
+    storage: Storage = Field(default_factory=Storage)
     sla: Sla = Field(default_factory=Sla)
     surveys: Surveys = Field(default_factory=Surveys)
     digest: Digest = Field(default_factory=Digest)

@@ -9,7 +9,7 @@ source still holds the mail until we exit 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import Connection, insert, select, update
@@ -17,8 +17,7 @@ from sqlalchemy import Connection, insert, select, update
 from ..app import App
 from ..mail.parse import ParsedMail
 from ..pipeline.driver import Summary, process
-from ..pipeline.work import Arrival, Work
-from ..store.blobs import BlobBatch
+from ..pipeline.work import Arrival, Context, Work
 from ..tickets.ledger import T_INBOUND
 
 BATCH = 200
@@ -47,11 +46,11 @@ def accept(app: App, raw: bytes, env: Envelope) -> int:
             attempts=0, queue=env.queue)).scalar_one())
 
 
-def _run(app: App, conn: Connection, blobs: BlobBatch, works: list[Work], now: datetime) -> Summary:
+def _run(ctx: Context, works: list[Work]) -> Summary:
     """Run the pipeline, write, and make every blob durable and indexed before the commit."""
-    ctx = replace(app.context(conn, now), blobs=blobs)
     summary = process(ctx, works)      # writes the ledger
-    blobs.finish()
+    ctx.blobs.finish()
+    summary.repaired = ctx.blobs.repaired
     return summary
 
 
@@ -83,23 +82,26 @@ def drain(app: App, limit: int = BATCH) -> Summary:
                     received_at=r["received_at"], attempts=r["attempts"], queue=r["queue"],
                     released=r["state"] == "released"),
                     raw=raw))
-            total.add(_run(app, conn, app.blobs.batch(conn), works, now))
+            total.add(_run(app.context(conn, now), works))
 
 
 def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
            parsed: list[ParsedMail | str] | None = None,
            also: Callable[[Connection], None] | None = None,
-           now: datetime | None = None) -> Summary:
+           now: datetime | None = None, repair: bool = False) -> Summary:
     """Store and process in one transaction; committed when this returns.
 
     parsed: the items already parsed by parse_batch() (in a worker process
     while the previous batch was being stored), in the same order.
     also: more to write in the same transaction (an IMAP mailbox's progress).
     now: the batch's clock (tests set it; SLA clocks start from it).
+    repair: mail already stored has its stored bytes (and its attachments') checked, and
+    stored again where they are damaged or gone.
     """
     now = now or _now()
     with app.engine.begin() as conn:
-        blobs = app.blobs.batch(conn)
+        ctx = app.context(conn, now, repair)
+        blobs = ctx.blobs
         works = [Work(inbound=Arrival(id=None, source=env.source, origin=env.origin,
                                       mail_from=env.mail_from, rcpt_to=env.rcpt_to,
                                       digest=blobs.put(raw), size=len(raw), received_at=now,
@@ -107,7 +109,7 @@ def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
                       raw=raw) for raw, env in items]
         for w, p in zip(works, parsed or ()):
             w.parsed_ahead = p
-        summary = _run(app, conn, blobs, works, now)
+        summary = _run(ctx, works)
         if also is not None:
             also(conn)
         return summary

@@ -31,15 +31,17 @@ class Summary:
     dropped: int = 0
     classified: int = 0     # machines' mail kept without a ticket: auto-replies, bounces, ...
     quarantined: int = 0
+    repaired: int = 0       # stored blobs found damaged and stored again (ingest --repair)
     refs: list[str] = field(default_factory=list)
 
     def add(self, other: Summary) -> None:
         for k in ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "classified",
-                  "quarantined"):
+                  "quarantined", "repaired"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.refs.extend(other.refs)
 
     def as_dict(self) -> dict[str, int]:
+        """What became of each mail: the counts add up to the mails taken."""
         return {k: getattr(self, k) for k in
                 ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "classified",
                   "quarantined")}

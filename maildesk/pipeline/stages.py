@@ -55,10 +55,15 @@ def parse_stage(ctx: Context, w: Work) -> None:
 
 
 def keep_stage(ctx: Context, w: Work) -> None:
-    """The same mail by two routes (SMTP and IMAP, a resent file) is one mail."""
+    """The same mail by two routes (SMTP and IMAP, a resent file) is one mail. When the
+    batch repairs blobs, a duplicate's attachments are put again: that checks their stored
+    copies and mends damaged ones."""
     assert w.parsed
     ref = ctx.ledger.stored_as(w.parsed.dedupe_key)
     if ref is not None:
+        if ctx.blobs.repair:
+            for a in w.parsed.attachments:
+                ctx.blobs.put(a.data)
         raise Duplicate(f"{w.parsed.message_id} is already on {ref}")
 
 

@@ -27,6 +27,8 @@ from ..rules.vocabulary import parse_duration
 from ..sla.scan import scan
 from ..sla.track import follow
 from ..store.models import JobRun
+from ..store.references import describe
+from ..store.verify import sample
 from ..surveys.send import send_surveys
 from ..tickets.ledger import T_TICKETS, TicketRow
 
@@ -58,7 +60,21 @@ def jobs_for(app: App) -> list[Job]:
     digest = app.settings.digest
     if digest.to:
         jobs.append(Job("digest", parse_duration(digest.every), send_digest))
+    if app.settings.storage.sample:
+        jobs.append(Job("blob_sample", 3600.0, blob_sample))
     return jobs
+
+
+def blob_sample(app: App, now: datetime) -> str:
+    """Stored mail read back and checked, a sample an hour: damage is logged as an error
+    the day it is found, not the day someone opens the mail."""
+    with app.engine.connect() as conn:
+        checked, bad = sample(app.blobs, conn, app.settings.storage.sample)
+    for b in bad:
+        log.error("blob %s %s (%s), used by %s; run `maildesk blobs verify`, then "
+                  "`maildesk ingest --repair SOURCE`", b.digest, b.problem, b.where,
+                  describe(b.uses) or "nothing")
+    return f"{len(bad)} bad of {checked} checked"
 
 
 def _said(counts: dict[str, int]) -> str:

@@ -15,6 +15,14 @@ Blobs are named by their sha256 and live in one of two forms, as in git:
 A pack only grows; bytes appended by a batch that then rolled back are
 unreferenced and harmless. Each thread of each process appends to its own
 pack, so no two writers share a file.
+
+The address is checked on every read: bytes whose sha256 is not their name
+are never returned (BlobDamaged names the blob, where it lives and what refers
+to it). A pack is a file object owned by the _Pack, and a batch holds the
+_Pack it appends to: a new pack replaces a full one only for batches begun
+after, and the old file closes when its last batch lets go of it, so no batch
+can write through a closed or reused descriptor (issue 13: a second batch in the
+same transaction rolled the pack over and closed the first batch's fd).
 """
 from __future__ import annotations
 
@@ -28,15 +36,21 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, select
 
 from .models import BlobIndex
+from .references import describe, referrers
 
 T_INDEX = BlobIndex.__table__
 PACK_LIMIT = 64 * 1024**2
 _LOOKUP = select(T_INDEX.c.pack, T_INDEX.c.offset, T_INDEX.c.size) \
     .where(T_INDEX.c.digest == bindparam("digest"))
+HEX = frozenset("0123456789abcdef")
 
 
-def digest_of(data: bytes) -> str:
+def digest_of(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def is_digest(name: str) -> bool:
+    return len(name) == 64 and HEX.issuperset(name)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -47,34 +61,63 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class BlobError(OSError):
+    """A blob that cannot be served as the bytes that arrived."""
+
+    def __init__(self, digest: str, problem: str, where: str) -> None:
+        super().__init__(f"blob {digest} {problem} ({where})")
+        self.digest, self.problem, self.where = digest, problem, where
+
+
+class BlobMissing(BlobError, FileNotFoundError):
+    """Neither a loose file nor an index row: nothing was stored under this name."""
+
+
+class BlobDamaged(BlobError):
+    """Stored, but what is there is not what was stored."""
+
+
 class _Pack:
-    """The pack file one thread appends to."""
+    """The pack file one thread appends to; its offsets are right by construction: the file
+    is new (O_EXCL), only this object writes it, and a failed write re-reads the end."""
 
     def __init__(self, folder: Path) -> None:
         self.name = f"{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.pack"
-        self.fd = os.open(folder / self.name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        fd = os.open(folder / self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
+                     0o640)
+        self.file = os.fdopen(fd, "ab", buffering=0)
         self.size = 0
         _fsync_dir(folder)
 
     def append(self, data: bytes) -> int:
         offset = self.size
         view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        try:
+            while view:
+                view = view[self.file.write(view):]
+        except BaseException:
+            # a short write (a full disk) leaves junk nothing indexes; the next blob
+            # starts at the real end
+            self.size = os.fstat(self.file.fileno()).st_size
+            raise
         self.size += len(data)
         return offset
 
+    def sync(self) -> None:
+        os.fsync(self.file.fileno())
+
 
 class BlobStore:
-    def __init__(self, root: Path, engine: Engine) -> None:
+    def __init__(self, root: Path, engine: Engine, pack_limit: int = PACK_LIMIT) -> None:
         self.root = root
         self.engine = engine
+        self.pack_limit = pack_limit
         self.packs = root / "packs"
         self.packs.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
 
     def loose_path(self, digest: str) -> Path:
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        if not is_digest(digest):
             raise ValueError(f"not a sha256 digest: {digest!r}")
         return self.root / digest[:2] / digest[2:]
 
@@ -84,11 +127,15 @@ class BlobStore:
         final = self.loose_path(digest)
         if final.exists():
             return digest
+        self._write_loose(final, data)
+        return digest
+
+    def _write_loose(self, final: Path, data: bytes) -> None:
         folder = final.parent
         if not folder.is_dir():
             folder.mkdir(exist_ok=True)
             _fsync_dir(self.root)
-        tmp = folder / f".{digest[2:]}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = folder / f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
             view = memoryview(data)
@@ -99,7 +146,35 @@ class BlobStore:
             os.close(fd)
         os.replace(tmp, final)
         _fsync_dir(folder)
-        return digest
+
+    def _lookup(self, digest: str, conn: Connection | None) -> Any:
+        if conn is not None:
+            return conn.execute(_LOOKUP, {"digest": digest}).first()
+        with self.engine.connect() as c:
+            return c.execute(_LOOKUP, {"digest": digest}).first()
+
+    def _read(self, digest: str, conn: Connection | None) -> tuple[bytes, str]:
+        """The stored bytes and where they are, for people; unchecked, but never short."""
+        loose = self.loose_path(digest)
+        try:
+            return loose.read_bytes(), str(loose)
+        except FileNotFoundError:
+            pass
+        row = self._lookup(digest, conn)
+        if row is None:
+            raise BlobMissing(digest, "is neither loose nor in a pack", "missing")
+        pack, offset, size = row
+        where = f"{self.packs / pack}@{offset}+{size}"
+        try:
+            with open(self.packs / pack, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+        except FileNotFoundError:
+            raise BlobDamaged(digest, "is in a pack that is gone", where) from None
+        if len(data) != size:
+            raise BlobDamaged(digest, f"is cut short: the pack ends {size - len(data)} bytes "
+                                      "before the blob does", where)
+        return data, where
 
     def locate(self, digest: str, conn: Connection | None = None) -> str:
         """Where a blob lives, for people: a path, or pack@offset+size."""
@@ -109,27 +184,33 @@ class BlobStore:
         row = self._lookup(digest, conn)
         return f"{self.packs / row[0]}@{row[1]}+{row[2]}" if row else "missing"
 
-    def _lookup(self, digest: str, conn: Connection | None) -> Any:
-        if conn is not None:
-            return conn.execute(_LOOKUP, {"digest": digest}).first()
-        with self.engine.connect() as c:
-            return c.execute(_LOOKUP, {"digest": digest}).first()
-
     def get(self, digest: str, conn: Connection | None = None) -> bytes:
+        """The bytes stored under digest, checked against it; BlobError names the blob,
+        where it is and the tickets that refer to it."""
         try:
-            return self.loose_path(digest).read_bytes()
-        except FileNotFoundError:
-            pass
-        row = self._lookup(digest, conn)
-        if row is None:
-            raise FileNotFoundError(f"blob {digest} is neither loose nor in a pack")
-        pack, offset, size = row
-        with open(self.packs / pack, "rb") as f:
-            f.seek(offset)
-            data = f.read(size)
-        if len(data) != size:
-            raise OSError(f"pack {pack} is shorter than its index says (blob {digest})")
+            data, where = self._read(digest, conn)
+            if digest_of(data) != digest:
+                raise BlobDamaged(digest, "holds other bytes than were stored", where)
+        except BlobError as e:
+            raise type(e)(digest, e.problem + self._used_by(digest, conn), e.where) from None
         return data
+
+    def _used_by(self, digest: str, conn: Connection | None) -> str:
+        if conn is None:
+            with self.engine.connect() as c:
+                return self._used_by(digest, c)
+        uses = referrers(conn, [digest]).get(digest, [])
+        return f"; used by {describe(uses)}" if uses else ""
+
+    def problem(self, digest: str, conn: Connection | None = None) -> str | None:
+        """Why a blob cannot be served, in a few words; None when it is intact."""
+        try:
+            data, _ = self._read(digest, conn)
+        except BlobMissing:
+            return "missing"
+        except BlobError as e:
+            return f"damaged: {e.problem}"
+        return None if digest_of(data) == digest else "damaged: holds other bytes"
 
     def forget(self, digest: str, conn: Connection) -> None:
         """Remove a blob nothing refers to any more: the loose file goes at once, a packed
@@ -137,29 +218,46 @@ class BlobStore:
         self.loose_path(digest).unlink(missing_ok=True)
         conn.execute(T_INDEX.delete().where(T_INDEX.c.digest == digest))
 
-    def batch(self, conn: Connection) -> BlobBatch:
-        """Blobs for the transaction on conn: indexed there, durable before it commits."""
+    def batch(self, conn: Connection, repair: bool = False) -> BlobBatch:
+        """Blobs for the transaction on conn: indexed there, durable before it commits.
+
+        repair: a blob already stored is read and checked, and stored again when its copy
+        is damaged or gone (`maildesk ingest --repair`)."""
         pack = getattr(self._local, "pack", None)
-        if pack is None or pack.size >= PACK_LIMIT:
-            if pack is not None:
-                os.close(pack.fd)
-            pack = self._local.pack = _Pack(self.packs)
-        return BlobBatch(self, pack, conn)
+        if pack is None or pack.size >= self.pack_limit:
+            pack = self._local.pack = _Pack(self.packs)   # the old one closes with its batches
+        return BlobBatch(self, pack, conn, repair)
 
 
 class BlobBatch:
-    """Blobs appended to this thread's pack; durable and indexed by finish()."""
+    """Blobs appended to one pack; durable and indexed by finish()."""
 
-    def __init__(self, store: BlobStore, pack: _Pack, conn: Connection) -> None:
+    def __init__(self, store: BlobStore, pack: _Pack, conn: Connection,
+                 repair: bool = False) -> None:
         self.store = store
         self.pack = pack
         self.conn = conn
+        self.repair = repair
         self.pending: dict[str, tuple[int, int]] = {}   # digest -> (offset, size)
+        self.mended: set[str] = set()                   # repair: stored again, index replaced
+        self.repaired = 0                               # how many, over the batch's life
 
     def put(self, data: bytes) -> str:
         digest = digest_of(data)
-        if digest in self.pending or self.store.loose_path(digest).exists() \
-                or self.store._lookup(digest, self.conn) is not None:
+        if digest in self.pending:
+            return digest
+        loose = self.store.loose_path(digest)
+        if self.repair:
+            problem = self.store.problem(digest, self.conn)
+            if problem is None:
+                return digest
+            if problem != "missing":
+                self.repaired += 1
+                if loose.exists():
+                    self.store._write_loose(loose, data)
+                    return digest
+                self.mended.add(digest)
+        elif loose.exists() or self.store._lookup(digest, self.conn) is not None:
             return digest                                 # stored once, whatever the route
         self.pending[digest] = (self.pack.append(data), len(data))
         return digest
@@ -169,12 +267,21 @@ class BlobBatch:
         if not self.pending:
             return
         conn = self.conn
-        os.fsync(self.pack.fd)
+        self.pack.sync()
         rows = [{"digest": d, "pack": self.pack.name, "offset": o, "size": n}
                 for d, (o, n) in self.pending.items()]
         if conn.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-        conn.execute(insert(T_INDEX).on_conflict_do_nothing(index_elements=["digest"]), rows)
-        self.pending = {}
+        new = [r for r in rows if r["digest"] not in self.mended]
+        if new:
+            conn.execute(insert(T_INDEX).on_conflict_do_nothing(index_elements=["digest"]), new)
+        mended = [r for r in rows if r["digest"] in self.mended]
+        if mended:
+            stmt = insert(T_INDEX)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["digest"], set_={
+                "pack": stmt.excluded.pack, "offset": stmt.excluded.offset,
+                "size": stmt.excluded.size}), mended)
+        self.pending, self.mended = {}, set()
+

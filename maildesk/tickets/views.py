@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from ..store.blobs import BlobStore
 from ..store.models import Message, Ticket
 
 STATUSES = ("new", "open", "pending", "resolved", "closed")
@@ -42,7 +43,14 @@ def list_tickets(session: Session, status: str | None = None, limit: int | None 
     return [summary(t, n) for t, n in session.execute(q)]
 
 
-def show_ticket(session: Session, ref: str) -> dict[str, Any] | None:
+def show_ticket(session: Session, ref: str, blobs: BlobStore | None = None,
+                ) -> dict[str, Any] | None:
+    """blobs: check each message's original and each attachment as stored, and say in
+    `stored` whether it is intact (a damaged copy is never shown as the mail)."""
+    def stored(digest: str) -> dict[str, str]:
+        if blobs is None:
+            return {}
+        return {"stored": blobs.problem(digest, session.connection()) or "intact"}
     t = session.scalar(select(Ticket).where(func.upper(Ticket.ref) == ref.upper())
                        .options(selectinload(Ticket.messages).selectinload(Message.attachments),
                                 selectinload(Ticket.events)))
@@ -57,9 +65,10 @@ def show_ticket(session: Session, ref: str) -> dict[str, Any] | None:
             "to": list(m.to), "cc": list(m.cc), "subject": m.subject,
             "direction": m.direction, "visibility": m.visibility, "verdict": m.verdict,
             "date": _iso(m.date),
-            "text": m.text, "digest": m.digest, "defects": list(m.defects),
+            "text": m.text, "digest": m.digest, **stored(m.digest), "defects": list(m.defects),
             "attachments": [{"filename": a.filename, "content_type": a.content_type,
-                             "size": a.size, "digest": a.digest} for a in m.attachments],
+                             "size": a.size, "digest": a.digest, **stored(a.digest)}
+                            for a in m.attachments],
         } for m in t.messages],
         "events": [{"kind": e.kind, "at": _iso(e.at), "actor": e.actor, "data": e.data}
                    for e in t.events],
