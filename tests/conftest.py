@@ -128,13 +128,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
 
 
 def run_cli(*args: str, config: Path | None = None, input: bytes | None = None,
-            cwd: Path | None = None, env: dict[str, str] | None = None
+            cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
             ) -> subprocess.CompletedProcess[bytes]:
     cmd = [sys.executable, "-m", "maildesk"]
     if config is not None:
         cmd += ["--config", str(config)]
     return subprocess.run([*cmd, *args], input=input, capture_output=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=120)
+                          env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 class Daemon:

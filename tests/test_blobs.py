@@ -1,0 +1,463 @@
+"""Stored mail is the bytes that arrived: across pack rollovers on every intake path, checked
+on every read, verified whole by `maildesk blobs verify`, mended by `ingest --repair`.
+
+Issue 13: an import larger than one pack (64 MiB) read back other customers' bytes, because
+a second BlobBatch in the same transaction rolled the pack over under the first.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import mailbox
+import re
+import smtplib
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Daemon, mail, run_cli, wait_for
+from sqlalchemy import select
+
+from maildesk.app import App
+from maildesk.intake.inbound import Envelope, ingest
+from maildesk.scheduler.jobs import blob_sample
+from maildesk.store.blobs import BlobDamaged, BlobMissing, BlobStore, digest_of
+from maildesk.store.models import Attachment, BlobIndex, Message
+
+ROOT = Path(__file__).resolve().parent.parent
+GEN = ROOT.parent / "shared" / "bench" / "gen_workload.py"
+BASE = 5000          # mails the shared generator writes; copies make larger workloads
+
+
+@pytest.fixture(scope="session")
+def base_workload(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, int]:
+    """The shared workload generator's mbox of BASE mails, and how many open tickets."""
+    if not GEN.exists():
+        pytest.skip(f"{GEN} not found (../shared beside the checkout)")
+    out = tmp_path_factory.mktemp("workload") / "w"
+    subprocess.run([sys.executable, str(GEN), "--n", str(BASE), "--out", str(out),
+                    "--tag-format", "[MD-{n}]"], check=True, capture_output=True, timeout=300)
+    counts = json.loads((out / "workload.json").read_text())
+    return (out / "mbox").read_bytes(), int(counts["new_requests"])
+
+
+def copies(base: tuple[bytes, int], n: int, folder: Path) -> Path:
+    """n copies of the base mbox, each with its own Message-IDs and ticket tags, so that
+    every mail is new and every reply threads to its own copy's ticket."""
+    data, opened = base
+    parts = [data]
+    for k in range(1, n):
+        copy = re.sub(rb"(<[0-9a-f]{16}\.\d+)@", rb"\1.%d@" % k, data)
+        parts.append(re.sub(rb"\[MD-(\d+)\]",
+                            lambda m, k=k: b"[MD-%d]" % (int(m.group(1)) + k * opened), copy))
+    path = folder / f"{n * BASE}.mbox"
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def verify(cfg: Path) -> tuple[int, dict[str, Any]]:
+    r = run_cli("blobs", "verify", "--format", "json", config=cfg)
+    assert r.returncode in (0, 1), r.stderr.decode()
+    return r.returncode, json.loads(r.stdout)
+
+
+def db_file(cfg: Path) -> Path:
+    return cfg.parent / "data" / "maildesk.db"
+
+
+def arrived(mbox: Path) -> set[str]:
+    """The sha256 of every mail in an mbox, read by the standard library, as the desk should
+    have stored it."""
+    box = mailbox.mbox(str(mbox))
+    return {digest_of(box.get_bytes(k)) for k in box.keys()}
+
+
+def read_back_by_hand(cfg: Path) -> int:
+    """Every packed blob read straight from its pack and hashed: how many are wrong. Does not
+    trust maildesk's own checks."""
+    packs = cfg.parent / "data" / "blobs" / "packs"
+    bad = 0
+    with sqlite3.connect(db_file(cfg)) as c:
+        for digest, pack, offset, size in c.execute(
+                "SELECT digest, pack, offset, size FROM blob_index"):
+            with open(packs / pack, "rb") as f:
+                f.seek(offset)
+                bad += hashlib.sha256(f.read(size)).hexdigest() != digest
+    return bad
+
+
+# --- one import, many packs ------------------------------------------------------------
+
+@pytest.mark.timeout(900)
+def test_fifty_thousand_mails_across_a_hundred_packs_all_read_back_as_they_arrived(
+        base_workload: tuple[bytes, int], tmp_path: Path,
+        desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config(storage={"pack_size": "8MiB"})
+    mbox = copies(base_workload, 10, tmp_path)
+    r = run_cli("ingest", str(mbox), "--format", "json", config=cfg, timeout=800)
+    assert r.returncode == 0, r.stderr.decode()
+    summary = json.loads(r.stdout)
+    assert summary["new_tickets"] + summary["follow_ups"] == 50_000, summary
+    packs = list((cfg.parent / "data" / "blobs" / "packs").glob("*.pack"))
+    assert len(packs) > 60, "the pack limit was crossed dozens of times"
+    code, out = verify(cfg)
+    assert (code, out["damaged"], out["missing"]) == (0, 0, 0), out["bad"][:3]
+    assert out["checked"]["packed"] > 50_000
+    assert read_back_by_hand(cfg) == 0
+    with sqlite3.connect(db_file(cfg)) as c:
+        stored = {d for (d,) in c.execute("SELECT digest FROM inbound")}
+    assert stored == arrived(mbox)
+
+
+@pytest.mark.timeout(600)
+def test_an_import_past_the_real_pack_limit_reads_back_as_it_arrived(
+        base_workload: tuple[bytes, int], tmp_path: Path, desk_config: Callable[..., Path],
+        db_url: str) -> None:
+    cfg = desk_config(db_url)                 # the default pack size, 64 MiB
+    mbox = copies(base_workload, 2, tmp_path)
+    assert mbox.stat().st_size > 64 * 1024**2 * 1.4
+    r = run_cli("ingest", str(mbox), "--format", "json", config=cfg, timeout=600)
+    assert r.returncode == 0, r.stderr.decode()
+    assert len(list((cfg.parent / "data" / "blobs" / "packs").glob("*.pack"))) >= 2
+    code, out = verify(cfg)
+    assert (code, out["damaged"], out["missing"]) == (0, 0, 0), out["bad"][:3]
+    assert out["checked"]["packed"] > 10_000
+
+
+def test_a_batch_keeps_its_pack_when_a_later_batch_rolls_over(make_app: Callable[..., App],
+                                                               db_url: str) -> None:
+    """The cause of issue 13 as a class: two batches alive on one thread, the pack full."""
+    app = make_app(db_url, storage={"pack_size": "4KiB"})
+    blobs: list[bytes] = [bytes([i]) * 3000 for i in range(12)]
+    with app.engine.begin() as conn:
+        first = app.blobs.batch(conn)
+        first.put(blobs[0])
+        first.put(blobs[1])                      # now past the limit
+        second = app.blobs.batch(conn)           # rolls over
+        assert second.pack is not first.pack
+        for b in blobs[2:7]:
+            first.put(b)                         # the old pack, still open, right offsets
+            second.put(b + b"!")
+        first.finish()
+        second.finish()
+    for b in blobs[:7]:
+        assert app.blobs.get(digest_of(b)) == b
+    for b in blobs[2:7]:
+        assert app.blobs.get(digest_of(b + b"!")) == b + b"!"
+
+
+def test_a_short_write_leaves_the_next_blob_at_the_right_offset(
+        make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app()
+    with app.engine.begin() as conn:
+        batch = app.blobs.batch(conn)
+        batch.put(b"a" * 1000)
+        real = batch.pack.file
+
+        class FullDisk:
+            """Writes part of the first write, then fails as a full disk does."""
+            def write(self, data: Any) -> int:
+                monkeypatch.undo()
+                real.write(bytes(data[:300]))
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            def fileno(self) -> int:
+                return real.fileno()
+        monkeypatch.setattr(batch.pack, "file", FullDisk())
+        with pytest.raises(OSError):
+            batch.put(b"b" * 1000)
+        batch.put(b"c" * 1000)
+        batch.finish()
+    assert app.blobs.get(digest_of(b"c" * 1000)) == b"c" * 1000
+    assert app.blobs.get(digest_of(b"a" * 1000)) == b"a" * 1000
+
+
+# --- other intake paths across rollovers -------------------------------------------------
+
+def _with_attachment(i: int) -> bytes:
+    m = EmailMessage()
+    m["From"] = f"user{i % 7}@customer.test"
+    m["To"] = "support@localhost"
+    m["Subject"] = f"Report {i}"
+    m["Message-ID"] = f"<pack{i}@customer.test>"
+    m.set_content(f"Report number {i} attached.\n")
+    m.add_attachment(hashlib.sha512(str(i).encode()).digest() * 300, maintype="application",
+                     subtype="octet-stream", filename=f"report-{i}.bin")
+    return m.as_bytes()
+
+
+def _all_attachments_intact(cfg: Path, n: int) -> None:
+    code, out = verify(cfg)
+    assert (code, out["damaged"], out["missing"]) == (0, 0, 0), out["bad"][:3]
+    r = run_cli("tickets", "show", "MD-1", "--format", "json", config=cfg)
+    shown = json.loads(r.stdout)
+    assert shown["messages"][0]["stored"] == "intact"
+    assert shown["messages"][0]["attachments"][0]["stored"] == "intact"
+    with sqlite3.connect(db_file(cfg)) as c:
+        assert c.execute("SELECT count(*) FROM attachments").fetchone()[0] == n
+        assert c.execute("SELECT count(DISTINCT pack) FROM blob_index").fetchone()[0] > 10
+
+
+def test_an_imap_folder_crossing_the_pack_limit_reads_back_as_it_arrived(
+        desk_config: Callable[..., Path]) -> None:
+    from dovecot import Dovecot, available
+    if not available():
+        pytest.skip("dovecot not installed (apt-get install dovecot-imapd)")
+    d = Dovecot().start()
+    try:
+        cfg = desk_config(imap=[d.mailbox(batch_size=10)], storage={"pack_size": "64KiB"})
+        d.append(*[_with_attachment(i) for i in range(300)])
+        r = run_cli("fetch", "--format", "json", config=cfg)
+        assert r.returncode == 0, r.stderr.decode()
+        assert json.loads(r.stdout)["support"]["new_tickets"] == 300
+        _all_attachments_intact(cfg, 300)
+    finally:
+        d.cleanup()
+
+
+def test_smtp_mail_across_pack_rollovers_reads_back_as_it_arrived(
+        daemon: Callable[..., Daemon]) -> None:
+    d = daemon(storage={"pack_size": "64KiB"}, desk={"ack_window": 0, "flood_limit": 10**6})
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+        for i in range(200):
+            s.sendmail("ana@customer.test", ["support@localhost"],
+                       _with_attachment(i).replace(b"\n", b"\r\n"))
+
+    def done() -> bool:
+        with sqlite3.connect(db_file(d.config)) as c:
+            return c.execute("SELECT count(*) FROM inbound WHERE state = 'queued'").fetchone()[0] \
+                == 0 and c.execute("SELECT count(*) FROM inbound").fetchone()[0] == 200
+    wait_for(done, 120, "the worker to take all 200 mails")
+    _all_attachments_intact(d.config, 200)
+
+
+# --- damage is found, named and refused ---------------------------------------------------
+
+@pytest.fixture
+def damaged_desk(desk_config: Callable[..., Path], make_app: Callable[..., App], tmp_path: Path
+                 ) -> Iterator[tuple[Path, Path, dict[str, str]]]:
+    """A desk of 6 tickets with attachments, each mail in a pack of its own, and the source
+    they came from."""
+    cfg = desk_config(storage={"pack_size": "16KiB"})
+    source = tmp_path / "source"
+    source.mkdir()
+    app = make_app(**yaml_settings(cfg))
+    for i in range(6):
+        (source / f"{i}.eml").write_bytes(_with_attachment(i))
+        ingest(app, [((source / f"{i}.eml").read_bytes(),
+                      Envelope(source="pipe", mail_from=None, origin=f"{i}.eml"))])
+    assert verify(cfg)[0] == 0
+    with sqlite3.connect(db_file(cfg)) as c:
+        ids = dict(c.execute(
+            "SELECT t.ref, m.digest FROM messages m JOIN tickets t ON t.id = m.ticket_id "
+            "WHERE m.direction = 'in'"))
+    yield cfg, source, ids
+
+
+def _index_row(cfg: Path, digest: str) -> tuple[Path, int, int]:
+    with sqlite3.connect(db_file(cfg)) as c:
+        pack, offset, size = c.execute("SELECT pack, offset, size FROM blob_index "
+                                       "WHERE digest = ?", (digest,)).fetchone()
+    return cfg.parent / "data" / "blobs" / "packs" / pack, offset, size
+
+
+def _flip(path: Path, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x20]))
+
+
+def test_a_flipped_byte_a_cut_pack_and_a_row_past_the_end_are_each_named_and_refused(
+        damaged_desk: tuple[Path, Path, dict[str, str]], make_app: Callable[..., App]) -> None:
+    cfg, _, raws = damaged_desk
+    flipped, cut, beyond = raws["MD-1"], raws["MD-3"], raws["MD-5"]
+    pack, offset, size = _index_row(cfg, flipped)
+    _flip(pack, offset + size // 2)
+    pack, offset, size = _index_row(cfg, cut)
+    with open(pack, "r+b") as f:
+        f.truncate(offset + size - 10)
+    with sqlite3.connect(db_file(cfg)) as c:
+        c.execute("UPDATE blob_index SET offset = offset + 100000 WHERE digest = ?", (beyond,))
+
+    code, out = verify(cfg)
+    assert code == 1 and out["missing"] == 0
+    problems = {b["digest"]: b for b in out["bad"]}
+    # the cut also takes MD-3's attachment and acknowledgement, written after its mail
+    assert {flipped, cut, beyond} <= set(problems) and out["damaged"] == 5
+    assert problems[flipped]["problem"] == "damaged: holds other bytes"
+    assert "ends 10 bytes before" in problems[cut]["problem"]
+    assert "before the blob does" in problems[beyond]["problem"]
+    assert {u["ticket"] for u in problems[flipped]["used_by"]} == {"MD-1"}
+    assert {u["kind"] for u in problems[flipped]["used_by"]} == {"inbound", "message"}
+    assert out["tickets"] == ["MD-1", "MD-3", "MD-5"]
+
+    r = run_cli("blobs", "verify", config=cfg)
+    table = r.stdout.decode()
+    assert r.returncode == 1 and "MD-3" in table and "holds other bytes" in table
+    assert "5 damaged, 0 missing, on 3 tickets" in r.stderr.decode()
+    assert "ingest --repair" in r.stderr.decode()
+
+    s = yaml_settings(cfg)
+    app = make_app(**s)
+    for digest in (flipped, cut, beyond):
+        with pytest.raises(BlobDamaged) as e:
+            app.blobs.get(digest)
+        assert digest in str(e.value) and "MD-" in str(e.value) and ".pack@" in str(e.value)
+
+    shown = json.loads(run_cli("tickets", "show", "MD-1", "--format", "json",
+                               config=cfg).stdout)
+    assert shown["messages"][0]["stored"] == "damaged: holds other bytes"
+    text = run_cli("tickets", "show", "MD-1", config=cfg).stdout.decode()
+    assert "original damaged" in text and "ingest --repair" in text
+    assert json.loads(run_cli("tickets", "show", "MD-2", "--format", "json", config=cfg)
+                      .stdout)["messages"][0]["stored"] == "intact"
+
+
+def yaml_settings(cfg: Path) -> dict[str, Any]:
+    import yaml
+    data: dict[str, Any] = yaml.safe_load(cfg.read_text())
+    return {k: v for k, v in data.items() if k != "data_dir"}
+
+
+def test_a_damaged_loose_blob_and_a_missing_one_are_named(
+        daemon: Callable[..., Daemon]) -> None:
+    d = daemon()
+    for i in range(2):
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+            s.sendmail("ana@customer.test", ["support@localhost"],
+                       mail(subject=f"loose {i}", message_id=f"<l{i}@c.test>")
+                       .replace(b"\n", b"\r\n"))
+    wait_for(lambda: len(json.loads(run_cli("tickets", "list", "--format", "json",
+                                            config=d.config).stdout)) == 2, 30, "2 tickets")
+    d.stop()
+    with sqlite3.connect(db_file(d.config)) as c:
+        digests = [r[0] for r in c.execute("SELECT digest FROM inbound ORDER BY id")]
+    root = d.config.parent / "data" / "blobs"
+    _flip(root / digests[0][:2] / digests[0][2:], 5)
+    (root / digests[1][:2] / digests[1][2:]).unlink()
+    code, out = verify(d.config)
+    assert code == 1 and out["damaged"] == 1 and out["missing"] == 1
+    assert out["tickets"] == ["MD-1", "MD-2"]
+    assert {b["problem"] for b in out["bad"]} == {"damaged: holds other bytes", "missing"}
+    shown = json.loads(run_cli("tickets", "show", "MD-2", "--format", "json",
+                               config=d.config).stdout)
+    assert shown["messages"][0]["stored"] == "missing"
+
+
+def test_a_damaged_original_is_never_served_by_quarantine_show(
+        desk_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = desk_config()
+    eml = tmp_path / "bad.eml"
+    eml.write_bytes(b"Subject: no sender\n\nwho am I?\n")
+    assert run_cli("ingest", str(eml), config=cfg).returncode == 0
+    with sqlite3.connect(db_file(cfg)) as c:
+        (digest,) = c.execute("SELECT digest FROM inbound WHERE state = 'quarantined'").fetchone()
+    pack, offset, size = _index_row(cfg, digest)
+    _flip(pack, offset + 2)
+    r = run_cli("quarantine", "show", "1", "--raw", config=cfg)
+    assert r.returncode == 65 and r.stdout == b""
+    err = r.stderr.decode()
+    assert digest in err and "inbound 1 (no ticket)" in err and "--repair" in err
+
+
+# --- repair ----------------------------------------------------------------------------
+
+def test_repair_from_the_original_source_mends_mail_and_attachments(
+        damaged_desk: tuple[Path, Path, dict[str, str]]) -> None:
+    cfg, source, raws = damaged_desk
+    with sqlite3.connect(db_file(cfg)) as c:
+        attachment = c.execute("SELECT digest FROM attachments ORDER BY id").fetchone()[0]
+        before = c.execute("SELECT count(*) FROM tickets").fetchone()[0]
+    for digest in (raws["MD-2"], attachment):
+        pack, offset, size = _index_row(cfg, digest)
+        _flip(pack, offset + 7)
+    with sqlite3.connect(db_file(cfg)) as c:
+        c.execute("UPDATE blob_index SET offset = offset + 100000 WHERE digest = ?",
+                  (raws["MD-4"],))
+    assert verify(cfg)[1]["damaged"] == 3
+
+    files = [str(p) for p in sorted(source.iterdir())]
+    r = run_cli("ingest", "--repair", *files, "--format", "json", config=cfg)
+    assert r.returncode == 0, r.stderr.decode()
+    said = json.loads(r.stdout)
+    assert said["repaired"] >= 3 and said["duplicates"] == 6 and said["new_tickets"] == 0
+    code, out = verify(cfg)
+    assert (code, out["damaged"], out["missing"]) == (0, 0, 0), out["bad"]
+    with sqlite3.connect(db_file(cfg)) as c:
+        assert c.execute("SELECT count(*) FROM tickets").fetchone()[0] == before
+    r = run_cli("ingest", "--repair", *files, config=cfg)
+    assert "repaired 0 stored blobs" in r.stderr.decode()
+
+
+def test_repair_on_postgresql_too(make_app: Callable[..., App], db_url: str) -> None:
+    app = make_app(db_url)
+    raws = [_with_attachment(i) for i in range(3)]
+    env = Envelope(source="pipe", mail_from=None)
+    ingest(app, [(r, env) for r in raws])
+    with app.engine.connect() as conn:
+        pack, offset, size = conn.execute(select(
+            BlobIndex.pack, BlobIndex.offset, BlobIndex.size)
+            .where(BlobIndex.digest == digest_of(raws[1]))).one()
+        attachment = conn.execute(select(Attachment.digest).order_by(Attachment.id)).scalar()
+    _flip(app.blobs.packs / pack, offset + 3)
+    assert attachment is not None
+    with app.engine.connect() as conn:
+        pack, offset, size = conn.execute(select(
+            BlobIndex.pack, BlobIndex.offset, BlobIndex.size)
+            .where(BlobIndex.digest == attachment)).one()
+    _flip(app.blobs.packs / pack, offset + 3)
+    with pytest.raises(BlobDamaged):
+        app.blobs.get(digest_of(raws[1]))
+    summary = ingest(app, [(r, env) for r in raws], repair=True)
+    assert (summary.repaired, summary.duplicates) == (2, 3)
+    assert app.blobs.get(digest_of(raws[1])) == raws[1]
+    assert app.blobs.get(attachment) is not None
+    with app.engine.connect() as conn:
+        assert conn.execute(select(Message.id)).first() is not None
+
+
+# --- every command on an empty desk, and the hourly sample ---------------------------------
+
+def test_verify_on_an_empty_desk_and_a_new_one(desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config()
+    r = run_cli("blobs", "verify", config=cfg)
+    assert r.returncode == 0 and "all intact" in r.stderr.decode(), r.stderr
+    code, out = verify(cfg)
+    assert code == 0 and out["checked"] == {"loose": 0, "packed": 0, "bytes": 0}
+    assert run_cli("blobs", "--help").returncode == 0
+
+
+def test_the_hourly_sample_logs_damage_loudly(
+        damaged_desk: tuple[Path, Path, dict[str, str]], make_app: Callable[..., App],
+        caplog: pytest.LogCaptureFixture) -> None:
+    cfg, _, raws = damaged_desk
+    app = make_app(**yaml_settings(cfg))
+    now = datetime.now(timezone.utc)
+    assert blob_sample(app, now).startswith("0 bad of ")
+    pack, offset, size = _index_row(cfg, raws["MD-2"])
+    _flip(pack, offset + 1)
+    with caplog.at_level(logging.ERROR, "maildesk.jobs"):
+        said = blob_sample(app, now)
+    assert said.startswith("1 bad of ")
+    assert raws["MD-2"] in caplog.text and "MD-2 message" in caplog.text
+    r = run_cli("jobs", "run", "blob_sample", "--force", config=cfg)
+    assert r.returncode == 0 and "1 bad of" in (r.stdout + r.stderr).decode()
+
+
+def test_get_refuses_what_is_not_there(tmp_path: Path, make_app: Callable[..., App]) -> None:
+    app = make_app()
+    store = BlobStore(tmp_path / "b", app.engine)
+    with pytest.raises(BlobMissing):
+        store.get("0" * 64)
+    with pytest.raises(FileNotFoundError):       # a BlobMissing is one
+        store.get("1" * 64)
