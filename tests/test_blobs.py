@@ -77,7 +77,7 @@ def arrived(mbox: Path) -> set[str]:
     """The sha256 of every mail in an mbox, read by the standard library, as the desk should
     have stored it."""
     box = mailbox.mbox(str(mbox))
-    return {digest_of(box.get_bytes(k)) for k in box.keys()}
+    return {digest_of(box.get_bytes(k)) for k in box.iterkeys()}
 
 
 def read_back_by_hand(cfg: Path) -> int:
