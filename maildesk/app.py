@@ -126,13 +126,11 @@ class App:
                        if settings.previous_secret_file else [])),
         )
 
-    def context(self, conn: Connection, now: datetime, repair: bool = False) -> Context:
+    def context(self, conn: Connection, now: datetime) -> Context:
         """A batch's view of the desk on one transaction: what stages, jobs and the SLA
-        scan work through. Its blobs are the transaction's only BlobBatch.
-
-        repair: blobs the batch meets are checked and stored again when damaged."""
+        scan work through. Its blobs are the transaction's only BlobBatch."""
         return Context(ledger=Ledger(conn, self.settings.desk.ref_prefix),
-                       settings=self.settings, blobs=self.blobs.batch(conn, repair),
+                       settings=self.settings, blobs=self.blobs.batch(conn),
                        templates=self.templates, secrets=self.secrets, now=now,
                        rules=self.rules, slas=self.slas, dns=self.dns)
 

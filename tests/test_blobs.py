@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import mailbox
+import os
 import re
 import smtplib
 import sqlite3
@@ -28,6 +29,7 @@ from sqlalchemy import select
 
 from maildesk.app import App
 from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.repair import mend
 from maildesk.scheduler.jobs import blob_sample
 from maildesk.store.blobs import BlobDamaged, BlobMissing, BlobStore, digest_of
 from maildesk.store.models import Attachment, BlobIndex, Message
@@ -358,7 +360,7 @@ def test_a_damaged_original_is_never_served_by_quarantine_show(
         desk_config: Callable[..., Path], tmp_path: Path) -> None:
     cfg = desk_config()
     eml = tmp_path / "bad.eml"
-    eml.write_bytes(b"Subject: no sender\n\nwho am I?\n")
+    eml.write_bytes(b"who am I? no headers at all\n")
     assert run_cli("ingest", str(eml), config=cfg).returncode == 0
     with sqlite3.connect(db_file(cfg)) as c:
         (digest,) = c.execute("SELECT digest FROM inbound WHERE state = 'quarantined'").fetchone()
@@ -390,13 +392,16 @@ def test_repair_from_the_original_source_mends_mail_and_attachments(
     r = run_cli("ingest", "--repair", *files, "--format", "json", config=cfg)
     assert r.returncode == 0, r.stderr.decode()
     said = json.loads(r.stdout)
-    assert said["repaired"] >= 3 and said["duplicates"] == 6 and said["new_tickets"] == 0
+    assert (said["repaired"], said["already_stored"], said["new_tickets"]) == (3, 6, 0), said
+    assert said["duplicates"] == 0 and said["not_mended"] == []
     code, out = verify(cfg)
     assert (code, out["damaged"], out["missing"]) == (0, 0, 0), out["bad"]
     with sqlite3.connect(db_file(cfg)) as c:
         assert c.execute("SELECT count(*) FROM tickets").fetchone()[0] == before
     r = run_cli("ingest", "--repair", *files, config=cfg)
-    assert "repaired 0 stored blobs" in r.stderr.decode()
+    assert "repaired 0 stored copies of 6 mails the desk has" in r.stderr.decode()
+    with sqlite3.connect(db_file(cfg)) as c:     # known mail is mended, not taken again
+        assert c.execute("SELECT count(*) FROM inbound").fetchone()[0] == 6
 
 
 def test_repair_on_postgresql_too(make_app: Callable[..., App], db_url: str) -> None:
@@ -405,25 +410,149 @@ def test_repair_on_postgresql_too(make_app: Callable[..., App], db_url: str) -> 
     env = Envelope(source="pipe", mail_from=None)
     ingest(app, [(r, env) for r in raws])
     with app.engine.connect() as conn:
-        pack, offset, size = conn.execute(select(
-            BlobIndex.pack, BlobIndex.offset, BlobIndex.size)
-            .where(BlobIndex.digest == digest_of(raws[1]))).one()
         attachment = conn.execute(select(Attachment.digest).order_by(Attachment.id)).scalar()
-    _flip(app.blobs.packs / pack, offset + 3)
     assert attachment is not None
-    with app.engine.connect() as conn:
-        pack, offset, size = conn.execute(select(
-            BlobIndex.pack, BlobIndex.offset, BlobIndex.size)
-            .where(BlobIndex.digest == attachment)).one()
-    _flip(app.blobs.packs / pack, offset + 3)
+    for digest in (digest_of(raws[1]), attachment):
+        with app.engine.connect() as conn:
+            pack, offset, size = conn.execute(select(
+                BlobIndex.pack, BlobIndex.offset, BlobIndex.size)
+                .where(BlobIndex.digest == digest)).one()
+        _flip(app.blobs.packs / pack, offset + 3)
     with pytest.raises(BlobDamaged):
         app.blobs.get(digest_of(raws[1]))
-    summary = ingest(app, [(r, env) for r in raws], repair=True)
-    assert (summary.repaired, summary.duplicates) == (2, 3)
+    with app.engine.begin() as conn:                 # and one gone altogether
+        conn.execute(BlobIndex.__table__.delete().where(BlobIndex.digest == digest_of(raws[2])))
+    done, new = mend(app, [(r, env) for r in raws])
+    assert (done.repaired, done.known, new, done.unmended) == (3, 3, [], [])
     assert app.blobs.get(digest_of(raws[1])) == raws[1]
-    assert app.blobs.get(attachment) is not None
+    assert app.blobs.get(digest_of(raws[2])) == raws[2]
+    assert digest_of(app.blobs.get(attachment)) == attachment
     with app.engine.connect() as conn:
         assert conn.execute(select(Message.id)).first() is not None
+
+
+def test_a_copy_in_other_bytes_is_said_not_to_mend(
+        damaged_desk: tuple[Path, Path, dict[str, str]], tmp_path: Path) -> None:
+    """An .eml saved from an mbox differs by a line end: the same mail, other bytes."""
+    cfg, source, raws = damaged_desk
+    pack, offset, size = _index_row(cfg, raws["MD-2"])
+    _flip(pack, offset + 9)
+    other = tmp_path / "exported.eml"
+    other.write_bytes((source / "1.eml").read_bytes() + b"\n")
+    r = run_cli("ingest", "--repair", str(other), config=cfg)
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert "not mended: MD-2" in err and "other bytes" in err
+    assert verify(cfg)[0] == 1
+
+
+def test_taking_the_same_bytes_again_heals_a_damaged_copy_without_repair(
+        make_app: Callable[..., App]) -> None:
+    """A stored copy is checked before it is trusted: a batch or SMTP put of the same bytes
+    replaces a damaged one, so a damaged blob nothing uses yet cannot poison a new mail."""
+    app = make_app()
+    data = b"the same bytes, twice" * 100
+    digest = app.blobs.put(data)
+    loose = app.blobs.loose_path(digest)
+    loose.write_bytes(b"junk")
+    assert app.blobs.put(data) == digest and loose.read_bytes() == data
+    with app.engine.begin() as conn:
+        batch = app.blobs.batch(conn)
+        batch.put(data + b"!")
+        batch.finish()
+    pack, offset, size = _index_row_app(app, digest_of(data + b"!"))
+    _flip(pack, offset)
+    with app.engine.begin() as conn:
+        batch = app.blobs.batch(conn)
+        batch.put(data + b"!")
+        assert batch.repaired == 1
+        batch.finish()
+    assert app.blobs.get(digest_of(data + b"!")) == data + b"!"
+
+
+def _index_row_app(app: App, digest: str) -> tuple[Path, int, int]:
+    with app.engine.connect() as conn:
+        pack, offset, size = conn.execute(select(
+            BlobIndex.pack, BlobIndex.offset, BlobIndex.size)
+            .where(BlobIndex.digest == digest)).one()
+    return app.blobs.packs / pack, offset, size
+
+
+def test_what_is_not_a_blob_file_is_damage_not_a_traceback_or_a_hang(
+        damaged_desk: tuple[Path, Path, dict[str, str]], make_app: Callable[..., App]) -> None:
+    """A folder, a pipe, a dangling link where a blob should be; a pack that is a folder;
+    an index row with a negative offset; an empty pack holding an empty blob."""
+    cfg, _, raws = damaged_desk
+    app = make_app(**yaml_settings(cfg))
+    root = app.blobs.root
+    shapes = {}
+    for kind, data in (("folder", b"a"), ("pipe", b"b"), ("link", b"c")):
+        digest = app.blobs.put(data * 50)
+        path = app.blobs.loose_path(digest)
+        path.unlink()
+        if kind == "folder":
+            path.mkdir()
+        elif kind == "pipe":
+            os.mkfifo(path)
+        else:
+            path.symlink_to(root / "nowhere")
+        shapes[kind] = digest
+    with sqlite3.connect(db_file(cfg)) as c:
+        c.execute("UPDATE blob_index SET offset = -5 WHERE digest = ?", (raws["MD-6"],))
+    with app.engine.begin() as conn:                 # an empty blob alone in a new pack
+        batch = app.blobs.batch(conn)
+        empty_pack = batch.pack
+        assert batch.put(b"") == digest_of(b"")
+        batch.finish()
+    assert (app.blobs.packs / empty_pack.name).stat().st_size == 0
+    code, out = verify(cfg)
+    assert code == 1, out
+    problems = {b["digest"]: b["problem"] for b in out["bad"]}
+    assert "not a regular file" in problems[shapes["folder"]]
+    assert "not a regular file" in problems[shapes["pipe"]]
+    assert problems[shapes["link"]].startswith("damaged")
+    assert "makes no sense" in problems[raws["MD-6"]]
+    assert digest_of(b"") not in problems
+    assert out["unreferenced"] == 3 and out["tickets"] == ["MD-6"]
+    for digest in shapes.values():
+        assert app.blobs.problem(digest) is not None
+        with pytest.raises(BlobDamaged):
+            app.blobs.get(digest)
+    r = run_cli("tickets", "show", "MD-6", config=cfg)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr
+    assert app.blobs.put(b"a" * 50) == shapes["folder"]          # mended; the folder kept aside
+    assert app.blobs.get(shapes["folder"]) == b"a" * 50
+    assert list(root.glob(f"{shapes['folder'][:2]}/*.damaged-*"))
+
+
+def test_unreferenced_damage_is_listed_but_does_not_fail_verify(
+        desk_config: Callable[..., Path], make_app: Callable[..., App]) -> None:
+    cfg = desk_config()
+    app = make_app(**yaml_settings(cfg))
+    digest = app.blobs.put(b"nothing uses me")
+    app.blobs.loose_path(digest).write_bytes(b"garbage")
+    r = run_cli("blobs", "verify", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert "1 bad blob that nothing uses: harmless" in r.stderr.decode()
+
+
+def test_quarantine_delete_keeps_bytes_an_attachment_still_uses(
+        desk_config: Callable[..., Path], tmp_path: Path) -> None:
+    cfg = desk_config()
+    held = b"Subject: no headers worth the name\n\nbody\n"
+    (tmp_path / "held.txt").write_bytes(b"\xff\xfe not a mail at all")
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = "a@customer.test", "support@localhost", "fw"
+    m.set_content("see attached")
+    m.add_attachment(b"\xff\xfe not a mail at all", maintype="application",
+                     subtype="octet-stream", filename="held.txt")
+    (tmp_path / "fw.eml").write_bytes(m.as_bytes())
+    del held
+    assert run_cli("ingest", str(tmp_path / "held.txt"), str(tmp_path / "fw.eml"),
+                   config=cfg).returncode == 0
+    assert run_cli("quarantine", "delete", "1", "--yes", config=cfg).returncode == 0
+    code, out = verify(cfg)
+    assert (code, out["missing"]) == (0, 0), out["bad"]
 
 
 # --- every command on an empty desk, and the hourly sample ---------------------------------

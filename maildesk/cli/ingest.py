@@ -12,15 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..app import App
 from ..intake import ahead, sources
+from ..intake.ahead import Parsed
 from ..intake.inbound import BATCH, Envelope
 from ..intake.inbound import ingest as ingest_batch
+from ..intake.repair import Mended, mend
 from ..pipeline.driver import Summary
 from .context import Obj
-from .output import EX_NOINPUT, EX_TEMPFAIL, emit_json, fail
+from .output import EX_FAIL, EX_NOINPUT, EX_TEMPFAIL, emit_json, fail
 
 
 def _batches(paths: list[Path], sender: str | None, recipients: tuple[str, ...],
@@ -46,8 +50,10 @@ def _batches(paths: list[Path], sender: str | None, recipients: tuple[str, ...],
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar; default: when standard error is a terminal.")
 @click.option("--repair", is_flag=True,
-              help="Check the stored copy of mail (and attachments) already on the desk, and "
-                   "store it again where `maildesk blobs verify` finds it damaged or missing.")
+              help="For mail the desk already has: check its stored copy (and its "
+                   "attachments') and store it again where damaged or missing; other mail "
+                   "is ingested as usual. The source must hold the same bytes (the same "
+                   "mbox or files the mail first came from).")
 @click.pass_obj
 def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
            recipients: tuple[str, ...], fmt: str, progress: bool | None, repair: bool) -> None:
@@ -55,9 +61,10 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
     todo = list(paths) or [Path("-")]
     app = obj.app()
     show = sys.stderr.isatty() if progress is None else progress
-    total = Summary()
+    total, mended = Summary(), Mended()
     bar = Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), transient=True, disable=not show)
+                   TimeRemainingColumn(), transient=True,
+                   console=Console(stderr=True), disable=not show)
     try:
         with bar:
             task = bar.add_task("ingest", total=sum(sources.count(p) for p in todo
@@ -68,30 +75,49 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
             for batch, parsed in ahead.parse_ahead(
                     batches, lambda b: [(r, e.mail_from) for r, e in b], many,
                     app.settings.limits):
-                total.add(ingest_batch(app, batch, parsed, repair=repair))
+                if repair:
+                    done, batch, parsed = _mend(app, batch, parsed)
+                    mended.add(done)
+                total.add(ingest_batch(app, batch, parsed))
                 bar.advance(task, len(batch))
     except sources.SourceError as e:
-        _report(total, fmt, repair)
+        _report(total, fmt, mended if repair else None)
         fail(str(e), EX_NOINPUT)
     except (SQLAlchemyError, OSError) as e:
-        _report(total, fmt, repair)
+        _report(total, fmt, mended if repair else None)
         fail(f"temporary failure, nothing of the current batch was kept; retry later: "
              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", EX_TEMPFAIL)
     finally:
         app.close()
-    _report(total, fmt, repair)
+    _report(total, fmt, mended if repair else None)
+    if repair and mended.unmended:
+        sys.exit(EX_FAIL)
 
 
-def _report(total: Summary, fmt: str, repair: bool = False) -> None:
+def _mend(app: App, batch: list[tuple[bytes, Envelope]], parsed: Parsed | None
+          ) -> tuple[Mended, list[tuple[bytes, Envelope]], Parsed | None]:
+    """Mail the desk has is mended, not ingested again; the rest goes on, with its parse."""
+    done, new = mend(app, batch)
+    keep = {id(item) for item in new}
+    if parsed is not None:
+        parsed = [p for item, p in zip(batch, parsed) if id(item) in keep]
+    return done, new, parsed
+
+
+def _report(total: Summary, fmt: str, mended: Mended | None = None) -> None:
     if fmt == "json":
         emit_json(total.as_dict() | {"tickets": total.refs}
-                  | ({"repaired": total.repaired} if repair else {}))
+                  | ({"repaired": mended.repaired, "already_stored": mended.known,
+                      "not_mended": mended.unmended} if mended else {}))
         return
     d = total.as_dict()
     n = sum(d.values())
-    if repair:
-        click.echo(f"repaired {total.repaired} stored blob{'s' if total.repaired != 1 else ''}",
+    if mended is not None:
+        click.echo(f"repaired {mended.repaired} stored cop{'y' if mended.repaired == 1 else 'ies'}"
+                   f" of {mended.known} mail{'s' if mended.known != 1 else ''} the desk has",
                    err=True)
+        for line in mended.unmended:
+            click.echo(f"maildesk: not mended: {line}", err=True)
     click.echo(f"ingested {n} message{'s' if n != 1 else ''}: {d['new_tickets']} new tickets, "
                f"{d['follow_ups']} follow-ups, {d['duplicates']} duplicates skipped, "
                f"{d['refused']} refused, {d['dropped']} dropped as spam, "

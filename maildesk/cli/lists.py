@@ -10,12 +10,13 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ..mail.headers import one_line
 from ..sla.views import SLA_FILTERS, sla_filter
 from ..store.blobs import BlobError
-from ..store.models import Inbound, Message, OutboxMail, Ticket
+from ..store.models import Inbound, OutboxMail, Ticket
+from ..store.references import referrers
 from ..tickets.views import STATUSES, list_tickets, show_ticket
 from .blobs import REPAIR_HINT
 from .context import Obj
@@ -208,8 +209,8 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     info = {"id": r.id, "state": r.state, "reason": r.reason, "source": r.source,
             "origin": r.origin, "mail_from": r.mail_from, "rcpt_to": list(r.rcpt_to),
             "received_at": r.received_at.isoformat(), "size": r.size, "attempts": r.attempts,
-            "raw": where, "headers": [[k, one_line(str(v), 300)]
-                                      for k, v in head.items()[:60]]}
+            "raw": where, "traceback": r.traceback,
+            "headers": [[k, one_line(str(v), 300)] for k, v in head.items()[:60]]}
     if fmt == "json":
         emit_json(info)
         return
@@ -220,6 +221,10 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     console.print()
     for k, v in info["headers"]:
         console.print(f"{k}: {v}", markup=False)
+    if r.traceback:
+        console.print("\n[bold]traceback[/bold] (a crash of maildesk or a library on this "
+                      "mail: please report it with the mail):", markup=True)
+        console.print(r.traceback.rstrip(), markup=False)
 
 
 def _show(v: Any) -> str:
@@ -260,10 +265,8 @@ def quarantine_delete(obj: Obj, ids: tuple[int, ...], yes: bool) -> None:
     with app.sessions.begin() as session:
         rows = _held(session, ids)
         for r in rows:
-            used = session.scalar(select(func.count()).select_from(Inbound).where(
-                Inbound.digest == r.digest, Inbound.id != r.id)) or session.scalar(
-                select(func.count()).select_from(Message).where(Message.digest == r.digest))
-            if not used:
+            uses = referrers(session.connection(), [r.digest]).get(r.digest, [])
+            if not [u for u in uses if (u["kind"], u["id"]) != ("inbound", r.id)]:
                 app.blobs.forget(r.digest, session.connection())
             r.reason = f"deleted by {who} at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC " \
                        f"(was {r.state}: {r.reason})"[:2000]

@@ -43,7 +43,8 @@ def sla_show(obj: Obj, ref: str, fmt: str) -> None:
 
 @click.group()
 def jobs() -> None:
-    """The scheduled jobs `maildesk serve` runs (SLA scan, auto-close, reminders)."""
+    """The scheduled jobs `maildesk serve` runs: sla_scan, auto_close, pending_reminders,
+    surveys, digest and blob_sample, each when its settings turn it on."""
 
 
 @jobs.command("run")

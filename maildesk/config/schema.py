@@ -532,7 +532,9 @@ class Mailbox(Strict):
         "move", description="After the commit: move to move_to, flag \\Seen, or delete.")
     move_to: str = Field("maildesk/processed", description="Folder for after: move (created).")
     idle: bool = Field(True, description="Use IDLE when the server offers it.")
-    poll_interval: float = Field(60.0, gt=0, description="Seconds between polls without IDLE.")
+    poll_interval: float = Field(
+        60.0, gt=0, description="Seconds between polls; with IDLE, the longest a mail waits "
+                                "when the server's notice of it is missed.")
     batch_size: int = Field(100, ge=1, le=1000, description="Messages fetched per round trip.")
     timeout: float = Field(60.0, gt=0, description="Network timeout, seconds.")
 

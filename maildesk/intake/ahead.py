@@ -8,6 +8,7 @@ handles. A few messages are not worth a process: they are parsed inline.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections import deque
@@ -16,10 +17,11 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
 
 from ..config.schema import Limits
-from ..mail.parse import ParsedMail, parse_batch
+from ..mail.parse import ParsedMail, Unread, parse_batch
 
 B = TypeVar("B")
-Parsed = list[ParsedMail | str]
+Parsed = list[ParsedMail | Unread]
+log = logging.getLogger("maildesk.intake")
 
 
 def worthwhile(messages: int, batch: int) -> bool:
@@ -38,8 +40,17 @@ def parse_ahead(batches: Iterator[B], mails: Callable[[B], list[tuple[bytes, str
         for batch in batches:
             ahead.append((batch, pool.submit(parse_batch, mails(batch), limits)))
             if len(ahead) > 1:
-                done, future = ahead.popleft()
-                yield done, future.result()
+                yield _result(*ahead.popleft())
         while ahead:
-            done, future = ahead.popleft()
-            yield done, future.result()
+            yield _result(*ahead.popleft())
+
+
+def _result(batch: B, future: Future[Parsed]) -> tuple[B, Parsed | None]:
+    """The batch parsed, or (the worker died: a crash in C, memory) None: parse it inline,
+    where each mail is on its own."""
+    try:
+        return batch, future.result()
+    except Exception as e:  # noqa: BLE001 - BrokenProcessPool and whatever pickling raised
+        log.error("the parse worker failed (%s: %s); parsing this batch inline",
+                  type(e).__name__, e)
+        return batch, None

@@ -257,11 +257,14 @@ class Poller(threading.Thread):
                 self.stopping.wait(self.box.poll_interval)
 
     def _idle(self, client: IMAPClient) -> None:
-        """Wait for the server to say something changed, renewing IDLE before it times out."""
+        """Wait for the server to say something changed, or poll_interval at most: a mail
+        that arrives between the last search and the start of IDLE may never be announced
+        during IDLE (seen with Dovecot under load), and would wait for IDLE's renewal."""
         client.idle()
         try:
             started = time.monotonic()
-            while not self.stopping.is_set() and time.monotonic() - started < IDLE_RENEW:
+            limit = min(IDLE_RENEW, self.box.poll_interval)
+            while not self.stopping.is_set() and time.monotonic() - started < limit:
                 if client.idle_check(timeout=1.0):
                     return
         finally:

@@ -5,6 +5,8 @@ can be traced back to the file (and mbox position) it came from.
 """
 from __future__ import annotations
 
+import mmap
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -20,52 +22,108 @@ class SourceError(Exception):
 
 def is_mbox(path: Path) -> bool:
     with path.open("rb") as f:
-        return f.read(5) == b"From "
+        return f.read(8).removeprefix(b"\xef\xbb\xbf").startswith(b"From ")
 
 
 def is_maildir(path: Path) -> bool:
     return path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir()
 
 
+def one_message(path: Path) -> bool:
+    """A file named as one message (.eml) is one, even when it starts with a From_ line."""
+    return path.suffix.lower() in (".eml", ".msg")
+
+
 def count(path: Path) -> int:
-    """How many messages a path holds, for the progress bar (cheap: no parsing)."""
+    """How many messages a path holds, for the progress bar (no MIME parsing)."""
     if str(path) == "-":
         return 1
     if is_maildir(path):
         return sum(1 for sub in ("new", "cur") for p in (path / sub).iterdir() if p.is_file())
-    if path.is_file() and is_mbox(path):
-        n = 0
-        with path.open("rb") as f:
-            prev_blank = True
-            for line in f:
-                if prev_blank and line.startswith(b"From "):
-                    n += 1
-                prev_blank = line in (b"\n", b"\r\n")
-        return n
+    if path.is_file() and is_mbox(path) and not one_message(path):
+        return sum(1 for _ in _mbox(path))
     return 1
 
 
-def _mbox(path: Path) -> Iterator[tuple[str, bytes]]:
-    """Messages of an mbox, streamed: each starts at a "From " line after an empty line."""
-    def message(lines: list[bytes]) -> bytes:
-        if lines and lines[-1] in (b"\n", b"\r\n"):
-            lines.pop()                              # the separating empty line
-        # mboxrd/mboxo quote body lines that start with "From ": undo one level
-        return _FROM_QUOTED.sub(rb"\1", b"".join(lines))
+# A From_ line: "From " sender date, at the top or after an empty line. git format-patch
+# writes "From <sha> Mon Sep 17 00:00:00 2001" above each patch, and such a patch pasted
+# into a mail must not split it.
+_FROM_LINE = re.compile(rb"From \S*[ \t]+\S[^\n]*\n")
+_PATCH = re.compile(rb"From [0-9a-f]{40} Mon Sep 17 00:00:00 2001\r?\n")
+_HEADER = re.compile(rb"[!-9;-~]{1,200}:")
+_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d{1,12})[ \t]*\r?$")
+_HEAD_END = re.compile(rb"\n\r?\n")
 
-    n, lines, blank = 0, None, True
+
+def _from_lines(data: mmap.mmap) -> Iterator[tuple[int, int]]:
+    """(start, end) of each From_ line that starts a message: at the top or after an empty
+    line, with a header line after it. "From " in a body line that an mboxo writer did not
+    quote does not start one."""
+    at = top = 3 if data[:3] == b"\xef\xbb\xbf" else 0  # a byte-order mark before it
+    while at >= 0:
+        m = _FROM_LINE.match(data, at)
+        if m is not None and (at == top or not _PATCH.match(m.group())
+                              and _HEADER.match(data, m.end())):
+            yield m.start(), m.end()
+        at = data.find(b"\nFrom ", at)
+        while at > 0 and not (data[at - 1] == 10 or data[at - 2:at] == b"\n\r"):
+            at = data.find(b"\nFrom ", at + 1)
+        if at >= 0:
+            at += 1
+
+
+def _mbox(path: Path) -> Iterator[tuple[str, bytes]]:
+    """Messages of an mbox (mboxo, mboxrd, mboxcl, mboxcl2), mapped rather than read.
+
+    mboxrd/mboxo quote body lines that start with "From ": one level is undone. mboxcl2
+    does not quote, and says each body's length in Content-Length: a length that ends
+    exactly at the next From_ line (or the end) is taken as it stands."""
     with path.open("rb") as f:
-        for line in f:
-            if blank and line.startswith(b"From "):
-                if lines is not None:
+        if os.fstat(f.fileno()).st_size == 0:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            starts = list(_from_lines(data))
+            n, k = 0, 0
+            while k < len(starts):
+                begin = starts[k][1]                      # after the From_ line
+                end = starts[k + 1][0] if k + 1 < len(starts) else len(data)
+                exact = _exact_length(data, begin, starts, k)
+                if exact is not None:
+                    stop, k = exact
                     n += 1
-                    yield f"{path}#{n}", message(lines)
-                lines = []
-            elif lines is not None:
-                lines.append(line)
-            blank = line in (b"\n", b"\r\n")
-    if lines is not None:
-        yield f"{path}#{n + 1}", message(lines)
+                    yield f"{path}#{n}", bytes(data[begin:stop])
+                    continue
+                k += 1
+                n += 1
+                body = bytes(data[begin:end])
+                if body.endswith(b"\n\n"):              # the separating empty line
+                    body = body[:-1]
+                elif body.endswith(b"\r\n\r\n"):
+                    body = body[:-2]
+                yield f"{path}#{n}", _FROM_QUOTED.sub(rb"\1", body) if b">From " in body \
+                    else body
+
+
+def _exact_length(data: mmap.mmap, begin: int, starts: list[tuple[int, int]], k: int
+                  ) -> tuple[int, int] | None:
+    """mboxcl2: where a message ends by its Content-Length, and the index of the From_ line
+    after it, when that length ends exactly at one (or at the end of the file)."""
+    head_end = _HEAD_END.search(data, begin)
+    if head_end is None:
+        return None
+    length = _LENGTH.search(data, begin, head_end.start() + 1)
+    if length is None:
+        return None
+    stop = head_end.end() + int(length.group(1))
+    if stop >= len(data) - 2 and data[stop:].strip() == b"":
+        return stop, len(starts)
+    for j in range(k + 1, len(starts)):
+        at = starts[j][0]
+        if at > stop + 2:
+            return None
+        if data[stop:at].strip(b"\r\n") == b"":
+            return stop, j
+    return None
 
 
 def _maildir(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -91,8 +149,10 @@ def read(path: Path, stdin: BinaryIO | None = None) -> Iterator[tuple[str, bytes
         yield from _maildir(path)
         return
     try:
-        if is_mbox(path):
+        if is_mbox(path) and not one_message(path):
             yield from _mbox(path)
+        elif is_mbox(path):
+            yield str(path), path.read_bytes().split(b"\n", 1)[-1]   # its From_ line dropped
         else:
             yield str(path), path.read_bytes()
     except OSError as e:

@@ -55,11 +55,28 @@ def _header(value: str, name: str) -> str:
                   maxlinelen=76, header_name=name).encode()
 
 
+def ascii_address(addr: str) -> str:
+    """The address with an internationalised domain in its ASCII form (IDNA), so that only
+    a UTF-8 local part needs SMTPUTF8 (RFC 6531) on the way out."""
+    local, _, domain = addr.rpartition("@")
+    if domain.isascii():
+        return addr
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return addr
+
+
 def _address(name: str, addr: str) -> str:
     clean = clean_address(addr)
     if not clean:
         raise ValueError(f"refusing to send to a malformed address: {addr!r}")
-    return formataddr((one_line(name, 200), clean), charset="utf-8")
+    clean = ascii_address(clean)
+    if clean.isascii():
+        return formataddr((one_line(name, 200), clean), charset="utf-8")
+    # RFC 6532: the address itself in UTF-8; the name still as an encoded word
+    shown = one_line(name, 200)
+    return f"{_header(shown, 'To')} <{clean}>" if shown else clean
 
 
 def _part(subtype: str, text: str) -> str:
@@ -106,7 +123,7 @@ def compose(m: Outgoing) -> bytes:
         files = "".join(f"--{boundary}\n{_attachment(*a)}" for a in m.attachments)
         body = (f"Content-Type: multipart/mixed; boundary=\"{boundary}\"\n\n"
                 f"--{boundary}\n{body}{files}--{boundary}--\n")
-    return (head + body).encode("ascii")
+    return (head + body).encode("utf-8")   # ASCII unless an address needs RFC 6532
 
 
 def _attachment(filename: str, content_type: str, data: bytes) -> str:

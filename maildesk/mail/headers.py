@@ -6,9 +6,16 @@ value taken from a mail passes through one_line() first.
 """
 from __future__ import annotations
 
+import base64
+import quopri
 import re
+from email.errors import MessageError
+from email.header import decode_header
+
+from .charsets import decode, undeclared
 
 _BREAKS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0085\u2028\u2029]+")
+_SURROGATES = re.compile(r"[\udc80-\udcff]")
 MAX_HEADER = 998
 
 
@@ -16,3 +23,44 @@ def one_line(value: str, limit: int = MAX_HEADER) -> str:
     """value with line breaks and control characters folded to single spaces."""
     value = _BREAKS.sub(" ", value.replace("\t", " "))
     return re.sub(r" {2,}", " ", value).strip()[:limit]
+
+
+def text_of(value: object, hints: tuple[str, ...] = ()) -> str:
+    """A header value as text: encoded words decoded (leniently where the standard library
+    gives up), raw 8-bit bytes (which the parser keeps as surrogates) read by
+    charsets.undeclared with the mail's charsets as hints."""
+    if not isinstance(value, str):                 # an email.header.Header of 8-bit bytes
+        try:
+            parts = decode_header(value)           # type: ignore[arg-type]
+        except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
+            return text_of(str(value), hints)
+        return "".join(decode(v, c, hints) if isinstance(v, bytes) else v for v, c in parts)
+    if _SURROGATES.search(value):
+        value = undeclared(value.encode("ascii", "surrogateescape"), hints)
+    if "=?" in value:
+        try:
+            return "".join(decode(v, c, hints) if isinstance(v, bytes) else v
+                           for v, c in decode_header(value))
+        except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
+            return _WORD.sub(lambda m: _word(m, hints), _BETWEEN_WORDS.sub("", value))
+    return value
+
+
+# RFC 2047 encoded words, for the lenient second try: bad padding, junk inside
+_WORD = re.compile(r"=\?([^?\s]{1,40})\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(r"(?<=\?=)[ \t]+(?==\?)")
+
+
+def _word(m: re.Match[str], hints: tuple[str, ...]) -> str:
+    charset, kind, text = m.group(1).split("*")[0], m.group(2).lower(), m.group(3)
+    if kind == "b":
+        clean = re.sub(r"[^A-Za-z0-9+/]", "", text)
+        clean = clean[:len(clean) - 1] if len(clean) % 4 == 1 else clean
+        try:
+            data = base64.b64decode(clean + "=" * (-len(clean) % 4))
+        except ValueError:
+            return m.group()
+    else:
+        data = quopri.decodestring(text.replace("_", " ").encode("ascii", "replace"),
+                                   header=True)
+    return decode(data, charset, hints)

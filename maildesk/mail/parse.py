@@ -6,23 +6,22 @@ addresses are lower-case addr-specs, attachment names are safe to show.
 """
 from __future__ import annotations
 
-import base64
 import email
 import hashlib
 import logging
 import re
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from email.header import Header, decode_header, make_header
 from email.message import Message
-from email.utils import parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime
 
 import mailparser
 
 from ..config.schema import Limits
+from .body import read as read_body
 from .bounce import Bounce, maybe_bounce, read_bounce
-from .headers import one_line
-from .html import html_to_text
+from .headers import one_line, text_of
 
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
 
@@ -30,11 +29,22 @@ _MSGID = re.compile(r"<[^<>\s]{1,990}>")
 _ADDR = re.compile(r"^[^@\s]{1,256}@[^@\s]{1,255}$")
 DEFAULT_LIMITS = Limits()
 _NEWLINES = re.compile(r"\r\n?")
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069/\\:*?\"<>|]")
+_BOM = b"\xef\xbb\xbf"
+# a header line; RFC 5322's obsolete syntax allows blanks before the colon
+_HEAD_START = re.compile(rb"[!-9;-~]{1,200}[ \t]*:")
 
 
 class Unparseable(Exception):
     """The bytes are not a mail we can read; the raw copy goes to quarantine."""
+
+
+@dataclass(frozen=True)
+class Unread:
+    """Why a mail parsed in a worker process could not be: a reason, and the traceback when
+    the parser crashed (a bug of ours or a library's, for whoever fixes it)."""
+
+    reason: str
+    trace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,64 +81,61 @@ class ParsedMail:
         return tuple(dict.fromkeys((*self.in_reply_to, *reversed(self.references))))
 
 
-def decoded(value: str, limit: int = 998) -> str:
-    """RFC 2047 words decoded (mail-parser leaves some encoded), then made one line."""
-    if "=?" in value:
-        try:
-            value = str(make_header(decode_header(value)))
-        except (ValueError, LookupError, UnicodeError):
-            pass
-    return one_line(value, limit)
-
-
-def _text(data: bytes) -> str:
-    """Unlabelled 8-bit bytes: UTF-8 if they are, else Windows-1252 (what such mail nearly
-    always is); never dropped."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
-
-
-def _plain_text(msg: Message) -> str:
-    """The text/plain parts decoded by their charset when Python knows it, else guessed."""
-    out = []
-    for part in msg.walk():
-        if part.get_content_type() != "text/plain" or part.get_filename():
-            continue
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes):
-            continue
-        try:
-            out.append(data.decode(part.get_content_charset() or "ascii"))
-        except (LookupError, UnicodeDecodeError):
-            out.append(_text(data))
-    return "\n".join(out).strip("\n")
-
-
 def message_ids(value: str | None) -> tuple[str, ...]:
     return tuple(_MSGID.findall(value or ""))
 
 
 def clean_address(addr: str) -> str:
-    addr = one_line(addr).strip().strip("<>").lower()
+    """A lower-case addr-spec, or "" when addr is none. Forgives a trailing dot on the
+    domain (`a@b.com.`, a fully qualified name that some MTAs write)."""
+    addr = one_line(addr).strip().strip("<>").rstrip(".").lower()
     return addr if _ADDR.match(addr) else ""
+
+
+_ADDR_IN_TEXT = re.compile(r"[^\s<>\"(),;:@\[\]]{1,256}@[^\s<>\"(),;:@\[\]]{1,255}")
+_RAW_FROM = re.compile(rb"(?im)^from:[ \t]*([^\r\n]{1,2000})")
+
+
+def _first_address(values: list[str]) -> tuple[str, str]:
+    """(address, name) of the first usable address in header values: getaddresses first,
+    then an addr-spec anywhere in the value (`Name a@b.com` without brackets)."""
+    for value in values:
+        for name, addr in getaddresses([value]):
+            clean = clean_address(addr)
+            if clean:
+                return clean, one_line(name)
+        m = _ADDR_IN_TEXT.search(value)
+        if m and clean_address(m.group()):
+            name = one_line(value.replace(m.group(), "").strip(" <>\"'"))
+            return clean_address(m.group()), name
+    return "", ""
+
+
+def sender_of(msg: Message, raw: bytes, envelope_from: str | None,
+              hints: tuple[str, ...]) -> tuple[str, str]:
+    """Who wrote the mail, (address, display name): the From header (every one of them);
+    a From line the parser missed because the header block broke before it; then Sender,
+    Reply-To and Return-Path; then the envelope. "" when nothing names anyone."""
+    values = [text_of(v, hints) for v in msg.get_all("From", [])]
+    found = _first_address(values)
+    if found[0]:
+        return found
+    head = re.split(rb"\r?\n\r?\n", raw[:65536], maxsplit=1)[0]
+    found = _first_address([text_of(m.group(1).decode("ascii", "surrogateescape"), hints)
+                            for m in _RAW_FROM.finditer(head)])
+    if found[0]:
+        return found
+    for header in ("Sender", "Reply-To", "Return-Path"):
+        found = _first_address([text_of(v, hints) for v in msg.get_all(header, [])])
+        if found[0]:
+            return found
+    return clean_address(envelope_from or ""), ""
 
 
 def base_address(address: str) -> str:
     """support+anything@d -> support@d: the address an extension hangs off."""
     local, _, domain = address.partition("@")
     return f"{local.split('+', 1)[0]}@{domain}"
-
-
-def safe_filename(name: str, index: int, content_type: str) -> str:
-    """A name that cannot traverse paths, hide its extension or break a listing."""
-    base = re.split(r"[/\\]", name or "")[-1]
-    base = _UNSAFE_NAME.sub("_", base).strip(" .")[:200]
-    if not base:
-        sub = content_type.split("/")[-1][:10] or "bin"
-        base = f"attachment-{index}.{re.sub(r'[^a-z0-9]', '', sub) or 'bin'}"
-    return base
 
 
 def _addresses(pairs: list[tuple[str, str]] | None) -> tuple[str, ...]:
@@ -150,20 +157,6 @@ def _date(value: str | None) -> datetime | None:
     if d is None:
         return None
     return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
-
-
-def _attachments(raw: list[dict[str, object]]) -> tuple[Attachment, ...]:
-    out = []
-    for i, a in enumerate(raw, 1):
-        payload = a.get("payload") or ""
-        if a.get("binary"):
-            data = base64.b64decode(str(payload), validate=False)
-        else:
-            data = str(payload).encode(str(a.get("charset") or "utf-8"), "replace") \
-                if isinstance(payload, str) else bytes(payload)  # type: ignore[arg-type]
-        ctype = one_line(str(a.get("mail_content_type") or "application/octet-stream")).lower()
-        out.append(Attachment(safe_filename(str(a.get("filename") or ""), i, ctype), ctype, data))
-    return tuple(out)
 
 
 _NOTE = "(maildesk: not read, {why}; the original is kept whole)"
@@ -203,16 +196,29 @@ def _replace(part: Message, why: str) -> None:
     part["Content-Type"] = "text/plain; charset=us-ascii"
 
 
-def _mail_parser(raw: bytes, limits: Limits) -> tuple[mailparser.MailParser, list[str]]:
+def _message(raw: bytes, limits: Limits) -> tuple[Message, list[str]]:
+    """The stdlib's MIME tree, cut to the limits, and what was cut."""
     try:
         msg = email.message_from_bytes(raw)
-        cut = _prune(msg, limits)
-        return mailparser.MailParser(msg), cut
+        return msg, _prune(msg, limits)
     except RecursionError:
         raise Unparseable("MIME structure nested too deeply to read "
                           "(raise no limit: this is an attack shape)") from None
-    except Exception as e:  # mail-parser raises whatever the stdlib raised
+    except Exception as e:  # noqa: BLE001 - the stdlib raises whatever it meets
         raise Unparseable(f"MIME structure unreadable: {type(e).__name__}: {e}") from e
+
+
+def _recipients(msg: Message) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """To, Cc and the defects found, by mail-parser; by the standard library where
+    mail-parser gives up on a mail (it does on some that every mail client reads)."""
+    try:
+        mp = mailparser.MailParser(msg)
+        return (_addresses(mp.to), _addresses(mp.cc),
+                tuple(sorted(set(mp.defects_categories or ()))))
+    except Exception:  # noqa: BLE001 - a bug of mail-parser's is no reason to lose the mail
+        to = _addresses(getaddresses([text_of(v) for v in msg.get_all("To", [])]))
+        cc = _addresses(getaddresses([text_of(v) for v in msg.get_all("Cc", [])]))
+        return to, cc, tuple(sorted({type(d).__name__ for p in msg.walk() for d in p.defects}))
 
 
 def parse(raw: bytes, digest: str, envelope_from: str | None = None,
@@ -222,72 +228,60 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None,
         raise Unparseable(f"{len(raw)} bytes, over limits.max_message_size="
                           f"{limits.max_message_size}; raise it and run `maildesk quarantine "
                           f"retry`, or `quarantine release` to ticket it unread")
+    raw = raw[3:] if raw.startswith(_BOM) else raw
     head = raw[:65536].lstrip()
-    if not head or not re.match(rb"^[!-9;-~]{1,200}:", head):
+    if not head or not _HEAD_START.match(head):
         raise Unparseable("no mail headers at the start of the message")
-    mp, truncated = _mail_parser(raw, limits)
-    msg = mp.message
+    msg, truncated = _message(raw, limits)
+    hints = tuple(dict.fromkeys(c for c in msg.get_charsets() if c))
 
-    from_pairs = mp.from_ or []
-    from_addr = _addresses(from_pairs)[:1]
-    from_name = decoded(from_pairs[0][0]) if from_pairs else ""
-    sender = from_addr[0] if from_addr else clean_address(envelope_from or "")
+    def header(name: str) -> str:
+        return one_line(text_of(msg.get(name, ""), hints))
 
-    mid_hdr = message_ids(msg.get("Message-ID", ""))
+    sender, from_name = sender_of(msg, raw, envelope_from, hints)
+    to, cc, defects = _recipients(msg)
+    mid_hdr = message_ids(header("Message-ID"))
     message_id = mid_hdr[0] if mid_hdr else f"<generated.{digest[:40]}@maildesk.invalid>"
 
-    text = "\n".join(mp.text_plain).strip("\n")
-    if not text and mp.text_html:
-        text = html_to_text("\n".join(mp.text_html))
-    if "\ufffd" in text and mp.text_plain:  # undecodable bytes: try harder before replacing
-        text = _plain_text(msg) or text
-    if not text and not mp.attachments:     # broken boundaries: the body as it stands
-        text = _text(raw.split(b"\n\n", 1)[-1][:limits.max_text * 2]).strip()
+    text, files = read_body(msg, hints)
     text = _NEWLINES.sub("\n", text.replace("\x00", ""))
     if len(text) > limits.max_text:
         text = text[:limits.max_text]
         truncated.append(f"text after {limits.max_text} characters")
-    subject = mp.subject or ""
-    subject = str(subject[0] if isinstance(subject, list) else subject)  # duplicates: the first
-    raw_subject = msg.get("Subject", "")
-    if isinstance(raw_subject, Header):     # 8-bit bytes with no charset: keep them readable
-        subject = "".join(_text(v) if isinstance(v, bytes) else v
-                          for v, _charset in decode_header(raw_subject))
-    subject = decoded(subject)
-    date_hdr = one_line(str(msg.get("Date", "")))
+    subject = header("Subject")                         # duplicates: the first
+    date_hdr = header("Date")
 
     items = msg.items()
     if len(items) > limits.max_headers:
         truncated.append(f"header fields after the first {limits.max_headers}")
     headers = []
     for k, v in items[:limits.max_headers]:
-        value = decoded(str(v), limits.max_header_length + 1)
+        value = one_line(text_of(v, hints), limits.max_header_length + 1)
         if len(value) > limits.max_header_length:
             value = value[:limits.max_header_length]
             truncated.append(f"{str(k)[:40]} after {limits.max_header_length} characters")
         headers.append((str(k).lower(), value))
 
-    defects = tuple(sorted({d for d in (mp.defects_categories or ())}))
     if mid_hdr:
         basis = f"mid\0{message_id}\0{sender}\0{date_hdr}\0{subject}"
     else:
-        body = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[-1]
-        basis = f"nomid\0{sender}\0{date_hdr}\0{subject}\0{hashlib.sha256(body).hexdigest()}"
+        rest = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[-1]
+        basis = f"nomid\0{sender}\0{date_hdr}\0{subject}\0{hashlib.sha256(rest).hexdigest()}"
 
     return ParsedMail(
         message_id=message_id,
         has_message_id=bool(mid_hdr),
         from_addr=sender,
         from_name=from_name,
-        to=_addresses(mp.to),
-        cc=_addresses(mp.cc),
+        to=to,
+        cc=cc,
         subject=subject,
         date=_date(date_hdr),
         text=text,
-        in_reply_to=message_ids(str(msg.get("In-Reply-To", ""))),
-        references=message_ids(str(msg.get("References", ""))),
-        auto_submitted=one_line(str(msg.get("Auto-Submitted", ""))).lower(),
-        attachments=_attachments(mp.attachments),
+        in_reply_to=message_ids(header("In-Reply-To")),
+        references=message_ids(header("References")),
+        auto_submitted=header("Auto-Submitted").lower(),
+        attachments=tuple(Attachment(n, ct, d) for n, ct, d in files),
         defects=defects,
         headers=tuple(headers),
         truncated=tuple(dict.fromkeys(truncated)),
@@ -312,12 +306,15 @@ def unreadable(raw: bytes, digest: str, envelope_from: str | None, why: str) -> 
 
 
 def parse_batch(items: list[tuple[bytes, str | None]],
-                limits: Limits = DEFAULT_LIMITS) -> list[ParsedMail | str]:
-    """Parse many mails, a reason string for each one that cannot be; runs in a worker process."""
-    out: list[ParsedMail | str] = []
+                limits: Limits = DEFAULT_LIMITS) -> list[ParsedMail | Unread]:
+    """Parse many mails, an Unread for each one that cannot be; runs in a worker process.
+    Nothing one mail does escapes it: the others of the batch are parsed all the same."""
+    out: list[ParsedMail | Unread] = []
     for raw, envelope_from in items:
         try:
             out.append(parse(raw, hashlib.sha256(raw).hexdigest(), envelope_from, limits))
         except Unparseable as e:
-            out.append(str(e))
+            out.append(Unread(str(e)))
+        except Exception as e:  # noqa: BLE001 - a crash is this mail's, kept with it
+            out.append(Unread(f"{type(e).__name__}: {e}"[:2000], traceback.format_exc()))
     return out

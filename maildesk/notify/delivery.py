@@ -24,6 +24,7 @@ from sqlalchemy import and_, insert, select, update
 
 from ..app import App
 from ..config.schema import Relay
+from ..mail.compose import ascii_address
 from ..mail.parse import clean_address
 from ..store.models import DeliveryAttempt, Event, OutboxMail
 
@@ -96,20 +97,32 @@ class SmtpTransport:
         return conn
 
     def send(self, raw: bytes, envelope_from: str, to: list[str]) -> str:
-        rcpts = [clean_address(a) for a in to]
+        rcpts = [ascii_address(clean_address(a)) for a in to]
         if not all(rcpts) or (envelope_from and not clean_address(envelope_from)):
             raise Permanent(f"malformed address in envelope: {envelope_from!r} -> {to!r}")
+        utf8 = not (raw.isascii() and all(a.isascii() for a in rcpts))
         try:
             if self.conn is None:
                 self.conn = self._connect()
+            options: list[str] = []
+            if utf8:
+                if not self.conn.has_extn("smtputf8"):
+                    raise Permanent(
+                        f"{', '.join(a for a in rcpts if not a.isascii()) or 'the mail'}: an "
+                        f"internationalised address (RFC 6532), and the relay "
+                        f"{self.relay.host}:{self.relay.port} does not offer SMTPUTF8")
+                options = ["SMTPUTF8", "BODY=8BITMIME"]
             # stored mail has LF line ends; on the wire every line ends in CRLF
-            refused = self.conn.sendmail(envelope_from, rcpts, _CRLF.sub(b"\r\n", raw))
+            refused = self.conn.sendmail(envelope_from, rcpts, _CRLF.sub(b"\r\n", raw),
+                                         mail_options=options)
         except smtplib.SMTPRecipientsRefused as e:
             self.close()
             codes = [c for c, _m in e.recipients.values()]
             detail = "; ".join(f"{a}: {c} {m.decode(errors='replace')}"
                                for a, (c, m) in e.recipients.items())
             raise (Transient if all(400 <= c < 500 for c in codes) else Permanent)(detail) from e
+        except Permanent:
+            raise
         except smtplib.SMTPResponseException as e:
             self.close()
             said = e.smtp_error

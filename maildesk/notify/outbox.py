@@ -74,7 +74,11 @@ def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
 
 def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
            rule: str | None = None, agent: str | None = None) -> None:
-    raw = compose(out)
+    try:
+        raw, failed = compose(out), None
+    except Exception as e:  # noqa: BLE001 - the ticket stands; this mail fails, said why
+        failed = f"could not compose the mail: {type(e).__name__}: {e}"[:1000]
+        raw = f"maildesk {failed}\n\n{out.text}".encode("utf-8", "replace")
     digest = ctx.blobs.put(raw)
     recipients = [a for _n, a in (*out.to, *out.cc)]
     settings = ctx.settings
@@ -92,12 +96,13 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
     ctx.ledger.add_outbox(ticket, {
         "template": template, "envelope_from": return_path, "to": recipients,
         "subject": out.subject, "message_id": out.message_id, "digest": digest,
-        "status": "queued", "attempts": 0, "next_attempt_at": ctx.now, "last_error": None,
-        "created_at": ctx.now, "sent_at": None})
+        "status": "failed" if failed else "queued", "attempts": 0, "next_attempt_at": ctx.now,
+        "last_error": failed, "created_at": ctx.now, "sent_at": None})
     actor = f"rule:{rule}" if rule else (f"agent:{agent}" if agent else None)
-    ctx.ledger.add_event(ticket, "notification.queued", ctx.now, actor=actor,
-                         template=template, to=recipients, message_id=out.message_id,
-                         **({"rule": rule} if rule else {}))
+    ctx.ledger.add_event(ticket, "notification.failed" if failed else "notification.queued",
+                         ctx.now, actor=actor, template=template, to=recipients,
+                         message_id=out.message_id, **({"rule": rule} if rule else {}),
+                         **({"reason": failed} if failed else {}))
 
 
 def ticket_view(ticket: TicketRow) -> dict[str, Any]:

@@ -9,12 +9,13 @@ the whole batch rolls back, and the caller retries later (451, exit 75).
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .stages import STAGES
-from .work import Context, Dropped, Outcome, Quarantined, Work
+from .work import Context, Crashed, Dropped, Outcome, Quarantined, Work
 
 log = logging.getLogger("maildesk.pipeline")
 TRANSIENT = (OperationalError, InterfaceError)
@@ -31,12 +32,11 @@ class Summary:
     dropped: int = 0
     classified: int = 0     # machines' mail kept without a ticket: auto-replies, bounces, ...
     quarantined: int = 0
-    repaired: int = 0       # stored blobs found damaged and stored again (ingest --repair)
     refs: list[str] = field(default_factory=list)
 
     def add(self, other: Summary) -> None:
         for k in ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "classified",
-                  "quarantined", "repaired"):
+                  "quarantined"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.refs.extend(other.refs)
 
@@ -65,22 +65,27 @@ def _run_one(ctx: Context, w: Work) -> str:
         raise
     except Exception as e:
         ctx.ledger.rollback()
-        log.debug("pipeline error on %s", w.inbound.origin or w.inbound.id, exc_info=True)
-        return _settle(ctx, w, "quarantined", f"{stage}: {type(e).__name__}: {e}"[:2000])
+        reason = f"{stage}: {e}" if isinstance(e, Crashed) else f"{stage}: {type(e).__name__}: {e}"
+        trace = e.trace if isinstance(e, Crashed) else traceback.format_exc()
+        log.error("maildesk failed on %s and quarantined it (`maildesk quarantine show %s` "
+                  "has the traceback): %s", w.inbound.origin or f"inbound {w.inbound.id}",
+                  w.inbound.id or "ID", reason[:300])
+        return _settle(ctx, w, "quarantined", reason[:2000], trace[-20000:])
     ctx.ledger.commit()
     return _settle(ctx, w, "ticketed", None)
 
 
-def _settle(ctx: Context, w: Work, state: str, reason: str | None) -> str:
+def _settle(ctx: Context, w: Work, state: str, reason: str | None,
+            trace: str | None = None) -> str:
     a = w.inbound
-    values = {"state": state, "reason": reason, "attempts": a.attempts + 1,
+    values = {"state": state, "reason": reason, "traceback": trace, "attempts": a.attempts + 1,
               "processed_at": ctx.now}
     if a.id is None:   # not yet in the database: insert it whole
         values |= {"received_at": a.received_at, "source": a.source, "origin": a.origin,
                    "mail_from": a.mail_from, "rcpt_to": list(a.rcpt_to), "digest": a.digest,
                    "size": a.size, "queue": a.queue}
     ctx.ledger.settle(a.id, w.message if state == "ticketed" else None, **values)
-    if state == "quarantined":
+    if state == "quarantined" and trace is None:
         log.warning("quarantined %s: %s", a.origin or f"inbound {a.id}", reason)
     return state
 

@@ -14,6 +14,7 @@ from ..mail.classify import AUTO_REPLY, BOUNCE, BULK, LOOP, PERSON, SPAM, Verdic
 from ..mail.parse import (
     UNKNOWN_SENDER,
     Unparseable,
+    Unread,
     base_address,
     clean_address,
     message_ids,
@@ -30,17 +31,21 @@ from ..surveys.send import survey_opt_out
 from ..tickets import apply, commands
 from ..tickets import thread as threading
 from ..tickets.refs import rate_token_ok, read_bounce_address, read_rate_address, tagged_numbers
-from .work import Classified, Context, Dropped, Duplicate, Quarantined, Refused, Work
+from .work import Classified, Context, Crashed, Dropped, Duplicate, Quarantined, Refused, Work
 
 Stage = Callable[[Context, Work], None]
 
 
 def parse_stage(ctx: Context, w: Work) -> None:
     """Parse, unless a worker process already did. Mail an operator released is a ticket
-    even when it cannot be read: the original goes on it as an attachment."""
+    even when it cannot be read: the original goes on it as an attachment. Mail that names
+    no sender anywhere (no From, Sender, Reply-To, Return-Path or envelope) is still a
+    ticket, from UNKNOWN_SENDER, which is never answered."""
     try:
-        if isinstance(w.parsed_ahead, str):
-            raise Unparseable(w.parsed_ahead)
+        if isinstance(w.parsed_ahead, Unread):
+            if w.parsed_ahead.trace is not None:
+                raise Crashed(w.parsed_ahead.reason, w.parsed_ahead.trace)
+            raise Unparseable(w.parsed_ahead.reason)
         w.parsed = w.parsed_ahead or parse(w.raw, w.inbound.digest, w.inbound.mail_from,
                                            ctx.settings.limits)
     except Unparseable as e:
@@ -48,22 +53,15 @@ def parse_stage(ctx: Context, w: Work) -> None:
             raise Quarantined(str(e)) from None
         w.parsed = unreadable(w.raw, w.inbound.digest, w.inbound.mail_from, str(e))
     if not w.parsed.from_addr and w.parsed.bounce is None:   # MTAs sign bounces oddly: <@>
-        if w.inbound.released:
-            w.parsed = replace(w.parsed, from_addr=UNKNOWN_SENDER)
-            return
-        raise Quarantined("no sender: neither a From address nor an envelope sender")
+        w.parsed = replace(w.parsed, from_addr=UNKNOWN_SENDER,
+                           defects=(*w.parsed.defects, "no sender"))
 
 
 def keep_stage(ctx: Context, w: Work) -> None:
-    """The same mail by two routes (SMTP and IMAP, a resent file) is one mail. When the
-    batch repairs blobs, a duplicate's attachments are put again: that checks their stored
-    copies and mends damaged ones."""
+    """The same mail by two routes (SMTP and IMAP, a resent file) is one mail."""
     assert w.parsed
     ref = ctx.ledger.stored_as(w.parsed.dedupe_key)
     if ref is not None:
-        if ctx.blobs.repair:
-            for a in w.parsed.attachments:
-                ctx.blobs.put(a.data)
         raise Duplicate(f"{w.parsed.message_id} is already on {ref}")
 
 
@@ -83,7 +81,8 @@ def classify_stage(ctx: Context, w: Work) -> None:
     verdict = classify(w.parsed, w.inbound.mail_from, desk.addresses, desk.domain,
                        desk.trust_spam_headers)
     when = w.parsed.date or ctx.now
-    if verdict.kind == PERSON and w.parsed.from_addr and ctx.ledger.recent_from(
+    if verdict.kind == PERSON and w.parsed.from_addr not in ("", UNKNOWN_SENDER) \
+            and ctx.ledger.recent_from(
             w.parsed.from_addr, when - timedelta(seconds=desk.flood_window), when) \
             >= desk.flood_limit:
         verdict = Verdict(LOOP, f"more than {desk.flood_limit} mails from "

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ..config.schema import Settings
-from ..mail.parse import ParsedMail
+from ..mail.parse import ParsedMail, Unread
 from ..notify.templates import Templates
 from ..rules.engine import EMPTY, RuleSet
 from ..sla.policy import Slas
@@ -58,6 +58,14 @@ class Quarantined(Outcome):
     state = "quarantined"
 
 
+class Crashed(Exception):
+    """A crash that happened elsewhere (the parse worker), raised here with its traceback."""
+
+    def __init__(self, reason: str, trace: str) -> None:
+        super().__init__(reason)
+        self.trace = trace
+
+
 @dataclass(frozen=True)
 class Context:
     """What stages may use. A new one per batch: `now` is the batch's clock."""
@@ -101,7 +109,7 @@ class Work:
     inbound: Arrival
     raw: bytes
     parsed: ParsedMail | None = None
-    parsed_ahead: ParsedMail | str | None = None   # by a worker process; a str is why not
+    parsed_ahead: ParsedMail | Unread | None = None   # by a worker process, or why not
     ticket: TicketRow | None = None
     thread_by: str | None = None          # reply-address | tag | references
     linked_to: TicketRow | None = None    # a closed ticket this mail's new ticket follows

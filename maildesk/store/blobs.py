@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -77,6 +78,30 @@ class BlobDamaged(BlobError):
     """Stored, but what is there is not what was stored."""
 
 
+def read_file(path: Path, offset: int = 0, size: int = -1) -> bytes:
+    """A regular file's bytes (or a slice of them). Anything else at the path (a folder, a
+    pipe that would block, a dangling link, no permission) is a BlobError, not a hang or a
+    traceback."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise BlobError("", "is gone", str(path)) from None
+    except OSError as e:
+        raise BlobError("", f"cannot be read ({e.strerror or e})", str(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BlobError("", "is not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            f.seek(offset)
+            return f.read(size)
+    except OSError as e:
+        if isinstance(e, BlobError):
+            raise
+        raise BlobError("", f"cannot be read ({e.strerror or e})", str(path)) from None
+    finally:
+        os.close(fd)
+
+
 class _Pack:
     """The pack file one thread appends to; its offsets are right by construction: the file
     is new (O_EXCL), only this object writes it, and a failed write re-reads the end."""
@@ -122,15 +147,28 @@ class BlobStore:
         return self.root / digest[:2] / digest[2:]
 
     def put(self, data: bytes) -> str:
-        """Store as a loose blob, durable when this returns."""
+        """Store as a loose blob, durable when this returns. A copy already there is read
+        and checked first, and replaced when it is not these bytes."""
         digest = digest_of(data)
         final = self.loose_path(digest)
-        if final.exists():
+        if os.path.lexists(final) and self._loose_problem(final, digest) is None:
             return digest
         self._write_loose(final, data)
         return digest
 
+    def _loose_problem(self, path: Path, digest: str) -> str | None:
+        """Why the loose file for digest cannot be served; None when it is intact."""
+        try:
+            data = read_file(path)
+        except BlobError as e:
+            return e.problem
+        return None if digest_of(data) == digest else "holds other bytes"
+
     def _write_loose(self, final: Path, data: bytes) -> None:
+        """Write (or replace) a loose blob; whatever was at its name that is not a file (a
+        folder, a link) is moved aside, not deleted: it may be someone's."""
+        if os.path.lexists(final) and (final.is_symlink() or not final.is_file()):
+            os.replace(final, final.with_name(f"{final.name}.damaged-{time.time_ns()}"))
         folder = final.parent
         if not folder.is_dir():
             folder.mkdir(exist_ok=True)
@@ -156,21 +194,22 @@ class BlobStore:
     def _read(self, digest: str, conn: Connection | None) -> tuple[bytes, str]:
         """The stored bytes and where they are, for people; unchecked, but never short."""
         loose = self.loose_path(digest)
-        try:
-            return loose.read_bytes(), str(loose)
-        except FileNotFoundError:
-            pass
+        if os.path.lexists(loose):
+            try:
+                return read_file(loose), str(loose)
+            except BlobError as e:
+                raise BlobDamaged(digest, e.problem, str(loose)) from None
         row = self._lookup(digest, conn)
         if row is None:
             raise BlobMissing(digest, "is neither loose nor in a pack", "missing")
         pack, offset, size = row
         where = f"{self.packs / pack}@{offset}+{size}"
+        if offset < 0 or size < 0:
+            raise BlobDamaged(digest, "has an index row that makes no sense", where)
         try:
-            with open(self.packs / pack, "rb") as f:
-                f.seek(offset)
-                data = f.read(size)
-        except FileNotFoundError:
-            raise BlobDamaged(digest, "is in a pack that is gone", where) from None
+            data = read_file(self.packs / pack, offset, size)
+        except BlobError as e:
+            raise BlobDamaged(digest, f"is in a pack that {e.problem}", where) from None
         if len(data) != size:
             raise BlobDamaged(digest, f"is cut short: the pack ends {size - len(data)} bytes "
                                       "before the blob does", where)
@@ -218,47 +257,45 @@ class BlobStore:
         self.loose_path(digest).unlink(missing_ok=True)
         conn.execute(T_INDEX.delete().where(T_INDEX.c.digest == digest))
 
-    def batch(self, conn: Connection, repair: bool = False) -> BlobBatch:
-        """Blobs for the transaction on conn: indexed there, durable before it commits.
-
-        repair: a blob already stored is read and checked, and stored again when its copy
-        is damaged or gone (`maildesk ingest --repair`)."""
+    def batch(self, conn: Connection) -> BlobBatch:
+        """Blobs for the transaction on conn: indexed there, durable before it commits."""
         pack = getattr(self._local, "pack", None)
         if pack is None or pack.size >= self.pack_limit:
             pack = self._local.pack = _Pack(self.packs)   # the old one closes with its batches
-        return BlobBatch(self, pack, conn, repair)
+        return BlobBatch(self, pack, conn)
 
 
 class BlobBatch:
-    """Blobs appended to one pack; durable and indexed by finish()."""
+    """Blobs appended to one pack; durable and indexed by finish().
 
-    def __init__(self, store: BlobStore, pack: _Pack, conn: Connection,
-                 repair: bool = False) -> None:
+    A blob already stored is read and checked before it is trusted, and stored again when
+    its copy is damaged: so taking the same mail again mends what was lost (`maildesk
+    ingest --repair` does that on purpose, for the mail a desk already has)."""
+
+    def __init__(self, store: BlobStore, pack: _Pack, conn: Connection) -> None:
         self.store = store
         self.pack = pack
         self.conn = conn
-        self.repair = repair
         self.pending: dict[str, tuple[int, int]] = {}   # digest -> (offset, size)
-        self.mended: set[str] = set()                   # repair: stored again, index replaced
-        self.repaired = 0                               # how many, over the batch's life
+        self.mended: set[str] = set()                   # stored again: their index row replaced
+        self.repaired = 0                               # copies found damaged and replaced
 
     def put(self, data: bytes) -> str:
         digest = digest_of(data)
         if digest in self.pending:
             return digest
         loose = self.store.loose_path(digest)
-        if self.repair:
-            problem = self.store.problem(digest, self.conn)
-            if problem is None:
+        if os.path.lexists(loose):
+            if self.store._loose_problem(loose, digest) is None:
+                return digest                             # stored once, whatever the route
+            self.repaired += 1
+            self.store._write_loose(loose, data)
+            return digest
+        if self.store._lookup(digest, self.conn) is not None:
+            if self.store.problem(digest, self.conn) is None:
                 return digest
-            if problem != "missing":
-                self.repaired += 1
-                if loose.exists():
-                    self.store._write_loose(loose, data)
-                    return digest
-                self.mended.add(digest)
-        elif loose.exists() or self.store._lookup(digest, self.conn) is not None:
-            return digest                                 # stored once, whatever the route
+            self.repaired += 1
+            self.mended.add(digest)
         self.pending[digest] = (self.pack.append(data), len(data))
         return digest
 

@@ -70,11 +70,12 @@ class Inbound(Base):
     origin: Mapped[str | None] = mapped_column(Text)          # file path, peer, mailbox
     mail_from: Mapped[str | None] = mapped_column(Text)
     rcpt_to: Mapped[list[str]] = mapped_column(default=list)
-    digest: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(20), default="queued")
     # queued -> ticketed | duplicate | refused | quarantined
     reason: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)        # a crash on this mail: where
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     processed_at: Mapped[datetime | None] = mapped_column()
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
@@ -134,7 +135,7 @@ class Message(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     quoted: Mapped[str] = mapped_column(Text, default="")     # history and signature, split off
     verdict: Mapped[str] = mapped_column(String(20), default="person")  # mail/classify.py
-    digest: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
     defects: Mapped[list[str]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -152,7 +153,7 @@ class Attachment(Base):
     filename: Mapped[str] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(Integer)
-    digest: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
 
 
 class Event(Base):

@@ -11,6 +11,7 @@ import itertools
 import mmap
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from .blobs import T_INDEX, BlobStore, digest_of, is_digest
+from .blobs import T_INDEX, BlobError, BlobStore, digest_of, is_digest, read_file
 from .references import Use, digest_columns, referrers
 
 
@@ -44,20 +45,29 @@ class Verified:
         refs = {u["ticket"] for b in self.bad for u in b.uses if u["ticket"]}
         return sorted(refs, key=lambda r: (len(r), r))
 
+    @property
+    def used(self) -> list[Bad]:
+        """The bad blobs something refers to: what makes verify fail. One that nothing uses
+        is harmless (the next copy of those bytes to arrive replaces it)."""
+        return [b for b in self.bad if b.uses]
+
     def as_dict(self) -> dict[str, Any]:
         return {"checked": {"loose": self.loose, "packed": self.packed, "bytes": self.bytes},
                 "seconds": round(self.seconds, 3), "damaged": self.count("damaged"),
-                "missing": self.count("missing"), "tickets": self.tickets,
+                "missing": self.count("missing"),
+                "unreferenced": len(self.bad) - len(self.used), "tickets": self.tickets,
                 "bad": [{"digest": b.digest, "problem": b.problem, "where": b.where,
                          "used_by": b.uses} for b in self.bad]}
 
     def count(self, kind: str) -> int:
-        return sum(1 for b in self.bad if b.problem.startswith(kind))
+        """Bad blobs that something uses, of one kind (damaged, missing)."""
+        return sum(1 for b in self.used if b.problem.startswith(kind))
 
 
 def _loose_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """Everything named like a loose blob, file or not (a folder there is damage too)."""
     for folder in sorted(root.iterdir()):
-        if len(folder.name) == 2 and folder.is_dir():
+        if len(folder.name) == 2 and folder.is_dir() and not folder.is_symlink():
             for f in folder.iterdir():
                 digest = folder.name + f.name
                 if is_digest(digest):
@@ -67,7 +77,7 @@ def _loose_files(root: Path) -> Iterator[tuple[str, Path]]:
 def total_bytes(store: BlobStore, conn: Connection) -> int:
     """What verify() will read, for a progress bar."""
     packed = conn.execute(select(func.coalesce(func.sum(T_INDEX.c.size), 0))).scalar_one()
-    loose = sum(f.stat().st_size for _, f in _loose_files(store.root))
+    loose = sum(f.lstat().st_size for _, f in _loose_files(store.root))
     return int(packed) + loose
 
 
@@ -78,8 +88,12 @@ def verify(store: BlobStore, conn: Connection,
     out = Verified()
     loose_ok: set[str] = set()
     for digest, path in _loose_files(store.root):
-        data = path.read_bytes()
         out.loose += 1
+        try:
+            data = read_file(path)
+        except BlobError as e:
+            out.bad.append(Bad(digest, f"damaged: {e.problem}", str(path)))
+            continue
         out.bytes += len(data)
         advance(len(data))
         if digest_of(data) == digest:
@@ -116,27 +130,31 @@ def _packs(store: BlobStore, conn: Connection, loose_ok: set[str], out: Verified
                 name, view, mapped, present = pack, None, None, True
                 try:
                     with open(store.packs / pack, "rb") as f:
+                        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                            raise IsADirectoryError(pack)
                         if os.fstat(f.fileno()).st_size:
                             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
                             view = memoryview(mapped)
-                except FileNotFoundError:
+                except OSError:
                     present = False
             out.packed += 1
             where = f"{store.packs / pack}@{offset}+{size}"
             if digest in loose_ok:
                 continue
             if not present:
-                yield Bad(digest, "damaged: its pack is gone", where)
+                yield Bad(digest, "damaged: its pack is gone or cannot be read", where)
+                continue
+            if offset < 0 or size < 0:
+                yield Bad(digest, "damaged: its index row makes no sense", where)
                 continue
             end = len(view) if view is not None else 0
             if offset + size > end:
                 yield Bad(digest, f"damaged: the pack ends {offset + size - end} bytes "
                                   "before the blob does", where)
                 continue
-            assert view is not None
             out.bytes += size
             advance(size)
-            if digest_of(view[offset:offset + size]) != digest:
+            if digest_of(view[offset:offset + size] if view is not None else b"") != digest:
                 yield Bad(digest, "damaged: holds other bytes", where)
     finally:
         if mapped is not None:
@@ -158,7 +176,7 @@ def _missing(store: BlobStore, conn: Connection, loose_ok: set[str]) -> Iterator
             if digest in seen or digest in loose_ok or not is_digest(digest):
                 continue
             seen.add(digest)
-            if not store.loose_path(digest).exists():   # a loose file that is damaged: above
+            if not os.path.lexists(store.loose_path(digest)):   # damaged loose: above
                 yield Bad(digest, "missing", "missing")
 
 
