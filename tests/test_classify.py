@@ -151,3 +151,126 @@ def test_two_desks_answering_each_other_stop_at_once(tmp_path: Path) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+# --- machines' mail that was once taken for people's (issue 14) -------------------------
+
+def _one(app: App, headers: dict[str, str], body: str = "text\n",
+         sender: str = "Ana <ana@customer.test>", ctype: str | None = None) -> str:
+    m = EmailMessage()
+    m["From"], m["To"] = sender, "support@localhost"
+    for k, v in headers.items():
+        m[k] = v
+    if "Message-ID" not in m:
+        m["Message-ID"] = f"<{abs(hash((sender, *headers.items())))}@customer.test>"
+    m.set_content(body)
+    raw = m.as_bytes()
+    if ctype:
+        raw = raw.replace(b"Content-Type: text/plain", f"Content-Type: {ctype}".encode(), 1)
+    ingest(app, [(raw, PIPE)])
+    return state_of(app)[-1]
+
+
+MORE_VACATIONS = ["Odpowiedź automatyczna: Drukarka", "Automatyczna odpowiedź: Drukarka",
+                  "Automatická odpověď: Tiskárna", "Resposta automática: Impressora",
+                  "Automatikus válasz: Nyomtató", "Автоматический ответ: Принтер",
+                  "自动回复: 打印机", "Fuori ufficio", "Poza biurem do 12.12",
+                  "[Ticket #123] AutoReply: Printer", "Re: [Case 77] Automatic reply: x",
+                  "AW: Abwesenheitsnotiz: Drucker"]
+
+
+@pytest.mark.parametrize("subject", MORE_VACATIONS)
+def test_vacation_subjects_in_more_languages_and_after_a_tag(
+        make_app: Callable[..., App], subject: str) -> None:
+    app = make_app()
+    assert _one(app, {"Subject": subject}) == "auto-reply"
+    assert acks(app) == 0
+
+
+def test_a_spam_complaint_report_is_neither_a_person_nor_a_bounce(
+        make_app: Callable[..., App]) -> None:
+    app = make_app()
+    state = _one(app, {"Subject": "FW: complaint about message from 192.0.2.1"},
+                 ctype='multipart/report; report-type=feedback-report; boundary="x"',
+                 sender="abuse@isp.example")
+    assert state == "complaint" and acks(app) == 0
+
+
+def test_arf_from_the_corpus_is_a_complaint(make_app: Callable[..., App]) -> None:
+    arf = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "mimekit" \
+        / "UnitTests" / "TestData" / "messages" / "feedback-report.txt"
+    if not arf.exists():
+        pytest.skip("../shared/corpus not found")
+    app = make_app()
+    ingest(app, [(arf.read_bytes(), PIPE)])
+    assert state_of(app) == ["complaint"]
+
+
+@pytest.mark.parametrize("headers", [
+    {"Subject": "Please confirm you are human before your mail is delivered"},
+    {"Subject": "Your message requires verification verify#12345"},
+    {"Subject": "Re: Printer", "X-Boxtrapper": "yes"},
+])
+def test_challenge_response_requests_are_not_answered(make_app: Callable[..., App],
+                                                     headers: dict[str, str]) -> None:
+    app = make_app()
+    assert _one(app, headers) == "auto-reply" and acks(app) == 0
+
+
+def test_a_person_writing_from_postmaster_is_a_person(make_app: Callable[..., App]) -> None:
+    app = make_app()
+    assert _one(app, {"Subject": "Our mail server is rejecting your invoices"},
+                sender="Jo <postmaster@customer.test>") == "ticketed"
+    assert acks(app) == 1
+
+
+@pytest.mark.parametrize("sender", ["gmail-noreply@google.example", "noreply-123@x.example",
+                                    "do_not_reply@x.example", "DoNotReply@x.example",
+                                    "no.reply@x.example"])
+def test_addresses_nobody_reads_get_a_ticket_but_no_acknowledgement(
+        make_app: Callable[..., App], sender: str) -> None:
+    app = make_app()
+    assert _one(app, {"Subject": "Your order"}, sender=sender) == "ticketed"
+    assert acks(app) == 0
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Spam": "Yes"}, {"X-Spam-Status": "Yes, score=12.1 required=5.0"},
+    {"X-Spamd-Result": "default: True [16.20 / 15.00]"}, {"X-Spam-Flag": "YES"}])
+def test_spam_verdicts_of_rspamd_and_spamassassin(make_app: Callable[..., App],
+                                                 headers: dict[str, str]) -> None:
+    app = make_app()
+    assert _one(app, {"Subject": "cheap", **headers}) == "spam"
+
+
+def test_only_the_topmost_spam_header_counts_and_headers_can_be_chosen(
+        make_app: Callable[..., App]) -> None:
+    """Our filter's header is added above the sender's: a sender's own "X-Spam: No" below
+    it changes nothing, and a desk that runs no filter trusts none."""
+    app = make_app()
+    m = mail(subject="hello", message_id="<top@customer.test>")
+    ingest(app, [(b"X-Spam: Yes\n" + m.replace(b"Subject:", b"X-Spam: No\nSubject:"), PIPE)])
+    assert state_of(app) == ["spam"]
+    quiet = make_app(desk={"spam_headers": {}})
+    assert _one(quiet, {"Subject": "hi", "X-Spam": "Yes"}) == "ticketed"
+
+
+def test_monitoring_alerts_open_tickets_and_are_never_acknowledged(
+        make_app: Callable[..., App]) -> None:
+    app = make_app(desk={"addresses": ["support@localhost", "alerts@localhost"],
+                         "alerts": {"senders": ["*@monitor.example"],
+                                    "addresses": ["alerts@localhost"]}})
+    alert = {"Subject": "PROBLEM: disk full on db1", "Auto-Submitted": "auto-generated",
+             "Precedence": "bulk"}
+    assert _one(app, alert, sender="nagios@monitor.example") == "ticketed"
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = "zabbix@other.example", "alerts@localhost", "CPU high"
+    m["Auto-Submitted"] = "auto-generated"
+    m.set_content("load 40")
+    ingest(app, [(m.as_bytes(), PIPE)])
+    assert state_of(app)[-1] == "ticketed"
+    assert _one(app, {"Subject": "Out of office", "Auto-Submitted": "auto-replied"},
+                sender="someone@else.example") == "auto-reply"
+    assert acks(app) == 0
+    with app.sessions() as s:
+        assert len(list_tickets(s)) == 2

@@ -124,7 +124,7 @@ def outbox_list(obj: Obj, status: str | None, fmt: str) -> None:
 
 
 # mail kept without a ticket: unreadable or crashed (quarantined), or a machine's (the rest)
-HELD = ("quarantined", "spam", "loop", "bounce", "auto-reply", "bulk")
+HELD = ("quarantined", "spam", "loop", "bounce", "auto-reply", "bulk", "complaint")
 
 
 @click.group()

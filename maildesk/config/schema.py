@@ -6,6 +6,7 @@ and `config/maildesk.yaml` documents each key.
 """
 from __future__ import annotations
 
+import fnmatch
 import re
 from datetime import date
 from pathlib import Path
@@ -110,6 +111,28 @@ ITIL_MATRIX = {"high": {"high": "P1", "medium": "P2", "low": "P3"},
                "low": {"high": "P3", "medium": "P4", "low": "P5"}}
 
 
+class Alerts(Strict):
+    """Machines whose mail is work: monitoring alerts say Auto-Submitted like vacation
+    replies do, but must open tickets. Never acknowledged."""
+
+    senders: list[str] = Field(
+        default_factory=list, description="Sender addresses, * as a wildcard "
+                                          "(nagios@mon.example.com, *@alerts.example.com).")
+    addresses: list[str] = Field(
+        default_factory=list, description="Our addresses whose mail is all alerts "
+                                          "(alerts@example.com).")
+
+    def match(self, sender: str, recipients: list[str]) -> str | None:
+        """Why this mail is an alert, or None."""
+        for pattern in self.senders:
+            if fnmatch.fnmatchcase(sender, pattern.lower()):
+                return f"from {sender}, one of desk.alerts.senders"
+        for a in recipients:
+            if a in (x.lower() for x in self.addresses):
+                return f"to {a}, one of desk.alerts.addresses"
+        return None
+
+
 class Desk(Strict):
     name: str = Field("maildesk", description="Shown to customers in mails.")
     ref_prefix: str = Field("MD", description="Ticket reference prefix: MD gives MD-1, MD-2 ...")
@@ -130,7 +153,16 @@ class Desk(Strict):
         False, description="Vacation and other automatic replies that thread nowhere open "
                            "a ticket (else they are kept without one).")
     trust_spam_headers: bool = Field(
-        True, description="X-Spam-Flag: YES from the upstream filter: kept, no ticket.")
+        True, description="The upstream filter's spam verdict (spam_headers): kept, no ticket.")
+    spam_headers: dict[str, str] = Field(
+        default_factory=lambda: {"X-Spam-Flag": r"^\s*yes\b", "X-Spam": r"^\s*yes\b",
+                                 "X-Spam-Status": r"^\s*yes\b",
+                                 "X-Spamd-Result": r"^\s*default:\s*true\b"},
+        description="Header -> pattern of a spam verdict, for the filters your MTA runs "
+                    "(SpamAssassin, rspamd). Only the topmost such header counts: your "
+                    "MTA's filter adds its own above whatever the sender wrote.")
+    alerts: Alerts = Field(default_factory=lambda: Alerts(),
+                           description="Monitoring systems whose automatic mail opens tickets.")
     ack_window: float = Field(
         86400.0, ge=0, description="At most one acknowledgement per sender in this many "
                                    "seconds (RFC 3834).")

@@ -48,7 +48,10 @@ def count(path: Path) -> int:
 # A From_ line: "From " sender date, at the top or after an empty line. git format-patch
 # writes "From <sha> Mon Sep 17 00:00:00 2001" above each patch, and such a patch pasted
 # into a mail must not split it.
-_FROM_LINE = re.compile(rb"From \S*[ \t]+\S[^\n]*\n")
+# "From sender date" (a time in the date), or "From sender" alone (Thunderbird writes
+# "From -"); "From Russia with love" in a body is neither
+_FROM_LINE = re.compile(rb"From \S+(?:[ \t]*|[ \t][^\n]*\b\d{1,2}:\d\d[^\n]*)\r?\n")
+_TOP_LINE = re.compile(rb"From [^\n]*(?:\n|\Z)")
 _PATCH = re.compile(rb"From [0-9a-f]{40} Mon Sep 17 00:00:00 2001\r?\n")
 _HEADER = re.compile(rb"[!-9;-~]{1,200}:")
 _LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d{1,12})[ \t]*\r?$")
@@ -59,11 +62,13 @@ def _from_lines(data: mmap.mmap) -> Iterator[tuple[int, int]]:
     """(start, end) of each From_ line that starts a message: at the top or after an empty
     line, with a header line after it. "From " in a body line that an mboxo writer did not
     quote does not start one."""
-    at = top = 3 if data[:3] == b"\xef\xbb\xbf" else 0  # a byte-order mark before it
+    at = 3 if data[:3] == b"\xef\xbb\xbf" else 0       # a byte-order mark before it
+    first = _TOP_LINE.match(data, at)                  # the top always starts a message:
+    if first is not None:                              # nothing before a split is lost
+        yield first.start(), first.end()
     while at >= 0:
-        m = _FROM_LINE.match(data, at)
-        if m is not None and (at == top or not _PATCH.match(m.group())
-                              and _HEADER.match(data, m.end())):
+        m = _FROM_LINE.match(data, at) if first is None or at > first.start() else None
+        if m is not None and not _PATCH.match(m.group()) and _HEADER.match(data, m.end()):
             yield m.start(), m.end()
         at = data.find(b"\nFrom ", at)
         while at > 0 and not (data[at - 1] == 10 or data[at - 2:at] == b"\n\r"):

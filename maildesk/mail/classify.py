@@ -12,15 +12,38 @@ from dataclasses import dataclass
 from .bounce import DAEMON
 from .parse import ParsedMail, base_address
 
-PERSON, AUTO_REPLY, BULK, LOOP, SPAM, BOUNCE = (
-    "person", "auto-reply", "bulk", "loop", "spam", "bounce")
+PERSON, AUTO_REPLY, BULK, LOOP, SPAM, BOUNCE, COMPLAINT, ALERT = (
+    "person", "auto-reply", "bulk", "loop", "spam", "bounce", "complaint", "alert")
 
+# what a subject starts with once tags and reply prefixes are gone: "[Ticket #123] Re:
+# AutoReply: ..." is a tracker's automatic reply all the same
+_PREFIXES = re.compile(r"^(?:\s*(?:\[[^\]]{0,60}\]|\([^)]{0,60}\)|(?:re|aw|sv|vs|fw|fwd|wg|"
+                       r"tr|antw|odp|ynt|ha)\s*(?:\[\d+\])?\s*:))+\s*", re.IGNORECASE)
+# "automatic reply", "out of office" and "away" in the languages vacation responders
+# write (Outlook, Exchange, Gmail, Zimbra, Lotus Notes, Sieve, trackers)
 _VACATION = re.compile(
-    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort)|automatische antwort|auto:|"
-    r"out of (?:the )?office|.{0,60}\bis out of (?:the )?office|"
-    r"abwesenheit|abwesend|vacation|on leave|absence|absent|réponse automatique|"
-    r"respuesta automática|fuera de la oficina|risposta automatica|fuori sede|"
-    r"afwezig|automatisch antwoord|autosvar|frånvaro|nieobecn)", re.IGNORECASE)
+    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|responder|antwort|mated reply)|"
+    r"automatische antwort|auto:|out of (?:the )?office|ooo\b|"
+    r".{0,60}\bis out of (?:the )?office|abwesenheit|abwesend|vacation|on leave|absence|"
+    r"absent|away from|réponse automatique|respuesta automática|fuera de la oficina|"
+    r"risposta automatica|fuori (?:sede|ufficio)|afwezig|automatisch antwoord|autosvar|"
+    r"frånvaro|fravær|nieobecn|odpowied[źz] automatyczna|automatyczna odpowied[źz]|"
+    r"poza biurem|automatická odpově[ďd]|automatická odpove[ďd]|mimo kancelář|"
+    r"resposta automática|fora do escritório|ausente|automaattinen vastaus|poissa|"
+    r"automatikus válasz|házon kívül|otomatik yanıt|ofis dışında|răspuns automat|"
+    r"automatski odgovor|samodejni odgovor|автоматический ответ|автоответ|"
+    r"нет на месте|автовідповідь|αυτόματη απάντηση|自动回复|自動回覆|自動応答|自動返信|"
+    r"不在|자동 ?회신|자동 ?응답|부재)", re.IGNORECASE)
+# challenge-response filters (TMDA, BoxTrapper, SpamArrest, Mailblocks, ChoiceMail):
+# they ask the sender to prove they are human; answering one confirms us to a machine
+_CHALLENGE = re.compile(
+    r"(?:please )?(?:confirm|verify) (?:that )?(?:you are|you're) (?:a )?human|"
+    r"(?:requires|awaiting|pending) (?:your )?verification|verify your (?:e-?mail|message)|"
+    r"confirm your (?:e-?mail|message) (?:to|was)|your (?:e-?mail|message) (?:is|was) "
+    r"(?:being )?held|verify#|please confirm your message|sender verification",
+    re.IGNORECASE)
+_CHALLENGE_HEADERS = ("x-tmda-confirm", "x-boxtrapper", "x-spamarrest", "x-challenge",
+                      "x-mailblocks", "x-choicemail")
 
 
 @dataclass(frozen=True)
@@ -42,7 +65,7 @@ def _auto_reply(mail: ParsedMail, h: dict[str, str]) -> Verdict | None:
         return Verdict(AUTO_REPLY, f"Auto-Submitted: {mail.auto_submitted}")
     if h.get("precedence", "").strip().lower() == "auto_reply":
         return Verdict(AUTO_REPLY, "Precedence: auto_reply")
-    if _VACATION.match(mail.subject):
+    if _VACATION.match(_PREFIXES.sub("", mail.subject)):
         suppress = h.get("x-auto-response-suppress", "").lower()
         if any(w in suppress for w in ("all", "oof", "autoreply")):
             return Verdict(AUTO_REPLY, "an Outlook automatic reply")
@@ -50,8 +73,23 @@ def _auto_reply(mail: ParsedMail, h: dict[str, str]) -> Verdict | None:
     return None
 
 
+def _spam(mail: ParsedMail, rules: dict[str, str]) -> Verdict | None:
+    """The upstream filter's verdict: the topmost of each configured header (our own MTA's
+    filter adds its header above whatever the sender wrote)."""
+    top: dict[str, str] = {}
+    for k, v in mail.headers:
+        top.setdefault(k, v)
+    for name, pattern in rules.items():
+        value = top.get(name.lower())
+        if value is not None and re.search(pattern, value, re.IGNORECASE):
+            return Verdict(SPAM, f"{name}: {value[:60]} from the upstream filter")
+    return None
+
+
 def classify(mail: ParsedMail, envelope_from: str | None, our_addresses: list[str],
-             our_domain: str, trust_spam_headers: bool) -> Verdict:
+             our_domain: str, spam_headers: dict[str, str]) -> Verdict:
+    """What kind of mail this is. spam_headers: header name -> pattern of a spam verdict
+    (empty: none trusted)."""
     h = {k: v for k, v in mail.headers}
     loop = [v for v in _header(mail, "x-loop") if v.strip().lower() in our_addresses]
     if loop:
@@ -61,9 +99,16 @@ def classify(mail: ParsedMail, envelope_from: str | None, our_addresses: list[st
     if mail.has_message_id and mail.message_id.rstrip(">").endswith("@" + our_domain) \
             and h.get("auto-submitted", "no").lower() != "no":
         return Verdict(LOOP, f"our own Message-ID {mail.message_id}")
-    if trust_spam_headers and h.get("x-spam-flag", "").strip().lower() == "yes":
-        return Verdict(SPAM, "X-Spam-Flag: YES from the upstream filter")
+    spam = _spam(mail, spam_headers)
+    if spam is not None:
+        return spam
     report = h.get("content-type", "").lower()
+    if "multipart/report" in report and "feedback-report" in report:
+        return Verdict(COMPLAINT, "a spam complaint report (ARF, RFC 5965)")
+    challenge = next((n for n in _CHALLENGE_HEADERS if n in h), None)
+    if challenge or _CHALLENGE.search(mail.subject):
+        return Verdict(AUTO_REPLY, f"a challenge-response request "
+                                   f"({challenge or repr(mail.subject[:60])})")
     bounce = mail.bounce
     if bounce is not None and bounce.how == "rfc3464":
         return Verdict(BOUNCE, f"a delivery status notification: {bounce.summary()}")
@@ -77,8 +122,8 @@ def classify(mail: ParsedMail, envelope_from: str | None, our_addresses: list[st
         return auto_reply
     if bounce is not None:
         return Verdict(BOUNCE, f"a bounce ({bounce.how}): {bounce.summary()}")
-    if DAEMON.match(mail.from_addr):
-        return Verdict(BOUNCE, f"sent by {mail.from_addr}")
+    if DAEMON.match(mail.from_addr) and not mail.from_addr.startswith("postmaster@"):
+        return Verdict(BOUNCE, f"sent by {mail.from_addr}")   # postmaster@ is a person too
     if envelope_from == "" and mail.auto_submitted in ("", "no"):
         return Verdict(BOUNCE, "null envelope sender")
     if mail.auto_submitted not in ("", "no"):

@@ -5,12 +5,24 @@ Later stages (classify, identify, rules, sla) slot into STAGES by name.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
 from ..mail.authentication import dkim_pass, trusted_results_pass
-from ..mail.classify import AUTO_REPLY, BOUNCE, BULK, LOOP, PERSON, SPAM, Verdict, classify
+from ..mail.classify import (
+    ALERT,
+    AUTO_REPLY,
+    BOUNCE,
+    BULK,
+    COMPLAINT,
+    LOOP,
+    PERSON,
+    SPAM,
+    Verdict,
+    classify,
+)
 from ..mail.parse import (
     UNKNOWN_SENDER,
     Unparseable,
@@ -34,6 +46,10 @@ from ..tickets.refs import rate_token_ok, read_bounce_address, read_rate_address
 from .work import Classified, Context, Crashed, Dropped, Duplicate, Quarantined, Refused, Work
 
 Stage = Callable[[Context, Work], None]
+# local parts of addresses nobody reads: noreply, no-reply, gmail-noreply, donotreply,
+# do_not_reply, noreply+bounces, bounces-123 ...
+NO_REPLY = re.compile(r"(?:^|[-_.+])(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|bounces?)(?:[-_.+]|$)",
+                      re.IGNORECASE)
 
 
 def parse_stage(ctx: Context, w: Work) -> None:
@@ -79,7 +95,7 @@ def classify_stage(ctx: Context, w: Work) -> None:
         w.verdict, w.verdict_reason = PERSON, "released from the quarantine by an operator"
         return
     verdict = classify(w.parsed, w.inbound.mail_from, desk.addresses, desk.domain,
-                       desk.trust_spam_headers)
+                       desk.spam_headers if desk.trust_spam_headers else {})
     when = w.parsed.date or ctx.now
     if verdict.kind == PERSON and w.parsed.from_addr not in ("", UNKNOWN_SENDER) \
             and ctx.ledger.recent_from(
@@ -87,6 +103,10 @@ def classify_stage(ctx: Context, w: Work) -> None:
             >= desk.flood_limit:
         verdict = Verdict(LOOP, f"more than {desk.flood_limit} mails from "
                                 f"{w.parsed.from_addr} in {desk.flood_window:.0f} s")
+    if verdict.kind in (PERSON, AUTO_REPLY, BULK):
+        alert = desk.alerts.match(w.parsed.from_addr, _recipients(w))
+        if alert is not None:
+            verdict = Verdict(ALERT, alert)
     w.verdict, w.verdict_reason = verdict.kind, verdict.reason
     if verdict.kind == SPAM:
         raise Dropped(verdict.reason)
@@ -176,7 +196,7 @@ def thread_stage(ctx: Context, w: Work) -> None:
 def _machine_without_ticket(ctx: Context, w: Work) -> None:
     """Machines' mail opens no ticket: keep it, say why."""
     desk, kind = ctx.settings.desk, w.verdict
-    if kind == LOOP or (kind == AUTO_REPLY and not desk.auto_replies_open_tickets) \
+    if kind in (LOOP, COMPLAINT) or (kind == AUTO_REPLY and not desk.auto_replies_open_tickets) \
             or (kind == BULK and desk.bulk_mail == "ignore"):
         raise Classified(kind, w.verdict_reason)
 
@@ -281,7 +301,7 @@ def apply_stage(ctx: Context, w: Work) -> None:
         return
     ticket = w.ticket
     new, quoted = split_reply(p.text)
-    if w.verdict in (AUTO_REPLY, LOOP, BOUNCE):     # noted on the ticket, changes nothing
+    if w.verdict in (AUTO_REPLY, LOOP, BOUNCE, COMPLAINT):  # noted on the ticket, no change
         w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest,
                                         ctx.now, text=new, quoted=quoted,
                                         visibility="internal", verdict=w.verdict)
@@ -437,8 +457,7 @@ def may_acknowledge(ctx: Context, w: Work) -> str | None:
         return f"{p.from_addr} was acknowledged within the last {desk.ack_window:.0f} s"
     # auto-submitted mail, null senders, mailer-daemons and our own addresses are not
     # PERSON verdicts (mail/classify.py); what is left is people who read no replies
-    if p.from_addr.split("@", 1)[0] in ("noreply", "no-reply", "do-not-reply") \
-            or p.from_addr.endswith(".invalid"):
+    if NO_REPLY.search(p.from_addr.split("@", 1)[0]) or p.from_addr.endswith(".invalid"):
         return f"sender {p.from_addr} does not read replies"
     return None
 
@@ -446,7 +465,7 @@ def may_acknowledge(ctx: Context, w: Work) -> str | None:
 def _notify_agents(ctx: Context, w: Work) -> None:
     """The assignee, else the queue's group, hears of the customer's mail, with reply tokens."""
     assert w.parsed and w.ticket
-    if w.verdict in (AUTO_REPLY, LOOP, BOUNCE):
+    if w.verdict in (AUTO_REPLY, LOOP, BOUNCE, COMPLAINT):
         return
     desk, ticket = ctx.settings.desk, w.ticket
     assignee = desk.agent_named(ticket.assignee)
