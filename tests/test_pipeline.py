@@ -308,3 +308,32 @@ def test_broken_charsets_and_8bit_without_charset_still_make_tickets(
     assert s.new_tickets == 3, s.as_dict()
     assert "deuxi" in ticket(app, "MD-1")["messages"][0]["text"]
     assert "part one" in ticket(app, "MD-3")["messages"][0]["text"]
+
+
+def test_a_mail_that_arrives_after_its_reply_joins_the_replys_ticket(
+        make_app: Callable[..., App], db_url: str) -> None:
+    """Imports and IMAP folders are not in date order (issue 14): the reply opens the ticket,
+    and the mail it answered, arriving later, lands there, in one batch or two. A stranger
+    whose mail carries that Message-ID does not."""
+    app = make_app(db_url)
+    first = mail(subject="VPN down", message_id="<first@customer.test>",
+                 sender="ana@customer.test")
+    reply = mail(subject="Re: VPN down", message_id="<reply@customer.test>",
+                 sender="ana@customer.test", In_Reply_To="<first@customer.test>",
+                 References="<first@customer.test>")
+    s = ingest(app, [(reply, PIPE)])
+    assert s.new_tickets == 1
+    s = ingest(app, [(first, PIPE)])
+    assert (s.new_tickets, s.follow_ups) == (0, 1)
+    both = mail(subject="Printer", message_id="<p1@customer.test>", sender="bo@customer.test")
+    its_reply = mail(subject="Re: Printer", message_id="<p2@customer.test>",
+                     sender="bo@customer.test", References="<p1@customer.test>")
+    s = ingest(app, [(its_reply, PIPE), (both, PIPE)])
+    assert (s.new_tickets, s.follow_ups) == (1, 1)
+    stranger = mail(subject="hello", message_id="<s2@evil.test>", sender="eve@evil.test",
+                    References="<s1@customer.test>")
+    ingest(app, [(stranger, PIPE)])
+    victim = mail(subject="my password", message_id="<s1@customer.test>",
+                  sender="cy@customer.test")
+    s = ingest(app, [(victim, PIPE)])
+    assert s.new_tickets == 1, "a stranger's References do not pull another's mail in"

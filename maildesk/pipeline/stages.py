@@ -174,6 +174,8 @@ def thread_stage(ctx: Context, w: Work) -> None:
                                        trusted=w.proven_agent is not None), "tag"
     if ticket is None:
         ticket, how = threading.by_references(ctx.ledger, p.thread_ids), "references"
+    if ticket is None and p.has_message_id:
+        ticket, how = threading.by_replies(ctx.ledger, p.message_id, p.from_addr), "replies"
     if ticket is None:
         _machine_without_ticket(ctx, w)
         return

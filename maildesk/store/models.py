@@ -170,6 +170,17 @@ class Event(Base):
     __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
 
 
+class ThreadRef(Base):
+    """A Message-ID that a ticket's mail answered (In-Reply-To, References): so that the mail
+    it names, arriving later (imports and IMAP folders are not in date order), finds the
+    ticket its reply opened."""
+
+    __tablename__ = "thread_refs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    ref: Mapped[str] = mapped_column(Text, index=True)
+
+
 class OutboxMail(Base):
     """A mail we owe someone; the rendered bytes are a blob, delivered by the outbox worker."""
 

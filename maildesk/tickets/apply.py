@@ -48,6 +48,6 @@ def store_message(ledger: Ledger, blobs: BlobBatch, ticket: TicketRow, mail: Par
         "text": mail.text if text is None else text, "quoted": quoted, "verdict": verdict,
         "digest": digest,
         "defects": [*mail.defects, *(f"truncated: {t}" for t in mail.truncated)],
-        "created_at": now}, attachments)
+        "created_at": now}, attachments, answers=mail.thread_ids[:10])
     ledger.change(ticket, updated_at=now)
     return message

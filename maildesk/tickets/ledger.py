@@ -26,6 +26,7 @@ T_ATTACH, T_EVENTS = models.Attachment.__table__, models.Event.__table__
 T_OUTBOX, T_ATTEMPTS = models.OutboxMail.__table__, models.DeliveryAttempt.__table__
 T_INBOUND, T_COUNTERS = models.Inbound.__table__, models.Counter.__table__
 T_CLOCKS = models.SlaClock.__table__
+T_REFS = models.ThreadRef.__table__
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ _OPENED_BY = select(func.count()).select_from(T_TICKETS).where(
     T_TICKETS.c.created_at >= bindparam("t", type_=T_TICKETS.c.created_at.type))
 _BY_MESSAGE_IDS = select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id) \
     .where(T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
+_REFERENCED_BY = select(T_REFS.c.ticket_id).where(T_REFS.c.ref == bindparam("mid")) \
+    .order_by(T_REFS.c.id).limit(1)
 
 _SENT = select(T_OUTBOX.c.id, T_OUTBOX.c.ticket_id, T_OUTBOX.c.message_id, T_OUTBOX.c.to)
 _SENT_BY_ID = _SENT.where(T_OUTBOX.c.message_id.in_(bindparam("ids", expanding=True))) \
@@ -110,9 +113,9 @@ _SENT_BY_RETURN_PATH = _SENT.join(T_TICKETS, T_TICKETS.c.id == T_OUTBOX.c.ticket
 _CLOCKS_OF = select(T_CLOCKS).where(T_CLOCKS.c.ticket_id == bindparam("tid")) \
     .order_by(T_CLOCKS.c.id)
 
-_SETTLED = ("state", "reason", "attempts", "processed_at")
+_SETTLED = ("state", "reason", "traceback", "attempts", "processed_at")
 _LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound", "bounced",
-          "new_clocks")
+          "new_clocks", "refs")
 
 
 class Ledger:
@@ -132,6 +135,8 @@ class Ledger:
         self.new_clocks: list[tuple[TicketRow, ClockRow]] = []
         self._clocks_loaded: dict[int, dict[str, Any]] = {}   # clock id -> values as read
         self.message_index: dict[str, TicketRow] = {}     # Message-ID -> ticket, this batch
+        self.refs: list[tuple[TicketRow, str]] = []        # (ticket, a Message-ID it answered)
+        self.ref_index: dict[str, TicketRow] = {}         # the same, by Message-ID
         self.dedupe_index: dict[str, str] = {}            # dedupe key -> ref, this batch
         self._counter: int | None = None
         self._draft: dict[str, Any] | None = None
@@ -224,6 +229,13 @@ class Ledger:
                 hit = found[m]
                 return hit if isinstance(hit, TicketRow) else self.by_id(hit)
         return None
+
+    def referenced_by(self, message_id: str) -> TicketRow | None:
+        """The ticket whose mail answered this Message-ID (its reply came first)."""
+        if message_id in self.ref_index:
+            return self.ref_index[message_id]
+        tid = self.conn.scalar(_REFERENCED_BY, {"mid": message_id})
+        return self.by_id(tid) if tid is not None else None
 
     def message_count(self, ticket: TicketRow) -> int:
         """Messages on a ticket, this batch's included."""
@@ -321,11 +333,16 @@ class Ledger:
         return ticket
 
     def add_message(self, ticket: TicketRow, values: dict[str, Any],
-                    attachments: list[dict[str, Any]] = ()) -> Pending:  # type: ignore[assignment]
+                    attachments: list[dict[str, Any]] = (),  # type: ignore[assignment]
+                    answers: tuple[str, ...] = ()) -> Pending:
+        """answers: the Message-IDs the mail replied to, kept for mail that comes later."""
         msg = Pending(values, ticket=ticket)
         self.messages.append(msg)
         self._index(self.message_index, values["message_id"], ticket)
         self._index(self.dedupe_index, values["dedupe_key"], ticket.ref)
+        for ref in answers:
+            self.refs.append((ticket, ref))
+            self._index(self.ref_index, ref, ticket)
         for a in attachments:
             self.attachments.append(Pending(a, message=msg))
         return msg
@@ -404,6 +421,8 @@ class Ledger:
                 c.execute(insert(table), [
                     {**p.values, key: (p.message.id if key == "message_pk" else p.ticket.id)}  # type: ignore[union-attr]
                     for p in items])
+        if self.refs:
+            c.execute(insert(T_REFS), [{"ticket_id": t.id, "ref": r} for t, r in self.refs])
         self._write_clocks()
         if self.bounced:
             c.execute(insert(T_ATTEMPTS), self.bounced)

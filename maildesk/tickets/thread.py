@@ -3,7 +3,9 @@
 In order of trust: a reply address whose token is genuine; a subject tag,
 but only from someone already on that ticket (a stranger who types [MD-12]
 must not join MD-12); a Message-ID in In-Reply-To/References that we stored
-on a ticket (knowing it means having seen the mail). Else: a new ticket.
+on a ticket (knowing it means having seen the mail); and the other way round,
+a ticket whose mail answered this one's Message-ID (the reply came first),
+when the sender is already on it. Else: a new ticket.
 """
 from __future__ import annotations
 
@@ -42,3 +44,11 @@ def by_tag(ledger: Ledger, subject: str, sender: str, trusted: bool = False
 
 def by_references(ledger: Ledger, thread_ids: tuple[str, ...]) -> TicketRow | None:
     return ledger.by_message_ids(list(thread_ids[:50])) if thread_ids else None
+
+
+def by_replies(ledger: Ledger, message_id: str, sender: str) -> TicketRow | None:
+    """The ticket a reply to this mail opened before the mail itself arrived (imports and
+    IMAP folders are not in date order). Only for someone already on that ticket: a
+    stranger who quotes a Message-ID in References must not pull the mail it names in."""
+    ticket = ledger.referenced_by(message_id)
+    return ticket if ticket is not None and sender in participants(ticket) else None
