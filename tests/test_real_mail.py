@@ -30,7 +30,7 @@ from maildesk.mail.parse import Unread, parse_batch
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 STATES = {"ticketed", "duplicate", "refused", "spam", "quarantined", "auto-reply", "bulk",
-          "loop", "bounce", "rating", "opted-out"}
+          "loop", "bounce", "rating", "opted-out", "complaint"}
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(),
                                   reason=f"{CORPUS} not found (../shared beside the checkout)")
 
