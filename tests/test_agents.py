@@ -182,7 +182,7 @@ def test_agent_from_as_participant_without_proof_is_a_flagged_customer_reply(app
     ("Fixed it.\n\nSent from my iPhone\n", "Fixed it."),
     ("Fixed it.\n-- \nAna Lima\nACME\n", "Fixed it."),
     ("Answer first.\n> quoted\n> more\n", "Answer first."),
-    ("> quoted\nanswer below the quote\n", "> quoted\nanswer below the quote"),
+    ("> quoted\nanswer below the quote\n", "answer below the quote"),   # bottom-posted
 ])
 def test_quote_and_signature_stripping(text: str, new: str) -> None:
     assert split_reply(text)[0] == new

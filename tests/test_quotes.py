@@ -8,15 +8,24 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from reply_corpus import CASES  # noqa: E402
+from reply_corpus import CASES, LATER  # noqa: E402
 
+from maildesk.mail.html import html_to_text  # noqa: E402
 from maildesk.mail.quotes import split_reply  # noqa: E402
 
 
-@pytest.mark.parametrize("text, new", [(t, n) for _name, t, n in CASES],
-                         ids=[name for name, _t, _n in CASES])
+@pytest.mark.parametrize("text, new", [(t, n) for _name, t, n in CASES + LATER],
+                         ids=[name for name, _t, _n in CASES + LATER])
 def test_reply_corpus(text: str, new: str) -> None:
     got, rest = split_reply(text)
     assert got.strip() == new.strip()
-    assert (got + rest).replace("\n", "").replace(" ", "") in text.replace("\n", "").replace(
-        " ", "") or rest == "", "nothing is lost: new text and the rest come from the mail"
+    said = sorted(x.strip() for x in (got + "\n" + rest).splitlines() if x.strip())
+    assert said == sorted(x.strip() for x in text.splitlines() if x.strip()), \
+        "nothing is lost or made up: the new text and the rest are the mail's lines"
+
+
+def test_an_hr_above_the_history_of_an_html_reply() -> None:
+    html = ("<div>Done, thanks.</div><hr><div><b>From:</b> IT Desk &lt;support@desk.test&gt;"
+            "<br><b>Sent:</b> Tuesday, November 3, 2026 9:12 AM<br><b>To:</b> Ana<br>"
+            "<b>Subject:</b> Printer</div><div>Hello, my printer jams.</div>")
+    assert split_reply(html_to_text(html))[0] == "Done, thanks."

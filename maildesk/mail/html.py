@@ -25,6 +25,8 @@ class _Text(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "blockquote":
             self.out.append(f"\n{_IN}\n")
+        elif tag == "hr":       # as Outlook writes it in plain text: quotes.py knows it
+            self.out.append("\n" + "_" * 32 + "\n")
         elif tag in _SKIP:
             self.skip += 1
         elif tag in _BLOCK:

@@ -1,9 +1,20 @@
 """Separating what a reply says from the history it quotes and its signature.
 
-The new text ends where the quoted history begins: an attribution line
-("On ... wrote:", in several languages), an Outlook header block or
-separator, a forwarded-message marker, or a run of `>` lines after which
-nothing new follows; a signature starts at `-- ` or a mobile "Sent from my".
+By shape rather than by a list of clients:
+
+- history that is not quoted with `>` starts at an **Outlook-style header
+  block** (two or more `Label: value` lines in any language, one of them
+  with an address), a **separator line** (`-----Original Message-----`,
+  `____`, `---- On ... wrote ----`) that history follows, or an
+  **attribution** followed by history: one to four lines ending in a colon
+  (or followed by quotes) that name an address or a date, or say "wrote" in
+  one of a dozen languages;
+- a **signature** starts at `-- ` or a short "Sent from ..." line;
+- in `>`-quoted history, what a person wrote is every unquoted block: above
+  the quote (top-posting), under it (bottom-posting), or between quoted
+  parts (inline answers, kept with the quotes they answer, since an agent's
+  inline reply relayed without them would make no sense).
+
 The full text is always kept beside the new text.
 """
 from __future__ import annotations
@@ -11,60 +22,115 @@ from __future__ import annotations
 import re
 
 _VERBS = (r"\bwrote|\bschrieb|\ba écrit|\bescribió|\bha scritto|\bschreef|\bescreveu|"
-          r"\bnapisał(?:\(a\))?|\bskrev|\bkirjoitti|написал(?:\(а\))?")
-_ATTRIBUTION = re.compile(
-    r"^\s*(?:"
-    r"on\b.{0,200}\bwrote:?"                        # Gmail, Apple Mail, Thunderbird (en)
-    r"|am\b.{0,200}\bschrieb\b.*:?"                  # de
-    r"|le\b.{0,200}\ba écrit\s*:?"                   # fr
-    r"|el\b.{0,200}\bescribió\s*:?"                  # es
-    r"|il giorno\b.{0,200}\bha scritto\s*:?"         # it
-    r"|op\b.{0,200}\bschreef\b.*:?"                  # nl
-    r"|em\b.{0,200}\bescreveu\s*:?"                  # pt
-    r"|.{0,200}(?:" + _VERBS + r")\s*:\s*"
-    r")$", re.IGNORECASE)
-_OPENING = re.compile(r"^\s*(?:on|am|le|el|il giorno|op|em|den)\b", re.IGNORECASE)
-_CLOSING = re.compile(r"(?:" + _VERBS + r")\s*:\s*$", re.IGNORECASE)
-_SEPARATOR = re.compile(
-    r"^\s*(?:-{2,}\s*(?:original message|ursprüngliche nachricht|message d'origine|"
-    r"mensaje original|forwarded message|weitergeleitete nachricht)\s*-{2,}|_{20,})\s*$",
-    re.IGNORECASE)
-_OUTLOOK = re.compile(r"^\s*\*?(?:from|von|de|da|van)\s*:\*?\s", re.IGNORECASE)
-_OUTLOOK_NEXT = re.compile(r"^\s*\*?(?:sent|gesendet|envoyé|enviado|inviato|date|datum|to|an|"
-                           r"à|para|a|subject|betreff|objet|asunto|oggetto)\s*:", re.IGNORECASE)
-_SIGNATURE = re.compile(r"^(?:-- ?|sent from my .*|von meinem .* gesendet|"
-                        r"envoyé de mon .*|enviado desde mi .*|get outlook for .*)$",
-                        re.IGNORECASE)
+          r"\bnapisał(?:\(a\))?|\bskrev|\bkirjoitti|\bnapsal(?:\(a\))?|\bírta|\byazdı|"
+          r"написал(?:\(а\))?|писал(?:\(а\))?|寫道|写道|のメッセージ|님이 작성")
+_SAYS = re.compile(r"(?:" + _VERBS + r")\s*(?::|-{2,})?\s*$", re.IGNORECASE)
+_EMAIL = re.compile(r"[^\s<>()\[\]:;,\"']+@[^\s<>()\[\]:;,\"']+")
+_DATE = re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b|\b\d{1,2}[:.]\d{2}\b|\b(?:19|20)\d\d\b")
+# "From: x", "*Sent:* y", "Från: z", "От: w": a short label of letters, a colon, a value
+_LABEL = re.compile(r"^\s*\*?[^\W\d_][^\W\d_ .'-]{0,18}\*?\s*:\*?\s+\S")
+_RULE = re.compile(r"^\s*(?:[-_=*]{5,}|-{2,}\s*\S.{0,200}\S\s*-{2,})\s*$")
+_SIGNATURE = re.compile(
+    r"^(?:-- ?|—|"
+    r"(?:sent|envoyé|enviado|inviato|verzonden|skickat|sendt|lähetetty|wysłane|odesláno|"
+    r"отправлено)\s+(?:from|de|depuis|desde|da|dal|vanaf|met|från|fra|z|ze|с|iphone)\b[^:]{0,50}|"
+    r"von meinem [^:]{1,40} gesendet|get outlook for \w+(?: \w+)?)$", re.IGNORECASE)
 
 
-def _quoted_from(lines: list[str], start: int) -> bool:
-    """Only `>` lines (and blank ones) from start on, at least one of them."""
-    rest = [x for x in lines[start:] if x.strip()]
-    return bool(rest) and all(x.startswith(">") for x in rest)
+def _quote(line: str) -> bool:
+    return line.lstrip().startswith(">")
+
+
+def _next(lines: list[str], i: int) -> int:
+    """The index of the first non-blank line at or after i (len(lines) if none)."""
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    return i
+
+
+def _attribution(lines: list[str], i: int) -> int:
+    """How many lines (1-4) an attribution starting at i spans, or 0."""
+    if _quote(lines[i]) or not lines[i].strip():
+        return 0
+    for k in range(1, 5):
+        window = lines[i:i + k]
+        if len(window) < k or any(not x.strip() or _quote(x) for x in window):
+            return 0
+        text = " ".join(x.strip() for x in window)
+        if len(text) > 400:
+            return 0
+        after = _next(lines, i + k)
+        quoted = after < len(lines) and _quote(lines[after])
+        names = bool(_EMAIL.search(text) or _DATE.search(text))
+        if _SAYS.search(text) and (quoted or names):
+            return k
+        if names and quoted and (text.rstrip(" -").endswith(":") or k == 1):
+            return k
+    return 0
+
+
+def _labels(lines: list[str], i: int) -> list[str]:
+    """The label lines ("From: x", "*Sent:* y", "Från: z", "От: w") from i on, up to 6."""
+    block = []
+    for x in lines[i:i + 6]:
+        if not _LABEL.match(x):
+            break
+        block.append(x)
+    return block
+
+
+def _header_block(lines: list[str], i: int) -> bool:
+    """Two or more label lines from i on, with an address and a date among them (From,
+    Sent; Von, Gesendet; Från, Skickat; От, Отправлено ...). A form in a customer's own
+    text (Name:, Email:, Phone:) has no date."""
+    text = " ".join(block := _labels(lines, i))
+    return len(block) >= 2 and bool(_EMAIL.search(text) or "mailto:" in text) \
+        and bool(_DATE.search(text))
+
+
+def _history(lines: list[str], i: int) -> bool:
+    """Unquoted history starts at line i (a header block, a separator before history, an
+    attribution followed by the old text) or a signature does."""
+    line = lines[i]
+    if _quote(line):
+        return False
+    if _SIGNATURE.match(line.strip()):
+        return True
+    if _header_block(lines, i):
+        return True
+    if _RULE.match(line):       # a separator: history when words or headers follow
+        after = _next(lines, i + 1)
+        return re.search(r"[^\W\d_]", line) is not None and len(line.strip(" -_=*")) > 3 \
+            or after < len(lines) and (len(_labels(lines, after)) >= 2 or _quote(lines[after])
+                                       or _attribution(lines, after) > 0)
+    k = _attribution(lines, i)
+    return k > 0 and _SAYS.search(" ".join(x.strip() for x in lines[i:i + k])) is not None \
+        and not _quote(lines[_next(lines, i + k)] if _next(lines, i + k) < len(lines) else "")
 
 
 def split_reply(text: str) -> tuple[str, str]:
     """(what is new, the rest: quoted history and signature)."""
     lines = text.splitlines()
-    cut = len(lines)
-    for i, line in enumerate(lines):
-        if _ATTRIBUTION.match(line) or _SEPARATOR.match(line) or _SIGNATURE.match(line.rstrip()):
-            cut = i
-            break
-        if _OUTLOOK.match(line) and any(_OUTLOOK_NEXT.match(x) for x in lines[i + 1:i + 4]):
-            cut = i
-            break
-        if _OPENING.match(line) and i + 1 < len(lines) and _CLOSING.search(lines[i + 1]):
-            cut = i      # an attribution wrapped over two lines
-            break
-        if line.rstrip().endswith(":") and _quoted_from(lines, i + 1):
-            cut = i      # "2026-11-03 9:12 Desk <x>:" and then only quotes
-            break
-        if line.startswith(">") and _quoted_from(lines, i):
-            cut = i
-            break
-    new = "\n".join(lines[:cut]).strip()
-    rest = "\n".join(lines[cut:]).strip()
-    if not new:      # a reply that is all quote: keep it whole rather than empty
+    end = next((i for i in range(len(lines)) if _history(lines, i)), len(lines))
+    kinds = []                  # per line before end: "q" quoted or attribution, "t" text, ""
+    i = 0
+    while i < end:
+        k = _attribution(lines, i)
+        if k:
+            kinds += ["q"] * k
+            i += k
+            continue
+        line = lines[i]
+        kinds.append("" if not line.strip() else "q" if _quote(line) else "t")
+        i += 1
+    texts = [i for i, kind in enumerate(kinds) if kind == "t"]
+    if not texts:               # all quote: keep it whole rather than empty
         return text.strip(), ""
+    first, last = texts[0], texts[-1]
+    between = [i for i in range(first, last) if kinds[i] == "q"]
+    if between:                 # inline answers: from the first quote they answer
+        start = next((i for i in range(first) if kinds[i] == "q" and _quote(lines[i])), first)
+        first = start
+    new = "\n".join(lines[first:last + 1]).strip()
+    rest = "\n".join([*lines[:first], *lines[last + 1:]]).strip()
     return new, rest
