@@ -287,3 +287,53 @@ def test_a_batch_the_database_refuses_is_taken_one_by_one(
         row = c.execute(text("SELECT reason, traceback FROM inbound WHERE state = "
                              "'quarantined'")).one()
     assert "refuses this value" in row[0] and "Traceback" in row[1]
+
+
+def test_the_smtp_workers_batch_is_taken_one_by_one_too(
+        make_app: Callable[..., App], db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker that drains what the SMTP listener accepted: same isolation."""
+    from sqlalchemy import text
+
+    from maildesk.intake.inbound import accept, drain
+    from maildesk.tickets import ledger
+    app = make_app(db_url)
+    real = ledger.Ledger.write
+
+    def picky(self: ledger.Ledger) -> None:
+        if any("refuse me" in str(m.values.get("subject", "")) for m in self.messages):
+            raise ValueError("the database refuses this value")
+        real(self)
+    monkeypatch.setattr(ledger.Ledger, "write", picky)
+    env = Envelope("smtp", "a@customer.test", ("support@localhost",))
+    for raw in (_mail(1), _mail(7).replace(b"Subject: Request 7", b"Subject: refuse me"),
+                _mail(2)):
+        accept(app, raw, env)
+    s = drain(app)
+    assert (s.new_tickets, s.quarantined) == (2, 1)
+    with app.engine.connect() as c:
+        row = c.execute(text("SELECT id, reason, traceback FROM inbound WHERE state = "
+                             "'quarantined'")).one()
+        assert c.execute(text("SELECT count(*) FROM inbound WHERE state = 'queued'")) \
+            .scalar() == 0
+    assert row[0] == 2 and "refuses this value" in row[1] and "Traceback" in row[2]
+
+
+def test_an_acknowledgement_that_cannot_be_composed_fails_and_the_ticket_stands(
+        make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import select
+
+    from maildesk.notify import outbox
+    from maildesk.store.models import Event, OutboxMail, Ticket
+
+    def broken(_out: Any) -> bytes:
+        raise UnicodeEncodeError("ascii", "ü", 0, 1, "a header the relay cannot take")
+    monkeypatch.setattr(outbox, "compose", broken)
+    app = make_app()
+    s = ingest(app, [(_mail(1), Envelope("pipe", None))])
+    assert (s.new_tickets, s.quarantined) == (1, 0)
+    with app.sessions() as session:
+        row = session.scalars(select(OutboxMail)).one()
+        assert row.status == "failed" and "could not compose" in (row.last_error or "")
+        assert session.scalars(select(Ticket)).one().ref == "MD-1"
+        kinds = [e.kind for e in session.scalars(select(Event))]
+    assert "notification.failed" in kinds
