@@ -274,3 +274,15 @@ def test_monitoring_alerts_open_tickets_and_are_never_acknowledged(
     assert acks(app) == 0
     with app.sessions() as s:
         assert len(list_tickets(s)) == 2
+
+
+@pytest.mark.parametrize("subject", [
+    "Out of office not working", "Automatic reply settings greyed out",
+    "Abwesenheitsnotiz einrichten geht nicht", "Auto reply for leaver mailbox",
+    "Vacation request for December", "Fwd: Out of Office Re: Printer",
+    "My colleague is out of the office, can you reset her password"])
+def test_requests_about_vacation_replies_are_peoples_mail(make_app: Callable[..., App],
+                                                        subject: str) -> None:
+    """An IT desk's everyday tickets: the words alone are no evidence of a machine."""
+    app = make_app()
+    assert _one(app, {"Subject": subject}) == "ticketed" and acks(app) == 1

@@ -262,3 +262,29 @@ def test_a_utf8_sender_gets_a_ticket_and_an_acknowledgement_by_smtputf8(
     else:
         assert result.failed == 1 and row.status == "failed"
         assert "SMTPUTF8" in (row.last_error or "") and "jürgen" in (row.last_error or "")
+
+
+def test_an_encoded_word_never_makes_an_address() -> None:
+    """`=?utf-8?q?ceo=40bank.example?= <eve@evil.example>` is eve's mail: decoding the
+    display name before parsing would make it the CEO's, and send our answers there."""
+    m = parsed(b"From: =?utf-8?q?ceo=40bank.example?= <eve@evil.example>\n"
+               b"To: support@localhost\nCc: =?utf-8?q?victim=40x.example?= <eve2@evil.example>\n"
+               b"Subject: x\n\nhi\n")
+    assert (m.from_addr, m.from_name, m.cc) == ("eve@evil.example", "ceo@bank.example",
+                                                ("eve2@evil.example",))
+    assert parsed(b"From: =?utf-8?q?ceo=40bank.example?=\nSubject: x\n\nhi\n").from_addr == ""
+
+
+@pytest.mark.parametrize("codec,text", [
+    ("cp1252", "Grüße aus dem Büro, Jürgen"), ("cp1252", "Ça marche très bien"),
+    ("cp1251", "Принтер не работает"), ("koi8_r", "Принтер сломан"),
+    ("euc_jp", "日本語メールテスト"), ("big5", "請幫忙修理印表機")])
+def test_undeclared_8bit_subjects_of_other_scripts(codec: str, text: str) -> None:
+    """Western text must not come out as Chinese (GB18030 accepts nearly any byte pair)."""
+    raw = b"From: a@customer.test\nSubject: " + text.encode(codec) + b"\n\nhello\n"
+    assert parsed(raw).subject == text
+
+
+def test_raw_8bit_letters_inside_an_encoded_word() -> None:
+    raw = b"From: a@x.test\nSubject: =?iso-8859-1?Q?Die_Hasen_und_die_Fr\xf6sche?=\n\nx\n"
+    assert parsed(raw).subject == "Die Hasen und die Frösche"

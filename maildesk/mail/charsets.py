@@ -38,8 +38,6 @@ ALIASES = {
 UNKNOWN = {"", "unknown", "unknown-8bit", "x-unknown", "default", "default_charset", "none",
            "charset", "8bit", "binary", "x-binaryenc", "iso", "auto", "us-ascii", "ascii",
            "ansi_x3.4-1968", "us"}
-# legacy charsets that raw 8-bit CJK headers come in, most common first
-CJK = ("gb18030", "cp932", "big5hkscs", "cp949", "euc_jp")
 _CJK_CHARS = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
 _TRIM = re.compile(r"[\s'\"]+")
 
@@ -78,29 +76,87 @@ def undeclared(data: bytes, hints: tuple[str, ...] = (), skip: str | None = None
         except UnicodeDecodeError:
             pass
     tried = {skip}
-    for name in (*(codec(h) for h in hints), "utf-8"):
-        if name is None or name in tried or name in ("cp1252", "ascii"):
+    # valid UTF-8 with 8-bit bytes in it is almost never an accident; then what the mail
+    # says its other parts are (a raw subject is usually in the body's charset)
+    for name in ("utf-8", *(codec(h) for h in hints)):
+        if name is None or name in tried:
             continue
         tried.add(name)
         try:
             return data.decode(name)
         except UnicodeDecodeError:
             pass
-    for name in CJK:
-        if name in tried:
-            continue
-        try:
-            text = data.decode(name)
-        except UnicodeDecodeError:
-            continue
-        wide = sum(1 for c in text if ord(c) > 127)
-        if wide and len(_CJK_CHARS.findall(text)) >= 0.8 * wide:
-            return text
+    text = _cjk(data) or _cyrillic(data)
+    if text is not None:
+        return text
     if len(data) >= 64:
         best = from_bytes(data).best()
         if best is not None and best.encoding not in ("ascii",):
             return str(best)
     return data.decode("cp1252", "replace")
+
+
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_HANGUL = re.compile(r"[\uac00-\ud7af]")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+_ACCENT_RUN = re.compile(r"[\u00c0-\u00ff]{3,}")
+
+
+def _strict(data: bytes, name: str) -> str | None:
+    try:
+        return data.decode(name)
+    except UnicodeDecodeError:
+        return None
+
+
+def _cjk(data: bytes) -> str | None:
+    """Legacy CJK bytes, told apart by what each reading gives: kana only in Japanese,
+    Hangul throughout in Korean (Chinese read as Korean mixes in Hanja), GB2312's
+    simplified set before Big5's traditional one, GBK and EUC-JP last."""
+    def share(text: str, script: re.Pattern[str]) -> float:
+        return len(script.findall(text)) / max(1, sum(1 for c in text if ord(c) > 127))
+
+    for name in ("cp932", "euc_jp"):
+        text = _strict(data, name)
+        if text is not None and _reads_as_cjk(text) and share(text, _KANA) >= 0.2:
+            return text
+    text = _strict(data, "cp949")
+    if text is not None and _reads_as_cjk(text) and share(text, _HANGUL) >= 0.9:
+        return text
+    for name in ("gb2312", "big5hkscs", "gb18030"):
+        text = _strict(data, name)
+        if text is not None and _reads_as_cjk(text):
+            return data.decode("gb18030") if name == "gb2312" else text
+    return None
+
+
+def _cyrillic(data: bytes) -> str | None:
+    """Windows-1251 or KOI8-R text: read as Windows-1252 it is runs of accented letters
+    ("Ïðèâåò"), which Western text seldom has."""
+    if not _ACCENT_RUN.search(data.decode("cp1252", "replace")):
+        return None
+    best: tuple[float, str] | None = None
+    for name in ("cp1251", "koi8_r"):     # each reads the other as Cyrillic with the case
+        text = data.decode(name, "replace")   # turned: the right one is mostly lower case
+        letters = _CYRILLIC.findall(text)
+        wide = [c for c in text if ord(c) > 127]
+        if wide and len(letters) >= 0.9 * len(wide):
+            lower = sum(1 for c in letters if c.islower()) / len(letters)
+            if best is None or lower > best[0]:
+                best = (lower, text)
+    return best[1] if best else None
+
+
+_CJK_RUN = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]{2,}")
+
+
+def _reads_as_cjk(text: str) -> bool:
+    """CJK text, not Latin text that a double-byte charset happens to accept ("Büro" is two
+    valid GB18030 characters, "B黵o"): real CJK comes in runs, and nearly all of it does."""
+    wide = [c for c in text if ord(c) > 127]
+    cjk = _CJK_CHARS.findall(text)
+    in_runs = sum(len(r) for r in _CJK_RUN.findall(text))
+    return bool(wide) and len(cjk) >= 0.9 * len(wide) and in_runs >= max(2, 0.7 * len(cjk))
 
 
 def _mostly_utf8(data: bytes) -> bool:

@@ -21,19 +21,27 @@ _PREFIXES = re.compile(r"^(?:\s*(?:\[[^\]]{0,60}\]|\([^)]{0,60}\)|(?:re|aw|sv|vs
                        r"tr|antw|odp|ynt|ha)\s*(?:\[\d+\])?\s*:))+\s*", re.IGNORECASE)
 # "automatic reply", "out of office" and "away" in the languages vacation responders
 # write (Outlook, Exchange, Gmail, Zimbra, Lotus Notes, Sieve, trackers)
+_MARK = (
+    r"(?:auto(?:matic)?[ -]?(?:reply|response|responder|antwort|mated reply)|"
+    r"automatische antwort|auto|out of (?:the )?office|ooo|"
+    r".{0,60}\bis out of (?:the )?office|(?:i am|i'm|i will be) (?:currently )?out of "
+    r"(?:the )?office|ich bin (?:nicht im büro|abwesend)|abwesenheit(?:snotiz)?|abwesend|"
+    r"vacation|on leave|"
+    r"absence|absent|away from (?:the )?office|réponse automatique|respuesta automática|"
+    r"fuera de la oficina|risposta automatica|fuori (?:sede|ufficio)|afwezig|"
+    r"automatisch antwoord|autosvar|frånvaro|fravær|nieobecn\w*|"
+    r"odpowied[źz] automatyczna|automatyczna odpowied[źz]|poza biurem|"
+    r"automatická odpově[ďd]|automatická odpove[ďd]|mimo kancelář|resposta automática|"
+    r"fora do escritório|ausente|automaattinen vastaus|poissa|automatikus válasz|"
+    r"házon kívül|otomatik yanıt|ofis dışında|răspuns automat|automatski odgovor|"
+    r"samodejni odgovor|автоматический ответ|автоответ|нет на месте|автовідповідь|"
+    r"αυτόματη απάντηση|自动回复|自動回覆|自動応答|自動返信|不在|자동 ?회신|자동 ?응답|부재)")
+# the marker is the whole subject, or a prefix (": original subject"), or says until when:
+# "Out of office not working" and "Vacation request for December" are people's requests
 _VACATION = re.compile(
-    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|responder|antwort|mated reply)|"
-    r"automatische antwort|auto:|out of (?:the )?office|ooo\b|"
-    r".{0,60}\bis out of (?:the )?office|abwesenheit|abwesend|vacation|on leave|absence|"
-    r"absent|away from|réponse automatique|respuesta automática|fuera de la oficina|"
-    r"risposta automatica|fuori (?:sede|ufficio)|afwezig|automatisch antwoord|autosvar|"
-    r"frånvaro|fravær|nieobecn|odpowied[źz] automatyczna|automatyczna odpowied[źz]|"
-    r"poza biurem|automatická odpově[ďd]|automatická odpove[ďd]|mimo kancelář|"
-    r"resposta automática|fora do escritório|ausente|automaattinen vastaus|poissa|"
-    r"automatikus válasz|házon kívül|otomatik yanıt|ofis dışında|răspuns automat|"
-    r"automatski odgovor|samodejni odgovor|автоматический ответ|автоответ|"
-    r"нет на месте|автовідповідь|αυτόματη απάντηση|自动回复|自動回覆|自動応答|自動返信|"
-    r"不在|자동 ?회신|자동 ?응답|부재)", re.IGNORECASE)
+    r"^\s*" + _MARK + r"\s*(?:$|[.!]\s*$|[:：\-–—(\[]|\b(?:until|till|through|bis|jusqu|"
+    r"hasta|fino|tot|do|до|från|fra|från och med|från den|ab|from|du|dal|del|desde|od)\b|"
+    r"\d)", re.IGNORECASE)
 # challenge-response filters (TMDA, BoxTrapper, SpamArrest, Mailblocks, ChoiceMail):
 # they ask the sender to prove they are human; answering one confirms us to a machine
 _CHALLENGE = re.compile(

@@ -12,7 +12,7 @@ import re
 from email.errors import MessageError
 from email.header import decode_header
 
-from .charsets import decode, undeclared
+from .charsets import codec, decode, undeclared
 
 _BREAKS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0085\u2028\u2029]+")
 _SURROGATES = re.compile(r"[\udc80-\udcff]")
@@ -25,18 +25,26 @@ def one_line(value: str, limit: int = MAX_HEADER) -> str:
     return re.sub(r" {2,}", " ", value).strip()[:limit]
 
 
-def text_of(value: object, hints: tuple[str, ...] = ()) -> str:
-    """A header value as text: encoded words decoded (leniently where the standard library
-    gives up), raw 8-bit bytes (which the parser keeps as surrogates) read by
-    charsets.undeclared with the mail's charsets as hints."""
+def raw_text(value: object, hints: tuple[str, ...] = ()) -> str:
+    """A header value with its 8-bit bytes read as text (the parser keeps them as
+    surrogates, or as a Header), encoded words left as they are. Addresses are parsed
+    from this: an encoded word may make a display name, never an address
+    (`=?utf-8?q?ceo=40bank.example?= <eve@evil.example>` is eve's mail)."""
     if not isinstance(value, str):                 # an email.header.Header of 8-bit bytes
         try:
             parts = decode_header(value)           # type: ignore[arg-type]
         except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
-            return text_of(str(value), hints)
+            return raw_text(str(value), hints)
         return "".join(decode(v, c, hints) if isinstance(v, bytes) else v for v, c in parts)
     if _SURROGATES.search(value):
-        value = undeclared(value.encode("ascii", "surrogateescape"), hints)
+        return undeclared(value.encode("ascii", "surrogateescape"), hints)
+    return value
+
+
+def text_of(value: object, hints: tuple[str, ...] = ()) -> str:
+    """A header value as text: raw_text, then encoded words decoded (leniently where the
+    standard library gives up)."""
+    value = raw_text(value, hints)
     if "=?" in value:
         try:
             return "".join(decode(v, c, hints) if isinstance(v, bytes) else v
@@ -60,7 +68,7 @@ def _word(m: re.Match[str], hints: tuple[str, ...]) -> str:
             data = base64.b64decode(clean + "=" * (-len(clean) % 4))
         except ValueError:
             return m.group()
-    else:
-        data = quopri.decodestring(text.replace("_", " ").encode("ascii", "replace"),
-                                   header=True)
+    else:       # raw 8-bit letters inside a Q word: their bytes in the word's charset
+        data = quopri.decodestring(text.replace("_", " ").encode(
+            codec(charset) or "utf-8", "replace"), header=True)
     return decode(data, charset, hints)

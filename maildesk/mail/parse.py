@@ -21,7 +21,7 @@ import mailparser
 from ..config.schema import Limits
 from .body import read as read_body
 from .bounce import Bounce, maybe_bounce, read_bounce
-from .headers import one_line, text_of
+from .headers import one_line, raw_text, text_of
 
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
 
@@ -96,19 +96,26 @@ _ADDR_IN_TEXT = re.compile(r"[^\s<>\"(),;:@\[\]]{1,256}@[^\s<>\"(),;:@\[\]]{1,25
 _RAW_FROM = re.compile(rb"(?im)^from:[ \t]*([^\r\n]{1,2000})")
 
 
-def _first_address(values: list[str]) -> tuple[str, str]:
-    """(address, name) of the first usable address in header values: getaddresses first,
-    then an addr-spec anywhere in the value (`Name a@b.com` without brackets)."""
+def _first_address(values: list[str], hints: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(address, name) of the first usable address in raw header values (raw_text: encoded
+    words not yet decoded, so that none can make an address): getaddresses first, then an
+    addr-spec anywhere in the value (`Name a@b.com` without brackets). Only the name is
+    decoded."""
     for value in values:
         for name, addr in getaddresses([value]):
             clean = clean_address(addr)
             if clean:
-                return clean, one_line(name)
+                return clean, one_line(text_of(name, hints))
         m = _ADDR_IN_TEXT.search(value)
         if m and clean_address(m.group()):
-            name = one_line(value.replace(m.group(), "").strip(" <>\"'"))
-            return clean_address(m.group()), name
+            name = value.replace(m.group(), "").strip(" <>\"'")
+            return clean_address(m.group()), one_line(text_of(name, hints))
     return "", ""
+
+
+def _all_addresses(values: list[str]) -> tuple[str, ...]:
+    """Every address in raw header values (To, Cc), in order, once."""
+    return _addresses(getaddresses(values))
 
 
 def sender_of(msg: Message, raw: bytes, envelope_from: str | None,
@@ -116,17 +123,17 @@ def sender_of(msg: Message, raw: bytes, envelope_from: str | None,
     """Who wrote the mail, (address, display name): the From header (every one of them);
     a From line the parser missed because the header block broke before it; then Sender,
     Reply-To and Return-Path; then the envelope. "" when nothing names anyone."""
-    values = [text_of(v, hints) for v in msg.get_all("From", [])]
-    found = _first_address(values)
+    values = [raw_text(v, hints) for v in msg.get_all("From", [])]
+    found = _first_address(values, hints)
     if found[0]:
         return found
     head = re.split(rb"\r?\n\r?\n", raw[:65536], maxsplit=1)[0]
-    found = _first_address([text_of(m.group(1).decode("ascii", "surrogateescape"), hints)
-                            for m in _RAW_FROM.finditer(head)])
+    found = _first_address([raw_text(m.group(1).decode("ascii", "surrogateescape"), hints)
+                            for m in _RAW_FROM.finditer(head)], hints)
     if found[0]:
         return found
     for header in ("Sender", "Reply-To", "Return-Path"):
-        found = _first_address([text_of(v, hints) for v in msg.get_all(header, [])])
+        found = _first_address([raw_text(v, hints) for v in msg.get_all(header, [])], hints)
         if found[0]:
             return found
     return clean_address(envelope_from or ""), ""
@@ -208,17 +215,13 @@ def _message(raw: bytes, limits: Limits) -> tuple[Message, list[str]]:
         raise Unparseable(f"MIME structure unreadable: {type(e).__name__}: {e}") from e
 
 
-def _recipients(msg: Message) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """To, Cc and the defects found, by mail-parser; by the standard library where
+def _defects(msg: Message) -> tuple[str, ...]:
+    """What the parser found wrong, by mail-parser's names; by the standard library's where
     mail-parser gives up on a mail (it does on some that every mail client reads)."""
     try:
-        mp = mailparser.MailParser(msg)
-        return (_addresses(mp.to), _addresses(mp.cc),
-                tuple(sorted(set(mp.defects_categories or ()))))
+        return tuple(sorted(set(mailparser.MailParser(msg).defects_categories or ())))
     except Exception:  # noqa: BLE001 - a bug of mail-parser's is no reason to lose the mail
-        to = _addresses(getaddresses([text_of(v) for v in msg.get_all("To", [])]))
-        cc = _addresses(getaddresses([text_of(v) for v in msg.get_all("Cc", [])]))
-        return to, cc, tuple(sorted({type(d).__name__ for p in msg.walk() for d in p.defects}))
+        return tuple(sorted({type(d).__name__ for p in msg.walk() for d in p.defects}))
 
 
 def parse(raw: bytes, digest: str, envelope_from: str | None = None,
@@ -239,7 +242,9 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None,
         return one_line(text_of(msg.get(name, ""), hints))
 
     sender, from_name = sender_of(msg, raw, envelope_from, hints)
-    to, cc, defects = _recipients(msg)
+    to = _all_addresses([raw_text(v, hints) for v in msg.get_all("To", [])])
+    cc = _all_addresses([raw_text(v, hints) for v in msg.get_all("Cc", [])])
+    defects = _defects(msg)
     mid_hdr = message_ids(header("Message-ID"))
     message_id = mid_hdr[0] if mid_hdr else f"<generated.{digest[:40]}@maildesk.invalid>"
 
