@@ -286,3 +286,12 @@ def test_requests_about_vacation_replies_are_peoples_mail(make_app: Callable[...
     """An IT desk's everyday tickets: the words alone are no evidence of a machine."""
     app = make_app()
     assert _one(app, {"Subject": subject}) == "ticketed" and acks(app) == 1
+
+
+def test_a_bounce_from_postmaster_is_a_bounce(make_app: Callable[..., App]) -> None:
+    app = make_app()
+    assert _one(app, {"Subject": "Mail System Error - Returned Mail"},
+                sender="Postmaster <postmaster@isp.example>") == "bounce"
+    assert _one(app, {"Subject": "Undeliverable: Printer"},
+                sender="postmaster@corp.example") == "bounce"
+    assert acks(app) == 0

@@ -288,3 +288,56 @@ def test_undeclared_8bit_subjects_of_other_scripts(codec: str, text: str) -> Non
 def test_raw_8bit_letters_inside_an_encoded_word() -> None:
     raw = b"From: a@x.test\nSubject: =?iso-8859-1?Q?Die_Hasen_und_die_Fr\xf6sche?=\n\nx\n"
     assert parsed(raw).subject == "Die Hasen und die Frösche"
+
+
+def test_from_lines_with_no_empty_line_before_them(tmp_path: Path) -> None:
+    """Thunderbird and others leave no empty line: only a full From_ line splits there."""
+    box = tmp_path / "tb.mbox"
+    box.write_bytes(b"From - \nFrom: a@x\nSubject: one\n\nbody\n"
+                    b"From - Mon Jun  3 12:50:27 1996\nFrom: b@x\nSubject: two\n\nbody\n"
+                    b"From b@x Tue Nov 24 10:00:00 2026\nFrom: c@x\nSubject: three\n\nx\n"
+                    b"From Russia with love\nYear: 1963\n")
+    mails = [m for _, m in read(box)]
+    assert len(mails) == 3 and mails[2].endswith(b"From Russia with love\nYear: 1963\n")
+
+
+def test_mboxcl2_lengths_a_line_end_off_still_hold(tmp_path: Path) -> None:
+    inner = b"From spoof@example.com Mon Nov 23 10:00:00 2026\nFrom: spoof@example.com\n\nx\n"
+    body1 = b"quoted mail follows\n\n" + inner
+    box = tmp_path / "cl2.mbox"
+    box.write_bytes(b"From a@x Mon Nov 23 10:00:00 2026\nFrom: a@x\nSubject: one\n"
+                    b"Content-Length: %d\n\n" % (len(body1) + 1) + body1 +
+                    b"\nFrom b@x Mon Nov 23 10:01:00 2026\nFrom: b@x\nSubject: two\n"
+                    b"Content-Length: 3\n\nhi\n"
+                    b"\nFrom c@x Mon Nov 23 10:02:00 2026\nFrom: c@x\nSubject: three\n\nyo\n")
+    mails = [m for _, m in read(box)]
+    assert len(mails) == 3, [m[:40] for m in mails]
+    assert b"spoof@example.com" in mails[0] and mails[2].endswith(b"yo\n")
+
+
+def test_a_git_format_patch_series_is_one_mail_a_patch(tmp_path: Path) -> None:
+    def patch(n: int) -> bytes:
+        return (b"From %040x Mon Sep 17 00:00:00 2001\nFrom: Dev <dev@x.test>\n"
+                b"Subject: [PATCH %d/3] fix %d\n\n---\n a | 1 +\n-- \n2.43.0\n\n" % (n, n, n))
+    box = tmp_path / "series.mbox"
+    box.write_bytes(patch(1) + patch(2) + patch(3))
+    assert len(list(read(box))) == 3
+
+
+def test_broken_base64_text_is_decoded_as_far_as_it_goes() -> None:
+    raw = (b"From: a@x.test\nSubject: x\nContent-Type: text/plain; charset=utf-8\n"
+           b"Content-Transfer-Encoding: base64\n\n"
+           b"SGVsbG8gd29ybGQsIHRoaXMgaXMgYnJva2Vu!!!IGJhc2U2NA\n$$$\nSGk\n")
+    assert parsed(raw).text.startswith("Hello world, this is broken base64")
+
+
+def test_bad_patterns_and_foot_guns_in_the_settings_are_config_errors(
+        tmp_path: Path) -> None:
+    from conftest import run_cli
+    for desk in ("spam_headers: {X-Spam-Flag: '(['}", "alerts: {senders: ['*']}",
+                 "alerts: {addresses: [alerts@localhost]}"):
+        cfg = tmp_path / "maildesk.yaml"
+        cfg.write_text(f"data_dir: data\ndesk:\n  {desk}\n")
+        r = run_cli("config", "check", config=cfg)
+        assert r.returncode == 78 and b"Traceback" not in r.stderr, (desk, r.stderr)
+        assert b"maildesk.yaml:" in r.stderr

@@ -337,3 +337,24 @@ def test_a_mail_that_arrives_after_its_reply_joins_the_replys_ticket(
                   sender="cy@customer.test")
     s = ingest(app, [(victim, PIPE)])
     assert s.new_tickets == 1, "a stranger's References do not pull another's mail in"
+
+
+def test_a_stranger_cannot_capture_a_future_mail_by_cc_and_references(
+        make_app: Callable[..., App]) -> None:
+    """Mallory opens a ticket with Alice in Cc and Alice's next Message-ID in References:
+    Alice's mail must open her own ticket, not join Mallory's."""
+    app = make_app()
+    trap = mail(subject="hi", message_id="<m1@evil.test>", sender="mallory@evil.test",
+                Cc="alice@customer.test", References="<alice2@customer.test>")
+    ingest(app, [(trap, PIPE)])
+    s = ingest(app, [(mail(subject="salary question", message_id="<alice2@customer.test>",
+                           sender="alice@customer.test"), PIPE)])
+    assert s.new_tickets == 1
+
+
+def test_mail_without_a_sender_never_joins_another_by_its_tag(
+        make_app: Callable[..., App]) -> None:
+    app = make_app()
+    ingest(app, [(b"Subject: alert one\n\nx\n", PIPE)])
+    s = ingest(app, [(b"Subject: Re: [MD-1] alert one\n\nmore\n", PIPE)])
+    assert s.new_tickets == 1

@@ -29,3 +29,10 @@ def test_an_hr_above_the_history_of_an_html_reply() -> None:
             "<br><b>Sent:</b> Tuesday, November 3, 2026 9:12 AM<br><b>To:</b> Ana<br>"
             "<b>Subject:</b> Printer</div><div>Hello, my printer jams.</div>")
     assert split_reply(html_to_text(html))[0] == "Done, thanks."
+
+
+@pytest.mark.parametrize("answer", ["Room 2.14.", "Fixed at 10:30", "Ask ana@customer.test"])
+def test_an_inline_answer_with_a_number_or_address_is_not_an_attribution(answer: str) -> None:
+    text = f"> Which room?\nFloor two.\n> And then?\n{answer}\n> Thanks\n"
+    new, _rest = split_reply(text)
+    assert new.endswith(answer), new

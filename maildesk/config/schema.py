@@ -122,6 +122,24 @@ class Alerts(Strict):
         default_factory=list, description="Our addresses whose mail is all alerts "
                                           "(alerts@example.com).")
 
+    @field_validator("senders")
+    @classmethod
+    def _senders(cls, v: list[str]) -> list[str]:
+        for p in v:
+            local, at, domain = p.partition("@")
+            if not at or not domain or domain == "*" or not local:
+                raise ValueError(f"{p!r}: a sender address, * at most for part of it "
+                                 f"(nagios@mon.example.com, *@alerts.example.com)")
+        return v
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if not _ADDRESS.match(a):
+                raise ValueError(f"not a mail address: {a!r}")
+        return v
+
     def match(self, sender: str, recipients: list[str]) -> str | None:
         """Why this mail is an alert, or None."""
         for pattern in self.senders:
@@ -189,6 +207,19 @@ class Desk(Strict):
                                Literal["P1", "P2", "P3", "P4", "P5"]]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in ITIL_MATRIX.items()},
         description="Priority by impact, then urgency (ITIL).")
+
+    @field_validator("spam_headers")
+    @classmethod
+    def _patterns(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, pattern in v.items():
+            if not re.fullmatch(r"[!-9;-~]{1,100}", name):
+                raise ValueError(f"{name!r}: not a header name")
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"{name}: {pattern!r} is not a regular expression: {e}") \
+                    from None
+        return v
 
     @field_validator("ref_prefix")
     @classmethod
@@ -611,6 +642,9 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> Settings:
+        for a in self.desk.alerts.addresses:
+            if a.lower() not in self.desk.addresses:
+                raise ValueError(f"desk.alerts: address {a} is not one of desk.addresses")
         for q in self.desk.queues:
             for a in q.addresses:
                 if a.lower() not in self.desk.addresses:

@@ -52,6 +52,10 @@ def count(path: Path) -> int:
 # "From -"); "From Russia with love" in a body is neither
 _FROM_LINE = re.compile(rb"From \S+(?:[ \t]*|[ \t][^\n]*\b\d{1,2}:\d\d[^\n]*)\r?\n")
 _TOP_LINE = re.compile(rb"From [^\n]*(?:\n|\Z)")
+_STRICT_FROM = re.compile(
+    rb"From (?:-[ \t]*|\S+[ \t]+(?:-[ \t]+)?(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[ \t]+"
+    rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[ \t]+\d{1,2}[ \t]+"
+    rb"\d{1,2}:\d\d(?::\d\d)?[^\n]*)\r?\n")
 _PATCH = re.compile(rb"From [0-9a-f]{40} Mon Sep 17 00:00:00 2001\r?\n")
 _HEADER = re.compile(rb"[!-9;-~]{1,200}:")
 _LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d{1,12})[ \t]*\r?$")
@@ -59,22 +63,25 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 
 
 def _from_lines(data: mmap.mmap) -> Iterator[tuple[int, int]]:
-    """(start, end) of each From_ line that starts a message: at the top or after an empty
-    line, with a header line after it. "From " in a body line that an mboxo writer did not
-    quote does not start one."""
-    at = 3 if data[:3] == b"\xef\xbb\xbf" else 0       # a byte-order mark before it
-    first = _TOP_LINE.match(data, at)                  # the top always starts a message:
-    if first is not None:                              # nothing before a split is lost
-        yield first.start(), first.end()
+    """(start, end) of each From_ line that starts a message, with a header line after it:
+    after an empty line, "From sender" with a time, or "From -"; with no empty line before
+    it (some writers leave none), only a full asctime From_ line. "From " in a body line
+    that an mboxo writer did not quote does not start one, nor a patch pasted into a mail,
+    unless the file is a patch series (`git format-patch --stdout`)."""
+    top = 3 if data[:3] == b"\xef\xbb\xbf" else 0      # a byte-order mark before it
+    first = _TOP_LINE.match(data, top)                  # the top always starts a message:
+    if first is None:                                   # nothing before a split is lost
+        return
+    yield first.start(), first.end()
+    patches = _PATCH.match(first.group()) is not None
+    at = data.find(b"\nFrom ", top)
     while at >= 0:
-        m = _FROM_LINE.match(data, at) if first is None or at > first.start() else None
-        if m is not None and not _PATCH.match(m.group()) and _HEADER.match(data, m.end()):
+        blank = data[at - 1] == 10 or data[max(0, at - 2):at] == b"\n\r"
+        m = (_FROM_LINE if blank else _STRICT_FROM).match(data, at + 1)
+        if m is not None and (patches or not _PATCH.match(m.group())) \
+                and _HEADER.match(data, m.end()):
             yield m.start(), m.end()
-        at = data.find(b"\nFrom ", at)
-        while at > 0 and not (data[at - 1] == 10 or data[at - 2:at] == b"\n\r"):
-            at = data.find(b"\nFrom ", at + 1)
-        if at >= 0:
-            at += 1
+        at = data.find(b"\nFrom ", at + 1)
 
 
 def _mbox(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -126,8 +133,8 @@ def _exact_length(data: mmap.mmap, begin: int, starts: list[tuple[int, int]], k:
         at = starts[j][0]
         if at > stop + 2:
             return None
-        if data[stop:at].strip(b"\r\n") == b"":
-            return stop, j
+        if abs(at - stop) <= 2 and data[min(at, stop):max(at, stop)].strip(b"\r\n") == b"":
+            return min(at, stop), j     # a writer that counted a line end more or less
     return None
 
 

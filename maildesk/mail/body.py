@@ -13,8 +13,10 @@
 """
 from __future__ import annotations
 
+import base64
 import mimetypes
 import re
+from email.errors import InvalidBase64LengthDefect
 from email.message import Message
 
 from .charsets import decode, undeclared
@@ -39,6 +41,28 @@ def safe_filename(name: str, index: int, content_type: str) -> str:
     return base
 
 
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def payload(part: Message) -> bytes | None:
+    """The part's decoded bytes. Base64 that even the standard library gives up on (a
+    length one past a multiple of four, after junk is dropped) is decoded as far as it
+    goes, rather than kept as base64 text."""
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return None
+    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64" \
+            and any(isinstance(d, InvalidBase64LengthDefect) for d in part.defects):
+        raw = str(part.get_payload()).encode("ascii", "ignore")
+        clean = _NOT_BASE64.sub(b"", raw)
+        clean = clean[:len(clean) - len(clean) % 4]
+        try:
+            return base64.b64decode(clean)
+        except ValueError:
+            return data
+    return data
+
+
 class _Reader:
     def __init__(self, hints: tuple[str, ...]) -> None:
         self.hints = hints
@@ -59,8 +83,8 @@ class _Reader:
                 self.visit(child)
             return
         if ctype.startswith("multipart/"):        # its boundary never came: the body as is
-            data = part.get_payload(decode=True)
-            if isinstance(data, bytes):
+            data = payload(part)
+            if data is not None:
                 self.texts.append(undeclared(data, self.hints).strip())
             return
         name = self._filename(part)
@@ -69,8 +93,8 @@ class _Reader:
             text = self._decoded(part)
             self.texts.append(html_to_text(text) if ctype == "text/html" else text)
             return
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes):
+        data = payload(part)
+        if data is None:
             data = str(part.get_payload()).encode("utf-8", "surrogateescape")
         self.attachments.append((name, ctype, data))
 
@@ -99,8 +123,8 @@ class _Reader:
         return one_line(text_of(name, self.hints), 250)
 
     def _decoded(self, part: Message) -> str:
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes):
+        data = payload(part)
+        if data is None:
             return ""
         return decode(data, part.get_param("charset") and part.get_content_charset(),
                       self.hints)

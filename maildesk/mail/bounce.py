@@ -23,7 +23,7 @@ from .headers import one_line
 
 DAEMON = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon|"
                     r"mail-delivery-subsystem|bounces?|mdaemon|mailer)@", re.IGNORECASE)
-_SUBJECT = re.compile(
+BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|delivery (?:status|failure|has failed|notification|problem)|"
     r"failure notice|returned mail|mail delivery (?:failed|failure|system)|"
     r"non[- ]?deliver|could not be delivered|delivery failed|nicht zustellbar|"
@@ -65,7 +65,7 @@ def maybe_bounce(msg: Message, from_addr: str, subject: str) -> bool:
     """Worth reading as a bounce at all (cheap; most mail is not). A null envelope sender
     alone is not enough: vacation responders use it too, and their text names addresses."""
     return (msg.get_content_type() == "multipart/report" or bool(DAEMON.match(from_addr))
-            or bool(_SUBJECT.search(subject)))
+            or bool(BOUNCE_SUBJECT.search(subject)))
 
 
 def _address(value: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .bounce import DAEMON
+from .bounce import BOUNCE_SUBJECT, DAEMON
 from .parse import ParsedMail, base_address
 
 PERSON, AUTO_REPLY, BULK, LOOP, SPAM, BOUNCE, COMPLAINT, ALERT = (
@@ -130,7 +130,8 @@ def classify(mail: ParsedMail, envelope_from: str | None, our_addresses: list[st
         return auto_reply
     if bounce is not None:
         return Verdict(BOUNCE, f"a bounce ({bounce.how}): {bounce.summary()}")
-    if DAEMON.match(mail.from_addr) and not mail.from_addr.startswith("postmaster@"):
+    if DAEMON.match(mail.from_addr) and (not mail.from_addr.startswith("postmaster@")
+                                         or BOUNCE_SUBJECT.search(mail.subject)):
         return Verdict(BOUNCE, f"sent by {mail.from_addr}")   # postmaster@ is a person too
     if envelope_from == "" and mail.auto_submitted in ("", "no"):
         return Verdict(BOUNCE, "null envelope sender")

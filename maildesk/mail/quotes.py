@@ -64,8 +64,10 @@ def _attribution(lines: list[str], i: int) -> int:
         names = bool(_EMAIL.search(text) or _DATE.search(text))
         if _SAYS.search(text) and (quoted or names):
             return k
-        if names and quoted and (text.rstrip(" -").endswith(":") or k == 1):
+        if quoted and names and text.rstrip(" -").endswith(":"):
             return k
+        if quoted and k == 1 and _EMAIL.search(text) and _DATE.match(text):
+            return k        # "2013/7/20 IT Desk <x@y>", no colon; not "Room 2.14."
     return 0
 
 

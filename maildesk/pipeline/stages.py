@@ -169,12 +169,13 @@ def thread_stage(ctx: Context, w: Work) -> None:
                                          agent.address if agent else p.from_addr, ctx.secrets,
                                          desk.addresses)
     how = "reply-address"
-    if ticket is None:
+    known = p.from_addr != UNKNOWN_SENDER       # nobody is "already on" a ticket as no one
+    if ticket is None and known:
         ticket, how = threading.by_tag(ctx.ledger, p.subject, p.from_addr,
                                        trusted=w.proven_agent is not None), "tag"
     if ticket is None:
         ticket, how = threading.by_references(ctx.ledger, p.thread_ids), "references"
-    if ticket is None and p.has_message_id:
+    if ticket is None and p.has_message_id and known:
         ticket, how = threading.by_replies(ctx.ledger, p.message_id, p.from_addr), "replies"
     if ticket is None:
         _machine_without_ticket(ctx, w)

@@ -48,7 +48,12 @@ def by_references(ledger: Ledger, thread_ids: tuple[str, ...]) -> TicketRow | No
 
 def by_replies(ledger: Ledger, message_id: str, sender: str) -> TicketRow | None:
     """The ticket a reply to this mail opened before the mail itself arrived (imports and
-    IMAP folders are not in date order). Only for someone already on that ticket: a
-    stranger who quotes a Message-ID in References must not pull the mail it names in."""
+    IMAP folders are not in date order). Only for its requester, or a participant of the
+    requester's own domain: anyone can put a stranger in Cc and quote a Message-ID in
+    References, and must not pull the stranger's mail into their ticket so."""
     ticket = ledger.referenced_by(message_id)
-    return ticket if ticket is not None and sender in participants(ticket) else None
+    if ticket is None:
+        return None
+    same_domain = sender.rpartition("@")[2] == ticket.requester.rpartition("@")[2]
+    return ticket if sender == ticket.requester or (
+        same_domain and sender in participants(ticket)) else None
