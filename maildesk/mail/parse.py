@@ -102,7 +102,7 @@ def _first_address(values: list[str], hints: tuple[str, ...] = ()) -> tuple[str,
     addr-spec anywhere in the value (`Name a@b.com` without brackets). Only the name is
     decoded."""
     for value in values:
-        for name, addr in getaddresses([value]):
+        for name, addr in _pairs([value]):
             clean = clean_address(addr)
             if clean:
                 return clean, one_line(text_of(name, hints))
@@ -115,7 +115,16 @@ def _first_address(values: list[str], hints: tuple[str, ...] = ()) -> tuple[str,
 
 def _all_addresses(values: list[str]) -> tuple[str, ...]:
     """Every address in raw header values (To, Cc), in order, once."""
-    return _addresses(getaddresses(values))
+    return _addresses(_pairs(values))
+
+
+def _pairs(values: list[str]) -> list[tuple[str, str]]:
+    """getaddresses, or the addr-specs alone where it gives up (a header built to exhaust
+    its recursion, as MimeKit's stack-overflow test mail is)."""
+    try:
+        return getaddresses(values)
+    except (RecursionError, ValueError, IndexError):
+        return [("", a) for v in values for a in _ADDR_IN_TEXT.findall(v)[:1000]]
 
 
 def sender_of(msg: Message, raw: bytes, envelope_from: str | None,
