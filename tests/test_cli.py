@@ -193,3 +193,24 @@ def test_large_import_parses_ahead_and_threads_every_reply(
     rows = tickets_json(cfg)
     assert len(rows) == 200 and all(t["message_count"] in (2, 3) for t in rows)
     assert sum(t["message_count"] == 3 for t in rows) == 100
+
+
+def test_every_built_in_template_compiles() -> None:
+    """Start-up checks only a desk's own templates (compiling all of them cost a pipe
+    delivery most of its time); the built-in ones are checked here."""
+    from maildesk.notify.templates import Templates
+    t = Templates()
+    names = t.text_env.list_templates(filter_func=lambda n: n.endswith(".j2"))
+    assert len(names) > 20
+    for name in names:
+        (t.html_env if name.endswith(".html.j2") else t.text_env).get_template(name)
+
+
+def test_a_broken_override_template_is_named_at_start(tmp_path: Path) -> None:
+    own = tmp_path / "templates"
+    own.mkdir()
+    (own / "acknowledgement.txt.j2").write_text("Hello {{ ticket.ref \n")
+    cfg = tmp_path / "maildesk.yaml"
+    cfg.write_text(f"data_dir: data\ntemplates_dir: {own}\n")
+    r = run_cli("config", "check", config=cfg)
+    assert r.returncode == 78 and b"acknowledgement.txt.j2:1" in r.stderr, r.stderr

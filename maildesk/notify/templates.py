@@ -31,6 +31,7 @@ class Rendered:
 
 class Templates:
     def __init__(self, override: Path | None = None) -> None:
+        self.override = override
         dirs = [str(p) for p in (override, builtin_templates_dir()) if p is not None]
         loader = jinja2.FileSystemLoader(dirs)
         self.text_env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined,
@@ -56,10 +57,15 @@ class Templates:
         return Rendered(one_line(subject), text, html)
 
     def check(self) -> list[str]:
-        """Every template compiles: a broken override must fail at start, not at first mail."""
+        """Every override compiles: a broken one must fail at start, not at first mail. The
+        built-in templates are compiled by the tests, not at every start: that took a pipe
+        delivery 0.23 of its 0.26 seconds."""
+        if self.override is None or not self.override.is_dir():
+            return []
+        ours = set(jinja2.FileSystemLoader(str(self.override)).list_templates())
         errors = []
         for env in (self.text_env, self.html_env):
-            for name in env.list_templates(filter_func=lambda n: n.endswith(".j2")):
+            for name in sorted(n for n in ours if n.endswith(".j2")):
                 try:
                     env.get_template(name)
                 except jinja2.TemplateSyntaxError as e:
