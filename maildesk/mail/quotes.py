@@ -25,7 +25,8 @@ _VERBS = (r"\bwrote|\bschrieb|\ba écrit|\bescribió|\bha scritto|\bschreef|\bes
           r"\bnapisał(?:\(a\))?|\bskrev|\bkirjoitti|\bnapsal(?:\(a\))?|\bírta|\byazdı|"
           r"написал(?:\(а\))?|писал(?:\(а\))?|寫道|写道|のメッセージ|님이 작성")
 _SAYS = re.compile(r"(?:" + _VERBS + r")\s*(?::|-{2,})?\s*$", re.IGNORECASE)
-_EMAIL = re.compile(r"[^\s<>()\[\]:;,\"']+@[^\s<>()\[\]:;,\"']+")
+# starts only after a delimiter: each run of characters is scanned once, not once a start
+_EMAIL = re.compile(r"(?<![^\s<>()\[\]:;,\"'])[^\s<>()\[\]:;,\"'@]+@[^\s<>()\[\]:;,\"']+")
 _DATE = re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b|\b\d{1,2}[:.]\d{2}\b|\b(?:19|20)\d\d\b")
 # "From: x", "*Sent:* y", "Från: z", "От: w": a short label of letters, a colon, a value
 _LABEL = re.compile(r"^\s*\*?[^\W\d_][^\W\d_ .'-]{0,18}\*?\s*:\*?\s+\S")
@@ -54,13 +55,15 @@ def _attribution(lines: list[str], i: int) -> int:
         return 0
     for k in range(1, 5):
         window = lines[i:i + k]
-        if len(window) < k or any(not x.strip() or _quote(x) for x in window):
-            return 0
-        text = " ".join(x.strip() for x in window)
-        if len(text) > 400:
+        if len(window) < k or not window[-1].strip() or _quote(window[-1]):
             return 0
         after = _next(lines, i + k)
         quoted = after < len(lines) and _quote(lines[after])
+        if not quoted and not window[-1].rstrip().endswith((":", "-")):
+            continue            # most lines: no regex at all
+        text = " ".join(x.strip() for x in window)
+        if len(text) > 400:
+            return 0
         names = bool(_EMAIL.search(text) or _DATE.search(text))
         if _SAYS.search(text) and (quoted or names):
             return k
@@ -90,9 +93,10 @@ def _header_block(lines: list[str], i: int) -> bool:
         and bool(_DATE.search(text))
 
 
-def _history(lines: list[str], i: int) -> bool:
+def _history(lines: list[str], i: int, attributions: list[int]) -> bool:
     """Unquoted history starts at line i (a header block, a separator before history, an
-    attribution followed by the old text) or a signature does."""
+    attribution followed by the old text) or a signature does. attributions: the span of
+    the attribution starting at each line (0: none)."""
     line = lines[i]
     if _quote(line):
         return False
@@ -104,8 +108,8 @@ def _history(lines: list[str], i: int) -> bool:
         after = _next(lines, i + 1)
         return re.search(r"[^\W\d_]", line) is not None and len(line.strip(" -_=*")) > 3 \
             or after < len(lines) and (len(_labels(lines, after)) >= 2 or _quote(lines[after])
-                                       or _attribution(lines, after) > 0)
-    k = _attribution(lines, i)
+                                       or attributions[after] > 0)
+    k = attributions[i]
     return k > 0 and _SAYS.search(" ".join(x.strip() for x in lines[i:i + k])) is not None \
         and not _quote(lines[_next(lines, i + k)] if _next(lines, i + k) < len(lines) else "")
 
@@ -113,11 +117,12 @@ def _history(lines: list[str], i: int) -> bool:
 def split_reply(text: str) -> tuple[str, str]:
     """(what is new, the rest: quoted history and signature)."""
     lines = text.splitlines()
-    end = next((i for i in range(len(lines)) if _history(lines, i)), len(lines))
+    attributions = [_attribution(lines, i) for i in range(len(lines))]
+    end = next((i for i in range(len(lines)) if _history(lines, i, attributions)), len(lines))
     kinds = []                  # per line before end: "q" quoted or attribution, "t" text, ""
     i = 0
     while i < end:
-        k = _attribution(lines, i)
+        k = attributions[i]
         if k:
             kinds += ["q"] * k
             i += k
