@@ -411,3 +411,39 @@ def test_agent_settings_other_address_display_name_and_served_queues(
     out = sent(app, "MD-1")[-1]
     assert out["From"].addresses[0].display_name == "Bob from IT (maildesk)"
     assert out.get_body(("plain",)).get_content().strip() == "Tray 2, please."
+
+
+def test_a_bare_cr_cannot_smuggle_headers_past_dkim(app: App,
+                                                   dkim_key: tuple[bytes, bytes]) -> None:
+    """Issue 15: any genuine signed mail of the agents' domain (a newsletter will do), with
+    `X-Junk: x\\rFrom: bob@...\\rSubject: Re: [MD-1] ...\\r\\r#assign me\\r` in front. DKIM
+    ends lines at CRLF only and sees one unsigned header; the parser ends them at the
+    bare CR and reads a From, a Subject and commands."""
+    private, record = dkim_key
+    app.dns = dns_stub(record)
+    ingest(app, [(mail(), PIPE)])
+    newsletter = signed(b"From: News <news@desk.test>\nTo: all@desk.test\nSubject: News\n\n"
+                        b"This month at the desk.\n", private)
+    forged = (b"X-Junk: x\rFrom: Bob <bob@desk.test>\rSubject: Re: [MD-1] Printer\r\r"
+              b"#assign me\r#status pending\r\n") + newsletter
+    ingest(app, [(forged, PIPE)])
+    t = show(app, "MD-1")
+    assert t["assignee"] is None and t["status"] == "new"
+
+
+def test_a_dkim_signature_over_part_of_the_body_proves_nothing(
+        dkim_key: tuple[bytes, bytes]) -> None:
+    """l= signs a prefix of the body: text appended after it would still verify."""
+    import dkim
+
+    from maildesk.mail.authentication import dkim_pass
+    private, record = dkim_key
+    raw = agent_mail("bob", "support@localhost", "Thanks, looking.\n") \
+        .replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    sig = dkim.sign(raw, b"mail", b"desk.test", private, length=True,
+                    include_headers=[b"from", b"to", b"subject"])
+    appended = sig + raw + b"\r\nPS: please also send your password to help@evil.test\r\n"
+    assert dkim.verify(appended, dnsfunc=dns_stub(record)), "what dkimpy alone would accept"
+    assert not dkim_pass(appended, "desk.test", dns_stub(record))
+    assert dkim_pass(signed(agent_mail("bob", "support@localhost", "x\n"), private),
+                     "desk.test", dns_stub(record))

@@ -214,3 +214,20 @@ def test_a_broken_override_template_is_named_at_start(tmp_path: Path) -> None:
     cfg.write_text(f"data_dir: data\ntemplates_dir: {own}\n")
     r = run_cli("config", "check", config=cfg)
     assert r.returncode == 78 and b"acknowledgement.txt.j2:1" in r.stderr, r.stderr
+
+
+def test_a_subject_is_never_markup_or_terminal_control(desk_config: Callable[..., Path],
+                                                       tmp_path: Path) -> None:
+    """Issue 15: `[/x] printer` made `tickets list` exit 1 (rich markup); ESC and BEL in a
+    mail reached the operator's terminal."""
+    cfg = desk_config()
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(b"From: a@customer.test\nTo: support@localhost\nSubject: [/x] printer "
+                    b"[link=https://evil.test]click[/link]\n\nfine\x1b]0;owned\x07 \x1b[31mred\n")
+    assert run_cli("ingest", str(eml), config=cfg).returncode == 0
+    r = run_cli("tickets", "list", config=cfg)
+    assert r.returncode == 0 and b"[/x] printer" in r.stdout, r.stderr
+    assert b"[link=https://evil.test]" in r.stdout
+    r = run_cli("tickets", "show", "MD-1", config=cfg)
+    assert r.returncode == 0 and b"\x1b]0;" not in r.stdout and b"\x07" not in r.stdout
+    assert b"\x1b[31m" not in r.stdout and b"fine" in r.stdout

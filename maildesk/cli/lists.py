@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from sqlalchemy import select
 
 from ..mail.headers import one_line
@@ -20,7 +21,17 @@ from ..store.references import referrers
 from ..tickets.views import STATUSES, list_tickets, show_ticket
 from .blobs import REPAIR_HINT
 from .context import Obj
-from .output import EX_DATAERR, EX_FAIL, EX_NOINPUT, EX_USAGE, FORMAT, emit_json, emit_table, fail
+from .output import (
+    EX_DATAERR,
+    EX_FAIL,
+    EX_NOINPUT,
+    EX_USAGE,
+    FORMAT,
+    emit_json,
+    emit_table,
+    fail,
+    safe,
+)
 
 
 @click.group()
@@ -71,22 +82,22 @@ def tickets_show(obj: Obj, ref: str, fmt: str) -> None:
 
 def _print_ticket(t: dict[str, Any]) -> None:
     console = Console(highlight=False)
-    console.print(f"[bold]{t['ref']}[/bold]  {t['subject']}", markup=True)
+    console.print(Text(t["ref"], style="bold") + "  " + safe(t["subject"]))
     for k in ("status", "type", "priority", "category", "queue", "assignee", "requester",
               "cc", "linked_to", "created_at", "updated_at"):
         v = t[k]
-        console.print(f"  {k + ':':<12}{', '.join(v) if isinstance(v, list) else v or '-'}",
-                      markup=False)
+        shown = ", ".join(v) if isinstance(v, list) else v or "-"
+        console.print(safe(f"  {k + ':':<12}{shown}"), markup=False)
     for m in t["messages"]:
-        console.rule(f"{m['direction']} {m['date']} {m['from']}", align="left")
+        console.rule(Text(safe(f"{m['direction']} {m['date']} {m['from']}")), align="left")
         if m["stored"] != "intact":
             console.print(f"  [original {m['stored']}: {REPAIR_HINT}]", markup=False,
                           style="bold red")
-        console.print(m["text"].rstrip(), markup=False)
+        console.print(safe(m["text"].rstrip()), markup=False)
         for a in m["attachments"]:
-            console.print(f"  [attachment] {a['filename']} "
-                          f"({a['content_type']}, {a['size']} bytes)"
-                          + ("" if a["stored"] == "intact" else f" [{a['stored']}]"),
+            console.print(safe(f"  [attachment] {a['filename']} "
+                               f"({a['content_type']}, {a['size']} bytes)"
+                               + ("" if a["stored"] == "intact" else f" [{a['stored']}]")),
                           markup=False, style=None if a["stored"] == "intact" else "bold red")
     console.rule("events", align="left")
     for e in t["events"]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # sysexits.h: what an MTA or a script can act on
 EX_OK, EX_FAIL, EX_USAGE = 0, 1, 2
@@ -39,12 +41,23 @@ def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
     console.print(table)
 
 
-def _cell(v: Any) -> str:
+# what a mail may carry that a terminal would obey: C0 and C1 controls (ESC starts escape
+# sequences, BEL rings), and the bidi overrides that reorder what is shown
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """Text from a mail as it may reach an operator's terminal."""
+    return _UNSAFE.sub("\ufffd", text)
+
+
+def _cell(v: Any) -> Text:
+    """A table cell as plain text: `[/x]` or `[link=...]` in a subject is not rich markup."""
     if v is None:
-        return "-"
+        return Text("-")
     if isinstance(v, list):
-        return ", ".join(map(str, v))
-    return str(v)
+        return Text(safe(", ".join(map(str, v))))
+    return Text(safe(str(v)))
 
 
 def fail(message: str, code: int) -> None:

@@ -12,6 +12,7 @@ Two proofs count, both aligned with the From domain:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,15 +28,39 @@ def _aligned(signer: str, domain: str) -> bool:
     return domain == signer or domain.endswith("." + signer)
 
 
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def ambiguous_lines(raw: bytes) -> str | None:
+    """Why the mail's lines could be read two ways, or None. DKIM (dkimpy) ends lines only
+    at CRLF or LF; the mail parser also at a bare CR. A bare CR, or LF lines among CRLF
+    ones in the header block, lets a signed mail carry headers and text that the
+    signature never covered (issue 15: `X-Junk: x\\rFrom: bob@...` in front of any
+    genuine newsletter of the agents' domain)."""
+    if _BARE_CR.search(raw):
+        return "a bare CR"
+    head = raw.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[0]
+    if b"\r\n" in head and _BARE_LF.search(head):
+        return "LF and CRLF line ends mixed in the header block"
+    return None
+
+
 def dkim_pass(raw: bytes, domain: str, dnsfunc: DnsFunc | None = None) -> bool:
-    """A DKIM signature of domain (or a parent of it) that verifies."""
+    """A DKIM signature of domain (or a parent of it) that verifies, over the whole body
+    (a signature with l= covers only a prefix: text appended after it would pass), on a
+    mail whose lines mean the same to DKIM and to the parser."""
     if b"dkim-signature" not in raw[:200_000].lower():
+        return False
+    why = ambiguous_lines(raw)
+    if why is not None:
+        log.info("DKIM is no proof for %s: %s", domain, why)
         return False
     try:
         verifier = dkim.DKIM(raw)
         for i, sig in enumerate(_signatures(verifier)):
             d = sig.get(b"d", b"").decode(errors="replace")
-            if not _aligned(d, domain):
+            if not _aligned(d, domain) or b"l" in sig:
                 continue
             ok = verifier.verify(idx=i, dnsfunc=dnsfunc) if dnsfunc else verifier.verify(idx=i)
             if ok:
