@@ -337,3 +337,20 @@ def test_an_acknowledgement_that_cannot_be_composed_fails_and_the_ticket_stands(
         assert session.scalars(select(Ticket)).one().ref == "MD-1"
         kinds = [e.kind for e in session.scalars(select(Event))]
     assert "notification.failed" in kinds
+
+
+def test_a_nul_in_a_message_id_does_not_stall_intake(make_app: Callable[..., App],
+                                                     db_url: str) -> None:
+    """Issue 15 finding 4: PostgreSQL refuses NUL in text; that mail alone is held, the
+    batch around it and the mail after it go on, on the pipe and on the SMTP worker."""
+    from maildesk.intake.inbound import accept, drain
+    app = make_app(db_url)
+    nul = _mail(5).replace(b"<r5@customer.test>", b"<r5\x00x@customer.test>")
+    s = ingest(app, [(_mail(1), Envelope("pipe", None)), (nul, Envelope("pipe", None)),
+                     (_mail(2), Envelope("pipe", None))])
+    assert s.new_tickets + s.quarantined == 3 and s.new_tickets >= 2
+    env = Envelope("smtp", "a@customer.test", ("support@localhost",))
+    for raw in (_mail(3), nul.replace(b"r5", b"r6"), _mail(4)):
+        accept(app, raw, env)
+    s = drain(app)
+    assert s.new_tickets + s.quarantined == 3 and s.new_tickets >= 2
