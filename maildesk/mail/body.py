@@ -23,7 +23,8 @@ from .charsets import decode, undeclared
 from .headers import one_line, text_of
 from .html import html_to_text
 
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069/\\:*?\"<>|]")
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e"
+                          r"\u2066-\u2069/\\:*?\"<>|]")
 _EXTENSIONS = {"text/plain": ".txt", "message/rfc822": ".eml", "image/jpeg": ".jpg",
                "application/octet-stream": ".bin", "message/delivery-status": ".txt",
                "text/rfc822-headers": ".txt", "message/disposition-notification": ".txt"}
