@@ -265,12 +265,10 @@ def test_a_dead_parse_worker_means_inline_parsing_not_a_lost_batch() -> None:
     assert (batch, parsed) == (["batch"], None)
 
 
-def test_a_batch_the_database_refuses_is_taken_one_by_one(
-        make_app: Callable[..., App], db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One mail's values the database refuses (PostgreSQL and a lone surrogate, a field
-    too long, a race on a unique key): that mail is quarantined, the batch is kept."""
+@pytest.fixture
+def refusing_database(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """A database that refuses the values of one mail, returned, at the batch's write."""
     from maildesk.tickets import ledger
-    app = make_app(db_url)
     real = ledger.Ledger.write
 
     def picky(self: ledger.Ledger) -> None:
@@ -278,7 +276,15 @@ def test_a_batch_the_database_refuses_is_taken_one_by_one(
             raise ValueError("the database refuses this value")
         real(self)
     monkeypatch.setattr(ledger.Ledger, "write", picky)
-    bad = _mail(7).replace(b"Subject: Request 7", b"Subject: refuse me")
+    return _mail(7).replace(b"Subject: Request 7", b"Subject: refuse me")
+
+
+def test_a_batch_the_database_refuses_is_taken_one_by_one(
+        make_app: Callable[..., App], db_url: str, refusing_database: bytes) -> None:
+    """One mail's values the database refuses (PostgreSQL and a lone surrogate, a field
+    too long, a race on a unique key): that mail is quarantined, the batch is kept."""
+    app = make_app(db_url)
+    bad = refusing_database
     env = Envelope("pipe", None)
     s = ingest(app, [(_mail(1), env), (bad, env), (_mail(2), env)])
     assert (s.new_tickets, s.quarantined) == (2, 1)
@@ -290,23 +296,14 @@ def test_a_batch_the_database_refuses_is_taken_one_by_one(
 
 
 def test_the_smtp_workers_batch_is_taken_one_by_one_too(
-        make_app: Callable[..., App], db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_app: Callable[..., App], db_url: str, refusing_database: bytes) -> None:
     """The worker that drains what the SMTP listener accepted: same isolation."""
     from sqlalchemy import text
 
     from maildesk.intake.inbound import accept, drain
-    from maildesk.tickets import ledger
     app = make_app(db_url)
-    real = ledger.Ledger.write
-
-    def picky(self: ledger.Ledger) -> None:
-        if any("refuse me" in str(m.values.get("subject", "")) for m in self.messages):
-            raise ValueError("the database refuses this value")
-        real(self)
-    monkeypatch.setattr(ledger.Ledger, "write", picky)
     env = Envelope("smtp", "a@customer.test", ("support@localhost",))
-    for raw in (_mail(1), _mail(7).replace(b"Subject: Request 7", b"Subject: refuse me"),
-                _mail(2)):
+    for raw in (_mail(1), refusing_database, _mail(2)):
         accept(app, raw, env)
     s = drain(app)
     assert (s.new_tickets, s.quarantined) == (2, 1)
