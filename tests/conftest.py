@@ -6,6 +6,7 @@ other's rows. Set MAILDESK_TEST_PG to another URL, or to "" to skip it.
 """
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
@@ -26,6 +27,7 @@ from sqlalchemy import create_engine, text
 
 from maildesk.app import App
 from maildesk.config.schema import Settings
+from maildesk.tickets.refs import token_address
 
 PG_URL = os.environ.get("MAILDESK_TEST_PG", "postgresql+psycopg://root@127.0.0.1:5432/test")
 
@@ -109,6 +111,13 @@ def mail(subject: str = "Printer on floor 2 is jammed", body: str = "It blinks r
         m[k.replace("_", "-")] = v
     m.set_content(body)
     return m.as_bytes()
+
+
+def reply_address(app: App, ref: str = "MD-1", person: str = "ana@customer.test",
+                  purpose: str = "reply") -> str:
+    """The token address the desk's mail to person on ticket ref names in Reply-To: what a
+    real mail client answers to, and what proves the sender."""
+    return token_address(app.secrets[0], "support@localhost", ref, person, purpose)
 
 
 def free_port() -> int:
@@ -199,3 +208,34 @@ def daemon(tmp_path: Path, desk_config: Callable[..., Path]) -> Iterator[Callabl
         if d.proc and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+# -- DKIM: a key of the test's own, a signer, and DNS that knows only its record ------------
+
+@pytest.fixture(scope="session")
+def dkim_key() -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def signed(raw: bytes, private: bytes, domain: bytes = b"desk.test",
+           headers: tuple[bytes, ...] = (b"from", b"to", b"subject")) -> bytes:
+    """raw with CRLF line ends, signed by domain's selector `mail` over headers."""
+    import dkim
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return dkim.sign(raw, b"mail", domain, private, include_headers=list(headers)) + raw
+
+
+def dns_stub(record: bytes) -> Callable[..., bytes | None]:
+    """Answers only the selector's key record: the one lookup DKIM needs."""
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name in (b"mail._domainkey.desk.test.", b"mail._domainkey.desk.test") \
+            else None
+    return lookup

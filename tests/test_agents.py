@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, mail, wait_for
+from conftest import Daemon, dns_stub, mail, reply_address, signed, wait_for
 from sqlalchemy import select
 
 from maildesk.app import App
@@ -260,35 +260,6 @@ def test_merge_closes_into_the_other_ticket(app: App) -> None:
 
 # -- DKIM and Authentication-Results ----------------------------------------------------
 
-@pytest.fixture(scope="module")
-def dkim_key() -> tuple[bytes, bytes]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    import base64
-    return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-
-def signed(raw: bytes, private: bytes, domain: bytes = b"desk.test") -> bytes:
-    import dkim
-    raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    return dkim.sign(raw, b"mail", domain, private, include_headers=[b"from", b"to",
-                                                                      b"subject"]) + raw
-
-
-def dns_stub(record: bytes) -> Callable[..., bytes | None]:
-    """Answers only the selector's key record: the one lookup DKIM needs."""
-    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
-        return record if name in (b"mail._domainkey.desk.test.", b"mail._domainkey.desk.test") \
-            else None
-    return lookup
-
-
 def test_dkim_signed_agent_mail_is_proof_even_without_a_token(app: App,
                                                              dkim_key: tuple[bytes, bytes]
                                                              ) -> None:
@@ -355,7 +326,7 @@ def test_customer_closes_with_the_keyword_and_cc_can_be_turned_off(
     app = make_app(db_url, desk=DESK | {"add_cc_participants": False})
     ingest(app, [(mail(), PIPE)])
     ingest(app, [(mail(subject="Re: [MD-1] x", body="#close\nAll good now, thanks.\n",
-                       Cc="boss@customer.test"), PIPE)])
+                       Cc="boss@customer.test", to=reply_address(app)), PIPE)])
     t = show(app, "MD-1")
     assert t["status"] == "closed" and t["cc"] == []
     closed = [e for e in t["events"] if e["kind"] == "ticket.updated"][-1]

@@ -6,7 +6,7 @@ from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
-from conftest import mail
+from conftest import mail, reply_address
 from sqlalchemy import select, update
 
 from maildesk.app import App
@@ -176,7 +176,8 @@ def test_reply_to_a_closed_ticket_follows_the_queue_policy(
     app = make_app(db_url, desk={"queues": [{"name": "general", "on_closed_reply": policy_}]})
     one(app, mail())
     set_status(app, "MD-1", "closed")
-    r = one(app, mail(subject="Re: [MD-1] again", body="It is back.\n"))
+    r = one(app, mail(subject="Re: [MD-1] again", body="It is back.\n",
+                      to=reply_address(app)))
     assert {k: v for k, v in r.items() if v} == expect
     t1 = ticket(app, "MD-1")
     if policy_ == "new":
@@ -197,8 +198,31 @@ def test_customer_reply_reopens_a_pending_ticket(make_app: Callable[..., App], d
     app = make_app(db_url)
     one(app, mail())
     set_status(app, "MD-1", "pending")
-    one(app, mail(subject="Re: [MD-1] x", body="Here is the info.\n"))
+    one(app, mail(subject="Re: [MD-1] x", body="Here is the info.\n", to=reply_address(app)))
     assert ticket(app, "MD-1")["status"] == "open"
+
+
+@pytest.mark.parametrize("status_", ["pending", "resolved", "closed"])
+def test_a_plain_from_is_kept_and_heard_but_changes_nothing(
+        make_app: Callable[..., App], db_url: str, status_: str) -> None:
+    """Issue 15 finding 6: anyone can write the requester's address in From. Without a
+    live reply address, DKIM or trusted Authentication-Results, the mail reaches the
+    ticket and its agents, and cannot move the status, reopen, close or add a CC spy."""
+    app = make_app(db_url, desk={"queues": [{"name": "general", "on_closed_reply": "reopen"}]})
+    one(app, mail())
+    set_status(app, "MD-1", status_)
+    one(app, mail(subject="Re: [MD-1] x", body="#close\nthanks\n", Cc="spy@evil.test"))
+    t = ticket(app, "MD-1")
+    assert t["status"] == status_ and t["cc"] == []
+    if status_ == "closed":     # a reply that may not reopen opens a ticket that follows it
+        follow = ticket(app, "MD-2")
+        assert follow["linked_to"] == "MD-1"
+        assert [e for e in follow["events"] if e["kind"] == "sender.unverified"][0]["data"][
+            "refused"] == ["reopen"]
+    else:
+        said = [e for e in t["events"] if e["kind"] == "sender.unverified"][-1]["data"]
+        assert said["refused"] == ["status", "cc", "close"]
+        assert t["messages"][-1]["proof"] == ""
 
 
 def test_unparseable_mail_is_quarantined_and_the_next_mail_flows(

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import mail
+from conftest import mail, reply_address
 from sqlalchemy import select, update
 
 from maildesk.app import App
@@ -63,6 +63,7 @@ def status(app: App, ref: str = "MD-1") -> str:
 
 def customer(app: App, at: datetime, n: int = 0, subject: str = "Printer jammed") -> None:
     ingest(app, [(mail(subject=subject if n == 0 else f"Re: [MD-1] {subject}",
+                       to="support@localhost" if n == 0 else reply_address(app),
                        message_id=f"<c{n}@customer.test>"), PIPE)], now=at)
 
 

@@ -89,7 +89,9 @@ def _print_ticket(t: dict[str, Any]) -> None:
         shown = ", ".join(v) if isinstance(v, list) else v or "-"
         console.print(safe(f"  {k + ':':<12}{shown}"), markup=False)
     for m in t["messages"]:
-        console.rule(Text(safe(f"{m['direction']} {m['date']} {m['from']}")), align="left")
+        unproven = " (sender not verified)" if m["sender_verified"] is False else ""
+        console.rule(Text(safe(f"{m['direction']} {m['date']} {m['from']}") + unproven),
+                     align="left")
         if m["stored"] != "intact":
             console.print(f"  [original {m['stored']}: {REPAIR_HINT}]", markup=False,
                           style="bold red")

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..mail.authentication import proof
 from ..mail.parse import Unparseable, parse
 from ..notify.templates import Templates
 from ..rules import load as rules_load
@@ -98,8 +99,13 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
     ticket = _ticket(obj, ref, mail.subject, mail.from_addr, mail.from_name, now)
     before = copy.copy(ticket)
     kind = event or ("customer.replied" if ref else "ticket.created")
-    facts = facts_for(obj.settings.desk, ticket, mail, now,
-                      recipients=tuple(dict.fromkeys((*mail.to, *mail.cc))))
+    desk = obj.settings.desk
+    facts = facts_for(desk, ticket, mail, now,
+                      recipients=tuple(dict.fromkeys((*mail.to, *mail.cc))),
+                      verified=lambda: bool(proof(
+                          raw, mail.from_addr.rpartition("@")[2],
+                          trusted_ids=desk.trusted_authserv_ids, via_mta=True,
+                          verify_dkim=desk.verify_dkim)))
     decision = ruleset.evaluate(kind, facts, explain=True)
     preview = Preview(obj.settings.desk, ticket)
     apply_decision(decision, preview, obj.settings.desk)

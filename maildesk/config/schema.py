@@ -7,6 +7,7 @@ and `config/maildesk.yaml` documents each key.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from datetime import date
 from pathlib import Path
@@ -193,13 +194,24 @@ class Desk(Strict):
     close_keyword: str | None = Field(
         "#close", description="A customer's reply whose first line is this closes the ticket "
                               "(null: customers cannot close).")
-    verify_dkim: bool = Field(True, description="Accept an agent's mail signed by DKIM for "
-                                                "the agent's domain as proof of sender.")
+    verify_dkim: bool = Field(True, description="A DKIM signature aligned with the From "
+                                                "domain proves the sender (agents and "
+                                                "customers; DNS lookups of the signer's key).")
     trusted_authserv_ids: list[str] = Field(
         default_factory=list,
-        description="authserv-ids of our own MTAs: their Authentication-Results headers "
-                    "(dkim=pass, dmarc=pass) count as proof of an agent's mail. The MTA must "
-                    "strip such headers that arrive from outside (RFC 8601 section 5).")
+        description="authserv-ids of our own MTAs: the topmost Authentication-Results "
+                    "headers they add (dkim=pass, dmarc=pass) prove the sender, on mail that "
+                    "came through them. The MTA must strip such headers that arrive from "
+                    "outside (RFC 8601 section 5).")
+    trusted_relays: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of the MTAs that hand mail to our SMTP "
+                    "listener. Authentication-Results count on mail from them, from the "
+                    "pipe and from IMAP mailboxes; never on mail sent to the listener "
+                    "directly by anyone else.")
+    token_max_age: int = Field(
+        90, ge=1, le=3650, description="Days a reply or note address (a bearer token) is "
+                                       "good for after the mail that carried it was sent.")
     groups: list[Group] = Field(default_factory=list, description="Teams of agents.")
     hours: WorkingHours = Field(default_factory=WorkingHours)
     priority_matrix: dict[Literal["high", "medium", "low"],
@@ -220,6 +232,25 @@ class Desk(Strict):
                 raise ValueError(f"{name}: {pattern!r} is not a regular expression: {e}") \
                     from None
         return v
+
+    @field_validator("trusted_relays")
+    @classmethod
+    def _relays(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r}: not an IP address or network such as "
+                                 f"192.0.2.25 or 2001:db8::/64") from None
+        return v
+
+    def relayed_by_us(self, peer: str) -> bool:
+        """The SMTP client at peer is one of our MTAs (trusted_relays)."""
+        try:
+            ip = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(n, strict=False) for n in self.trusted_relays)
 
     @field_validator("ref_prefix")
     @classmethod

@@ -1,35 +1,64 @@
 """Is this mail really from the domain its From names? DKIM, or a trusted upstream verdict.
 
-Two proofs count, both aligned with the From domain:
-- a DKIM signature by that domain (or its parent) that verifies (dkimpy);
+Two proofs count, both aligned with the From domain by the Public Suffix List
+(DMARC's relaxed alignment: the same organisational domain, never a public
+suffix such as `com` or `co.uk`):
+- a DKIM signature by that organisation that verifies (dkimpy) over the whole
+  body and over every From and Subject field the mail has;
 - an Authentication-Results header (RFC 8601) added by one of our own MTAs,
   named by its authserv-id in `desk.trusted_authserv_ids`, saying dkim=pass
-  for that domain or dmarc=pass for it. Only the headers above the first
-  untrusted one count: anything below could have been written by the sender
-  (RFC 8601 section 5), and a forged header naming our authserv-id below a
-  genuine one is ignored.
+  for that organisation or dmarc=pass for the From domain. It counts only on
+  mail that came through that MTA, and only in the topmost run of such
+  headers (see `results_pass`). Values are read as they are on the wire:
+  an RFC 2047 encoded word is no header our MTA wrote.
+
+Both are verified on the bytes the parser reads: mail whose lines read two
+ways (`ambiguous_lines`) or that has more than one From proves nothing.
 """
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Callable
+from email.utils import getaddresses
+from functools import cache
 from typing import Any
 
 import authres
 import dkim
+from publicsuffixlist import PublicSuffixList
 
 log = logging.getLogger("maildesk.auth")
 DnsFunc = Callable[..., Any]
+DKIM, RESULTS = "dkim", "authentication-results"
+
+# What MTAs write above the Authentication-Results they add when they deliver: trace
+# fields (RFC 5321 4.4), the envelope as delivery agents record it, ARC, SPF results.
+TRACE = frozenset({"return-path", "received", "x-received", "received-spf", "delivered-to",
+                   "x-original-to", "envelope-to", "x-envelope-to", "x-envelope-from",
+                   "arc-seal", "arc-message-signature", "arc-authentication-results"})
+MAX_FIELDS = 500
 
 
-def _aligned(signer: str, domain: str) -> bool:
-    signer, domain = signer.lower().rstrip("."), domain.lower().rstrip(".")
-    return domain == signer or domain.endswith("." + signer)
+@cache
+def _suffixes() -> PublicSuffixList:
+    return PublicSuffixList()
+
+
+def organisation(domain: str) -> str | None:
+    """The registrable domain (example.co.uk for mail.example.co.uk); None for a public
+    suffix itself, which nobody owns and no signature may speak for."""
+    return _suffixes().privatesuffix(domain.lower().strip().rstrip("."))
+
+
+def aligned(signer: str, domain: str) -> bool:
+    org = organisation(domain)
+    return org is not None and organisation(signer) == org
 
 
 _BARE_CR = re.compile(rb"\r(?!\n)")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 
 
 def ambiguous_lines(raw: bytes) -> str | None:
@@ -46,23 +75,78 @@ def ambiguous_lines(raw: bytes) -> str | None:
     return None
 
 
-def dkim_pass(raw: bytes, domain: str, dnsfunc: DnsFunc | None = None) -> bool:
-    """A DKIM signature of domain (or a parent of it) that verifies, over the whole body
-    (a signature with l= covers only a prefix: text appended after it would pass), on a
-    mail whose lines mean the same to DKIM and to the parser."""
+def header_fields(raw: bytes) -> list[tuple[str, str]]:
+    """The header block as it is on the wire, top first: (lower-case name, unfolded value),
+    nothing decoded. A line that is no field ends the block, as it ends the parser's."""
+    m = _END_OF_HEAD.search(raw, 0, 1_000_000)
+    head = raw[:m.start()] if m else raw[:1_000_000]
+    fields: list[tuple[str, str]] = []
+    for line in re.split(r"\r?\n", head.decode("utf-8", "replace")):
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1] = (fields[-1][0], f"{fields[-1][1]} {line.strip()}")
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip() or len(fields) >= MAX_FIELDS:
+            break
+        fields.append((name.strip().lower(), value.strip()))
+    return fields
+
+
+def why_no_proof(raw: bytes, fields: list[tuple[str, str]] | None = None) -> str | None:
+    """What makes any proof of this mail's sender worthless, or None: lines that read two
+    ways, or a From that names no one person (two From fields, two mailboxes in one, or
+    none: the parser then takes Sender or Reply-To, which nothing proves)."""
+    why = ambiguous_lines(raw)
+    if why is not None:
+        return why
+    froms = [v for name, v in (header_fields(raw) if fields is None else fields)
+             if name == "from"]
+    if len(froms) != 1:
+        return f"{len(froms)} From fields"
+    if len([a for _n, a in getaddresses(froms) if "@" in a]) != 1:
+        return "a From that does not name exactly one mailbox"
+    return None
+
+
+def proof(raw: bytes, domain: str, *, trusted_ids: list[str], via_mta: bool,
+          verify_dkim: bool, dns: DnsFunc | None = None) -> str | None:
+    """How the mail proves it comes from domain: DKIM, RESULTS, or None."""
+    fields = header_fields(raw)
+    why = why_no_proof(raw, fields)
+    if why is not None:
+        log.info("no proof of %s can hold for this mail: %s", domain, why)
+        return None
+    if via_mta and results_pass(fields, trusted_ids, domain):
+        return RESULTS
+    if verify_dkim and dkim_pass(raw, domain, dns, fields):
+        return DKIM
+    return None
+
+
+def dkim_pass(raw: bytes, domain: str, dns: DnsFunc | None = None,
+              fields: list[tuple[str, str]] | None = None) -> bool:
+    """A DKIM signature of domain's organisation that verifies over the whole body (a
+    signature with l= covers only a prefix: text appended after it would pass) and over
+    every From and Subject field (one the signature leaves out is the one the parser
+    reads), on a mail whose lines mean the same to DKIM and to the parser."""
     if b"dkim-signature" not in raw[:200_000].lower():
         return False
-    why = ambiguous_lines(raw)
+    fields = header_fields(raw) if fields is None else fields
+    why = why_no_proof(raw, fields)
     if why is not None:
         log.info("DKIM is no proof for %s: %s", domain, why)
         return False
+    present = {n: sum(name == n for name, _v in fields) for n in ("from", "subject")}
     try:
         verifier = dkim.DKIM(raw)
         for i, sig in enumerate(_signatures(verifier)):
             d = sig.get(b"d", b"").decode(errors="replace")
-            if not _aligned(d, domain) or b"l" in sig:
+            signed = [h.strip().lower() for h in sig.get(b"h", b"").decode(errors="replace")
+                      .split(":")]
+            if not aligned(d, domain) or b"l" in sig \
+                    or any(signed.count(n) < k for n, k in present.items()):
                 continue
-            ok = verifier.verify(idx=i, dnsfunc=dnsfunc) if dnsfunc else verifier.verify(idx=i)
+            ok = verifier.verify(idx=i, dnsfunc=dns) if dns else verifier.verify(idx=i)
             if ok:
                 return True
     except Exception as e:  # dkimpy raises many kinds on hostile input; none is proof
@@ -81,27 +165,42 @@ def _signatures(verifier: Any) -> list[dict[bytes, bytes]]:
     return out
 
 
-def trusted_results_pass(headers: tuple[tuple[str, str], ...], trusted: list[str],
-                         domain: str) -> bool:
-    """dkim=pass or dmarc=pass for domain in the trusted Authentication-Results on top."""
+def results_pass(fields: list[tuple[str, str]], trusted: list[str], domain: str) -> bool:
+    """dkim=pass or dmarc=pass for domain in the Authentication-Results our MTA added.
+
+    RFC 8601 section 5: only the topmost contiguous ones are ours. Reading from the
+    top, trace fields that MTAs add on delivery may come first; then the run of
+    Authentication-Results whose authserv-id is trusted. The first field of any
+    other kind, or one with another authserv-id, ends the run: whatever is below it
+    was in the mail when it reached us, and its sender could have written it,
+    our authserv-id included."""
+    trusted = [t.lower() for t in trusted]
     if not trusted:
         return False
-    for name, value in headers:
+    in_run = False
+    for name, value in fields:
         if name != "authentication-results":
+            if in_run or name not in TRACE:
+                return False
             continue
+        in_run = True
+        if "=?" in value:       # an encoded word: no MTA writes one here
+            return False
         try:
             parsed = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {value}")
         except Exception:  # an unparseable header cannot be ours: stop trusting here
             return False
-        if parsed.authserv_id.lower() not in trusted:
-            return False     # below an untrusted one, nothing is ours any more
-        for r in parsed.results:
-            props = {f"{p.type}.{p.name}".lower(): str(p.value) for p in r.properties}
-            if r.method == "dkim" and r.result == "pass" \
-                    and _aligned(props.get("header.d", props.get("header.i", "")).split("@")[-1],
-                                 domain):
-                return True
-            if r.method == "dmarc" and r.result == "pass" \
-                    and props.get("header.from", "").lower() == domain.lower():
-                return True
+        if str(parsed.authserv_id).lower() not in trusted:
+            return False
+        if any(_passes(r, domain) for r in parsed.results):
+            return True
     return False
+
+
+def _passes(result: Any, domain: str) -> bool:
+    props = {f"{p.type}.{p.name}".lower(): str(p.value) for p in result.properties}
+    if result.method == "dkim" and result.result == "pass":
+        signer = props.get("header.d") or props.get("header.i", "").rpartition("@")[2]
+        return bool(signer) and aligned(signer, domain)
+    return result.method == "dmarc" and result.result == "pass" \
+        and props.get("header.from", "").lower().rstrip(".") == domain.lower()

@@ -13,7 +13,7 @@ from typing import Any
 from ..mail.compose import Outgoing, compose, new_message_id
 from ..pipeline.work import Context
 from ..tickets.ledger import Pending, TicketRow
-from ..tickets.refs import bounce_address, token_address
+from ..tickets.refs import bounce_address, redact, token_address
 
 
 def desk_address(ctx: Context, ticket: TicketRow) -> str:
@@ -23,7 +23,7 @@ def desk_address(ctx: Context, ticket: TicketRow) -> str:
 
 def reply_token(ctx: Context, ticket: TicketRow, recipient: str, purpose: str = "reply") -> str:
     return token_address(ctx.secrets[0], desk_address(ctx, ticket), ticket.ref, recipient,
-                         purpose)
+                         purpose, ctx.now.date())
 
 
 def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[str, str]], *,
@@ -34,12 +34,15 @@ def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[st
     reply_address: a Reply-To made by the caller (a survey's rate address)."""
     settings = ctx.settings
     address = desk_address(ctx, ticket)
+    prefix = settings.desk.ref_prefix
     context = {
         "desk": {"name": settings.desk.name, "address": address},
         "ticket": ticket_view(ticket),
         "customer_name": ticket.requester_name or "",
-        "message": {"text": answering.values["text"], "from": answering.values["from_addr"],
-                    "subject": answering.values["subject"]} if answering else None,
+        "message": {"text": redact(answering.values["text"], prefix),
+                    "from": answering.values["from_addr"],
+                    "subject": redact(answering.values["subject"], prefix)}
+        if answering else None,
         **(extra or {}),
     }
     rendered = ctx.templates.render(template, context)
@@ -56,10 +59,13 @@ def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[st
 def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
           attachments: tuple[tuple[str, str, bytes], ...], thread: tuple[str, ...],
           agent: str) -> None:
-    """An agent's reply to the customer and the CC participants, from the support address."""
+    """An agent's reply to the customer and the CC participants, from the support address.
+    No token address of ours goes with it, however the agent quoted: a reply written under
+    the quoted notification would hand the customer the agent's note address."""
     settings = ctx.settings
     address = desk_address(ctx, ticket)
-    subject = ticket.subject or "your request"
+    text = redact(text, settings.desk.ref_prefix)
+    subject = redact(ticket.subject or "your request", settings.desk.ref_prefix)
     tag = f"[{ticket.ref}]"
     subject = f"Re: {subject}" if tag in subject else f"Re: {tag} {subject}"
     _queue(ctx, ticket, "agent.reply", Outgoing(
@@ -92,7 +98,7 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
         "from_name": out.from_name, "to": [a for _n, a in out.to],
         "cc": [a for _n, a in out.cc], "subject": out.subject, "date": ctx.now,
         "text": out.text, "quoted": "", "verdict": "person", "digest": digest, "defects": [],
-        "created_at": ctx.now})
+        "proof": None, "created_at": ctx.now})
     ctx.ledger.add_outbox(ticket, {
         "template": template, "envelope_from": return_path, "to": recipients,
         "subject": out.subject, "message_id": out.message_id, "digest": digest,

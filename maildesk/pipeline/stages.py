@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
-from ..mail.authentication import dkim_pass, trusted_results_pass
+from ..config.schema import Desk
+from ..mail.authentication import proof, why_no_proof
 from ..mail.classify import (
     ALERT,
     AUTO_REPLY,
@@ -42,8 +43,25 @@ from ..surveys.answer import Rating, parse_rating, record
 from ..surveys.send import survey_opt_out
 from ..tickets import apply, commands
 from ..tickets import thread as threading
-from ..tickets.refs import rate_token_ok, read_bounce_address, read_rate_address, tagged_numbers
-from .work import Classified, Context, Crashed, Dropped, Duplicate, Quarantined, Refused, Work
+from ..tickets.ledger import TicketRow
+from ..tickets.refs import (
+    rate_token_ok,
+    read_bounce_address,
+    read_rate_address,
+    read_token_ref,
+    tagged_numbers,
+)
+from .work import (
+    Arrival,
+    Classified,
+    Context,
+    Crashed,
+    Dropped,
+    Duplicate,
+    Quarantined,
+    Refused,
+    Work,
+)
 
 Stage = Callable[[Context, Work], None]
 # local parts of addresses nobody reads: noreply, no-reply, gmail-noreply, donotreply,
@@ -115,16 +133,48 @@ def classify_stage(ctx: Context, w: Work) -> None:
 
 
 def authenticate_stage(ctx: Context, w: Work) -> None:
-    """An agent's From with DKIM or a trusted Authentication-Results for the agent's domain."""
+    """An agent's From with DKIM or a trusted Authentication-Results for its domain. A mail
+    whose From names no one person can prove nobody, by any means."""
     assert w.parsed
-    desk = ctx.settings.desk
-    agent = desk.agent(w.parsed.from_addr)
-    if agent is None:
-        return
-    domain = agent.address.rpartition("@")[2]
-    if trusted_results_pass(w.parsed.headers, [i.lower() for i in desk.trusted_authserv_ids],
-                            domain) or (desk.verify_dkim and dkim_pass(w.raw, domain, ctx.dns)):
+    w.doubt = why_no_proof(w.raw)
+    agent = ctx.settings.desk.agent(w.parsed.from_addr)
+    if agent is not None and domain_proof(ctx, w):
         w.proven_agent = agent.name
+
+
+def via_our_mta(desk: Desk, inbound: Arrival) -> bool:
+    """Mail our MTA handed over (the pipe, an IMAP mailbox it delivers to, an SMTP client
+    among desk.trusted_relays): only on such mail are its Authentication-Results ours."""
+    if inbound.source in ("pipe", "imap"):
+        return True
+    origin = (inbound.origin or "").split()     # smtp from <peer> helo <name>
+    return inbound.source == "smtp" and len(origin) > 2 and desk.relayed_by_us(origin[2])
+
+
+def domain_proof(ctx: Context, w: Work) -> str | None:
+    """How the mail proves its From's domain (mail/authentication.py), or None. Looked for
+    once, when first needed: a DKIM check may cost a DNS query."""
+    assert w.parsed
+    if not w.domain_checked:
+        w.domain_checked = True
+        desk, sender = ctx.settings.desk, w.parsed.from_addr
+        domain = sender.rpartition("@")[2]
+        if domain and sender != UNKNOWN_SENDER:
+            w.domain_proof = proof(w.raw, domain, trusted_ids=desk.trusted_authserv_ids,
+                                   via_mta=via_our_mta(desk, w.inbound),
+                                   verify_dkim=desk.verify_dkim, dns=ctx.dns)
+    return w.domain_proof
+
+
+def sender_proof(ctx: Context, w: Work, ticket: TicketRow | None) -> str:
+    """How the sender of a mail on ticket is proven: `token`, a live reply address of this
+    ticket made for them (or, answered by a participant, for its requester); else the
+    From's domain proof; "" when nothing proves them (a plain From is anybody's)."""
+    if w.doubt is not None:
+        return ""
+    if w.grant is not None and ticket is not None and w.grant.ref == ticket.ref:
+        return "token"
+    return domain_proof(ctx, w) or ""
 
 
 def survey_stage(ctx: Context, w: Work) -> None:
@@ -167,7 +217,13 @@ def thread_stage(ctx: Context, w: Work) -> None:
     agent = desk.agent(p.from_addr)     # an agent may write from another of their addresses
     w.grant, ticket = threading.by_token(ctx.ledger, _recipients(w),
                                          agent.address if agent else p.from_addr, ctx.secrets,
-                                         desk.addresses)
+                                         desk.addresses, ctx.now.date(), desk.token_max_age)
+    if w.grant is not None and w.grant.expired:     # the ticket it names, as a plain From
+        w.grant = None
+        w.refused.append("token")
+    elif w.grant is None and any(read_token_ref(a, desk.addresses, desk.ref_prefix)
+                                 for a in _recipients(w)):
+        w.refused.append("token")   # someone else's, or made up
     how = "reply-address"
     known = p.from_addr != UNKNOWN_SENDER       # nobody is "already on" a ticket as no one
     if ticket is None and known:
@@ -185,7 +241,10 @@ def thread_stage(ctx: Context, w: Work) -> None:
         w.ticket = ticket
         return
     policy = desk.closed_reply_policy(ticket.queue)
-    if policy == "reopen":
+    if policy == "reopen" and not sender_proof(ctx, w, ticket):
+        w.refused.append("reopen")      # a plain From may not reopen: a new ticket follows it
+        w.linked_to = ticket
+    elif policy == "reopen":
         w.ticket, w.reopen = ticket, True
     elif policy == "new":
         w.linked_to = ticket
@@ -243,8 +302,8 @@ def identify_stage(ctx: Context, w: Work) -> None:
     agent = ctx.settings.desk.agent(w.parsed.from_addr)
     if agent is None:
         return
-    by_token = w.grant is not None and w.ticket is not None \
-        and w.grant.ref == w.ticket.ref and w.grant.sender == agent.address
+    by_token = w.doubt is None and w.grant is not None and w.ticket is not None \
+        and w.grant.ref == w.ticket.ref and w.grant.person == agent.address
     by_proof = w.proven_agent is not None and (w.ticket is not None
                                                or _requester(w.parsed.text) is not None)
     if by_token or by_proof:
@@ -274,8 +333,11 @@ def _queue_for(ctx: Context, w: Work) -> str:
 
 
 def apply_stage(ctx: Context, w: Work) -> None:
+    """The mail onto its ticket. A customer's mail that nothing proves (sender_proof) is
+    kept and its agents hear of it, but it changes nothing: no status, no new CC
+    participants, no #close; and what it could not do is an event."""
     assert w.parsed
-    p, ledger = w.parsed, ctx.ledger
+    p = w.parsed
     support = set(ctx.settings.desk.addresses)
     others = [a for a in dict.fromkeys((*p.to, *p.cc))
               if base_address(a) not in support and a != p.from_addr]
@@ -283,26 +345,43 @@ def apply_stage(ctx: Context, w: Work) -> None:
         _agent_message(ctx, w)
         return
     if w.ticket is None:
-        ticket = apply.open_ticket(ledger, p, queue=_queue_for(ctx, w), cc=others, now=ctx.now,
-                                   linked_to=w.linked_to,
-                                   priority=ctx.settings.desk.priority("medium", "medium"))
-        w.ticket, w.created = ticket, True
-        w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
-                                        verdict=w.verdict)
-        data = {"source": w.inbound.source, "message_id": p.message_id, "queue": ticket.queue}
-        if w.verdict != PERSON:
-            data["verdict"] = f"{w.verdict}: {w.verdict_reason}"
-        ignored = [f"{ctx.settings.desk.ref_prefix}-{n}"
-                   for n in tagged_numbers(p.subject, ctx.settings.desk.ref_prefix)]
-        if ignored and w.thread_by is None:
-            data["tag_ignored"] = f"{ignored[0]}: the sender is not on that ticket"
-        if w.linked_to is not None:
-            data["follows"] = w.linked_to.ref
-            ledger.add_event(w.linked_to, "ticket.linked", ctx.now, actor=p.from_addr,
-                             new_ticket=ticket.ref, reason="reply to a closed ticket")
-        ledger.add_event(ticket, "ticket.created", ctx.now, actor=p.from_addr, **data)
-        return
-    ticket = w.ticket
+        _open(ctx, w, others)
+    else:
+        _customer_reply(ctx, w, w.ticket, others)
+    _unproven(ctx, w)
+
+
+def _open(ctx: Context, w: Work, others: list[str]) -> None:
+    assert w.parsed
+    p, ledger = w.parsed, ctx.ledger
+    ticket = apply.open_ticket(ledger, p, queue=_queue_for(ctx, w), cc=others, now=ctx.now,
+                               linked_to=w.linked_to,
+                               priority=ctx.settings.desk.priority("medium", "medium"))
+    w.ticket, w.created = ticket, True
+    w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
+                                    verdict=w.verdict, proof=_message_proof(ctx, w, ticket))
+    data = {"source": w.inbound.source, "message_id": p.message_id, "queue": ticket.queue}
+    if w.verdict != PERSON:
+        data["verdict"] = f"{w.verdict}: {w.verdict_reason}"
+    ignored = [f"{ctx.settings.desk.ref_prefix}-{n}"
+               for n in tagged_numbers(p.subject, ctx.settings.desk.ref_prefix)]
+    if ignored and w.thread_by is None:
+        data["tag_ignored"] = f"{ignored[0]}: the sender is not on that ticket"
+    if w.linked_to is not None:
+        data["follows"] = w.linked_to.ref
+        ledger.add_event(w.linked_to, "ticket.linked", ctx.now, actor=p.from_addr,
+                         new_ticket=ticket.ref, reason="reply to a closed ticket")
+    ledger.add_event(ticket, "ticket.created", ctx.now, actor=p.from_addr, **data)
+
+
+def _message_proof(ctx: Context, w: Work, ticket: TicketRow) -> str | None:
+    """A person's mail is checked for proof; machines' mail is not looked at (None)."""
+    return sender_proof(ctx, w, ticket) if w.verdict in (PERSON, BULK, ALERT) else None
+
+
+def _customer_reply(ctx: Context, w: Work, ticket: TicketRow, others: list[str]) -> None:
+    assert w.parsed
+    p, ledger = w.parsed, ctx.ledger
     new, quoted = split_reply(p.text)
     if w.verdict in (AUTO_REPLY, LOOP, BOUNCE, COMPLAINT):  # noted on the ticket, no change
         w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest,
@@ -311,12 +390,15 @@ def apply_stage(ctx: Context, w: Work) -> None:
         ledger.add_event(ticket, f"{w.verdict}.received", ctx.now, actor=p.from_addr,
                          reason=w.verdict_reason)
         return
+    proven = sender_proof(ctx, w, ticket)
     w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
-                                    text=new, quoted=quoted, verdict=w.verdict)
-    if w.reopen:
+                                    text=new, quoted=quoted, verdict=w.verdict, proof=proven)
+    if w.reopen:        # thread_stage reopens for a proven sender only
         ledger.add_event(ticket, "ticket.reopened", ctx.now, actor=p.from_addr,
                          previous=ticket.status)
         ledger.change(ticket, status="open")
+    elif ticket.status in apply.STATUS_AFTER_CUSTOMER_REPLY and not proven:
+        w.refused.append("status")
     elif ticket.status in apply.STATUS_AFTER_CUSTOMER_REPLY:
         before, after = ticket.status, apply.STATUS_AFTER_CUSTOMER_REPLY[ticket.status]
         ledger.change(ticket, status=after)
@@ -325,16 +407,50 @@ def apply_stage(ctx: Context, w: Work) -> None:
         if before == "resolved":        # it was not solved after all: reports count this
             ledger.add_event(ticket, "ticket.reopened", ctx.now, actor=p.from_addr,
                              previous=before)
-    participant = p.from_addr in threading.participants(ticket)
-    added = apply.add_participants(ledger, ticket, others) \
-        if participant and ctx.settings.desk.add_cc_participants else []
+    people = threading.participants(ticket)
+    participant = p.from_addr in people
+    added: list[str] = []
+    if participant and ctx.settings.desk.add_cc_participants \
+            and any(a not in people for a in others):
+        if proven:
+            added = apply.add_participants(ledger, ticket, others)
+        else:
+            w.refused.append("cc")
     keyword = ctx.settings.desk.close_keyword
     if keyword and participant and new.splitlines()[:1] == [keyword] \
             and ticket.status != "closed":
-        LedgerEffects(ctx, w.ticket, w, kind="customer").change(p.from_addr, status="closed")
+        if proven:
+            LedgerEffects(ctx, ticket, w, kind="customer").change(p.from_addr, status="closed")
+        else:
+            w.refused.append("close")
     ledger.add_event(ticket, "customer.replied", ctx.now, actor=p.from_addr,
                      message_id=p.message_id, thread_by=w.thread_by, cc_added=added,
+                     sender_verified=bool(proven),
                      **({"unverified_agent": w.unverified_agent} if w.unverified_agent else {}))
+
+
+def _unproven(ctx: Context, w: Work) -> None:
+    """What a mail from someone without proof could not do, as events agents can see:
+    command lines (only an authenticated agent's run), and a token, a status change,
+    CC participants, a #close or a reopening that needed proof."""
+    assert w.parsed and w.ticket
+    p, ledger = w.parsed, ctx.ledger
+    lines = [line for _n, line in commands.split_commands(split_reply(p.text)[0])[0]]
+    if lines and (w.created or lines != [ctx.settings.desk.close_keyword]):   # else: #close
+        ledger.add_event(w.ticket, "commands.ignored", ctx.now, actor=p.from_addr,
+                         lines=lines[:20], reason="only an authenticated agent's mail runs "
+                                                  "commands")
+    if "token" in w.refused:
+        ledger.add_event(w.ticket, "token.refused", ctx.now, actor=p.from_addr,
+                         reason="a reply address made for someone else or another ticket, "
+                                "expired, or made up")
+    refused = [r for r in w.refused if r != "token"]
+    if refused or w.unverified_agent:
+        claim = f"agent {w.unverified_agent}'s address" if w.unverified_agent else "a From"
+        ledger.add_event(w.ticket, "sender.unverified", ctx.now, actor=p.from_addr,
+                         refused=refused, reason=f"{claim} that nothing proves: no live "
+                         "reply address of this ticket, no DKIM signature or trusted "
+                         "Authentication-Results for its domain")
 
 
 def _agent_message(ctx: Context, w: Work) -> None:
@@ -436,7 +552,9 @@ def rules_stage(ctx: Context, w: Work) -> None:
         return
     facts = facts_for(ctx.settings.desk, w.ticket, w.parsed, ctx.now,
                       replies=lambda: ctx.ledger.message_count(w.ticket),  # type: ignore[arg-type]
-                      recipients=tuple(_recipients(w)), mailbox=_mailbox(w))
+                      recipients=tuple(_recipients(w)), mailbox=_mailbox(w),
+                      verified=lambda: w.agent is not None
+                      or bool(sender_proof(ctx, w, w.ticket)))
     event = "agent.replied" if w.agent else \
         "ticket.created" if w.created else "customer.replied"
     decision = ctx.rules.evaluate(event, facts)
@@ -475,12 +593,14 @@ def _notify_agents(ctx: Context, w: Work) -> None:
     group = desk.queue(ticket.queue).group
     people = [assignee] if assignee else [
         a for a in desk.agents if group in a.groups or ticket.queue in a.queues]
+    proven = _message_proof(ctx, w, ticket)
     for agent in people:
         queue_mail(ctx, ticket, "agent_notification", [(agent.name, agent.address)],
                    answering=w.message, auto_submitted="auto-generated",
                    reply_to=agent.address,
                    extra={"note_address": reply_token(ctx, ticket, agent.address, "note"),
-                          "new_ticket": w.created})
+                          "new_ticket": w.created,
+                          "sender_verified": None if proven is None else bool(proven)})
 
 
 def sla_stage(ctx: Context, w: Work) -> None:

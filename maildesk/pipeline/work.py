@@ -6,7 +6,7 @@ no `except Exception` in a stage can swallow them; only the driver catches.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -115,10 +115,14 @@ class Work:
     linked_to: TicketRow | None = None    # a closed ticket this mail's new ticket follows
     reopen: bool = False
     message: Pending | None = None
-    grant: Grant | None = None            # a genuine token address, made for this sender
+    grant: Grant | None = None            # a live token address of a ticket, for its sender
     agent: str | None = None              # set when the sender is an authenticated agent
     unverified_agent: str | None = None   # an agent's From that nothing proved
     proven_agent: str | None = None       # DKIM or a trusted Authentication-Results
+    doubt: str | None = None              # why no proof of the sender can hold (two Froms)
+    domain_proof: str | None = None       # dkim | authentication-results, for the From domain
+    domain_checked: bool = False          # domain_proof was looked for (DKIM costs DNS)
+    refused: list[str] = field(default_factory=list)   # what an unproven sender could not do
     note: bool = False                    # an agent's internal note
     verdict: str = "person"               # mail/classify.py
     verdict_reason: str = ""

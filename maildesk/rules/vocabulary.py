@@ -36,6 +36,7 @@ FIELDS: dict[str, str] = {
     "from": "address", "to": "addresses", "cc": "addresses", "sender_domain": "text",
     "subject": "text", "body": "text", "has_attachment": "bool", "attachment_type": "texts",
     "language": "text", "mailbox": "text", "address": "addresses",
+    "sender_verified": "bool",      # a live reply address, DKIM or trusted A-R proves From
     # the ticket
     "queue": "text", "status": "text", "type": "text", "category": "text",
     "priority": "text", "impact": "text", "urgency": "text", "tags": "texts",
@@ -94,9 +95,13 @@ def business_hours(hours: WorkingHours) -> tuple[BusinessHours, ZoneInfo]:
 
 def facts_for(desk: Desk, ticket: TicketRow | None, mail: ParsedMail | None, now: datetime,
               replies: Callable[[], int] = lambda: 0, recipients: tuple[str, ...] = (),
-              mailbox: str | None = None, answer: dict[str, Any] | None = None) -> Facts:
+              mailbox: str | None = None, answer: dict[str, Any] | None = None,
+              verified: Callable[[], bool] = lambda: False) -> Facts:
+    """verified: whether the mail's sender is proven, asked only by a rule that wants to
+    know (it may cost a DNS query)."""
     hours, zone = business_hours(desk.hours)
-    facts = Facts(ticket, mail, now, now.astimezone(zone), hours, replies, recipients, mailbox)
+    facts = Facts(ticket, mail, now, now.astimezone(zone), hours, replies, recipients, mailbox,
+                  verified)
     facts.answer = answer or {}
     return facts
 
@@ -107,10 +112,12 @@ class Facts:
     def __init__(self, ticket: TicketRow | None, mail: ParsedMail | None, now: datetime,
                  local_now: datetime, hours: BusinessHours,
                  replies: Callable[[], int] = lambda: 0,
-                 recipients: tuple[str, ...] = (), mailbox: str | None = None) -> None:
+                 recipients: tuple[str, ...] = (), mailbox: str | None = None,
+                 verified: Callable[[], bool] = lambda: False) -> None:
         self.ticket, self.mail, self.now = ticket, mail, now
         self._local_now, self._hours = local_now, hours
         self._replies, self._recipients, self._mailbox = replies, recipients, mailbox
+        self._verified = verified
         self._cache: dict[str, Any] = {}
         self.answer: dict[str, Any] = {}      # a survey's rating, for survey.answered
 
@@ -146,6 +153,7 @@ _GETTERS: dict[str, Callable[[Facts], Any]] = {
     "attachment_type": _m(lambda m: [a.content_type for a in m.attachments], []),
     "language": lambda f: None,          # no language detection yet: never matches
     "mailbox": lambda f: f._mailbox or "",
+    "sender_verified": lambda f: f._verified(),
     "address": lambda f: list(f._recipients),
     "queue": _t("queue"), "status": _t("status"), "type": _t("type"),
     "category": _t("category"), "priority": _t("priority"), "impact": _t("impact"),

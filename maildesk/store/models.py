@@ -137,6 +137,9 @@ class Message(Base):
     verdict: Mapped[str] = mapped_column(String(20), default="person")  # mail/classify.py
     digest: Mapped[str] = mapped_column(String(64), index=True)
     defects: Mapped[list[str]] = mapped_column(default=list)
+    # how its sender was proven: token | dkim | authentication-results; "" nothing proved
+    # it (agents and `tickets show` say "sender not verified"); None: not looked at
+    proof: Mapped[str | None] = mapped_column(String(30))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages", lazy="raise_on_sql")

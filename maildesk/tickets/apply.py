@@ -36,8 +36,10 @@ def add_participants(ledger: Ledger, ticket: TicketRow, addresses: list[str]) ->
 
 def store_message(ledger: Ledger, blobs: BlobBatch, ticket: TicketRow, mail: ParsedMail,
                   digest: str, now: datetime, *, text: str | None = None, quoted: str = "",
-                  visibility: str = "public", verdict: str = "person") -> Pending:
-    """text/quoted: the mail's new text and what it quotes, when they were split."""
+                  visibility: str = "public", verdict: str = "person",
+                  proof: str | None = None) -> Pending:
+    """text/quoted: the mail's new text and what it quotes, when they were split; proof:
+    how its sender was proven ("" nothing proved it, None not looked at)."""
     attachments = [{"filename": a.filename, "content_type": a.content_type, "size": len(a.data),
                     "digest": blobs.put(a.data)} for a in mail.attachments]
     message = ledger.add_message(ticket, {
@@ -48,6 +50,6 @@ def store_message(ledger: Ledger, blobs: BlobBatch, ticket: TicketRow, mail: Par
         "text": mail.text if text is None else text, "quoted": quoted, "verdict": verdict,
         "digest": digest,
         "defects": [*mail.defects, *(f"truncated: {t}" for t in mail.truncated)],
-        "created_at": now}, attachments, answers=mail.thread_ids[:10])
+        "proof": proof, "created_at": now}, attachments, answers=mail.thread_ids[:10])
     ledger.change(ticket, updated_at=now)
     return message

@@ -1,9 +1,10 @@
 """Ticket references (MD-12), their subject tag ([MD-12]) and reply addresses.
 
-A token address `support+md-12-<token>@domain` carries an HMAC of the
-ticket, the recipient and the purpose (reply or note) under the desk's
-secret: knowing a ticket number is not enough to post to it, and a token
-made for one person or ticket is worth nothing to another.
+A token address `support+md-12-<day><token>@domain` carries the day it was
+made and an HMAC of the ticket, the recipient, the purpose (reply or note) and
+that day under the desk's secret: knowing a ticket number is not enough to
+post to it, a token made for one person or ticket is worth nothing to another,
+and a token is a bearer secret that expires (`desk.token_max_age`).
 """
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 
 TOKEN_CHARS = 20  # base32 characters: 100 bits of HMAC
+DAY_CHARS = 4     # the day a token was made, in base32 digits: days since EPOCH
+EPOCH = date(2020, 1, 1)
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
 def format_ref(prefix: str, number: int) -> str:
@@ -29,18 +34,47 @@ def tagged_numbers(subject: str, prefix: str) -> list[int]:
 PURPOSES = ("reply", "note")
 
 
-def token(secret: bytes, ref: str, recipient: str, purpose: str) -> str:
-    """HMAC over the ticket, the person it was sent to and what it is for."""
-    mac = hmac.new(secret, f"{purpose}\0{ref.upper()}\0{recipient.lower()}".encode(),
+def token(secret: bytes, ref: str, recipient: str, purpose: str, day: str = "") -> str:
+    """HMAC over the ticket, the person it was sent to, what it is for and (for reply
+    addresses) the day it was made."""
+    mac = hmac.new(secret, f"{purpose}\0{ref.upper()}\0{recipient.lower()}\0{day}".encode()
+                   if day else f"{purpose}\0{ref.upper()}\0{recipient.lower()}".encode(),
                    hashlib.sha256).digest()
     return base64.b32encode(mac).decode()[:TOKEN_CHARS].lower()
 
 
+def _day(issued: date) -> str:
+    n, out = max((issued - EPOCH).days, 0), ""
+    for _ in range(DAY_CHARS):
+        n, digit = divmod(n, 32)
+        out = _B32[digit] + out
+    return out
+
+
+def _issued(day: str) -> date:
+    n = 0
+    for c in day:
+        n = n * 32 + _B32.index(c)
+    return date.fromordinal(EPOCH.toordinal() + n)
+
+
 def token_address(secret: bytes, support_address: str, ref: str, recipient: str,
-                  purpose: str = "reply") -> str:
-    """`support+md-12-<token>@domain`: good for this ticket, this person, this purpose."""
+                  purpose: str = "reply", issued: date | None = None) -> str:
+    """`support+md-12-<day><token>@domain`: good for this ticket, this person, this
+    purpose, for desk.token_max_age days after issued (default: today, UTC)."""
     local, domain = support_address.rsplit("@", 1)
-    return f"{local}+{ref.lower()}-{token(secret, ref, recipient, purpose)}@{domain}"
+    day = _day(issued or datetime.now(timezone.utc).date())
+    return f"{local}+{ref.lower()}-{day}{token(secret, ref, recipient, purpose, day)}@{domain}"
+
+
+# Any of our token addresses in a text, however it is quoted: `+md-12-<code>`, with the
+# plus as it is in mailto links (%2B) or quoted-printable leftovers (=2B).
+def redact(text: str, prefix: str) -> str:
+    """text without the codes of our reply, note, rate and bounce addresses: they are
+    bearer secrets, and a reply relayed to a customer must not hand them over (an
+    agent's bottom-posted reply quotes the notification that names the note address)."""
+    return re.sub(rf"(?i)(\+|%2b|=2b)((?:rate-|bounce-)?{re.escape(prefix)}-\d{{1,12}}"
+                  rf"(?:-(?:[1-5]|optout))?)-[a-z2-7]{{8,}}", r"\1\2-removed", text)
 
 
 def bounce_address(secret: bytes, address: str, ref: str, message_id: str) -> str:
@@ -67,7 +101,8 @@ def read_rate_address(address: str, prefix: str) -> tuple[str, str | None, str] 
 
 
 def rate_token_ok(code: str, secrets: tuple[bytes, ...], ref: str, requester: str) -> bool:
-    return _purpose(code, secrets, ref, requester, ("rate",)) is not None
+    return any(hmac.compare_digest(code, token(secret, ref, requester, "rate"))
+               for secret in secrets)
 
 
 def read_bounce_address(address: str, prefix: str) -> str | None:
@@ -79,36 +114,37 @@ def read_bounce_address(address: str, prefix: str) -> str | None:
 
 @dataclass(frozen=True)
 class Grant:
-    """What a genuine token address lets its sender do."""
+    """What a genuine token address lets its holder do: made for `person` (the sender,
+    or the requester whose reply address a participant answered)."""
 
     ref: str
     purpose: str
-    sender: str
+    person: str
+    expired: bool = False   # genuine, but older than max_age: it finds the ticket, no more
 
 
-def read_token_address(address: str, sender: str, secrets: tuple[bytes, ...],
-                       support_addresses: list[str], prefix: str) -> Grant | None:
-    """The grant, if address carries a token made for this sender (under any live secret).
-
-    The token is bound to the person it was sent to: a forwarded notification,
-    answered by someone else, grants nothing.
-    """
+def read_token_ref(address: str, support_addresses: list[str], prefix: str
+                   ) -> tuple[str, str] | None:
+    """(ticket ref, code) of an address shaped like one of our token addresses."""
     m = re.fullmatch(rf"([^+@]+)\+({re.escape(prefix.lower())}-\d{{1,12}})-([a-z2-7]+)@(.+)",
                      address.lower())
-    if not m or f"{m.group(1)}@{m.group(4)}" not in support_addresses or not sender:
+    if not m or f"{m.group(1)}@{m.group(4)}" not in support_addresses:
         return None
-    ref = m.group(2).upper()
-    purpose = _purpose(m.group(3), secrets, ref, sender, PURPOSES)
-    return Grant(ref, purpose, sender.lower()) if purpose else None
+    return m.group(2).upper(), m.group(3)
 
 
-def _purpose(code: str, secrets: tuple[bytes, ...], ref: str, person: str,
-             purposes: tuple[str, ...]) -> str | None:
-    """Which of purposes the token code was made for (under any live secret), if any."""
+def token_grant(ref: str, code: str, person: str, secrets: tuple[bytes, ...], today: date,
+                max_age: int) -> Grant | None:
+    """The grant, if code is a token made for person on ticket ref (under any live
+    secret); `expired` when that was more than max_age days ago. The token is bound to
+    the person it was sent to: a forwarded notification, answered by someone else,
+    grants nothing."""
+    day, mac = code[:DAY_CHARS], code[DAY_CHARS:]
+    if len(mac) != TOKEN_CHARS or not person:
+        return None
     for secret in secrets:
-        for purpose in purposes:
-            if hmac.compare_digest(code, token(secret, ref, person, purpose)):
-                return purpose
+        for purpose in PURPOSES:
+            if hmac.compare_digest(mac, token(secret, ref, person, purpose, day)):
+                return Grant(ref, purpose, person.lower(),
+                             expired=(today - _issued(day)).days > max_age)
     return None
-
-

@@ -9,9 +9,11 @@ when the sender is already on it. Else: a new ticket.
 """
 from __future__ import annotations
 
+from datetime import date
+
 from ..mail.parse import base_address
 from .ledger import Ledger, TicketRow
-from .refs import Grant, read_token_address, tagged_numbers
+from .refs import Grant, read_token_ref, tagged_numbers, token_grant
 
 
 def participants(ticket: TicketRow) -> set[str]:
@@ -19,15 +21,23 @@ def participants(ticket: TicketRow) -> set[str]:
 
 
 def by_token(ledger: Ledger, recipients: list[str], sender: str, secrets: tuple[bytes, ...],
-             support: list[str]) -> tuple[Grant, TicketRow] | tuple[None, None]:
-    """The ticket and grant of a token address this mail was sent to, made for its sender."""
+             support: list[str], today: date, max_age: int
+             ) -> tuple[Grant, TicketRow] | tuple[None, None]:
+    """The ticket and grant of a live token address this mail was sent to, made for its
+    sender; or made for the requester and answered by one of the ticket's participants
+    (a relayed reply goes to all of them with the requester's reply address)."""
     for addr in recipients:
         if "+" not in addr or base_address(addr) not in support:
             continue
-        grant = read_token_address(addr, sender, secrets, support, ledger.prefix)
-        if grant is not None:
-            ticket = ledger.by_ref(grant.ref)
-            if ticket is not None:
+        found = read_token_ref(addr, support, ledger.prefix)
+        ticket = ledger.by_ref(found[0]) if found is not None else None
+        if found is None or ticket is None:
+            continue
+        people = [sender] if sender == ticket.requester or sender not in participants(ticket) \
+            else [sender, ticket.requester]
+        for person in people:
+            grant = token_grant(*found, person, secrets, today, max_age)
+            if grant is not None:
                 return grant, ticket
     return None, None
 
