@@ -375,3 +375,20 @@ def test_agents_and_tickets_show_say_sender_not_verified(
         [False, False, True], "a first mail without DKIM is a plain From too"
     shown = run_cli("tickets", "show", "MD-1", config=desk_config(db_url, desk=DESK)).stdout
     assert shown.count(b"(sender not verified)") == 2, shown.decode()
+
+
+def test_rules_can_treat_unverified_senders_apart(make_app: Callable[..., App], db_url: str,
+                                                 tmp_path: Path,
+                                                 dkim_key: tuple[bytes, bytes]) -> None:
+    rules = tmp_path / "identity.yaml"
+    rules.write_text("- name: resets need a verified sender\n  on: [ticket.created]\n"
+                     "  if:\n    sender_verified: false\n"
+                     "  then:\n    - tags: {add: [verify-caller]}\n")
+    app = make_app(db_url, desk=DESK, rules=[str(rules)])
+    app.dns = dns_stub(dkim_key[1])
+    plain = mail(subject="Reset my password", sender="Bob <bob@desk.test>")
+    ingest(app, [(plain, PIPE)])
+    ingest(app, [(signed(plain.replace(b"Message-ID: <", b"Message-ID: <2"), dkim_key[0]),
+                  PIPE)])
+    assert show(app, "MD-1")["tags"] == ["verify-caller"]
+    assert show(app, "MD-2")["tags"] == [], "signed by its domain: verified"
