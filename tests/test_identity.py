@@ -15,8 +15,8 @@ import smtplib
 import socket
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
-from pathlib import Path
 from email import message_from_bytes, policy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from maildesk.app import App
 from maildesk.intake.inbound import Envelope, ingest
 from maildesk.mail.authentication import aligned, header_fields, proof, results_pass
-from maildesk.store.models import Event, OutboxMail
+from maildesk.store.models import Event, OutboxMail, Ticket
 from maildesk.tickets.refs import redact, token_address
 from maildesk.tickets.views import show_ticket
 
@@ -53,10 +53,13 @@ def show(app: App, ref: str) -> dict[str, Any]:
     return t
 
 
-def state(app: App, ref: str) -> tuple[Any, ...]:
-    t = show(app, ref)
-    return tuple(t[k] for k in ("status", "assignee", "priority", "cc", "tags", "queue",
-                                "linked_to"))
+def state(app: App) -> list[tuple[Any, ...]]:
+    """What a command could change on MD-1 and MD-2, in one query."""
+    with app.sessions() as s:
+        return [tuple(r) for r in s.execute(
+            select(Ticket.ref, Ticket.status, Ticket.assignee, Ticket.priority, Ticket.cc,
+                   Ticket.tags, Ticket.queue, Ticket.linked_to)
+            .where(Ticket.ref.in_(["MD-1", "MD-2"])).order_by(Ticket.id))]
 
 
 def last_event(app: App) -> int:
@@ -186,9 +189,11 @@ def desk(make_app: Callable[..., App], db_url: str, dkim_key: tuple[bytes, bytes
 def test_no_forged_command_runs_and_each_refusal_is_an_event(
         desk: App, dkim_key: tuple[bytes, bytes]) -> None:
     app = desk
-    before = {ref: state(app, ref) for ref in ("MD-1", "MD-2")}
+    before = state(app)
     cases = [*forgeries(app), *smuggled(dkim_key[0])]
     assert len(cases) >= 200
+    if app.engine.dialect.name != "sqlite":     # no check here depends on the store: a
+        cases = cases[::5]                      # fifth of the cases shows PostgreSQL agrees
     silent = []
     for name, raw, envelope in cases:
         since = last_event(app)
@@ -198,7 +203,7 @@ def test_no_forged_command_runs_and_each_refusal_is_an_event(
             & set(kinds), f"{name}: {kinds}"
         if not REFUSALS & set(kinds):
             silent.append(f"{name}: {kinds}")
-        assert {ref: state(app, ref) for ref in ("MD-1", "MD-2")} == before, name
+        assert state(app) == before, name
     assert not silent, f"{len(silent)} refusals left no event:\n" + "\n".join(silent[:10])
     with app.sessions() as s:
         to = list(s.scalars(select(OutboxMail.to)))
@@ -207,7 +212,7 @@ def test_no_forged_command_runs_and_each_refusal_is_an_event(
     ingest(app, [(f"From: Bob <bob@desk.test>\nTo: {tok(app, 'MD-1', 'bob@desk.test')}\n"
                   "Subject: Re: [MD-1] Printer\nMessage-ID: <genuine@desk.test>\n\n"
                   "#tag +control\nDone.\n".encode(), PIPE)])
-    assert state(app, "MD-1") != before["MD-1"] and "control" in show(app, "MD-1")["tags"]
+    assert state(app) != before and "control" in show(app, "MD-1")["tags"]
 
 
 @pytest.mark.parametrize("layout", ["bottom", "inline"])
