@@ -397,3 +397,23 @@ def test_rules_can_treat_unverified_senders_apart(make_app: Callable[..., App], 
                   PIPE)])
     assert show(app, "MD-1")["tags"] == ["verify-caller"]
     assert show(app, "MD-2")["tags"] == [], "signed by its domain: verified"
+
+
+def test_dkim_keys_are_asked_of_dns_once_an_hour() -> None:
+    from maildesk.mail.authentication import KeyCache
+    asked: list[bytes] = []
+
+    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
+        asked.append(name)
+        if name.startswith(b"broken"):
+            raise OSError("resolver down")
+        return b"v=DKIM1; p=x" if name.startswith(b"k") else None
+    cache = KeyCache(lookup, size=4)
+    for _ in range(3):
+        assert cache(b"k1._domainkey.a.test") == b"v=DKIM1; p=x"
+        assert cache(b"missing._domainkey.a.test") is None
+        assert cache(b"broken._domainkey.a.test") is None
+    assert len(asked) == 3, "each name once"
+    for n in range(10):
+        cache(f"k{n}._domainkey.b.test".encode())
+    assert len(cache._kept) <= 4

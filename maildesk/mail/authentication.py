@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable
 from email.utils import getaddresses
 from functools import cache
@@ -26,6 +28,7 @@ from typing import Any
 
 import authres
 import dkim
+import dkim.dnsplug
 from publicsuffixlist import PublicSuffixList
 
 log = logging.getLogger("maildesk.auth")
@@ -123,6 +126,40 @@ def proof(raw: bytes, domain: str, *, trusted_ids: list[str], via_mta: bool,
     return None
 
 
+class KeyCache:
+    """DKIM key records from DNS, kept for an hour (a miss for five minutes). The check
+    runs for every person's signed mail while intake holds its transaction: the same
+    few selectors (a provider's) answer most of it, and a slow resolver must not be
+    asked for them again for each mail. Bounded: the oldest half goes when full."""
+
+    def __init__(self, lookup: DnsFunc, size: int = 4096, hit: float = 3600.0,
+                 miss: float = 300.0, timeout: float = 2.0) -> None:
+        self._lookup, self._size, self._hit, self._miss = lookup, size, hit, miss
+        self._timeout = timeout
+        self._kept: dict[bytes, tuple[float, bytes | None]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: bytes, timeout: float = 5) -> bytes | None:
+        now = time.monotonic()
+        with self._lock:
+            found = self._kept.get(name)
+        if found is not None and found[0] > now:
+            return found[1]
+        try:
+            record = self._lookup(name, timeout=min(timeout, self._timeout))
+        except Exception:  # noqa: BLE001 - a resolver failure is no key, like a miss
+            record = None
+        with self._lock:
+            if len(self._kept) >= self._size:
+                for old in list(self._kept)[:self._size // 2]:
+                    del self._kept[old]
+            self._kept[name] = (now + (self._hit if record else self._miss), record)
+        return record  # type: ignore[no-any-return]
+
+
+SYSTEM_DNS = KeyCache(dkim.dnsplug.get_txt)
+
+
 def dkim_pass(raw: bytes, domain: str, dns: DnsFunc | None = None,
               fields: list[tuple[str, str]] | None = None) -> bool:
     """A DKIM signature of domain's organisation that verifies over the whole body (a
@@ -146,7 +183,7 @@ def dkim_pass(raw: bytes, domain: str, dns: DnsFunc | None = None,
             if not aligned(d, domain) or b"l" in sig \
                     or any(signed.count(n) < k for n, k in present.items()):
                 continue
-            ok = verifier.verify(idx=i, dnsfunc=dns) if dns else verifier.verify(idx=i)
+            ok = verifier.verify(idx=i, dnsfunc=dns or SYSTEM_DNS)
             if ok:
                 return True
     except Exception as e:  # dkimpy raises many kinds on hostile input; none is proof
