@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import threading
 from collections.abc import Callable
@@ -36,6 +37,33 @@ from .surveys.web import RatingServer
 
 log = logging.getLogger("maildesk")
 POLL = 5.0
+# Open files the daemon needs besides its SMTP sessions: database, blobs, log, IMAP,
+# rating pages, and a burst of connections accepted only to be refused (asyncio
+# accepts up to 100 at a time before any is closed).
+HEADROOM = 256
+
+
+def open_file_room(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit if it is below `wanted`; return how
+    many of the `wanted` open files the limit now allows.
+
+    The soft limit is often 1,024 while the hard one is far higher. Past it,
+    accept() fails: no mail gets in, and asyncio logs a traceback per attempt
+    (issue 15: 120 MB of log in two and a half minutes).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return wanted
+    target = wanted if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, e)
+            return soft
+        log.info("open-file limit raised from %d to %d", soft, target)
+        soft = target
+    return min(soft, wanted)
 
 
 class Worker(threading.Thread):
@@ -68,12 +96,27 @@ class Daemon:
         self.app = app
         self.config_path = config_path
         self.transport = delivery.make_transport(app)
-        self.sessions: set[smtp.Listener] = set()
+        self.sessions = smtp.Sessions(app.settings.smtp.max_connections,
+                                      app.settings.smtp.max_connections_per_client)
         self.outbox = Worker("outbox", self._deliver)
         self.ingest = Worker("ingest", self._drain)
         self.pollers = [imap.Poller(app, box, self.outbox.wake.set) for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
         self.scheduler: BackgroundScheduler | None = None
+
+    def _fit_sessions(self) -> None:
+        """Lower the SMTP caps to what the open-file limit holds, saying so in one line."""
+        room = open_file_room(self.sessions.total + HEADROOM) - HEADROOM
+        if room >= self.sessions.total:
+            return
+        total, per_client = max(2, room), self.sessions.per_client
+        self.sessions.total = total
+        self.sessions.per_client = max(1, min(per_client, total // 2))
+        log.warning("the open-file limit leaves room for %d SMTP sessions: smtp.max_connections "
+                    "lowered to %d (from %d), max_connections_per_client to %d (from %d); "
+                    "raise the hard limit (LimitNOFILE= in systemd) to lift it",
+                    max(room, 0), total, self.app.settings.smtp.max_connections,
+                    self.sessions.per_client, per_client)
 
     def _mtimes(self) -> dict[str, float]:
         out = {}
@@ -150,6 +193,7 @@ class Daemon:
         s = self.app.settings
         server = None
         if s.smtp.enabled:
+            self._fit_sessions()
             try:
                 server = await smtp.start(self.app, self.ingest.wake.set, self.sessions)
             except OSError as e:

@@ -38,5 +38,8 @@ class Obj:
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("mail.log", "aiosmtpd", "alembic", "apscheduler"):
+    for noisy in ("aiosmtpd", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # aiosmtpd's session log warns once per unknown command, quoting what the client sent:
+    # a hostile client writes the log at will. Our listener logs what matters, throttled.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)

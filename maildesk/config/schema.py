@@ -516,11 +516,41 @@ class Smtp(Strict):
     port: int = Field(2525, ge=1, le=65535, description="Port to listen on.")
     max_message_size: int = Field(
         25 * 1024**2, description="Larger mail gets 552 5.3.4 (e.g. 25MiB).")
-    timeout: int = Field(300, ge=5, description="Seconds a client may stay silent.")
+    timeout: int = Field(
+        300, ge=5, description="Seconds a client gets from DATA to the end of its message "
+                               "(RFC 5321 4.5.3.2 asks for minutes: the mail may be large).")
+    idle_timeout: float = Field(
+        30.0, ge=1, description="Seconds a client may stay silent outside DATA (before it and "
+                                "between mails); then 421 4.4.2 and the connection is closed. "
+                                "Short, because idle connections are how a flood holds the "
+                                "listener; an MTA sends its commands at once.")
+    max_connections: int = Field(
+        500, ge=2, description="SMTP connections open at once. When all are taken, the client "
+                               "holding most gives up its oldest idle session (421) to a "
+                               "newcomer holding at least two fewer; else the newcomer gets "
+                               "421 4.7.0. Lowered at start if the open-file limit is short.")
+    max_connections_per_client: int = Field(
+        20, ge=1, description="Connections open at once from one IP address (IPv6: one /64), "
+                              "loopback too; more get 421 4.7.0. An MTA opens up to 20 to one "
+                              "destination (Postfix's default). At most half of "
+                              "max_connections.")
+    max_recipients: int = Field(
+        100, ge=100, description="Recipients per mail; more get 452 4.5.3 and the client sends "
+                                 "them in another transaction (RFC 5321 4.5.3.1.8: 100 at "
+                                 "least).")
     shutdown_grace: float = Field(
         10.0, ge=0, description="Seconds open sessions get to finish on shutdown before 421.")
 
     _size = field_validator("max_message_size", mode="before")(parse_size)
+
+    @model_validator(mode="after")
+    def _one_client_never_fills(self) -> Smtp:
+        if self.max_connections_per_client * 2 > self.max_connections:
+            raise ValueError(
+                f"max_connections_per_client ({self.max_connections_per_client}) must be at "
+                f"most half of max_connections ({self.max_connections}), so that one client "
+                f"can never hold the listener")
+        return self
 
 
 class Relay(Strict):
