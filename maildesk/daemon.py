@@ -97,7 +97,8 @@ class Daemon:
         self.config_path = config_path
         self.transport = delivery.make_transport(app)
         self.sessions = smtp.Sessions(app.settings.smtp.max_connections,
-                                      app.settings.smtp.max_connections_per_client)
+                                      app.settings.smtp.max_connections_per_client,
+                                      lambda client: self.app.settings.desk.relayed_by_us(client))
         self.outbox = Worker("outbox", self._deliver)
         self.ingest = Worker("ingest", self._drain)
         self.pollers = [imap.Poller(app, box, self.outbox.wake.set) for box in app.settings.imap]

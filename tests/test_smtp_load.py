@@ -303,3 +303,20 @@ def test_a_per_client_cap_over_half_the_total_is_a_config_error(tmp_path: Path) 
 ])
 def test_a_client_is_an_ipv4_address_or_an_ipv6_64(peer: tuple[object, ...], client: str) -> None:
     assert client_of(peer) == client
+
+
+def test_our_own_mta_is_one_address_for_everyone_and_not_held_to_the_per_client_cap(
+        daemon: Callable[..., Daemon]) -> None:
+    """The MTA named in desk.trusted_relays relays every sender's mail from one address:
+    it may hold more than a client's share (the total still holds), anyone else may not."""
+    d = daemon(desk={"trusted_relays": ["127.0.0.3"]},
+               smtp={"max_connections": 40, "max_connections_per_client": 4})
+    socks: list[socket.socket] = []
+    try:
+        flood(d.port, ["127.0.0.3"] * 10 + ["127.0.0.4"] * 6, socks)
+        got = [g.split(b"\r\n")[0][:3] for g in replies(socks)]
+    finally:
+        for sock in socks:
+            sock.close()
+    assert got[:10] == [b"220"] * 10, "the relay"
+    assert got[10:] == [b"220"] * 4 + [b"421"] * 2, "anyone else"

@@ -93,12 +93,15 @@ class Sessions:
     then makes room for an MTA instead of locking it out, while a session in a
     mail transaction is never cut. Anything else over a cap is refused with
     421 at once. Refusals, evictions and timeouts are logged through
-    `LogThrottle`s.
+    `LogThrottle`s. Our own MTAs (`relay`: desk.trusted_relays) relay everyone's
+    mail from one address: the per-client cap is not theirs, the total is.
     """
 
-    def __init__(self, total: int, per_client: int) -> None:
+    def __init__(self, total: int, per_client: int,
+                 relay: Callable[[str], bool] = lambda client: False) -> None:
         self.total = total
         self.per_client = per_client
+        self._relay = relay
         self._by_client: dict[str, dict[Listener, None]] = {}   # oldest first
         self._count = 0
         self._reports: asyncio.Task[None] | None = None
@@ -118,7 +121,7 @@ class Sessions:
     def admit(self, session: Listener, client: str) -> str | None:
         """Count `session` against `client`; or say why not (the 421's text)."""
         held = len(self._by_client.get(client, ()))
-        if held >= self.per_client:
+        if held >= self.per_client and not self._relay(client):
             self.refused("refused an SMTP connection from %s: it holds %d, the most for one "
                          "client", client, held)
             return "Too many connections from your address"
