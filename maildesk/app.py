@@ -5,6 +5,7 @@ and passed down explicitly; nothing in maildesk reads module-level state.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from .store import migrate
 from .store.blobs import BlobStore
 from .store.db import make_engine, make_sessionmaker
 from .tickets.ledger import Ledger
+
+log = logging.getLogger("maildesk")
 
 
 def load_rules(settings: Settings, templates: Templates) -> RuleSet:
@@ -67,6 +70,24 @@ class StartupError(Exception):
         self.temporary = temporary
 
 
+def private_dir(path: Path) -> None:
+    """Make the data directory, for the desk's user alone: it holds every mail, the outbox
+    (agents' reply addresses are bearer tokens) and the secret key. A directory that is
+    already there and open to others is closed, once, and the log says so (its files were
+    made before maildesk set its umask, and this keeps them from other local users)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        try:
+            path.chmod(0o700)
+        except OSError as e:
+            log.warning("data directory %s is mode %04o, open to other users, and cannot be "
+                        "made 0700: %s", path, mode, e.strerror)
+        else:
+            log.warning("data directory %s was mode %04o, open to other users; now 0700",
+                        path, mode)
+
+
 def load_secret(path: Path) -> bytes:
     """The reply-token key; made once, readable by the desk's user only."""
     try:
@@ -100,7 +121,7 @@ class App:
 
     @classmethod
     def open(cls, settings: Settings, upgrade: bool | None = None) -> App:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         engine = make_engine(settings.database_url)
         if settings.database.auto_upgrade if upgrade is None else upgrade:
             try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..app import private_dir
 from ..store import migrate
 from ..store.db import make_engine
 from .context import Obj
@@ -19,7 +20,7 @@ def db() -> None:
 def db_upgrade(obj: Obj) -> None:
     """Apply schema migrations up to this version of maildesk."""
     settings = obj.settings
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     engine = make_engine(settings.database_url)
     try:
         before, after = migrate.upgrade(engine)

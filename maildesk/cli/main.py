@@ -7,6 +7,7 @@ and shell scripts can act on them.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from . import admin, blobs, ingest, lists, mailboxes, output, report, rules, sla
 from .context import Obj, setup_logging
 from .output import EX_CONFIG, fail
 
+PRIVATE_UMASK = 0o077
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", metavar="PATH", envvar="MAILDESK_CONFIG",
@@ -26,6 +29,12 @@ from .output import EX_CONFIG, fail
 @click.pass_context
 def cli(ctx: click.Context, config: str | None) -> None:
     """maildesk: an email-centric IT service desk."""
+    # Everything maildesk writes holds mail or secrets (the database and its WAL, blobs,
+    # the outbox with agents' reply tokens, reports): for the desk's user alone, whatever
+    # the umask of the shell or unit that started it. `init` is the exception: the
+    # configuration it writes is read by the service's user, often not the installer.
+    if ctx.invoked_subcommand != "init":
+        os.umask(PRIVATE_UMASK)
     ctx.obj = Obj(config)
 
 

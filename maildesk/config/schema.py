@@ -478,6 +478,13 @@ class SurveyWeb(Strict):
     base_url: str = Field("http://127.0.0.1:8025",
                           description="How customers' browsers reach it, e.g. "
                                       "https://desk.example.com/rate.")
+    timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds a connection gets to send its whole request "
+                                        "(and to take the answer); an idle or slow one is "
+                                        "closed then.")
+    max_connections: int = Field(
+        256, ge=1, description="Connections open at once; the next is answered 503 at once. "
+                               "Each holds a file descriptor, none a thread.")
 
 
 class Surveys(Strict):

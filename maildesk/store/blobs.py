@@ -109,7 +109,7 @@ class _Pack:
     def __init__(self, folder: Path) -> None:
         self.name = f"{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.pack"
         fd = os.open(folder / self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
-                     0o640)
+                     0o600)
         self.file = os.fdopen(fd, "ab", buffering=0)
         self.size = 0
         _fsync_dir(folder)
@@ -138,7 +138,7 @@ class BlobStore:
         self.engine = engine
         self.pack_limit = pack_limit
         self.packs = root / "packs"
-        self.packs.mkdir(parents=True, exist_ok=True)
+        self.packs.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._local = threading.local()
 
     def loose_path(self, digest: str) -> Path:
@@ -171,10 +171,10 @@ class BlobStore:
             os.replace(final, final.with_name(f"{final.name}.damaged-{time.time_ns()}"))
         folder = final.parent
         if not folder.is_dir():
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
             _fsync_dir(self.root)
         tmp = folder / f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
             while view:

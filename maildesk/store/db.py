@@ -8,16 +8,32 @@ waiting for the lock.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 30_000
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create the database file 0600 before SQLite does: SQLite gives its -wal and -shm
+    files the database's mode whatever the umask, so this one choice keeps all three from
+    other local users. A file already there is kept as it is (the data directory, 0700,
+    guards it), and one that cannot be made here is left to SQLite to report."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(
             url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             **kwargs)
