@@ -127,7 +127,7 @@ def test_listener_answers_451_when_the_database_is_down(make_app: Callable[..., 
     app = make_app()
     app.engine = make_engine("postgresql+psycopg://root@127.0.0.1:1/nowhere")
     loop = asyncio.new_event_loop()
-    sessions: set[listener.Listener] = set()
+    sessions = listener.Sessions(total=10, per_client=5)
     app.settings = app.settings.model_copy(update={
         "smtp": app.settings.smtp.model_copy(update={"port": free_port()})})
     server = loop.run_until_complete(listener.start(app, lambda: None, sessions))
