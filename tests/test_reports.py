@@ -48,9 +48,12 @@ def at(day: int, hour: int) -> datetime:
 
 
 def customer(app: App, when: datetime, n: int, ref: str | None = None) -> None:
+    """A new request, or (ref) a reply to our mail's reply address, as mail clients do."""
     subject = f"Re: [{ref}] case" if ref else f"case {n}"
+    to = token_address(app.secrets[0], "support@localhost", ref, f"user{n}@customer.test",
+                       issued=when.date()) if ref else "support@localhost"
     ingest(app, [(mail(subject=subject, message_id=f"<c{n}.{when:%d%H}@customer.test>",
-                       sender=f"user{n}@customer.test"), PIPE)], now=when)
+                       sender=f"user{n}@customer.test", to=to), PIPE)], now=when)
 
 
 def agent(app: App, when: datetime, ref: str, body: str) -> None:
