@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -105,9 +106,23 @@ class Daemon:
         self._rule_mtimes = self._mtimes()
         self.scheduler: BackgroundScheduler | None = None
 
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's report of an error no task caught. Out of file descriptors, the listener
+        retries accept() every second, each time with a traceback: throttled, like the
+        listener's own refusals; anything else as asyncio reports it."""
+        if context.get("message", "").startswith("socket.accept() out of system resource"):
+            self.sessions.refused("cannot accept SMTP connections: %s; raise the open-file "
+                                  "limit (LimitNOFILE=) or lower smtp.max_connections",
+                                  context.get("exception"))
+            return
+        loop.default_exception_handler(context)
+
     def _fit_sessions(self) -> None:
-        """Lower the SMTP caps to what the open-file limit holds, saying so in one line."""
-        room = open_file_room(self.sessions.total + HEADROOM) - HEADROOM
+        """Lower the SMTP caps to what the open-file limit holds, saying so in one line.
+        The rating pages' connections (when served) come out of the same limit."""
+        web = self.app.settings.surveys.web
+        headroom = HEADROOM + (web.max_connections if web.enabled else 0)
+        room = open_file_room(self.sessions.total + headroom) - headroom
         if room >= self.sessions.total:
             return
         total, per_client = max(2, room), self.sessions.per_client
@@ -187,6 +202,7 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self._loop_error)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)

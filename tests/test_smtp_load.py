@@ -3,6 +3,8 @@ connections, the short idle timeout, the recipient cap, control characters in en
 addresses, the open-file limit, and a log that stays small through all of it."""
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import resource
 import selectors
@@ -16,9 +18,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Daemon, mail, run_cli, wait_for
+from conftest import Daemon, free_port, mail, run_cli, wait_for
 
 from maildesk.intake.smtp import client_of
 
@@ -260,9 +263,12 @@ def test_the_daemon_raises_its_open_file_limit_to_hold_its_connections(
     assert re.search(rf"Max open files\s+{expect}\s", limits), limits
 
 
+@pytest.mark.parametrize("pages, room", [(0, 44), (10, 34)])
 def test_a_low_hard_limit_lowers_the_cap_and_says_so_once(
-        tmp_path: Path, desk_config: Callable[..., Path]) -> None:
-    cfg = desk_config()
+        tmp_path: Path, desk_config: Callable[..., Path], pages: int, room: int) -> None:
+    """pages: the rating pages' connections, served from the same open-file limit."""
+    cfg = desk_config(surveys={"web": {"enabled": True, "port": free_port(),
+                                       "max_connections": pages}}) if pages else desk_config()
     port = int(re.search(r"port: (\d+)", cfg.read_text()).group(1))  # type: ignore[union-attr]
     log = tmp_path / "daemon.log"
     with log.open("wb") as out:
@@ -282,8 +288,8 @@ def test_a_low_hard_limit_lowers_the_cap_and_says_so_once(
             proc.kill()
             proc.wait()
     said = [ln for ln in log.read_text().splitlines() if "open-file limit" in ln]
-    assert len(said) == 1 and "smtp.max_connections lowered to 44 (from 500), " \
-                              "max_connections_per_client to 20 (from 20)" in said[0], said
+    assert len(said) == 1 and f"smtp.max_connections lowered to {room} (from 500), " \
+                              "max_connections_per_client to" in said[0], said
 
 
 def test_a_per_client_cap_over_half_the_total_is_a_config_error(tmp_path: Path) -> None:
@@ -320,3 +326,23 @@ def test_our_own_mta_is_one_address_for_everyone_and_not_held_to_the_per_client_
             sock.close()
     assert got[:10] == [b"220"] * 10, "the relay"
     assert got[10:] == [b"220"] * 4 + [b"421"] * 2, "anyone else"
+
+
+def test_running_out_of_file_descriptors_is_a_few_lines_not_a_traceback_a_second(
+        make_app: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Past the open-file limit asyncio retries accept() every second and reports each
+    failure with a traceback; the daemon's loop handler counts them instead."""
+    from maildesk.daemon import Daemon as Serve
+    serve = Serve(make_app(), None)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(300):
+                serve._loop_error(loop, {"message": "socket.accept() out of system resource",
+                                         "exception": OSError(24, "Too many open files")})
+            serve._loop_error(loop, {"message": "something else broke"})
+    finally:
+        loop.close()
+    lines = [r for r in caplog.records if "accept" in r.getMessage()]
+    assert 1 <= len(lines) <= 5 and not any(r.exc_info for r in lines)
+    assert any("something else broke" in r.getMessage() for r in caplog.records)
