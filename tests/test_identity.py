@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -266,8 +267,10 @@ def test_tokens_expire_after_max_age(make_app: Callable[..., App], db_url: str) 
         ingest(app, [(f"From: bob@desk.test\nTo: {to}\nSubject: Re: [MD-1] x\n"
                       f"Message-ID: <age{age}@desk.test>\n\n#tag +age{age}\n".encode(), PIPE)])
         assert (f"age{age}" in show(app, "MD-1")["tags"]) is runs
-    kinds = [e["kind"] for e in show(app, "MD-1")["events"]]     # it found MD-1, no more
-    assert "token.refused" in kinds and "sender.unverified" in kinds
+    events = show(app, "MD-1")["events"]     # it found MD-1, no more
+    assert "sender.unverified" in [e["kind"] for e in events]
+    assert [e["data"]["reason"] for e in events if e["kind"] == "token.refused"] == [
+        "a reply address older than desk.token_max_age (30 days): it finds the ticket, no more"]
 
 
 # -- Authentication-Results: what counts --------------------------------------------------
@@ -417,3 +420,55 @@ def test_dkim_keys_are_asked_of_dns_once_an_hour() -> None:
     for n in range(10):
         cache(f"k{n}._domainkey.b.test".encode())
     assert len(cache._kept) <= 4
+
+
+def _relayed(app: App) -> list[bytes]:
+    with app.sessions() as s:
+        digests = s.scalars(select(OutboxMail.digest).where(
+            OutboxMail.template == "agent.reply").order_by(OutboxMail.id)).all()
+    return [app.blobs.get(d) for d in digests]
+
+
+def test_attachments_hand_over_no_token_and_mails_go_as_mails(desk: App) -> None:
+    """Found by a tester: the relay redacted the text but passed on an attached (forwarded)
+    notification and a text file naming the note address; the customer then acted as
+    the agent. An attached mail also went out base64, which RFC 2046 forbids."""
+    app = desk
+    with app.sessions() as s:
+        digests = s.scalars(select(OutboxMail.digest).where(
+            OutboxMail.template == "agent_notification")).all()
+    notice = app.blobs.get(digests[0])
+    note, reply = tok(app, "MD-1", "bob@desk.test", "note"), tok(app, "MD-1", "bob@desk.test")
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = "Bob <bob@desk.test>", reply, "Re: [MD-1] Printer"
+    m["Message-ID"] = "<bob-final@bob-laptop.corp.internal>"
+    m.set_content("Fixed; notes attached.\n")
+    m.add_attachment(notice, maintype="message", subtype="rfc822", filename="notice.eml")
+    m.add_attachment(f"Ask me at {note} if it jams.\n".encode(), maintype="text",
+                     subtype="plain", filename="notes.txt")
+    m.add_attachment(b"From: vendor@example.com\r\nSubject: spare tray\r\n\r\nOn its way.\r\n",
+                     maintype="message", subtype="rfc822", filename="vendor.eml")
+    m.add_attachment(b"%PDF-1.4 manual", maintype="application", subtype="pdf",
+                     filename="manual.pdf")
+    ingest(app, [(bytes(m), PIPE)])
+    raw = _relayed(app)[-1]
+    out = message_from_bytes(raw, policy=policy.default)
+    assert not re.search(rb"\+md-1-[a-z2-7]{8,}", raw.split(b"\n\n", 1)[1].lower()), \
+        "a token in the body or an attachment"
+    names = {p.get_filename(): p for p in out.iter_attachments()}
+    assert set(names) == {"notes.txt", "vendor.eml", "manual.pdf"}
+    assert "-removed@" in names["notes.txt"].get_content()
+    vendor = names["vendor.eml"]
+    assert vendor.get_content_type() == "message/rfc822" and vendor["Content-Transfer-Encoding"] \
+        == "7bit" and vendor.get_content()["Subject"] == "spare tray"
+    withheld = [e for e in show(app, "MD-1")["events"] if e["kind"] == "attachment.withheld"]
+    assert withheld and withheld[0]["data"]["files"] == ["notice.eml"]
+    # and nothing of the agent's own mail, nor the notifications to agents, goes along
+    assert b"corp.internal" not in raw and b"bob-final" not in raw
+    with app.sessions() as s:
+        notices = set(s.scalars(select(OutboxMail.message_id).where(
+            OutboxMail.template == "agent_notification")))
+    threading_ids = f"{out['In-Reply-To']} {out['References']}"
+    assert not [n for n in notices if n in threading_ids], threading_ids
+    assert [m["proof"] for m in show(app, "MD-1")["messages"]
+            if m["from"] == "bob@desk.test"] == ["token"], "an agent's proof is recorded too"

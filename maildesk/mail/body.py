@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+import quopri
 import re
+from email import message_from_bytes
 from email.errors import InvalidBase64LengthDefect
 from email.message import Message
 
@@ -54,14 +56,19 @@ def payload(part: Message) -> bytes | None:
         return None
     if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64" \
             and any(isinstance(d, InvalidBase64LengthDefect) for d in part.defects):
-        raw = str(part.get_payload()).encode("ascii", "ignore")
-        clean = _NOT_BASE64.sub(b"", raw)
-        clean = clean[:len(clean) - len(clean) % 4]
-        try:
-            return base64.b64decode(clean)
-        except ValueError:
-            return data
+        return _decode(str(part.get_payload()).encode("ascii", "ignore"), "base64") or data
     return data
+
+
+def _decode(data: bytes, encoding: str) -> bytes | None:
+    """data in base64 or quoted-printable, decoded; None when it is not."""
+    if encoding == "quoted-printable":
+        return quopri.decodestring(data)
+    clean = _NOT_BASE64.sub(b"", data)
+    try:
+        return base64.b64decode(clean[:len(clean) - len(clean) % 4]) or None
+    except ValueError:
+        return None
 
 
 class _Reader:
@@ -100,7 +107,10 @@ class _Reader:
         self.attachments.append((name, ctype, data))
 
     def _message(self, part: Message, ctype: str) -> None:
-        """An attached mail (or a report's parts): one attachment, its bytes as they are."""
+        """An attached mail (or a report's parts): one attachment, its bytes as they are.
+        Some clients encode an attached mail in base64 or quoted-printable, which RFC 2046
+        forbids: the parser then reads the encoded text as a mail without headers, so
+        such a mail is decoded and read again."""
         inner = [c for c in part.get_payload() if isinstance(c, Message)]
         chunks = []
         for m in inner:
@@ -108,11 +118,17 @@ class _Reader:
                 chunks.append(m.as_bytes())
             except (UnicodeError, LookupError, ValueError, TypeError):
                 chunks.append(m.as_string().encode("utf-8", "surrogateescape"))
+        data = b"\n".join(chunks)
+        encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+        if encoding in ("base64", "quoted-printable") and inner:
+            decoded = _decode(data, encoding)
+            if decoded is not None:
+                data, inner = decoded, [message_from_bytes(decoded)]
         name = self._filename(part)
         if not name and ctype in ("message/rfc822", "message/global") and inner:
             subject = one_line(text_of(inner[0].get("Subject", ""), self.hints), 80)
             name = f"{subject}.eml" if subject.strip(" .") else ""
-        self.attachments.append((name, ctype, b"\n".join(chunks)))
+        self.attachments.append((name, ctype, data))
 
     def _filename(self, part: Message) -> str:
         try:

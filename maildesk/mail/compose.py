@@ -132,6 +132,14 @@ def _attachment(filename: str, content_type: str, data: bytes) -> str:
     name = one_line(filename, 200).replace("\\", "_").replace('"', "_")
     param = f'filename="{name}"' if name.isascii() else \
         f"filename*={encode_rfc2231(name, 'utf-8')}"
+    if ctype.lower() == "message/rfc822":
+        # RFC 2046 5.2.1: an attached mail is never base64; one that is not 7-bit text
+        # goes as a file (.eml), which every client still opens
+        text = data.replace(b"\r\n", b"\n").decode("latin-1")
+        if data.isascii() and max(map(len, text.split("\n")), default=0) <= 998:
+            return (f"Content-Type: message/rfc822\nContent-Transfer-Encoding: 7bit\n"
+                    f"Content-Disposition: attachment; {param}\n\n{text.rstrip(chr(10))}\n")
+        ctype = "application/octet-stream"
     encoded = base64.encodebytes(data).decode("ascii")
     return (f"Content-Type: {ctype}\nContent-Transfer-Encoding: base64\n"
             f"Content-Disposition: attachment; {param}\n\n{encoded}\n")

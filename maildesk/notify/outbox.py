@@ -8,12 +8,13 @@ References threads back to the ticket.
 from __future__ import annotations
 
 import hashlib
+from email import message_from_bytes
 from typing import Any
 
 from ..mail.compose import Outgoing, compose, new_message_id
 from ..pipeline.work import Context
 from ..tickets.ledger import Pending, TicketRow
-from ..tickets.refs import bounce_address, redact, token_address
+from ..tickets.refs import bounce_address, carries_token, redact, token_address
 
 
 def desk_address(ctx: Context, ticket: TicketRow) -> str:
@@ -64,8 +65,13 @@ def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
     the quoted notification would hand the customer the agent's note address."""
     settings = ctx.settings
     address = desk_address(ctx, ticket)
-    text = redact(text, settings.desk.ref_prefix)
-    subject = redact(ticket.subject or "your request", settings.desk.ref_prefix)
+    prefix = settings.desk.ref_prefix
+    text, subject = redact(text, prefix), redact(ticket.subject or "your request", prefix)
+    attachments, withheld = _without_tokens(attachments, prefix)
+    if withheld:
+        ctx.ledger.add_event(ticket, "attachment.withheld", ctx.now, actor=f"agent:{agent}",
+                             files=withheld, reason="it holds a reply or note address of "
+                             "ours (a forwarded notification?): a bearer secret")
     tag = f"[{ticket.ref}]"
     subject = f"Re: {subject}" if tag in subject else f"Re: {tag} {subject}"
     _queue(ctx, ticket, "agent.reply", Outgoing(
@@ -76,6 +82,27 @@ def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
         in_reply_to=thread[-1] if thread else None, references=thread,
         reply_to=reply_token(ctx, ticket, ticket.requester), auto_submitted="no",
         x_loop=address, ticket_ref=ticket.ref, attachments=attachments), agent=agent)
+
+
+def _without_tokens(attachments: tuple[tuple[str, str, bytes], ...], prefix: str
+                    ) -> tuple[tuple[tuple[str, str, bytes], ...], list[str]]:
+    """The attachments an agent's reply may pass on to the customer, and the names of
+    those it may not. Text files are relayed with our token addresses redacted; an
+    attached mail (the notification itself, forwarded) or any other file that holds one
+    is withheld: its encodings may hide it from a redaction. (A token inside compressed
+    data, a PDF's say, is not seen: the README says so.)"""
+    kept, withheld = [], []
+    for name, ctype, data in attachments:
+        kind = ctype.lower()
+        if kind.startswith("text/"):
+            kept.append((name, ctype, redact(data.decode("latin-1"), prefix).encode("latin-1")))
+        elif carries_token(data, prefix) or (kind == "message/rfc822" and any(
+                carries_token(part.get_payload(decode=True) or b"", prefix)
+                for part in message_from_bytes(data).walk() if not part.is_multipart())):
+            withheld.append(name)
+        else:
+            kept.append((name, ctype, data))
+    return tuple(kept), withheld
 
 
 def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,

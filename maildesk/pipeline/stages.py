@@ -220,10 +220,12 @@ def thread_stage(ctx: Context, w: Work) -> None:
                                          desk.addresses, ctx.now.date(), desk.token_max_age)
     if w.grant is not None and w.grant.expired:     # the ticket it names, as a plain From
         w.grant = None
-        w.refused.append("token")
+        w.token_refused = f"a reply address older than desk.token_max_age " \
+                          f"({desk.token_max_age} days): it finds the ticket, no more"
     elif w.grant is None and any(read_token_ref(a, desk.addresses, desk.ref_prefix)
                                  for a in _recipients(w)):
-        w.refused.append("token")   # someone else's, or made up
+        w.token_refused = "a reply address made for someone else or another ticket, " \
+                          "or made up"
     how = "reply-address"
     known = p.from_addr != UNKNOWN_SENDER       # nobody is "already on" a ticket as no one
     if ticket is None and known:
@@ -410,6 +412,9 @@ def _customer_reply(ctx: Context, w: Work, ticket: TicketRow, others: list[str])
     people = threading.participants(ticket)
     participant = p.from_addr in people
     added: list[str] = []
+    ignored = [] if participant else [  # by Message-ID, not on the ticket: a message, no more
+        what for what, asked in (("cc", any(a not in people for a in others)), (
+            "close", new.splitlines()[:1] == [ctx.settings.desk.close_keyword])) if asked]
     if participant and ctx.settings.desk.add_cc_participants \
             and any(a not in people for a in others):
         if proven:
@@ -426,6 +431,7 @@ def _customer_reply(ctx: Context, w: Work, ticket: TicketRow, others: list[str])
     ledger.add_event(ticket, "customer.replied", ctx.now, actor=p.from_addr,
                      message_id=p.message_id, thread_by=w.thread_by, cc_added=added,
                      sender_verified=bool(proven),
+                     **({"not_on_ticket": ignored} if ignored else {}),
                      **({"unverified_agent": w.unverified_agent} if w.unverified_agent else {}))
 
 
@@ -440,17 +446,16 @@ def _unproven(ctx: Context, w: Work) -> None:
         ledger.add_event(w.ticket, "commands.ignored", ctx.now, actor=p.from_addr,
                          lines=lines[:20], reason="only an authenticated agent's mail runs "
                                                   "commands")
-    if "token" in w.refused:
+    if w.token_refused:
         ledger.add_event(w.ticket, "token.refused", ctx.now, actor=p.from_addr,
-                         reason="a reply address made for someone else or another ticket, "
-                                "expired, or made up")
-    refused = [r for r in w.refused if r != "token"]
-    if refused or w.unverified_agent:
+                         reason=w.token_refused)
+    if w.refused or w.unverified_agent or (w.doubt and lines):
         claim = f"agent {w.unverified_agent}'s address" if w.unverified_agent else "a From"
+        why = f"no proof can hold for this mail: {w.doubt}" if w.doubt else \
+            "no live reply address of this ticket, no DKIM signature or trusted " \
+            "Authentication-Results for its domain"
         ledger.add_event(w.ticket, "sender.unverified", ctx.now, actor=p.from_addr,
-                         refused=refused, reason=f"{claim} that nothing proves: no live "
-                         "reply address of this ticket, no DKIM signature or trusted "
-                         "Authentication-Results for its domain")
+                         refused=w.refused, reason=f"{claim} that nothing proves: {why}")
 
 
 def _agent_message(ctx: Context, w: Work) -> None:
@@ -474,7 +479,8 @@ def _agent_message(ctx: Context, w: Work) -> None:
     w.note = note = (w.grant is not None and w.grant.purpose == "note") or plan.note or refused
     w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
                                     text=text if lines else new, quoted=quoted,
-                                    visibility="internal" if note else "public")
+                                    visibility="internal" if note else "public",
+                                    proof=sender_proof(ctx, w, ticket))
     actor = f"agent:{w.agent}"
     if refused:     # nothing is half-applied: no command, no relay; tell the agent why
         ledger.add_event(ticket, "commands.refused", ctx.now, actor=actor, errors=plan.errors)
@@ -493,7 +499,7 @@ def _agent_message(ctx: Context, w: Work) -> None:
     w.public_reply = True
     relay(ctx, ticket, agent.display_name or agent.name, text,
           tuple((a.filename, a.content_type, a.data) for a in p.attachments),
-          ledger.thread_of(ticket), w.agent)
+          ledger.thread_of(ticket, threading.participants(ticket)), w.agent)
     if "status" not in plan.changes and ticket.status in ("new", "open"):
         LedgerEffects(ctx, w.ticket, w, kind="agent").change(w.agent, status="pending")
 
@@ -511,7 +517,7 @@ def _open_for_requester(ctx: Context, w: Work) -> None:
                                requester=requester, assignee=w.agent)
     w.ticket, w.created = ticket, True
     w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
-                                    text=text, visibility="internal")
+                                    text=text, visibility="internal", proof=domain_proof(ctx, w))
     ledger.add_event(ticket, "ticket.created", ctx.now, actor=f"agent:{w.agent}",
                      source=w.inbound.source, on_behalf_of=requester)
     agent = desk.agent(p.from_addr)

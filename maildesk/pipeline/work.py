@@ -123,6 +123,7 @@ class Work:
     domain_proof: str | None = None       # dkim | authentication-results, for the From domain
     domain_checked: bool = False          # domain_proof was looked for (DKIM costs DNS)
     refused: list[str] = field(default_factory=list)   # what an unproven sender could not do
+    token_refused: str | None = None      # why a reply address of ours granted nothing
     note: bool = False                    # an agent's internal note
     verdict: str = "person"               # mail/classify.py
     verdict_reason: str = ""

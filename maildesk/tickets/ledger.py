@@ -90,8 +90,10 @@ _TICKET_BY = {col: select(T_TICKETS).where(T_TICKETS.c[col] == bindparam("value"
               for col in ("id", "number", "ref")}
 _MESSAGE_COUNT = select(func.count()).select_from(T_MESSAGES) \
     .where(T_MESSAGES.c.ticket_id == bindparam("tid"))
-_THREAD = select(T_MESSAGES.c.message_id).where(T_MESSAGES.c.ticket_id == bindparam("tid")) \
-    .where(T_MESSAGES.c.visibility == "public").order_by(T_MESSAGES.c.id).limit(20)
+_THREAD = select(T_MESSAGES.c.message_id, T_MESSAGES.c.direction, T_MESSAGES.c.from_addr,
+                 T_MESSAGES.c.to, T_MESSAGES.c.cc) \
+    .where(T_MESSAGES.c.ticket_id == bindparam("tid")) \
+    .where(T_MESSAGES.c.visibility == "public").order_by(T_MESSAGES.c.id.desc()).limit(200)
 _RECENT_FROM = select(func.count()).select_from(T_MESSAGES).where(
     T_MESSAGES.c.from_addr == bindparam("s"), T_MESSAGES.c.direction == "in",
     T_MESSAGES.c.date.between(bindparam("a", type_=T_MESSAGES.c.date.type),
@@ -244,13 +246,20 @@ class Ledger:
             return pending
         return pending + int(self.conn.scalar(_MESSAGE_COUNT, {"tid": ticket.id}) or 0)
 
-    def thread_of(self, ticket: TicketRow) -> tuple[str, ...]:
-        """Message-IDs of the ticket's mail, oldest first (at most 20), for References."""
-        ids: list[str] = []
+    def thread_of(self, ticket: TicketRow, people: set[str]) -> tuple[str, ...]:
+        """Message-IDs for the References of a mail to people, oldest first (at most 20):
+        only of mail they sent or were sent. The rest would tell them what they never saw:
+        an agent's own Message-ID (and the host it names), a notification to agents, a
+        stranger's mail on the ticket."""
+        rows: list[tuple[str, str, str, list[str], list[str]]] = []
         if ticket.id is not None:
-            ids = list(self.conn.scalars(_THREAD, {"tid": ticket.id}))
-        ids += [m.values["message_id"] for m in self.messages
-                if m.ticket is ticket and m.values["visibility"] == "public"]
+            rows = [tuple(r) for r in self.conn.execute(_THREAD, {"tid": ticket.id})][::-1]
+        rows += [(m.values["message_id"], m.values["direction"], m.values["from_addr"],
+                  m.values["to"], m.values["cc"]) for m in self.messages
+                 if m.ticket is ticket and m.values["visibility"] == "public"]
+        ids = [mid for mid, direction, sender, to, cc in rows
+               if (sender in people if direction == "in" else bool(people.intersection(
+                   (*(to or ()), *(cc or ())))))]
         return tuple(dict.fromkeys(ids))[-20:]
 
     def recent_from(self, sender: str, start: datetime, end: datetime) -> int:

@@ -69,12 +69,21 @@ def token_address(secret: bytes, support_address: str, ref: str, recipient: str,
 
 # Any of our token addresses in a text, however it is quoted: `+md-12-<code>`, with the
 # plus as it is in mailto links (%2B) or quoted-printable leftovers (=2B).
+def _codes(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"(?i)(\+|%2b|=2b)((?:rate-|bounce-)?{re.escape(prefix)}-\d{{1,12}}"
+                      rf"(?:-(?:[1-5]|optout))?)-[a-z2-7]{{8,}}")
+
+
 def redact(text: str, prefix: str) -> str:
     """text without the codes of our reply, note, rate and bounce addresses: they are
     bearer secrets, and a reply relayed to a customer must not hand them over (an
     agent's bottom-posted reply quotes the notification that names the note address)."""
-    return re.sub(rf"(?i)(\+|%2b|=2b)((?:rate-|bounce-)?{re.escape(prefix)}-\d{{1,12}}"
-                  rf"(?:-(?:[1-5]|optout))?)-[a-z2-7]{{8,}}", r"\1\2-removed", text)
+    return _codes(prefix).sub(r"\1\2-removed", text)
+
+
+def carries_token(data: bytes, prefix: str) -> bool:
+    """Whether bytes (read as latin-1: any ASCII-based charset) hold one of our codes."""
+    return _codes(prefix).search(data.decode("latin-1")) is not None
 
 
 def bounce_address(secret: bytes, address: str, ref: str, message_id: str) -> str:
