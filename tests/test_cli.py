@@ -5,6 +5,7 @@ import json
 import mailbox
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from conftest import mail, run_cli
@@ -231,3 +232,20 @@ def test_a_subject_is_never_markup_or_terminal_control(desk_config: Callable[...
     r = run_cli("tickets", "show", "MD-1", config=cfg)
     assert r.returncode == 0 and b"\x1b]0;" not in r.stdout and b"\x07" not in r.stdout
     assert b"\x1b[31m" not in r.stdout and b"fine" in r.stdout
+
+
+def test_the_starter_config_names_every_setting() -> None:
+    """`maildesk init` writes config/maildesk.yaml and the README promises every setting,
+    with its default, is in it: a new setting must be added there too."""
+    from maildesk.config.schema import Settings
+    text = (Path(__file__).parent.parent / "config" / "maildesk.yaml").read_text()
+    missing = []
+
+    def walk(model: Any, path: str) -> None:
+        for name, field in model.model_fields.items():
+            if f"{name}:" not in text:
+                missing.append(path + name)
+            if hasattr(field.annotation, "model_fields"):
+                walk(field.annotation, f"{path}{name}.")
+    walk(Settings, "")
+    assert not missing
