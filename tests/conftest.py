@@ -50,6 +50,17 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
     not PG_OK, reason=f"PostgreSQL not reachable at {PG_URL}"))]
 
 
+@pytest.fixture(autouse=True)
+def _umask_kept() -> Iterator[None]:
+    """The CLI gives its process a private umask; a test that runs it in this process
+    must not pass that on to the tests after it (the Dovecot they start reads its
+    files as another user)."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database URL for one test, on each backend."""
