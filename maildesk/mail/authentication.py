@@ -112,13 +112,16 @@ def why_no_proof(raw: bytes, fields: list[tuple[str, str]] | None = None) -> str
 
 
 def proof(raw: bytes, domain: str, *, trusted_ids: list[str], via_mta: bool,
-          verify_dkim: bool, dns: DnsFunc | None = None) -> str | None:
-    """How the mail proves it comes from domain: DKIM, RESULTS, or None."""
-    fields = header_fields(raw)
-    why = why_no_proof(raw, fields)
-    if why is not None:
-        log.info("no proof of %s can hold for this mail: %s", domain, why)
-        return None
+          verify_dkim: bool, dns: DnsFunc | None = None,
+          fields: list[tuple[str, str]] | None = None) -> str | None:
+    """How the mail proves it comes from domain: DKIM, RESULTS, or None. fields: the
+    header fields of a mail the caller found no doubt in (why_no_proof)."""
+    if fields is None:
+        fields = header_fields(raw)
+        why = why_no_proof(raw, fields)
+        if why is not None:
+            log.info("no proof of %s can hold for this mail: %s", domain, why)
+            return None
     if via_mta and results_pass(fields, trusted_ids, domain):
         return RESULTS
     if verify_dkim and dkim_pass(raw, domain, dns, fields):
@@ -165,14 +168,16 @@ def dkim_pass(raw: bytes, domain: str, dns: DnsFunc | None = None,
     """A DKIM signature of domain's organisation that verifies over the whole body (a
     signature with l= covers only a prefix: text appended after it would pass) and over
     every From and Subject field (one the signature leaves out is the one the parser
-    reads), on a mail whose lines mean the same to DKIM and to the parser."""
+    reads), on a mail whose lines mean the same to DKIM and to the parser (fields: as
+    for `proof`)."""
     if b"dkim-signature" not in raw[:200_000].lower():
         return False
-    fields = header_fields(raw) if fields is None else fields
-    why = why_no_proof(raw, fields)
-    if why is not None:
-        log.info("DKIM is no proof for %s: %s", domain, why)
-        return False
+    if fields is None:
+        fields = header_fields(raw)
+        why = why_no_proof(raw, fields)
+        if why is not None:
+            log.info("DKIM is no proof for %s: %s", domain, why)
+            return False
     present = {n: sum(name == n for name, _v in fields) for n in ("from", "subject")}
     try:
         verifier = dkim.DKIM(raw)

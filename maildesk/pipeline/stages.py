@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from ..config.schema import Desk
-from ..mail.authentication import proof, why_no_proof
+from ..mail.authentication import header_fields, proof, why_no_proof
 from ..mail.classify import (
     ALERT,
     AUTO_REPLY,
@@ -136,7 +136,8 @@ def authenticate_stage(ctx: Context, w: Work) -> None:
     """An agent's From with DKIM or a trusted Authentication-Results for its domain. A mail
     whose From names no one person can prove nobody, by any means."""
     assert w.parsed
-    w.doubt = why_no_proof(w.raw)
+    w.head = header_fields(w.raw)
+    w.doubt = why_no_proof(w.raw, w.head)
     agent = ctx.settings.desk.agent(w.parsed.from_addr)
     if agent is not None and domain_proof(ctx, w):
         w.proven_agent = agent.name
@@ -159,10 +160,10 @@ def domain_proof(ctx: Context, w: Work) -> str | None:
         w.domain_checked = True
         desk, sender = ctx.settings.desk, w.parsed.from_addr
         domain = sender.rpartition("@")[2]
-        if domain and sender != UNKNOWN_SENDER:
+        if domain and sender != UNKNOWN_SENDER and w.doubt is None:
             w.domain_proof = proof(w.raw, domain, trusted_ids=desk.trusted_authserv_ids,
                                    via_mta=via_our_mta(desk, w.inbound),
-                                   verify_dkim=desk.verify_dkim, dns=ctx.dns)
+                                   verify_dkim=desk.verify_dkim, dns=ctx.dns, fields=w.head)
     return w.domain_proof
 
 
@@ -175,6 +176,15 @@ def sender_proof(ctx: Context, w: Work, ticket: TicketRow | None) -> str:
     if w.grant is not None and ticket is not None and w.grant.ref == ticket.ref:
         return "token"
     return domain_proof(ctx, w) or ""
+
+
+def reply_parts(w: Work) -> tuple[str, str]:
+    """The mail's new text and what it quotes (mail/quotes.py), split once: several stages
+    ask, and the split is the costliest reading of a mail's text."""
+    assert w.parsed
+    if w.split is None:
+        w.split = split_reply(w.parsed.text)
+    return w.split
 
 
 def survey_stage(ctx: Context, w: Work) -> None:
@@ -195,7 +205,7 @@ def survey_stage(ctx: Context, w: Work) -> None:
     if choice == "optout":
         survey_opt_out(ctx, ticket)
         raise Classified("opted-out", f"{ticket.requester} wants no more surveys")
-    text = split_reply(w.parsed.text)[0]
+    text = reply_parts(w)[0]
     rating = Rating(int(choice), text.strip()[:2000]) if choice \
         else parse_rating(text, ctx.settings.surveys.scale)
     if rating is None:
@@ -307,7 +317,7 @@ def identify_stage(ctx: Context, w: Work) -> None:
     by_token = w.doubt is None and w.grant is not None and w.ticket is not None \
         and w.grant.ref == w.ticket.ref and w.grant.person == agent.address
     by_proof = w.proven_agent is not None and (w.ticket is not None
-                                               or _requester(w.parsed.text) is not None)
+                                               or _requester(reply_parts(w)[0]) is not None)
     if by_token or by_proof:
         w.agent = agent.name
     elif not w.proven_agent:
@@ -315,8 +325,9 @@ def identify_stage(ctx: Context, w: Work) -> None:
 
 
 def _requester(text: str) -> str | None:
-    """The customer of a `#requester ADDRESS` line among an agent's commands."""
-    lines, _rest = commands.split_commands(split_reply(text)[0])
+    """The customer of a `#requester ADDRESS` line among an agent's commands (text: the
+    mail's new text)."""
+    lines, _rest = commands.split_commands(text)
     for _n, line in lines:
         parts = line.split(None, 1)
         if parts[0].lower() == "#requester" and len(parts) == 2:
@@ -384,7 +395,7 @@ def _message_proof(ctx: Context, w: Work, ticket: TicketRow) -> str | None:
 def _customer_reply(ctx: Context, w: Work, ticket: TicketRow, others: list[str]) -> None:
     assert w.parsed
     p, ledger = w.parsed, ctx.ledger
-    new, quoted = split_reply(p.text)
+    new, quoted = reply_parts(w)
     if w.verdict in (AUTO_REPLY, LOOP, BOUNCE, COMPLAINT):  # noted on the ticket, no change
         w.message = apply.store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest,
                                         ctx.now, text=new, quoted=quoted,
@@ -441,7 +452,8 @@ def _unproven(ctx: Context, w: Work) -> None:
     CC participants, a #close or a reopening that needed proof."""
     assert w.parsed and w.ticket
     p, ledger = w.parsed, ctx.ledger
-    lines = [line for _n, line in commands.split_commands(split_reply(p.text)[0])[0]]
+    lines = [line for _n, line in commands.split_commands(reply_parts(w)[0])[0]] \
+        if "#" in p.text else []
     if lines and (w.created or lines != [ctx.settings.desk.close_keyword]):   # else: #close
         ledger.add_event(w.ticket, "commands.ignored", ctx.now, actor=p.from_addr,
                          lines=lines[:20], reason="only an authenticated agent's mail runs "
@@ -466,7 +478,7 @@ def _agent_message(ctx: Context, w: Work) -> None:
         _open_for_requester(ctx, w)
         return
     ticket = w.ticket
-    new, quoted = split_reply(p.text)
+    new, quoted = reply_parts(w)
     lines, text = commands.split_commands(new)
     agent = desk.agent(p.from_addr)
     assert agent is not None
@@ -508,9 +520,9 @@ def _open_for_requester(ctx: Context, w: Work) -> None:
     """A phone call logged by mail: the ticket is the customer's, the text an internal note."""
     assert w.parsed and w.agent
     p, ledger, desk = w.parsed, ctx.ledger, ctx.settings.desk
-    requester = _requester(p.text)
+    requester = _requester(reply_parts(w)[0])
     assert requester is not None
-    lines, text = commands.split_commands(split_reply(p.text)[0])
+    lines, text = commands.split_commands(reply_parts(w)[0])
     lines = [(n, line) for n, line in lines if not line.lower().startswith("#requester")]
     ticket = apply.open_ticket(ledger, p, queue=_queue_for(ctx, w), cc=[], now=ctx.now,
                                linked_to=None, priority=desk.priority("medium", "medium"),

@@ -119,7 +119,9 @@ class Work:
     agent: str | None = None              # set when the sender is an authenticated agent
     unverified_agent: str | None = None   # an agent's From that nothing proved
     proven_agent: str | None = None       # DKIM or a trusted Authentication-Results
+    head: list[tuple[str, str]] = field(default_factory=list)  # header fields, on the wire
     doubt: str | None = None              # why no proof of the sender can hold (two Froms)
+    split: tuple[str, str] | None = None  # (new text, quoted): see pipeline.stages.reply_parts
     domain_proof: str | None = None       # dkim | authentication-results, for the From domain
     domain_checked: bool = False          # domain_proof was looked for (DKIM costs DNS)
     refused: list[str] = field(default_factory=list)   # what an unproven sender could not do
