@@ -99,20 +99,22 @@ def read_back_by_hand(cfg: Path) -> int:
 # --- one import, many packs ------------------------------------------------------------
 
 @pytest.mark.timeout(900)
-def test_fifty_thousand_mails_across_a_hundred_packs_all_read_back_as_they_arrived(
+def test_ten_thousand_mails_across_dozens_of_packs_all_read_back_as_they_arrived(
         base_workload: tuple[bytes, int], tmp_path: Path,
         desk_config: Callable[..., Path]) -> None:
-    cfg = desk_config(storage={"pack_size": "8MiB"})
-    mbox = copies(base_workload, 10, tmp_path)
+    """Many rollovers in one import: with small packs every batch starts one (the next
+    test crosses the real 64 MiB limit)."""
+    cfg = desk_config(storage={"pack_size": "512KiB"})
+    mbox = copies(base_workload, 2, tmp_path)
     r = run_cli("ingest", str(mbox), "--format", "json", config=cfg, timeout=800)
     assert r.returncode == 0, r.stderr.decode()
     summary = json.loads(r.stdout)
-    assert summary["new_tickets"] + summary["follow_ups"] == 50_000, summary
+    assert summary["new_tickets"] + summary["follow_ups"] == 10_000, summary
     packs = list((cfg.parent / "data" / "blobs" / "packs").glob("*.pack"))
-    assert len(packs) > 60, "the pack limit was crossed dozens of times"
+    assert len(packs) >= 40, "the pack limit was crossed dozens of times"
     code, out = verify(cfg)
     assert (code, out["damaged"], out["missing"]) == (0, 0, 0), out["bad"][:3]
-    assert out["checked"]["packed"] > 50_000
+    assert out["checked"]["packed"] > 10_000
     assert read_back_by_hand(cfg) == 0
     with sqlite3.connect(db_file(cfg)) as c:
         stored = {d for (d,) in c.execute("SELECT digest FROM inbound")}

@@ -472,3 +472,15 @@ def test_attachments_hand_over_no_token_and_mails_go_as_mails(desk: App) -> None
     assert not [n for n in notices if n in threading_ids], threading_ids
     assert [m["proof"] for m in show(app, "MD-1")["messages"]
             if m["from"] == "bob@desk.test"] == ["token"], "an agent's proof is recorded too"
+
+
+@pytest.mark.parametrize("relays, said", [
+    (["999.1.1.1"], "not an IP address or network"),
+    (["0.0.0.0/0"], "is every address"),
+    (["::/0"], "is every address"),
+])
+def test_a_bad_trusted_relay_is_named_in_one_line(desk_config: Callable[..., Path],
+                                                  relays: list[str], said: str) -> None:
+    r = run_cli("config", "check", config=desk_config(desk={"trusted_relays": relays}))
+    assert r.returncode != 0 and said in r.stderr.decode() and b"Traceback" not in r.stderr
+    assert len(r.stderr.decode().strip().splitlines()) == 1, r.stderr

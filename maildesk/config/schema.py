@@ -238,10 +238,13 @@ class Desk(Strict):
     def _relays(cls, v: list[str]) -> list[str]:
         for net in v:
             try:
-                ipaddress.ip_network(net, strict=False)
+                network = ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise ValueError(f"{net!r}: not an IP address or network such as "
                                  f"192.0.2.25 or 2001:db8::/64") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{net!r} is every address: anyone could then write "
+                                 f"Authentication-Results we believe; name your MTAs")
         return v
 
     def relayed_by_us(self, peer: str) -> bool:
