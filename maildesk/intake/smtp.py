@@ -252,7 +252,7 @@ class Listener(SMTP):
 
     def hang_up(self, reply: str) -> None:
         """Say `reply` and close, without waiting for a client that may not read."""
-        if self.transport is not None:
+        if isinstance(self.transport, asyncio.Transport):
             self.transport.write(reply.encode() + b"\r\n")
             self.transport.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from email import message_from_bytes
+from email.message import Message
 from typing import Any
 
 from ..mail.compose import Outgoing, compose, new_message_id
@@ -97,12 +98,17 @@ def _without_tokens(attachments: tuple[tuple[str, str, bytes], ...], prefix: str
         if kind.startswith("text/"):
             kept.append((name, ctype, redact(data.decode("latin-1"), prefix).encode("latin-1")))
         elif carries_token(data, prefix) or (kind == "message/rfc822" and any(
-                carries_token(part.get_payload(decode=True) or b"", prefix)
+                carries_token(_decoded(part), prefix)
                 for part in message_from_bytes(data).walk() if not part.is_multipart())):
             withheld.append(name)
         else:
             kept.append((name, ctype, data))
     return tuple(kept), withheld
+
+
+def _decoded(part: Message) -> bytes:
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
 
 
 def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
