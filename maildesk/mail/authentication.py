@@ -111,17 +111,28 @@ def why_no_proof(raw: bytes, fields: list[tuple[str, str]] | None = None) -> str
     return None
 
 
+def _provable(raw: bytes, domain: str, fields: list[tuple[str, str]] | None
+              ) -> list[tuple[str, str]] | None:
+    """fields as the caller gives them (it found no doubt in the mail), else the mail's
+    own, read and checked here; None when no proof of its sender can hold."""
+    if fields is not None:
+        return fields
+    fields = header_fields(raw)
+    why = why_no_proof(raw, fields)
+    if why is not None:
+        log.info("no proof of %s can hold for this mail: %s", domain, why)
+        return None
+    return fields
+
+
 def proof(raw: bytes, domain: str, *, trusted_ids: list[str], via_mta: bool,
           verify_dkim: bool, dns: DnsFunc | None = None,
           fields: list[tuple[str, str]] | None = None) -> str | None:
     """How the mail proves it comes from domain: DKIM, RESULTS, or None. fields: the
     header fields of a mail the caller found no doubt in (why_no_proof)."""
+    fields = _provable(raw, domain, fields)
     if fields is None:
-        fields = header_fields(raw)
-        why = why_no_proof(raw, fields)
-        if why is not None:
-            log.info("no proof of %s can hold for this mail: %s", domain, why)
-            return None
+        return None
     if via_mta and results_pass(fields, trusted_ids, domain):
         return RESULTS
     if verify_dkim and dkim_pass(raw, domain, dns, fields):
@@ -172,12 +183,9 @@ def dkim_pass(raw: bytes, domain: str, dns: DnsFunc | None = None,
     for `proof`)."""
     if b"dkim-signature" not in raw[:200_000].lower():
         return False
+    fields = _provable(raw, domain, fields)
     if fields is None:
-        fields = header_fields(raw)
-        why = why_no_proof(raw, fields)
-        if why is not None:
-            log.info("DKIM is no proof for %s: %s", domain, why)
-            return False
+        return False
     present = {n: sum(name == n for name, _v in fields) for n in ("from", "subject")}
     try:
         verifier = dkim.DKIM(raw)

@@ -37,9 +37,8 @@ PURPOSES = ("reply", "note")
 def token(secret: bytes, ref: str, recipient: str, purpose: str, day: str = "") -> str:
     """HMAC over the ticket, the person it was sent to, what it is for and (for reply
     addresses) the day it was made."""
-    mac = hmac.new(secret, f"{purpose}\0{ref.upper()}\0{recipient.lower()}\0{day}".encode()
-                   if day else f"{purpose}\0{ref.upper()}\0{recipient.lower()}".encode(),
-                   hashlib.sha256).digest()
+    signed = f"{purpose}\0{ref.upper()}\0{recipient.lower()}" + (f"\0{day}" if day else "")
+    mac = hmac.new(secret, signed.encode(), hashlib.sha256).digest()
     return base64.b32encode(mac).decode()[:TOKEN_CHARS].lower()
 
 
