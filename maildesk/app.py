@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,8 +18,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config.schema import Settings
+from .core.context import Context
 from .notify.templates import Templates
-from .pipeline.work import Context
 from .rules import load as rules
 from .rules.engine import EMPTY, RuleSet
 from .sla.calendar import NoWorkingTime
@@ -118,6 +119,9 @@ class App:
     rules: RuleSet
     slas: Slas
     dns: Any = None      # DKIM key lookups: None is the system resolver (tests give a stub)
+    # the pipeline's stages, as (name, function) pairs; () is pipeline/stages STAGES (a test
+    # runs its own list; the App does not import the pipeline that works through it)
+    stages: tuple[tuple[str, Callable[[Any, Any], None]], ...] = ()
 
     @classmethod
     def open(cls, settings: Settings, upgrade: bool | None = None) -> App:
@@ -156,4 +160,5 @@ class App:
                        rules=self.rules, slas=self.slas, dns=self.dns)
 
     def close(self) -> None:
+        self.blobs.close()
         self.engine.dispose()

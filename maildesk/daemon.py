@@ -23,6 +23,7 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .app import App, StartupError, load_rules, load_slas
 from .config.load import ConfigError, load_settings
-from .intake import imap, inbound, smtp
+from .intake import imap, smtp
 from .notify import delivery
 from .notify.templates import Templates
+from .pipeline import run
 from .scheduler import service
 from .surveys.web import RatingServer
 
@@ -102,7 +104,8 @@ class Daemon:
                                       lambda client: self.app.settings.desk.relayed_by_us(client))
         self.outbox = Worker("outbox", self._deliver)
         self.ingest = Worker("ingest", self._drain)
-        self.pollers = [imap.Poller(app, box, self.outbox.wake.set) for box in app.settings.imap]
+        self.pollers = [imap.Poller(app, box, partial(run.ingest, app), self.outbox.wake.set)
+                        for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
         self.scheduler: BackgroundScheduler | None = None
 
@@ -160,7 +163,7 @@ class Daemon:
 
     def _drain(self) -> None:
         self._watch_rules()
-        summary = inbound.drain(self.app)
+        summary = run.drain(self.app)
         if summary.new_tickets or summary.follow_ups or summary.refused:
             self.outbox.wake.set()
         if any(summary.as_dict().values()):

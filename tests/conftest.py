@@ -165,9 +165,9 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "maildesk", "--config",
-                                      str(self.config), "serve"], stdout=out, stderr=out)
+        with self.log.open("ab") as out:     # the daemon has its own copy of the file
+            self.proc = subprocess.Popen([sys.executable, "-m", "maildesk", "--config",
+                                          str(self.config), "serve"], stdout=out, stderr=out)
         wait_for(self._listening, 30, "the daemon to listen")
         return self
 

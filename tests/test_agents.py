@@ -13,8 +13,9 @@ from conftest import Daemon, dns_stub, mail, reply_address, signed, wait_for
 from sqlalchemy import select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
 from maildesk.mail.quotes import split_reply
+from maildesk.pipeline.run import ingest
 from maildesk.store.models import OutboxMail, Ticket
 from maildesk.tickets.refs import token_address
 from maildesk.tickets.views import show_ticket

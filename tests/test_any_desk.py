@@ -21,8 +21,9 @@ from conftest import mail
 
 from maildesk.app import App
 from maildesk.cli.main import cli
-from maildesk.intake.inbound import Envelope, ingest
-from maildesk.sla.scan import scan
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import ingest
+from maildesk.scheduler.sla_scan import scan
 from maildesk.tickets.refs import token_address
 
 UTC = timezone.utc

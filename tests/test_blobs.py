@@ -28,8 +28,9 @@ from conftest import Daemon, mail, run_cli, wait_for
 from sqlalchemy import select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
 from maildesk.intake.repair import mend
+from maildesk.pipeline.run import ingest
 from maildesk.scheduler.jobs import blob_sample
 from maildesk.store.blobs import BlobDamaged, BlobMissing, BlobStore, digest_of
 from maildesk.store.models import Attachment, BlobIndex, Message

@@ -14,7 +14,8 @@ from conftest import Daemon, free_port, mail, run_cli, wait_for
 from sqlalchemy import select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import ingest
 from maildesk.store.models import Inbound, OutboxMail
 from maildesk.tickets.views import list_tickets, show_ticket
 

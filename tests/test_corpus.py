@@ -18,7 +18,8 @@ from flufl.bounce import all_failures
 from sqlalchemy import select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import ingest
 from maildesk.store.models import DeliveryAttempt, Inbound, OutboxMail
 from maildesk.tickets.views import show_ticket
 

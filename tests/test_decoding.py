@@ -16,10 +16,11 @@ from conftest import free_port
 from sqlalchemy import select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
 from maildesk.intake.sources import read
 from maildesk.mail.parse import ParsedMail, parse
 from maildesk.notify.delivery import SmtpTransport, deliver_due
+from maildesk.pipeline.run import ingest
 from maildesk.store.models import OutboxMail, Ticket
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import ingest
 from maildesk.store.models import Inbound, OutboxMail, Ticket
 
 CORPUS = Path(__file__).parent / "mails"

@@ -25,8 +25,9 @@ from conftest import Daemon, dns_stub, mail, run_cli, signed, wait_for
 from sqlalchemy import func, select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
 from maildesk.mail.authentication import aligned, header_fields, proof, results_pass
+from maildesk.pipeline.run import ingest
 from maildesk.store.models import Event, OutboxMail, Ticket
 from maildesk.tickets.refs import redact, token_address
 from maildesk.tickets.views import show_ticket

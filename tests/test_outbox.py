@@ -16,8 +16,9 @@ from sqlalchemy import select, update
 
 from maildesk.app import App
 from maildesk.intake import smtp as listener
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
 from maildesk.notify.delivery import SmtpTransport, backoff, deliver_due
+from maildesk.pipeline.run import ingest
 from maildesk.store.db import make_engine
 from maildesk.store.models import DeliveryAttempt, Event, OutboxMail
 

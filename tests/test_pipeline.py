@@ -10,7 +10,8 @@ from conftest import mail, reply_address
 from sqlalchemy import select, update
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, accept, drain, ingest
+from maildesk.intake.inbound import Envelope, accept
+from maildesk.pipeline.run import drain, ingest
 from maildesk.store.models import Inbound, OutboxMail, Ticket
 from maildesk.tickets.refs import token_address
 from maildesk.tickets.views import list_tickets, show_ticket
@@ -238,21 +239,26 @@ def test_unparseable_mail_is_quarantined_and_the_next_mail_flows(
 
 
 def test_a_crashing_stage_quarantines_only_that_mail(make_app: Callable[..., App], db_url: str,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from maildesk.pipeline import driver, stages
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from maildesk.pipeline.stages import STAGES
 
     def explode(ctx: Any, w: Any) -> None:
-        if w.parsed and w.parsed.subject == "boom":
+        if w.parsed.subject == "boom":
             raise RuntimeError("rule engine exploded")
-    after_apply = [name for name, _fn in stages.STAGES].index("apply") + 1
-    monkeypatch.setattr(driver, "STAGES", (*stages.STAGES[:after_apply], ("explode", explode),
-                                           *stages.STAGES[after_apply:]))
     app = make_app(db_url)
+    after = [name for name, _fn in STAGES].index("customer") + 1
+    app.stages = (*STAGES[:after], ("explode", explode), *STAGES[after:])
     s = ingest(app, [(mail(subject="before"), PIPE), (mail(subject="boom"), PIPE),
                      (mail(subject="after"), PIPE)])
     assert (s.new_tickets, s.quarantined) == (2, 1)
     assert [t["ref"] for t in tickets(app)] == ["MD-1", "MD-2"], "no gap in ticket numbers"
     assert [t["subject"] for t in tickets(app)] == ["before", "after"]
+    with app.sessions() as sess:
+        row = sess.scalars(select(Inbound).where(Inbound.state == "quarantined")).one()
+    assert row.reason == "explode: RuntimeError: rule engine exploded"
+    assert "in explode" in (row.traceback or ""), "the quarantine keeps the traceback"
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert logged and "Traceback" in logged[0].getMessage(), "the traceback is logged at ERROR"
 
 
 def test_machines_mail_opens_no_ticket_and_gets_no_answer(

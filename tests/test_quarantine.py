@@ -14,7 +14,8 @@ from conftest import mail, run_cli
 from sqlalchemy import select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, drain, ingest
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import drain, ingest
 from maildesk.store.models import Inbound
 from maildesk.tickets.views import list_tickets, show_ticket
 

@@ -22,10 +22,11 @@ from conftest import Daemon, run_cli, wait_for
 
 from maildesk.app import App
 from maildesk.intake import ahead
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
 from maildesk.intake.sources import read
 from maildesk.mail import parse as parse_module
 from maildesk.mail.parse import Unread, parse_batch
+from maildesk.pipeline.run import ingest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -300,7 +301,8 @@ def test_the_smtp_workers_batch_is_taken_one_by_one_too(
     """The worker that drains what the SMTP listener accepted: same isolation."""
     from sqlalchemy import text
 
-    from maildesk.intake.inbound import accept, drain
+    from maildesk.intake.inbound import accept
+    from maildesk.pipeline.run import drain
     app = make_app(db_url)
     env = Envelope("smtp", "a@customer.test", ("support@localhost",))
     for raw in (_mail(1), refusing_database, _mail(2)):
@@ -340,7 +342,8 @@ def test_a_nul_in_a_message_id_does_not_stall_intake(make_app: Callable[..., App
                                                      db_url: str) -> None:
     """Issue 15 finding 4: PostgreSQL refuses NUL in text; that mail alone is held, the
     batch around it and the mail after it go on, on the pipe and on the SMTP worker."""
-    from maildesk.intake.inbound import accept, drain
+    from maildesk.intake.inbound import accept
+    from maildesk.pipeline.run import drain
     app = make_app(db_url)
     nul = _mail(5).replace(b"<r5@customer.test>", b"<r5\x00x@customer.test>")
     s = ingest(app, [(_mail(1), Envelope("pipe", None)), (nul, Envelope("pipe", None)),

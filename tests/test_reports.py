@@ -31,9 +31,10 @@ from conftest import mail, run_cli
 from sqlalchemy import insert, select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import ingest
 from maildesk.reports.metrics import build, period
-from maildesk.sla.scan import scan
+from maildesk.scheduler.sla_scan import scan
 from maildesk.store.models import Survey, Ticket
 from maildesk.tickets.refs import token_address
 

@@ -19,9 +19,10 @@ from conftest import mail, reply_address
 from sqlalchemy import select, update
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import ingest
 from maildesk.scheduler.jobs import Job, auto_close, pending_reminders, run_job
-from maildesk.sla.scan import scan
+from maildesk.scheduler.sla_scan import scan
 from maildesk.store.models import JobRun, OutboxMail, SlaClock, Ticket
 from maildesk.tickets.refs import token_address
 from maildesk.tickets.views import show_ticket
@@ -133,7 +134,8 @@ def test_the_scan_warns_breaches_and_escalates_once_each(app: App) -> None:
         mails = s.execute(select(OutboxMail.to, OutboxMail.subject)
                           .where(OutboxMail.template == "sla_escalation")
                           .order_by(OutboxMail.id)).all()
-    assert [m.to for m in mails[:2]] == [["bob@desk.test", "lea@desk.test"], ["lea@desk.test"]]
+    assert [m.to for m in mails[:3]] == [["bob@desk.test"], ["lea@desk.test"], ["lea@desk.test"]], \
+        "level 1: each agent responsible, a mail of their own; level 2: the group lead"
     assert "SLA breached: first response was due 2026-11-16 14:00 UTC" in mails[0].subject
 
 

@@ -18,7 +18,8 @@ from conftest import Daemon, mail, run_cli, wait_for
 from sqlalchemy import select
 
 from maildesk.app import App
-from maildesk.intake.inbound import Envelope, ingest
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import ingest
 from maildesk.store.models import Inbound, OutboxMail, Survey, Ticket
 from maildesk.surveys.answer import parse_rating
 from maildesk.surveys.send import send_surveys

@@ -19,10 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..app import App
 from ..intake import ahead, sources
 from ..intake.ahead import Parsed
-from ..intake.inbound import BATCH, Envelope
-from ..intake.inbound import ingest as ingest_batch
+from ..intake.inbound import Envelope
 from ..intake.repair import Mended, mend
 from ..pipeline.driver import Summary
+from ..pipeline.run import BATCH
+from ..pipeline.run import ingest as ingest_batch
 from .context import Obj
 from .output import EX_FAIL, EX_NOINPUT, EX_TEMPFAIL, emit_json, fail
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
+from functools import partial
 
 import click
 from imapclient.exceptions import IMAPClientError
@@ -11,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..intake.credentials import CredentialError
 from ..intake.imap import T_STATE, AuthFailed, Drainer, connect
 from ..pipeline.driver import Summary
+from ..pipeline.run import ingest
 from .context import Obj
 from .output import EX_CONFIG, EX_TEMPFAIL, EX_USAGE, FORMAT, emit_json, emit_table, fail
 
@@ -41,11 +44,11 @@ def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
         try:
             client = connect(box)
             try:
-                summary = Drainer(app, box).drain(client)
+                counts = Drainer(app, box, partial(ingest, app)).drain(client)
             finally:
                 client.logout()
-            results[box.name] = summary.as_dict()
-            _say(fmt, f"{box.name}: {_line(summary)}")
+            results[box.name] = Summary(**counts).as_dict()
+            _say(fmt, f"{box.name}: {_line(counts)}")
         except (AuthFailed, CredentialError) as e:
             worst = max(worst, EX_NOPERM)
             _say(fmt, f"{box.name}: {e}", err=True)
@@ -61,8 +64,7 @@ def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
     raise SystemExit(worst)
 
 
-def _line(s: Summary) -> str:
-    d = s.as_dict()
+def _line(d: Mapping[str, int]) -> str:
     return (f"{d['new_tickets']} new tickets, {d['follow_ups']} follow-ups, "
             f"{d['duplicates']} duplicates skipped, {d['quarantined']} quarantined")
 

@@ -56,7 +56,7 @@ def serve(obj: Obj) -> None:
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(directory: Path, force: bool) -> None:
     """Write a commented starter configuration into DIRECTORY."""
-    from ..config.starter import write_starter
+    from .starter import write_starter
     try:
         written = write_starter(directory, force)
     except FileExistsError as e:

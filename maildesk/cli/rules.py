@@ -16,7 +16,8 @@ from ..rules.effects import Preview, apply_decision
 from ..rules.engine import EVENTS, RuleSet
 from ..rules.vocabulary import facts_for
 from ..store.blobs import digest_of
-from ..tickets.ledger import Ledger, TicketRow
+from ..store.rows import TicketRow
+from ..tickets.ledger import Ledger
 from .context import Obj
 from .output import EX_DATAERR, EX_FAIL, emit_json, fail
 
@@ -108,13 +109,13 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
                           verify_dkim=desk.verify_dkim)))
     decision = ruleset.evaluate(kind, facts, explain=True)
     preview = Preview(obj.settings.desk, ticket)
-    apply_decision(decision, preview, obj.settings.desk)
+    apply_decision(decision, preview)
     result: dict[str, Any] = {
         "event": kind, "ticket": ticket.ref,
         "rules": [{"name": v.rule.name, "at": v.rule.origin, "matched": v.matched,
                    "why_not": v.why_not,
                    "actions": [str(a) for a in v.rule.actions] if v.matched else []}
-                  for v in decision.verdicts],
+                  for v in decision.explained],
         "stopped_by": decision.stopped_by,
         "changes": preview.changes,
         "ticket_after": {k: getattr(ticket, k) for k in (

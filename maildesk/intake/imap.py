@@ -16,23 +16,24 @@ import random
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..app import App
 from ..config.schema import Mailbox
-from ..pipeline.driver import Summary
+from ..mail.parse import ParsedMail, Unread
+from ..store.handle import Store
 from ..store.models import ImapState
 from . import ahead
 from .credentials import CredentialError, TokenSource, password
-from .inbound import Envelope, ingest
+from .inbound import Envelope
 
 log = logging.getLogger("maildesk.imap")
 T_STATE = ImapState.__table__
@@ -65,7 +66,7 @@ def load_state(conn: Connection, name: str) -> State:
     return State(row["uidvalidity"], int(row["last_uid"]), int(row["taken"]))
 
 
-def note(app: App, name: str, **values: Any) -> None:
+def note(app: Store, name: str, **values: Any) -> None:
     """Record connection health for `maildesk mailboxes status` (best effort)."""
     try:
         with app.engine.begin() as conn:
@@ -119,12 +120,22 @@ def _server_path(client: IMAPClient, path: str) -> str:
     return path.replace("/", sep.decode() if isinstance(sep, bytes) else sep)
 
 
+class Counts(Protocol):
+    def as_dict(self) -> dict[str, int]: ...
+
+
+# stores a batch of mail and runs the pipeline over it, committing `also` with it: the
+# pipeline's ingest() (pipeline/run.py), handed in by whoever starts the drain, so that
+# intake imports no ticket logic
+Ingest = Callable[[list[tuple[bytes, Envelope]], list[ParsedMail | Unread] | None,
+                   Callable[[Connection], None]], Counts]
+
+
 class Drainer:
     """One mailbox: fetch what is new, commit it, then move/flag/delete it."""
 
-    def __init__(self, app: App, box: Mailbox) -> None:
-        self.app = app
-        self.box = box
+    def __init__(self, app: Store, box: Mailbox, ingest: Ingest) -> None:
+        self.app, self.box, self.ingest = app, box, ingest
         self._target: str | None = None
 
     def _finish(self, client: IMAPClient, uids: list[int]) -> None:
@@ -159,9 +170,9 @@ class Drainer:
                                  origin=f"imap {self.box.name} uid {u}", queue=self.box.queue))
                        for u in chunk if u in fetched and b"BODY[]" in fetched[u]]
 
-    def drain(self, client: IMAPClient) -> Summary:
-        """One round: everything in the folder that is not yet done."""
-        box, total = self.box, Summary()
+    def drain(self, client: IMAPClient) -> Counter[str]:
+        """One round: everything in the folder that is not yet done; what became of it."""
+        box, total = self.box, Counter[str]()
         info = client.select_folder(box.folder)
         uidvalidity = int(info[b"UIDVALIDITY"])
         with self.app.engine.begin() as conn:
@@ -188,7 +199,7 @@ class Drainer:
                 conn.execute(update(T_STATE).where(T_STATE.c.mailbox == box.name).values(
                     uidvalidity=uidvalidity, last_uid=high, taken=taken,
                     last_success_at=_now()))
-            total.add(ingest(self.app, items, parsed, also=progress))
+            total.update(self.ingest(items, parsed, progress).as_dict())
             self._finish(client, chunk)
         if not new:
             with self.app.engine.begin() as conn:
@@ -200,9 +211,10 @@ class Drainer:
 class Poller(threading.Thread):
     """Keeps one mailbox drained inside `maildesk serve`: IDLE or polling, reconnecting."""
 
-    def __init__(self, app: App, box: Mailbox, on_mail: Callable[[], None]) -> None:
+    def __init__(self, app: Store, box: Mailbox, ingest: Ingest,
+                 on_mail: Callable[[], None]) -> None:
         super().__init__(name=f"imap-{box.name}", daemon=True)
-        self.app, self.box, self.on_mail = app, box, on_mail
+        self.app, self.box, self.ingest, self.on_mail = app, box, ingest, on_mail
         self.stopping = threading.Event()
         self.tokens = TokenSource(box) if box.oauth2 is not None else None
 
@@ -243,13 +255,13 @@ class Poller(threading.Thread):
              last_error_at=_now())
 
     def _serve(self, client: IMAPClient) -> None:
-        drainer = Drainer(self.app, self.box)
+        drainer = Drainer(self.app, self.box, self.ingest)
         use_idle = self.box.idle and client.has_capability("IDLE")
         while not self.stopping.is_set():
-            summary = drainer.drain(client)
-            if any(summary.as_dict().values()):
+            counts = drainer.drain(client)
+            if any(counts.values()):
                 log.info("mailbox %s: %s", self.box.name, ", ".join(
-                    f"{k.replace('_', ' ')} {v}" for k, v in summary.as_dict().items() if v))
+                    f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v))
                 self.on_mail()
             if use_idle:
                 self._idle(client)

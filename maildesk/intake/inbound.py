@@ -1,31 +1,19 @@
-"""The durable inbound queue: how accepted mail enters maildesk by any route.
+"""The durable inbound queue, the intake's half: how accepted mail enters maildesk.
 
-accept() is the SMTP listener's half: fsync the raw bytes, commit an inbound
-row, and only then may the listener say 250. drain() is the worker's half: it
-takes queued rows in arrival order and runs the pipeline over them in
-batches. ingest() does both in one transaction for files and pipes, where the
-source still holds the mail until we exit 0.
+accept() fsyncs the raw bytes and commits an inbound row, and only then may
+the SMTP listener say 250. The pipeline's half (pipeline/run.py) takes
+queued rows in arrival order and runs the stages over them. Intake knows
+nothing of tickets, rules or notices: it stores, and the pipeline decides.
 """
 from __future__ import annotations
 
-import logging
-import traceback
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import insert
 
-from ..app import App
-from ..mail.parse import ParsedMail, Unread
-from ..pipeline.driver import TRANSIENT, Summary, process
-from ..pipeline.work import Arrival, Context, Work
-from ..tickets.ledger import T_INBOUND
-
-BATCH = 200
-# failures that are nobody's mail's fault: the caller retries later (451, exit 75)
-NOT_THE_MAILS_FAULT = (*TRANSIENT, OSError)
-log = logging.getLogger("maildesk.intake")
+from ..store.handle import Store
+from ..store.tables import T_INBOUND
 
 
 @dataclass(frozen=True)
@@ -41,7 +29,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def accept(app: App, raw: bytes, env: Envelope) -> int:
+def accept(app: Store, raw: bytes, env: Envelope) -> int:
     """Store durably; returns the inbound id. Raises if the database is down."""
     digest = app.blobs.put(raw)
     with app.engine.begin() as conn:
@@ -49,158 +37,3 @@ def accept(app: App, raw: bytes, env: Envelope) -> int:
             received_at=_now(), source=env.source, origin=env.origin, mail_from=env.mail_from,
             rcpt_to=list(env.rcpt_to), digest=digest, size=len(raw), state="queued",
             attempts=0, queue=env.queue)).scalar_one())
-
-
-def _run(ctx: Context, works: list[Work]) -> Summary:
-    """Run the pipeline, write, and make every blob durable and indexed before the commit."""
-    summary = process(ctx, works)      # writes the ledger
-    ctx.blobs.finish()
-    return summary
-
-
-def drain(app: App, limit: int = BATCH) -> Summary:
-    """Process queued inbound mail until none is left; safe with several workers."""
-    total = Summary()
-    while True:
-        try:
-            done = _drain_batch(app, limit)
-        except NOT_THE_MAILS_FAULT:
-            raise
-        except Exception:  # noqa: BLE001 - one mail broke the batch's write: one by one
-            log.error("a batch of queued mail could not be written; taking it one by one",
-                      exc_info=True)
-            done = _one_by_one(app, limit)
-        if done is None:
-            return total
-        total.add(done)
-
-
-def _claim(conn: Connection, limit: int, only: int | None = None) -> Sequence[RowMapping]:
-    query = select(T_INBOUND).where(T_INBOUND.c.state.in_(("queued", "released"))) \
-        .order_by(T_INBOUND.c.id).limit(limit)
-    if only is not None:
-        query = query.where(T_INBOUND.c.id == only)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return conn.execute(query).mappings().all()
-
-
-def _drain_batch(app: App, limit: int, only: int | None = None) -> Summary | None:
-    """One batch of queued mail in one transaction; None when nothing is queued."""
-    with app.engine.begin() as conn:
-        rows = _claim(conn, limit, only)
-        if not rows:
-            return None
-        works, now, unreadable = [], _now(), Summary()
-        for r in rows:
-            try:
-                raw = app.blobs.get(r["digest"], conn)
-            except OSError as e:
-                conn.execute(update(T_INBOUND).where(T_INBOUND.c.id == r["id"]).values(
-                    state="quarantined", reason=f"raw message unreadable: {e}",
-                    processed_at=now))
-                unreadable.quarantined += 1
-                continue
-            works.append(Work(inbound=Arrival(
-                id=r["id"], source=r["source"], origin=r["origin"], mail_from=r["mail_from"],
-                rcpt_to=tuple(r["rcpt_to"] or ()), digest=r["digest"], size=r["size"],
-                received_at=r["received_at"], attempts=r["attempts"], queue=r["queue"],
-                released=r["state"] == "released"),
-                raw=raw))
-        unreadable.add(_run(app.context(conn, now), works))
-        return unreadable
-
-
-def _one_by_one(app: App, limit: int) -> Summary | None:
-    """The next batch's mails each in a transaction of its own; a mail whose own write
-    still fails is quarantined with the traceback, and the rest go on."""
-    with app.engine.connect() as conn:
-        ids = [r["id"] for r in _claim(conn, limit)]
-    if not ids:
-        return None
-    total = Summary()
-    for i in ids:
-        try:
-            total.add(_drain_batch(app, 1, only=i) or Summary())
-        except NOT_THE_MAILS_FAULT:
-            raise
-        except Exception as e:  # noqa: BLE001 - this mail's fault: kept, said, passed
-            with app.engine.begin() as conn:
-                conn.execute(update(T_INBOUND).where(T_INBOUND.c.id == i).values(
-                    state="quarantined", processed_at=_now(), reason=_unstorable(e),
-                    traceback=traceback.format_exc()[-20000:]))
-            total.quarantined += 1
-    return total
-
-
-def _unstorable(e: Exception) -> str:
-    return f"store: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:2000]
-
-
-def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
-           parsed: list[ParsedMail | Unread] | None = None,
-           also: Callable[[Connection], None] | None = None,
-           now: datetime | None = None) -> Summary:
-    """Store and process in one transaction; committed when this returns.
-
-    parsed: the items already parsed by parse_batch() (in a worker process
-    while the previous batch was being stored), in the same order.
-    also: more to write in the same transaction (an IMAP mailbox's progress).
-    now: the batch's clock (tests set it; SLA clocks start from it).
-
-    A batch whose write fails for a reason that is not the database's or the disk's (one
-    mail's values that the database refuses) is taken again mail by mail, so that the mail
-    at fault is quarantined and the others are kept.
-    """
-    items = list(items)
-    now = now or _now()
-    try:
-        return _ingest(app, items, parsed, also, now)
-    except NOT_THE_MAILS_FAULT:
-        raise
-    except Exception as e:  # noqa: BLE001 - see the docstring
-        if len(items) == 1:
-            return _keep_unstorable(app, items[0], now, e)
-        log.error("a batch of %d mails could not be written; taking it one by one",
-                  len(items), exc_info=True)
-    total = Summary()
-    for i, item in enumerate(items):
-        total.add(ingest(app, [item], [parsed[i]] if parsed else None, None, now))
-    if also is not None:
-        with app.engine.begin() as conn:
-            also(conn)
-    return total
-
-
-def _ingest(app: App, items: list[tuple[bytes, Envelope]],
-            parsed: list[ParsedMail | Unread] | None,
-            also: Callable[[Connection], None] | None, now: datetime) -> Summary:
-    with app.engine.begin() as conn:
-        ctx = app.context(conn, now)
-        blobs = ctx.blobs
-        works = [Work(inbound=Arrival(id=None, source=env.source, origin=env.origin,
-                                      mail_from=env.mail_from, rcpt_to=env.rcpt_to,
-                                      digest=blobs.put(raw), size=len(raw), received_at=now,
-                                      queue=env.queue),
-                      raw=raw) for raw, env in items]
-        for w, p in zip(works, parsed or ()):
-            w.parsed_ahead = p
-        summary = _run(ctx, works)
-        if also is not None:
-            also(conn)
-        return summary
-
-
-def _keep_unstorable(app: App, item: tuple[bytes, Envelope], now: datetime,
-                     e: Exception) -> Summary:
-    """A mail whose ticket the database refused: its bytes and a quarantined row, kept."""
-    raw, env = item
-    digest = app.blobs.put(raw)
-    with app.engine.begin() as conn:
-        conn.execute(insert(T_INBOUND).values(
-            received_at=now, source=env.source, origin=env.origin, mail_from=env.mail_from,
-            rcpt_to=list(env.rcpt_to), digest=digest, size=len(raw), state="quarantined",
-            reason=_unstorable(e), traceback=traceback.format_exc()[-20000:], attempts=1,
-            processed_at=now, queue=env.queue))
-    log.error("could not store %s; quarantined: %s", env.origin or "a mail", _unstorable(e))
-    return Summary(quarantined=1)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, exists, select
 
-from ..app import App
 from ..mail.parse import parse
 from ..store.blobs import BlobBatch, digest_of
+from ..store.handle import Store
 from ..store.models import Attachment, Inbound, Message, Ticket
 from .inbound import Envelope
 
@@ -50,7 +50,7 @@ def _put(batch: BlobBatch, data: bytes, used: bool) -> int:
     return int(used and appended and digest in batch.pending)
 
 
-def mend(app: App, items: list[tuple[bytes, Envelope]]
+def mend(app: Store, items: list[tuple[bytes, Envelope]]
          ) -> tuple[Mended, list[tuple[bytes, Envelope]]]:
     """Mend what items can; return them with the ones the desk does not have yet."""
     done, new = Mended(), []
@@ -75,7 +75,7 @@ def mend(app: App, items: list[tuple[bytes, Envelope]]
     return done, new
 
 
-def _other_bytes(app: App, items: list[tuple[bytes, Envelope]]) -> list[str]:
+def _other_bytes(app: Store, items: list[tuple[bytes, Envelope]]) -> list[str]:
     """Mail the desk has under other bytes, whose stored original is damaged: say so."""
     said = []
     with app.engine.connect() as conn:

@@ -24,9 +24,9 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Session, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from ..app import App
 from ..logthrottle import LogThrottle
 from ..mail.parse import base_address
+from ..store.handle import Store
 from .inbound import Envelope, accept
 
 log = logging.getLogger("maildesk.smtp")
@@ -38,7 +38,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class Handler:
-    def __init__(self, app: App, on_accept: Callable[[], None]) -> None:
+    def __init__(self, app: Store, on_accept: Callable[[], None]) -> None:
         self.app = app
         self.on_accept = on_accept
 
@@ -265,7 +265,7 @@ class Listener(SMTP):
             self.transport.close()
 
 
-async def start(app: App, on_accept: Callable[[], None],
+async def start(app: Store, on_accept: Callable[[], None],
                 sessions: Sessions) -> asyncio.AbstractServer:
     s = app.settings.smtp
     handler = Handler(app, on_accept)

@@ -22,10 +22,10 @@ from typing import Protocol
 
 from sqlalchemy import and_, insert, select, update
 
-from ..app import App
 from ..config.schema import Relay
 from ..mail.compose import ascii_address
 from ..mail.parse import clean_address
+from ..store.handle import Store
 from ..store.models import DeliveryAttempt, Event, OutboxMail
 
 log = logging.getLogger("maildesk.outbox")
@@ -146,7 +146,7 @@ class SmtpTransport:
             self.conn = None
 
 
-def make_transport(app: App) -> Transport:
+def make_transport(app: Store) -> Transport:
     s = app.settings
     if s.outbox.transport == "smtp":
         return SmtpTransport(s.outbox.relay)
@@ -164,7 +164,7 @@ def backoff(attempts: int, base: float, cap: float) -> timedelta:
     return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
 
 
-def _claim(app: App, now: datetime, limit: int) -> list[dict[str, object]]:
+def _claim(app: Store, now: datetime, limit: int) -> list[dict[str, object]]:
     """Lease due mail: whoever crashes holding it loses the lease, not the mail."""
     with app.engine.begin() as conn:
         q = select(T_OUTBOX).where(and_(T_OUTBOX.c.status == "queued",
@@ -179,7 +179,7 @@ def _claim(app: App, now: datetime, limit: int) -> list[dict[str, object]]:
     return rows
 
 
-def deliver_due(app: App, transport: Transport, limit: int = 100) -> RunResult:
+def deliver_due(app: Store, transport: Transport, limit: int = 100) -> RunResult:
     result = RunResult()
     cfg = app.settings.outbox
     while True:
@@ -231,7 +231,7 @@ def deliver_due(app: App, transport: Transport, limit: int = 100) -> RunResult:
     return result
 
 
-def next_due(app: App) -> datetime | None:
+def next_due(app: Store) -> datetime | None:
     with app.engine.connect() as conn:
         return conn.scalar(select(T_OUTBOX.c.next_attempt_at)
                            .where(T_OUTBOX.c.status == "queued")

@@ -1,21 +1,24 @@
 """Runs the stages over a batch of accepted mail inside one transaction.
 
 Each mail runs in a ledger draft. A named Outcome keeps what the stages
-decided and sets the inbound state; any other exception rolls the mail's
-draft back and quarantines it with the stage and the error, so one bad mail never stops
-the mail behind it. Database outages are not the mail's fault: they propagate,
-the whole batch rolls back, and the caller retries later (451, exit 75).
+decided and sets the inbound state; any other exception undoes the mail's
+draft and quarantines it with the stage, the error and the traceback (logged
+at ERROR, as Mailman shunts a message), so one bad mail never stops the mail
+behind it. Database outages are not the mail's fault: they propagate, the
+whole batch rolls back, and the caller retries later (451, exit 75).
 """
 from __future__ import annotations
 
 import logging
 import traceback
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from .stages import STAGES
-from .work import Context, Crashed, Dropped, Outcome, Quarantined, Work
+from ..core.context import Context, Dropped, Outcome, Quarantined
+from .parse import parse_mail
+from .work import Accepted, Crashed, Stage, Work
 
 log = logging.getLogger("maildesk.pipeline")
 TRANSIENT = (OperationalError, InterfaceError)
@@ -47,56 +50,60 @@ class Summary:
                   "quarantined")}
 
 
-def _run_one(ctx: Context, w: Work) -> str:
-    """Run the stages on one mail in a ledger draft; returns the mail's final state."""
-    ctx.ledger.begin()
-    stage = "?"
+def _run_one(ctx: Context, a: Accepted, stages: tuple[tuple[str, Stage], ...]
+             ) -> tuple[str, Work | None]:
+    """Parse, then run the stages on one mail in a ledger draft; returns the mail's final
+    state, and its Work once it was parsed."""
+    ctx.ledger.start_mail()
+    stage, w = "parse", None
     try:
-        for stage, fn in STAGES:  # noqa: B007 - the handlers below name the stage
+        w = Work(a.inbound, a.raw, parse_mail(ctx, a))
+        for stage, fn in stages:  # noqa: B007 - the handlers below name the stage
             fn(ctx, w)
     except (Quarantined, Dropped) as o:
-        ctx.ledger.rollback()
-        return _settle(ctx, w, o.state, f"{stage}: {o.reason}")
+        ctx.ledger.undo_mail()
+        return _settle(ctx, a, w, o.state, f"{stage}: {o.reason}"), w
     except Outcome as o:
-        ctx.ledger.commit()
-        return _settle(ctx, w, o.state, o.reason)
+        ctx.ledger.keep_mail()
+        return _settle(ctx, a, w, o.state, o.reason), w
     except TRANSIENT:
-        ctx.ledger.rollback()
+        ctx.ledger.undo_mail()
         raise
     except Exception as e:
-        ctx.ledger.rollback()
+        ctx.ledger.undo_mail()
         reason = f"{stage}: {e}" if isinstance(e, Crashed) else f"{stage}: {type(e).__name__}: {e}"
         trace = e.trace if isinstance(e, Crashed) else traceback.format_exc()
         log.error("maildesk failed on %s and quarantined it (`maildesk quarantine show %s` "
-                  "has the traceback): %s", w.inbound.origin or f"inbound {w.inbound.id}",
-                  w.inbound.id or "ID", reason[:300])
-        return _settle(ctx, w, "quarantined", reason[:2000], trace[-20000:])
-    ctx.ledger.commit()
-    return _settle(ctx, w, "ticketed", None)
+                  "shows it again): %s\n%s", a.inbound.origin or f"inbound {a.inbound.id}",
+                  a.inbound.id or "ID", reason[:300], trace[-5000:])
+        return _settle(ctx, a, w, "quarantined", reason[:2000], trace[-20000:]), w
+    ctx.ledger.keep_mail()
+    return _settle(ctx, a, w, "ticketed", None), w
 
 
-def _settle(ctx: Context, w: Work, state: str, reason: str | None,
+def _settle(ctx: Context, accepted: Accepted, w: Work | None, state: str, reason: str | None,
             trace: str | None = None) -> str:
-    a = w.inbound
-    values = {"state": state, "reason": reason, "traceback": trace, "attempts": a.attempts + 1,
-              "processed_at": ctx.now}
+    a = accepted.inbound
+    values: dict[str, Any] = {"state": state, "reason": reason, "traceback": trace,
+                              "attempts": a.attempts + 1, "processed_at": ctx.now}
     if a.id is None:   # not yet in the database: insert it whole
         values |= {"received_at": a.received_at, "source": a.source, "origin": a.origin,
                    "mail_from": a.mail_from, "rcpt_to": list(a.rcpt_to), "digest": a.digest,
                    "size": a.size, "queue": a.queue}
-    ctx.ledger.settle(a.id, w.message if state == "ticketed" else None, **values)
+    ctx.ledger.settle(a.id, w.message if w is not None and state == "ticketed" else None,
+                      **values)
     if state == "quarantined" and trace is None:
         log.warning("quarantined %s: %s", a.origin or f"inbound {a.id}", reason)
     return state
 
 
-def process(ctx: Context, works: list[Work]) -> Summary:
+def process(ctx: Context, batch: list[Accepted], stages: tuple[tuple[str, Stage], ...]
+            ) -> Summary:
     """Run the batch and write what it decided (the caller commits)."""
     summary = Summary()
-    for w in works:
-        state = _run_one(ctx, w)
-        if state == "ticketed":
-            assert w.ticket is not None
+    for a in batch:
+        state, w = _run_one(ctx, a, stages)
+        if state == "ticketed" and w is not None and w.ticket is not None:
             if w.created:
                 summary.new_tickets += 1
                 summary.refs.append(w.ticket.ref)

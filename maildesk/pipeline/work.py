@@ -1,61 +1,21 @@
-"""What travels through the ingest pipeline, and the named ways it can end early.
+"""What travels through the ingest pipeline: an accepted mail, then its Work.
 
-Outcomes derive from BaseException (as Mailman's DiscardMessage does) so that
-no `except Exception` in a stage can swallow them; only the driver catches.
+The driver parses each accepted mail first (pipeline/parse.py); the stages
+get a Work whose `parsed` is always there. Helpers here are the readings of
+a mail that several stages ask for, each done once per mail.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from ..config.schema import Settings
-from ..mail.parse import ParsedMail, Unread
-from ..notify.templates import Templates
-from ..rules.engine import EMPTY, RuleSet
-from ..sla.policy import Slas
-from ..store.blobs import BlobBatch
-from ..tickets.ledger import Ledger, Pending, TicketRow
+from ..config.schema import Agent, Desk
+from ..core.context import Context
+from ..mail.parse import ParsedMail, Unread, base_address
+from ..mail.quotes import split_reply
+from ..store.rows import Pending, TicketRow
 from ..tickets.refs import Grant
-
-
-class Outcome(BaseException):
-    """A stage decided this mail's fate; what it wrote so far is kept."""
-
-    state = "?"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Duplicate(Outcome):
-    state = "duplicate"
-
-
-class Refused(Outcome):
-    state = "refused"
-
-
-class Dropped(Outcome):
-    """A rule dropped it (spam): kept raw, no ticket; what the stages wrote is rolled back."""
-
-    state = "spam"
-
-
-class Classified(Outcome):
-    """A machine's mail that makes no ticket (auto-reply, loop, bounce, bulk): kept, noted."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.state = kind
-
-
-class Quarantined(Outcome):
-    """Kept raw for a person to look at; what the stages wrote is rolled back."""
-
-    state = "quarantined"
 
 
 class Crashed(Exception):
@@ -64,27 +24,6 @@ class Crashed(Exception):
     def __init__(self, reason: str, trace: str) -> None:
         super().__init__(reason)
         self.trace = trace
-
-
-@dataclass(frozen=True)
-class Context:
-    """What stages may use. A new one per batch: `now` is the batch's clock."""
-
-    ledger: Ledger
-    settings: Settings
-    blobs: BlobBatch
-    templates: Templates
-    secrets: tuple[bytes, ...]     # tokens are made with the first, read with any
-    now: datetime
-    rules: RuleSet = EMPTY
-    slas: Slas | None = None       # None: no SLA clocks (tests of other things)
-    dns: Callable[..., Any] | None = None   # DKIM key lookups; None: the system resolver
-
-    def write(self) -> None:
-        """What the batch decided into the tables, its blobs durable and indexed (the
-        caller commits)."""
-        self.ledger.write()
-        self.blobs.finish()
 
 
 @dataclass(frozen=True)
@@ -105,31 +44,72 @@ class Arrival:
 
 
 @dataclass
-class Work:
+class Accepted:
+    """A mail to run through the pipeline: its delivery, its bytes, and maybe its parse."""
+
     inbound: Arrival
     raw: bytes
-    parsed: ParsedMail | None = None
     parsed_ahead: ParsedMail | Unread | None = None   # by a worker process, or why not
+
+
+@dataclass
+class Work:
+    """One mail's journey through the stages: what they found out, in order."""
+
+    inbound: Arrival
+    raw: bytes
+    parsed: ParsedMail
     ticket: TicketRow | None = None
-    thread_by: str | None = None          # reply-address | tag | references
+    thread_by: str | None = None          # reply-address | tag | references | survey
     linked_to: TicketRow | None = None    # a closed ticket this mail's new ticket follows
     reopen: bool = False
     message: Pending | None = None
     grant: Grant | None = None            # a live token address of a ticket, for its sender
-    agent: str | None = None              # set when the sender is an authenticated agent
+    agent: Agent | None = None            # set when the sender is an authenticated agent
+    on_behalf_of: str | None = None       # a proven agent's `#requester`: a ticket for them
     unverified_agent: str | None = None   # an agent's From that nothing proved
     proven_agent: str | None = None       # DKIM or a trusted Authentication-Results
     head: list[tuple[str, str]] = field(default_factory=list)  # header fields, on the wire
     doubt: str | None = None              # why no proof of the sender can hold (two Froms)
-    split: tuple[str, str] | None = None  # (new text, quoted): see pipeline.stages.reply_parts
+    split: tuple[str, str] | None = None  # (new text, quoted): see reply_parts()
     domain_proof: str | None = None       # dkim | authentication-results, for the From domain
     domain_checked: bool = False          # domain_proof was looked for (DKIM costs DNS)
     refused: list[str] = field(default_factory=list)   # what an unproven sender could not do
     token_refused: str | None = None      # why a reply address of ours granted nothing
-    note: bool = False                    # an agent's internal note
     verdict: str = "person"               # mail/classify.py
     verdict_reason: str = ""
-    acknowledgement: str | None = "acknowledgement"   # the template; None: rules said no
-    acknowledgement_rule: str | None = None
     created: bool = False
-    public_reply: bool = False            # an agent's reply went to the customer
+
+
+Stage = Callable[[Context, Work], None]
+
+
+def recipients(w: Work) -> list[str]:
+    """Every address the mail went to: the envelope's, then To and Cc."""
+    seen = dict.fromkeys([*(a.lower() for a in w.inbound.rcpt_to), *w.parsed.to, *w.parsed.cc])
+    return list(seen)
+
+
+def reply_parts(w: Work) -> tuple[str, str]:
+    """The mail's new text and what it quotes (mail/quotes.py), split once: several stages
+    ask, and the split is the costliest reading of a mail's text."""
+    if w.split is None:
+        w.split = split_reply(w.parsed.text)
+    return w.split
+
+
+def mailbox(w: Work) -> str | None:
+    """The IMAP mailbox a mail came from (its origin reads `imap MAILBOX ...`)."""
+    origin = w.inbound.origin or ""
+    return origin.split()[1] if w.inbound.source == "imap" and " " in origin else None
+
+
+def queue_for(desk: Desk, w: Work) -> str:
+    """The queue of a new ticket: the intake's, else the first queue a recipient names."""
+    if w.inbound.queue is not None:
+        return w.inbound.queue
+    rcpts = {base_address(a) for a in recipients(w)}
+    for q in desk.queues:
+        if rcpts.intersection(q.addresses):
+            return q.name
+    return desk.default_queue

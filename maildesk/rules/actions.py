@@ -6,6 +6,7 @@ mail; in `maildesk rules test` it only records what would happen.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,6 +17,7 @@ TYPES = ("incident", "request", "problem")
 STATUSES = ("new", "open", "pending", "resolved", "closed")
 LEVELS = ("high", "medium", "low")
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
+Args = dict[str, Any]
 SETTABLE = ("type", "category", "queue", "impact", "urgency", "priority", "assignee", "status")
 
 
@@ -33,24 +35,8 @@ class Action:
     kind: str
     args: dict[str, Any] = field(default_factory=dict)
 
-    def run(self, rule: str, fx: Effects, desk: Desk) -> None:
-        a = self.args
-        if self.kind == "set":
-            fx.change(rule, **a)
-        elif self.kind == "tags":
-            fx.tags(rule, a.get("add", []), a.get("remove", []))
-        elif self.kind == "notify":
-            fx.notify(rule, a["template"], a["to"])
-        elif self.kind == "acknowledge":
-            fx.acknowledge(rule, a["template"])
-        elif self.kind == "escalate":
-            fx.escalate(rule, a["level"], a.get("queue"), a.get("group"))
-        elif self.kind == "link_problem":
-            fx.change(rule, problem=a["ref"])
-        elif self.kind == "close":
-            fx.change(rule, status="closed")
-        elif self.kind == "drop":
-            fx.drop(rule, a["reason"])
+    def run(self, rule: str, fx: Effects) -> None:
+        ACTIONS[self.kind].run(fx, rule, self.args)
 
     def __str__(self) -> str:
         return f"{self.kind} {self.args}" if self.args else self.kind
@@ -77,8 +63,7 @@ class ActionChecker:
                 out.append(Action("close"))
                 continue
             if not isinstance(item, dict) or len(item) != 1:
-                self.p.add(spec, i, "each action is a mapping with one key",
-                           "set, tags, notify, acknowledge, escalate, link_problem, close, drop")
+                self.p.add(spec, i, "each action is a mapping with one key", ", ".join(ACTIONS))
                 continue
             (kind, args), = item.items()
             checked = self._one(str(kind), args, item, kind, events)
@@ -88,92 +73,99 @@ class ActionChecker:
 
     def _one(self, kind: str, args: Any, node: Any, key: Any, events: list[str]
              ) -> Action | None:
+        if kind not in ACTIONS:
+            self.p.add(node, key, f"unknown action {kind!r}", ", ".join(ACTIONS))
+            return None
+        checked = ACTIONS[kind].check(self, args, node, key, events)
+        return None if checked is None else Action(kind, checked)
+
+    def _set(self, args: Any, node: Any, key: Any, events: list[str]) -> Args | None:
+        if not isinstance(args, dict) or not args:
+            self.p.add(node, key, "`set` takes a mapping of fields", ", ".join(SETTABLE))
+            return None
+        values = {}
+        for name, value in args.items():
+            checked = self._field(str(name), value, args, name)
+            if checked is not None:
+                values[str(name)] = checked
+        return values if len(values) == len(args) else None
+
+    def _tags(self, args: Any, node: Any, key: Any, events: list[str]) -> Args | None:
+        if not isinstance(args, dict) or not set(args) <= {"add", "remove"} or not args:
+            self.p.add(node, key, "`tags` takes add and/or remove lists", "{add: [vip]}")
+            return None
+        lists = {}
+        for k, v in args.items():
+            items = v if isinstance(v, list) else [v]
+            if not all(isinstance(t, str) and t.strip() for t in items):
+                self.p.add(args, k, "tags are non-empty words", "[vip, outage]")
+                return None
+            lists[str(k)] = [t.strip().lower() for t in items]
+        return lists
+
+    def _notify(self, args: Any, node: Any, key: Any, events: list[str]) -> Args | None:
+        if not isinstance(args, dict) or "template" not in args or "to" not in args:
+            self.p.add(node, key, "`notify` takes a template and a recipient",
+                       "{template: NAME, to: requester|assignee|agents|GROUP|ADDRESS}")
+            return None
+        template = self._template(args.get("template"), args, "template")
+        to = args["to"] if isinstance(args["to"], list) else [args["to"]]
+        bad = [t for t in to if not self._recipient(t)]
+        if bad:
+            self.p.add(args, "to", f"unknown recipient {bad[0]!r}",
+                       "requester, assignee, agents, a group name or an address")
+        return {"template": template, "to": [str(t) for t in to]} \
+            if template and not bad else None
+
+    def _acknowledge(self, args: Any, node: Any, key: Any, events: list[str]) -> Args | None:
+        if args is False:
+            return {"template": None}
+        template = self._template(args, node, key)
+        return {"template": template} if template else None
+
+    def _escalate(self, args: Any, node: Any, key: Any, events: list[str]) -> Args | None:
         p = self.p
-        if kind == "set":
-            if not isinstance(args, dict) or not args:
-                p.add(node, key, "`set` takes a mapping of fields", ", ".join(SETTABLE))
-                return None
-            values = {}
-            for name, value in args.items():
-                checked = self._field(str(name), value, args, name)
-                if checked is not None:
-                    values[str(name)] = checked
-            return Action("set", values) if len(values) == len(args) else None
-        if kind == "tags":
-            if not isinstance(args, dict) or not set(args) <= {"add", "remove"} or not args:
-                p.add(node, key, "`tags` takes add and/or remove lists", "{add: [vip]}")
-                return None
-            lists = {}
-            for k, v in args.items():
-                items = v if isinstance(v, list) else [v]
-                if not all(isinstance(t, str) and t.strip() for t in items):
-                    p.add(args, k, "tags are non-empty words", "[vip, outage]")
-                    return None
-                lists[str(k)] = [t.strip().lower() for t in items]
-            return Action("tags", lists)
-        if kind == "notify":
-            if not isinstance(args, dict) or "template" not in args or "to" not in args:
-                p.add(node, key, "`notify` takes a template and a recipient",
-                      "{template: NAME, to: requester|assignee|agents|GROUP|ADDRESS}")
-                return None
-            template = self._template(args.get("template"), args, "template")
-            to = args["to"] if isinstance(args["to"], list) else [args["to"]]
-            bad = [t for t in to if not self._recipient(t)]
-            if bad:
-                p.add(args, "to", f"unknown recipient {bad[0]!r}",
-                      "requester, assignee, agents, a group name or an address")
-            return Action("notify", {"template": template, "to": [str(t) for t in to]}) \
-                if template and not bad else None
-        if kind == "acknowledge":
-            if args is False:
-                return Action("acknowledge", {"template": None})
-            template = self._template(args, node, key)
-            return Action("acknowledge", {"template": template}) if template else None
-        if kind == "escalate":
-            if not isinstance(args, dict) or not ({"queue", "group"} & set(args)):
-                p.add(node, key, "`escalate` takes a queue and/or a group, and a level",
-                      "{group: it-leads, level: 2}")
-                return None
-            level = args.get("level", 1)
-            ok = True
-            if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 3:
-                p.add(args, "level" if "level" in args else next(iter(args)),
-                      f"escalation level {level!r} out of range", "1, 2 or 3")
-                ok = False
-            if "queue" in args and args["queue"] not in self.queues:
-                p.add(args, "queue", f"unknown queue {args['queue']!r}",
-                      ", ".join(sorted(self.queues)))
-                ok = False
-            if "group" in args and args["group"] not in self.groups:
-                p.add(args, "group", f"unknown group {args['group']!r}",
-                      ", ".join(sorted(self.groups)) or "a group defined under desk.groups")
-                ok = False
-            if not ok:
-                return None
-            return Action("escalate", {"level": level, "queue": args.get("queue"),
-                                       "group": args.get("group")})
-        if kind == "link_problem":
-            if not isinstance(args, str) or "-" not in args:
-                p.add(node, key, f"{args!r} is not a ticket reference", "e.g. MD-12")
-                return None
-            return Action("link_problem", {"ref": args.upper()})
-        if kind == "close":
-            if args is not True:
-                p.add(node, key, "`close` takes true", "close: true")
-                return None
-            return Action("close")
-        if kind == "drop":
-            if args != "spam":
-                p.add(node, key, f"`drop` takes spam, not {args!r}", "drop: spam")
-                return None
-            if set(events) - {"ticket.created"}:
-                p.add(node, key, "only a new mail can be dropped",
-                      "on: ticket.created alone")
-                return None
-            return Action("drop", {"reason": "spam"})
-        p.add(node, key, f"unknown action {kind!r}",
-              "set, tags, notify, acknowledge, escalate, link_problem, close, drop")
-        return None
+        if not isinstance(args, dict) or not ({"queue", "group"} & set(args)):
+            p.add(node, key, "`escalate` takes a queue and/or a group, and a level",
+                  "{group: it-leads, level: 2}")
+            return None
+        level = args.get("level", 1)
+        ok = True
+        if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 3:
+            p.add(args, "level" if "level" in args else next(iter(args)),
+                  f"escalation level {level!r} out of range", "1, 2 or 3")
+            ok = False
+        if "queue" in args and args["queue"] not in self.queues:
+            p.add(args, "queue", f"unknown queue {args['queue']!r}",
+                  ", ".join(sorted(self.queues)))
+            ok = False
+        if "group" in args and args["group"] not in self.groups:
+            p.add(args, "group", f"unknown group {args['group']!r}",
+                  ", ".join(sorted(self.groups)) or "a group defined under desk.groups")
+            ok = False
+        return {"level": level, "queue": args.get("queue"), "group": args.get("group")} \
+            if ok else None
+
+    def _link_problem(self, args: Any, node: Any, key: Any, events: list[str]) -> Args | None:
+        if not isinstance(args, str) or "-" not in args:
+            self.p.add(node, key, f"{args!r} is not a ticket reference", "e.g. MD-12")
+            return None
+        return {"ref": args.upper()}
+
+    def _close(self, args: Any, node: Any, key: Any, events: list[str]) -> Args | None:
+        if args is not True:
+            self.p.add(node, key, "`close` takes true", "close: true")
+            return None
+        return {}
+
+    def _drop(self, args: Any, node: Any, key: Any, events: list[str]) -> Args | None:
+        if args != "spam":
+            self.p.add(node, key, f"`drop` takes spam, not {args!r}", "drop: spam")
+            return None
+        if set(events) - {"ticket.created"}:
+            self.p.add(node, key, "only a new mail can be dropped", "on: ticket.created alone")
+            return None
+        return {"reason": "spam"}
 
     def _field(self, name: str, value: Any, node: Any, key: Any) -> Any | None:
         allowed = {"type": TYPES, "impact": LEVELS, "urgency": LEVELS, "priority": PRIORITIES,
@@ -210,3 +202,29 @@ class ActionChecker:
     def _recipient(self, to: Any) -> bool:
         return isinstance(to, str) and (to in ("requester", "assignee", "agents")
                                         or to in self.groups or "@" in to)
+
+
+@dataclass(frozen=True)
+class ActionKind:
+    """An action a rule may take: how its arguments are checked at load, and what it does."""
+
+    check: Callable[[ActionChecker, Any, Any, Any, list[str]], Args | None]
+    run: Callable[[Effects, str, Args], None]
+
+
+ACTIONS: dict[str, ActionKind] = {
+    "set": ActionKind(ActionChecker._set, lambda fx, rule, a: fx.change(rule, **a)),
+    "tags": ActionKind(ActionChecker._tags,
+                       lambda fx, rule, a: fx.tags(rule, a.get("add", []), a.get("remove", []))),
+    "notify": ActionKind(ActionChecker._notify,
+                         lambda fx, rule, a: fx.notify(rule, a["template"], a["to"])),
+    "acknowledge": ActionKind(ActionChecker._acknowledge,
+                              lambda fx, rule, a: fx.acknowledge(rule, a["template"])),
+    "escalate": ActionKind(ActionChecker._escalate, lambda fx, rule, a: fx.escalate(
+        rule, a["level"], a.get("queue"), a.get("group"))),
+    "link_problem": ActionKind(ActionChecker._link_problem,
+                               lambda fx, rule, a: fx.change(rule, problem=a["ref"])),
+    "close": ActionKind(ActionChecker._close,
+                        lambda fx, rule, a: fx.change(rule, status="closed")),
+    "drop": ActionKind(ActionChecker._drop, lambda fx, rule, a: fx.drop(rule, a["reason"])),
+}

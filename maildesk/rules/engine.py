@@ -32,7 +32,9 @@ class Rule:
 
 
 @dataclass
-class Verdict:
+class Explained:
+    """One rule's answer to one event, for `maildesk rules test --explain`."""
+
     rule: Rule
     matched: bool
     why_not: str | None = None
@@ -43,7 +45,9 @@ class Decision:
     """What the rules decided for one event: the actions, in order, with their rules."""
 
     actions: list[tuple[Rule, Action]] = field(default_factory=list)
-    verdicts: list[Verdict] = field(default_factory=list)   # filled when explaining
+    hits: list[str] = field(default_factory=list)       # the rules that matched
+    misses: list[str] = field(default_factory=list)     # tested and not matched
+    explained: list[Explained] = field(default_factory=list)   # filled when explaining
     stopped_by: str | None = None
 
 
@@ -68,6 +72,10 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
+    def watches(self, event: str) -> bool:
+        """Whether any rule is on this event: most events have none, and cost nothing."""
+        return event in self._plain or event in self._keyed
+
     def candidates(self, event: str, facts: Facts) -> list[Rule]:
         found = list(self._plain.get(event, ()))
         for fld, by_value in self._keyed.get(event, {}).items():
@@ -84,11 +92,14 @@ class RuleSet:
         for rule in pool:
             if explain:
                 reason = rule.condition.why_not(facts)
-                decision.verdicts.append(Verdict(rule, reason is None, reason))
+                decision.explained.append(Explained(rule, reason is None, reason))
                 if reason is not None:
+                    decision.misses.append(rule.name)
                     continue
             elif not rule.condition.test(facts):
+                decision.misses.append(rule.name)
                 continue
+            decision.hits.append(rule.name)
             decision.actions.extend((rule, a) for a in rule.actions)
             if rule.stop:
                 decision.stopped_by = rule.name

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from ..config.schema import Desk, WorkingHours
 from ..mail.parse import ParsedMail
-from ..tickets.ledger import TicketRow
+from ..store.rows import TicketRow
 
 # kind -> operators it takes
 OPERATORS: dict[str, tuple[str, ...]] = {
@@ -42,6 +42,10 @@ FIELDS: dict[str, str] = {
     "priority": "text", "impact": "text", "urgency": "text", "tags": "texts",
     "assignee": "text", "requester": "address", "age": "duration",
     "business_hours": "bool", "replies": "number",
+    # the event: who acted (`rule:NAME`, `agent:NAME`, `sla`, `job:NAME`, or a sender's
+    # address), and on ticket.updated the field that changed: a rule can leave out the
+    # changes it made itself
+    "actor": "text", "changed": "text",
     # a survey's answer (survey.answered)
     "rating": "number", "satisfied": "bool",
 }
@@ -95,14 +99,15 @@ def business_hours(hours: WorkingHours) -> tuple[BusinessHours, ZoneInfo]:
 
 def facts_for(desk: Desk, ticket: TicketRow | None, mail: ParsedMail | None, now: datetime,
               replies: Callable[[], int] = lambda: 0, recipients: tuple[str, ...] = (),
-              mailbox: str | None = None, answer: dict[str, Any] | None = None,
-              verified: Callable[[], bool] = lambda: False) -> Facts:
+              mailbox: str | None = None, verified: Callable[[], bool] = lambda: False,
+              event: dict[str, Any] | None = None, actor: str | None = None) -> Facts:
     """verified: whether the mail's sender is proven, asked only by a rule that wants to
-    know (it may cost a DNS query)."""
+    know (it may cost a DNS query); event: what the event recorded (a survey's rating,
+    the field a change changed)."""
     hours, zone = business_hours(desk.hours)
     facts = Facts(ticket, mail, now, now.astimezone(zone), hours, replies, recipients, mailbox,
                   verified)
-    facts.answer = answer or {}
+    facts.event, facts.actor = event or {}, actor or ""
     return facts
 
 
@@ -119,7 +124,8 @@ class Facts:
         self._replies, self._recipients, self._mailbox = replies, recipients, mailbox
         self._verified = verified
         self._cache: dict[str, Any] = {}
-        self.answer: dict[str, Any] = {}      # a survey's rating, for survey.answered
+        self.event: dict[str, Any] = {}       # what the event recorded
+        self.actor = ""
 
     def get(self, name: str) -> Any:
         if name not in self._cache:
@@ -162,7 +168,9 @@ _GETTERS: dict[str, Callable[[Facts], Any]] = {
     "age": lambda f: (f.now - f.ticket.created_at).total_seconds() if f.ticket else 0.0,
     "business_hours": lambda f: f._hours.open_at(f._local_now),
     "replies": lambda f: f._replies(),
-    "rating": lambda f: f.answer.get("rating"),
-    "satisfied": lambda f: f.answer.get("satisfied"),
+    "actor": lambda f: f.actor,
+    "changed": lambda f: f.event.get("field") or "",
+    "rating": lambda f: f.event.get("rating"),
+    "satisfied": lambda f: f.event.get("satisfied"),
 }
 assert set(_GETTERS) == set(FIELDS)

@@ -16,24 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..app import App
-from ..notify.outbox import queue_mail
-from ..pipeline.work import Context
+from ..core.context import Context
+from ..core.fire import change, fire
 from ..reports.digest import send_digest
 from ..rules.vocabulary import parse_duration
-from ..sla.scan import scan
-from ..sla.track import follow
-from ..store.models import JobRun
 from ..store.references import describe
+from ..store.rows import TicketRow
+from ..store.tables import T_RUNS, T_TICKETS
 from ..store.verify import sample
 from ..surveys.send import send_surveys
-from ..tickets.ledger import T_TICKETS, TicketRow
+from .sla_scan import scan
 
 log = logging.getLogger("maildesk.jobs")
-T_RUNS = JobRun.__table__
 LEASE = timedelta(minutes=15)
 BATCH = 500
 
@@ -115,7 +113,8 @@ def run_job(app: App, job: Job, now: datetime, who: str | None = None,
 
 
 def _old_tickets(app: App, now: datetime, status: str, age: str,
-                 act: Callable[[Context, TicketRow, int], None], extra: object = None) -> int:
+                 act: Callable[[Context, TicketRow, int], None],
+                 extra: ColumnElement[bool] | None = None) -> int:
     """Tickets in `status` untouched for `age`, in batches; act on each; how many."""
     cutoff = now - timedelta(seconds=parse_duration(age))
     days = round(parse_duration(age) / 86400)
@@ -133,9 +132,9 @@ def _old_tickets(app: App, now: datetime, status: str, age: str,
             ctx = app.context(conn, now)
             for i in ids:
                 ticket = ctx.ledger.by_id(i)
-                assert ticket is not None
-                act(ctx, ticket, days)
-                done += 1
+                if ticket is not None:      # read in this transaction: always there
+                    act(ctx, ticket, days)
+                    done += 1
             after = ids[-1]
             ctx.write()
 
@@ -143,34 +142,21 @@ def _old_tickets(app: App, now: datetime, status: str, age: str,
 def auto_close(app: App, now: datetime) -> str:
     """Resolved tickets nobody answered for a while are closed, with a notice."""
     def close(ctx: Context, ticket: TicketRow, days: int) -> None:
-        ctx.ledger.change(ticket, status="closed", updated_at=ctx.now)
-        ctx.ledger.add_event(ticket, "ticket.updated", ctx.now, actor="job:auto_close",
-                             field="status", old="resolved", new="closed",
-                             reason=f"resolved {days} days without a reply")
-        queue_mail(ctx, ticket, "ticket_closed", [(ticket.requester_name or "",
-                                                   ticket.requester)],
-                   answering=None, auto_submitted="auto-generated",
-                   reply_to=ticket.requester, extra={"days": days})
-        if ctx.slas is not None:
-            follow(ctx.slas, ticket, ctx.ledger.clocks_of(ticket), ctx.now)
+        ctx.ledger.change(ticket, updated_at=ctx.now)
+        change(ctx, ticket, "job:auto_close", status="closed",
+               note={"reason": f"resolved {days} days without a reply"}, context={"days": days})
     age = app.settings.sla.auto_close_after
-    assert age is not None
-    return f"{_old_tickets(app, now, 'resolved', age, close)} closed"
+    return f"{_old_tickets(app, now, 'resolved', age, close)} closed" if age else "off"
 
 
 def pending_reminders(app: App, now: datetime) -> str:
     """A customer we wait for hears from us once per wait, after a while."""
     def remind(ctx: Context, ticket: TicketRow, days: int) -> None:
-        assert ticket.id is not None
-        ctx.ledger.conn.execute(update(T_TICKETS).where(T_TICKETS.c.id == ticket.id)
-                                .values(reminded_at=ctx.now))
-        ctx.ledger.add_event(ticket, "reminder.sent", ctx.now, actor="job:pending_reminders",
-                             waiting_days=days)
-        queue_mail(ctx, ticket, "pending_reminder", [(ticket.requester_name or "",
-                                                      ticket.requester)],
-                   answering=None, auto_submitted="auto-generated",
-                   reply_to=ticket.requester, extra={"days": days})
+        ctx.ledger.change(ticket, reminded_at=ctx.now)
+        fire(ctx, ticket, "reminder.sent", actor="job:pending_reminders", waiting_days=days,
+             context={"days": days})
     age = app.settings.sla.pending_reminder_after
-    assert age is not None
+    if not age:
+        return "off"
     once = or_(T_TICKETS.c.reminded_at.is_(None), T_TICKETS.c.reminded_at < T_TICKETS.c.updated_at)
     return f"{_old_tickets(app, now, 'pending', age, remind, once)} reminded"

@@ -9,48 +9,17 @@ policy, so the pipeline, the scan and the tests share one definition.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:   # the ledger keeps clocks; policies read tickets from it
-    from .policy import SlaPolicy
-
-RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
+from ..store.rows import PAUSED, RUNNING, STOPPED, ClockRow
+from .policy import SlaPolicy
 
 
-@dataclass
-class ClockRow:
-    kind: str
-    policy: str
-    target: float
-    started_at: datetime
-    state: str = RUNNING
-    elapsed: float = 0.0
-    running_since: datetime | None = None
-    due_at: datetime | None = None
-    warn_at: datetime | None = None
-    stopped_at: datetime | None = None
-    warned_at: datetime | None = None
-    breached_at: datetime | None = None
-    level: int = 0
-    next_check_at: datetime | None = None
-    pauses: list[list[str | None]] = field(default_factory=list)
-    id: int | None = None
-    ticket_id: int | None = None
-
-    def values(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "id"}
-
-    def used(self, policy: SlaPolicy, now: datetime) -> float:
-        """Business seconds used so far."""
-        if self.state == RUNNING and self.running_since is not None:
-            return self.elapsed + policy.calendar.between(self.running_since, now)
-        return self.elapsed
-
-    @property
-    def breached(self) -> bool:
-        return self.breached_at is not None
+def time_used(clock: ClockRow, policy: SlaPolicy, now: datetime) -> float:
+    """Business seconds the clock has used so far."""
+    if clock.state == RUNNING and clock.running_since is not None:
+        return clock.elapsed + policy.calendar.between(clock.running_since, now)
+    return clock.elapsed
 
 
 def start(kind: str, policy: SlaPolicy, now: datetime) -> ClockRow:
@@ -85,7 +54,7 @@ def next_check(clock: ClockRow, policy: SlaPolicy) -> datetime | None:
 def pause(clock: ClockRow, policy: SlaPolicy, now: datetime) -> None:
     if clock.state != RUNNING:
         return
-    clock.elapsed = clock.used(policy, now)
+    clock.elapsed = time_used(clock, policy, now)
     clock.state, clock.running_since, clock.next_check_at = PAUSED, None, None
     clock.pauses = [*clock.pauses, [now.isoformat(), None]]
 
@@ -104,7 +73,7 @@ def stop(clock: ClockRow, policy: SlaPolicy, now: datetime) -> None:
     """Met or missed; a miss the scan had not seen yet is recorded at its due time."""
     if clock.state == STOPPED:
         return
-    clock.elapsed = clock.used(policy, now)
+    clock.elapsed = time_used(clock, policy, now)
     if clock.state == PAUSED and clock.pauses:
         clock.pauses = [*clock.pauses[:-1], [clock.pauses[-1][0], now.isoformat()]]
     if clock.elapsed > clock.target and clock.breached_at is None:
@@ -120,7 +89,7 @@ def retarget(clock: ClockRow, old: SlaPolicy, new: SlaPolicy, now: datetime) -> 
         stop(clock, old, now)
         return
     if clock.state == RUNNING:
-        clock.elapsed, clock.running_since = clock.used(old, now), now
+        clock.elapsed, clock.running_since = time_used(clock, old, now), now
     clock.policy, clock.target = new.name, new.targets[clock.kind]
     if clock.state == RUNNING:
         schedule(clock, new, now)

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from ..config.schema import CalendarSpec, Escalation, Policy, Settings, WorkingHours
-from ..tickets.ledger import TicketRow
+from ..store.rows import TicketRow
 from .calendar import DAYS, Calendar, parse_hours, public_holidays
 
 CLOCKS = ("first_response", "next_response", "resolution")
@@ -63,7 +63,8 @@ class SlaPolicy:
 def _calendar(spec: CalendarSpec, today: date) -> Calendar:
     if spec.always_open:
         return Calendar(spec.name, ZoneInfo(spec.timezone), always=True)
-    week = tuple(tuple(sorted(parse_hours(h.replace(" ", "")) for h in spec.hours.get(d, [])))
+    hours: dict[str, list[str]] = {str(d): h for d, h in spec.hours.items()}
+    week = tuple(tuple(sorted(parse_hours(h.replace(" ", "")) for h in hours.get(d, [])))
                  for d in DAYS)
     days = set(spec.extra_holidays)
     if spec.holidays is not None:

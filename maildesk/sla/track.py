@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..tickets.ledger import TicketRow
-from .clocks import PAUSED, RUNNING, STOPPED, ClockRow, pause, resume, retarget, start, stop
+from ..store.rows import PAUSED, RUNNING, STOPPED, ClockRow, TicketRow
+from .clocks import pause, resume, retarget, start, stop
 from .policy import SlaPolicy, Slas
 
 ACTIVE, WAITING, DONE = ("new", "open"), ("pending",), ("resolved", "closed")

@@ -9,7 +9,8 @@ from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
 from ..store.models import SlaClock, Ticket
-from .clocks import RUNNING, STOPPED, ClockRow
+from ..store.rows import RUNNING, STOPPED, ClockRow
+from .clocks import time_used
 from .policy import Slas
 
 SLA_FILTERS = ("breached", "at-risk")
@@ -40,7 +41,7 @@ def clocks_of(session: Session, slas: Slas, ref: str, now: datetime
                                .order_by(SlaClock.id)):
         clock = ClockRow(**{k: getattr(row, k) for k in ClockRow.__dataclass_fields__})
         policy = slas.named(clock.policy)
-        used = clock.used(policy, now) if policy else clock.elapsed
+        used = time_used(clock, policy, now) if policy else clock.elapsed
         out.append({
             "clock": clock.kind, "policy": clock.policy,
             "calendar": policy.calendar.name if policy else None, "state": clock.state,

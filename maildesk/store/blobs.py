@@ -140,6 +140,8 @@ class BlobStore:
         self.packs = root / "packs"
         self.packs.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._local = threading.local()
+        self._open: list[_Pack] = []      # every thread's pack, for close()
+        self._lock = threading.Lock()
 
     def loose_path(self, digest: str) -> Path:
         if not is_digest(digest):
@@ -261,8 +263,22 @@ class BlobStore:
         """Blobs for the transaction on conn: indexed there, durable before it commits."""
         pack = getattr(self._local, "pack", None)
         if pack is None or pack.size >= self.pack_limit:
-            pack = self._local.pack = _Pack(self.packs)   # the old one closes with its batches
+            new = self._local.pack = _Pack(self.packs)
+            with self._lock:
+                if pack is not None:    # full: this thread's batches on it are finished
+                    pack.file.close()
+                    self._open.remove(pack)
+                self._open.append(new)
+            pack = new
         return BlobBatch(self, pack, conn)
+
+    def close(self) -> None:
+        """Close the pack files (when the desk shuts down; a batch after this opens one)."""
+        with self._lock:
+            for pack in self._open:
+                pack.file.close()
+            self._open.clear()
+        self._local = threading.local()
 
 
 class BlobBatch:

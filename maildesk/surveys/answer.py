@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import update
+from ..core.context import Context
+from ..core.fire import fire
+from ..store.rows import TicketRow
 
-from ..pipeline.work import Context
-from ..rules.effects import LedgerEffects, apply_decision
-from ..rules.vocabulary import facts_for
-from ..store.models import Survey
-from ..tickets.ledger import TicketRow
-
-T_SURVEYS = Survey.__table__
 SCALES: dict[str, list[tuple[int, str]]] = {
     "1-5": [(5, "Very satisfied"), (4, "Satisfied"), (3, "Neither"), (2, "Unsatisfied"),
             (1, "Very unsatisfied")],
@@ -67,21 +61,13 @@ def parse_rating(text: str, scale: str) -> Rating | None:
 
 
 def record(ctx: Context, ticket: TicketRow, rating: Rating, via: str) -> bool:
-    """Store the answer; False if this ticket has no open survey (never sent, or answered)."""
-    assert ticket.id is not None
-    satisfied = rating.score >= 4
-    done = ctx.ledger.conn.execute(
-        update(T_SURVEYS).where(T_SURVEYS.c.ticket_id == ticket.id,
-                                T_SURVEYS.c.answered_at.is_(None))
-        .values(answered_at=ctx.now, score=rating.score, satisfied=satisfied,
-                comment=rating.comment or None)).rowcount
-    if done != 1:
+    """Keep the answer (through the ledger: a mail that fails later undoes it) and fire
+    survey.answered; False if this ticket has no open survey (never sent, or answered)."""
+    if not ctx.ledger.survey_open(ticket):
         return False
-    answer: dict[str, Any] = {"rating": rating.score, "satisfied": satisfied}
-    ctx.ledger.add_event(ticket, "survey.answered", ctx.now, actor=ticket.requester, via=via,
-                         comment=rating.comment[:500], **answer)
-    decision = ctx.rules.evaluate("survey.answered", facts_for(
-        ctx.settings.desk, ticket, None, ctx.now, answer=answer))
-    if decision.actions:
-        apply_decision(decision, LedgerEffects(ctx, ticket), ctx.settings.desk)
+    satisfied = rating.score >= 4
+    ctx.ledger.answer_survey(ticket, answered_at=ctx.now, score=rating.score,
+                             satisfied=satisfied, comment=rating.comment or None)
+    fire(ctx, ticket, "survey.answered", actor=ticket.requester, via=via,
+         comment=rating.comment[:500], rating=rating.score, satisfied=satisfied)
     return True

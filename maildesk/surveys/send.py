@@ -10,27 +10,28 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import exists, select
 
 from ..app import App
-from ..notify.outbox import desk_address, queue_mail
-from ..pipeline.work import Context
+from ..core.context import Context
+from ..core.fire import fire
+from ..core.outbox import desk_address
 from ..rules.vocabulary import parse_duration
-from ..store.models import Event, Message, Survey, SurveyOptOut
-from ..tickets.ledger import T_TICKETS, TicketRow
+from ..store.rows import TicketRow
+from ..store.tables import T_EVENTS as E
+from ..store.tables import T_MESSAGES as M
+from ..store.tables import T_OPT_OUTS as OPT
+from ..store.tables import T_SURVEYS as S
+from ..store.tables import T_TICKETS as T
 from ..tickets.refs import rate_address
 from .answer import SCALES
 
-T, S, OPT = T_TICKETS, Survey.__table__, SurveyOptOut.__table__
-E, M = Event.__table__, Message.__table__
 BATCH = 200
 
 
 def survey_opt_out(ctx: Context, ticket: TicketRow) -> None:
-    conn = ctx.ledger.conn
-    if conn.execute(select(OPT.c.address).where(OPT.c.address == ticket.requester)).first() is None:
-        conn.execute(insert(OPT).values(address=ticket.requester, at=ctx.now))
-    ctx.ledger.add_event(ticket, "survey.opted_out", ctx.now, actor=ticket.requester)
+    ctx.ledger.opt_out(ticket.requester, ctx.now)
+    fire(ctx, ticket, "survey.opted_out", actor=ticket.requester)
 
 
 def _links(ctx: Context, ticket: TicketRow) -> dict[str, object]:
@@ -81,18 +82,10 @@ def send_surveys(app: App, now: datetime) -> str:
             asked: set[str] = set()
             for i in ids:
                 ticket = ctx.ledger.by_id(i)
-                assert ticket is not None
-                if ticket.requester in asked and s.per_requester_days:
+                if ticket is None or (ticket.requester in asked and s.per_requester_days):
                     continue    # one per requester: the cap leaves the others out next time
                 asked.add(ticket.requester)
-                conn.execute(insert(S).values(ticket_id=i, requester=ticket.requester,
-                                              sent_at=now))
-                links = _links(ctx, ticket)
-                queue_mail(ctx, ticket, "survey", [(ticket.requester_name or "",
-                                                    ticket.requester)],
-                           answering=None, auto_submitted="auto-generated", extra=links,
-                           reply_address=rate_address(ctx.secrets[0], desk_address(ctx, ticket),
-                                                      ticket.ref, ticket.requester))
-                ctx.ledger.add_event(ticket, "survey.sent", now, actor="job:surveys")
+                ctx.ledger.add_survey(ticket, now)
+                fire(ctx, ticket, "survey.sent", actor="job:surveys", context=_links(ctx, ticket))
                 sent += 1
             ctx.write()

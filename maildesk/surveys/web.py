@@ -41,8 +41,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..app import App
-from ..pipeline.work import Context
-from ..tickets.ledger import TicketRow
+from ..core.context import Context
+from ..store.rows import TicketRow
 from ..tickets.refs import rate_token_ok, read_rate_address
 from .answer import SCALES, Rating, record
 from .send import survey_opt_out

@@ -5,7 +5,8 @@ from datetime import datetime
 
 from ..mail.parse import ParsedMail
 from ..store.blobs import BlobBatch
-from .ledger import Ledger, Pending, TicketRow
+from ..store.rows import Pending, TicketRow
+from .ledger import Ledger
 
 # After a customer writes, a ticket waiting for them or resolved is open again.
 STATUS_AFTER_CUSTOMER_REPLY = {"pending": "open", "resolved": "open"}

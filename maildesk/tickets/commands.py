@@ -39,7 +39,8 @@ class Plan:
 def split_commands(text: str) -> tuple[list[tuple[int, str]], str]:
     """The leading command lines (with their numbers), and the text after them."""
     lines = text.splitlines()
-    commands, i = [], 0
+    commands: list[tuple[int, str]] = []
+    i = 0
     while i < len(lines):
         line = lines[i].strip()
         if not line and not commands:
@@ -123,3 +124,14 @@ def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str
         return None
     return (f"unknown command #{name} (assign, queue, priority, impact, urgency, type, "
             "category, tag, status, link, merge, cc, note, silent)")
+
+
+def requester_line(text: str) -> str | None:
+    """The customer a `#requester ADDRESS` line among the leading commands names: an agent
+    logging a caller's ticket by mail (text: the mail's new text)."""
+    lines, _rest = split_commands(text)
+    for _n, line in lines:
+        parts = line.split(None, 1)
+        if parts[0].lower() == "#requester" and len(parts) == 2:
+            return clean_address(parts[1]) or None
+    return None

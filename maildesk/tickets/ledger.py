@@ -11,77 +11,29 @@ what that mail added or changed, and the mails before and after it stand.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from ..sla.clocks import ClockRow
-from ..store import models
+from ..store.rows import ClockRow, Pending, SentMail, TicketRow
+from ..store.tables import (
+    T_ATTACH,
+    T_ATTEMPTS,
+    T_CLOCKS,
+    T_COUNTERS,
+    T_EVENTS,
+    T_INBOUND,
+    T_MESSAGES,
+    T_OPT_OUTS,
+    T_OUTBOX,
+    T_REFS,
+    T_SURVEYS,
+    T_TICKETS,
+    TICKET_COLUMNS,
+)
 from .refs import format_ref
-
-T_TICKETS, T_MESSAGES = models.Ticket.__table__, models.Message.__table__
-T_ATTACH, T_EVENTS = models.Attachment.__table__, models.Event.__table__
-T_OUTBOX, T_ATTEMPTS = models.OutboxMail.__table__, models.DeliveryAttempt.__table__
-T_INBOUND, T_COUNTERS = models.Inbound.__table__, models.Counter.__table__
-T_CLOCKS = models.SlaClock.__table__
-T_REFS = models.ThreadRef.__table__
-
-
-@dataclass(frozen=True)
-class SentMail:
-    """An outbox mail a bounce answers."""
-
-    id: int
-    ticket_id: int
-    message_id: str
-    to: tuple[str, ...]
-
-
-@dataclass
-class TicketRow:
-    """A ticket as plain values; `id` is None until the ledger writes it."""
-
-    number: int
-    ref: str
-    subject: str
-    requester: str
-    requester_name: str | None
-    cc: list[str]
-    status: str
-    type: str
-    priority: str
-    impact: str
-    urgency: str
-    tags: list[str]
-    problem: str | None
-    category: str | None
-    queue: str
-    assignee: str | None
-    linked_to: int | None
-    created_at: datetime
-    updated_at: datetime
-    id: int | None = None
-    linked_ticket: TicketRow | None = field(default=None, repr=False)
-
-    COLUMNS = ("number", "ref", "subject", "requester", "requester_name", "cc", "status",
-               "type", "priority", "impact", "urgency", "tags", "problem", "category", "queue",
-               "assignee", "linked_to", "created_at", "updated_at")
-
-    def values(self) -> dict[str, Any]:
-        return {c: getattr(self, c) for c in self.COLUMNS}
-
-
-@dataclass
-class Pending:
-    """A row to insert, with the ticket (or message) whose id it needs once those are written."""
-
-    values: dict[str, Any]
-    ticket: TicketRow | None = None
-    message: Pending | None = None
-    id: int | None = None
-
 
 # Built once: constructing a statement costs more than running it on SQLite.
 _STORED_AS = select(T_TICKETS.c.ref).join(T_MESSAGES, T_MESSAGES.c.ticket_id == T_TICKETS.c.id) \
@@ -116,8 +68,15 @@ _CLOCKS_OF = select(T_CLOCKS).where(T_CLOCKS.c.ticket_id == bindparam("tid")) \
     .order_by(T_CLOCKS.c.id)
 
 _SETTLED = ("state", "reason", "traceback", "attempts", "processed_at")
+_OPEN_SURVEY = select(T_SURVEYS.c.id).where(T_SURVEYS.c.ticket_id == bindparam("tid"),
+                                            T_SURVEYS.c.answered_at.is_(None))
+_OPTED_OUT = select(T_OPT_OUTS.c.address).where(T_OPT_OUTS.c.address == bindparam("a"))
 _LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound", "bounced",
-          "new_clocks", "refs")
+          "new_clocks", "refs", "answers", "surveys", "opt_outs")
+
+
+class LostRace(Exception):
+    """Another process answered the same survey between our read and our write."""
 
 
 class Ledger:
@@ -140,19 +99,24 @@ class Ledger:
         self.refs: list[tuple[TicketRow, str]] = []        # (ticket, a Message-ID it answered)
         self.ref_index: dict[str, TicketRow] = {}         # the same, by Message-ID
         self.dedupe_index: dict[str, str] = {}            # dedupe key -> ref, this batch
+        self.answers: list[tuple[TicketRow, dict[str, Any]]] = []   # survey answers
+        self.surveys: list[dict[str, Any]] = []           # surveys sent
+        self.opt_outs: list[dict[str, Any]] = []          # requesters who want no surveys
         self._counter: int | None = None
         self._draft: dict[str, Any] | None = None
 
     # -- drafts -----------------------------------------------------------
-    def begin(self) -> None:
+    def start_mail(self) -> None:
+        """What follows is one mail's: undo_mail() forgets all of it, keep_mail() keeps it
+        for the batch's write."""
         self._draft = {"lens": {n: len(getattr(self, n)) for n in _LISTS},
                        "counter": self._counter, "saved": {}, "dirty": set(self.dirty),
                        "keys": [], "clocks": {}}
 
-    def commit(self) -> None:
+    def keep_mail(self) -> None:
         self._draft = None
 
-    def rollback(self) -> None:
+    def undo_mail(self) -> None:
         d = self._draft
         assert d is not None
         for name, n in d["lens"].items():
@@ -197,7 +161,7 @@ class Ledger:
         number = row["number"]
         if number in self.tickets:          # already loaded (and maybe changed) this batch
             return self.tickets[number]
-        ticket = TicketRow(**{c: row[c] for c in TicketRow.COLUMNS}, id=row["id"])
+        ticket = TicketRow(**{c: row[c] for c in TICKET_COLUMNS}, id=row["id"])
         self.tickets[number] = ticket
         if self._draft is not None:
             self._draft["saved"].setdefault(number, None)
@@ -310,6 +274,40 @@ class Ledger:
         self.clocks_of(ticket).append(clock)
         self.new_clocks.append((ticket, clock))
 
+    def survey_open(self, ticket: TicketRow) -> bool:
+        """Whether the ticket has a survey sent and not yet answered (this batch's answers
+        count). On PostgreSQL the survey row stays locked until the batch commits, so two
+        daemons cannot both take the answer."""
+        if ticket.id is None or any(t is ticket for t, _v in self.answers):
+            return False
+        query = _OPEN_SURVEY.with_for_update() if self.conn.dialect.name == "postgresql" \
+            else _OPEN_SURVEY
+        return self.conn.execute(query, {"tid": ticket.id}).first() is not None
+
+    def answer_survey(self, ticket: TicketRow, **values: Any) -> None:
+        """Record the answer to the ticket's open survey (survey_open said there is one)."""
+        self.answers.append((ticket, values))
+
+    def add_survey(self, ticket: TicketRow, at: datetime) -> None:
+        self.surveys.append({"ticket": ticket, "requester": ticket.requester, "sent_at": at})
+
+    def opted_out(self, address: str) -> bool:
+        return any(o["address"] == address for o in self.opt_outs) or \
+            self.conn.execute(_OPTED_OUT, {"a": address}).first() is not None
+
+    def opt_out(self, address: str, at: datetime) -> None:
+        if not self.opted_out(address):
+            self.opt_outs.append({"address": address, "at": at})
+
+    def claim_clock(self, clock: ClockRow, seen: datetime | None) -> bool:
+        """Write the scan's step of a clock now, if its next check is still the one the scan
+        read: of two scanners exactly one wins (compare and set). Written at once, not at
+        the batch's end, because the winner must know it won before it acts."""
+        return self.conn.execute(
+            update(T_CLOCKS).where(T_CLOCKS.c.id == clock.id, T_CLOCKS.c.next_check_at == seen)
+            .values(warned_at=clock.warned_at, breached_at=clock.breached_at,
+                    level=clock.level, next_check_at=clock.next_check_at)).rowcount == 1
+
     def stored_as(self, dedupe_key: str) -> str | None:
         if dedupe_key in self.dedupe_index:
             return self.dedupe_index[dedupe_key]
@@ -357,9 +355,11 @@ class Ledger:
         return msg
 
     def add_event(self, ticket: TicketRow, kind: str, at: datetime, actor: str | None = None,
-                  **data: Any) -> None:
-        self.events.append(Pending({"kind": kind, "at": at, "actor": actor, "data": data},
-                                   ticket=ticket))
+                  **data: Any) -> Pending:
+        """Record an event (core/fire.py's fire() is how things happen; this only writes)."""
+        event = Pending({"kind": kind, "at": at, "actor": actor, "data": data}, ticket=ticket)
+        self.events.append(event)
+        return event
 
     def add_outbox(self, ticket: TicketRow, values: dict[str, Any]) -> None:
         self.outbox.append(Pending(values, ticket=ticket))
@@ -387,6 +387,20 @@ class Ledger:
                               [{"b_id": c.id, **{f"b_{k}": getattr(c, k) for k in cols}}
                                for c in changed])
 
+    def _write_surveys(self) -> None:
+        c = self.conn
+        if self.surveys:
+            c.execute(insert(T_SURVEYS), [{"ticket_id": v["ticket"].id, "requester": v["requester"],
+                                           "sent_at": v["sent_at"]} for v in self.surveys])
+        if self.opt_outs:
+            c.execute(insert(T_OPT_OUTS), self.opt_outs)
+        for ticket, values in self.answers:
+            done = c.execute(update(T_SURVEYS).where(T_SURVEYS.c.ticket_id == ticket.id,
+                                                     T_SURVEYS.c.answered_at.is_(None))
+                             .values(**values)).rowcount
+            if done != 1:
+                raise LostRace(f"the survey of {ticket.ref} was answered meanwhile")
+
     def settle(self, inbound_id: int | None, message: Pending | None, **values: Any) -> None:
         """Record what became of an inbound mail: update its row, or insert it (id None)."""
         self.inbound.append((inbound_id, message, values))
@@ -400,7 +414,8 @@ class Ledger:
                     t.linked_to = t.linked_ticket.id
             ids = c.execute(insert(T_TICKETS).returning(T_TICKETS.c.id,
                                                         sort_by_parameter_order=True),
-                            [t.values() for t in self.new_tickets]).scalars().all()
+                            [{k: getattr(t, k) for k in TICKET_COLUMNS}
+                             for t in self.new_tickets]).scalars().all()
             for t, i in zip(self.new_tickets, ids):
                 t.id = i
             # a new ticket linked to another new one of this batch
@@ -410,8 +425,7 @@ class Ledger:
                 t.linked_to = t.linked_ticket.id  # type: ignore[union-attr]
                 self.dirty[t.number] = t
         if self.dirty:
-            cols = ("status", "cc", "updated_at", "linked_to", "queue", "assignee", "priority",
-                    "impact", "urgency", "tags", "problem", "type", "category", "subject")
+            cols = TICKET_COLUMNS
             c.execute(update(T_TICKETS).where(T_TICKETS.c.id == bindparam("b_id"))
                       .values({k: bindparam(f"b_{k}") for k in cols}),
                       [{"b_id": t.id, **{f"b_{k}": getattr(t, k) for k in cols}}
@@ -430,6 +444,7 @@ class Ledger:
                 c.execute(insert(table), [
                     {**p.values, key: (p.message.id if key == "message_pk" else p.ticket.id)}  # type: ignore[union-attr]
                     for p in items])
+        self._write_surveys()
         if self.refs:
             c.execute(insert(T_REFS), [{"ticket_id": t.id, "ref": r} for t, r in self.refs])
         self._write_clocks()

@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import date
 
 from ..mail.parse import base_address
-from .ledger import Ledger, TicketRow
+from ..store.rows import TicketRow
+from .ledger import Ledger
 from .refs import Grant, read_token_ref, tagged_numbers, token_grant
 
 

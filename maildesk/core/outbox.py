@@ -1,21 +1,30 @@
-"""Queueing mail for a ticket: render or relay, compose, keep the bytes, add an outbox row.
+"""Mail for a ticket into the outbox: a notice rendered from a template, or an agent's
+reply relayed; composed, its bytes kept, an outbox row added.
 
 Runs inside the caller's transaction, so a ticket and the mail that tells the
 customer about it commit together or not at all. The mail is also stored as
 an outgoing message on the ticket: a reply that quotes our Message-ID in
-References threads back to the ticket.
+References threads back to the ticket. Every mail to an agent goes to that
+agent alone, with a Reply-To that is the agent's own reply address of the
+ticket: an agent who answers any notice is known as that agent.
 """
 from __future__ import annotations
 
 import hashlib
+from dataclasses import fields
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
 
 from ..mail.compose import Outgoing, compose, new_message_id
-from ..pipeline.work import Context
-from ..tickets.ledger import Pending, TicketRow
+from ..store.rows import Pending, TicketRow
+from ..tickets.audience import Person
 from ..tickets.refs import bounce_address, carries_token, redact, token_address
+from .context import Context
+
+# what templates see of a ticket: its fields, but not the database's links
+_VIEW = tuple(f.name for f in fields(TicketRow)
+              if f.name not in ("id", "linked_to", "linked_ticket", "reminded_at"))
 
 
 def desk_address(ctx: Context, ticket: TicketRow) -> str:
@@ -28,12 +37,36 @@ def reply_token(ctx: Context, ticket: TicketRow, recipient: str, purpose: str = 
                          purpose, ctx.now.date())
 
 
-def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[str, str]], *,
-               answering: Pending | None, extra: dict[str, Any] | None = None,
-               auto_submitted: str = "auto-replied", rule: str | None = None,
-               reply_to: str | None = None, reply_address: str | None = None) -> None:
-    """A templated mail. reply_to: the recipient whose token address replies go to;
-    reply_address: a Reply-To made by the caller (a survey's rate address)."""
+def notice(ctx: Context, ticket: TicketRow, template: str, to: list[Person], *,
+           answering: Pending | None, extra: dict[str, Any] | None = None,
+           auto_submitted: str = "auto-generated", rule: str | None = None,
+           actor: str | None = None, reply_address: str | None = None) -> None:
+    """A templated mail to people. Each agent among them gets a mail of their own, whose
+    Reply-To is their reply address of the ticket and whose template knows their note
+    address; the others get one mail together, whose replies go to the requester's reply
+    address when the requester is its one reader. reply_address: a Reply-To the caller
+    made (a survey's rate address)."""
+    desk = ctx.settings.desk
+    others: list[Person] = []
+    for name, address in to:
+        agent = desk.agent(address)
+        if agent is None:
+            others.append((name, address))
+            continue
+        _templated(ctx, ticket, template, [(name, address)], answering,
+                   (extra or {}) | {"note_address": reply_token(ctx, ticket, agent.address,
+                                                                "note")},
+                   auto_submitted, rule, actor, reply_token(ctx, ticket, agent.address))
+    if others:
+        alone = [a for _n, a in others] == [ticket.requester]
+        _templated(ctx, ticket, template, others, answering, extra or {}, auto_submitted, rule,
+                   actor, reply_address or (reply_token(ctx, ticket, ticket.requester)
+                                            if alone else None))
+
+
+def _templated(ctx: Context, ticket: TicketRow, template: str, to: list[Person],
+               answering: Pending | None, extra: dict[str, Any], auto_submitted: str,
+               rule: str | None, actor: str | None, reply_to: str | None) -> None:
     settings = ctx.settings
     address = desk_address(ctx, ticket)
     prefix = settings.desk.ref_prefix
@@ -45,7 +78,7 @@ def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[st
                     "from": answering.values["from_addr"],
                     "subject": redact(answering.values["subject"], prefix)}
         if answering else None,
-        **(extra or {}),
+        **extra,
     }
     rendered = ctx.templates.render(template, context)
     in_reply_to = answering.values["message_id"] if answering is not None else None
@@ -54,8 +87,8 @@ def queue_mail(ctx: Context, ticket: TicketRow, template: str, to: list[tuple[st
         subject=rendered.subject, text=rendered.text, html=rendered.html,
         message_id=new_message_id(settings.desk.domain, ticket.ref), date=ctx.now,
         in_reply_to=in_reply_to, references=(in_reply_to,) if in_reply_to else (),
-        reply_to=reply_address or (reply_token(ctx, ticket, reply_to) if reply_to else None),
-        auto_submitted=auto_submitted, x_loop=address, ticket_ref=ticket.ref), rule=rule)
+        reply_to=reply_to, auto_submitted=auto_submitted, x_loop=address,
+        ticket_ref=ticket.ref), rule=rule, actor=actor)
 
 
 def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
@@ -82,7 +115,7 @@ def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
         message_id=new_message_id(settings.desk.domain, ticket.ref), date=ctx.now,
         in_reply_to=thread[-1] if thread else None, references=thread,
         reply_to=reply_token(ctx, ticket, ticket.requester), auto_submitted="no",
-        x_loop=address, ticket_ref=ticket.ref, attachments=attachments), agent=agent)
+        x_loop=address, ticket_ref=ticket.ref, attachments=attachments), actor=f"agent:{agent}")
 
 
 def _without_tokens(attachments: tuple[tuple[str, str, bytes], ...], prefix: str
@@ -112,7 +145,7 @@ def _decoded(part: Message) -> bytes:
 
 
 def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
-           rule: str | None = None, agent: str | None = None) -> None:
+           rule: str | None = None, actor: str | None = None) -> None:
     try:
         raw, failed = compose(out), None
     except Exception as e:  # noqa: BLE001 - the ticket stands; this mail fails, said why
@@ -137,7 +170,7 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
         "subject": out.subject, "message_id": out.message_id, "digest": digest,
         "status": "failed" if failed else "queued", "attempts": 0, "next_attempt_at": ctx.now,
         "last_error": failed, "created_at": ctx.now, "sent_at": None})
-    actor = f"rule:{rule}" if rule else (f"agent:{agent}" if agent else None)
+    actor = f"rule:{rule}" if rule else actor
     ctx.ledger.add_event(ticket, "notification.failed" if failed else "notification.queued",
                          ctx.now, actor=actor, template=template, to=recipients,
                          message_id=out.message_id, **({"rule": rule} if rule else {}),
@@ -146,7 +179,5 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
 
 def ticket_view(ticket: TicketRow) -> dict[str, Any]:
     """The ticket as templates see it: plain values, no database access."""
-    return {k: getattr(ticket, k) for k in (
-        "ref", "subject", "requester", "requester_name", "status", "type", "priority",
-        "impact", "urgency", "problem", "category", "queue", "assignee", "created_at",
-        "updated_at")} | {"tags": list(ticket.tags)}
+    return {k: getattr(ticket, k) for k in _VIEW} | {"tags": list(ticket.tags),
+                                                     "cc": list(ticket.cc)}

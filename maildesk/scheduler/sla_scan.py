@@ -5,9 +5,10 @@ are due, not the tickets there are. Each step is claimed with an update that
 names the `next_check_at` it read: of two scanners (two daemons, or one
 catching up after a restart) exactly one wins, and `sla.warning`,
 `sla.breached` and each escalation level happen once per clock. The events
-then run the admins' rules (`on: sla.breached`: reassign, raise the priority,
-notify) and the policy's escalation levels mail the assignee, the group lead
-or a manager.
+are fired (core/fire.py): they run the admins' rules (`on: sla.breached`:
+reassign, raise the priority, notify), the clocks follow a rule's change, and
+each escalation level of the policy mails the people responsible for the
+ticket, the group lead or a manager.
 """
 from __future__ import annotations
 
@@ -15,17 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from ..app import App
-from ..notify.outbox import queue_mail
-from ..pipeline.work import Context
-from ..rules.effects import LedgerEffects, apply_decision
-from ..rules.vocabulary import facts_for
-from ..tickets.ledger import T_CLOCKS, TicketRow
-from .clocks import RUNNING, ClockRow, next_check
-from .policy import Level, SlaPolicy
-from .track import follow
+from ..core.context import Context
+from ..core.fire import fire
+from ..sla.clocks import next_check
+from ..sla.policy import SlaPolicy, Slas
+from ..store.rows import RUNNING, ClockRow
+from ..store.tables import T_CLOCKS
+from ..tickets.audience import recipients
 
 NAMES = {"first_response": "first response", "next_response": "next response",
          "resolution": "resolution"}
@@ -78,66 +78,37 @@ def scan(app: App, now: datetime, batch: int = 500) -> ScanResult:
             seen.update(r["id"] for r in rows)
             ctx = app.context(conn, now)
             for row in rows:
-                _one(ctx, ClockRow(**dict(row)), row["next_check_at"], total)
+                _one(ctx, app.slas, ClockRow(**dict(row)), row["next_check_at"], total)
             ctx.write()
 
 
-def _one(ctx: Context, clock: ClockRow, seen: datetime, total: ScanResult) -> None:
-    assert ctx.slas is not None
-    policy = ctx.slas.named(clock.policy)
+def _one(ctx: Context, slas: Slas, clock: ClockRow, seen: datetime, total: ScanResult
+         ) -> None:
+    policy = slas.named(clock.policy)
     fired = steps(clock, policy, ctx.now) if policy is not None else []
     if policy is None:          # its policy left the configuration: nothing more to watch
         clock.next_check_at = None
-    claimed = ctx.ledger.conn.execute(
-        update(T_CLOCKS).where(T_CLOCKS.c.id == clock.id, T_CLOCKS.c.next_check_at == seen)
-        .values(warned_at=clock.warned_at, breached_at=clock.breached_at, level=clock.level,
-                next_check_at=clock.next_check_at)).rowcount
-    if claimed != 1 or policy is None or not fired:
+    if not ctx.ledger.claim_clock(clock, seen) or policy is None or not fired:
         return
-    assert clock.ticket_id is not None
-    ticket = ctx.ledger.by_id(clock.ticket_id)
-    assert ticket is not None
-    priority = ticket.priority
+    ticket = ctx.ledger.by_id(clock.ticket_id) if clock.ticket_id is not None else None
+    if ticket is None:      # a clock's ticket is never deleted; nothing to fire on without
+        return
     for kind, level in fired:
         data: dict[str, Any] = {"clock": clock.kind, "policy": clock.policy,
                                 "due_at": clock.due_at.isoformat() if clock.due_at else None}
-        if kind == "sla.escalated":
-            total.escalations += 1
-            _escalate(ctx, ticket, clock, policy.levels[level - 1], level, data)
+        if kind != "sla.escalated":
+            total.warnings += kind == "sla.warning"
+            total.breaches += kind == "sla.breached"
+            fire(ctx, ticket, "sla.warning" if kind == "sla.warning" else "sla.breached",
+                 actor="sla", **data)
             continue
-        total.warnings += kind == "sla.warning"
-        total.breaches += kind == "sla.breached"
-        ctx.ledger.add_event(ticket, kind, ctx.now, actor="sla", **data)
-        decision = ctx.rules.evaluate(kind, facts_for(ctx.settings.desk, ticket, None, ctx.now))
-        if decision.actions:
-            apply_decision(decision, LedgerEffects(ctx, ticket), ctx.settings.desk)
-    if ticket.priority != priority:     # a rule raised it: the clocks follow the new policy
-        for new in follow(ctx.slas, ticket, ctx.ledger.clocks_of(ticket), ctx.now):
-            ctx.ledger.add_clock(ticket, new)
-
-
-def _escalate(ctx: Context, ticket: TicketRow, clock: ClockRow, level: Level, n: int,
-              data: dict[str, Any]) -> None:
-    desk = ctx.settings.desk
-    people: list[tuple[str, str]] = []
-    if level.notify == "assignee":
-        agent = desk.agent_named(ticket.assignee)
-        group = desk.queue(ticket.queue).group
-        people = [(agent.name, agent.address)] if agent else [
-            (a.name, a.address) for a in desk.agents if group and group in a.groups]
-    elif level.notify == "group_lead":
-        group = next((g for g in desk.groups if g.name == desk.queue(ticket.queue).group), None)
-        lead = desk.agent_named(group.lead) if group else None
-        people = [(lead.name, lead.address)] if lead else []
-    else:
-        people = [("", level.notify)]
-    ctx.ledger.add_event(ticket, "sla.escalated", ctx.now, actor="sla", level=n,
-                         notify=level.notify, to=[a for _n, a in people], **data)
-    if people:
-        queue_mail(ctx, ticket, level.template, people, answering=None,
-                   auto_submitted="auto-generated", extra={
-                       "level": n, "clock": {"name": NAMES[clock.kind], "policy": clock.policy,
-                                             "due": _when(clock.due_at)}})
+        total.escalations += 1
+        step = policy.levels[level - 1]
+        to = recipients(ctx.settings.desk, ticket, [step.notify], level)
+        fire(ctx, ticket, "sla.escalated", actor="sla", level=level, notify=step.notify,
+             template=step.template, to=[a for _n, a in to], **data,
+             context={"clock": {"name": NAMES[clock.kind], "policy": clock.policy,
+                                "due": _when(clock.due_at)}})
 
 
 def _when(at: datetime | None) -> str:

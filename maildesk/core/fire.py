@@ -1,0 +1,167 @@
+"""fire(): the one way anything happens to a ticket.
+
+It records the event, runs the admins' rules for its kind (their hits and
+misses kept on the event, as Mailman keeps rule_hits and rule_misses), lets
+the SLA clocks follow the ticket, and queues the notices that NOTICES names
+for the kind (core/notices.py). A rule's change is an event too: it fires
+`ticket.updated` (and `ticket.resolved`) with the rule as actor, one level
+deeper; at MAX_DEPTH the rules stop and an event says so, so rules that set
+each other's fields cannot loop.
+
+Every write goes through the ledger, so a mail that fails later undoes all
+that its events did.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..mail.classify import PERSON
+from ..rules.effects import BaseEffects, apply_decision
+from ..rules.engine import Decision
+from ..rules.vocabulary import facts_for
+from ..sla.track import follow
+from ..store.rows import Pending, TicketRow
+from ..tickets.audience import recipients
+from .context import Context, Dropped
+from .happening import Happening, Mail
+from .notices import send_notices
+from .outbox import notice
+
+MAX_DEPTH = 5
+
+KINDS = {
+    # a mail
+    "ticket.created": "a mail (or an agent for a caller) opened the ticket",
+    "customer.replied": "a person's mail on the ticket, not an agent's",
+    "agent.replied": "an authenticated agent answered (silent: the customer got nothing)",
+    "note.added": "an agent's internal note",
+    "auto-reply.received": "a machine's answer (out of office) was noted on the ticket",
+    "loop.received": "mail of a loop was noted on the ticket",
+    "bounce.received": "a bounce was noted on the ticket",
+    "complaint.received": "a spam complaint was noted on the ticket",
+    "reply.refused": "a reply to a closed ticket whose queue refuses them",
+    "ticket.reopened": "a reply reopened a resolved or closed ticket",
+    "ticket.linked": "the ticket was linked to another",
+    "ticket.merged": "the ticket was merged into another, or absorbed one",
+    "commands.applied": "an agent's command lines ran",
+    "commands.refused": "an agent's command lines had errors: none ran",
+    "commands.ignored": "command lines in a mail whose sender is no proven agent",
+    "sender.unverified": "nothing proved the sender, so the mail changed nothing",
+    "token.refused": "a reply address that granted nothing",
+    "delivery.failed": "a bounce says our mail did not arrive",
+    "delivery.delayed": "a bounce says our mail is delayed",
+    # a change
+    "ticket.updated": "a field of the ticket changed",
+    "ticket.resolved": "the ticket's status became resolved",
+    "ticket.escalated": "a rule escalated the ticket",
+    # time
+    "sla.warning": "an SLA clock is near its target",
+    "sla.breached": "an SLA clock passed its target",
+    "sla.escalated": "an escalation level of a breached clock came",
+    "reminder.sent": "a customer we wait for was reminded",
+    # surveys
+    "survey.sent": "the satisfaction survey went out",
+    "survey.answered": "the customer rated the ticket",
+    "survey.opted_out": "the customer wants no more surveys",
+}
+
+
+def fire(ctx: Context, ticket: TicketRow, kind: str, *, actor: str | None,
+         mail: Mail | None = None, context: dict[str, Any] | None = None, depth: int = 0,
+         **data: Any) -> None:
+    """Record the event, run its rules, let the clocks follow, queue its notices.
+
+    context: values for the notices' templates that are not part of the record
+    (a survey's links); depth: how many events deep a rule's change is."""
+    if kind not in KINDS:
+        raise ValueError(f"no event kind {kind!r} (core/fire.py KINDS)")
+    record = ctx.ledger.add_event(ticket, kind, ctx.now, actor=actor, **data)
+    happening = Happening(ticket, kind, actor, data, mail, depth, context or {})
+    _rules(ctx, happening, record)
+    _clocks(ctx, happening)
+    send_notices(ctx, happening)
+
+
+def _rules(ctx: Context, h: Happening, record: Pending) -> None:
+    if not ctx.rules.watches(h.kind):
+        return
+    if h.depth >= MAX_DEPTH:
+        ctx.ledger.add_event(h.ticket, "rules.stopped", ctx.now, actor=h.actor, event=h.kind,
+                             depth=h.depth, reason="rules changed the ticket "
+                             f"{MAX_DEPTH} events deep: a loop? (`maildesk rules check`)")
+        return
+    mail = h.mail
+    facts = facts_for(ctx.settings.desk, h.ticket, mail.parsed if mail else None, ctx.now,
+                      replies=lambda: ctx.ledger.message_count(h.ticket),
+                      recipients=mail.recipients if mail else (),
+                      mailbox=mail.mailbox if mail else None,
+                      verified=mail.verified if mail else lambda: False,
+                      event=h.data, actor=h.actor)
+    decision: Decision = ctx.rules.evaluate(h.kind, facts)
+    record.values["data"]["rules"] = {"hits": decision.hits, "misses": decision.misses}
+    if decision.actions:
+        apply_decision(decision, LedgerEffects(ctx, h.ticket, mail, h.depth + 1))
+
+
+def _clocks(ctx: Context, h: Happening) -> None:
+    """The clocks follow the ticket's state; three kinds matter beyond it (sla/track.py)."""
+    if ctx.slas is None:
+        return
+    for clock in follow(ctx.slas, h.ticket, ctx.ledger.clocks_of(h.ticket), ctx.now,
+                        created=h.kind == "ticket.created",
+                        agent_replied=h.kind == "agent.replied" and not h.data.get("silent"),
+                        customer_replied=h.kind == "customer.replied" and h.mail is not None
+                        and h.mail.verdict == PERSON):
+        ctx.ledger.add_clock(h.ticket, clock)
+
+
+def change(ctx: Context, ticket: TicketRow, actor: str, *, mail: Mail | None = None,
+           depth: int = 0, note: dict[str, Any] | None = None,
+           context: dict[str, Any] | None = None, **values: Any) -> None:
+    """Set fields of a ticket: each change is a `ticket.updated` event (a status that
+    becomes resolved a `ticket.resolved` too). note: more for the events' record;
+    context: more for their notices' templates."""
+    for name, new in values.items():
+        old = getattr(ticket, name)
+        if old == new:
+            continue
+        ctx.ledger.change(ticket, **{name: new})
+        fire(ctx, ticket, "ticket.updated", actor=actor, mail=mail, depth=depth,
+             context=context, field=name, old=old, new=new, **(note or {}))
+        if name == "status" and new == "resolved":
+            fire(ctx, ticket, "ticket.resolved", actor=actor, mail=mail, depth=depth,
+                 previous=old)
+
+
+class LedgerEffects(BaseEffects):
+    """Actions on a real ticket: every change an event whose actor is `<kind>:<name>`."""
+
+    def __init__(self, ctx: Context, ticket: TicketRow, mail: Mail | None = None,
+                 depth: int = 0, kind: str = "rule") -> None:
+        """mail: the mail being handled, if any (the SLA scan acts without one);
+        kind: who acts: a rule, an agent by mail command, a customer (#close)."""
+        self.ctx, self.mail, self.ticket, self.desk = ctx, mail, ticket, ctx.settings.desk
+        self.depth, self.kind = depth, kind
+
+    def _set(self, rule: str, values: dict[str, Any]) -> None:
+        change(self.ctx, self.ticket, f"{self.kind}:{rule}", mail=self.mail, depth=self.depth,
+               note={self.kind: rule}, **values)
+
+    def notify(self, rule: str, template: str, to: list[str], level: int = 1) -> None:
+        people = [r for r in recipients(self.desk, self.ticket, to, level)
+                  if r[1] != self.ticket.requester or "requester" in to]
+        if people:
+            notice(self.ctx, self.ticket, template, people,
+                   answering=self.mail.message if self.mail else None, rule=rule)
+
+    def acknowledge(self, rule: str, template: str | None) -> None:
+        if self.mail is not None:      # only a mail is acknowledged
+            self.mail.acknowledgement = template
+            self.mail.acknowledgement_rule = rule
+
+    def _escalated(self, rule: str, level: int, queue: str | None, group: str | None) -> None:
+        fire(self.ctx, self.ticket, "ticket.escalated", actor=f"rule:{rule}", mail=self.mail,
+             depth=self.depth, level=level, queue=queue, group=group, rule=rule)
+
+    def drop(self, rule: str, reason: str) -> None:
+        raise Dropped(f"rule {rule!r} dropped it as {reason}")

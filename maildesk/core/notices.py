@@ -1,0 +1,129 @@
+"""Which events send which mail to whom: one table, read by fire() after the rules.
+
+Audiences are answered by tickets/audience.py, so a new ticket's notice, a
+customer's reply and an SLA escalation to `assignee` reach the same people.
+Nobody is told of what they did themselves: an agent who opens, assigns or
+answers hears nothing of it. A rule's `notify` is the admins' own table.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..mail.classify import AUTO_REPLY, BOUNCE, COMPLAINT, LOOP
+from ..tickets.audience import Person, recipients, responsible
+from ..tickets.refs import rate_address
+from .context import Context
+from .happening import Happening
+from .outbox import desk_address, notice
+
+MACHINES = (AUTO_REPLY, LOOP, BOUNCE, COMPLAINT)     # their mail reaches no agent's inbox
+
+
+def _always(h: Happening) -> str | None:
+    return None
+
+
+def _person(h: Happening) -> str | None:
+    return "a machine's mail" if h.mail is not None and h.mail.verdict in MACHINES else None
+
+
+def _acknowledged(h: Happening) -> str | None:
+    m = h.mail
+    if m is None:
+        return "no mail to acknowledge"
+    if m.unacknowledged is None and m.acknowledgement is None:
+        return f"rule {m.acknowledgement_rule!r} said no acknowledgement"
+    return m.unacknowledged
+
+
+def _assigned(h: Happening) -> str | None:
+    return None if h.data.get("field") == "assignee" and h.data.get("new") else "not assigned"
+
+
+def _auto_closed(h: Happening) -> str | None:
+    return None if h.actor == "job:auto_close" else "not closed by the job"
+
+
+@dataclass(frozen=True)
+class Notice:
+    template: str            # "{template}": the event's data names it; "{acknowledgement}":
+                             # the mail's (acknowledgement, unless a rule chose another)
+    audience: str            # see _audience()
+    skip: Callable[[Happening], str | None] = _always   # why not, or None to send
+    replies: bool = False    # it answers the mail's sender (Auto-Submitted: auto-replied)
+    said: str | None = None  # a skipped notice is this event, with the reason
+    rate: bool = False       # replies go to the rate address (a survey)
+
+
+NOTICES: dict[str, tuple[Notice, ...]] = {
+    "ticket.created": (Notice("agent_notification", "responsible", _person),
+                       Notice("{acknowledgement}", "requester", _acknowledged, replies=True,
+                              said="acknowledgement.suppressed")),
+    "customer.replied": (Notice("agent_notification", "responsible", _person),),
+    "ticket.updated": (Notice("agent_notification", "new_assignee", _assigned),
+                       Notice("ticket_closed", "requester", _auto_closed)),
+    "commands.refused": (Notice("command_error", "actor", replies=True),),
+    "reply.refused": (Notice("refused", "sender", replies=True),),
+    "sla.escalated": (Notice("{template}", "{notify}"),),
+    "reminder.sent": (Notice("pending_reminder", "requester"),),
+    "survey.sent": (Notice("survey", "requester", rate=True),),
+}
+
+
+def send_notices(ctx: Context, h: Happening) -> None:
+    for n in NOTICES.get(h.kind, ()):
+        why_not = n.skip(h)
+        if why_not is not None:
+            if n.said:
+                ctx.ledger.add_event(h.ticket, n.said, ctx.now, reason=why_not)
+            continue
+        people = [p for p in _audience(ctx, h, n.audience) if not _is_actor(ctx, h, p)]
+        if not people:
+            continue
+        template, rule = n.template, None
+        if template == "{template}":
+            template = str(h.data["template"])
+        elif template == "{acknowledgement}" and h.mail is not None:
+            template = h.mail.acknowledgement or "acknowledgement"
+            rule = h.mail.acknowledgement_rule
+        extra: dict[str, Any] = {**h.data, **h.context,
+                                 "new_ticket": h.kind == "ticket.created",
+                                 "assigned": n.audience == "new_assignee"}
+        t = h.ticket
+        notice(ctx, t, template, people,
+               answering=h.mail.message if h.mail else None, extra=extra,
+               auto_submitted="auto-replied" if n.replies else "auto-generated", rule=rule,
+               reply_address=rate_address(ctx.secrets[0], desk_address(ctx, t), t.ref,
+                                          t.requester) if n.rate else None)
+
+
+def _audience(ctx: Context, h: Happening, audience: str) -> list[Person]:
+    desk, t = ctx.settings.desk, h.ticket
+    if audience == "responsible":
+        return [(a.name, a.address) for a in responsible(desk, t)]
+    if audience == "requester":
+        return [(t.requester_name or "", t.requester)]
+    if audience == "sender":
+        return [(h.mail.parsed.from_name, h.mail.parsed.from_addr)] if h.mail else []
+    if audience == "actor":
+        agent = desk.agent_named(_agent_of(h.actor))
+        return [(agent.name, agent.address)] if agent else []
+    if audience == "new_assignee":
+        agent = desk.agent_named(str(h.data["new"]))
+        return [(agent.name, agent.address)] if agent else []
+    return recipients(desk, t, [str(h.data["notify"])], int(h.data.get("level", 1)))
+
+
+def _agent_of(actor: str | None) -> str | None:
+    return actor[len("agent:"):] if actor and actor.startswith("agent:") else None
+
+
+def _is_actor(ctx: Context, h: Happening, person: Person) -> bool:
+    """An agent is not told of what they did (but hears of their own commands' errors)."""
+    name = _agent_of(h.actor)
+    if name is None or h.kind == "commands.refused":
+        return False
+    agent = ctx.settings.desk.agent_named(name)
+    return agent is not None and agent.address == person[1]

@@ -1,0 +1,109 @@
+"""An authenticated agent's mail: commands, then a reply (relayed to the customer) or an
+internal note. All commands of a mail are checked first: one bad line and none runs, and
+the agent hears why (tickets/commands.py)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ...config.schema import Agent
+from ...core.context import Context
+from ...core.fire import LedgerEffects, fire
+from ...core.happening import Mail
+from ...core.outbox import relay
+from ...store.rows import TicketRow
+from ...tickets.apply import open_ticket, store_message
+from ...tickets.commands import Plan, plan, split_commands
+from ...tickets.thread import participants
+from ..sender import domain_proof, event_mail, sender_proof
+from ..work import Work, queue_for, reply_parts
+
+
+def agent_stage(ctx: Context, w: Work) -> None:
+    agent = w.agent
+    if agent is None:
+        return
+    if w.ticket is None:     # a proven agent's `#requester`: a ticket opened on their behalf
+        if w.on_behalf_of:
+            _open_for_requester(ctx, w, agent, w.on_behalf_of)
+        return
+    p, ledger, desk, ticket = w.parsed, ctx.ledger, ctx.settings.desk, w.ticket
+    new, quoted = reply_parts(w)
+    lines, text = split_commands(new)
+    asked = plan(lines, desk, agent, desk.ref_prefix)
+    others: dict[str, TicketRow] = {}       # the tickets #link and #merge name
+    for ref in [*asked.links, *([asked.merge_into] if asked.merge_into else [])]:
+        other = ledger.by_ref(ref)
+        if other is None or ref == ticket.ref:
+            asked.errors.append(f"#{'merge' if ref == asked.merge_into else 'link'} {ref}: "
+                                "no such other ticket")
+        else:
+            others[ref] = other
+    refused = bool(asked.errors)
+    note = (w.grant is not None and w.grant.purpose == "note") or asked.note or refused
+    w.message = store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
+                              text=text if lines else new, quoted=quoted,
+                              visibility="internal" if note else "public",
+                              proof=sender_proof(ctx, w, ticket))
+    actor, mail = f"agent:{agent.name}", event_mail(ctx, w)
+    if refused:     # nothing is half-applied: no command, no relay; tell the agent why
+        fire(ctx, ticket, "commands.refused", actor=actor, mail=mail, errors=asked.errors,
+             lines=asked.lines)
+        return
+    _carry_out(ctx, ticket, mail, asked, agent.name, others)
+    if note:
+        fire(ctx, ticket, "note.added", actor=actor, mail=mail, message_id=p.message_id)
+        return
+    silent = asked.silent or not text
+    fire(ctx, ticket, "agent.replied", actor=actor, mail=mail, message_id=p.message_id,
+         silent=silent)
+    if silent:
+        return
+    relay(ctx, ticket, agent.display_name or agent.name, text,
+          tuple((a.filename, a.content_type, a.data) for a in p.attachments),
+          ledger.thread_of(ticket, participants(ticket)), agent.name)
+    if "status" not in asked.changes and ticket.status in ("new", "open"):
+        LedgerEffects(ctx, ticket, mail, kind="agent").change(agent.name, status="pending")
+
+
+def _open_for_requester(ctx: Context, w: Work, agent: Agent, requester: str) -> None:
+    """A phone call logged by mail: the ticket is the customer's, the text an internal note.
+    The customer's acknowledgement answers no mail of theirs: it quotes nothing."""
+    p, ledger, desk = w.parsed, ctx.ledger, ctx.settings.desk
+    lines, rest = split_commands(reply_parts(w)[0])
+    lines = [(n, line) for n, line in lines if not line.lower().startswith("#requester")]
+    ticket = open_ticket(ledger, p, queue=queue_for(desk, w), cc=[], now=ctx.now,
+                         linked_to=None, priority=desk.priority("medium", "medium"),
+                         requester=requester, assignee=agent.name)
+    w.ticket, w.created = ticket, True
+    w.message = store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
+                              text=rest, visibility="internal", proof=domain_proof(ctx, w))
+    mail = replace(event_mail(ctx, w), message=None)
+    fire(ctx, ticket, "ticket.created", actor=f"agent:{agent.name}", mail=mail,
+         source=w.inbound.source, on_behalf_of=requester)
+    asked = plan(lines, desk, agent, desk.ref_prefix)
+    if not asked.errors:
+        _carry_out(ctx, ticket, mail, asked, agent.name, {})
+
+
+def _carry_out(ctx: Context, ticket: TicketRow, mail: Mail, asked: Plan, name: str,
+               others: dict[str, TicketRow]) -> None:
+    """The commands of a checked plan, each change an event with the agent as actor.
+    others: the tickets its #link and #merge name, found."""
+    actor = f"agent:{name}"
+    fx = LedgerEffects(ctx, ticket, mail, kind="agent")
+    if asked.changes:
+        fx.change(name, **asked.changes)
+    if asked.tags_add or asked.tags_remove:
+        fx.tags(name, asked.tags_add, asked.tags_remove)
+    if asked.cc_add or asked.cc_remove:
+        cc = [a for a in ticket.cc if a not in asked.cc_remove]
+        fx.change(name, cc=cc + [a for a in asked.cc_add if a not in cc])
+    for ref in asked.links:
+        fire(ctx, ticket, "ticket.linked", actor=actor, related=ref)
+    target = others.get(asked.merge_into or "")
+    if target is not None:
+        fx.change(name, status="closed", linked_to=target.id)
+        fire(ctx, ticket, "ticket.merged", actor=actor, into=target.ref)
+        fire(ctx, target, "ticket.merged", actor=actor, absorbed=ticket.ref)
+    if asked.lines:
+        fire(ctx, ticket, "commands.applied", actor=actor, lines=asked.lines)

@@ -1,0 +1,21 @@
+"""Who sent it. An agent's From counts only with proof: a token made for that agent and
+ticket, or DKIM or trusted Authentication-Results for the agent's domain."""
+from __future__ import annotations
+
+from ...core.context import Context
+from ...tickets.commands import requester_line
+from ..work import Work, reply_parts
+
+
+def identify_stage(ctx: Context, w: Work) -> None:
+    agent = ctx.settings.desk.agent(w.parsed.from_addr)
+    if agent is None:
+        return
+    by_token = w.doubt is None and w.grant is not None and w.ticket is not None \
+        and w.grant.ref == w.ticket.ref and w.grant.person == agent.address
+    if w.proven_agent is not None and w.ticket is None:
+        w.on_behalf_of = requester_line(reply_parts(w)[0])
+    if by_token or (w.proven_agent is not None and (w.ticket is not None or w.on_behalf_of)):
+        w.agent = agent
+    elif not w.proven_agent:
+        w.unverified_agent = agent.name
