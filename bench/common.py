@@ -32,9 +32,11 @@ def prepare(doc: str, default_n: int, prefix: str
     return args, tmp, work, json.loads((work / "workload.json").read_text())
 
 
-def run_child(cmd: list[str], cwd: Path) -> tuple[float, int, bytes, bytes, int]:
+def run_child(cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+              ) -> tuple[float, int, bytes, bytes, int]:
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                            env=env)
     out = proc.stdout.read()  # type: ignore[union-attr]
     err = proc.stderr.read()  # type: ignore[union-attr]
     _pid, status, usage = os.wait4(proc.pid, 0)

@@ -30,7 +30,7 @@ from maildesk.mail.parse import parse  # noqa: E402
 from maildesk.rules.load import load  # noqa: E402
 from maildesk.rules.vocabulary import facts_for  # noqa: E402
 from maildesk.store.blobs import digest_of  # noqa: E402
-from maildesk.tickets.ledger import TicketRow  # noqa: E402
+from maildesk.store.rows import TicketRow  # noqa: E402
 
 WORDS = ["vpn", "printer", "invoice", "password", "laptop", "outlook", "refund", "licence",
          "wi-fi", "monitor", "calendar", "export", "portal", "backup", "phone", "order"]

@@ -79,7 +79,7 @@ def child(data: str) -> int:
     import json
     import resource
 
-    from maildesk.sla.scan import scan
+    from maildesk.scheduler.sla_scan import scan
     app = App.open(Settings.model_validate({"data_dir": data}))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
