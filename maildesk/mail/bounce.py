@@ -86,7 +86,7 @@ def _dsn_failures(msg: Message) -> list[Failure]:
             blocks = [message_from_string(b) for b in re.split(r"\n\s*\n", payload) if b.strip()]
         elif isinstance(payload, list):   # what the parser makes of a report: one per block
             blocks = [b for b in payload if isinstance(b, Message)]
-        else:                             # none or a lone message: no recipients' fields
+        else:                             # no such report comes from the parser
             continue
         for block in blocks[1:] if len(blocks) > 1 else blocks:   # block 0: per-message
             recipient = _address(str(block.get("Final-Recipient")
