@@ -35,6 +35,7 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Level = Literal["high", "medium", "low"]
 Priority = Literal["P1", "P2", "P3", "P4", "P5"]
 _WEEKDAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri")
+_LEVELS: tuple[Level, ...] = ("high", "medium", "low")
 
 
 class Strict(BaseModel):
@@ -100,6 +101,14 @@ class WorkingHours(Strict):
     timezone: str = Field("UTC", description="IANA zone, e.g. Europe/Berlin.")
 
     _zone = field_validator("timezone")(classmethod(lambda cls, v: _check_zone(v)))
+
+
+def _level(v: str) -> Level:
+    """v as an impact or urgency level; a KeyError, as the matrix gives, if it is none."""
+    for level in _LEVELS:
+        if v == level:
+            return level
+    raise KeyError(v)
 
 
 def _check_zone(v: str) -> str:
@@ -315,7 +324,7 @@ class Desk(Strict):
         return next((a for a in self.agents if a.name == who), None) or self.agent(who)
 
     def priority(self, impact: str, urgency: str) -> str:
-        return self.priority_matrix[impact][urgency]  # type: ignore[index]
+        return self.priority_matrix[_level(impact)][_level(urgency)]
 
     @property
     def domain(self) -> str:
