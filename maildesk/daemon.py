@@ -246,9 +246,10 @@ class Daemon:
             await asyncio.to_thread(ratings.shutdown)
         if self.scheduler is not None:
             await asyncio.to_thread(self.scheduler.shutdown, True)
-        for w in (*self.pollers, self.ingest, self.outbox):
+        threads: list[imap.Poller | Worker] = [*self.pollers, self.ingest, self.outbox]
+        for w in threads:
             w.stop()
-        for w in (*self.pollers, self.ingest, self.outbox):
+        for w in threads:
             await asyncio.to_thread(w.join, 30)
         self.app.close()
         log.info("stopped")

@@ -219,11 +219,12 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
         sys.stdout.buffer.write(data)
         return
     head = email.message_from_bytes(data.split(b"\n\n", 1)[0][:65536] + b"\n\n")
+    headers = [[k, one_line(str(v), 300)] for k, v in head.items()[:60]]
     info = {"id": r.id, "state": r.state, "reason": r.reason, "source": r.source,
             "origin": r.origin, "mail_from": r.mail_from, "rcpt_to": list(r.rcpt_to),
             "received_at": r.received_at.isoformat(), "size": r.size, "attempts": r.attempts,
             "raw": where, "traceback": r.traceback,
-            "headers": [[k, one_line(str(v), 300)] for k, v in head.items()[:60]]}
+            "headers": headers}
     if fmt == "json":
         emit_json(info)
         return
@@ -232,7 +233,7 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
               "received_at", "size", "attempts", "raw"):
         console.print(f"[bold]{k.replace('_', ' ')}:[/bold] {_show(info[k])}", markup=True)
     console.print()
-    for k, v in info["headers"]:
+    for k, v in headers:
         console.print(f"{k}: {v}", markup=False)
     if r.traceback:
         console.print("\n[bold]traceback[/bold] (a crash of maildesk or a library on this "

@@ -4,10 +4,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import click
 from imapclient.exceptions import IMAPClientError
-from sqlalchemy import select
+from sqlalchemy import RowMapping, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..intake.credentials import CredentialError
@@ -37,7 +38,8 @@ def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
         fail(f"no imap mailbox named {', '.join(sorted(unknown))}" if unknown
              else "no imap mailboxes configured (see `imap:` in maildesk.yaml)", EX_USAGE)
     app = obj.app()
-    worst, results = 0, {}
+    worst = 0
+    results: dict[str, Mapping[str, int | str]] = {}
     for box in boxes:
         if names and box.name not in names:
             continue
@@ -47,7 +49,7 @@ def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
                 counts = Drainer(app, box, partial(ingest, app)).drain(client)
             finally:
                 client.logout()
-            results[box.name] = Summary(**counts).as_dict()
+            results[box.name] = {k: counts[k] for k in Summary().as_dict()}
             _say(fmt, f"{box.name}: {_line(counts)}")
         except (AuthFailed, CredentialError) as e:
             worst = max(worst, EX_NOPERM)
@@ -92,7 +94,7 @@ def mailboxes_status(obj: Obj, fmt: str) -> None:
         state = {r["mailbox"]: r for r in conn.execute(select(T_STATE)).mappings()}
     rows = []
     for b in boxes:
-        r = state.get(b.name, {})
+        r: RowMapping | dict[str, Any] = state.get(b.name, {})   # {}: never polled yet
         rows.append({
             "name": b.name, "server": f"{b.host}:{b.effective_port}", "folder": b.folder,
             "connected": bool(r.get("connected")), "uidvalidity": r.get("uidvalidity"),

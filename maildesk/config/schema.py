@@ -31,6 +31,13 @@ def parse_size(value: int | str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Level = Literal["high", "medium", "low"]
+Priority = Literal["P1", "P2", "P3", "P4", "P5"]
+_WEEKDAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri")
+_LEVELS: tuple[Level, ...] = ("high", "medium", "low")
+
+
 class Strict(BaseModel):
     """Unknown keys are errors: a typo must not be silently ignored."""
 
@@ -88,13 +95,20 @@ class Group(Strict):
 class WorkingHours(Strict):
     """The desk's working week, for the `business_hours` rule condition."""
 
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    days: list[Day] = Field(default_factory=lambda: list(_WEEKDAYS))
     start: str = Field("09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     end: str = Field("17:00", pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
     timezone: str = Field("UTC", description="IANA zone, e.g. Europe/Berlin.")
 
     _zone = field_validator("timezone")(classmethod(lambda cls, v: _check_zone(v)))
+
+
+def _level(v: str) -> Level:
+    """v as an impact or urgency level; a KeyError, as the matrix gives, if it is none."""
+    for level in _LEVELS:
+        if v == level:
+            return level
+    raise KeyError(v)
 
 
 def _check_zone(v: str) -> str:
@@ -107,9 +121,10 @@ def _check_zone(v: str) -> str:
 
 
 # ITIL: priority from impact (rows) and urgency (columns)
-ITIL_MATRIX = {"high": {"high": "P1", "medium": "P2", "low": "P3"},
-               "medium": {"high": "P2", "medium": "P3", "low": "P4"},
-               "low": {"high": "P3", "medium": "P4", "low": "P5"}}
+ITIL_MATRIX: dict[Level, dict[Level, Priority]] = {
+    "high": {"high": "P1", "medium": "P2", "low": "P3"},
+    "medium": {"high": "P2", "medium": "P3", "low": "P4"},
+    "low": {"high": "P3", "medium": "P4", "low": "P5"}}
 
 
 class Alerts(Strict):
@@ -214,9 +229,7 @@ class Desk(Strict):
                                        "good for after the mail that carried it was sent.")
     groups: list[Group] = Field(default_factory=list, description="Teams of agents.")
     hours: WorkingHours = Field(default_factory=WorkingHours)
-    priority_matrix: dict[Literal["high", "medium", "low"],
-                          dict[Literal["high", "medium", "low"],
-                               Literal["P1", "P2", "P3", "P4", "P5"]]] = Field(
+    priority_matrix: dict[Level, dict[Level, Priority]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in ITIL_MATRIX.items()},
         description="Priority by impact, then urgency (ITIL).")
 
@@ -286,17 +299,17 @@ class Desk(Strict):
             if q.group is not None and q.group not in groups:
                 raise ValueError(f"queue {q.name}: unknown group {q.group!r}")
         for a in self.agents:
-            for g in a.groups:
-                if g not in groups:
-                    raise ValueError(f"agent {a.name}: unknown group {g!r}")
-            for q in a.queues:
-                if q not in {x.name for x in self.queues}:
-                    raise ValueError(f"agent {a.name}: unknown queue {q!r}")
+            for group in a.groups:
+                if group not in groups:
+                    raise ValueError(f"agent {a.name}: unknown group {group!r}")
+            for queue in a.queues:
+                if queue not in {x.name for x in self.queues}:
+                    raise ValueError(f"agent {a.name}: unknown queue {queue!r}")
         for g in self.groups:
             if g.lead is not None and g.lead not in agents:
                 raise ValueError(f"group {g.name}: lead {g.lead!r} is not an agent")
         for impact in ("high", "medium", "low"):
-            row = self.priority_matrix.get(impact, {})  # type: ignore[call-overload]
+            row = self.priority_matrix.get(impact, {})
             if set(row) != {"high", "medium", "low"}:
                 raise ValueError(f"priority_matrix.{impact} needs high, medium and low urgency")
         return self
@@ -311,7 +324,7 @@ class Desk(Strict):
         return next((a for a in self.agents if a.name == who), None) or self.agent(who)
 
     def priority(self, impact: str, urgency: str) -> str:
-        return self.priority_matrix[impact][urgency]  # type: ignore[index]
+        return self.priority_matrix[_level(impact)][_level(urgency)]
 
     @property
     def domain(self) -> str:
@@ -329,7 +342,6 @@ class Desk(Strict):
 _DURATION = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhd]\s*$")
 _WARNING = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*%|\d+(?:\.\d+)?\s*[smhd])\s*$")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$")
-Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 def _duration(v: str | int | None) -> str | None:

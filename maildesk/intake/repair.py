@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, exists, select
+from sqlalchemy import Connection, Table, exists, select
 
 from ..mail.parse import parse
 from ..store.blobs import BlobBatch, digest_of
@@ -35,8 +35,8 @@ class Mended:
         self.unmended += other.unmended
 
 
-def _used(conn: Connection, table: object, digest: str) -> bool:
-    return bool(conn.execute(select(exists().where(table.c.digest == digest))).scalar())  # type: ignore[attr-defined]
+def _used(conn: Connection, table: Table, digest: str) -> bool:
+    return bool(conn.execute(select(exists().where(table.c.digest == digest))).scalar())
 
 
 def _put(batch: BlobBatch, data: bytes, used: bool) -> int:

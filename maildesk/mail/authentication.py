@@ -168,7 +168,7 @@ class KeyCache:
                 for old in list(self._kept)[:self._size // 2]:
                     del self._kept[old]
             self._kept[name] = (now + (self._hit if record else self._miss), record)
-        return record  # type: ignore[no-any-return]
+        return record
 
 
 SYSTEM_DNS = KeyCache(dkim.dnsplug.get_txt)

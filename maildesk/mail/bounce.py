@@ -81,9 +81,13 @@ def _dsn_failures(msg: Message) -> list[Failure]:
         if part.get_content_type() not in ("message/delivery-status",
                                            "message/global-delivery-status"):
             continue
-        blocks = part.get_payload()
-        if isinstance(blocks, str):      # an unparsed body: read the fields ourselves
-            blocks = [message_from_string(b) for b in re.split(r"\n\s*\n", blocks) if b.strip()]
+        payload = part.get_payload()
+        if isinstance(payload, str):      # an unparsed body: read the fields ourselves
+            blocks = [message_from_string(b) for b in re.split(r"\n\s*\n", payload) if b.strip()]
+        elif isinstance(payload, list):   # what the parser makes of a report: one per block
+            blocks = [b for b in payload if isinstance(b, Message)]
+        else:                             # no such report comes from the parser
+            continue
         for block in blocks[1:] if len(blocks) > 1 else blocks:   # block 0: per-message
             recipient = _address(str(block.get("Final-Recipient")
                                      or block.get("Original-Recipient") or ""))

@@ -10,7 +10,7 @@ import base64
 import quopri
 import re
 from email.errors import MessageError
-from email.header import decode_header
+from email.header import Header, decode_header
 
 from .charsets import codec, decode, undeclared
 
@@ -25,14 +25,14 @@ def one_line(value: str, limit: int = MAX_HEADER) -> str:
     return re.sub(r" {2,}", " ", value).strip()[:limit]
 
 
-def raw_text(value: object, hints: tuple[str, ...] = ()) -> str:
+def raw_text(value: str | Header, hints: tuple[str, ...] = ()) -> str:
     """A header value with its 8-bit bytes read as text (the parser keeps them as
     surrogates, or as a Header), encoded words left as they are. Addresses are parsed
     from this: an encoded word may make a display name, never an address
     (`=?utf-8?q?ceo=40bank.example?= <eve@evil.example>` is eve's mail)."""
     if not isinstance(value, str):                 # an email.header.Header of 8-bit bytes
         try:
-            parts = decode_header(value)           # type: ignore[arg-type]
+            parts = decode_header(value)
         except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
             return raw_text(str(value), hints)
         return "".join(decode(v, c, hints) if isinstance(v, bytes) else v for v, c in parts)
@@ -41,7 +41,7 @@ def raw_text(value: object, hints: tuple[str, ...] = ()) -> str:
     return value
 
 
-def text_of(value: object, hints: tuple[str, ...] = ()) -> str:
+def text_of(value: str | Header, hints: tuple[str, ...] = ()) -> str:
     """A header value as text: raw_text, then encoded words decoded (leniently where the
     standard library gives up)."""
     value = raw_text(value, hints)

@@ -195,11 +195,13 @@ def _prune(msg: Message, limits: Limits) -> list[str]:
             return
         keep = max(0, limits.max_parts - seen)
         if len(payload) > keep:
-            part.set_payload(payload[:keep])
+            payload = payload[:keep]
+            part.set_payload(payload)
             if f"more than {limits.max_parts} parts" not in cut:
                 cut.append(f"more than {limits.max_parts} parts")
-        for child in part.get_payload():
-            visit(child, depth + 1)
+        for child in payload:
+            if isinstance(child, Message):   # always, from the parser; typeshed allows a str
+                visit(child, depth + 1)
 
     visit(msg, 0)
     return cut

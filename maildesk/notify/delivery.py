@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import and_, insert, select, update
 
@@ -164,8 +164,9 @@ def backoff(attempts: int, base: float, cap: float) -> timedelta:
     return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
 
 
-def _claim(app: Store, now: datetime, limit: int) -> list[dict[str, object]]:
-    """Lease due mail: whoever crashes holding it loses the lease, not the mail."""
+def _claim(app: Store, now: datetime, limit: int) -> list[dict[str, Any]]:
+    """Lease due mail: whoever crashes holding it loses the lease, not the mail. The rows
+    are as SQLAlchemy hands them: a value per column, of the column's type."""
     with app.engine.begin() as conn:
         q = select(T_OUTBOX).where(and_(T_OUTBOX.c.status == "queued",
                                         T_OUTBOX.c.next_attempt_at <= now)) \
@@ -188,11 +189,11 @@ def deliver_due(app: Store, transport: Transport, limit: int = 100) -> RunResult
         if not rows:
             break
         for row in rows:
-            attempts = int(row["attempts"]) + 1  # type: ignore[arg-type]
+            attempts = int(row["attempts"]) + 1
             values: dict[str, object] = {"attempts": attempts}
             try:
                 detail = transport.send(app.blobs.get(str(row["digest"])),
-                                        str(row["envelope_from"]), list(row["to"]))  # type: ignore[arg-type]
+                                        str(row["envelope_from"]), list(row["to"]))
                 outcome = "sent"
                 values |= {"status": "sent", "sent_at": datetime.now(timezone.utc),
                            "last_error": None}
@@ -223,7 +224,7 @@ def deliver_due(app: Store, transport: Transport, limit: int = 100) -> RunResult
                         data={"to": row["to"], "message_id": row["message_id"],
                               "reason": detail[:500], "attempts": attempts}))
             if outcome != "sent":
-                log.warning("outbox mail %s to %s: %s (%s)", row["id"], ", ".join(row["to"]),  # type: ignore[arg-type]
+                log.warning("outbox mail %s to %s: %s (%s)", row["id"], ", ".join(row["to"]),
                             outcome, detail)
         if len(rows) < limit:
             break

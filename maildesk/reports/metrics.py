@@ -90,7 +90,7 @@ def dimension(by: str | None, conn: Connection) -> Dim:
         return _week(conn)
     column = {"queue": T.c.queue, "category": T.c.category, "agent": T.c.assignee,
               "type": T.c.type, "priority": T.c.priority}[by]
-    fallback = literal_column("'(unassigned)'" if by == "agent" else "'(none)'")
+    fallback: ColumnElement[str] = literal_column("'(unassigned)'" if by == "agent" else "'(none)'")
     return lambda _col: func.coalesce(column, fallback)
 
 
@@ -114,8 +114,8 @@ def _percentiles_of(conn: Connection, values: list[Any], group: Any, *where: Any
     for i, value in enumerate(values):
         cols += [value.label(f"v{i}"),
                  func.row_number().over(partition_by=group, order_by=value).label(f"r{i}")]
-    inner = select(*cols)
-    inner = (inner.select_from(join) if join is not None else inner).where(*where).subquery()
+    rows = select(*cols)
+    inner = (rows.select_from(join) if join is not None else rows).where(*where).subquery()
     wanted = [inner.c[f"r{i}"] == _rank(inner.c.n, p) for i in range(len(values))
               for p in (0.5, 0.9)]
     out: dict[str, list[list[float]]] = {}

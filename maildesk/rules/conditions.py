@@ -168,7 +168,7 @@ def compile_field(name: str, spec: Any, node: Any, key: Any, p: Problems) -> Nod
         holder = None
     tests: list[Node] = []
     for op, raw in ops:
-        where = (holder, op) if holder is not None else (node, key)
+        where: tuple[Any, Any] = (holder, op) if holder is not None else (node, key)
         if op not in OPERATORS[kind]:
             what = f"operator {op!r} does not apply to" if op in ALL_OPERATORS \
                 else f"unknown operator {op!r} for"
@@ -187,8 +187,8 @@ def compile_condition(spec: Any, node: Any, key: Any, p: Problems) -> Node | Non
     if spec is None:
         return All([])
     if isinstance(spec, list):
-        parts = [compile_condition(item, spec, i, p) for i, item in enumerate(spec)]
-        return All([x for x in parts if x is not None])
+        items = [compile_condition(item, spec, i, p) for i, item in enumerate(spec)]
+        return All([x for x in items if x is not None])
     if not isinstance(spec, dict):
         p.add(node, key, "a condition must be a mapping of fields, or all/any/not",
               "e.g. subject: {contains: vpn}")

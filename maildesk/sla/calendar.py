@@ -13,10 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+if TYPE_CHECKING:   # only for the annotation: the calendar needs no pydantic at run time
+    from ..config.schema import Day
+
 UTC = timezone.utc
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Hours = tuple[tuple[int, int], ...]          # (start, end) in minutes of the local day
 MAX_DAYS = 3 * 366          # no working time in three years: the calendar is wrong
 

@@ -36,7 +36,7 @@ def follow(slas: Slas, ticket: TicketRow, clocks: list[ClockRow], now: datetime,
     mine = [*clocks, *added]
 
     def of(c: ClockRow) -> SlaPolicy:
-        return slas.named(c.policy) or policy  # type: ignore[return-value]
+        return slas.named(c.policy) or policy
 
     if agent_replied:
         for c in mine:

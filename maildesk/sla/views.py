@@ -19,6 +19,7 @@ SLA_FILTERS = ("breached", "at-risk")
 def sla_filter(which: str, now: datetime) -> ColumnElement[bool]:
     """A condition on Ticket: it has a live clock that is breached, or at risk."""
     live = and_(SlaClock.ticket_id == Ticket.id, SlaClock.state != STOPPED)
+    cond: ColumnElement[bool]
     if which == "breached":
         cond = SlaClock.breached_at.is_not(None)
     else:

@@ -7,15 +7,19 @@ alembic is loaded only when there is something to do.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:   # only for the annotations: alembic is imported when it is needed
+    from alembic.config import Config
 
 SCRIPTS = Path(__file__).parent / "migrations"
 HEAD = "0011"  # the newest revision in migrations/versions; a test checks they agree
 
 
-def _config(connection: object | None = None):  # type: ignore[no-untyped-def]
+def _config(connection: object | None = None) -> Config:
     from alembic.config import Config
     cfg = Config()
     cfg.set_main_option("script_location", str(SCRIPTS))

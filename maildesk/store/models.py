@@ -6,7 +6,7 @@ content-addressed store (blobs.py), written and fsynced before the commit.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
 )
@@ -50,6 +51,12 @@ class UTC(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTC, dict[str, Any]: JSON, list[str]: JSON}
+
+    if TYPE_CHECKING:
+        # SQLAlchemy types `__table__` as any FromClause, since a class may be mapped to a join
+        # or a select; every class here has a `__tablename__`, so it is a Table, which is what
+        # Core's insert(), update() and delete() take.
+        __table__: ClassVar[Table]
 
 
 class Counter(Base):

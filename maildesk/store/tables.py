@@ -6,23 +6,15 @@ from here, and no list of a table's columns is written out by hand.
 """
 from __future__ import annotations
 
-from sqlalchemy import Table
-
 from . import models
 
-
-def _table(model: type[models.Base]) -> Table:
-    """The model's Table (`__table__` is typed as any FromClause)."""
-    return models.Base.metadata.tables[model.__tablename__]
-
-
-T_TICKETS, T_MESSAGES = _table(models.Ticket), _table(models.Message)
-T_ATTACH, T_EVENTS = _table(models.Attachment), _table(models.Event)
-T_OUTBOX, T_ATTEMPTS = _table(models.OutboxMail), _table(models.DeliveryAttempt)
-T_INBOUND, T_COUNTERS = _table(models.Inbound), _table(models.Counter)
-T_CLOCKS, T_REFS = _table(models.SlaClock), _table(models.ThreadRef)
-T_SURVEYS, T_OPT_OUTS = _table(models.Survey), _table(models.SurveyOptOut)
-T_RUNS = _table(models.JobRun)
+T_TICKETS, T_MESSAGES = models.Ticket.__table__, models.Message.__table__
+T_ATTACH, T_EVENTS = models.Attachment.__table__, models.Event.__table__
+T_OUTBOX, T_ATTEMPTS = models.OutboxMail.__table__, models.DeliveryAttempt.__table__
+T_INBOUND, T_COUNTERS = models.Inbound.__table__, models.Counter.__table__
+T_CLOCKS, T_REFS = models.SlaClock.__table__, models.ThreadRef.__table__
+T_SURVEYS, T_OPT_OUTS = models.Survey.__table__, models.SurveyOptOut.__table__
+T_RUNS = models.JobRun.__table__
 
 # a ticket's columns as TicketRow holds them: all but the primary key
 TICKET_COLUMNS = tuple(c.name for c in T_TICKETS.c if c.name != "id")
