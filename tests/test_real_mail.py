@@ -321,7 +321,7 @@ def test_an_acknowledgement_that_cannot_be_composed_fails_and_the_ticket_stands(
         make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy import select
 
-    from maildesk.notify import outbox
+    from maildesk.core import outbox
     from maildesk.store.models import Event, OutboxMail, Ticket
 
     def broken(_out: Any) -> bytes:
