@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .config.schema import Settings
 from .core.context import Context
+from .errors import MaildeskError
 from .notify.templates import Templates
 from .rules import load as rules
 from .rules.engine import EMPTY, RuleSet
@@ -59,7 +60,7 @@ def load_slas(settings: Settings, templates: Templates) -> Slas:
     return slas
 
 
-class StartupError(Exception):
+class StartupError(MaildeskError):
     """Something that keeps maildesk from starting; one line.
 
     temporary: it may go away by itself (a database that is down), so a

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ..app import StartupError
+from ..errors import MaildeskError
 from . import admin, blobs, ingest, lists, mailboxes, output, report, rules, sla
 from .context import Obj, setup_logging
 from .output import EX_CONFIG, fail
@@ -72,4 +73,9 @@ for _module in (ingest, mailboxes, lists, rules, sla, report, blobs, admin):
 
 
 def main(argv: list[str] | None = None) -> Any:
-    return cli.main(args=argv, prog_name="maildesk")
+    """Run the CLI. A maildesk error no command caught is still one line, not a traceback
+    (the commands name the usual ones with their own exit codes)."""
+    try:
+        return cli.main(args=argv, prog_name="maildesk")
+    except MaildeskError as e:
+        fail(f"{type(e).__name__}: {e}", output.EX_FAIL)

@@ -14,12 +14,13 @@ from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from ..errors import MaildeskError
 from .schema import Settings
 
 ENV_VAR = "MAILDESK_CONFIG"
 
 
-class ConfigError(Exception):
+class ConfigError(MaildeskError):
     """A configuration a person must fix; str() is one line per problem."""
 
 

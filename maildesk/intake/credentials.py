@@ -15,9 +15,10 @@ import urllib.request
 from dataclasses import dataclass
 
 from ..config.schema import Mailbox, OAuth2
+from ..errors import MaildeskError
 
 
-class CredentialError(Exception):
+class CredentialError(MaildeskError):
     """The secret could not be obtained; the message names the setting."""
 
 

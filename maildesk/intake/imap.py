@@ -28,6 +28,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config.schema import Mailbox
+from ..errors import MaildeskError
 from ..mail.parse import ParsedMail, Unread
 from ..store.handle import Store
 from ..store.models import ImapState
@@ -42,7 +43,7 @@ BACKOFF_CAP = 300.0
 SEEN, DELETED = b"\\Seen", b"\\Deleted"
 
 
-class AuthFailed(Exception):
+class AuthFailed(MaildeskError):
     """The server refused our login: a setting to fix, not a network hiccup."""
 
 

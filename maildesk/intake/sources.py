@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import MaildeskError
+
 _FROM_QUOTED = re.compile(rb"(?m)^>(>*From )")
 
 
-class SourceError(Exception):
+class SourceError(MaildeskError):
     """A path that is not mail we can read; one line for the operator."""
 
 

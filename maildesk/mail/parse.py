@@ -19,6 +19,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 import mailparser
 
 from ..config.schema import Limits
+from ..errors import MaildeskError
 from .body import read as read_body
 from .bounce import Bounce, maybe_bounce, read_bounce
 from .headers import one_line, raw_text, text_of
@@ -34,7 +35,7 @@ _BOM = b"\xef\xbb\xbf"
 _HEAD_START = re.compile(rb"[!-9;-~]{1,200}[ \t]*:")
 
 
-class Unparseable(Exception):
+class Unparseable(MaildeskError):
     """The bytes are not a mail we can read; the raw copy goes to quarantine."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, insert, select, update
 
 from ..config.schema import Relay
+from ..errors import MaildeskError
 from ..mail.compose import ascii_address
 from ..mail.parse import clean_address
 from ..store.handle import Store
@@ -34,11 +35,11 @@ LEASE = timedelta(minutes=10)
 _CRLF = re.compile(rb"\r?\n")
 
 
-class Transient(Exception):
+class Transient(MaildeskError):
     pass
 
 
-class Permanent(Exception):
+class Permanent(MaildeskError):
     pass
 
 

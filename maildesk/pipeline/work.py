@@ -12,13 +12,14 @@ from datetime import datetime
 
 from ..config.schema import Agent, Desk
 from ..core.context import Context
+from ..errors import MaildeskError
 from ..mail.parse import ParsedMail, Unread, base_address
 from ..mail.quotes import split_reply
 from ..store.rows import Pending, TicketRow
 from ..tickets.refs import Grant
 
 
-class Crashed(Exception):
+class Crashed(MaildeskError):
     """A crash that happened elsewhere (the parse worker), raised here with its traceback."""
 
     def __init__(self, reason: str, trace: str) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import MaildeskError
 
-class RulesError(Exception):
+
+class RulesError(MaildeskError):
     """Rules that must not go live; str() is one located line per problem."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -16,6 +16,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from ..errors import MaildeskError
+
 if TYPE_CHECKING:   # only for the annotation: the calendar needs no pydantic at run time
     from ..config.schema import Day
 
@@ -25,7 +27,7 @@ Hours = tuple[tuple[int, int], ...]          # (start, end) in minutes of the lo
 MAX_DAYS = 3 * 366          # no working time in three years: the calendar is wrong
 
 
-class NoWorkingTime(ValueError):
+class NoWorkingTime(ValueError, MaildeskError):
     pass
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select
 
+from ..errors import MaildeskError
 from .models import BlobIndex
 from .references import describe, referrers
 
@@ -62,7 +63,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class BlobError(OSError):
+class BlobError(OSError, MaildeskError):
     """A blob that cannot be served as the bytes that arrived."""
 
     def __init__(self, digest: str, problem: str, where: str) -> None:

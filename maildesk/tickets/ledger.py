@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
+from ..errors import MaildeskError
 from ..store.rows import ClockRow, Pending, SentMail, TicketRow
 from ..store.tables import (
     T_ATTACH,
@@ -75,7 +76,7 @@ _LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound
           "new_clocks", "refs", "answers", "surveys", "opt_outs")
 
 
-class LostRace(Exception):
+class LostRace(MaildeskError):
     """Another process answered the same survey between our read and our write."""
 
 
