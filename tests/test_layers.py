@@ -141,3 +141,30 @@ def test_stages_do_not_import_each_other() -> None:
     crossed = [f"{m} -> {t}" for m, ts in GRAPH.items() if m.startswith(stages)
                for t in ts if t.startswith(stages) and t != m]
     assert crossed == []
+
+
+# what only the seam (maildesk/core) may call, and the few others that may, with why
+SEAM_ONLY = {
+    "add_event": ("maildesk.tickets.ledger",),                    # where it writes
+    "evaluate": ("maildesk.cli.rules",),                          # the dry run touches nothing
+    "notice": (),
+    "relay": ("maildesk.pipeline.stages.agent",),                 # the agent's own reply
+}
+
+
+def test_only_the_seam_records_events_runs_rules_and_queues_mail() -> None:
+    """Everything that happens to a ticket goes through fire(): nobody else records an
+    event, evaluates the rules or queues a notice."""
+    found = []
+    for path in ROOT.rglob("*.py"):
+        module = _name(path)
+        if module.startswith("maildesk.core."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else \
+                getattr(node.func, "id", "")
+            if name in SEAM_ONLY and module not in SEAM_ONLY[name]:
+                found.append(f"{module}:{node.lineno} calls {name}()")
+    assert found == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import sys
 
+import click
+
 from ..app import App, StartupError
 from ..config.load import ConfigError, config_path, load_settings
 from ..config.schema import Settings
@@ -19,20 +21,22 @@ class Obj:
 
     @property
     def settings(self) -> Settings:
-        if self._settings is None:
+        settings = self._settings
+        if settings is None:
             try:
-                self._settings = load_settings(self.path)
+                settings = self._settings = load_settings(self.path)
             except ConfigError as e:
                 fail(str(e), EX_CONFIG)
-        assert self._settings is not None
-        return self._settings
+        return settings
 
     def app(self) -> App:
+        """The App, closed (its pack files, its connections) when the command ends."""
         try:
-            return App.open(self.settings)
+            app = App.open(self.settings)
         except StartupError as e:
             fail(str(e), EX_TEMPFAIL if e.temporary else EX_CONFIG)
-        raise AssertionError
+        click.get_current_context().call_on_close(app.close)
+        return app
 
 
 def setup_logging(level: str) -> None:

@@ -5,7 +5,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -60,7 +60,7 @@ def _cell(v: Any) -> Text:
     return Text(safe(str(v)))
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     """One line on stderr, then exit: what went wrong and what to do."""
     click.echo(f"maildesk: {message}", err=True)
     sys.exit(code)
