@@ -262,3 +262,39 @@ def test_auto_close_fires_through_the_seam(desk: Callable[..., App]) -> None:
               and e["data"].get("new") == "closed"][0]
     assert closed["actor"] == "job:auto_close" and "7 days" in closed["data"]["reason"]
     assert [to for to, _m in sent(app, "ticket_closed")] == [["ana@customer.test"]]
+
+
+def test_a_note_never_reaches_the_customer_through_a_rules_notice(
+        desk: Callable[..., App]) -> None:
+    """A rule on ticket.updated quotes the mail that caused the change: when that is an
+    agent's note, a notice to the requester quotes nothing of it, nor names the agent."""
+    app = desk("""\
+        - name: tell the customer
+          on: ticket.updated
+          if: {changed: priority}
+          then: [{notify: {template: ticket_notice, to: requester}}]
+        """)
+    ingest(app, [(mail(), PIPE)])
+    agent_answers(app, reply_address(app, person="bob@desk.test", purpose="note"),
+                  "#priority P1\nSECRET-NOTE: the admin password is on the laptop.", 1)
+    [(to, told)] = sent(app, "ticket_notice")
+    assert to == ["ana@customer.test"]
+    text = told.as_string()
+    assert "SECRET-NOTE" not in text and "bob@desk.test" not in text
+    assert "<bob1@desk.test>" not in text, "nor the agent's Message-ID in References"
+    assert show(app)["priority"] == "P1"
+
+
+def test_an_agents_out_of_office_reaches_no_customer(desk: Callable[..., App]) -> None:
+    app = desk()
+    ingest(app, [(mail(), PIPE)])
+    raw = (f"From: Bob <bob@desk.test>\nTo: {reply_address(app, person='bob@desk.test')}\n"
+           "Subject: Out of Office: [MD-1] Printer jammed\nAuto-Submitted: auto-replied\n"
+           "Message-ID: <ooo@desk.test>\n\n#status resolved\nI am on holiday until Monday.\n"
+           ).encode()
+    ingest(app, [(raw, PIPE)])
+    t = show(app)
+    assert t["status"] == "new", "its lines ran no command"
+    assert sent(app, "agent.reply") == [], "nothing was relayed"
+    assert t["messages"][-1]["visibility"] == "internal"
+    assert "auto-reply.received" in kinds(app)

@@ -269,3 +269,14 @@ def test_sighup_reloads_templates_and_keeps_running_on_a_bad_file(
     newest = email.message_from_bytes(files[-1].read_bytes(), policy=policy.default)
     assert newest["From"].addresses[0].display_name == "Renamed Desk"
     assert d.proc is not None and d.proc.poll() is None
+
+
+def test_mail_from_the_null_sender_is_never_answered(daemon: Callable[..., Daemon]) -> None:
+    """MAIL FROM:<> is a bounce or an auto-reply: an acknowledgement to its From would be
+    backscatter to whoever the From names."""
+    d = daemon()
+    send(d.port, mail(sender="victim@third.test", message_id="<null@third.test>"), sender="")
+    rows = wait_for(lambda: cli_json(d, "quarantine", "list", "--state", "all"),
+                    what="the mail to be kept")
+    assert [r["state"] for r in rows] == ["bounce"]
+    assert cli_json(d, "tickets", "list") == [] and outbox_files(d) == []

@@ -11,14 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..mail.classify import AUTO_REPLY, BOUNCE, COMPLAINT, LOOP
+from ..mail.classify import MACHINES
 from ..tickets.audience import Person, recipients, responsible
 from ..tickets.refs import rate_address
 from .context import Context
 from .happening import Happening
 from .outbox import desk_address, notice
-
-MACHINES = (AUTO_REPLY, LOOP, BOUNCE, COMPLAINT)     # their mail reaches no agent's inbox
 
 
 def _always(h: Happening) -> str | None:

@@ -59,9 +59,20 @@ def notice(ctx: Context, ticket: TicketRow, template: str, to: list[Person], *,
                    auto_submitted, rule, actor, reply_token(ctx, ticket, agent.address))
     if others:
         alone = [a for _n, a in others] == [ticket.requester]
-        _templated(ctx, ticket, template, others, answering, extra or {}, auto_submitted, rule,
-                   actor, reply_address or (reply_token(ctx, ticket, ticket.requester)
-                                            if alone else None))
+        _templated(ctx, ticket, template, others, _theirs(ctx, answering), extra or {},
+                   auto_submitted, rule, actor,
+                   reply_address or (reply_token(ctx, ticket, ticket.requester)
+                                     if alone else None))
+
+
+def _theirs(ctx: Context, answering: Pending | None) -> Pending | None:
+    """The message a notice to people who are not agents may quote and answer: a public
+    one that no agent wrote. An internal note, an agent's mail (its words, its address, its
+    Message-ID) are for agents: an agent's reply reaches customers only as relayed."""
+    if answering is None or answering.values["visibility"] != "public" \
+            or ctx.settings.desk.agent(answering.values["from_addr"]) is not None:
+        return None
+    return answering
 
 
 def _templated(ctx: Context, ticket: TicketRow, template: str, to: list[Person],

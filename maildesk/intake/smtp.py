@@ -54,7 +54,10 @@ class Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         raw = envelope.original_content or b""
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        env = Envelope(source="smtp", mail_from=envelope.mail_from or "",
+        # MAIL FROM:<> is the null sender (aiosmtpd hands it over as "<>"): a bounce or an
+        # auto-reply, which nothing may answer (RFC 5321 4.5.5, RFC 3834)
+        null = envelope.mail_from in (None, "", "<>")
+        env = Envelope(source="smtp", mail_from="" if null else envelope.mail_from,
                        rcpt_to=tuple(a.lower() for a in envelope.rcpt_tos),
                        origin=f"smtp from {peer} helo {session.host_name or '?'}"[:200])
         try:

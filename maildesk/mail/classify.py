@@ -14,6 +14,8 @@ from .parse import ParsedMail, base_address
 
 PERSON, AUTO_REPLY, BULK, LOOP, SPAM, BOUNCE, COMPLAINT, ALERT = (
     "person", "auto-reply", "bulk", "loop", "spam", "bounce", "complaint", "alert")
+# a machine answering mail: noted on a ticket, it changes nothing, runs nothing, tells nobody
+MACHINES = (AUTO_REPLY, LOOP, BOUNCE, COMPLAINT)
 
 # what a subject starts with once tags and reply prefixes are gone: "[Ticket #123] Re:
 # AutoReply: ..." is a tracker's automatic reply all the same

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.fire import LedgerEffects, change, fire
-from ...mail.classify import AUTO_REPLY, BOUNCE, BULK, COMPLAINT, LOOP, PERSON
+from ...mail.classify import BULK, MACHINES, PERSON
 from ...mail.parse import base_address
 from ...store.rows import TicketRow
 from ...tickets.apply import (
@@ -31,7 +31,6 @@ from ..work import Work, queue_for, reply_parts
 # do_not_reply, noreply+bounces, bounces-123 ...
 NO_REPLY = re.compile(r"(?:^|[-_.+])(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|bounces?)(?:[-_.+]|$)",
                       re.IGNORECASE)
-MACHINES = (AUTO_REPLY, LOOP, BOUNCE, COMPLAINT)    # noted on a ticket; they change nothing
 
 
 def customer_stage(ctx: Context, w: Work) -> None:

@@ -1,15 +1,18 @@
 """Who sent it. An agent's From counts only with proof: a token made for that agent and
-ticket, or DKIM or trusted Authentication-Results for the agent's domain."""
+ticket, or DKIM or trusted Authentication-Results for the agent's domain. A machine's
+mail from an agent's address (their out-of-office answering a notice) is no agent's word:
+it runs no command and reaches no customer; it is noted, like any machine's mail."""
 from __future__ import annotations
 
 from ...core.context import Context
+from ...mail.classify import MACHINES
 from ...tickets.commands import requester_line
 from ..work import Work, reply_parts
 
 
 def identify_stage(ctx: Context, w: Work) -> None:
     agent = ctx.settings.desk.agent(w.parsed.from_addr)
-    if agent is None:
+    if agent is None or w.verdict in MACHINES:
         return
     by_token = w.doubt is None and w.grant is not None and w.ticket is not None \
         and w.grant.ref == w.ticket.ref and w.grant.person == agent.address
