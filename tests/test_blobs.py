@@ -80,7 +80,10 @@ def arrived(mbox: Path) -> set[str]:
     """The sha256 of every mail in an mbox, read by the standard library, as the desk should
     have stored it."""
     box = mailbox.mbox(str(mbox))
-    return {digest_of(box.get_bytes(k)) for k in box.iterkeys()}
+    try:
+        return {digest_of(box.get_bytes(k)) for k in box.iterkeys()}
+    finally:
+        box.close()
 
 
 def read_back_by_hand(cfg: Path) -> int:

@@ -134,6 +134,7 @@ def test_sigterm_answers_idle_sessions_with_421_and_exits_0(
     s.ehlo()
     d.send(signal.SIGTERM)
     code, msg = s.getreply()
+    s.close()
     assert code == 421 and msg.startswith(b"4.3.2")
     assert d.proc is not None and d.proc.wait(20) == 0
     with pytest.raises(OSError):
@@ -149,6 +150,7 @@ def test_sigterm_lets_an_open_transaction_finish(daemon: Callable[..., Daemon]) 
     d.send(signal.SIGTERM)
     time.sleep(0.5)
     code, _ = s.data(crlf(mail(message_id="<late@customer.test>")))
+    s.close()
     assert code == 250
     assert d.proc is not None and d.proc.wait(20) == 0
     d.start()
@@ -225,9 +227,9 @@ def test_serve_runs_on_the_embedded_default_without_a_config(tmp_path: Path) -> 
     except OSError:
         pass
     env = {k: v for k, v in os.environ.items() if k != "MAILDESK_CONFIG"}
-    log = (tmp_path / "serve.log").open("wb")
-    proc = sp.Popen([sys.executable, "-m", "maildesk", "serve"], cwd=tmp_path, env=env,
-                    stdout=log, stderr=sp.STDOUT)
+    with (tmp_path / "serve.log").open("wb") as log:     # the daemon has its own copy
+        proc = sp.Popen([sys.executable, "-m", "maildesk", "serve"], cwd=tmp_path, env=env,
+                        stdout=log, stderr=sp.STDOUT)
     try:
         def up() -> bool:
             try:

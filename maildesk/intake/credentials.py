@@ -41,7 +41,8 @@ def _run(command: str, what: str) -> str:
 
 def _read(path: object, what: str) -> str:
     try:
-        value = open(str(path), encoding="utf-8").read().strip()  # noqa: SIM115
+        with open(str(path), encoding="utf-8") as f:
+            value = f.read().strip()
     except OSError as e:
         raise CredentialError(f"{what}: cannot read {path}: {e.strerror}") from None
     if not value:

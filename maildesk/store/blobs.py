@@ -31,6 +31,7 @@ import os
 import stat
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,8 @@ class _Pack:
                      0o600)
         self.file = os.fdopen(fd, "ab", buffering=0)
         self.size = 0
+        self.users = 0          # BlobBatches that may still append to it
+        self.retired = False    # full: no new batch gets it; closed when its last one goes
         _fsync_dir(folder)
 
     def append(self, data: bytes) -> int:
@@ -142,7 +145,7 @@ class BlobStore:
         self.packs.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._local = threading.local()
         self._open: list[_Pack] = []      # every thread's pack, for close()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()     # a batch freed by GC may release inside batch()
 
     def loose_path(self, digest: str) -> Path:
         if not is_digest(digest):
@@ -266,12 +269,27 @@ class BlobStore:
         if pack is None or pack.size >= self.pack_limit:
             new = self._local.pack = _Pack(self.packs)
             with self._lock:
-                if pack is not None:    # full: this thread's batches on it are finished
-                    pack.file.close()
-                    self._open.remove(pack)
                 self._open.append(new)
+                if pack is not None:    # full: closed once no batch of this thread uses it
+                    pack.retired = True
+                    self._close_if_unused(pack)
             pack = new
-        return BlobBatch(self, pack, conn)
+        batch = BlobBatch(self, pack, conn)
+        with self._lock:
+            pack.users += 1
+        weakref.finalize(batch, self._release, pack)
+        return batch
+
+    def _release(self, pack: _Pack) -> None:
+        """A batch is gone: its pack closes if it is full and nobody else appends to it."""
+        with self._lock:
+            pack.users -= 1
+            self._close_if_unused(pack)
+
+    def _close_if_unused(self, pack: _Pack) -> None:
+        if pack.retired and pack.users <= 0 and pack in self._open:
+            pack.file.close()
+            self._open.remove(pack)
 
     def close(self) -> None:
         """Close the pack files (when the desk shuts down; a batch after this opens one)."""
