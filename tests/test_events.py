@@ -16,6 +16,7 @@ from conftest import mail, reply_address
 from sqlalchemy import select
 
 from maildesk.app import App
+from maildesk.cli.lists import _print_ticket
 from maildesk.core.context import Classified
 from maildesk.core.fire import KINDS, MAX_DEPTH
 from maildesk.intake.inbound import Envelope
@@ -55,7 +56,7 @@ def desk(make_app: Callable[..., App], tmp_path: Path, db_url: str) -> Callable[
 
 def show(app: App, ref: str = "MD-1") -> dict[str, Any]:
     with app.sessions() as s:
-        t = show_ticket(s, ref)
+        t = show_ticket(s, ref, app.blobs)
     assert t is not None
     return t
 
@@ -100,7 +101,8 @@ def test_every_rule_event_is_fired_somewhere() -> None:
     assert fired - set(KINDS) == set()
 
 
-def test_rules_on_ticket_updated_and_ticket_resolved_fire(desk: Callable[..., App]) -> None:
+def test_rules_on_ticket_updated_and_ticket_resolved_fire(
+        desk: Callable[..., App], capsys: pytest.CaptureFixture[str]) -> None:
     app = desk("""\
         - name: route printers
           on: ticket.created
@@ -124,6 +126,9 @@ def test_rules_on_ticket_updated_and_ticket_resolved_fire(desk: Callable[..., Ap
     assert routed["actor"] == "rule:route printers"
     assert routed["data"]["rules"] == {"hits": ["routed"], "misses": []}, \
         "the rules that matched an event are kept on it"
+    _print_ticket(t)
+    shown = capsys.readouterr().out
+    assert "queue: general -> it; rules matched: routed" in shown, shown
     agent_answers(app, reply_address(app, person="bob@desk.test"),
                   "#status resolved\nThe fuser was replaced.", 1)
     t = show(app)

@@ -102,8 +102,31 @@ def _print_ticket(t: dict[str, Any]) -> None:
                                + ("" if a["stored"] == "intact" else f" [{a['stored']}]")),
                           markup=False, style=None if a["stored"] == "intact" else "bold red")
     console.rule("events", align="left")
-    for e in t["events"]:
-        console.print(f"  {e['at']}  {e['kind']:<26} {e['actor'] or ''}", markup=False)
+    for e in t["events"]:     # one line each, never wrapped: a pipe to grep reads it whole
+        console.print(safe(f"  {e['at']}  {e['kind']:<26} {e['actor'] or ''}"), markup=False,
+                      soft_wrap=True)
+        said = _event_said(e["data"] or {})
+        if said:
+            console.print(safe(f"      {said}"), markup=False, soft_wrap=True)
+
+
+def _event_said(data: dict[str, Any]) -> str:
+    """What an event changed, told whom, why, and which rules it matched, in one line."""
+    parts = []
+    if "field" in data:
+        parts.append(f"{data['field']}: {_value(data.get('old'))} -> {_value(data.get('new'))}")
+    if data.get("template"):
+        parts.append(f"{data['template']} to {', '.join(data.get('to') or []) or '-'}")
+    if data.get("reason"):
+        parts.append(str(data["reason"]))
+    hits = (data.get("rules") or {}).get("hits")
+    if hits:
+        parts.append("rules matched: " + ", ".join(hits))
+    return "; ".join(parts)[:500]
+
+
+def _value(v: Any) -> str:
+    return ", ".join(map(str, v)) if isinstance(v, list) else "-" if v is None else str(v)
 
 
 @click.group()
