@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import mail, run_cli
 
@@ -125,6 +126,21 @@ def test_broken_template_override_stops_start_with_file_and_line(
 def test_tickets_show_unknown_ref_exits_1(desk_config: Callable[..., Path]) -> None:
     r = run_cli("tickets", "show", "MD-99", config=desk_config())
     assert r.returncode == 1 and r.stderr == b"maildesk: no ticket MD-99\n"
+
+
+@pytest.mark.parametrize("args, code, said", [
+    (("quarantine", "show", "9" * 24), 2, b"is not in the range"),
+    (("quarantine", "retry", "9" * 24), 2, b"is not in the range"),
+    (("tickets", "list", "--limit", "9" * 24), 2, b"is not in the range"),
+    (("report", "--format", "html", "--out", "/nonexistent/dir/x.html"), 73,
+     b"maildesk: cannot write /nonexistent/dir/x.html: No such file or directory"),
+    (("report", "--from", "9999-12-31", "--to", "9999-12-31"), 2, b"before 9999-01-01"),
+])
+def test_out_of_range_input_is_one_line_not_a_traceback(
+        desk_config: Callable[..., Path], args: tuple[str, ...], code: int, said: bytes) -> None:
+    r = run_cli(*args, config=desk_config())
+    assert (r.returncode, b"Traceback" in r.stderr) == (code, False), r.stderr
+    assert said in r.stderr
 
 
 def test_tables_for_people(desk_config: Callable[..., Path]) -> None:

@@ -27,6 +27,7 @@ from .output import (
     EX_NOINPUT,
     EX_USAGE,
     FORMAT,
+    ROW_ID,
     emit_json,
     emit_table,
     fail,
@@ -44,7 +45,7 @@ def tickets() -> None:
 @click.option("--sla", "sla", type=click.Choice(SLA_FILTERS),
               help="Only tickets with a live SLA clock that is breached, or at risk "
                    "(warned, not yet breached).")
-@click.option("--limit", type=int, help="At most this many.")
+@click.option("--limit", type=click.IntRange(0, ROW_ID.max), help="At most this many.")
 @FORMAT
 @click.pass_obj
 def tickets_list(obj: Obj, status: str | None, sla: str | None, limit: int | None,
@@ -219,7 +220,7 @@ def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
 
 
 @quarantine.command("show")
-@click.argument("id_", metavar="ID", type=int)
+@click.argument("id_", metavar="ID", type=ROW_ID)
 @click.option("--raw", is_flag=True, help="Write the mail's bytes as they arrived to stdout.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="text for people, json for scripts.")
@@ -269,7 +270,7 @@ def _show(v: Any) -> str:
 
 
 @quarantine.command("retry")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
 @click.pass_obj
 def quarantine_retry(obj: Obj, ids: tuple[int, ...]) -> None:
     """Run held mail through the pipeline again (after fixing the config, the rules or
@@ -278,7 +279,7 @@ def quarantine_retry(obj: Obj, ids: tuple[int, ...]) -> None:
 
 
 @quarantine.command("release")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
 @click.pass_obj
 def quarantine_release(obj: Obj, ids: tuple[int, ...]) -> None:
     """Make tickets of held mail as a person's mail: no spam, loop or auto-reply check,
@@ -287,7 +288,7 @@ def quarantine_release(obj: Obj, ids: tuple[int, ...]) -> None:
 
 
 @quarantine.command("delete")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
 @click.option("--yes", is_flag=True, help="Do not ask (needed when not on a terminal).")
 @click.pass_obj
 def quarantine_delete(obj: Obj, ids: tuple[int, ...], yes: bool) -> None:

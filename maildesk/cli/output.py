@@ -14,7 +14,7 @@ from rich.text import Text
 
 # sysexits.h: what an MTA or a script can act on
 EX_OK, EX_FAIL, EX_USAGE = 0, 1, 2
-EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL, EX_CONFIG = 65, 66, 75, 78
+EX_DATAERR, EX_NOINPUT, EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG = 65, 66, 73, 75, 78
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True, help="table for people, json for scripts.")
@@ -58,6 +58,11 @@ def _cell(v: Any) -> Text:
     if isinstance(v, list):
         return Text(safe(", ".join(map(str, v))))
     return Text(safe(str(v)))
+
+
+# a row's id as the databases store it (64-bit): a larger number is a usage error, not a
+# driver's OverflowError
+ROW_ID = click.IntRange(1, 2**63 - 1)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -11,7 +11,7 @@ import click
 from ..reports.metrics import DIMENSIONS, build, period
 from ..reports.render import TABLE, as_csv, as_html, as_json, rows
 from .context import Obj
-from .output import EX_USAGE, emit_table, fail
+from .output import EX_CANTCREAT, EX_USAGE, emit_table, fail
 
 
 @click.command("report")
@@ -31,6 +31,8 @@ def report(obj: Obj, start: datetime | None, end: datetime | None, by: str | Non
     """Volume, backlog, first response and resolution times, SLA compliance, CSAT,
     first-contact resolution and reopenings; definitions in the README."""
     today = datetime.now(timezone.utc).date()
+    if any(d is not None and d.year >= 9999 for d in (start, end)):
+        fail("--from and --to take days before 9999-01-01", EX_USAGE)
     first, last = period(start.date() if start else None, end.date() if end else None, today)
     if first >= last:
         fail("--from is after --to", EX_USAGE)
@@ -50,8 +52,11 @@ def report(obj: Obj, start: datetime | None, end: datetime | None, by: str | Non
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as e:
+        fail(f"cannot write {out}: {e.strerror}", EX_CANTCREAT)
     click.echo(f"wrote {out}", err=True)
 
 
