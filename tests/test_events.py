@@ -303,3 +303,17 @@ def test_an_agents_out_of_office_reaches_no_customer(desk: Callable[..., App]) -
     assert sent(app, "agent.reply") == [], "nothing was relayed"
     assert t["messages"][-1]["visibility"] == "internal"
     assert "auto-reply.received" in kinds(app)
+
+
+def test_an_escalation_to_a_plain_address_promises_no_reply(desk: Callable[..., App]) -> None:
+    """Only agents can answer a ticket by mail: a manager's escalation says nothing of
+    replying, and carries no reply address."""
+    app = desk(sla={"enabled": True, "calendars": [{"name": "always", "always_open": True}],
+                    "policies": [{"name": "std", "calendar": "always", "first_response": "1h",
+                                  "escalation": [{"after": "0m", "notify": "boss@corp.test",
+                                                  "template": "sla_escalation"}]}]})
+    ingest(app, [(mail(), PIPE)], now=MON)
+    scan(app, MON + timedelta(hours=2))
+    [(to, told)] = sent(app, "sla_escalation")
+    assert to == ["boss@corp.test"] and told["Reply-To"] is None
+    assert "Reply to this mail" not in told.get_payload(decode=True).decode()
