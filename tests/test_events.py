@@ -160,6 +160,21 @@ def test_rules_that_would_loop_stop_at_the_depth_limit(desk: Callable[..., App])
     assert kinds(app).count("ticket.updated") == MAX_DEPTH
 
 
+def test_chained_rules_tell_people_once_per_mail(desk: Callable[..., App]) -> None:
+    app = desk("""\
+        - name: start
+          on: ticket.created
+          then: [{tags: {add: [ping]}}]
+        - name: flip
+          on: ticket.updated
+          then:
+            - tags: {add: [pong]}
+            - notify: {template: ticket_notice, to: max@desk.test}
+        """)
+    ingest(app, [(mail(), PIPE)])
+    assert [to for to, _m in sent(app, "ticket_notice")] == [["max@desk.test"]]
+
+
 def test_a_rule_can_leave_out_its_own_changes(desk: Callable[..., App]) -> None:
     app = desk("""\
         - name: start

@@ -150,6 +150,11 @@ class LedgerEffects(BaseEffects):
     def notify(self, rule: str, template: str, to: list[str], level: int = 1) -> None:
         people = [r for r in recipients(self.desk, self.ticket, to, level)
                   if r[1] != self.ticket.requester or "requester" in to]
+        told = (self.ticket.number, template, tuple(a for _n, a in people))
+        if self.mail is not None:   # rules that chain tell people once per mail, not per link
+            if told in self.mail.told:
+                return
+            self.mail.told.add(told)
         if people:
             notice(self.ctx, self.ticket, template, people,
                    answering=self.mail.message if self.mail else None, rule=rule)

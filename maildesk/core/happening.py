@@ -24,6 +24,7 @@ class Mail:
     unacknowledged: str | None = None        # why its sender gets no acknowledgement
     acknowledgement: str | None = "acknowledgement"   # the template; a rule may change it
     acknowledgement_rule: str | None = None
+    told: set[tuple[int, str, tuple[str, ...]]] = field(default_factory=set)   # see notify()
 
 
 @dataclass(frozen=True)
