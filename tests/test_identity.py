@@ -451,6 +451,8 @@ def test_attachments_hand_over_no_token_and_mails_go_as_mails(desk: App) -> None
                      maintype="message", subtype="rfc822", filename="vendor.eml")
     m.add_attachment(b"%PDF-1.4 manual", maintype="application", subtype="pdf",
                      filename="manual.pdf")
+    m.add_attachment(f"<x>{note}</x>".encode("utf-16"), maintype="text", subtype="xml",
+                     filename="wide.xml")         # UTF-16: no ASCII reading finds the code
     ingest(app, [(bytes(m), PIPE)])
     raw = _relayed(app)[-1]
     out = message_from_bytes(raw, policy=policy.default)
@@ -463,7 +465,7 @@ def test_attachments_hand_over_no_token_and_mails_go_as_mails(desk: App) -> None
     assert vendor.get_content_type() == "message/rfc822" and vendor["Content-Transfer-Encoding"] \
         == "7bit" and vendor.get_content()["Subject"] == "spare tray"
     withheld = [e for e in show(app, "MD-1")["events"] if e["kind"] == "attachment.withheld"]
-    assert withheld and withheld[0]["data"]["files"] == ["notice.eml"]
+    assert withheld and withheld[0]["data"]["files"] == ["notice.eml", "wide.xml"]
     # and nothing of the agent's own mail, nor the notifications to agents, goes along
     assert b"corp.internal" not in raw and b"bob-final" not in raw
     with app.sessions() as s:

@@ -139,7 +139,7 @@ def _without_tokens(attachments: tuple[tuple[str, str, bytes], ...], prefix: str
     kept, withheld = [], []
     for name, ctype, data in attachments:
         kind = ctype.lower()
-        if kind.startswith("text/"):
+        if kind.startswith("text/") and b"\x00" not in data:   # ASCII-based: redacted
             kept.append((name, ctype, redact(data.decode("latin-1"), prefix).encode("latin-1")))
         elif carries_token(data, prefix) or (kind == "message/rfc822" and any(
                 carries_token(_decoded(part), prefix)

@@ -81,8 +81,13 @@ def redact(text: str, prefix: str) -> str:
 
 
 def carries_token(data: bytes, prefix: str) -> bool:
-    """Whether bytes (read as latin-1: any ASCII-based charset) hold one of our codes."""
-    return _codes(prefix).search(data.decode("latin-1")) is not None
+    """Whether bytes hold one of our codes: read as latin-1 (any ASCII-based charset) and,
+    when they hold NUL bytes, as UTF-16 and UTF-32 from either end and offset too."""
+    texts = [data.decode("latin-1")]
+    if b"\x00" in data:
+        texts += [data[start:].decode(enc, "ignore") for start in (0, 1, 2, 3)
+                  for enc in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")]
+    return any(_codes(prefix).search(t) is not None for t in texts)
 
 
 def bounce_address(secret: bytes, address: str, ref: str, message_id: str) -> str:
