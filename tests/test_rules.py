@@ -354,6 +354,38 @@ def test_rules_check_and_dry_run(desk_config: Callable[..., Path], tmp_path: Pat
     assert f"{bad}:1:47: 'nope' is not a valid queue" in r.stderr.decode()
 
 
+def test_the_dry_run_plays_the_chain_a_change_fires(desk_config: Callable[..., Path],
+                                                    tmp_path: Path) -> None:
+    """`rules test` shows what the pipeline does: a rule's change fires ticket.updated and
+    its rules, and a loop stops where the pipeline stops it."""
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(mail())
+
+    def dry_run(text: str) -> dict[str, Any]:
+        cfg = desk_config(rules=[str(write(tmp_path, text))],
+                          desk=DESK.model_dump(mode="json"))
+        r = run_cli("rules", "test", str(eml), "--format", "json", config=cfg)
+        return json.loads(r.stdout)
+    out = dry_run("""\
+        - {name: route, on: ticket.created, then: [{set: {queue: it}}]}
+        - {name: routed, on: ticket.updated, if: {changed: queue}, then: [{tags: {add: [r]}}]}
+        """)
+    assert (out["ticket_after"]["queue"], out["ticket_after"]["tags"]) == ("it", ["r"])
+    assert out["rules_stopped"] == []
+    out = dry_run("""\
+        - {name: start, on: ticket.created, then: [{tags: {add: [ping]}}]}
+        - name: ping
+          on: ticket.updated
+          if: {tags: {contains: ping}}
+          then: [{tags: {add: [pong], remove: [ping]}}]
+        - name: pong
+          on: ticket.updated
+          if: {tags: {contains: pong}}
+          then: [{tags: {add: [ping], remove: [pong]}}]
+        """)
+    assert len(out["rules_stopped"]) == 1 and "5 events deep" in out["rules_stopped"][0]
+
+
 def test_bad_rules_stop_the_start_with_their_lines(desk_config: Callable[..., Path],
                                                    tmp_path: Path) -> None:
     bad = write(tmp_path, "- {name: x, on: ticket.created, if: {subjekt: a}, then: []}\n")

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..core.fire import MAX_DEPTH
 from ..mail.authentication import proof
 from ..mail.parse import Unparseable, parse
 from ..notify.templates import Templates
@@ -108,7 +109,25 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
                           trusted_ids=desk.trusted_authserv_ids, via_mta=True,
                           verify_dkim=desk.verify_dkim)))
     decision = ruleset.evaluate(kind, facts, explain=True)
-    preview = Preview(obj.settings.desk, ticket)
+    depth, stopped = [0], []
+
+    def chain(p: Preview, actor: str, change: dict[str, Any]) -> None:
+        """A change fires ticket.updated (and ticket.resolved) and its rules, as fire()
+        does, MAX_DEPTH events deep at most."""
+        kinds = ["ticket.updated"]
+        if change["field"] == "status" and change["new"] == "resolved":
+            kinds.append("ticket.resolved")
+        for k in kinds:
+            if depth[0] + 1 >= MAX_DEPTH:
+                stopped.append(f"{k} after {actor}: {MAX_DEPTH} events deep")
+                continue
+            depth[0] += 1
+            apply_decision(ruleset.evaluate(k, facts_for(
+                desk, ticket, mail, now, recipients=facts_recipients, event=change,
+                actor=actor)), p)
+            depth[0] -= 1
+    facts_recipients = tuple(dict.fromkeys((*mail.to, *mail.cc)))
+    preview = Preview(obj.settings.desk, ticket, chain=chain)
     apply_decision(decision, preview)
     result: dict[str, Any] = {
         "event": kind, "ticket": ticket.ref,
@@ -125,6 +144,7 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
         "acknowledgement": ("acknowledgement" if preview.acknowledgement is True
                             else preview.acknowledgement),
         "dropped": preview.dropped,
+        "rules_stopped": stopped,
     }
     if fmt == "json":
         emit_json(result)
@@ -156,6 +176,8 @@ def _print(r: dict[str, Any], before: TicketRow) -> None:
                    f"  [{n['rule']}]")
     ack = r["acknowledgement"]
     click.echo(f"  acknowledgement: {ack if ack else 'none'}")
+    for why in r["rules_stopped"]:
+        click.echo(f"  rules stopped (a loop?): {why}")
 
 
 COMMANDS = [rules]

@@ -87,8 +87,9 @@ def _rules(ctx: Context, h: Happening, record: Pending) -> None:
         return
     if h.depth >= MAX_DEPTH:
         ctx.ledger.add_event(h.ticket, "rules.stopped", ctx.now, actor=h.actor, event=h.kind,
-                             depth=h.depth, reason="rules changed the ticket "
-                             f"{MAX_DEPTH} events deep: a loop? (`maildesk rules check`)")
+                             depth=h.depth, reason=f"rules changed the ticket {MAX_DEPTH} "
+                             "events deep: a loop? (`maildesk tickets show` names the rules "
+                             "that matched each event; `maildesk rules test` plays the chain)")
         return
     mail = h.mail
     facts = facts_for(ctx.settings.desk, h.ticket, mail.parsed if mail else None, ctx.now,

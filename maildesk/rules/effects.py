@@ -7,6 +7,7 @@ pipeline would do. Every change on a real ticket is an event whose actor is
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,9 @@ class Preview(BaseEffects):
     escalations: list[dict[str, Any]] = field(default_factory=list)
     acknowledgement: str | None | bool = True       # True: the default acknowledgement
     dropped: str | None = None
+    # what a change fires, as in the pipeline (ticket.updated, ticket.resolved): the dry run
+    # runs the rules on it too, with the actor and the change
+    chain: Callable[[Preview, str, dict[str, Any]], None] | None = None
 
     def _set(self, rule: str, values: dict[str, Any]) -> None:
         for name, new in values.items():
@@ -76,6 +80,8 @@ class Preview(BaseEffects):
             if old != new:
                 setattr(self.ticket, name, new)
                 self.changes.append({"rule": rule, "field": name, "old": old, "new": new})
+                if self.chain is not None:
+                    self.chain(self, f"rule:{rule}", {"field": name, "old": old, "new": new})
 
     def notify(self, rule: str, template: str, to: list[str], level: int = 1) -> None:
         self.notifications.append({"rule": rule, "template": template, "to": [
