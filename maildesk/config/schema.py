@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -156,7 +157,7 @@ class Alerts(Strict):
                 raise ValueError(f"not a mail address: {a!r}")
         return v
 
-    def match(self, sender: str, recipients: list[str]) -> str | None:
+    def match(self, sender: str, recipients: Sequence[str]) -> str | None:
         """Why this mail is an alert, or None."""
         for pattern in self.senders:
             if fnmatch.fnmatchcase(sender, pattern.lower()):

@@ -59,6 +59,6 @@ def message_proof(ctx: Context, w: Work, ticket: TicketRow) -> str | None:
 def event_mail(ctx: Context, w: Work, unacknowledged: str | None = None) -> Mail:
     """The mail as fire() hands it to the rules and the notices."""
     return Mail(parsed=w.parsed, message=w.message, verdict=w.verdict,
-                recipients=tuple(recipients(w)), mailbox=mailbox(w),
+                recipients=recipients(w), mailbox=mailbox(w),
                 verified=lambda: w.agent is not None or bool(sender_proof(ctx, w, w.ticket)),
                 unacknowledged=unacknowledged)

@@ -73,6 +73,7 @@ class Work:
     head: list[tuple[str, str]] = field(default_factory=list)  # header fields, on the wire
     doubt: str | None = None              # why no proof of the sender can hold (two Froms)
     split: tuple[str, str] | None = None  # (new text, quoted): see reply_parts()
+    rcpts: tuple[str, ...] | None = None  # see recipients()
     domain_proof: str | None = None       # dkim | authentication-results, for the From domain
     domain_checked: bool = False          # domain_proof was looked for (DKIM costs DNS)
     refused: list[str] = field(default_factory=list)   # what an unproven sender could not do
@@ -85,10 +86,13 @@ class Work:
 Stage = Callable[[Context, Work], None]
 
 
-def recipients(w: Work) -> list[str]:
-    """Every address the mail went to: the envelope's, then To and Cc."""
-    seen = dict.fromkeys([*(a.lower() for a in w.inbound.rcpt_to), *w.parsed.to, *w.parsed.cc])
-    return list(seen)
+def recipients(w: Work) -> tuple[str, ...]:
+    """Every address the mail went to: the envelope's, then To and Cc (found once: most
+    stages ask)."""
+    if w.rcpts is None:
+        w.rcpts = tuple(dict.fromkeys([*(a.lower() for a in w.inbound.rcpt_to), *w.parsed.to,
+                                       *w.parsed.cc]))
+    return w.rcpts
 
 
 def reply_parts(w: Work) -> tuple[str, str]:

@@ -18,3 +18,5 @@ T_RUNS = models.JobRun.__table__
 
 # a ticket's columns as TicketRow holds them: all but the primary key
 TICKET_COLUMNS = tuple(c.name for c in T_TICKETS.c if c.name != "id")
+# those a changed ticket writes: not its number, reference or birth
+TICKET_CHANGES = tuple(c for c in TICKET_COLUMNS if c not in ("number", "ref", "created_at"))

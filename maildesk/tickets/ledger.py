@@ -32,6 +32,7 @@ from ..store.tables import (
     T_REFS,
     T_SURVEYS,
     T_TICKETS,
+    TICKET_CHANGES,
     TICKET_COLUMNS,
 )
 from .refs import format_ref
@@ -426,7 +427,7 @@ class Ledger:
                 t.linked_to = t.linked_ticket.id  # type: ignore[union-attr]
                 self.dirty[t.number] = t
         if self.dirty:
-            cols = TICKET_COLUMNS
+            cols = TICKET_CHANGES
             c.execute(update(T_TICKETS).where(T_TICKETS.c.id == bindparam("b_id"))
                       .values({k: bindparam(f"b_{k}") for k in cols}),
                       [{"b_id": t.id, **{f"b_{k}": getattr(t, k) for k in cols}}

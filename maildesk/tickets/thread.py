@@ -9,6 +9,7 @@ when the sender is already on it. Else: a new ticket.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 from ..mail.parse import base_address
@@ -21,7 +22,7 @@ def participants(ticket: TicketRow) -> set[str]:
     return {ticket.requester, *ticket.cc}
 
 
-def by_token(ledger: Ledger, recipients: list[str], sender: str, secrets: tuple[bytes, ...],
+def by_token(ledger: Ledger, recipients: Sequence[str], sender: str, secrets: tuple[bytes, ...],
              support: list[str], today: date, max_age: int
              ) -> tuple[Grant, TicketRow] | tuple[None, None]:
     """The ticket and grant of a live token address this mail was sent to, made for its
