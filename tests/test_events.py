@@ -138,7 +138,8 @@ def test_rules_on_ticket_updated_and_ticket_resolved_fire(
     assert [to for to, _m in sent(app, "ticket_notice")] == [["max@desk.test"]]
 
 
-def test_rules_that_would_loop_stop_at_the_depth_limit(desk: Callable[..., App]) -> None:
+def test_rules_that_would_loop_stop_at_the_depth_limit(desk: Callable[..., App],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     app = desk("""\
         - name: start
           on: ticket.created
@@ -158,6 +159,8 @@ def test_rules_that_would_loop_stop_at_the_depth_limit(desk: Callable[..., App])
     assert len(stopped) == 1
     assert stopped[0]["data"]["depth"] == MAX_DEPTH and "loop" in stopped[0]["data"]["reason"]
     assert kinds(app).count("ticket.updated") == MAX_DEPTH
+    assert [r.getMessage()[:21] for r in caplog.records if r.name == "maildesk.rules"] == \
+        ["rules stopped on MD-1", "rules stopped on MD-2"], "the operator hears of it too"
 
 
 def test_chained_rules_tell_people_once_per_mail(desk: Callable[..., App]) -> None:

@@ -13,6 +13,7 @@ that its events did.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..mail.classify import PERSON
@@ -28,6 +29,7 @@ from .notices import send_notices
 from .outbox import notice
 
 MAX_DEPTH = 5
+log = logging.getLogger("maildesk.rules")
 
 KINDS = {
     # a mail
@@ -86,6 +88,9 @@ def _rules(ctx: Context, h: Happening, record: Pending) -> None:
     if not ctx.rules.watches(h.kind):
         return
     if h.depth >= MAX_DEPTH:
+        log.warning("rules stopped on %s: they changed it %d events deep (%s by %s); a loop? "
+                    "`maildesk tickets show %s` names the rules", h.ticket.ref, MAX_DEPTH,
+                    h.kind, h.actor, h.ticket.ref)
         ctx.ledger.add_event(h.ticket, "rules.stopped", ctx.now, actor=h.actor, event=h.kind,
                              depth=h.depth, reason=f"rules changed the ticket {MAX_DEPTH} "
                              "events deep: a loop? (`maildesk tickets show` names the rules "
