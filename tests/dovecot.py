@@ -156,6 +156,7 @@ class Dovecot:
     def cleanup(self) -> None:
         self.stop()
         self.idp.shutdown()
+        self.idp.server_close()      # shutdown() stops serving; this closes its socket
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def log(self) -> str:

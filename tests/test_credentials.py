@@ -34,6 +34,7 @@ def token_endpoint() -> Iterator[tuple[str, list[dict[str, str]]]]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/token", seen
     server.shutdown()
+    server.server_close()
 
 
 def test_refresh_token_grant_gets_and_caches_an_access_token(
