@@ -71,7 +71,8 @@ def status(port: int, raw: bytes, timeout: float = 5) -> int | None:
     """The status code of the answer to raw; None when the connection ends without one."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw)
-        line = s.makefile("rb").readline().split()
+        with s.makefile("rb") as f:     # the socket closes only once its file does
+            line = f.readline().split()
     return int(line[1]) if len(line) > 1 and line[0].startswith(b"HTTP/") else None
 
 
