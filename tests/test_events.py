@@ -228,6 +228,8 @@ def test_an_agent_answers_an_escalation_and_a_rules_mail_with_commands(
     ingest(app, [(mail(), PIPE)], now=MON)
     [(to, notice)] = sent(app, "ticket_notice")
     assert to == ["bob@desk.test"]
+    assert "SENDER NOT VERIFIED" in notice.get_payload(decode=True).decode(), \
+        "an agent hears that nothing proves who wrote the mail a rule's notice quotes"
     agent_answers(app, str(notice["Reply-To"]), "#priority P2\n#tag +seen", 1,
                   at=MON + timedelta(minutes=5))
     t = show(app)

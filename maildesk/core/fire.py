@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..mail.classify import PERSON
+from ..mail.classify import MACHINES, PERSON
 from ..rules.effects import BaseEffects, apply_decision
 from ..rules.engine import Decision
 from ..rules.vocabulary import facts_for
@@ -161,9 +161,12 @@ class LedgerEffects(BaseEffects):
             if told in self.mail.told:
                 return
             self.mail.told.add(told)
-        if people:
+        if people:      # agents are told when nothing proves who wrote the mail it quotes
+            person = self.mail is not None and self.mail.verdict not in MACHINES
             notice(self.ctx, self.ticket, template, people,
-                   answering=self.mail.message if self.mail else None, rule=rule)
+                   answering=self.mail.message if self.mail else None, rule=rule,
+                   extra={"sender_verified": self.mail.verified()}
+                   if self.mail is not None and person else None)
 
     def acknowledge(self, rule: str, template: str | None) -> None:
         if self.mail is not None:      # only a mail is acknowledged
