@@ -104,6 +104,21 @@ def test_init_writes_a_config_that_works_and_env_var_selects_it(tmp_path: Path) 
     assert run_cli("init", str(tmp_path / "desk")).returncode == 1, "no silent overwrite"
 
 
+def test_config_show_hides_every_secret(desk_config: Callable[..., Path]) -> None:
+    cfg = desk_config(
+        database={"url": "postgresql+psycopg://desk:db-s3cret@127.0.0.1/test"},
+        outbox={"relay": {"host": "smtp.example.com", "password": "relay-s3cret"}},
+        imap=[{"name": "support", "host": "imap.example.com", "username": "u",
+               "password": "imap-s3cret"}])
+    for fmt in ("json", "table"):
+        r = run_cli("config", "show", "--format", fmt, config=cfg)
+        assert r.returncode == 0, r.stderr
+        assert b"s3cret" not in r.stdout and b"********" in r.stdout
+    shown = json.loads(run_cli("config", "show", "--format", "json", config=cfg).stdout)
+    assert shown["imap"][0]["password"] == "********"
+    assert shown["database"]["url"] == "postgresql+psycopg://desk:***@127.0.0.1/test"
+
+
 def test_template_override_is_used(desk_config: Callable[..., Path], tmp_path: Path) -> None:
     (tmp_path / "tpl").mkdir()
     (tmp_path / "tpl" / "acknowledgement.subject.j2").write_text("Got it: {{ ticket.ref }}\n")

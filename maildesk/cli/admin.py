@@ -1,7 +1,10 @@
 """Running the desk: the database schema and the configuration."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
+from sqlalchemy import make_url
 
 from ..app import private_dir
 from ..store import migrate
@@ -60,14 +63,25 @@ def config_check(obj: Obj) -> None:
 @click.pass_obj
 def config_show(obj: Obj, fmt: str) -> None:
     """The settings in effect, defaults included (secrets hidden)."""
-    data = obj.settings.model_dump(mode="json")
-    if data["outbox"]["relay"].get("password"):
-        data["outbox"]["relay"]["password"] = "********"
+    data = _hidden(obj.settings.model_dump(mode="json"))
     if fmt == "json":
         emit_json(data)
         return
     rows = [{"setting": k, "value": v} for k, v in _flatten(data)]
     emit_table(rows, ["setting", "value"])
+
+
+def _hidden(d: Any) -> Any:
+    """The settings with every secret hidden: any password (the relay's, each IMAP
+    mailbox's) and the password in a database URL."""
+    if isinstance(d, list):
+        return [_hidden(v) for v in d]
+    if not isinstance(d, dict):
+        return d
+    out = {k: "********" if k == "password" and v else _hidden(v) for k, v in d.items()}
+    if out.get("url") and "://" in str(out["url"]):
+        out["url"] = make_url(str(out["url"])).render_as_string(hide_password=True)
+    return out
 
 
 def _flatten(d: object, prefix: str = "") -> list[tuple[str, object]]:
