@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..core.fire import MAX_DEPTH
+from ..core.fire import MAX_DEPTH, resolves
 from ..mail.authentication import proof
 from ..mail.parse import Unparseable, parse
 from ..notify.templates import Templates
@@ -115,7 +115,7 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
         """A change fires ticket.updated (and ticket.resolved) and its rules, as fire()
         does, MAX_DEPTH events deep at most."""
         kinds = ["ticket.updated"]
-        if change["field"] == "status" and change["new"] == "resolved":
+        if resolves(change["field"], change["new"]):
             kinds.append("ticket.resolved")
         for k in kinds:
             if depth[0] + 1 >= MAX_DEPTH:

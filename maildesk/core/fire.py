@@ -134,9 +134,15 @@ def change(ctx: Context, ticket: TicketRow, actor: str, *, mail: Mail | None = N
         ctx.ledger.change(ticket, **{name: new})
         fire(ctx, ticket, "ticket.updated", actor=actor, mail=mail, depth=depth,
              context=context, field=name, old=old, new=new, **(note or {}))
-        if name == "status" and new == "resolved":
+        if resolves(name, new):
             fire(ctx, ticket, "ticket.resolved", actor=actor, mail=mail, depth=depth,
                  previous=old)
+
+
+def resolves(field: str, new: Any) -> bool:
+    """Whether a change resolves the ticket: it fires `ticket.resolved` after its
+    `ticket.updated` (here and in `maildesk rules test`'s dry run alike)."""
+    return field == "status" and new == "resolved"
 
 
 class LedgerEffects(BaseEffects):
