@@ -66,6 +66,13 @@ QUOTED = ("Please open tray 2 and remove the paper.\n\n"
           "> New ticket MD-1: Printer on floor 2 is jammed\n> Queue: general\n")
 
 
+def agent_words(m: EmailMessage) -> str:
+    """An agent's relayed reply without the desk's footer (tested in test_customer_mail)."""
+    words, footer = m.get_body(("plain",)).get_content().split("\n\n-- \n", 1)  # type: ignore[union-attr]
+    assert footer.startswith("Service Desk | MD-"), footer
+    return words.strip()
+
+
 def test_new_ticket_notifies_the_queue_group_with_tokens_of_their_own(app: App) -> None:
     ingest(app, [(mail(Cc="Bo <bo@customer.test>"), PIPE)])
     notices = [m for m in sent(app, "MD-1") if m["To"].addresses[0].domain == "desk.test"]
@@ -103,8 +110,7 @@ def test_agent_reply_is_relayed_from_the_desk_with_quotes_stripped(app: App) -> 
     assert [a.addr_spec for a in out["To"].addresses] == ["ana@customer.test"]
     assert [a.addr_spec for a in out["Cc"].addresses] == ["bo@customer.test"]
     assert "bob@desk.test" not in out.as_string(), "the agent's address stays hidden"
-    body = out.get_body(("plain",)).get_content()
-    assert body.strip() == "Please open tray 2 and remove the paper."
+    assert agent_words(out) == "Please open tray 2 and remove the paper."
     assert [(p.get_filename(), p.get_content()) for p in out.iter_attachments()] == \
         [("howto.pdf", b"step 1: open tray")]
     assert out["Subject"] == "Re: [MD-1] Printer on floor 2 is jammed"
@@ -202,7 +208,7 @@ def test_agent_reply_end_to_end_through_smtp(daemon: Callable[..., Daemon]) -> N
     relayed = email.message_from_bytes(files[-1].read_bytes(), policy=policy.default)
     assert relayed["To"].addresses[0].addr_spec == "ana@customer.test"
     assert "bob@desk.test" not in relayed.as_string()
-    assert relayed.get_body(("plain",)).get_content().strip() == \
+    assert agent_words(relayed) == \
         "Please open tray 2 and remove the paper."
     shown = cli_json(d, "tickets", "show", "MD-1")
     assert shown["status"] == "pending"
@@ -225,7 +231,7 @@ def test_every_command_is_applied_and_recorded(app: App) -> None:
     assert updates and all(e["actor"] == "agent:bob" for e in updates)
     assert "ticket.linked" in [e["kind"] for e in t["events"]]
     out = sent(app, "MD-1")[-1]
-    assert out.get_body(("plain",)).get_content().strip() == "I ordered a new drum."
+    assert agent_words(out) == "I ordered a new drum."
     assert [a.addr_spec for a in out["Cc"].addresses] == ["bo@customer.test"]
     ingest(app, [(agent_mail("bob", reply_token(app, "bob"),
                              "#status resolved\n#silent\nFixed on site.\n"), PIPE)])
@@ -381,8 +387,8 @@ def test_agent_settings_other_address_display_name_and_served_queues(
                      "<blockquote><p>New ticket MD-1</p></blockquote>", subtype="html")
     ingest(app, [(html.as_bytes(), PIPE)])
     out = sent(app, "MD-1")[-1]
-    assert out["From"].addresses[0].display_name == "Bob from IT (maildesk)"
-    assert out.get_body(("plain",)).get_content().strip() == "Tray 2, please."
+    assert out["From"].addresses[0].display_name == "Bob from IT (Service Desk)"
+    assert agent_words(out) == "Tray 2, please."
 
 
 def test_a_bare_cr_cannot_smuggle_headers_past_dkim(app: App,

@@ -200,7 +200,7 @@ def test_the_digest_mails_last_weeks_report(make_app: Callable[..., App]) -> Non
         assert row.ticket_id is None and row.to == ["boss@example.test"]
         digest = row.digest
     msg = email.message_from_bytes(app.blobs.get(digest), policy=policy.default)
-    assert msg["Subject"] == "maildesk: report 2026-11-16 to 2026-11-22 (4 new, 1 open)"
+    assert msg["Subject"] == "Service Desk: report 2026-11-16 to 2026-11-22 (4 new, 1 open)"
     assert msg["Auto-Submitted"] == "auto-generated"
     assert "created: 4" in msg.get_body(("plain",)).get_content()
     assert msg.get_body(("html",)).get_content().count('class="chart"') == 5

@@ -169,7 +169,8 @@ class Alerts(Strict):
 
 
 class Desk(Strict):
-    name: str = Field("maildesk", description="Shown to customers in mails.")
+    name: str = Field("Service Desk", description="Shown to customers in mails: their From "
+                                                  "name and signature.")
     ref_prefix: str = Field("MD", description="Ticket reference prefix: MD gives MD-1, MD-2 ...")
     addresses: list[str] = Field(
         default_factory=lambda: ["support@localhost"],
@@ -198,9 +199,12 @@ class Desk(Strict):
                     "MTA's filter adds its own above whatever the sender wrote.")
     alerts: Alerts = Field(default_factory=lambda: Alerts(),
                            description="Monitoring systems whose automatic mail opens tickets.")
-    ack_window: float = Field(
-        86400.0, ge=0, description="At most one acknowledgement per sender in this many "
-                                   "seconds (RFC 3834).")
+    ack_limit: int = Field(
+        10, ge=0, description="Every new ticket is acknowledged, up to this many per sender "
+                              "within ack_window seconds; the next one gets a single notice "
+                              "that we acknowledge no more for now, later ones nothing "
+                              "(a loop that got past the verdicts ends there). 0: no limit.")
+    ack_window: float = Field(3600.0, ge=0, description="See ack_limit; 0: no limit.")
     flood_limit: int = Field(20, ge=1, description="More mails than this from one sender, "
                                                     "dated within flood_window seconds, are a "
                                                     "loop: kept, never answered.")

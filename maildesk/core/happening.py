@@ -22,6 +22,9 @@ class Mail:
     mailbox: str | None = None               # the IMAP mailbox it came from
     verified: Callable[[], bool] = lambda: False   # asked only by a rule that wants it
     unacknowledged: str | None = None        # why its sender gets no acknowledgement
+    ack_limited: bool = False                # its sender reached desk.ack_limit: they get
+                                             # acknowledgement_limit instead, whatever a
+                                             # rule chose
     acknowledgement: str | None = "acknowledgement"   # the template; a rule may change it
     acknowledgement_rule: str | None = None
     told: set[tuple[int, str, tuple[str, ...]]] = field(default_factory=set)   # see notify()

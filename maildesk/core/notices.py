@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..mail.classify import MACHINES
+from ..sla.views import answer_due
+from ..store.rows import TicketRow
 from ..tickets.audience import Person, recipients, responsible
 from ..tickets.refs import rate_address
 from .context import Context
@@ -44,6 +46,10 @@ def _auto_closed(h: Happening) -> str | None:
     return None if h.actor == "job:auto_close" else "not closed by the job"
 
 
+def _rated_by_mail(h: Happening) -> str | None:
+    return None if h.data.get("via") == "mail" else "rated on the web page, which thanked them"
+
+
 @dataclass(frozen=True)
 class Notice:
     template: str            # "{template}": the event's data names it; "{acknowledgement}":
@@ -67,6 +73,7 @@ NOTICES: dict[str, tuple[Notice, ...]] = {
     "sla.escalated": (Notice("{template}", "{notify}"),),
     "reminder.sent": (Notice("pending_reminder", "requester"),),
     "survey.sent": (Notice("survey", "requester", rate=True),),
+    "survey.answered": (Notice("survey_thanks", "requester", _rated_by_mail, replies=True),),
 }
 
 
@@ -84,9 +91,10 @@ def send_notices(ctx: Context, h: Happening) -> None:
         if template == "{template}":
             template = str(h.data["template"])
         elif template == "{acknowledgement}" and h.mail is not None:
-            template = h.mail.acknowledgement or "acknowledgement"
+            template = "acknowledgement_limit" if h.mail.ack_limited \
+                else h.mail.acknowledgement or "acknowledgement"
             rule = h.mail.acknowledgement_rule
-        extra: dict[str, Any] = {**h.data, **h.context,
+        extra: dict[str, Any] = {**_promise(ctx, h.ticket), **h.data, **h.context,
                                  "new_ticket": h.kind == "ticket.created",
                                  "assigned": n.audience == "new_assignee"}
         t = h.ticket
@@ -95,6 +103,13 @@ def send_notices(ctx: Context, h: Happening) -> None:
                auto_submitted="auto-replied" if n.replies else "auto-generated", rule=rule,
                reply_address=rate_address(ctx.secrets[0], desk_address(ctx, t), t.ref,
                                           t.requester) if n.rate else None)
+
+
+def _promise(ctx: Context, ticket: TicketRow) -> dict[str, str]:
+    """respond_by and respond_within for the templates, while a first answer is owed."""
+    if ctx.slas is None:
+        return {}
+    return answer_due(ctx.slas, ctx.ledger.clocks_of(ticket))
 
 
 def _audience(ctx: Context, h: Happening, audience: str) -> list[Person]:

@@ -92,12 +92,15 @@ def _templated(ctx: Context, ticket: TicketRow, template: str, to: list[Person],
         **extra,
     }
     rendered = ctx.templates.render(template, context)
-    in_reply_to = answering.values["message_id"] if answering is not None else None
+    # threaded under the mail it answers; else under the last mail these people had of the
+    # ticket (a survey, a reminder, an escalation), so that it is not a thread of its own
+    thread = (answering.values["message_id"],) if answering is not None \
+        else ctx.ledger.thread_of(ticket, {a for _n, a in to})
     _queue(ctx, ticket, template, Outgoing(
         from_name=settings.desk.name, from_addr=address, to=tuple(to),
         subject=rendered.subject, text=rendered.text, html=rendered.html,
         message_id=new_message_id(settings.desk.domain, ticket.ref), date=ctx.now,
-        in_reply_to=in_reply_to, references=(in_reply_to,) if in_reply_to else (),
+        in_reply_to=thread[-1] if thread else None, references=thread,
         reply_to=reply_to, auto_submitted=auto_submitted, x_loop=address,
         ticket_ref=ticket.ref), rule=rule, actor=actor)
 
@@ -119,6 +122,12 @@ def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
                              "ours (a forwarded notification?): a bearer secret")
     tag = f"[{ticket.ref}]"
     subject = f"Re: {subject}" if tag in subject else f"Re: {tag} {subject}"
+    # the desk's footer (templates/agent_reply.txt.j2): whose desk, which ticket, how to
+    # answer; after the agent's own signature, if they wrote one
+    text = ctx.templates.text("agent_reply", {
+        "text": text.rstrip(), "signed": "\n-- \n" in f"\n{text}",
+        "desk": {"name": settings.desk.name, "address": address},
+        "ticket": ticket_view(ticket)}).rstrip()
     _queue(ctx, ticket, "agent.reply", Outgoing(
         from_name=f"{sender_name} ({settings.desk.name})", from_addr=address,
         to=((ticket.requester_name or "", ticket.requester),),

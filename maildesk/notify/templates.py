@@ -45,9 +45,14 @@ class Templates:
         return {n.removesuffix(".txt.j2") for n in files
                 if n.endswith(".txt.j2") and n.replace(".txt.j2", ".subject.j2") in files}
 
+    def text(self, name: str, context: dict[str, Any]) -> str:
+        """A text part alone: what wraps the words of a mail that is not a notification
+        (an agent's reply relayed: name.txt.j2, no subject, so no rule can send it)."""
+        return self.text_env.get_template(f"{name}.txt.j2").render(context)
+
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
         subject = self.text_env.get_template(f"{name}.subject.j2").render(context)
-        text = self.text_env.get_template(f"{name}.txt.j2").render(context)
+        text = self.text(name, context)
         try:
             html_t = self.html_env.get_template(f"{name}.html.j2")
         except jinja2.TemplateNotFound:

@@ -56,9 +56,10 @@ def message_proof(ctx: Context, w: Work, ticket: TicketRow) -> str | None:
     return sender_proof(ctx, w, ticket) if w.verdict in (PERSON, BULK, ALERT) else None
 
 
-def event_mail(ctx: Context, w: Work, unacknowledged: str | None = None) -> Mail:
+def event_mail(ctx: Context, w: Work, unacknowledged: str | None = None,
+               ack_limited: bool = False) -> Mail:
     """The mail as fire() hands it to the rules and the notices."""
     return Mail(parsed=w.parsed, message=w.message, verdict=w.verdict,
                 recipients=recipients(w), mailbox=mailbox(w),
                 verified=lambda: w.agent is not None or bool(sender_proof(ctx, w, w.ticket)),
-                unacknowledged=unacknowledged)
+                unacknowledged=unacknowledged, ack_limited=ack_limited)

@@ -56,3 +56,28 @@ def clocks_of(session: Session, slas: Slas, ref: str, now: datetime
             "paused": [{"from": p[0], "to": p[1]} for p in clock.pauses],
         })
     return out
+
+
+def answer_due(slas: Slas, clocks: list[ClockRow]) -> dict[str, str]:
+    """What a customer may be promised: when the running first-response clock is due, in
+    its calendar's zone, and its target in words ({} with no such clock). The
+    acknowledgement says it, as a service desk's receipt does."""
+    for c in clocks:
+        policy = slas.named(c.policy)
+        if c.kind == "first_response" and c.state == RUNNING and c.due_at and policy:
+            cal = policy.calendar
+            due = c.due_at.astimezone(cal.zone)
+            working = "" if cal.always else "working "
+            return {"respond_by": f"{due:%A %d %B, %H:%M} ({cal.zone.key})",
+                    "respond_within": _duration(c.target, working, cal.day_length)}
+    return {}
+
+
+def _duration(seconds: float, working: str, day: float) -> str:
+    if working and day and seconds >= day and seconds % day == 0:
+        n, unit = seconds / day, "day"
+    elif seconds >= 3600 and seconds % 3600 == 0:
+        n, unit = seconds / 3600, "hour"
+    else:
+        n, unit = max(1.0, round(seconds / 60)), "minute"
+    return f"{n:.0f} {working}{unit}{'s' if n != 1 else ''}"

@@ -36,10 +36,7 @@ NO_REPLY = re.compile(r"(?:^|[-_.+])(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|boun
 def customer_stage(ctx: Context, w: Work) -> None:
     if w.agent is not None:
         return
-    p = w.parsed
-    support = set(ctx.settings.desk.addresses)
-    others = [a for a in dict.fromkeys((*p.to, *p.cc))
-              if base_address(a) not in support and a != p.from_addr]
+    others = _others(set(ctx.settings.desk.addresses), w)
     if w.ticket is None:
         w.ticket = _open(ctx, w, others)
     else:
@@ -47,19 +44,45 @@ def customer_stage(ctx: Context, w: Work) -> None:
     _unproven(ctx, w, w.ticket)
 
 
-def may_acknowledge(ctx: Context, w: Work) -> str | None:
-    """Why not to answer this mail automatically (RFC 3834), or None to answer it."""
+def _others(support: set[str], w: Work) -> list[str]:
+    """The people in To and Cc besides the sender and the desk: who the sender wrote to
+    with us, candidates for CC participants. Only when the desk is among them: a mail that
+    reached us by Bcc, or through an address the desk does not list (an alias, an old
+    domain), was not written to talk with us in front of them, and to take everyone in
+    To/Cc then would copy a desk's mail to whoever the sender was writing to."""
+    p = w.parsed
+    ours = support | {base_address(a.lower()) for a in w.inbound.rcpt_to}
+    written = list(dict.fromkeys((*p.to, *p.cc)))
+    if not any(base_address(a) in ours for a in written):
+        return []
+    return [a for a in written if base_address(a) not in ours and a != p.from_addr]
+
+
+def may_acknowledge(ctx: Context, w: Work) -> tuple[str | None, bool]:
+    """Why not to answer this new ticket's mail automatically (RFC 3834), or None to answer
+    it; and whether the answer is the one notice that the sender's limit is reached.
+
+    Every person's new ticket is acknowledged, as RT, Zammad and osTicket do: a customer
+    must learn that MD-2 exists as well as MD-1. Loops are stopped before this, by the
+    verdicts (auto-replies, bulk, X-Loop, floods); the per-sender limit is the last stop
+    for whatever got past them, and it says so once instead of going quiet."""
     p, desk = w.parsed, ctx.settings.desk
     if w.verdict != PERSON and not (w.verdict == BULK and desk.bulk_mail == "ticket"):
-        return f"{w.verdict}: {w.verdict_reason}"
-    if desk.ack_window and ctx.ledger.tickets_opened_by(
-            p.from_addr, ctx.now - timedelta(seconds=desk.ack_window)) > 1:
-        return f"{p.from_addr} was acknowledged within the last {desk.ack_window:.0f} s"
+        return f"{w.verdict}: {w.verdict_reason}", False
     # auto-submitted mail, null senders, mailer-daemons and our own addresses are not
     # PERSON verdicts (mail/classify.py); what is left is people who read no replies
     if NO_REPLY.search(p.from_addr.split("@", 1)[0]) or p.from_addr.endswith(".invalid"):
-        return f"sender {p.from_addr} does not read replies"
-    return None
+        return f"sender {p.from_addr} does not read replies", False
+    if not (desk.ack_limit and desk.ack_window):
+        return None, False
+    opened = ctx.ledger.tickets_opened_by(p.from_addr,
+                                          ctx.now - timedelta(seconds=desk.ack_window))
+    if opened <= desk.ack_limit:
+        return None, False
+    if opened == desk.ack_limit + 1:
+        return None, True
+    return (f"{p.from_addr} opened {opened} tickets within {desk.ack_window:.0f} s, past "
+            f"desk.ack_limit ({desk.ack_limit}); they were told once"), False
 
 
 def _open(ctx: Context, w: Work, others: list[str]) -> TicketRow:
@@ -83,8 +106,9 @@ def _open(ctx: Context, w: Work, others: list[str]) -> TicketRow:
              reason="reply to a closed ticket")
     if proven is not None:
         data["sender_verified"] = bool(proven)
+    unacknowledged, limited = may_acknowledge(ctx, w)
     fire(ctx, ticket, "ticket.created", actor=p.from_addr,
-         mail=event_mail(ctx, w, unacknowledged=may_acknowledge(ctx, w)), **data)
+         mail=event_mail(ctx, w, unacknowledged=unacknowledged, ack_limited=limited), **data)
     return ticket
 
 

@@ -1,0 +1,161 @@
+"""What customers get from the desk: a receipt for every new ticket (with a limit per
+sender that says so once), what they wrote and when to expect an answer, threaded
+surveys and a thank-you for a rating, agents' replies with the desk's footer; and who
+becomes a CC participant of a new ticket."""
+from __future__ import annotations
+
+import email
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from email import policy
+from email.message import EmailMessage
+
+import pytest
+from conftest import mail
+from sqlalchemy import select
+from test_surveys import MON, click, links, resolved_ticket, survey_mail
+
+from maildesk.app import App
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import ingest
+from maildesk.store.models import Event, OutboxMail, Ticket
+from maildesk.surveys.send import send_surveys
+from maildesk.tickets.refs import token_address
+
+PIPE = Envelope("pipe", None)
+NOW = datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc)    # a Monday, in working hours
+AGENTS = {"agents": [{"name": "bob", "address": "bob@desk.test"}]}
+
+
+@pytest.fixture
+def app(make_app: Callable[..., App], db_url: str) -> App:
+    return make_app(db_url, desk={"ack_window": 3600, "ack_limit": 3, **AGENTS})
+
+
+def sent(app: App, template: str | None = None) -> list[EmailMessage]:
+    with app.sessions() as s:
+        q = select(OutboxMail.digest).order_by(OutboxMail.id)
+        if template:
+            q = q.where(OutboxMail.template == template)
+        digests = s.scalars(q).all()
+    return [email.message_from_bytes(app.blobs.get(d), policy=policy.default)  # type: ignore[misc]
+            for d in digests]
+
+
+def text_of(m: EmailMessage) -> str:
+    body = m.get_body(("plain",))
+    assert body is not None
+    return body.get_content()  # type: ignore[no-any-return]
+
+
+def templates(app: App) -> list[str]:
+    with app.sessions() as s:
+        return list(s.scalars(select(OutboxMail.template).order_by(OutboxMail.id)))
+
+
+def test_every_new_ticket_is_acknowledged_up_to_the_limit_then_told_once(app: App) -> None:
+    """Two tickets in a minute both get a receipt (a one-per-day window sent one); past
+    desk.ack_limit in ack_window, one notice says so and then the desk is quiet."""
+    for i in range(6):
+        ingest(app, [(mail(subject=f"problem {i}", message_id=f"<p{i}@customer.test>"),
+                      PIPE)], now=NOW + timedelta(seconds=10 * i))
+    assert templates(app) == ["acknowledgement"] * 3 + ["acknowledgement_limit"]
+    limit = sent(app, "acknowledgement_limit")[0]
+    assert "[MD-4]" in limit["Subject"] and "more tickets in a short time" in text_of(limit)
+    with app.sessions() as s:
+        reasons = s.scalars(select(Event.data).where(
+            Event.kind == "acknowledgement.suppressed")).all()
+    assert len(reasons) == 2 and all("past desk.ack_limit (3)" in r["reason"] for r in reasons)
+    # an hour later the sender is acknowledged again
+    ingest(app, [(mail(subject="later", message_id="<late@customer.test>"), PIPE)],
+           now=NOW + timedelta(hours=1, minutes=5))
+    assert templates(app)[-1] == "acknowledgement"
+
+
+def test_the_acknowledgement_quotes_the_mail_and_says_when_to_expect_an_answer(
+        app: App) -> None:
+    body = "The printer on floor 2 blinks red.\n\nIt says E-04.\n"
+    ingest(app, [(mail(subject="A printer on floor 2 that keeps jamming every morning",
+                       body=body, sender="ana@customer.test"), PIPE)], now=NOW)
+    ack = sent(app, "acknowledgement")[0]
+    text = text_of(ack)
+    assert text.startswith("Hello,\n"), "no 'Hello there': a name, or none"
+    assert "    MD-1: A printer" in text, "the reference on a line of its own, never split"
+    assert "> The printer on floor 2 blinks red.\n> \n> It says E-04." in text
+    # the default SLA policy (4 working hours for P3, business calendar, UTC)
+    assert "We aim to answer within 4 working hours, by Monday 02 November, 13:30 (UTC)." \
+        in text
+    assert text.rstrip().endswith("-- \nService Desk"), "signed with the desk's name"
+    assert ack["From"].addresses[0].display_name == "Service Desk"
+    html = ack.get_body(("html",))
+    assert html is not None
+    page = html.get_content()
+    assert '<meta name="viewport"' in page
+    assert '<strong style="white-space: nowrap">MD-1</strong>' in page
+
+
+def test_a_name_is_greeted_and_no_sla_means_no_promise(make_app: Callable[..., App]) -> None:
+    app = make_app(sla={"policies": []})
+    ingest(app, [(mail(), PIPE)], now=NOW)
+    text = text_of(sent(app, "acknowledgement")[0])
+    assert text.startswith("Hello Ana Lima,\n")
+    assert "We aim" not in text and "A member of our team will get back to you." in text
+
+
+def test_surveys_are_threaded_and_a_rating_by_mail_is_thanked(
+        make_app: Callable[..., App]) -> None:
+    app = make_app(desk=AGENTS)
+    ref = resolved_ticket(app)
+    assert send_surveys(app, MON + timedelta(hours=3)) == "1 sent"
+    survey = survey_mail(app, ref)
+    earlier = [m["Message-ID"] for m in sent(app)[:-1]
+               if m["To"].addresses[0].addr_spec == "ana@customer.test"]
+    assert earlier and survey["In-Reply-To"] == earlier[-1], \
+        "the survey answers the last mail the customer had of the ticket"
+    assert click(app, links(survey)["Satisfied"], body="quick and kind").startswith("rating")
+    thanks = sent(app, "survey_thanks")
+    assert len(thanks) == 1 and thanks[0]["To"].addresses[0].addr_spec == "ana@customer.test"
+    assert "Thank you for rating" in text_of(thanks[0])
+    assert thanks[0]["Auto-Submitted"] == "auto-replied"
+
+
+def test_a_relayed_reply_carries_the_desks_footer_and_none_of_the_agents_ids(
+        make_app: Callable[..., App]) -> None:
+    app = make_app(desk=AGENTS)
+    ingest(app, [(mail(message_id="<first@customer.test>"), PIPE)], now=NOW)
+    to = token_address(app.secrets[0], "support@localhost", "MD-1", "bob@desk.test")
+    raw = (f"From: Bob <bob@desk.test>\nTo: {to}\nSubject: Re: [MD-1] printer\n"
+           "Message-ID: <AM0PR01MB1234.eurprd01.internal.example@desk.test>\n"
+           "In-Reply-To: <notice@desk.test>\n\nPlease switch it off and on.\n").encode()
+    ingest(app, [(raw, PIPE)], now=NOW + timedelta(minutes=5))
+    reply = sent(app, "agent.reply")[0]
+    text = text_of(reply)
+    assert text.rstrip() == ("Please switch it off and on.\n\n-- \nService Desk | MD-1\n"
+                             "Reply to this mail to add to your request.")
+    ack = sent(app, "acknowledgement")[0]
+    assert reply["In-Reply-To"] == ack["Message-ID"], "the last mail the customer had"
+    assert reply["References"].split() == ["<first@customer.test>", ack["Message-ID"]]
+
+
+@pytest.mark.parametrize("to, cc, envelope, expected", [
+    ("support@localhost, carla@customer.test", "", (), ["carla@customer.test"]),
+    # the desk was Bcc'd: the people in To/Cc were written to, not the desk
+    ("carla@customer.test", "dan@customer.test", ("support@localhost",), []),
+    # an address the desk does not list (a forgotten alias), the envelope names it
+    ("support@example.com, carla@customer.test", "", ("support@example.com",),
+     ["carla@customer.test"]),
+    # an import of old mail with no envelope and an unknown desk address
+    ("support@example.com", "", (), []),
+], ids=["to-desk", "bcc", "envelope-alias", "unknown-address"])
+def test_who_becomes_a_cc_participant_of_a_new_ticket(
+        make_app: Callable[..., App], to: str, cc: str, envelope: tuple[str, ...],
+        expected: list[str]) -> None:
+    app = make_app()
+    headers = {"Cc": cc} if cc else {}
+    ingest(app, [(mail(to=to, **headers), Envelope("pipe", "ana@customer.test", envelope))],
+           now=NOW)
+    with app.sessions() as s:
+        cc_of = s.scalars(select(Ticket.cc)).one()
+    assert list(cc_of) == expected
+    assert not any(re.search(r"support@", a) for a in cc_of)
