@@ -159,3 +159,24 @@ def test_who_becomes_a_cc_participant_of_a_new_ticket(
         cc_of = s.scalars(select(Ticket.cc)).one()
     assert list(cc_of) == expected
     assert not any(re.search(r"support@", a) for a in cc_of)
+
+
+def test_agents_get_the_customers_attachments_up_to_the_limit(
+        make_app: Callable[..., App]) -> None:
+    app = make_app(desk={"agents": [{"name": "bob", "address": "bob@desk.test",
+                                     "queues": ["general"]}], "agent_attachments": "1k"})
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = "ana@customer.test", "support@localhost", "screens"
+    m["Message-ID"] = "<att@customer.test>"
+    m.set_content("See the screenshots.\n")
+    m.add_attachment(b"\x89PNG small", maintype="image", subtype="png", filename="small.png")
+    m.add_attachment(b"x" * 5000, maintype="application", subtype="pdf", filename="big.pdf")
+    ingest(app, [(m.as_bytes(), PIPE)], now=NOW)
+    notice = sent(app, "agent_notification")[0]
+    assert [(p.get_filename(), p.get_content()) for p in notice.iter_attachments()] == \
+        [("small.png", b"\x89PNG small")]
+    text = text_of(notice)
+    assert "small.png (10 bytes)\n" in text
+    assert "big.pdf (4.9 KiB): left out, over the desk's" in text
+    ack = sent(app, "acknowledgement")[0]
+    assert list(ack.iter_attachments()) == [], "customers get their files back from nobody"

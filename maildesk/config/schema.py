@@ -205,6 +205,10 @@ class Desk(Strict):
                               "that we acknowledge no more for now, later ones nothing "
                               "(a loop that got past the verdicts ends there). 0: no limit.")
     ack_window: float = Field(3600.0, ge=0, description="See ack_limit; 0: no limit.")
+    agent_attachments: int = Field(
+        10 * 2**20, ge=0, description="A customer's attachments go with the agents' "
+                                      "notification up to this size in all (10MiB, 512k); "
+                                      "the rest are named in it, not sent. 0: none.")
     flood_limit: int = Field(20, ge=1, description="More mails than this from one sender, "
                                                     "dated within flood_window seconds, are a "
                                                     "loop: kept, never answered.")
@@ -237,6 +241,8 @@ class Desk(Strict):
     priority_matrix: dict[Level, dict[Level, Priority]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in ITIL_MATRIX.items()},
         description="Priority by impact, then urgency (ITIL).")
+
+    _attachments = field_validator("agent_attachments", mode="before")(parse_size)
 
     @field_validator("spam_headers")
     @classmethod

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..mail.classify import MACHINES
+from ..mail.parse import Attachment
 from ..sla.views import answer_due
 from ..store.rows import TicketRow
 from ..tickets.audience import Person, recipients, responsible
@@ -59,13 +60,14 @@ class Notice:
     replies: bool = False    # it answers the mail's sender (Auto-Submitted: auto-replied)
     said: str | None = None  # a skipped notice is this event, with the reason
     rate: bool = False       # replies go to the rate address (a survey)
+    attach: bool = False     # the mail's attachments go with it (to agents, capped)
 
 
 NOTICES: dict[str, tuple[Notice, ...]] = {
-    "ticket.created": (Notice("agent_notification", "responsible", _person),
+    "ticket.created": (Notice("agent_notification", "responsible", _person, attach=True),
                        Notice("{acknowledgement}", "requester", _acknowledged, replies=True,
                               said="acknowledgement.suppressed")),
-    "customer.replied": (Notice("agent_notification", "responsible", _person),),
+    "customer.replied": (Notice("agent_notification", "responsible", _person, attach=True),),
     "ticket.updated": (Notice("agent_notification", "new_assignee", _assigned),
                        Notice("ticket_closed", "requester", _auto_closed)),
     "commands.refused": (Notice("command_error", "actor", replies=True),),
@@ -97,12 +99,38 @@ def send_notices(ctx: Context, h: Happening) -> None:
         extra: dict[str, Any] = {**_promise(ctx, h.ticket), **h.data, **h.context,
                                  "new_ticket": h.kind == "ticket.created",
                                  "assigned": n.audience == "new_assignee"}
+        files: tuple[Attachment, ...] = ()
+        if n.attach and h.mail is not None and h.mail.parsed.attachments:
+            files, extra["attachments"] = _attachments(h.mail.parsed.attachments,
+                                                       ctx.settings.desk.agent_attachments)
         t = h.ticket
-        notice(ctx, t, template, people,
+        notice(ctx, t, template, people, attachments=files,
                answering=h.mail.message if h.mail else None, extra=extra,
                auto_submitted="auto-replied" if n.replies else "auto-generated", rule=rule,
                reply_address=rate_address(ctx.secrets[0], desk_address(ctx, t), t.ref,
                                           t.requester) if n.rate else None)
+
+
+def _attachments(files: tuple[Attachment, ...], limit: int
+                 ) -> tuple[tuple[Attachment, ...], list[dict[str, Any]]]:
+    """The files that go with an agents' notification, in order while they fit in limit
+    bytes, and a line for each for its template (name, size, sent or left out)."""
+    sent: list[Attachment] = []
+    said: list[dict[str, Any]] = []
+    room = limit
+    for f in files:
+        fits = len(f.data) <= room
+        if fits:
+            sent.append(f)
+            room -= len(f.data)
+        said.append({"name": f.filename, "size": _size(len(f.data)), "sent": fits})
+    return tuple(sent), said
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.1f} MiB"
 
 
 def _promise(ctx: Context, ticket: TicketRow) -> dict[str, str]:

@@ -17,6 +17,7 @@ from email.message import Message
 from typing import Any
 
 from ..mail.compose import Outgoing, compose, new_message_id
+from ..mail.parse import Attachment
 from ..store.rows import Pending, TicketRow
 from ..tickets.audience import Person
 from ..tickets.refs import bounce_address, carries_token, redact, token_address
@@ -40,12 +41,13 @@ def reply_token(ctx: Context, ticket: TicketRow, recipient: str, purpose: str = 
 def notice(ctx: Context, ticket: TicketRow, template: str, to: list[Person], *,
            answering: Pending | None, extra: dict[str, Any] | None = None,
            auto_submitted: str = "auto-generated", rule: str | None = None,
-           actor: str | None = None, reply_address: str | None = None) -> None:
+           actor: str | None = None, reply_address: str | None = None,
+           attachments: tuple[Attachment, ...] = ()) -> None:
     """A templated mail to people. Each agent among them gets a mail of their own, whose
     Reply-To is their reply address of the ticket and whose template knows their note
     address; the others get one mail together, whose replies go to the requester's reply
     address when the requester is its one reader. reply_address: a Reply-To the caller
-    made (a survey's rate address)."""
+    made (a survey's rate address). attachments: files for the agents among them only."""
     desk = ctx.settings.desk
     others: list[Person] = []
     for name, address in to:
@@ -56,7 +58,8 @@ def notice(ctx: Context, ticket: TicketRow, template: str, to: list[Person], *,
         _templated(ctx, ticket, template, [(name, address)], answering,
                    (extra or {}) | {"note_address": reply_token(ctx, ticket, agent.address,
                                                                 "note")},
-                   auto_submitted, rule, actor, reply_token(ctx, ticket, agent.address))
+                   auto_submitted, rule, actor, reply_token(ctx, ticket, agent.address),
+                   tuple((a.filename, a.content_type, a.data) for a in attachments))
     if others:
         alone = [a for _n, a in others] == [ticket.requester]
         _templated(ctx, ticket, template, others, _theirs(ctx, answering), extra or {},
@@ -77,7 +80,8 @@ def _theirs(ctx: Context, answering: Pending | None) -> Pending | None:
 
 def _templated(ctx: Context, ticket: TicketRow, template: str, to: list[Person],
                answering: Pending | None, extra: dict[str, Any], auto_submitted: str,
-               rule: str | None, actor: str | None, reply_to: str | None) -> None:
+               rule: str | None, actor: str | None, reply_to: str | None,
+               attachments: tuple[tuple[str, str, bytes], ...] = ()) -> None:
     settings = ctx.settings
     address = desk_address(ctx, ticket)
     prefix = settings.desk.ref_prefix
@@ -102,7 +106,7 @@ def _templated(ctx: Context, ticket: TicketRow, template: str, to: list[Person],
         message_id=new_message_id(settings.desk.domain, ticket.ref), date=ctx.now,
         in_reply_to=thread[-1] if thread else None, references=thread,
         reply_to=reply_to, auto_submitted=auto_submitted, x_loop=address,
-        ticket_ref=ticket.ref), rule=rule, actor=actor)
+        ticket_ref=ticket.ref, attachments=attachments), rule=rule, actor=actor)
 
 
 def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
