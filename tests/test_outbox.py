@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import smtplib
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import free_port, mail
+from conftest import free_port, mail, run_cli
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
@@ -287,3 +288,61 @@ def test_a_sender_whose_lease_ran_out_does_not_record_over_the_next(
 def test_an_oserror_fails_a_mail_only_when_the_mail_is_the_cause(code: int,
                                                                   kind: type) -> None:
     assert classify(OSError(code, os.strerror(code))) is kind
+
+
+# -- the operator's commands: without the daemon ----------------------------------------
+
+def relay_config(desk_config: Callable[..., Path], db_url: str, port: int) -> Path:
+    return desk_config(db_url, outbox={"transport": "smtp", "retry_base": 30,
+                                       "relay": {"host": "127.0.0.1", "port": port,
+                                                 "starttls": False}})
+
+
+def test_outbox_send_show_and_retry(desk_config: Callable[..., Path], db_url: str,
+                                    relay: tuple[Relay, int], tmp_path: Path) -> None:
+    handler, port = relay
+    cfg = relay_config(desk_config, db_url, port)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.eml")
+        files[-1].write_bytes(mail(subject=f"printer {i}"))
+    assert run_cli("ingest", *map(str, files), config=cfg).returncode == 0
+    handler.answers = ["250 2.0.0 Ok", "550 5.1.1 no such user", "451 4.3.0 try later"]
+    r = run_cli("outbox", "send", "--format", "json", config=cfg)
+    assert r.returncode == 69, r.stderr
+    assert json.loads(r.stdout) == {"sent": 1, "deferred": 1, "failed": 1, "lost_claim": 0}
+    assert b"\nmaildesk: 1 mail(s) could not be delivered, for good" in r.stderr
+    failed = json.loads(run_cli("outbox", "show", "2", "--format", "json", config=cfg).stdout)
+    assert failed["status"] == "failed" and "550" in failed["last_error"]
+    assert failed["to"] == ["ana@customer.test"] and failed["ticket"] == "MD-2"
+    assert [a["result"] for a in failed["delivery_attempts"]] == ["failed"]
+    assert ["Subject", "[MD-2] printer 1"] in failed["headers"]
+    shown = run_cli("outbox", "show", "3", config=cfg)
+    assert shown.returncode == 0
+    assert b"status: queued (deferred)" in shown.stdout and b"451 4.3.0" in shown.stdout
+    assert b"next attempt: 20" in shown.stdout
+    raw = run_cli("outbox", "show", "1", "--raw", config=cfg).stdout
+    assert raw == handler.received[0][2].replace(b"\r\n", b"\n")
+    assert run_cli("outbox", "send", config=cfg).stdout == b"0 sent, 0 deferred, 0 failed\n", \
+        "the deferred mail is not due yet"
+    r = run_cli("outbox", "retry", "1", "2", "3", config=cfg)
+    assert r.returncode == 1 and r.stdout == b"due now: 2 of 3\n", "1 was sent: left alone"
+    r = run_cli("outbox", "send", config=cfg)
+    assert r.returncode == 0 and r.stdout == b"2 sent, 0 deferred, 0 failed\n"
+    assert sorted(m[2].count(b"printer") > 0 for m in handler.received) == [True] * 3
+    listed = json.loads(run_cli("outbox", "list", "--format", "json", config=cfg).stdout)
+    assert [(m["status"], m["attempts"]) for m in listed] == \
+        [("sent", 1), ("sent", 1), ("sent", 2)]
+
+
+def test_jobs_run_delivers_the_outbox(desk_config: Callable[..., Path], db_url: str,
+                                      tmp_path: Path) -> None:
+    """Pipe intake and cron, no daemon: the acknowledgement leaves with `jobs run`."""
+    cfg = desk_config(db_url)
+    assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
+    r = run_cli("jobs", "run", "--format", "json", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[-1] == {"job": "outbox", "ran": True, "result": "1 sent"}
+    assert len(list((tmp_path / "data" / "outbox" / "new").iterdir())) == 1
+    listed = json.loads(run_cli("outbox", "list", "--format", "json", config=cfg).stdout)
+    assert [m["status"] for m in listed] == ["sent"]

@@ -212,6 +212,9 @@ def backoff(attempts: int, base: float, cap: float) -> timedelta:
     return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
 
 
+# an outbox mail's life: queued (new, or deferred after a transient failure: it has a
+# last_error), sending (claimed by a sender), then sent or failed
+STATUSES = ("queued", "sending", "sent", "failed")
 # a mail a sender may take: queued and due, or claimed by a sender whose lease ran out
 _TAKEN = ("queued", "sending")
 
