@@ -172,11 +172,34 @@ def test_tables_for_people(desk_config: Callable[..., Path]) -> None:
 def test_every_command_has_help() -> None:
     for args in (["--help"], ["serve", "--help"], ["ingest", "--help"], ["init", "--help"],
                  ["tickets", "list", "--help"], ["tickets", "show", "--help"],
-                 ["outbox", "list", "--help"], ["quarantine", "list", "--help"],
+                 ["outbox", "list", "--help"], ["outbox", "show", "--help"],
+                 ["outbox", "send", "--help"], ["outbox", "retry", "--help"],
+                 ["jobs", "run", "--help"], ["quarantine", "list", "--help"],
                  ["quarantine", "retry", "--help"], ["db", "upgrade", "--help"],
                  ["config", "check", "--help"], ["config", "show", "--help"]):
         r = run_cli(*args)
         assert r.returncode == 0 and b"Usage:" in r.stdout, args
+
+
+def test_outbox_commands_on_an_empty_desk(tmp_path: Path) -> None:
+    """No configuration, a fresh directory: each answers in one line, with its code."""
+    def run(*args: str) -> Any:
+        return run_cli(*args, cwd=tmp_path, env={"MAILDESK_CONFIG": ""})
+    assert run("outbox", "list").stdout == b"the outbox is empty\n"
+    r = run("outbox", "show", "1")
+    assert r.returncode == 66 and r.stderr == \
+        b"maildesk: no outbox mail with id 1 (see `maildesk outbox list`)\n"
+    r = run("outbox", "send", "--format", "json")
+    assert r.returncode == 0 and json.loads(r.stdout) == \
+        {"sent": 0, "deferred": 0, "failed": 0, "lost_claim": 0}
+    assert run("outbox", "send").stdout == b"0 sent, 0 deferred, 0 failed\n"
+    r = run("outbox", "retry", "1")
+    assert r.returncode == 1 and r.stdout == b"due now: 0 of 1\n"
+    assert b"not failed or queued outbox mail" in r.stderr and b"Traceback" not in r.stderr
+    assert run("outbox", "show", "x").returncode == 2
+    r = run("jobs", "run", "outbox", "--format", "json")
+    assert r.returncode == 0 and json.loads(r.stdout) == \
+        [{"job": "outbox", "ran": True, "result": "nothing due"}]
 
 
 def test_db_upgrade_reports_the_schema(desk_config: Callable[..., Path], db_url: str) -> None:

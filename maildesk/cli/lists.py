@@ -1,4 +1,4 @@
-"""Looking at the desk: tickets, the outbox, the quarantine."""
+"""Looking at the desk: tickets and the quarantine (the outbox: outbox.py)."""
 from __future__ import annotations
 
 import email
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from ..mail.headers import one_line
 from ..sla.views import SLA_FILTERS, sla_filter
 from ..store.blobs import BlobError
-from ..store.models import Inbound, OutboxMail, Ticket
+from ..store.models import Inbound
 from ..store.references import referrers
 from ..tickets.views import STATUSES, list_tickets, show_ticket
 from .blobs import REPAIR_HINT
@@ -130,36 +130,6 @@ def _value(v: Any) -> str:
     return ", ".join(map(str, v)) if isinstance(v, list) else "-" if v is None else str(v)
 
 
-@click.group()
-def outbox() -> None:
-    """Mail we send: queued, sent, failed."""
-
-
-@outbox.command("list")
-@click.option("--status", type=click.Choice(["queued", "sent", "failed"]))
-@FORMAT
-@click.pass_obj
-def outbox_list(obj: Obj, status: str | None, fmt: str) -> None:
-    """Outgoing mail, newest last."""
-    app = obj.app()
-    with app.sessions() as session:
-        q = select(OutboxMail, Ticket.ref).outerjoin(Ticket, Ticket.id == OutboxMail.ticket_id) \
-            .order_by(OutboxMail.id)
-        if status:
-            q = q.where(OutboxMail.status == status)
-        rows = [{"id": m.id, "ticket": ref, "template": m.template, "to": list(m.to),
-                 "subject": m.subject, "status": m.status, "attempts": m.attempts,
-                 "message_id": m.message_id, "last_error": m.last_error,
-                 "created_at": m.created_at.isoformat(),
-                 "sent_at": m.sent_at.isoformat() if m.sent_at else None}
-                for m, ref in session.execute(q)]
-    if fmt == "json":
-        emit_json(rows)
-    else:
-        emit_table(rows, ["id", "ticket", "template", "to", "status", "attempts", "subject"],
-                   empty="the outbox is empty")
-
-
 # mail kept without a ticket: unreadable or crashed (quarantined), or a machine's (the rest)
 HELD = ("quarantined", "spam", "loop", "bounce", "auto-reply", "bulk", "complaint")
 
@@ -242,8 +212,7 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     if raw:
         sys.stdout.buffer.write(data)
         return
-    head = email.message_from_bytes(data.split(b"\n\n", 1)[0][:65536] + b"\n\n")
-    headers = [[k, one_line(str(v), 300)] for k, v in head.items()[:60]]
+    headers = header_lines(data)
     info = {"id": r.id, "state": r.state, "reason": r.reason, "source": r.source,
             "origin": r.origin, "mail_from": r.mail_from, "rcpt_to": list(r.rcpt_to),
             "received_at": r.received_at.isoformat(), "size": r.size, "attempts": r.attempts,
@@ -263,6 +232,13 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
         console.print("\n[bold]traceback[/bold] (a crash of maildesk or a library on this "
                       "mail: please report it with the mail):", markup=True)
         console.print(r.traceback.rstrip(), markup=False)
+
+
+def header_lines(data: bytes) -> list[list[str]]:
+    """A mail's header fields as [name, value] pairs, each value on one line and cut short:
+    what `show` commands print of a stored mail (hostile input: bounded, no line breaks)."""
+    head = email.message_from_bytes(data.split(b"\n\n", 1)[0][:65536] + b"\n\n")
+    return [[k, one_line(str(v), 300)] for k, v in head.items()[:60]]
 
 
 def _show(v: Any) -> str:
@@ -312,4 +288,4 @@ def quarantine_delete(obj: Obj, ids: tuple[int, ...], yes: bool) -> None:
     _all_found(len(rows), len(ids), "deleted")
 
 
-COMMANDS = [tickets, outbox, quarantine]
+COMMANDS = [tickets, quarantine]

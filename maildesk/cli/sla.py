@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import click
 from rich.console import Console
 
-from ..scheduler.jobs import jobs_for, run_job
+from ..scheduler.jobs import OUTBOX, jobs_for, run_job
 from ..sla.views import clocks_of
 from .context import Obj
 from .output import EX_NOINPUT, FORMAT, emit_json, emit_table, fail
@@ -44,7 +44,8 @@ def sla_show(obj: Obj, ref: str, fmt: str) -> None:
 @click.group()
 def jobs() -> None:
     """The scheduled jobs `maildesk serve` runs: sla_scan, auto_close, pending_reminders,
-    surveys, digest and blob_sample, each when its settings turn it on."""
+    surveys, digest and blob_sample, each when its settings turn it on; and outbox, the
+    delivery of due mail the daemon's outbox worker does."""
 
 
 @jobs.command("run")
@@ -53,10 +54,11 @@ def jobs() -> None:
 @FORMAT
 @click.pass_obj
 def jobs_run(obj: Obj, names: tuple[str, ...], force: bool, fmt: str) -> None:
-    """Run the jobs that are due now (all, or NAMES), as the daemon would; for desks that
-    run no daemon, from cron. A job another process is running is left to it."""
+    """Run the jobs that are due now (all, or NAMES), as the daemon would, then deliver the
+    outbox; for desks that run no daemon, from cron (`*/5 * * * * maildesk jobs run`). A job
+    another process is running is left to it; a mail another sender took is left to it."""
     app = obj.app()
-    known = {j.name: j for j in jobs_for(app)}
+    known = {j.name: j for j in (*jobs_for(app), OUTBOX)}
     unknown = [n for n in names if n not in known]
     if unknown:
         fail(f"no job {', '.join(unknown)} (jobs: {', '.join(known)})", EX_NOINPUT)

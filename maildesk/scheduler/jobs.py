@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from ..app import App
 from ..core.context import Context
 from ..core.fire import change, fire
+from ..notify.delivery import deliver_due, make_transport
 from ..reports.digest import send_digest
 from ..rules.vocabulary import parse_duration
 from ..store.references import describe
@@ -73,6 +74,17 @@ def blob_sample(app: App, now: datetime) -> str:
                   "`maildesk ingest --repair SOURCE`", b.digest, b.problem, b.where,
                   describe(b.uses) or "nothing")
     return f"{len(bad)} bad of {checked} checked"
+
+
+def deliver_outbox(app: App, now: datetime) -> str:
+    """The outbox delivered as the daemon's outbox worker delivers it (claim by claim, so
+    both may run). Not among jobs_for's, since the daemon delivers all the time:
+    `maildesk jobs run` ends with it, so a desk with pipe intake and cron needs no daemon
+    and the mail the jobs before it queued leaves at once."""
+    return _said(deliver_due(app, make_transport(app)).as_dict())
+
+
+OUTBOX = Job("outbox", 0.0, deliver_outbox)
 
 
 def _said(counts: dict[str, int]) -> str:
