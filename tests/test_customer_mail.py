@@ -180,3 +180,35 @@ def test_agents_get_the_customers_attachments_up_to_the_limit(
     assert "big.pdf (4.9 KiB): left out, over the desk's" in text
     ack = sent(app, "acknowledgement")[0]
     assert list(ack.iter_attachments()) == [], "customers get their files back from nobody"
+
+
+def test_an_agent_asks_for_the_whole_thread_by_mail(make_app: Callable[..., App]) -> None:
+    app = make_app(desk=AGENTS)
+    ingest(app, [(mail(body="The printer blinks red.\n"), PIPE)], now=NOW)
+    bob = token_address(app.secrets[0], "support@localhost", "MD-1", "bob@desk.test")
+    note = token_address(app.secrets[0], "support@localhost", "MD-1", "bob@desk.test", "note")
+
+    def agent(to: str, body: str, n: int, minutes: int) -> None:
+        raw = (f"From: bob@desk.test\nTo: {to}\nSubject: Re: [MD-1] printer\n"
+               f"Message-ID: <b{n}@desk.test>\n\n{body}").encode()
+        ingest(app, [(raw, PIPE)], now=NOW + timedelta(minutes=minutes))
+
+    agent(bob, "Please switch it off and on.\n", 1, 5)
+    agent(note, "Toner supplier is slow this week.\n", 2, 6)
+    before = templates(app)
+    agent(bob, "#history\n", 3, 7)
+    assert templates(app)[len(before):] == ["ticket_history"], "to the agent, nothing else"
+    history = sent(app, "ticket_history")[0]
+    assert history["To"].addresses[0].addr_spec == "bob@desk.test"
+    assert history["Reply-To"].addresses[0].addr_spec.startswith("support+md-1-")
+    text = text_of(history)
+    order = [text.index(s) for s in ("The printer blinks red.", "Thank you for writing.",
+                                     "Please switch it off and on.",
+                                     "Toner supplier is slow this week.")]
+    assert order == sorted(order), "oldest first, the customer's receipt included"
+    assert text.count("[INTERNAL: never sent to the customer]") == 1
+    assert "New ticket MD-1" not in text, "the notices to agents are not the conversation"
+    with app.sessions() as s:
+        kinds = s.scalars(select(Event.kind).order_by(Event.id)).all()
+    assert kinds[-2:] == ["history.requested", "notification.queued"]
+    assert kinds.count("agent.replied") == 1, "asking is no answer: the SLA clock runs on"

@@ -293,7 +293,7 @@ def test_an_oserror_fails_a_mail_only_when_the_mail_is_the_cause(code: int,
 # -- the operator's commands: without the daemon ----------------------------------------
 
 def relay_config(desk_config: Callable[..., Path], db_url: str, port: int) -> Path:
-    return desk_config(db_url, outbox={"transport": "smtp", "retry_base": 30,
+    return desk_config(db_url, outbox={"transport": "smtp", "retry_base": 3600,
                                        "relay": {"host": "127.0.0.1", "port": port,
                                                  "starttls": False}})
 

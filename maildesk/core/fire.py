@@ -48,6 +48,7 @@ KINDS = {
     "commands.applied": "an agent's command lines ran",
     "commands.refused": "an agent's command lines had errors: none ran",
     "commands.ignored": "command lines in a mail whose sender is no proven agent",
+    "history.requested": "an agent asked for the whole thread by mail (#history)",
     "sender.unverified": "nothing proved the sender, so the mail changed nothing",
     "token.refused": "a reply address that granted nothing",
     "delivery.failed": "a bounce says our mail did not arrive",

@@ -71,6 +71,7 @@ NOTICES: dict[str, tuple[Notice, ...]] = {
     "ticket.updated": (Notice("agent_notification", "new_assignee", _assigned),
                        Notice("ticket_closed", "requester", _auto_closed)),
     "commands.refused": (Notice("command_error", "actor", replies=True),),
+    "history.requested": (Notice("ticket_history", "actor", replies=True),),
     "reply.refused": (Notice("refused", "sender", replies=True),),
     "sla.escalated": (Notice("{template}", "{notify}"),),
     "reminder.sent": (Notice("pending_reminder", "requester"),),
@@ -86,7 +87,8 @@ def send_notices(ctx: Context, h: Happening) -> None:
             if n.said:
                 ctx.ledger.add_event(h.ticket, n.said, ctx.now, reason=why_not)
             continue
-        people = [p for p in _audience(ctx, h, n.audience) if not _is_actor(ctx, h, p)]
+        people = [p for p in _audience(ctx, h, n.audience)
+                  if n.audience == "actor" or not _is_actor(ctx, h, p)]
         if not people:
             continue
         template, rule = n.template, None
@@ -162,9 +164,10 @@ def _agent_of(actor: str | None) -> str | None:
 
 
 def _is_actor(ctx: Context, h: Happening, person: Person) -> bool:
-    """An agent is not told of what they did (but hears of their own commands' errors)."""
+    """An agent is not told of what they did (but hears what they asked for: their
+    commands' errors, the history; those notices are for the `actor` audience)."""
     name = _agent_of(h.actor)
-    if name is None or h.kind == "commands.refused":
+    if name is None:
         return False
     agent = ctx.settings.desk.agent_named(name)
     return agent is not None and agent.address == person[1]

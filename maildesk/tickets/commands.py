@@ -32,6 +32,7 @@ class Plan:
     merge_into: str | None = None
     note: bool = False
     silent: bool = False
+    history: bool = False            # the agent asks for the whole thread by mail
     lines: list[str] = field(default_factory=list)      # the commands as written
     errors: list[str] = field(default_factory=list)
 
@@ -71,7 +72,7 @@ def plan(commands: list[tuple[int, str]], desk: Desk, agent: Agent, prefix: str)
 
 def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str],
          prefix: str) -> str | None:
-    if name in ("note", "silent"):
+    if name in ("note", "silent", "history"):
         if arg:
             return f"#{name} takes nothing after it"
         setattr(p, name, True)
@@ -123,7 +124,7 @@ def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str
             p.merge_into = arg.upper()
         return None
     return (f"unknown command #{name} (assign, queue, priority, impact, urgency, type, "
-            "category, tag, status, link, merge, cc, note, silent)")
+            "category, tag, status, link, merge, cc, note, silent, history)")
 
 
 def requester_line(text: str) -> str | None:

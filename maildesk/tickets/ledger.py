@@ -48,6 +48,13 @@ _THREAD = select(T_MESSAGES.c.message_id, T_MESSAGES.c.direction, T_MESSAGES.c.f
                  T_MESSAGES.c.to, T_MESSAGES.c.cc) \
     .where(T_MESSAGES.c.ticket_id == bindparam("tid")) \
     .where(T_MESSAGES.c.visibility == "public").order_by(T_MESSAGES.c.id.desc()).limit(200)
+_CONVERSATION = select(T_MESSAGES.c.id, T_MESSAGES.c.direction, T_MESSAGES.c.visibility,
+                       T_MESSAGES.c.from_addr, T_MESSAGES.c.from_name, T_MESSAGES.c.to,
+                       T_MESSAGES.c.cc, T_MESSAGES.c.date, T_MESSAGES.c.text) \
+    .where(T_MESSAGES.c.ticket_id == bindparam("tid")).order_by(T_MESSAGES.c.id)
+_ATTACHED = select(T_ATTACH.c.message_pk, T_ATTACH.c.filename, T_ATTACH.c.size) \
+    .where(T_ATTACH.c.message_pk.in_(bindparam("ids", expanding=True))) \
+    .order_by(T_ATTACH.c.id)
 _RECENT_FROM = select(func.count()).select_from(T_MESSAGES).where(
     T_MESSAGES.c.from_addr == bindparam("s"), T_MESSAGES.c.direction == "in",
     T_MESSAGES.c.date.between(bindparam("a", type_=T_MESSAGES.c.date.type),
@@ -227,6 +234,22 @@ class Ledger:
                if (sender in people if direction == "in" else bool(people.intersection(
                    (*(to or ()), *(cc or ())))))]
         return tuple(dict.fromkeys(ids))[-20:]
+
+    def conversation(self, ticket: TicketRow, people: set[str]) -> list[dict[str, Any]]:
+        """The ticket's messages as an agent reads its history, oldest first: every mail that
+        came in (internal notes and machines' mail marked by visibility), and of ours the
+        mail that went to people (the customer, CC participants), not the notices to agents.
+        Committed messages only: asked by a mail of its own, after the ones it lists."""
+        if ticket.id is None:
+            return []
+        rows = [dict(r) for r in self.conn.execute(_CONVERSATION, {"tid": ticket.id}).mappings()
+                if r["direction"] == "in" or people.intersection((*(r["to"] or ()),
+                                                                   *(r["cc"] or ())))]
+        files: dict[int, list[dict[str, Any]]] = {}
+        if rows:
+            for pk, name, size in self.conn.execute(_ATTACHED, {"ids": [r["id"] for r in rows]}):
+                files.setdefault(pk, []).append({"name": name, "size": size})
+        return [r | {"attachments": files.get(r["id"], [])} for r in rows]
 
     def recent_from(self, sender: str, start: datetime, end: datetime) -> int:
         """Mail from sender dated between start and end, this batch's included.

@@ -39,7 +39,8 @@ def agent_stage(ctx: Context, w: Work) -> None:
         else:
             others[ref] = other
     refused = bool(asked.errors)
-    note = (w.grant is not None and w.grant.purpose == "note") or asked.note or refused
+    asks = asked.history and not text         # only a question: kept as an internal note
+    note = (w.grant is not None and w.grant.purpose == "note") or asked.note or refused or asks
     w.message = store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
                               text=text if lines else new, quoted=quoted,
                               visibility="internal" if note else "public",
@@ -50,6 +51,11 @@ def agent_stage(ctx: Context, w: Work) -> None:
              lines=asked.lines)
         return
     _carry_out(ctx, ticket, mail, asked, agent.name, others)
+    if asked.history:
+        fire(ctx, ticket, "history.requested", actor=actor, mail=mail,
+             context={"thread": ledger.conversation(ticket, participants(ticket))})
+    if asks:
+        return
     if note:
         fire(ctx, ticket, "note.added", actor=actor, mail=mail, message_id=p.message_id)
         return
