@@ -212,3 +212,42 @@ def test_an_agent_asks_for_the_whole_thread_by_mail(make_app: Callable[..., App]
         kinds = s.scalars(select(Event.kind).order_by(Event.id)).all()
     assert kinds[-2:] == ["history.requested", "notification.queued"]
     assert kinds.count("agent.replied") == 1, "asking is no answer: the SLA clock runs on"
+
+
+def test_an_agent_asks_the_desk_what_waits_for_them(make_app: Callable[..., App],
+                                                    dkim_key: tuple[bytes, bytes]) -> None:
+    """`#mine`, `#unassigned QUEUE` and `#queue NAME` in a mail to the desk itself, whose
+    sender DKIM proves: one answer, no ticket. Unproven, the same mail is a customer's."""
+    from conftest import dns_stub, signed
+    from test_agents import agent_mail
+    private, record = dkim_key
+    app = make_app(desk=AGENTS)
+    app.dns = dns_stub(record)
+    for i in range(3):
+        ingest(app, [(mail(subject=f"case {i}", message_id=f"<c{i}@customer.test>"), PIPE)],
+               now=NOW + timedelta(minutes=i))
+    bob = token_address(app.secrets[0], "support@localhost", "MD-1", "bob@desk.test")
+    ingest(app, [(agent_mail("bob", bob, "#assign me\n#priority P2\n"), PIPE)],
+           now=NOW + timedelta(minutes=5))
+    ask = "#mine\n#unassigned general\n#queue nope\n"
+    ingest(app, [(signed(agent_mail("bob", "support@localhost", ask, subject="todo"), private),
+                  PIPE)], now=NOW + timedelta(hours=3))
+    view = sent(app, "agent_view")
+    assert len(view) == 1 and view[0]["To"].addresses[0].addr_spec == "bob@desk.test"
+    assert view[0]["Subject"] == "Assigned to you: 1; Unassigned in general: 2; Queue nope: 0"
+    text = text_of(view[0])
+    mine, unassigned = text.split("Unassigned in general (2)")
+    assert "MD-1  P2  new        2h  case 0" in mine and "MD-2" not in mine
+    assert unassigned.index("MD-3") < unassigned.index("MD-2"), "newest first within P3"
+    assert "Queue nope: no queue 'nope' (queues: general)" in text
+    assert re.search(r"reply: support\+md-2-\w+@localhost", text)
+    with app.sessions() as s:
+        assert s.scalars(select(Ticket.ref).order_by(Ticket.id)).all() == ["MD-1", "MD-2",
+                                                                          "MD-3"]
+    ingest(app, [(agent_mail("bob", "support@localhost", ask, subject="unsigned"), PIPE)],
+           now=NOW + timedelta(hours=4))
+    assert len(sent(app, "agent_view")) == 1, "a From alone proves nothing"
+    # on a ticket's reply address too, beside commands for that ticket
+    ingest(app, [(agent_mail("bob", bob, "#unassigned\n"), PIPE)], now=NOW + timedelta(hours=5))
+    again = sent(app, "agent_view")
+    assert len(again) == 2 and again[1]["Subject"] == "Unassigned: 3", "MD-2, 3 and 4 (unsigned)"

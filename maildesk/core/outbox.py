@@ -29,8 +29,11 @@ _VIEW = tuple(f.name for f in fields(TicketRow)
 
 
 def desk_address(ctx: Context, ticket: TicketRow) -> str:
-    queue = ctx.settings.desk.queue(ticket.queue)
-    return (queue.addresses or ctx.settings.desk.addresses)[0]
+    return queue_address(ctx, ticket.queue)
+
+
+def queue_address(ctx: Context, queue: str) -> str:
+    return (ctx.settings.desk.queue(queue).addresses or ctx.settings.desk.addresses)[0]
 
 
 def reply_token(ctx: Context, ticket: TicketRow, recipient: str, purpose: str = "reply") -> str:
@@ -66,6 +69,28 @@ def notice(ctx: Context, ticket: TicketRow, template: str, to: list[Person], *,
                    auto_submitted, rule, actor,
                    reply_address or (reply_token(ctx, ticket, ticket.requester)
                                      if alone else None))
+
+
+def answer_agent(ctx: Context, agent: str, address: str, template: str,
+                 context: dict[str, Any], answering: str | None) -> None:
+    """A mail to one agent that belongs to no ticket (what `#mine` asked for), through the
+    outbox like the digest: no ticket, no event; the inbound mail it answers is kept."""
+    settings = ctx.settings
+    sender = settings.desk.addresses[0]
+    rendered = ctx.templates.render(template, {
+        "desk": {"name": settings.desk.name, "address": sender}, "agent": agent, **context})
+    out = Outgoing(
+        from_name=settings.desk.name, from_addr=sender, to=(("", address),),
+        subject=rendered.subject, text=rendered.text, html=rendered.html,
+        message_id=new_message_id(settings.desk.domain), date=ctx.now,
+        in_reply_to=answering, references=(answering,) if answering else (),
+        auto_submitted="auto-replied", x_loop=sender)
+    raw, failed = _composed(out)
+    ctx.ledger.add_outbox(None, {
+        "template": template, "envelope_from": settings.envelope_from, "to": [address],
+        "subject": out.subject, "message_id": out.message_id, "digest": ctx.blobs.put(raw),
+        "status": "failed" if failed else "queued", "attempts": 0, "next_attempt_at": ctx.now,
+        "last_error": failed, "created_at": ctx.now, "sent_at": None})
 
 
 def _theirs(ctx: Context, answering: Pending | None) -> Pending | None:
@@ -170,11 +195,7 @@ def _decoded(part: Message) -> bytes:
 
 def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
            rule: str | None = None, actor: str | None = None) -> None:
-    try:
-        raw, failed = compose(out), None
-    except Exception as e:  # noqa: BLE001 - the ticket stands; this mail fails, said why
-        failed = f"could not compose the mail: {type(e).__name__}: {e}"[:1000]
-        raw = f"maildesk {failed}\n\n{out.text}".encode("utf-8", "replace")
+    raw, failed = _composed(out)
     digest = ctx.blobs.put(raw)
     recipients = [a for _n, a in (*out.to, *out.cc)]
     settings = ctx.settings
@@ -199,6 +220,15 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
                          ctx.now, actor=actor, template=template, to=recipients,
                          message_id=out.message_id, **({"rule": rule} if rule else {}),
                          **({"reason": failed} if failed else {}))
+
+
+def _composed(out: Outgoing) -> tuple[bytes, str | None]:
+    """The mail's bytes, or, when it cannot be composed, a note of why (kept, as failed)."""
+    try:
+        return compose(out), None
+    except Exception as e:  # noqa: BLE001 - the ticket stands; this mail fails, said why
+        failed = f"could not compose the mail: {type(e).__name__}: {e}"[:1000]
+        return f"maildesk {failed}\n\n{out.text}".encode("utf-8", "replace"), failed
 
 
 def ticket_view(ticket: TicketRow) -> dict[str, Any]:

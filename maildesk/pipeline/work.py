@@ -68,6 +68,7 @@ class Work:
     grant: Grant | None = None            # a live token address of a ticket, for its sender
     agent: Agent | None = None            # set when the sender is an authenticated agent
     on_behalf_of: str | None = None       # a proven agent's `#requester`: a ticket for them
+    views: list[tuple[str, str, str | None]] | None = None   # a proven agent's #mine ...
     unverified_agent: str | None = None   # an agent's From that nothing proved
     proven_agent: str | None = None       # DKIM or a trusted Authentication-Results
     head: list[tuple[str, str]] = field(default_factory=list)  # header fields, on the wire

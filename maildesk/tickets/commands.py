@@ -33,6 +33,7 @@ class Plan:
     note: bool = False
     silent: bool = False
     history: bool = False            # the agent asks for the whole thread by mail
+    views: list[tuple[str, str]] = field(default_factory=list)   # #mine, #unassigned
     lines: list[str] = field(default_factory=list)      # the commands as written
     errors: list[str] = field(default_factory=list)
 
@@ -72,6 +73,11 @@ def plan(commands: list[tuple[int, str]], desk: Desk, agent: Agent, prefix: str)
 
 def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str],
          prefix: str) -> str | None:
+    if name in ("mine", "unassigned"):
+        why = _view(name, arg, queues)
+        if why is None:
+            p.views.append((name, arg))
+        return why
     if name in ("note", "silent", "history"):
         if arg:
             return f"#{name} takes nothing after it"
@@ -124,7 +130,34 @@ def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str
             p.merge_into = arg.upper()
         return None
     return (f"unknown command #{name} (assign, queue, priority, impact, urgency, type, "
-            "category, tag, status, link, merge, cc, note, silent, history)")
+            "category, tag, status, link, merge, cc, note, silent, history, mine, "
+            "unassigned)")
+
+
+def _view(name: str, arg: str, queues: set[str]) -> str | None:
+    if name == "mine" and arg:
+        return "#mine takes nothing after it"
+    if arg and arg not in queues:
+        return f"no queue {arg!r} (queues: {', '.join(sorted(queues))})"
+    if name == "queue" and not arg:
+        return "#queue needs a queue's name"
+    return None
+
+
+def views(text: str, desk: Desk) -> list[tuple[str, str, str | None]] | None:
+    """The leading lines of an agent's mail to the desk itself (no ticket) when all of them
+    are questions: `#mine`, `#queue NAME`, `#unassigned [QUEUE]`, as (name, argument, what
+    is wrong or None); else None, and the mail is what it was before (a new ticket)."""
+    lines, _rest = split_commands(text)
+    asked = []
+    queues = {q.name for q in desk.queues}
+    for _n, line in lines:
+        m = _LINE.match(line)
+        if not m or m.group(1).lower() not in ("mine", "queue", "unassigned"):
+            return None
+        name, arg = m.group(1).lower(), m.group(2).strip()
+        asked.append((name, arg, _view(name, arg, queues)))
+    return asked or None
 
 
 def requester_line(text: str) -> str | None:

@@ -55,6 +55,11 @@ _CONVERSATION = select(T_MESSAGES.c.id, T_MESSAGES.c.direction, T_MESSAGES.c.vis
 _ATTACHED = select(T_ATTACH.c.message_pk, T_ATTACH.c.filename, T_ATTACH.c.size) \
     .where(T_ATTACH.c.message_pk.in_(bindparam("ids", expanding=True))) \
     .order_by(T_ATTACH.c.id)
+_WAITING = select(T_TICKETS.c.ref, T_TICKETS.c.subject, T_TICKETS.c.status,
+                  T_TICKETS.c.priority, T_TICKETS.c.queue, T_TICKETS.c.assignee,
+                  T_TICKETS.c.requester, T_TICKETS.c.updated_at) \
+    .where(T_TICKETS.c.status.in_(("new", "open", "pending"))) \
+    .order_by(T_TICKETS.c.priority, T_TICKETS.c.updated_at.desc()).limit(100)
 _RECENT_FROM = select(func.count()).select_from(T_MESSAGES).where(
     T_MESSAGES.c.from_addr == bindparam("s"), T_MESSAGES.c.direction == "in",
     T_MESSAGES.c.date.between(bindparam("a", type_=T_MESSAGES.c.date.type),
@@ -251,6 +256,19 @@ class Ledger:
                 files.setdefault(pk, []).append({"name": name, "size": size})
         return [r | {"attachments": files.get(r["id"], [])} for r in rows]
 
+    def waiting(self, assignee: str | None = None, queues: tuple[str, ...] = (),
+                unassigned: bool = False) -> list[dict[str, Any]]:
+        """Tickets not yet resolved, most urgent first (at most 100): an agent's, or those
+        of some queues, or the unassigned ones; what `#mine` and `#queue` list by mail."""
+        q = _WAITING
+        if assignee is not None:
+            q = q.where(T_TICKETS.c.assignee == assignee)
+        if queues:
+            q = q.where(T_TICKETS.c.queue.in_(queues))
+        if unassigned:
+            q = q.where(T_TICKETS.c.assignee.is_(None))
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
     def recent_from(self, sender: str, start: datetime, end: datetime) -> int:
         """Mail from sender dated between start and end, this batch's included.
 
@@ -386,7 +404,7 @@ class Ledger:
         self.events.append(event)
         return event
 
-    def add_outbox(self, ticket: TicketRow, values: dict[str, Any]) -> None:
+    def add_outbox(self, ticket: TicketRow | None, values: dict[str, Any]) -> None:
         self.outbox.append(Pending(values, ticket=ticket))
 
     def bounce(self, sent: SentMail, at: datetime, detail: str) -> None:
@@ -467,7 +485,8 @@ class Ledger:
                                   (T_OUTBOX, self.outbox, "ticket_id")):
             if items:
                 c.execute(insert(table), [
-                    {**p.values, key: (p.message.id if key == "message_pk" else p.ticket.id)}  # type: ignore[union-attr]
+                    {**p.values, key: (p.message.id if key == "message_pk"  # type: ignore[union-attr]
+                                       else p.ticket.id if p.ticket else None)}
                     for p in items])
         self._write_surveys()
         if self.refs:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ...core.context import Context
 from ...mail.classify import MACHINES
-from ...tickets.commands import requester_line
+from ...tickets.commands import requester_line, views
 from ..work import Work, reply_parts
 
 
@@ -18,7 +18,9 @@ def identify_stage(ctx: Context, w: Work) -> None:
         and w.grant.ref == w.ticket.ref and w.grant.person == agent.address
     if w.proven_agent is not None and w.ticket is None:
         w.on_behalf_of = requester_line(reply_parts(w)[0])
-    if by_token or (w.proven_agent is not None and (w.ticket is not None or w.on_behalf_of)):
+        w.views = None if w.on_behalf_of else views(reply_parts(w)[0], ctx.settings.desk)
+    if by_token or (w.proven_agent is not None and (
+            w.ticket is not None or w.on_behalf_of or w.views)):
         w.agent = agent
     elif not w.proven_agent:
         w.unverified_agent = agent.name
