@@ -251,3 +251,20 @@ def test_an_agent_asks_the_desk_what_waits_for_them(make_app: Callable[..., App]
     ingest(app, [(agent_mail("bob", bob, "#unassigned\n"), PIPE)], now=NOW + timedelta(hours=5))
     again = sent(app, "agent_view")
     assert len(again) == 2 and again[1]["Subject"] == "Unassigned: 3", "MD-2, 3 and 4 (unsigned)"
+
+
+def test_an_agent_who_asked_gets_a_daily_digest_and_none_when_nothing_waits(
+        make_app: Callable[..., App]) -> None:
+    from maildesk.scheduler.jobs import jobs_for, run_job
+    app = make_app(desk={"agents": [
+        {"name": "bob", "address": "bob@desk.test", "queues": ["general"], "digest": True},
+        {"name": "eve", "address": "eve@desk.test"}]})
+    job = next(j for j in jobs_for(app) if j.name == "agent_digests")
+    assert run_job(app, job, NOW) == "0 sent", "an empty desk: no mail"
+    ingest(app, [(mail(), PIPE)], now=NOW)
+    assert run_job(app, job, NOW + timedelta(hours=1)) is None, "once a day"
+    assert run_job(app, job, NOW + timedelta(days=1)) == "1 sent"
+    digest = sent(app, "agent_view")
+    assert [m["To"].addresses[0].addr_spec for m in digest] == ["bob@desk.test"]
+    assert digest[0]["Subject"] == "Assigned to you: 0; Unassigned: 1"
+    assert digest[0]["In-Reply-To"] is None

@@ -67,6 +67,8 @@ class Agent(Strict):
     groups: list[str] = Field(default_factory=list, description="Groups the agent is in.")
     queues: list[str] = Field(default_factory=list,
                               description="Queues whose new tickets and replies it hears of.")
+    digest: bool = Field(False, description="A mail each day with the tickets assigned to "
+                                            "them and the unassigned ones of their queues.")
 
     @field_validator("address")
     @classmethod

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from ..app import App
 from ..core.context import Context
 from ..core.fire import change, fire
+from ..core.views import send_agent_view
 from ..notify.delivery import deliver_due, make_transport
 from ..reports.digest import send_digest
 from ..rules.vocabulary import parse_duration
@@ -59,6 +60,8 @@ def jobs_for(app: App) -> list[Job]:
     digest = app.settings.digest
     if digest.to:
         jobs.append(Job("digest", parse_duration(digest.every), send_digest))
+    if any(a.digest for a in app.settings.desk.agents):
+        jobs.append(Job("agent_digests", 86400.0, agent_digests))
     if app.settings.storage.sample:
         jobs.append(Job("blob_sample", 3600.0, blob_sample))
     return jobs
@@ -74,6 +77,19 @@ def blob_sample(app: App, now: datetime) -> str:
                   "`maildesk ingest --repair SOURCE`", b.digest, b.problem, b.where,
                   describe(b.uses) or "nothing")
     return f"{len(bad)} bad of {checked} checked"
+
+
+def agent_digests(app: App, now: datetime) -> str:
+    """Each agent who asked for it hears once a day what waits for them (nothing, no mail)."""
+    sent = 0
+    with app.engine.begin() as conn:
+        ctx = app.context(conn, now)
+        for agent in app.settings.desk.agents:
+            if agent.digest:
+                sent += send_agent_view(ctx, agent, [("mine", "", None),
+                                                     ("unassigned", "", None)], None)
+        ctx.write()
+    return f"{sent} sent"
 
 
 def deliver_outbox(app: App, now: datetime) -> str:

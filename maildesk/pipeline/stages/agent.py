@@ -4,18 +4,16 @@ the agent hears why (tickets/commands.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any
 
 from ...config.schema import Agent
 from ...core.context import Classified, Context
 from ...core.fire import LedgerEffects, fire
 from ...core.happening import Mail
-from ...core.outbox import answer_agent, queue_address, relay
+from ...core.outbox import relay
+from ...core.views import send_agent_view
 from ...store.rows import TicketRow
 from ...tickets.apply import open_ticket, store_message
 from ...tickets.commands import Plan, plan, split_commands
-from ...tickets.refs import token_address
 from ...tickets.thread import participants
 from ..sender import domain_proof, event_mail, sender_proof
 from ..work import Work, queue_for, reply_parts
@@ -29,7 +27,7 @@ def agent_stage(ctx: Context, w: Work) -> None:
         if w.on_behalf_of:
             _open_for_requester(ctx, w, agent, w.on_behalf_of)
         elif w.views:
-            _answer(ctx, agent, w.views, w.parsed.message_id)
+            send_agent_view(ctx, agent, w.views, w.parsed.message_id)
             raise Classified("answered", f"agent {agent.name} asked: "
                              + ", ".join(f"#{n} {a}".strip() for n, a, _e in w.views))
         return
@@ -62,7 +60,7 @@ def agent_stage(ctx: Context, w: Work) -> None:
         fire(ctx, ticket, "history.requested", actor=actor, mail=mail,
              context={"thread": ledger.conversation(ticket, participants(ticket))})
     if asked.views:
-        _answer(ctx, agent, [(n, a, None) for n, a in asked.views], p.message_id)
+        send_agent_view(ctx, agent, [(n, a, None) for n, a in asked.views], p.message_id)
     if asks:
         return
     if note:
@@ -78,35 +76,6 @@ def agent_stage(ctx: Context, w: Work) -> None:
           ledger.thread_of(ticket, participants(ticket)), agent.name)
     if "status" not in asked.changes and ticket.status in ("new", "open"):
         LedgerEffects(ctx, ticket, mail, kind="agent").change(agent.name, status="pending")
-
-
-def _answer(ctx: Context, agent: Agent, asked: list[tuple[str, str, str | None]],
-            message_id: str | None) -> None:
-    """`#mine`, `#queue NAME`, `#unassigned [QUEUE]`: the tickets waiting, most urgent
-    first, each with the agent's own reply address for it, in one mail to the agent."""
-    lists: list[dict[str, Any]] = []
-    for name, arg, wrong in asked:
-        title = {"mine": "Assigned to you", "queue": f"Queue {arg}",
-                 "unassigned": f"Unassigned{f' in {arg}' if arg else ''}"}[name]
-        if wrong:
-            lists.append({"title": title, "error": wrong, "tickets": []})
-            continue
-        mine = agent.queues if name == "unassigned" and not arg else ()
-        rows = ctx.ledger.waiting(assignee=agent.name if name == "mine" else None,
-                                  queues=(arg,) if arg else tuple(mine),
-                                  unassigned=name == "unassigned")
-        for r in rows:
-            r["reply_to"] = token_address(ctx.secrets[0], queue_address(ctx, r["queue"]),
-                                          r["ref"], agent.address, "reply", ctx.now.date())
-            r["age"] = _age(ctx.now - r["updated_at"].replace(tzinfo=ctx.now.tzinfo))
-        lists.append({"title": title, "error": None, "tickets": rows})
-    answer_agent(ctx, agent.name, agent.address, "agent_view", {"lists": lists},
-                 message_id)
-
-
-def _age(d: timedelta) -> str:
-    hours = int(d.total_seconds() // 3600)
-    return f"{hours // 24}d" if hours >= 48 else f"{hours}h"
 
 
 def _open_for_requester(ctx: Context, w: Work, agent: Agent, requester: str) -> None:

@@ -1,0 +1,45 @@
+"""What waits for an agent, by mail: the answer to `#mine`, `#queue NAME` and
+`#unassigned [QUEUE]`, and the daily digest of agents who asked for one."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from ..config.schema import Agent
+from ..tickets.refs import token_address
+from .context import Context
+from .outbox import answer_agent, queue_address
+
+
+def send_agent_view(ctx: Context, agent: Agent, asked: list[tuple[str, str, str | None]],
+                    message_id: str | None) -> bool:
+    """`#mine`, `#queue NAME`, `#unassigned [QUEUE]`: the tickets waiting, most urgent
+    first, each with the agent's own reply address for it, in one mail to the agent: the
+    answer to their mail (message_id), or their daily digest (None: not sent when nothing
+    waits). Whether it was sent."""
+    lists: list[dict[str, Any]] = []
+    for name, arg, wrong in asked:
+        title = {"mine": "Assigned to you", "queue": f"Queue {arg}",
+                 "unassigned": f"Unassigned{f' in {arg}' if arg else ''}"}[name]
+        if wrong:
+            lists.append({"title": title, "error": wrong, "tickets": []})
+            continue
+        mine = agent.queues if name == "unassigned" and not arg else ()
+        rows = ctx.ledger.waiting(assignee=agent.name if name == "mine" else None,
+                                  queues=(arg,) if arg else tuple(mine),
+                                  unassigned=name == "unassigned")
+        for r in rows:
+            r["reply_to"] = token_address(ctx.secrets[0], queue_address(ctx, r["queue"]),
+                                          r["ref"], agent.address, "reply", ctx.now.date())
+            r["age"] = _age(ctx.now - r["updated_at"].replace(tzinfo=ctx.now.tzinfo))
+        lists.append({"title": title, "error": None, "tickets": rows})
+    if message_id is None and not any(v["tickets"] for v in lists):
+        return False        # a digest with nothing in it is not sent
+    answer_agent(ctx, agent.name, agent.address, "agent_view", {"lists": lists},
+                 message_id)
+    return True
+
+
+def _age(d: timedelta) -> str:
+    hours = int(d.total_seconds() // 3600)
+    return f"{hours // 24}d" if hours >= 48 else f"{hours}h"
