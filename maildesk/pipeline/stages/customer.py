@@ -75,13 +75,14 @@ def may_acknowledge(ctx: Context, w: Work) -> tuple[str | None, bool]:
         return f"sender {p.from_addr} does not read replies", False
     if not (desk.ack_limit and desk.ack_window):
         return None, False
-    opened = ctx.ledger.tickets_opened_by(p.from_addr,
-                                          ctx.now - timedelta(seconds=desk.ack_window))
+    when = p.date or ctx.now
+    opened = ctx.ledger.tickets_opened_by(p.from_addr, when - timedelta(
+        seconds=desk.ack_window), when)
     if opened <= desk.ack_limit:
         return None, False
     if opened == desk.ack_limit + 1:
         return None, True
-    return (f"{p.from_addr} opened {opened} tickets within {desk.ack_window:.0f} s, past "
+    return (f"{p.from_addr} wrote {opened} new tickets within {desk.ack_window:.0f} s, past "
             f"desk.ack_limit ({desk.ack_limit}); they were told once"), False
 
 
