@@ -2,7 +2,8 @@
 reply relayed; composed, its bytes kept, an outbox row added.
 
 Runs inside the caller's transaction, so a ticket and the mail that tells the
-customer about it commit together or not at all. The mail is also stored as
+customer about it commit together or not at all. Every mail goes out through
+_queue(), and none does in an import of old mail (Context.history). The mail is also stored as
 an outgoing message on the ticket: a reply that quotes our Message-ID in
 References threads back to the ticket. Every mail to an agent goes to that
 agent alone, with a Reply-To that is the agent's own reply address of the
@@ -157,6 +158,8 @@ def _decoded(part: Message) -> bytes:
 
 def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
            rule: str | None = None, actor: str | None = None) -> None:
+    if ctx.history:     # old mail was answered long ago: an import sends nothing, to nobody
+        return
     try:
         raw, failed = compose(out), None
     except Exception as e:  # noqa: BLE001 - the ticket stands; this mail fails, said why
