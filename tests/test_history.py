@@ -26,6 +26,7 @@ from maildesk.mail.parse import parse, written_at
 from maildesk.pipeline.run import ingest
 from maildesk.scheduler.jobs import finish_history
 from maildesk.store.models import Event, Message, OutboxMail, SlaClock, Ticket
+from maildesk.surveys.send import send_surveys
 from maildesk.tickets.views import show_ticket
 
 UTC = timezone.utc
@@ -215,6 +216,23 @@ def test_a_recent_unanswered_ticket_is_watched_not_breached(
     first = clocks(app, "MD-1")["first_response"]
     assert first.started_at == now - timedelta(hours=1)
     assert first.breached_at is None and first.next_check_at is not None
+    assert count(app, select(func.count()).select_from(OutboxMail)) == 0
+
+
+def test_history_resolved_last_week_gets_no_survey(make_app: Callable[..., App],
+                                                    db_url: str) -> None:
+    """Surveys go to tickets resolved in the last 14 days: not to those old mail resolved."""
+    app = make_app(db_url, desk=DESK)
+    now = datetime.now(UTC).replace(microsecond=0)
+    opened, resolved = now - timedelta(days=3), now - timedelta(days=2)
+    ingest(app, [(old("Fay <fay@customer.test>", "support@localhost", "Toner", "Empty.",
+                      opened, "<f1@customer.test>"), Envelope("pipe", None)),
+                 (old("Bob <bob@desk.test>", "fay@customer.test", "Re: Toner",
+                      "#status resolved\nNew toner is in.", resolved, "<f2@desk.test>",
+                      "<f1@customer.test>"), Envelope("pipe", None))], history=True)
+    finish_history(app, now)
+    assert ticket(app, "MD-1")["status"] == "resolved"
+    assert send_surveys(app, now) == "0 sent"
     assert count(app, select(func.count()).select_from(OutboxMail)) == 0
 
 
