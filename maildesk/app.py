@@ -152,13 +152,14 @@ class App:
                        if settings.previous_secret_file else [])),
         )
 
-    def context(self, conn: Connection, now: datetime) -> Context:
+    def context(self, conn: Connection, now: datetime, history: bool = False) -> Context:
         """A batch's view of the desk on one transaction: what stages, jobs and the SLA
-        scan work through. Its blobs are the transaction's only BlobBatch."""
+        scan work through. Its blobs are the transaction's only BlobBatch. history: an
+        import of old mail (Context says what changes)."""
         return Context(ledger=Ledger(conn, self.settings.desk.ref_prefix),
                        settings=self.settings, blobs=self.blobs.batch(conn),
                        templates=self.templates, secrets=self.secrets, now=now,
-                       rules=self.rules, slas=self.slas, dns=self.dns)
+                       rules=self.rules, slas=self.slas, dns=self.dns, history=history)
 
     def close(self) -> None:
         self.blobs.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -24,6 +25,7 @@ from ..intake.repair import Mended, mend
 from ..pipeline.driver import Summary
 from ..pipeline.run import BATCH
 from ..pipeline.run import ingest as ingest_batch
+from ..scheduler.jobs import finish_history
 from .context import Obj
 from .output import EX_FAIL, EX_NOINPUT, EX_TEMPFAIL, emit_json, fail
 
@@ -55,14 +57,19 @@ def _batches(paths: list[Path], sender: str | None, recipients: tuple[str, ...],
                    "attachments') and store it again where damaged or missing; other mail "
                    "is ingested as usual. The source must hold the same bytes (the same "
                    "mbox or files the mail first came from).")
+@click.option("--history", is_flag=True,
+              help="Old mail (an archive, a mailbox moved from another desk): each mail "
+                   "happens at its own date, nothing is sent to anyone, and SLA deadlines "
+                   "that have passed count as breached then, without escalation.")
 @click.pass_obj
 def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
-           recipients: tuple[str, ...], fmt: str, progress: bool | None, repair: bool) -> None:
+           recipients: tuple[str, ...], fmt: str, progress: bool | None, repair: bool,
+           history: bool) -> None:
     """Take mail from .eml files, mbox files, maildir folders, or stdin (- or no PATH)."""
     todo = list(paths) or [Path("-")]
     app = obj.app()
     show = sys.stderr.isatty() if progress is None else progress
-    total, mended = Summary(), Mended()
+    total, mended, breached = Summary(), Mended(), None
     bar = Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), transient=True,
                    console=Console(stderr=True), disable=not show)
@@ -79,8 +86,10 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
                 if repair:
                     done, batch, parsed = _mend(app, batch, parsed)
                     mended.add(done)
-                total.add(ingest_batch(app, batch, parsed))
+                total.add(ingest_batch(app, batch, parsed, history=history))
                 bar.advance(task, len(batch))
+        if history:     # all of it is in: only now is a deadline known to be missed
+            breached = finish_history(app, datetime.now(timezone.utc))
     except sources.SourceError as e:
         _report(total, fmt, mended if repair else None)
         fail(str(e), EX_NOINPUT)
@@ -90,7 +99,7 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", EX_TEMPFAIL)
     finally:
         app.close()
-    _report(total, fmt, mended if repair else None)
+    _report(total, fmt, mended if repair else None, breached)
     if repair and mended.unmended:
         sys.exit(EX_FAIL)
 
@@ -105,11 +114,15 @@ def _mend(app: App, batch: list[tuple[bytes, Envelope]], parsed: Parsed | None
     return done, new, parsed
 
 
-def _report(total: Summary, fmt: str, mended: Mended | None = None) -> None:
+def _report(total: Summary, fmt: str, mended: Mended | None = None,
+            breached: int | None = None) -> None:
+    """breached: SLA clocks of an import of old mail whose deadline had passed (None: no
+    such import, or it did not finish)."""
     if fmt == "json":
         emit_json(total.as_dict() | {"tickets": total.refs}
                   | ({"repaired": mended.repaired, "already_stored": mended.known,
-                      "not_mended": mended.unmended} if mended else {}))
+                      "not_mended": mended.unmended} if mended else {})
+                  | ({"sla_breached": breached} if breached is not None else {}))
         return
     d = total.as_dict()
     n = sum(d.values())
@@ -124,6 +137,10 @@ def _report(total: Summary, fmt: str, mended: Mended | None = None) -> None:
                f"{d['refused']} refused, {d['dropped']} dropped as spam, "
                f"{d['classified']} automatic (no ticket), "
                f"{d['quarantined']} quarantined", err=True)
+    if breached is not None:
+        click.echo(f"old mail, nothing sent; {breached} SLA clock"
+                   f"{'s' if breached != 1 else ''} past {'their' if breached != 1 else 'its'}"
+                   f" deadline, breached then without escalation", err=True)
 
 
 COMMANDS = [ingest]

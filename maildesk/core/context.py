@@ -23,7 +23,11 @@ from ..tickets.ledger import Ledger
 
 @dataclass(frozen=True)
 class Context:
-    """A batch's view of the desk on one transaction. `now` is the batch's clock."""
+    """A batch's view of the desk on one transaction. `now` is the batch's clock.
+
+    history: an import of old mail (`maildesk ingest --history`). Each mail's own date is
+    `now` for all it does (pipeline/driver.py); no mail goes out (core/outbox.py); its SLA
+    clocks are left for the import's end to settle (scheduler/sla_scan.py)."""
 
     ledger: Ledger
     settings: Settings
@@ -34,6 +38,7 @@ class Context:
     rules: RuleSet = EMPTY
     slas: Slas | None = None       # None: no SLA clocks (tests of other things)
     dns: Callable[..., Any] | None = None   # DKIM key lookups; None: the system resolver
+    history: bool = False
 
     def write(self) -> None:
         """What the batch decided into the tables, its blobs durable and indexed (the

@@ -78,7 +78,8 @@ def fire(ctx: Context, ticket: TicketRow, kind: str, *, actor: str | None,
     (a survey's links); depth: how many events deep a rule's change is."""
     if kind not in KINDS:
         raise ValueError(f"no event kind {kind!r} (core/fire.py KINDS)")
-    record = ctx.ledger.add_event(ticket, kind, ctx.now, actor=actor, **data)
+    record = ctx.ledger.add_event(ticket, kind, ctx.now, actor=actor, **data,
+                                  **({"history": True} if ctx.history else {}))
     happening = Happening(ticket, kind, actor, data, mail, depth, context or {})
     _rules(ctx, happening, record)
     _clocks(ctx, happening)
@@ -111,7 +112,9 @@ def _rules(ctx: Context, h: Happening, record: Pending) -> None:
 
 
 def _clocks(ctx: Context, h: Happening) -> None:
-    """The clocks follow the ticket's state; three kinds matter beyond it (sla/track.py)."""
+    """The clocks follow the ticket's state; three kinds matter beyond it (sla/track.py).
+    Old mail's clocks run on its dates, unwatched until the import settles them
+    (scheduler/sla_scan.py settle_history)."""
     if ctx.slas is None:
         return
     for clock in follow(ctx.slas, h.ticket, ctx.ledger.clocks_of(h.ticket), ctx.now,
@@ -120,6 +123,9 @@ def _clocks(ctx: Context, h: Happening) -> None:
                         customer_replied=h.kind == "customer.replied" and h.mail is not None
                         and h.mail.verdict == PERSON):
         ctx.ledger.add_clock(h.ticket, clock)
+    if ctx.history:     # the scan must not act on old mail: the import's end settles them
+        for clock in ctx.ledger.clocks_of(h.ticket):
+            clock.next_check_at = None
 
 
 def change(ctx: Context, ticket: TicketRow, actor: str, *, mail: Mail | None = None,

@@ -2,7 +2,8 @@
 reply relayed; composed, its bytes kept, an outbox row added.
 
 Runs inside the caller's transaction, so a ticket and the mail that tells the
-customer about it commit together or not at all. The mail is also stored as
+customer about it commit together or not at all. Every mail goes out through
+_queue(), and none does in an import of old mail (Context.history). The mail is also stored as
 an outgoing message on the ticket: a reply that quotes our Message-ID in
 References threads back to the ticket. Every mail to an agent goes to that
 agent alone, with a Reply-To that is the agent's own reply address of the
@@ -75,6 +76,8 @@ def answer_agent(ctx: Context, agent: str, address: str, template: str,
                  context: dict[str, Any], answering: str | None) -> None:
     """A mail to one agent that belongs to no ticket (what `#mine` asked for), through the
     outbox like the digest: no ticket, no event; the inbound mail it answers is kept."""
+    if ctx.history:     # an agent's question in old mail was answered long ago
+        return
     settings = ctx.settings
     sender = settings.desk.addresses[0]
     rendered = ctx.templates.render(template, {
@@ -195,6 +198,8 @@ def _decoded(part: Message) -> bytes:
 
 def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
            rule: str | None = None, actor: str | None = None) -> None:
+    if ctx.history:     # old mail was answered long ago: an import sends nothing, to nobody
+        return
     raw, failed = _composed(out)
     digest = ctx.blobs.put(raw)
     recipients = [a for _n, a in (*out.to, *out.cc)]

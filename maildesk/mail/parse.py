@@ -169,11 +169,26 @@ def _date(value: str | None) -> datetime | None:
         return None
     try:
         d = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if d is None:
+            return None
+        return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
+    except (TypeError, ValueError, IndexError, OverflowError):    # 9999-12-31 -0100: past 9999
         return None
-    if d is None:
-        return None
-    return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
+
+
+OLDEST = datetime(1990, 1, 1, tzinfo=timezone.utc)   # before it, a date is a broken clock's
+
+
+def written_at(mail: ParsedMail, now: datetime) -> datetime:
+    """When a mail was written, for an import of old mail: its Date, else the newest date
+    of its Received fields (what our side's servers saw), else now. A date after now or
+    before 1990 is a wrong clock's or a forger's: it counts as none."""
+    if mail.date is not None and OLDEST <= mail.date <= now:
+        return mail.date
+    received = [d for name, value in mail.headers if name == "received"
+                for d in (_date(value.rpartition(";")[2]),)
+                if d is not None and OLDEST <= d <= now]
+    return max(received, default=now)
 
 
 _NOTE = "(maildesk: not read, {why}; the original is kept whole)"

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..core.context import Context, Dropped, Outcome, Quarantined
+from ..mail.parse import written_at
 from .parse import parse_mail
 from .work import Accepted, Crashed, Stage, Work
 
@@ -58,8 +59,10 @@ def _run_one(ctx: Context, a: Accepted, stages: tuple[tuple[str, Stage], ...]
     stage, w = "parse", None
     try:
         w = Work(a.inbound, a.raw, parse_mail(ctx, a))
+        # old mail happens when it was written: its ticket, messages, events and clocks
+        here = replace(ctx, now=written_at(w.parsed, ctx.now)) if ctx.history else ctx
         for stage, fn in stages:  # noqa: B007 - the handlers below name the stage
-            fn(ctx, w)
+            fn(here, w)
     except (Quarantined, Dropped) as o:
         ctx.ledger.undo_mail()
         return _settle(ctx, a, w, o.state, f"{stage}: {o.reason}"), w

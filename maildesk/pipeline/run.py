@@ -17,7 +17,7 @@ from sqlalchemy import Connection, RowMapping, insert, select, update
 from ..app import App
 from ..core.context import Context
 from ..intake.inbound import Envelope
-from ..mail.parse import ParsedMail, Unread
+from ..mail.parse import ParsedMail, Unread, parse_batch, written_at
 from ..store.tables import T_INBOUND
 from .driver import TRANSIENT, Summary, process
 from .stages import STAGES
@@ -123,13 +123,14 @@ def _unstorable(e: Exception) -> str:
 def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
            parsed: list[ParsedMail | Unread] | None = None,
            also: Callable[[Connection], None] | None = None,
-           now: datetime | None = None) -> Summary:
+           now: datetime | None = None, history: bool = False) -> Summary:
     """Store and process in one transaction; committed when this returns.
 
     parsed: the items already parsed by parse_batch() (in a worker process
     while the previous batch was being stored), in the same order.
     also: more to write in the same transaction (an IMAP mailbox's progress).
     now: the batch's clock (tests set it; SLA clocks start from it).
+    history: old mail (core/context.py), taken in the order it was written.
 
     A batch whose write fails for a reason that is not the database's or the disk's (one
     mail's values that the database refuses) is taken again mail by mail, so that the mail
@@ -137,8 +138,10 @@ def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
     """
     items = list(items)
     now = now or _now()
+    if history:
+        items, parsed = _by_date(app, items, parsed, now)
     try:
-        return _ingest(app, items, parsed, also, now)
+        return _ingest(app, items, parsed, also, now, history)
     except NOT_THE_MAILS_FAULT:
         raise
     except Exception as e:  # noqa: BLE001 - see the docstring
@@ -148,18 +151,33 @@ def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
                   len(items), exc_info=True)
     total = Summary()
     for i, item in enumerate(items):
-        total.add(ingest(app, [item], [parsed[i]] if parsed else None, None, now))
+        total.add(ingest(app, [item], [parsed[i]] if parsed else None, None, now, history))
     if also is not None:
         with app.engine.begin() as conn:
             also(conn)
     return total
 
 
+def _by_date(app: App, items: list[tuple[bytes, Envelope]],
+             parsed: list[ParsedMail | Unread] | None, now: datetime
+             ) -> tuple[list[tuple[bytes, Envelope]], list[ParsedMail | Unread]]:
+    """A batch of old mail in the order it was written, each with its parse (made here if
+    no worker made it; the driver would make it anyway). Only the batch is sorted: it is
+    what is held in memory, and an mbox or a maildir of one mailbox is in order, or
+    nearly, already. A mail that cannot be read goes last, at `now`, as it will be kept."""
+    parsed = parsed or parse_batch([(raw, env.mail_from) for raw, env in items],
+                                   app.settings.limits)
+    when = [written_at(p, now) if isinstance(p, ParsedMail) else now for p in parsed]
+    order = sorted(range(len(items)), key=when.__getitem__)
+    return [items[i] for i in order], [parsed[i] for i in order]
+
+
 def _ingest(app: App, items: list[tuple[bytes, Envelope]],
             parsed: list[ParsedMail | Unread] | None,
-            also: Callable[[Connection], None] | None, now: datetime) -> Summary:
+            also: Callable[[Connection], None] | None, now: datetime,
+            history: bool) -> Summary:
     with app.engine.begin() as conn:
-        ctx = app.context(conn, now)
+        ctx = app.context(conn, now, history)
         blobs = ctx.blobs
         batch = [Accepted(inbound=Arrival(id=None, source=env.source, origin=env.origin,
                                           mail_from=env.mail_from, rcpt_to=env.rcpt_to,

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
@@ -31,7 +31,7 @@ from ..store.rows import TicketRow
 from ..store.tables import T_RUNS, T_TICKETS
 from ..store.verify import sample
 from ..surveys.send import send_surveys
-from .sla_scan import scan
+from .sla_scan import scan, settle_history
 
 log = logging.getLogger("maildesk.jobs")
 LEASE = timedelta(minutes=15)
@@ -142,9 +142,11 @@ def run_job(app: App, job: Job, now: datetime, who: str | None = None,
 
 def _old_tickets(app: App, now: datetime, status: str, age: str,
                  act: Callable[[Context, TicketRow, int], None],
-                 extra: ColumnElement[bool] | None = None) -> int:
-    """Tickets in `status` untouched for `age`, in batches; act on each; how many."""
-    cutoff = now - timedelta(seconds=parse_duration(age))
+                 extra: ColumnElement[bool] | None = None, history: bool = False) -> int:
+    """Tickets in `status` untouched for `age`, in batches; act on each; how many.
+    history: act as the job would have, when the age was reached (core/context.py)."""
+    wait = timedelta(seconds=parse_duration(age))
+    cutoff = now - wait
     days = round(parse_duration(age) / 86400)
     done, after = 0, 0
     while True:
@@ -157,27 +159,29 @@ def _old_tickets(app: App, now: datetime, status: str, age: str,
                                .order_by(T_TICKETS.c.id).limit(BATCH)).scalars().all()
             if not ids:
                 return done
-            ctx = app.context(conn, now)
+            ctx = app.context(conn, now, history)
             for i in ids:
                 ticket = ctx.ledger.by_id(i)
                 if ticket is not None:      # read in this transaction: always there
-                    act(ctx, ticket, days)
+                    act(replace(ctx, now=ticket.updated_at + wait) if history else ctx,
+                        ticket, days)
                     done += 1
             after = ids[-1]
             ctx.write()
 
 
-def auto_close(app: App, now: datetime) -> str:
+def auto_close(app: App, now: datetime, history: bool = False) -> str:
     """Resolved tickets nobody answered for a while are closed, with a notice."""
     def close(ctx: Context, ticket: TicketRow, days: int) -> None:
         ctx.ledger.change(ticket, updated_at=ctx.now)
         change(ctx, ticket, "job:auto_close", status="closed",
                note={"reason": f"resolved {days} days without a reply"}, context={"days": days})
     age = app.settings.sla.auto_close_after
-    return f"{_old_tickets(app, now, 'resolved', age, close)} closed" if age else "off"
+    return f"{_old_tickets(app, now, 'resolved', age, close, history=history)} closed" \
+        if age else "off"
 
 
-def pending_reminders(app: App, now: datetime) -> str:
+def pending_reminders(app: App, now: datetime, history: bool = False) -> str:
     """A customer we wait for hears from us once per wait, after a while."""
     def remind(ctx: Context, ticket: TicketRow, days: int) -> None:
         ctx.ledger.change(ticket, reminded_at=ctx.now)
@@ -187,4 +191,18 @@ def pending_reminders(app: App, now: datetime) -> str:
     if not age:
         return "off"
     once = or_(T_TICKETS.c.reminded_at.is_(None), T_TICKETS.c.reminded_at < T_TICKETS.c.updated_at)
-    return f"{_old_tickets(app, now, 'pending', age, remind, once)} reminded"
+    return f"{_old_tickets(app, now, 'pending', age, remind, once, history)} reminded"
+
+
+def finish_history(app: App, now: datetime) -> int:
+    """The end of an import of old mail (`ingest --history`), at its real time `now`; returns
+    how many SLA clocks it found breached.
+
+    What these jobs would have done to its tickets is done as it would have been then, at
+    those dates, sending nothing: else they would close last year's tickets and remind
+    last year's customers today, by mail. (A live ticket that a job has not reached yet,
+    when no daemon ran, is taken too, as quietly.) Then the clocks are settled
+    (sla_scan.py settle_history). Running it again changes nothing."""
+    auto_close(app, now, history=True)
+    pending_reminders(app, now, history=True)
+    return settle_history(app, now)

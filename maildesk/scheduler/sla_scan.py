@@ -8,11 +8,12 @@ catching up after a restart) exactly one wins, and `sla.warning`,
 are fired (core/fire.py): they run the admins' rules (`on: sla.breached`:
 reassign, raise the priority, notify), the clocks follow a rule's change, and
 each escalation level of the policy mails the people responsible for the
-ticket, the group lead or a manager.
+ticket, the group lead or a manager. An import of old mail leaves its clocks
+to settle_history(), which breaches the past ones quietly, at their deadlines.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..core.context import Context
 from ..core.fire import fire
 from ..sla.clocks import next_check
 from ..sla.policy import SlaPolicy, Slas
-from ..store.rows import RUNNING, ClockRow
+from ..store.rows import RUNNING, ClockRow, TicketRow
 from ..store.tables import T_CLOCKS
 from ..tickets.audience import recipients
 
@@ -113,3 +114,50 @@ def _one(ctx: Context, slas: Slas, clock: ClockRow, seen: datetime, total: ScanR
 
 def _when(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC") if at else "-"
+
+
+def settle_history(app: App, now: datetime, batch: int = 200) -> int:
+    """The clocks an import of old mail left unwatched (core/fire.py), settled once the
+    import is done, by its real time `now`; returns how many were breached.
+
+    A clock whose deadline passed before `now` was breached at its deadline: `sla.breached`
+    is fired at that date, as history (its rules run, nothing is sent), and no escalation
+    level ever comes of it. A clock still within its target is watched by the scan from
+    here on, as any other. (A clock that old mail met in time was stopped by that mail, at
+    its date; one met late was breached at its deadline: sla/clocks.py stop().)"""
+    unwatched = (T_CLOCKS.c.state == RUNNING, T_CLOCKS.c.next_check_at.is_(None),
+                 T_CLOCKS.c.breached_at.is_(None))
+    breached, after = 0, 0
+    while True:
+        with app.engine.begin() as conn:
+            ids = conn.execute(select(T_CLOCKS.c.ticket_id).where(
+                *unwatched, T_CLOCKS.c.ticket_id > after).group_by(T_CLOCKS.c.ticket_id)
+                .order_by(T_CLOCKS.c.ticket_id).limit(batch)).scalars().all()
+            if not ids:
+                return breached
+            after = ids[-1]
+            ctx = app.context(conn, now, history=True)
+            for i in ids:
+                ticket = ctx.ledger.by_id(i)
+                if ticket is not None:      # a clock's ticket is never deleted
+                    breached += _settle(ctx, app.slas, ticket)
+            ctx.write()
+
+
+def _settle(ctx: Context, slas: Slas, ticket: TicketRow) -> int:
+    """One ticket's unwatched clocks (settle_history); how many were breached."""
+    clocks = ctx.ledger.clocks_of(ticket)
+    past = sorted((c for c in clocks if c.state == RUNNING and c.next_check_at is None
+                   and c.breached_at is None and c.due_at is not None and c.due_at <= ctx.now
+                   and slas.named(c.policy) is not None), key=lambda c: c.due_at or ctx.now)
+    for clock in past:
+        policy = slas.named(clock.policy)
+        assert policy is not None and clock.due_at is not None     # as just chosen
+        clock.breached_at, clock.level = clock.due_at, len(policy.levels)
+        fire(replace(ctx, now=clock.due_at), ticket, "sla.breached", actor="sla",
+             clock=clock.kind, policy=clock.policy, due_at=clock.due_at.isoformat())
+    for clock in clocks:        # fire() left them unwatched: history's clocks are
+        policy = slas.named(clock.policy)
+        if policy is not None:
+            clock.next_check_at = next_check(clock, policy)
+    return len(past)

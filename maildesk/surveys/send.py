@@ -2,7 +2,8 @@
 
 Not to requesters who opted out, whose mail to us was a machine's, whose
 mail from us bounced, in a queue without surveys, or who had a survey
-within `surveys.per_requester_days`. Each answer is one click that works in
+within `surveys.per_requester_days`; not for a ticket last changed by an import
+of old mail. Each answer is one click that works in
 any mail client: a mailto link to a rate address that carries the score.
 """
 from __future__ import annotations
@@ -73,6 +74,9 @@ def send_surveys(app: App, now: datetime) -> str:
                                                    earlier.c.sent_at > cap)),
                 ~exists(select(E.c.id).where(E.c.ticket_id == T.c.id,
                                              E.c.kind == "delivery.failed")),
+                # old mail's (`ingest --history`) last word: it was answered long ago
+                ~exists(select(E.c.id).where(E.c.ticket_id == T.c.id, E.c.at >= T.c.updated_at,
+                                             E.c.data["history"].as_boolean())),
                 exists(select(M.c.id).where(M.c.ticket_id == T.c.id, M.c.direction == "in",
                                             M.c.verdict == "person")),
             ).order_by(T.c.id).limit(BATCH)).scalars().all()
