@@ -19,6 +19,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from ..errors import MaildeskError
 from ..store.rows import ClockRow, Pending, SentMail, TicketRow
+from ..store.search import index_messages
 from ..store.tables import (
     T_ATTACH,
     T_ATTEMPTS,
@@ -439,6 +440,8 @@ class Ledger:
                             rows).scalars().all()
             for m, i in zip(self.messages, ids):
                 m.id = i
+            index_messages(c, [(m.id, m.values["subject"], m.values["text"])
+                               for m in self.messages if m.values["direction"] == "in"])
         for table, items, key in ((T_ATTACH, self.attachments, "message_pk"),
                                   (T_EVENTS, self.events, "ticket_id"),
                                   (T_OUTBOX, self.outbox, "ticket_id")):
