@@ -118,3 +118,115 @@ def test_list_bad_filters_say_so_in_one_line(desk: tuple[App, Path], args: list[
     _app, cfg = desk
     r = run_cli("tickets", "list", *args, config=cfg)
     assert r.returncode in (2, 64) and said in r.stderr and b"Traceback" not in r.stderr
+
+
+# -- acting as an agent -----------------------------------------------------------------
+
+def outbox(app: App, ref: str) -> list[tuple[str, list[str]]]:
+    from sqlalchemy import select
+
+    from maildesk.store.models import OutboxMail, Ticket
+    with app.sessions() as s:
+        return [(t, list(to)) for t, to in s.execute(
+            select(OutboxMail.template, OutboxMail.to).join(Ticket)
+            .where(Ticket.ref == ref).order_by(OutboxMail.id))]
+
+
+def shown(cfg: Path, ref: str) -> dict[str, Any]:
+    return cli_json(cfg, "tickets", "show", ref)  # type: ignore[no-any-return]
+
+
+def by_mail(app: App, ref: str, body: str) -> None:
+    """What bob does from his mail client: a reply to his reply address for the ticket."""
+    from conftest import reply_address
+    ingest(app, [(mail(subject=f"Re: [{ref}] printer", body=body, sender="Bob <bob@desk.test>",
+                       to=reply_address(app, ref, "bob@desk.test")), PIPE)])
+
+
+def acts(cfg: Path, *args: str, input: bytes | None = None) -> str:
+    r = run_cli("tickets", *args, "--as", "bob", config=cfg, input=input)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(b"\n") == 1, r.stdout
+    return r.stdout.decode()
+
+
+def history(t: dict[str, Any]) -> list[tuple[str, str | None, Any, Any]]:
+    return [(e["kind"], e["actor"], (e["data"] or {}).get("field"), (e["data"] or {}).get("new"))
+            for e in t["events"]]
+
+
+def test_assign_and_status_do_what_the_mail_commands_do(desk: tuple[App, Path]) -> None:
+    app, cfg = desk
+    for i in (1, 2):
+        ingest(app, [(mail(message_id=f"<p{i}@customer.test>"), PIPE)])
+    ack = len(shown(cfg, "MD-1")["events"])
+    said = acts(cfg, "assign", "MD-1", "me")
+    assert said.startswith("MD-1: assignee: - -> bob"), said
+    acts(cfg, "status", "MD-1", "pending")
+    by_mail(app, "MD-2", "#assign me\n")
+    by_mail(app, "MD-2", "#status pending\n")
+    cli, mailed = shown(cfg, "MD-1"), shown(cfg, "MD-2")
+    assert (cli["assignee"], cli["status"]) == (mailed["assignee"], mailed["status"]) \
+        == ("bob", "pending")
+    assert history(cli) == history(mailed), "the same events, by the same actor"
+    assert ("ticket.updated", "agent:bob", "assignee", "bob") in history(cli)[ack:]
+    assert [t for t, _to in outbox(app, "MD-1")] == [t for t, _to in outbox(app, "MD-2")]
+    proofs = [m["proof"] for m in cli["messages"] if m["from"] == "bob@desk.test"]
+    assert proofs == ["operator", "operator"]
+    assert "unassigned" not in acts(cfg, "assign", "MD-1", "none")
+    assert shown(cfg, "MD-1")["assignee"] is None
+
+
+def test_reply_reaches_the_customer_and_a_note_does_not(desk: tuple[App, Path]) -> None:
+    app, cfg = desk
+    ingest(app, [(mail(), PIPE)])
+    before = outbox(app, "MD-1")
+    acts(cfg, "note", "MD-1", "-", input=b"Called her: the tray is broken.\n")
+    assert outbox(app, "MD-1") == before or all(
+        "ana@customer.test" not in to for _t, to in outbox(app, "MD-1")[len(before):])
+    t = shown(cfg, "MD-1")
+    note = t["messages"][-1]
+    assert note["visibility"] == "internal" and "tray is broken" in note["text"]
+    said = acts(cfg, "reply", "MD-1", "Please try tray 2.")
+    assert "reply relayed" in said and "status: new -> pending" in said, said
+    sent = outbox(app, "MD-1")[-1]
+    assert sent == ("agent.reply", ["ana@customer.test"])
+    with app.sessions() as s:
+        from sqlalchemy import select
+
+        from maildesk.store.models import OutboxMail
+        digest = s.scalars(select(OutboxMail.digest).order_by(OutboxMail.id.desc())).first()
+    assert digest is not None
+    raw = app.blobs.get(digest)
+    assert b"Please try tray 2." in raw and b"#" not in raw.split(b"\n\n", 1)[1][:5]
+
+
+def test_merge_moves_the_messages(desk: tuple[App, Path]) -> None:
+    app, cfg = desk
+    ingest(app, [(mail(message_id="<m1@customer.test>"), PIPE)])
+    ingest(app, [(mail(subject="printer again", message_id="<m2@customer.test>"), PIPE)])
+    n = len(shown(cfg, "MD-2")["messages"])
+    said = acts(cfg, "merge", "MD-2", "MD-1")
+    assert "merged into MD-1" in said and "status: new -> closed" in said, said
+    two, one = shown(cfg, "MD-2"), shown(cfg, "MD-1")
+    assert two["status"] == "closed" and two["linked_to"] == "MD-1" and two["messages"] == []
+    assert len(one["messages"]) >= n + 1
+    assert "printer again" in [m["subject"] for m in one["messages"]]
+    assert [t["ref"] for t in cli_json(cfg, "tickets", "list", "--search", "again")] == ["MD-1"]
+
+
+@pytest.mark.parametrize(("args", "code", "said"), [
+    (["status", "MD-9", "open"], 66, b"no ticket MD-9"),
+    (["merge", "MD-1", "MD-9"], 66, b"no ticket MD-9"),
+    (["status", "MD-1", "sleeping"], 64, b"'sleeping' is not a status (open, pending, "
+                                          b"resolved, closed)"),
+    (["assign", "MD-1", "zed"], 64, b"no agent 'zed'"),
+    (["close", "MD-1", "--as", "zed"], 67, b"no agent 'zed' (agents: bob, lea"),
+])
+def test_action_errors_are_one_line(desk: tuple[App, Path], args: list[str], code: int,
+                                    said: bytes) -> None:
+    app, cfg = desk
+    ingest(app, [(mail(), PIPE)])
+    r = run_cli("tickets", *args, *([] if "--as" in args else ["--as", "bob"]), config=cfg)
+    assert r.returncode == code and said in r.stderr and r.stderr.count(b"\n") == 1, r.stderr
+    assert shown(cfg, "MD-1")["status"] == "new", "nothing happened"
