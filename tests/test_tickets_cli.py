@@ -173,6 +173,10 @@ def test_assign_and_status_do_what_the_mail_commands_do(desk: tuple[App, Path]) 
     assert [t for t, _to in outbox(app, "MD-1")] == [t for t, _to in outbox(app, "MD-2")]
     proofs = [m["proof"] for m in cli["messages"] if m["from"] == "bob@desk.test"]
     assert proofs == ["operator", "operator"]
+    text = run_cli("tickets", "show", "MD-1", config=cfg).stdout.decode()
+    assert "assignee: - -> bob; by agent bob's command" in text
+    assert f"messages:   3 written, {cli['notice_count']} notices sent" in text, \
+        "the customer's mail and bob's two, as by mail; the notices apart"
     assert "unassigned" not in acts(cfg, "assign", "MD-1", "none")
     assert shown(cfg, "MD-1")["assignee"] is None
 

@@ -176,6 +176,9 @@ def _event_said(data: dict[str, Any]) -> str:
         parts.append(f"{data['field']}: {_value(data.get('old'))} -> {_value(data.get('new'))}")
     if data.get("template"):
         parts.append(f"{data['template']} to {', '.join(data.get('to') or []) or '-'}")
+    if "field" in data and (data.get("rule") or data.get("agent")):   # why: who asked
+        parts.append(f"by rule {data['rule']}" if data.get("rule")
+                     else f"by agent {data['agent']}'s command")
     if data.get("reason"):
         parts.append(str(data["reason"]))
     hits = (data.get("rules") or {}).get("hits")
