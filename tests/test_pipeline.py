@@ -31,8 +31,9 @@ def ticket(app: App, ref: str) -> dict[str, Any]:
 
 
 def tickets(app: App) -> list[dict[str, Any]]:
+    """Every ticket, MD-1 first (a listing is newest first; these tests count up)."""
     with app.sessions() as s:
-        return list_tickets(s)
+        return list_tickets(s)[::-1]
 
 
 def outbox_mail(app: App, ref: str) -> list[bytes]:
@@ -100,7 +101,7 @@ def test_stranger_with_a_tag_does_not_join_the_ticket(make_app: Callable[..., Ap
     one(app, mail())
     r = one(app, mail(subject="Re: [MD-1] let me in", sender="eve@attacker.test"))
     assert r["new_tickets"] == 1
-    assert ticket(app, "MD-1")["message_count"] == 2
+    assert ticket(app, "MD-1")["message_count"] == 1
     assert ticket(app, "MD-2")["requester"] == "eve@attacker.test"
 
 
@@ -156,7 +157,8 @@ def test_same_message_twice_is_stored_once_across_routes(make_app: Callable[...,
     assert one(app, raw)["duplicates"] == 1
     s = ingest(app, [(raw, PIPE), (raw, PIPE)])
     assert s.duplicates == 2
-    assert len(tickets(app)) == 1 and tickets(app)[0]["message_count"] == 2  # theirs + our ack
+    assert len(tickets(app)) == 1 and tickets(app)[0]["message_count"] == 1 \
+        and tickets(app)[0]["notice_count"] == 1  # theirs; our ack
 
 
 def test_mail_without_message_id_is_deduplicated_by_content(make_app: Callable[..., App],
@@ -189,7 +191,8 @@ def test_reply_to_a_closed_ticket_follows_the_queue_policy(
         assert t1["status"] == "open"
         assert "ticket.reopened" in [e["kind"] for e in t1["events"]]
     else:
-        assert t1["status"] == "closed" and t1["message_count"] == 3  # in, ack, refusal
+        assert t1["status"] == "closed" and t1["message_count"] == 1 \
+            and t1["notice_count"] == 2  # in; ack, refusal
         notice = message_from_bytes(outbox_mail(app, "MD-1")[-1], policy=policy.default)
         assert "closed" in notice["Subject"]
         assert notice["To"].addresses[0].addr_spec == "ana@customer.test"

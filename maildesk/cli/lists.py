@@ -4,7 +4,7 @@ from __future__ import annotations
 import email
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
@@ -18,7 +18,7 @@ from ..sla.views import SLA_FILTERS, sla_filter
 from ..store.blobs import BlobError
 from ..store.models import Inbound
 from ..store.references import referrers
-from ..tickets.views import STATUSES, list_tickets, show_ticket
+from ..tickets.views import STATUSES, Filters, count_tickets, list_tickets, show_ticket
 from .blobs import REPAIR_HINT
 from .context import Obj
 from .output import (
@@ -40,26 +40,80 @@ def tickets() -> None:
     """List and show tickets."""
 
 
+def _statuses(_ctx: click.Context, _param: click.Parameter, given: tuple[str, ...]
+              ) -> tuple[str, ...]:
+    """--status open --status pending, or --status open,pending."""
+    said = tuple(dict.fromkeys(w.strip().lower() for g in given for w in g.split(",")
+                               if w.strip()))
+    wrong = [w for w in said if w not in STATUSES]
+    if wrong:
+        raise click.BadParameter(f"{', '.join(wrong)} (statuses: {', '.join(STATUSES)})")
+    return said
+
+
+def _day(value: datetime | None, after: int = 0) -> datetime | None:
+    """A date the operator typed as the UTC midnight it starts (after=1: it ends)."""
+    return None if value is None else \
+        value.replace(tzinfo=timezone.utc) + timedelta(days=after)
+
+
+def _minute(iso: str | None) -> str | None:
+    """An ISO time as people read it in a table: to the minute, UTC."""
+    return iso[:16].replace("T", " ") if iso else None
+
+
+LIST_LIMIT = 50
+
+
 @tickets.command("list")
-@click.option("--status", type=click.Choice(STATUSES), help="Only tickets in this status.")
+@click.option("--status", "statuses", multiple=True, callback=_statuses, metavar="STATUS",
+              help=f"Only tickets in this status ({', '.join(STATUSES)}); repeat it or "
+                   "give a comma list for several.")
+@click.option("--requester", metavar="ADDR", help="Only tickets this address opened.")
+@click.option("--queue", metavar="NAME", help="Only tickets in this queue.")
+@click.option("--assignee", metavar="NAME", help="Only tickets assigned to this agent.")
+@click.option("--unassigned", is_flag=True, help="Only tickets nobody is assigned.")
+@click.option("--search", metavar="TEXT",
+              help="Only tickets with a mail (customer's, agent's or note) whose subject "
+                   "or text holds every word of TEXT.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
+              help="Only tickets created on or after this day (UTC).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
+              help="Only tickets created on or before this day (UTC).")
 @click.option("--sla", "sla", type=click.Choice(SLA_FILTERS),
               help="Only tickets with a live SLA clock that is breached, or at risk "
                    "(warned, not yet breached).")
-@click.option("--limit", type=click.IntRange(0, ROW_ID.max), help="At most this many.")
+@click.option("--limit", type=click.IntRange(0, ROW_ID.max), default=LIST_LIMIT,
+              show_default=True, help="At most this many (0: all); a note on stderr says "
+                                      "how many more matched.")
 @FORMAT
 @click.pass_obj
-def tickets_list(obj: Obj, status: str | None, sla: str | None, limit: int | None,
-                 fmt: str) -> None:
-    """Tickets, oldest first."""
+def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
+                 queue: str | None, assignee: str | None, unassigned: bool,
+                 search: str | None, since: datetime | None, until: datetime | None,
+                 sla: str | None, limit: int, fmt: str) -> None:
+    """Tickets, newest first."""
+    if assignee and unassigned:
+        fail("--assignee and --unassigned exclude each other", EX_USAGE)
+    filters = Filters(statuses=statuses, requester=requester, queue=queue, assignee=assignee,
+                      unassigned=unassigned, search=search, since=_day(since),
+                      until=_day(until, after=1),
+                      where=sla_filter(sla, datetime.now(timezone.utc)) if sla else None)
     app = obj.app()
     with app.sessions() as session:
-        rows = list_tickets(session, status, limit,
-                            sla_filter(sla, datetime.now(timezone.utc)) if sla else None)
+        rows = list_tickets(session, filters, limit)
+        more = count_tickets(session, filters) - len(rows) if limit and len(rows) == limit \
+            else 0
     if fmt == "json":
         emit_json(rows)
     else:
-        emit_table(rows, ["ref", "status", "priority", "queue", "requester", "subject",
-                          "message_count", "updated_at"], empty="no tickets")
+        emit_table([r | {"created_at": _minute(r["created_at"]),
+                         "updated_at": _minute(r["updated_at"])} for r in rows],
+                   ["ref", "status", "priority", "queue", "assignee", "requester", "subject",
+                    "message_count", "created_at", "updated_at"], empty="no tickets")
+    if more:
+        click.echo(f"{more} more matched; --limit {limit + more} or --limit 0 shows them",
+                   err=True)
 
 
 @tickets.command("show")
@@ -89,6 +143,10 @@ def _print_ticket(t: dict[str, Any]) -> None:
         v = t[k]
         shown = ", ".join(v) if isinstance(v, list) else v or "-"
         console.print(safe(f"  {k + ':':<12}{shown}"), markup=False)
+    # the conversation is what people wrote; our acknowledgements, relays and notices to
+    # agents are listed with it but counted apart
+    console.print(f"  {'messages:':<12}{t['message_count']} written, "
+                  f"{t['notice_count']} notices sent", markup=False)
     for m in t["messages"]:
         unproven = " (sender not verified)" if m["sender_verified"] is False else ""
         console.rule(Text(safe(f"{m['direction']} {m['date']} {m['from']}") + unproven),
@@ -118,6 +176,9 @@ def _event_said(data: dict[str, Any]) -> str:
         parts.append(f"{data['field']}: {_value(data.get('old'))} -> {_value(data.get('new'))}")
     if data.get("template"):
         parts.append(f"{data['template']} to {', '.join(data.get('to') or []) or '-'}")
+    if "field" in data and (data.get("rule") or data.get("agent")):   # why: who asked
+        parts.append(f"by rule {data['rule']}" if data.get("rule")
+                     else f"by agent {data['agent']}'s command")
     if data.get("reason"):
         parts.append(str(data["reason"]))
     hits = (data.get("rules") or {}).get("hits")

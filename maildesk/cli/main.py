@@ -15,7 +15,7 @@ import click
 
 from ..app import StartupError
 from ..errors import MaildeskError
-from . import admin, blobs, ingest, lists, mailboxes, outbox, output, report, rules, sla
+from . import act, admin, blobs, ingest, lists, mailboxes, outbox, output, report, rules, sla
 from .context import Obj, setup_logging
 from .output import EX_CONFIG, fail
 
@@ -67,7 +67,7 @@ def init(directory: Path, force: bool) -> None:
     click.echo(f"next: maildesk --config {directory / 'maildesk.yaml'} serve")
 
 
-for _module in (ingest, mailboxes, lists, outbox, rules, sla, report, blobs, admin):
+for _module in (ingest, mailboxes, lists, act, outbox, rules, sla, report, blobs, admin):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -13,9 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 # sysexits.h: what an MTA or a script can act on
-EX_OK, EX_FAIL, EX_USAGE = 0, 1, 2
-EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE, EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG = \
-    65, 66, 69, 73, 75, 78
+EX_OK, EX_FAIL, EX_USAGE = 0, 1, 64
+EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_UNAVAILABLE, EX_SOFTWARE = 65, 66, 67, 69, 70
+EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG = 73, 75, 78
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True, help="table for people, json for scripts.")

@@ -172,17 +172,26 @@ def _by_date(app: App, items: list[tuple[bytes, Envelope]],
     return [items[i] for i in order], [parsed[i] for i in order]
 
 
+def act(app: App, raw: bytes, env: Envelope, operator: str) -> Summary:
+    """Run the mail the operator CLI wrote for agent `operator` (a configured agent's
+    name) through the pipeline, proven as that agent's (pipeline/sender.py): the same
+    stages, events, rules and notices as the agent's own mail. One transaction; a
+    failure is raised, not quarantined, for the person at the terminal to read."""
+    return _ingest(app, [(raw, env)], None, None, _now(), False, operator)
+
+
 def _ingest(app: App, items: list[tuple[bytes, Envelope]],
             parsed: list[ParsedMail | Unread] | None,
             also: Callable[[Connection], None] | None, now: datetime,
-            history: bool) -> Summary:
+            history: bool, operator: str | None = None) -> Summary:
     with app.engine.begin() as conn:
         ctx = app.context(conn, now, history)
         blobs = ctx.blobs
         batch = [Accepted(inbound=Arrival(id=None, source=env.source, origin=env.origin,
                                           mail_from=env.mail_from, rcpt_to=env.rcpt_to,
                                           digest=blobs.put(raw), size=len(raw),
-                                          received_at=now, queue=env.queue),
+                                          received_at=now, queue=env.queue,
+                                          operator=operator),
                           raw=raw) for raw, env in items]
         for a, p in zip(batch, parsed or ()):
             a.parsed_ahead = p

@@ -3,7 +3,9 @@
 Proof is one test for agents and customers alike (README, Security): a live
 reply address of this ticket made for the sender (`token`), or a DKIM
 signature or a trusted Authentication-Results for the From's domain. A
-plain From proves nothing.
+plain From proves nothing. The mail the operator CLI writes for an agent
+(`maildesk tickets assign ... --as NAME`) is proven by who runs it (`operator`):
+only pipeline.run.act() marks a mail so, nothing in a mail can.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from ..mail.classify import ALERT, BULK, PERSON
 from ..mail.parse import UNKNOWN_SENDER
 from ..store.rows import TicketRow
 from .work import Arrival, Work, mailbox, recipients
+
+OPERATOR = "operator"   # the proof of the CLI's mail for the agent it acts as
 
 
 def via_our_mta(desk: Desk, inbound: Arrival) -> bool:
@@ -33,7 +37,11 @@ def domain_proof(ctx: Context, w: Work) -> str | None:
         w.domain_checked = True
         desk, sender = ctx.settings.desk, w.parsed.from_addr
         domain = sender.rpartition("@")[2]
-        if domain and sender != UNKNOWN_SENDER and w.doubt is None:
+        if w.inbound.operator is not None:     # the CLI's mail: proven only as its agent
+            agent = desk.agent(sender)
+            w.domain_proof = OPERATOR if agent is not None and w.doubt is None \
+                and agent.name == w.inbound.operator else None
+        elif domain and sender != UNKNOWN_SENDER and w.doubt is None:
             w.domain_proof = proof(w.raw, domain, trusted_ids=desk.trusted_authserv_ids,
                                    via_mta=via_our_mta(desk, w.inbound),
                                    verify_dkim=desk.verify_dkim, dns=ctx.dns, fields=w.head)
@@ -46,6 +54,8 @@ def sender_proof(ctx: Context, w: Work, ticket: TicketRow | None) -> str:
     From's domain proof; "" when nothing proves them (a plain From is anybody's)."""
     if w.doubt is not None:
         return ""
+    if w.inbound.operator is not None:
+        return domain_proof(ctx, w) or ""
     if w.grant is not None and ticket is not None and w.grant.ref == ticket.ref:
         return "token"
     return domain_proof(ctx, w) or ""

@@ -42,6 +42,10 @@ class Arrival:
     attempts: int = 0
     queue: str | None = None      # named by the intake (an IMAP mailbox); else by recipient
     released: bool = False        # an operator released it: a person's mail, read or not
+    # the agent a person at this machine acts as (`maildesk tickets assign ... --as NAME`):
+    # set only by pipeline.run.act() for the mail the CLI writes, never from a mail, an
+    # envelope or a stored row (a re-queued copy proves itself as any mail does)
+    operator: str | None = None
 
 
 @dataclass

@@ -119,8 +119,13 @@ class Ticket(Base):
         back_populates="ticket", order_by="Message.id", lazy="raise_on_sql")
     events: Mapped[list[Event]] = relationship(order_by="Event.id", lazy="raise_on_sql")
 
+    # `tickets list`: newest first, filtered by any of these (migration 0012)
     __table_args__ = (Index("ix_tickets_status_updated", "status", "updated_at"),
-                      Index("ix_tickets_requester_created", "requester", "created_at"))
+                      Index("ix_tickets_requester_created", "requester", "created_at"),
+                      Index("ix_tickets_created_id", "created_at", "id"),
+                      Index("ix_tickets_status_created", "status", "created_at"),
+                      Index("ix_tickets_queue_created", "queue", "created_at"),
+                      Index("ix_tickets_assignee_created", "assignee", "created_at"))
 
 
 class Message(Base):

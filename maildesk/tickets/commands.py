@@ -84,12 +84,13 @@ def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str
         setattr(p, name, True)
         return None
     if name == "assign":
-        if arg.lower() == "me":
-            p.changes["assignee"] = agent.name
+        if arg.lower() in ("me", "none"):
+            p.changes["assignee"] = agent.name if arg.lower() == "me" else None
             return None
         who = next((a for a in desk.agents if arg.lower() in (a.name.lower(), a.address)), None)
         if who is None:
-            return f"no agent {arg!r} (agents: {', '.join(a.name for a in desk.agents)}, or me)"
+            return f"no agent {arg!r} (agents: {', '.join(a.name for a in desk.agents)}, " \
+                   "or me, or none)"
         p.changes["assignee"] = who.name
         return None
     if name == "queue":

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from ..errors import MaildeskError
 from ..store.rows import ClockRow, Pending, SentMail, TicketRow
+from ..store.search import index_messages
 from ..store.tables import (
     T_ATTACH,
     T_ATTEMPTS,
@@ -90,7 +91,7 @@ _OPEN_SURVEY = select(T_SURVEYS.c.id).where(T_SURVEYS.c.ticket_id == bindparam("
                                             T_SURVEYS.c.answered_at.is_(None))
 _OPTED_OUT = select(T_OPT_OUTS.c.address).where(T_OPT_OUTS.c.address == bindparam("a"))
 _LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound", "bounced",
-          "new_clocks", "refs", "answers", "surveys", "opt_outs")
+          "new_clocks", "refs", "answers", "surveys", "opt_outs", "moves")
 
 
 class LostRace(MaildeskError):
@@ -120,6 +121,7 @@ class Ledger:
         self.answers: list[tuple[TicketRow, dict[str, Any]]] = []   # survey answers
         self.surveys: list[dict[str, Any]] = []           # surveys sent
         self.opt_outs: list[dict[str, Any]] = []          # requesters who want no surveys
+        self.moves: list[tuple[TicketRow, TicketRow]] = []  # (merged, into): its messages
         self._counter: int | None = None
         self._draft: dict[str, Any] | None = None
 
@@ -418,6 +420,10 @@ class Ledger:
     def add_outbox(self, ticket: TicketRow | None, values: dict[str, Any]) -> None:
         self.outbox.append(Pending(values, ticket=ticket))
 
+    def move_messages(self, ticket: TicketRow, into: TicketRow) -> None:
+        """Every message of ticket, this batch's too, to ticket into (a merge)."""
+        self.moves.append((ticket, into))
+
     def bounce(self, sent: SentMail, at: datetime, detail: str) -> None:
         """The mail did not arrive after all: failed, with the bounce's words as the last error."""
         self.bounced.append({"outbox_id": sent.id, "at": at, "result": "bounced",
@@ -491,6 +497,11 @@ class Ledger:
                             rows).scalars().all()
             for m, i in zip(self.messages, ids):
                 m.id = i
+            index_messages(c, [(m.id, m.values["subject"], m.values["text"])
+                               for m in self.messages if m.values["direction"] == "in"])
+        for merged, into in self.moves:
+            c.execute(update(T_MESSAGES).where(T_MESSAGES.c.ticket_id == merged.id)
+                      .values(ticket_id=into.id))
         for table, items, key in ((T_ATTACH, self.attachments, "message_pk"),
                                   (T_EVENTS, self.events, "ticket_id"),
                                   (T_OUTBOX, self.outbox, "ticket_id")):

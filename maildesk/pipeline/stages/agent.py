@@ -116,7 +116,9 @@ def _carry_out(ctx: Context, ticket: TicketRow, mail: Mail, asked: Plan, name: s
     target = others.get(asked.merge_into or "")
     if target is not None:
         fx.change(name, status="closed", linked_to=target.id)
-        fire(ctx, ticket, "ticket.merged", actor=actor, into=target.ref)
-        fire(ctx, target, "ticket.merged", actor=actor, absorbed=ticket.ref)
+        moved = ctx.ledger.message_count(ticket)
+        ctx.ledger.move_messages(ticket, target)     # the conversation goes on in one place
+        fire(ctx, ticket, "ticket.merged", actor=actor, into=target.ref, moved=moved)
+        fire(ctx, target, "ticket.merged", actor=actor, absorbed=ticket.ref, moved=moved)
     if asked.lines:
         fire(ctx, ticket, "commands.applied", actor=actor, lines=asked.lines)

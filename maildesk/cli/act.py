@@ -1,0 +1,181 @@
+"""Acting on tickets from the command line as an agent: assign, status, close, note,
+reply, merge.
+
+Each command writes the mail the agent would write (`#command` lines, then the
+text, from the agent's address to the ticket's reply address made for them) and
+runs it through the ingest pipeline marked as the local operator's
+(pipeline.run.act): the same stages, events, rules and notices as that mail,
+and the ticket's history names `agent:NAME`. The commands are checked first
+with the mail commands' own checker, so a mistake is one line here, not a
+refusal mailed to the agent.
+"""
+from __future__ import annotations
+
+import getpass
+import sys
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+import click
+
+from ..config.schema import Agent, Desk
+from ..intake.inbound import Envelope
+from ..mail.headers import one_line
+from ..pipeline.run import act
+from ..tickets.commands import plan
+from ..tickets.refs import token_address
+from ..tickets.views import show_ticket
+from .context import Obj
+from .lists import _value, tickets
+from .output import EX_NOINPUT, EX_NOUSER, EX_SOFTWARE, EX_USAGE, emit_json, fail
+
+AS = click.option("--as", "who", required=True, envvar="MAILDESK_AGENT", metavar="NAME",
+                  help="The agent you act as: a name (or address) in desk.agents, or "
+                       "$MAILDESK_AGENT. An unknown agent exits 67.")
+FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+                      show_default=True, help="text: what changed, one line; json: the "
+                                              "ticket afterwards, as `tickets show` gives it.")
+
+
+def _agent(desk: Desk, who: str) -> Agent:
+    agent = desk.agent_named(who)
+    if agent is None:
+        fail(f"no agent {who!r} (agents: {', '.join(a.name for a in desk.agents) or 'none'}"
+             f"; see desk.agents in maildesk.yaml)", EX_NOUSER)
+    return agent
+
+
+def _text(text: str | None) -> str:
+    """TEXT as given, or stdin for `-` (or nothing given)."""
+    if text is None or text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        fail("no text: give it as an argument, or on stdin with -", EX_USAGE)
+    return text
+
+
+def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str) -> None:
+    """Check the commands, write the agent's mail, run it, and say what it changed."""
+    desk = obj.settings.desk
+    agent = _agent(desk, who)
+    asked = plan(list(enumerate(commands, 1)), desk, agent, desk.ref_prefix)
+    if asked.errors:
+        fail(asked.errors[0].split(": ", 2)[-1], EX_USAGE)
+    app = obj.app()
+    with app.sessions() as session:
+        before = show_ticket(session, ref)
+        if before is None:
+            fail(f"no ticket {ref}", EX_NOINPUT)
+        if asked.merge_into and show_ticket(session, asked.merge_into) is None:
+            fail(f"no ticket {asked.merge_into}", EX_NOINPUT)
+    support = (desk.queue(before["queue"]).addresses or desk.addresses)[0]
+    to = token_address(app.secrets[0], support, before["ref"], agent.address)
+    m = EmailMessage()
+    m["From"] = f"{agent.display_name or agent.name} <{agent.address}>"
+    m["To"] = to
+    m["Subject"] = f"Re: [{before['ref']}] {one_line(before['subject'] or '', 200)}"
+    m["Date"] = format_datetime(datetime.now(timezone.utc))
+    m["Message-ID"] = make_msgid("cli", domain=desk.domain)
+    m.set_content("\n".join(commands) + ("\n\n" if commands else "") + text.strip() + "\n")
+    user = getpass.getuser()
+    done = act(app, m.as_bytes(), Envelope("cli", agent.address, (to,),
+                                           origin=f"cli {user} as {agent.name}"), agent.name)
+    if done.follow_ups != 1:
+        fail(f"{before['ref']}: the pipeline did not take the command ({done.as_dict()}); "
+             "see `maildesk quarantine list --state all`", EX_SOFTWARE)
+    with app.sessions() as session:
+        after = show_ticket(session, before["ref"])
+    assert after is not None
+    if fmt == "json":
+        emit_json(after)
+    else:
+        click.echo(f"{after['ref']}: {_changed(after['events'][len(before['events']):])}")
+
+
+def _changed(events: list[dict[str, Any]]) -> str:
+    """What the action's events did, in one line."""
+    said = []
+    for e in events:
+        d = e["data"] or {}
+        if e["kind"] == "ticket.updated":
+            said.append(f"{d['field']}: {_value(d.get('old'))} -> {_value(d.get('new'))}")
+        elif e["kind"] == "note.added":
+            said.append("internal note added")
+        elif e["kind"] == "agent.replied" and not d.get("silent"):
+            said.append("reply relayed")
+        elif e["kind"] == "ticket.merged" and d.get("into"):
+            said.append(f"merged into {d['into']} ({d.get('moved', 0)} messages moved)")
+        elif e["kind"] == "notification.queued":
+            said.append(f"{d.get('template')} queued to {', '.join(d.get('to') or [])}")
+    return "; ".join(said) or "nothing changed"
+
+
+@tickets.command("assign")
+@click.argument("ref")
+@click.argument("agent", metavar="AGENT|me|none")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_assign(obj: Obj, ref: str, agent: str, who: str, fmt: str) -> None:
+    """Assign a ticket to an agent (me: the one you act as; none: nobody), as `#assign`."""
+    _run(obj, ref, who, [f"#assign {agent}"], "", fmt)
+
+
+@tickets.command("status")
+@click.argument("ref")
+@click.argument("status", metavar="STATUS")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_status(obj: Obj, ref: str, status: str, who: str, fmt: str) -> None:
+    """Set a ticket's status (open, pending, resolved, closed), as `#status`."""
+    _run(obj, ref, who, [f"#status {status}"], "", fmt)
+
+
+@tickets.command("close")
+@click.argument("ref")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_close(obj: Obj, ref: str, who: str, fmt: str) -> None:
+    """Close a ticket, as `#status closed`."""
+    _run(obj, ref, who, ["#status closed"], "", fmt)
+
+
+@tickets.command("note")
+@click.argument("ref")
+@click.argument("text", required=False, metavar="[TEXT|-]")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_note(obj: Obj, ref: str, text: str | None, who: str, fmt: str) -> None:
+    """Add an internal note (TEXT, or stdin): agents see it, the customer never does."""
+    _run(obj, ref, who, ["#note"], _text(text), fmt)
+
+
+@tickets.command("reply")
+@click.argument("ref")
+@click.argument("text", required=False, metavar="[TEXT|-]")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_reply(obj: Obj, ref: str, text: str | None, who: str, fmt: str) -> None:
+    """Reply to the customer (TEXT, or stdin): relayed from the desk's address, as an
+    agent's mail reply is."""
+    _run(obj, ref, who, [], _text(text), fmt)
+
+
+@tickets.command("merge")
+@click.argument("ref")
+@click.argument("into", metavar="INTO_REF")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_merge(obj: Obj, ref: str, into: str, who: str, fmt: str) -> None:
+    """Merge a ticket into another, as `#merge`: it is closed and linked to INTO_REF."""
+    _run(obj, ref, who, [f"#merge {into}"], "", fmt)
+
+
+COMMANDS: list[click.Command] = []      # its commands join the `tickets` group (lists.py)

@@ -1,0 +1,236 @@
+"""`maildesk tickets`: finding tickets on a busy desk, and acting on them as an agent."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import mail, run_cli
+
+from maildesk.app import App
+from maildesk.intake.inbound import Envelope
+from maildesk.pipeline.run import ingest
+
+DESK = {"addresses": ["support@localhost", "network@localhost"],
+        "queues": [{"name": "general", "group": "helpdesk"},
+                   {"name": "network", "group": "helpdesk",
+                    "addresses": ["network@localhost"]}],
+        "agents": [{"name": "bob", "address": "bob@desk.test", "groups": ["helpdesk"]},
+                   {"name": "lea", "address": "lea@desk.test", "groups": ["helpdesk"]}],
+        "groups": [{"name": "helpdesk"}]}
+PIPE = Envelope("pipe", None)
+DAY = datetime(2026, 11, 2, 9, 30, 15, 123456, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def desk(make_app: Callable[..., App], desk_config: Callable[..., Path], db_url: str
+         ) -> tuple[App, Path]:
+    """An App to fill the desk through the pipeline, and the config the CLI reads."""
+    return make_app(db_url, desk=DESK), desk_config(db_url, desk=DESK)
+
+
+def cli_json(cfg: Path, *args: str) -> Any:
+    r = run_cli(*args, "--format", "json", config=cfg)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def busy(app: App) -> None:
+    """Six tickets a day apart (MD-1 oldest): two requesters, two queues, one assigned."""
+    people = ["ana@customer.test", "raj@customer.test"]
+    for i in range(6):
+        ingest(app, [(mail(subject=f"case {i + 1} " + ("printer jammed" if i % 2 else "vpn down"),
+                           body=f"Ticket body number {i + 1}.\nThe Zebra label tray.\n"
+                           if i == 4 else "Please help.\n",
+                           sender=people[i % 2], message_id=f"<c{i}@customer.test>",
+                           to="network@localhost" if i >= 3 else "support@localhost"),
+                      PIPE)], now=DAY + timedelta(days=i))
+    with app.engine.begin() as conn:
+        from maildesk.store.tables import T_TICKETS
+        conn.execute(T_TICKETS.update().where(T_TICKETS.c.ref == "MD-2")
+                     .values(assignee="bob", status="pending"))
+
+
+def test_list_is_newest_first_with_an_assignee_column_to_the_minute(desk: tuple[App, Path]
+                                                                   ) -> None:
+    app, cfg = desk
+    busy(app)
+    rows = cli_json(cfg, "tickets", "list")
+    assert [t["ref"] for t in rows] == ["MD-6", "MD-5", "MD-4", "MD-3", "MD-2", "MD-1"]
+    assert rows[-1]["created_at"] == "2026-11-02T09:30:15.123456Z", "json keeps ISO"
+    assert rows[0]["message_count"] == 1 and rows[0]["notice_count"] >= 1, \
+        "the acknowledgement is a notice, not a message of the conversation"
+    table = run_cli("tickets", "list", config=cfg).stdout.decode()
+    assert "assignee" in table and "bob" in table
+    assert "2026-11-02 09:30" in table and "09:30:15" not in table and ".123456" not in table
+
+
+FILTERS = [
+    (["--requester", "RAJ@customer.test"], ["MD-6", "MD-4", "MD-2"]),
+    (["--queue", "network"], ["MD-6", "MD-5", "MD-4"]),
+    (["--assignee", "bob"], ["MD-2"]),
+    (["--unassigned", "--queue", "general"], ["MD-3", "MD-1"]),
+    (["--status", "pending"], ["MD-2"]),
+    (["--status", "new,pending"], ["MD-6", "MD-5", "MD-4", "MD-3", "MD-2", "MD-1"]),
+    (["--status", "closed", "--status", "pending"], ["MD-2"]),
+    (["--search", "printer"], ["MD-6", "MD-4", "MD-2"]),
+    (["--search", "zebra TRAY"], ["MD-5"]),
+    (["--search", "zebra printer"], []),
+    (["--search", "\"(*:-"], []),
+    (["--since", "2026-11-04", "--until", "2026-11-05"], ["MD-4", "MD-3"]),
+]
+
+
+def test_list_filters(desk: tuple[App, Path]) -> None:
+    app, cfg = desk
+    busy(app)
+    for args, refs in FILTERS:
+        assert [t["ref"] for t in cli_json(cfg, "tickets", "list", *args)] == refs, args
+
+
+def test_list_limit_says_how_many_more_matched(desk: tuple[App, Path]) -> None:
+    app, cfg = desk
+    busy(app)
+    r = run_cli("tickets", "list", "--limit", "2", "--format", "json", config=cfg)
+    assert [t["ref"] for t in json.loads(r.stdout)] == ["MD-6", "MD-5"]
+    assert r.stderr.decode() == "4 more matched; --limit 6 or --limit 0 shows them\n"
+    r = run_cli("tickets", "list", "--limit", "0", "--format", "json", config=cfg)
+    assert len(json.loads(r.stdout)) == 6 and r.stderr == b""
+
+
+def test_list_on_an_empty_desk(desk: tuple[App, Path]) -> None:
+    _app, cfg = desk
+    assert cli_json(cfg, "tickets", "list", "--search", "printer") == []
+    r = run_cli("tickets", "list", config=cfg)
+    assert r.returncode == 0 and b"no tickets" in r.stdout
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--status", "open,sleeping"], b"sleeping (statuses: new, open, pending"),
+    (["--assignee", "bob", "--unassigned"], b"exclude each other"),
+    (["--since", "yesterday"], b"'yesterday' does not match the format"),
+])
+def test_list_bad_filters_say_so_in_one_line(desk: tuple[App, Path], args: list[str],
+                                             said: bytes) -> None:
+    _app, cfg = desk
+    r = run_cli("tickets", "list", *args, config=cfg)
+    assert r.returncode in (2, 64) and said in r.stderr and b"Traceback" not in r.stderr
+
+
+# -- acting as an agent -----------------------------------------------------------------
+
+def outbox(app: App, ref: str) -> list[tuple[str, list[str]]]:
+    from sqlalchemy import select
+
+    from maildesk.store.models import OutboxMail, Ticket
+    with app.sessions() as s:
+        return [(t, list(to)) for t, to in s.execute(
+            select(OutboxMail.template, OutboxMail.to).join(Ticket)
+            .where(Ticket.ref == ref).order_by(OutboxMail.id))]
+
+
+def shown(cfg: Path, ref: str) -> dict[str, Any]:
+    return cli_json(cfg, "tickets", "show", ref)  # type: ignore[no-any-return]
+
+
+def by_mail(app: App, ref: str, body: str) -> None:
+    """What bob does from his mail client: a reply to his reply address for the ticket."""
+    from conftest import reply_address
+    ingest(app, [(mail(subject=f"Re: [{ref}] printer", body=body, sender="Bob <bob@desk.test>",
+                       to=reply_address(app, ref, "bob@desk.test")), PIPE)])
+
+
+def acts(cfg: Path, *args: str, input: bytes | None = None) -> str:
+    r = run_cli("tickets", *args, "--as", "bob", config=cfg, input=input)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(b"\n") == 1, r.stdout
+    return r.stdout.decode()
+
+
+def history(t: dict[str, Any]) -> list[tuple[str, str | None, Any, Any]]:
+    return [(e["kind"], e["actor"], (e["data"] or {}).get("field"), (e["data"] or {}).get("new"))
+            for e in t["events"]]
+
+
+def test_assign_and_status_do_what_the_mail_commands_do(desk: tuple[App, Path]) -> None:
+    app, cfg = desk
+    for i in (1, 2):
+        ingest(app, [(mail(message_id=f"<p{i}@customer.test>"), PIPE)])
+    ack = len(shown(cfg, "MD-1")["events"])
+    said = acts(cfg, "assign", "MD-1", "me")
+    assert said.startswith("MD-1: assignee: - -> bob"), said
+    acts(cfg, "status", "MD-1", "pending")
+    by_mail(app, "MD-2", "#assign me\n")
+    by_mail(app, "MD-2", "#status pending\n")
+    cli, mailed = shown(cfg, "MD-1"), shown(cfg, "MD-2")
+    assert (cli["assignee"], cli["status"]) == (mailed["assignee"], mailed["status"]) \
+        == ("bob", "pending")
+    assert history(cli) == history(mailed), "the same events, by the same actor"
+    assert ("ticket.updated", "agent:bob", "assignee", "bob") in history(cli)[ack:]
+    assert [t for t, _to in outbox(app, "MD-1")] == [t for t, _to in outbox(app, "MD-2")]
+    proofs = [m["proof"] for m in cli["messages"] if m["from"] == "bob@desk.test"]
+    assert proofs == ["operator", "operator"]
+    text = run_cli("tickets", "show", "MD-1", config=cfg).stdout.decode()
+    assert "assignee: - -> bob; by agent bob's command" in text
+    assert f"messages:   3 written, {cli['notice_count']} notices sent" in text, \
+        "the customer's mail and bob's two, as by mail; the notices apart"
+    assert "unassigned" not in acts(cfg, "assign", "MD-1", "none")
+    assert shown(cfg, "MD-1")["assignee"] is None
+
+
+def test_reply_reaches_the_customer_and_a_note_does_not(desk: tuple[App, Path]) -> None:
+    app, cfg = desk
+    ingest(app, [(mail(), PIPE)])
+    before = outbox(app, "MD-1")
+    acts(cfg, "note", "MD-1", "-", input=b"Called her: the tray is broken.\n")
+    assert outbox(app, "MD-1") == before or all(
+        "ana@customer.test" not in to for _t, to in outbox(app, "MD-1")[len(before):])
+    t = shown(cfg, "MD-1")
+    note = t["messages"][-1]
+    assert note["visibility"] == "internal" and "tray is broken" in note["text"]
+    said = acts(cfg, "reply", "MD-1", "Please try tray 2.")
+    assert "reply relayed" in said and "status: new -> pending" in said, said
+    sent = outbox(app, "MD-1")[-1]
+    assert sent == ("agent.reply", ["ana@customer.test"])
+    with app.sessions() as s:
+        from sqlalchemy import select
+
+        from maildesk.store.models import OutboxMail
+        digest = s.scalars(select(OutboxMail.digest).order_by(OutboxMail.id.desc())).first()
+    assert digest is not None
+    raw = app.blobs.get(digest)
+    assert b"Please try tray 2." in raw and b"#" not in raw.split(b"\n\n", 1)[1][:5]
+
+
+def test_merge_moves_the_messages(desk: tuple[App, Path]) -> None:
+    app, cfg = desk
+    ingest(app, [(mail(message_id="<m1@customer.test>"), PIPE)])
+    ingest(app, [(mail(subject="printer again", message_id="<m2@customer.test>"), PIPE)])
+    n = len(shown(cfg, "MD-2")["messages"])
+    said = acts(cfg, "merge", "MD-2", "MD-1")
+    assert "merged into MD-1" in said and "status: new -> closed" in said, said
+    two, one = shown(cfg, "MD-2"), shown(cfg, "MD-1")
+    assert two["status"] == "closed" and two["linked_to"] == "MD-1" and two["messages"] == []
+    assert len(one["messages"]) >= n + 1
+    assert "printer again" in [m["subject"] for m in one["messages"]]
+    assert [t["ref"] for t in cli_json(cfg, "tickets", "list", "--search", "again")] == ["MD-1"]
+
+
+@pytest.mark.parametrize(("args", "code", "said"), [
+    (["status", "MD-9", "open"], 66, b"no ticket MD-9"),
+    (["merge", "MD-1", "MD-9"], 66, b"no ticket MD-9"),
+    (["status", "MD-1", "sleeping"], 64, b"'sleeping' is not a status (open, pending, "
+                                          b"resolved, closed)"),
+    (["assign", "MD-1", "zed"], 64, b"no agent 'zed'"),
+    (["close", "MD-1", "--as", "zed"], 67, b"no agent 'zed' (agents: bob, lea"),
+])
+def test_action_errors_are_one_line(desk: tuple[App, Path], args: list[str], code: int,
+                                    said: bytes) -> None:
+    app, cfg = desk
+    ingest(app, [(mail(), PIPE)])
+    r = run_cli("tickets", *args, *([] if "--as" in args else ["--as", "bob"]), config=cfg)
+    assert r.returncode == code and said in r.stderr and r.stderr.count(b"\n") == 1, r.stderr
+    assert shown(cfg, "MD-1")["status"] == "new", "nothing happened"
