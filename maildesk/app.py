@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -72,6 +73,31 @@ class StartupError(MaildeskError):
         self.temporary = temporary
 
 
+class DataDirError(StartupError):
+    """The data directory cannot be made or written (a read-only /etc under the unit's
+    ProtectSystem=strict, another user's directory). Not temporary for the daemon, but
+    an MTA must keep the mail it pipes, so `ingest` says 75 and the others 73."""
+
+
+def writable_dir(path: Path) -> None:
+    """Make the data directory (private_dir) and prove it takes a file, by writing and
+    removing one: the database, blobs and outbox fail later, deep in a driver, and less
+    clearly. DataDirError says who cannot write where, and why."""
+    try:
+        private_dir(path)
+        fd, probe = tempfile.mkstemp(prefix=".maildesk-probe-", dir=path)
+        try:
+            os.write(fd, b"probe\n")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise DataDirError(
+            f"data_dir {path} is not writable by uid {os.getuid()}: {e.strerror}; fix: make "
+            "it writable by that user (chown; under systemd, ReadWritePaths=) or set "
+            "data_dir in maildesk.yaml") from None
+
+
 def private_dir(path: Path) -> None:
     """Make the data directory, for the desk's user alone: it holds every mail, the outbox
     (agents' reply addresses are bearer tokens) and the secret key. A directory that is
@@ -126,7 +152,7 @@ class App:
 
     @classmethod
     def open(cls, settings: Settings, upgrade: bool | None = None) -> App:
-        private_dir(settings.data_dir)
+        writable_dir(settings.data_dir)
         engine = make_engine(settings.database_url)
         if settings.database.auto_upgrade if upgrade is None else upgrade:
             try:

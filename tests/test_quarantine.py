@@ -72,7 +72,7 @@ def test_show_release_and_delete_held_mail(desk_config: Callable[..., Path],
     ingest(app, [(b"\x00 more garbage\n", SMTP)])
     (h,) = held(cfg)
     r = run_cli("quarantine", "delete", str(h["id"]), config=cfg, input=b"")
-    assert r.returncode == 2 and b"--yes" in r.stderr
+    assert r.returncode == 64 and b"--yes" in r.stderr
     r = run_cli("quarantine", "delete", str(h["id"]), "--yes", config=cfg)
     assert r.returncode == 0 and r.stdout == b"deleted 1 of 1\n"
     assert held(cfg) == []
@@ -82,7 +82,7 @@ def test_show_release_and_delete_held_mail(desk_config: Callable[..., Path],
     with pytest.raises(FileNotFoundError):
         app.blobs.get(row.digest)
     r = run_cli("quarantine", "retry", str(h["id"]), config=cfg)
-    assert r.returncode == 1 and b"not held mail" in r.stderr
+    assert r.returncode == 66 and b"not held mail" in r.stderr
 
 
 def _nested(depth: int) -> bytes:

@@ -148,7 +148,7 @@ def test_csv_json_and_table_through_the_cli(desk_config: Callable[..., Path],
     assert people.returncode == 0 and b"created" in people.stdout
     assert b"3 SLA breaches" in people.stderr
     bad = run_cli("report", "--from", "2026-11-22", "--to", "2026-11-01", config=cfg)
-    assert bad.returncode == 2 and b"--from is after --to" in bad.stderr
+    assert bad.returncode == 64 and b"--from is after --to" in bad.stderr
 
 
 def chromium() -> str | None:

@@ -350,7 +350,7 @@ def test_rules_check_and_dry_run(desk_config: Callable[..., Path], tmp_path: Pat
     bad = write(tmp_path, "- {name: x, on: ticket.created, then: [{set: {queue: nope}}]}\n",
                 "bad.yaml")
     r = run_cli("rules", "check", str(bad), config=cfg)
-    assert r.returncode == 1
+    assert r.returncode == 78
     assert f"{bad}:1:47: 'nope' is not a valid queue" in r.stderr.decode()
 
 

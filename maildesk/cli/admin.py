@@ -6,11 +6,11 @@ from typing import Any
 import click
 from sqlalchemy import make_url
 
-from ..app import private_dir
+from ..app import DataDirError, writable_dir
 from ..store import migrate
 from ..store.db import make_engine
 from .context import Obj
-from .output import EX_CONFIG, EX_TEMPFAIL, FORMAT, emit_json, emit_table, fail
+from .output import EX_CANTCREAT, EX_CONFIG, EX_TEMPFAIL, FORMAT, emit_json, emit_table, fail
 
 
 @click.group()
@@ -23,7 +23,10 @@ def db() -> None:
 def db_upgrade(obj: Obj) -> None:
     """Apply schema migrations up to this version of maildesk."""
     settings = obj.settings
-    private_dir(settings.data_dir)
+    try:
+        writable_dir(settings.data_dir)
+    except DataDirError as e:
+        fail(str(e), EX_CANTCREAT)
     engine = make_engine(settings.database_url)
     try:
         before, after = migrate.upgrade(engine)

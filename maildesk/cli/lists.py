@@ -23,7 +23,6 @@ from .blobs import REPAIR_HINT
 from .context import Obj
 from .output import (
     EX_DATAERR,
-    EX_FAIL,
     EX_NOINPUT,
     EX_USAGE,
     FORMAT,
@@ -73,7 +72,7 @@ def tickets_show(obj: Obj, ref: str, fmt: str) -> None:
     with app.sessions() as session:
         data = show_ticket(session, ref, app.blobs)
     if data is None:
-        fail(f"no ticket {ref}", EX_FAIL)
+        fail(f"no ticket {ref}", EX_NOINPUT)
     assert data is not None
     if fmt == "json":
         emit_json(data)
@@ -192,7 +191,7 @@ def _all_found(found: int, asked: int, verb: str) -> None:
     click.echo(f"{verb} {found} of {asked}")
     if found != asked:
         fail(f"{asked - found} of the ids are not held mail (see `maildesk quarantine list "
-             f"--state all`)", EX_FAIL)
+             f"--state all`)", EX_NOINPUT)
 
 
 @quarantine.command("list")

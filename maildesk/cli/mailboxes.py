@@ -16,9 +16,16 @@ from ..intake.imap import T_STATE, AuthFailed, Drainer, connect
 from ..pipeline.driver import Summary
 from ..pipeline.run import ingest
 from .context import Obj
-from .output import EX_CONFIG, EX_TEMPFAIL, EX_USAGE, FORMAT, emit_json, emit_table, fail
-
-EX_NOPERM = 77
+from .output import (
+    EX_CONFIG,
+    EX_NOPERM,
+    EX_TEMPFAIL,
+    EX_USAGE,
+    FORMAT,
+    emit_json,
+    emit_table,
+    fail,
+)
 
 
 @click.command()
