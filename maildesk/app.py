@@ -154,13 +154,19 @@ class App:
     def open(cls, settings: Settings, upgrade: bool | None = None) -> App:
         writable_dir(settings.data_dir)
         engine = make_engine(settings.database_url)
-        if settings.database.auto_upgrade if upgrade is None else upgrade:
-            try:
-                migrate.upgrade(engine)
-            except Exception as e:  # a driver error: say which database and why
-                raise StartupError(
-                    f"database {engine.url.render_as_string(hide_password=True)}: "
-                    f"cannot apply migrations: {str(e).splitlines()[0]}", temporary=True) from e
+        where = f"database {engine.url.render_as_string(hide_password=True)}"
+        upgrading = settings.database.auto_upgrade if upgrade is None else upgrade
+        try:
+            at = migrate.upgrade(engine)[1] if upgrading else migrate.current(engine)
+        except Exception as e:  # a driver error: say which database and why
+            engine.dispose()
+            raise StartupError(
+                f"{where}: cannot {'apply migrations' if upgrading else 'read the schema'}: "
+                f"{str(e).splitlines()[0]}", temporary=True) from e
+        problem = migrate.mismatch(at)
+        if problem:     # its queries would fail, one SQL traceback after another
+            engine.dispose()
+            raise StartupError(f"{where}: {problem} (database.auto_upgrade is false)")
         templates = Templates(settings.templates_dir)
         problems = templates.check()
         if problems:

@@ -120,3 +120,25 @@ def test_init_over_a_desk_is_73(tmp_path: Path) -> None:
     assert run_cli("init", str(tmp_path)).returncode == 0
     r = run_cli("init", str(tmp_path))
     assert r.returncode == 73 and "use --force to overwrite" in one_line(r)
+
+
+def test_an_old_schema_without_auto_upgrade_is_refused_in_one_line(
+        desk_config: Callable[..., Path], db_url: str) -> None:
+    """No daemon that says `listening` and logs UndefinedTable every 5 s, no SQL
+    traceback from a command: one line naming the command to run, exit 78."""
+    from sqlalchemy import create_engine
+
+    from maildesk.store import migrate
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        from alembic import command
+        command.upgrade(migrate._config(conn), "0010")
+    engine.dispose()
+    cfg = desk_config(db_url, database={"url": db_url, "auto_upgrade": False})
+    for args in (("serve",), ("tickets", "list"), ("ingest",), ("jobs", "run")):
+        r = run_cli(*args, config=cfg, input=mail())
+        assert r.returncode == 78, (args, r.stderr)
+        assert one_line(r).endswith(": schema is at 0010, older than this maildesk (0011); run "
+                                    "`maildesk db upgrade` (database.auto_upgrade is false)\n")
+    assert run_cli("db", "upgrade", config=cfg).stdout == b"schema at 0011 (was 0010)\n"
+    assert run_cli("tickets", "list", config=cfg).returncode == 0
