@@ -98,6 +98,29 @@ def writable_dir(path: Path) -> None:
             "data_dir in maildesk.yaml") from None
 
 
+def read_schema(engine: Engine, upgrade: bool) -> str | None:
+    """The schema's revision, after bringing it to HEAD if `upgrade`; a temporary
+    StartupError when the database cannot be reached or migrated."""
+    try:
+        return migrate.upgrade(engine)[1] if upgrade else migrate.current(engine)
+    except Exception as e:  # a driver error: say which database and why
+        raise StartupError(
+            f"{_named(engine)}: cannot {'apply migrations' if upgrade else 'read the schema'}: "
+            f"{str(e).splitlines()[0]}", temporary=True) from e
+
+
+def refuse_schema(engine: Engine, at: str | None) -> None:
+    """StartupError unless the schema is this maildesk's: on any other, every query fails,
+    one SQL traceback after another."""
+    problem = migrate.mismatch(at)
+    if problem:
+        raise StartupError(f"{_named(engine)}: {problem} (database.auto_upgrade is false)")
+
+
+def _named(engine: Engine) -> str:
+    return f"database {engine.url.render_as_string(hide_password=True)}"
+
+
 def private_dir(path: Path) -> None:
     """Make the data directory, for the desk's user alone: it holds every mail, the outbox
     (agents' reply addresses are bearer tokens) and the secret key. A directory that is
@@ -154,19 +177,12 @@ class App:
     def open(cls, settings: Settings, upgrade: bool | None = None) -> App:
         writable_dir(settings.data_dir)
         engine = make_engine(settings.database_url)
-        where = f"database {engine.url.render_as_string(hide_password=True)}"
-        upgrading = settings.database.auto_upgrade if upgrade is None else upgrade
         try:
-            at = migrate.upgrade(engine)[1] if upgrading else migrate.current(engine)
-        except Exception as e:  # a driver error: say which database and why
+            refuse_schema(engine, read_schema(
+                engine, settings.database.auto_upgrade if upgrade is None else upgrade))
+        except StartupError:
             engine.dispose()
-            raise StartupError(
-                f"{where}: cannot {'apply migrations' if upgrading else 'read the schema'}: "
-                f"{str(e).splitlines()[0]}", temporary=True) from e
-        problem = migrate.mismatch(at)
-        if problem:     # its queries would fail, one SQL traceback after another
-            engine.dispose()
-            raise StartupError(f"{where}: {problem} (database.auto_upgrade is false)")
+            raise
         templates = Templates(settings.templates_dir)
         problems = templates.check()
         if problems:

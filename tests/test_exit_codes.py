@@ -122,18 +122,23 @@ def test_init_over_a_desk_is_73(tmp_path: Path) -> None:
     assert r.returncode == 73 and "use --force to overwrite" in one_line(r)
 
 
-def test_an_old_schema_without_auto_upgrade_is_refused_in_one_line(
-        desk_config: Callable[..., Path], db_url: str) -> None:
-    """No daemon that says `listening` and logs UndefinedTable every 5 s, no SQL
-    traceback from a command: one line naming the command to run, exit 78."""
+def _old_schema(db_url: str) -> None:
+    """A database as an older maildesk (schema 0010) left it."""
+    from alembic import command
     from sqlalchemy import create_engine
 
     from maildesk.store import migrate
     engine = create_engine(db_url)
     with engine.begin() as conn:
-        from alembic import command
         command.upgrade(migrate._config(conn), "0010")
     engine.dispose()
+
+
+def test_an_old_schema_without_auto_upgrade_is_refused_in_one_line(
+        desk_config: Callable[..., Path], db_url: str) -> None:
+    """No daemon that says `listening` and logs UndefinedTable every 5 s, no SQL
+    traceback from a command: one line naming the command to run, exit 78."""
+    _old_schema(db_url)
     cfg = desk_config(db_url, database={"url": db_url, "auto_upgrade": False})
     for args in (("serve",), ("tickets", "list"), ("ingest",), ("jobs", "run")):
         r = run_cli(*args, config=cfg, input=mail())
@@ -142,3 +147,33 @@ def test_an_old_schema_without_auto_upgrade_is_refused_in_one_line(
                                     "`maildesk db upgrade` (database.auto_upgrade is false)\n")
     assert run_cli("db", "upgrade", config=cfg).stdout == b"schema at 0011 (was 0010)\n"
     assert run_cli("tickets", "list", config=cfg).returncode == 0
+
+
+def test_config_check_tries_the_data_dir_and_the_schema(desk_config: Callable[..., Path],
+                                                        tmp_path: Path) -> None:
+    """What `serve` would stumble on, `config check` (the unit's ExecStartPre) finds first,
+    with serve's exit code and what to do."""
+    (tmp_path / "file").write_text("not a directory\n")
+    r = run_cli("config", "check", config=desk_config(data_dir=str(tmp_path / "file" / "d")))
+    assert r.returncode == 73 and "is not writable by uid" in one_line(r)
+    cfg = desk_config()
+    r = run_cli("config", "check", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert b"data_dir " + str(tmp_path / "data").encode() + b" writable" in r.stdout
+    assert b"maildesk.db not made yet" in r.stdout
+    assert not (tmp_path / "data" / "maildesk.db").exists(), "a check makes no database"
+    assert list((tmp_path / "data").iterdir()) == [], "the probe file is removed"
+    db_url = f"sqlite:///{tmp_path / 'data' / 'maildesk.db'}"
+    _old_schema(db_url)
+    r = run_cli("config", "check", config=cfg)
+    assert r.returncode == 0 and b"schema at 0010: `maildesk serve` upgrades it" in r.stdout
+    r = run_cli("config", "check", config=desk_config(database={"auto_upgrade": False}))
+    assert r.returncode == 78
+    assert "schema is at 0010, older than this maildesk (0011); run `maildesk db upgrade`" \
+        in one_line(r)
+    assert run_cli("db", "upgrade", config=cfg).returncode == 0
+    r = run_cli("config", "check", config=desk_config(database={"auto_upgrade": False}))
+    assert r.returncode == 0 and b"schema at 0011, current" in r.stdout
+    r = run_cli("config", "check", config=desk_config(
+        database={"url": "postgresql+psycopg://root@127.0.0.1:1/nowhere"}))
+    assert r.returncode == 75 and "cannot read the schema" in one_line(r)
