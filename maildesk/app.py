@@ -28,7 +28,7 @@ from .sla.calendar import NoWorkingTime
 from .sla.policy import Slas
 from .store import migrate
 from .store.blobs import BlobStore
-from .store.db import make_engine, make_sessionmaker
+from .store.db import make_engine, make_sessionmaker, sqlite_file
 from .tickets.ledger import Ledger
 
 log = logging.getLogger("maildesk")
@@ -77,6 +77,11 @@ class DataDirError(StartupError):
     """The data directory cannot be made or written (a read-only /etc under the unit's
     ProtectSystem=strict, another user's directory). Not temporary for the daemon, but
     an MTA must keep the mail it pipes, so `ingest` says 75 and the others 73."""
+
+
+class NoDesk(StartupError):
+    """No desk where the settings point: no database file, or a database without the
+    schema. Only a command that reads says so; one that writes makes the desk."""
 
 
 def writable_dir(path: Path) -> None:
@@ -174,12 +179,27 @@ class App:
     stages: tuple[tuple[str, Callable[[Any, Any], None]], ...] = ()
 
     @classmethod
-    def open(cls, settings: Settings, upgrade: bool | None = None) -> App:
-        writable_dir(settings.data_dir)
+    def open(cls, settings: Settings, upgrade: bool | None = None,
+             existing: bool = False) -> App:
+        """The desk of these settings, made (data directory, database, schema) if it is not
+        there yet; existing: only a desk that is there, else NoDesk, making nothing (a
+        command that reads, run in the wrong directory, must not leave an empty desk)."""
+        upgrading = settings.database.auto_upgrade if upgrade is None else upgrade
+        db_file = sqlite_file(settings.database_url)
+        if not existing:
+            writable_dir(settings.data_dir)
+        elif db_file is not None and not db_file.exists():
+            raise NoDesk(f"no desk at {db_file.parent} ({db_file.name} missing); run "
+                         "`maildesk serve` to make one, or pass --config")
         engine = make_engine(settings.database_url)
         try:
-            refuse_schema(engine, read_schema(
-                engine, settings.database.auto_upgrade if upgrade is None else upgrade))
+            at = read_schema(engine, upgrading and not existing)
+            if existing and at is None:
+                raise NoDesk(f"no desk in {_named(engine)} (no maildesk schema); run "
+                             "`maildesk serve` to make one, or pass --config")
+            if existing and upgrading and at != migrate.HEAD:
+                at = read_schema(engine, True)
+            refuse_schema(engine, at)
         except StartupError:
             engine.dispose()
             raise

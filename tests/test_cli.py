@@ -148,7 +148,9 @@ def test_broken_template_override_stops_start_with_file_and_line(
 ])
 def test_out_of_range_input_is_one_line_not_a_traceback(
         desk_config: Callable[..., Path], args: tuple[str, ...], code: int, said: bytes) -> None:
-    r = run_cli(*args, config=desk_config())
+    cfg = desk_config()
+    assert run_cli("db", "upgrade", config=cfg).returncode == 0
+    r = run_cli(*args, config=cfg)
     assert (r.returncode, b"Traceback" in r.stderr) == (code, False), r.stderr
     assert said in r.stderr
 

@@ -177,3 +177,45 @@ def test_config_check_tries_the_data_dir_and_the_schema(desk_config: Callable[..
     r = run_cli("config", "check", config=desk_config(
         database={"url": "postgresql+psycopg://root@127.0.0.1:1/nowhere"}))
     assert r.returncode == 75 and "cannot read the schema" in one_line(r)
+
+
+READERS = [("tickets", "list"), ("tickets", "show", "MD-1"), ("outbox", "list"),
+           ("quarantine", "list"), ("quarantine", "show", "1"), ("quarantine", "retry", "1"),
+           ("sla", "show", "MD-1"), ("report",), ("blobs", "verify"), ("mailboxes", "status")]
+
+
+def test_reading_where_there_is_no_desk_makes_none(tmp_path: Path) -> None:
+    """A reading command in the wrong directory says so; it leaves no empty desk that the
+    next command would take for the real one. Writing commands still make the desk."""
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    cfg = tmp_path / "maildesk.yaml"    # mailboxes status wants a mailbox to show
+    cfg.write_text(f"data_dir: {here / 'maildesk-data'}\n"
+                   "imap: [{name: support, host: imap.example.com, username: u, "
+                   "password: p}]\n")
+    for args in READERS:
+        r = run_cli(*args, cwd=here, config=cfg if args[0] == "mailboxes" else None)
+        assert r.returncode == 66, (args, r.stderr)
+        assert one_line(r) == f"maildesk: no desk at {here / 'maildesk-data'} (maildesk.db " \
+                              "missing); run `maildesk serve` to make one, or pass --config\n"
+    assert list(here.iterdir()) == []
+    assert run_cli("ingest", cwd=here, input=mail()).returncode == 0
+    r = run_cli("tickets", "show", "MD-1", cwd=here)
+    assert r.returncode == 0 and b"It blinks red." in r.stdout
+
+
+def test_a_database_without_the_schema_is_no_desk(desk_config: Callable[..., Path],
+                                                  db_url: str) -> None:
+    from sqlalchemy import create_engine, inspect
+    cfg = desk_config(db_url)
+    if db_url.startswith("sqlite"):     # a file that is there, but empty
+        engine = create_engine(db_url)
+        engine.connect().close()
+        engine.dispose()
+    r = run_cli("tickets", "list", config=cfg)
+    assert r.returncode == 66 and "(no maildesk schema); run `maildesk serve`" in one_line(r)
+    engine = create_engine(db_url)
+    assert inspect(engine).get_table_names() == [], "a reading command made no tables"
+    engine.dispose()
+    assert run_cli("jobs", "run", config=cfg).returncode == 0, "a writing one makes the desk"
+    assert run_cli("tickets", "list", config=cfg).returncode == 0

@@ -50,7 +50,7 @@ def tickets() -> None:
 def tickets_list(obj: Obj, status: str | None, sla: str | None, limit: int | None,
                  fmt: str) -> None:
     """Tickets, oldest first."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         rows = list_tickets(session, status, limit,
                             sla_filter(sla, datetime.now(timezone.utc)) if sla else None)
@@ -68,7 +68,7 @@ def tickets_list(obj: Obj, status: str | None, sla: str | None, limit: int | Non
 @click.pass_obj
 def tickets_show(obj: Obj, ref: str, fmt: str) -> None:
     """One ticket with its messages and events."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         data = show_ticket(session, ref, app.blobs)
     if data is None:
@@ -140,7 +140,7 @@ def outbox() -> None:
 @click.pass_obj
 def outbox_list(obj: Obj, status: str | None, fmt: str) -> None:
     """Outgoing mail, newest last."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         q = select(OutboxMail, Ticket.ref).outerjoin(Ticket, Ticket.id == OutboxMail.ticket_id) \
             .order_by(OutboxMail.id)
@@ -179,7 +179,7 @@ def _held(session: Any, ids: tuple[int, ...]) -> list[Inbound]:
 def _requeue(obj: Obj, ids: tuple[int, ...], state: str, verb: str) -> None:
     """Back in the inbound queue: `queued` for the pipeline as it is, `released` for a
     person's ticket whatever the checks say."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions.begin() as session:
         rows = _held(session, ids)
         for r in rows:
@@ -201,7 +201,7 @@ def _all_found(found: int, asked: int, verb: str) -> None:
 @click.pass_obj
 def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
     """Held mail with the reason it is held and where its raw bytes are."""
-    app = obj.app()
+    app = obj.app(existing=True)
     states = HELD if state == "all" else (state,)
     with app.sessions() as session:
         rows = [{"id": r.id, "state": r.state, "received_at": r.received_at.isoformat(),
@@ -226,7 +226,7 @@ def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
 @click.pass_obj
 def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     """One held mail: why it is held, its envelope and its headers (or --raw bytes)."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         held = _held(session, (id_,))
         if not held:
@@ -297,7 +297,7 @@ def quarantine_delete(obj: Obj, ids: tuple[int, ...], yes: bool) -> None:
         if not sys.stdin.isatty():
             fail("refusing to delete without --yes when not on a terminal", EX_USAGE)
         click.confirm(f"delete the raw mail of {len(ids)} held message(s)?", abort=True)
-    app = obj.app()
+    app = obj.app(existing=True)
     who = os.environ.get("SUDO_USER") or os.environ.get("USER") or "an operator"
     with app.sessions.begin() as session:
         rows = _held(session, ids)

@@ -96,7 +96,7 @@ def mailboxes_status(obj: Obj, fmt: str) -> None:
     boxes = obj.settings.imap
     if not boxes:
         fail("no imap mailboxes configured (see `imap:` in maildesk.yaml)", EX_CONFIG)
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.engine.connect() as conn:
         state = {r["mailbox"]: r for r in conn.execute(select(T_STATE)).mappings()}
     rows = []

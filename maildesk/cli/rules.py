@@ -66,7 +66,7 @@ def _ticket(obj: Obj, ref: str | None, mail_subject: str, sender: str, name: str
                          urgency="medium", tags=[], problem=None, category=None,
                          queue=desk.default_queue, assignee=None, linked_to=None,
                          created_at=now, updated_at=now)
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.engine.connect() as conn:
         ticket = Ledger(conn, desk.ref_prefix).by_ref(ref.upper())
     app.close()

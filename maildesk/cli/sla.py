@@ -23,7 +23,7 @@ def sla() -> None:
 @click.pass_obj
 def sla_show(obj: Obj, ref: str, fmt: str) -> None:
     """Each clock of a ticket: policy, due time, business time used and left, pauses."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         rows = clocks_of(session, app.slas, ref, datetime.now(timezone.utc))
     if rows is None:
