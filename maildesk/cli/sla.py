@@ -49,7 +49,9 @@ def jobs() -> None:
 
 @jobs.command("run")
 @click.argument("names", nargs=-1)
-@click.option("--force", is_flag=True, help="Run even if the interval has not passed.")
+@click.option("--force", is_flag=True,
+              help="Run even if the interval has not passed; surveys go out without "
+                   "waiting for surveys.delay.")
 @FORMAT
 @click.pass_obj
 def jobs_run(obj: Obj, names: tuple[str, ...], force: bool, fmt: str) -> None:
