@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ from .sla.calendar import NoWorkingTime
 from .sla.policy import Slas
 from .store import migrate
 from .store.blobs import BlobStore
-from .store.db import make_engine, make_sessionmaker
+from .store.db import make_engine, make_sessionmaker, sqlite_file
 from .tickets.ledger import Ledger
 
 log = logging.getLogger("maildesk")
@@ -70,6 +71,59 @@ class StartupError(MaildeskError):
     def __init__(self, message: str, temporary: bool = False) -> None:
         super().__init__(message)
         self.temporary = temporary
+
+
+class DataDirError(StartupError):
+    """The data directory cannot be made or written (a read-only /etc under the unit's
+    ProtectSystem=strict, another user's directory). Not temporary for the daemon, but
+    an MTA must keep the mail it pipes, so `ingest` says 75 and the others 73."""
+
+
+class NoDesk(StartupError):
+    """No desk where the settings point: no database file, or a database without the
+    schema. Only a command that reads says so; one that writes makes the desk."""
+
+
+def writable_dir(path: Path) -> None:
+    """Make the data directory (private_dir) and prove it takes a file, by writing and
+    removing one: the database, blobs and outbox fail later, deep in a driver, and less
+    clearly. DataDirError says who cannot write where, and why."""
+    try:
+        private_dir(path)
+        fd, probe = tempfile.mkstemp(prefix=".maildesk-probe-", dir=path)
+        try:
+            os.write(fd, b"probe\n")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise DataDirError(
+            f"data_dir {path} is not writable by uid {os.getuid()}: {e.strerror}; fix: make "
+            "it writable by that user (chown; under systemd, ReadWritePaths=) or set "
+            "data_dir in maildesk.yaml") from None
+
+
+def read_schema(engine: Engine, upgrade: bool) -> str | None:
+    """The schema's revision, after bringing it to HEAD if `upgrade`; a temporary
+    StartupError when the database cannot be reached or migrated."""
+    try:
+        return migrate.upgrade(engine)[1] if upgrade else migrate.current(engine)
+    except Exception as e:  # a driver error: say which database and why
+        raise StartupError(
+            f"{_named(engine)}: cannot {'apply migrations' if upgrade else 'read the schema'}: "
+            f"{str(e).splitlines()[0]}", temporary=True) from e
+
+
+def refuse_schema(engine: Engine, at: str | None) -> None:
+    """StartupError unless the schema is this maildesk's: on any other, every query fails,
+    one SQL traceback after another."""
+    problem = migrate.mismatch(at)
+    if problem:
+        raise StartupError(f"{_named(engine)}: {problem} (database.auto_upgrade is false)")
+
+
+def _named(engine: Engine) -> str:
+    return f"database {engine.url.render_as_string(hide_password=True)}"
 
 
 def private_dir(path: Path) -> None:
@@ -125,16 +179,30 @@ class App:
     stages: tuple[tuple[str, Callable[[Any, Any], None]], ...] = ()
 
     @classmethod
-    def open(cls, settings: Settings, upgrade: bool | None = None) -> App:
-        private_dir(settings.data_dir)
+    def open(cls, settings: Settings, upgrade: bool | None = None,
+             existing: bool = False) -> App:
+        """The desk of these settings, made (data directory, database, schema) if it is not
+        there yet; existing: only a desk that is there, else NoDesk, making nothing (a
+        command that reads, run in the wrong directory, must not leave an empty desk)."""
+        upgrading = settings.database.auto_upgrade if upgrade is None else upgrade
+        db_file = sqlite_file(settings.database_url)
+        if not existing:
+            writable_dir(settings.data_dir)
+        elif db_file is not None and not db_file.exists():
+            raise NoDesk(f"no desk at {db_file.parent} ({db_file.name} missing); run "
+                         "`maildesk serve` to make one, or pass --config")
         engine = make_engine(settings.database_url)
-        if settings.database.auto_upgrade if upgrade is None else upgrade:
-            try:
-                migrate.upgrade(engine)
-            except Exception as e:  # a driver error: say which database and why
-                raise StartupError(
-                    f"database {engine.url.render_as_string(hide_password=True)}: "
-                    f"cannot apply migrations: {str(e).splitlines()[0]}", temporary=True) from e
+        try:
+            at = read_schema(engine, upgrading and not existing)
+            if existing and at is None:
+                raise NoDesk(f"no desk in {_named(engine)} (no maildesk schema); run "
+                             "`maildesk serve` to make one, or pass --config")
+            if existing and upgrading and at != migrate.HEAD:
+                at = read_schema(engine, True)
+            refuse_schema(engine, at)
+        except StartupError:
+            engine.dispose()
+            raise
         templates = Templates(settings.templates_dir)
         problems = templates.check()
         if problems:

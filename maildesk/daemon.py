@@ -16,6 +16,7 @@ kept. A changed rules file is picked up within seconds, the same way.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import resource
@@ -67,6 +68,14 @@ def open_file_room(wanted: int) -> int:
         log.info("open-file limit raised from %d to %d", soft, target)
         soft = target
     return min(soft, wanted)
+
+
+def _unlistenable(where: str, e: OSError) -> StartupError:
+    """A port we cannot listen on. Taken (often by the daemon before this one, still
+    stopping) or an address not up yet is temporary: systemd's Restart= tries again. A
+    port below 1024 without the privilege is the configuration's to fix."""
+    return StartupError(f"cannot listen on {where}: {e.strerror}",
+                        temporary=e.errno != errno.EACCES)
 
 
 class Worker(threading.Thread):
@@ -217,8 +226,7 @@ class Daemon:
             try:
                 server = await smtp.start(self.app, self.ingest.wake.set, self.sessions)
             except OSError as e:
-                raise StartupError(f"cannot listen on {s.smtp.host}:{s.smtp.port}: "
-                                   f"{e.strerror}") from None
+                raise _unlistenable(f"{s.smtp.host}:{s.smtp.port}", e) from None
         self.ingest.start()
         self.outbox.start()
         for p in self.pollers:
@@ -227,8 +235,8 @@ class Daemon:
         try:
             ratings = RatingServer(self.app) if s.surveys.web.enabled else None
         except OSError as e:
-            raise StartupError(f"cannot listen for rating pages on {s.surveys.web.host}:"
-                               f"{s.surveys.web.port}: {e.strerror}") from None
+            raise _unlistenable(f"{s.surveys.web.host}:{s.surveys.web.port} (rating pages)",
+                                e) from None
         if ratings is not None:
             ratings.start()
         where = f"smtp://{s.smtp.host}:{s.smtp.port}" if server else "no SMTP listener"

@@ -566,6 +566,9 @@ def test_quarantine_delete_keeps_bytes_an_attachment_still_uses(
 def test_verify_on_an_empty_desk_and_a_new_one(desk_config: Callable[..., Path]) -> None:
     cfg = desk_config()
     r = run_cli("blobs", "verify", config=cfg)
+    assert r.returncode == 66 and b"no desk at" in r.stderr, "nothing to verify, none made"
+    assert run_cli("db", "upgrade", config=cfg).returncode == 0
+    r = run_cli("blobs", "verify", config=cfg)
     assert r.returncode == 0 and "all intact" in r.stderr.decode(), r.stderr
     code, out = verify(cfg)
     assert code == 0 and out["checked"] == {"loose": 0, "packed": 0, "bytes": 0}

@@ -82,7 +82,7 @@ def test_show_release_and_delete_held_mail(desk_config: Callable[..., Path],
     with pytest.raises(FileNotFoundError):
         app.blobs.get(row.digest)
     r = run_cli("quarantine", "retry", str(h["id"]), config=cfg)
-    assert r.returncode == 1 and b"not held mail" in r.stderr
+    assert r.returncode == 66 and b"not held mail" in r.stderr
 
 
 def _nested(depth: int) -> bytes:

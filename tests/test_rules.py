@@ -344,13 +344,14 @@ def test_rules_check_and_dry_run(desk_config: Callable[..., Path], tmp_path: Pat
     assert out["rules"][1]["why_not"] == "body contains 'no such words'"
     assert out["ticket_after"]["queue"] == "facilities"
     assert out["ticket_after"]["priority"] == "P2"
-    assert run_cli("tickets", "list", "--format", "json", config=cfg).stdout.strip() == b"[]"
+    r = run_cli("tickets", "list", "--format", "json", config=cfg)
+    assert r.returncode == 66 and b"no desk at" in r.stderr, "the dry run made nothing"
     text = run_cli("rules", "test", str(eml), config=cfg).stdout.decode()
     assert "match    printers to facilities" in text and "'general' -> 'facilities'" in text
     bad = write(tmp_path, "- {name: x, on: ticket.created, then: [{set: {queue: nope}}]}\n",
                 "bad.yaml")
     r = run_cli("rules", "check", str(bad), config=cfg)
-    assert r.returncode == 1
+    assert r.returncode == 78
     assert f"{bad}:1:47: 'nope' is not a valid queue" in r.stderr.decode()
 
 
@@ -507,3 +508,30 @@ def test_close_and_notify_the_assignee_an_address_and_the_requester(
     assert ("refused", ["ana@customer.test"]) in sent
     assert ("ticket_notice", ["bob@desk.test"]) in sent, "an agent's own mail"
     assert ("ticket_notice", ["audit@desk.test"]) in sent
+
+
+def test_each_rule_is_shown_at_its_own_line(desk_config: Callable[..., Path],
+                                            tmp_path: Path) -> None:
+    """A good file is read by the fast loader, which used to lose every position: all
+    rules were at rules.yaml:1:1."""
+    rules = write(tmp_path, """\
+        # printers first
+        - name: printers to facilities
+          on: ticket.created
+          if: {subject: {contains: printer}}
+          then: [{set: {queue: facilities}}]
+
+        -   name: never for printers
+            on: ticket.created
+            if: {body: {contains: 'no such words'}}
+            then: [{set: {urgency: high}}]
+        """)
+    assert [r.origin for r in load([rules], DESK, set()).rules] == [
+        f"{rules}:2:3", f"{rules}:7:5"]
+    cfg = desk_config(rules=[str(rules)], desk=DESK.model_dump(mode="json"))
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(mail())
+    out = json.loads(run_cli("rules", "test", str(eml), "--format", "json", config=cfg).stdout)
+    assert [v["at"] for v in out["rules"]] == [f"{rules}:2:3", f"{rules}:7:5"]
+    text = run_cli("rules", "test", str(eml), config=cfg).stdout.decode()
+    assert f"match    printers to facilities  ({rules}:2:3)" in text

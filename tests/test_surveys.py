@@ -243,3 +243,16 @@ def test_web_links_confirm_on_get_and_record_on_post(make_app: Callable[..., App
             assert e.value.code == code
     finally:
         server.shutdown()
+
+
+def test_jobs_run_surveys_force_skips_the_delay_too(app: App) -> None:
+    """`jobs run surveys --force` is for an operator who wants the surveys out now: the
+    survey delay is a wait like the job's interval, and --force skips both."""
+    from maildesk.scheduler.jobs import jobs_for, run_job
+    ref = resolved_ticket(app)
+    (job,) = [j for j in jobs_for(app) if j.name == "surveys"]
+    early = MON + timedelta(hours=1, minutes=30)   # resolved at 1 h; the delay is 1 h
+    assert run_job(app, job, early) == "0 sent"
+    assert run_job(app, job, early + timedelta(minutes=1)) is None, "the interval"
+    assert run_job(app, job, early + timedelta(minutes=1), force=True) == "1 sent"
+    assert survey_row(app, ref) is not None

@@ -63,7 +63,7 @@ def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str)
     asked = plan(list(enumerate(commands, 1)), desk, agent, desk.ref_prefix)
     if asked.errors:
         fail(asked.errors[0].split(": ", 2)[-1], EX_USAGE)
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         before = show_ticket(session, ref)
         if before is None:

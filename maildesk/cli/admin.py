@@ -6,11 +6,12 @@ from typing import Any
 import click
 from sqlalchemy import make_url
 
-from ..app import private_dir
+from ..app import DataDirError, writable_dir
+from ..config.schema import Settings
 from ..store import migrate
-from ..store.db import make_engine
-from .context import Obj
-from .output import EX_CONFIG, EX_TEMPFAIL, FORMAT, emit_json, emit_table, fail
+from ..store.db import make_engine, sqlite_file
+from .context import Obj, startup_exit
+from .output import EX_CANTCREAT, EX_CONFIG, EX_TEMPFAIL, FORMAT, emit_json, emit_table, fail
 
 
 @click.group()
@@ -23,7 +24,10 @@ def db() -> None:
 def db_upgrade(obj: Obj) -> None:
     """Apply schema migrations up to this version of maildesk."""
     settings = obj.settings
-    private_dir(settings.data_dir)
+    try:
+        writable_dir(settings.data_dir)
+    except DataDirError as e:
+        fail(str(e), EX_CANTCREAT)
     engine = make_engine(settings.database_url)
     try:
         before, after = migrate.upgrade(engine)
@@ -43,7 +47,12 @@ def config() -> None:
 @config.command("check")
 @click.pass_obj
 def config_check(obj: Obj) -> None:
-    """Validate the configuration, templates and rules; exit 0 if good, 78 if not."""
+    """Validate the configuration, templates and rules, and try the data directory and the
+    database as `serve` would; exit 0 if good, else what `serve` would exit with: 78 fix
+    the configuration, 73 the data directory cannot be written, 75 the database is down.
+
+    The data directory gets a probe file, written and removed; the database is only read.
+    """
     from ..app import StartupError, load_rules
     from ..notify.templates import Templates
     settings = obj.settings
@@ -55,7 +64,32 @@ def config_check(obj: Obj) -> None:
         rules = load_rules(settings, templates)
     except StartupError as e:
         fail(str(e), EX_CONFIG)
-    click.echo(f"{obj.path or 'embedded default'}: ok ({len(rules)} rules)")
+    try:
+        writable_dir(settings.data_dir)
+    except DataDirError as e:
+        fail(str(e), EX_CANTCREAT)
+    click.echo(f"{obj.path or 'embedded default'}: ok ({len(rules)} rules; data_dir "
+               f"{settings.data_dir} writable; database {_schema(settings)})")
+
+
+def _schema(settings: Settings) -> str:
+    """The database's schema as `serve` will find it, in words; fail() when serve would."""
+    from ..app import StartupError, read_schema, refuse_schema
+    db_file = sqlite_file(settings.database_url)
+    if db_file is not None and not db_file.exists():
+        return f"{db_file} not made yet: `maildesk serve` makes it"
+    engine = make_engine(settings.database_url)
+    try:
+        at = read_schema(engine, upgrade=False)
+        if not settings.database.auto_upgrade:
+            refuse_schema(engine, at)
+    except StartupError as e:
+        fail(str(e), startup_exit(e))
+    finally:
+        engine.dispose()
+    if at == migrate.HEAD:
+        return f"schema at {at}, current"
+    return f"schema at {at or 'none'}: `maildesk serve` upgrades it to {migrate.HEAD}"
 
 
 @config.command("show")

@@ -37,7 +37,7 @@ def blobs_verify(obj: Obj, fmt: str, progress: bool | None) -> None:
     """Read every blob, loose and packed, and check its sha256; list what refers to the bad
     ones, by ticket. Exit 0 when all that is used is intact, 1 when any is damaged or
     missing (a bad blob that nothing uses is listed, and harmless)."""
-    app = obj.app()
+    app = obj.app(existing=True)
     show = sys.stderr.isatty() if progress is None else progress
     bar = Progress(TextColumn("verifying"), BarColumn(), DownloadColumn(binary_units=True),
                    TransferSpeedColumn(), TimeRemainingColumn(), transient=True,

@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from ..app import App, StartupError
+from ..app import App, DataDirError, NoDesk, StartupError
 from ..config.load import ConfigError, config_path, load_settings
 from ..config.schema import Settings
-from .output import EX_CONFIG, EX_TEMPFAIL, fail
+from .output import EX_CANTCREAT, EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, fail
 
 
 class Obj:
@@ -29,14 +29,31 @@ class Obj:
                 fail(str(e), EX_CONFIG)
         return settings
 
-    def app(self) -> App:
-        """The App, closed (its pack files, its connections) when the command ends."""
+    def app(self, existing: bool = False, unwritable: int = EX_CANTCREAT) -> App:
+        """The App, closed (its pack files, its connections) when the command ends; or one
+        line and the exit code of what keeps it from opening.
+
+        existing: for a command that reads (or changes what is there): a desk that is not
+        there is 66 and nothing is made. Without it the desk is made, as `serve`, `ingest`
+        and `jobs run` need. unwritable: the code for a data directory that cannot be
+        written (`ingest` says 75, so that the MTA keeps the mail).
+        """
         try:
-            app = App.open(self.settings)
+            app = App.open(self.settings, existing=existing)
+        except NoDesk as e:
+            fail(str(e), EX_NOINPUT)
+        except DataDirError as e:
+            fail(str(e), unwritable)
         except StartupError as e:
-            fail(str(e), EX_TEMPFAIL if e.temporary else EX_CONFIG)
+            fail(str(e), startup_exit(e))
         click.get_current_context().call_on_close(app.close)
         return app
+
+
+def startup_exit(e: StartupError) -> int:
+    """A StartupError's exit code: 75 when it may go away by itself, 78 when a person must
+    change the configuration."""
+    return EX_TEMPFAIL if e.temporary else EX_CONFIG
 
 
 def setup_logging(level: str) -> None:

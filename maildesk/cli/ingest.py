@@ -67,7 +67,7 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
            history: bool) -> None:
     """Take mail from .eml files, mbox files, maildir folders, or stdin (- or no PATH)."""
     todo = list(paths) or [Path("-")]
-    app = obj.app()
+    app = obj.app(unwritable=EX_TEMPFAIL)
     show = sys.stderr.isatty() if progress is None else progress
     total, mended, breached = Summary(), Mended(), None
     bar = Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(),

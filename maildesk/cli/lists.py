@@ -23,7 +23,6 @@ from .blobs import REPAIR_HINT
 from .context import Obj
 from .output import (
     EX_DATAERR,
-    EX_FAIL,
     EX_NOINPUT,
     EX_USAGE,
     FORMAT,
@@ -99,7 +98,7 @@ def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
                       unassigned=unassigned, search=search, since=_day(since),
                       until=_day(until, after=1),
                       where=sla_filter(sla, datetime.now(timezone.utc)) if sla else None)
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         rows = list_tickets(session, filters, limit)
         more = count_tickets(session, filters) - len(rows) if limit and len(rows) == limit \
@@ -123,11 +122,11 @@ def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
 @click.pass_obj
 def tickets_show(obj: Obj, ref: str, fmt: str) -> None:
     """One ticket with its messages and events."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         data = show_ticket(session, ref, app.blobs)
     if data is None:
-        fail(f"no ticket {ref}", EX_FAIL)
+        fail(f"no ticket {ref}", EX_NOINPUT)
     assert data is not None
     if fmt == "json":
         emit_json(data)
@@ -211,7 +210,7 @@ def _held(session: Any, ids: tuple[int, ...]) -> list[Inbound]:
 def _requeue(obj: Obj, ids: tuple[int, ...], state: str, verb: str) -> None:
     """Back in the inbound queue: `queued` for the pipeline as it is, `released` for a
     person's ticket whatever the checks say."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions.begin() as session:
         rows = _held(session, ids)
         for r in rows:
@@ -223,7 +222,7 @@ def _all_found(found: int, asked: int, verb: str) -> None:
     click.echo(f"{verb} {found} of {asked}")
     if found != asked:
         fail(f"{asked - found} of the ids are not held mail (see `maildesk quarantine list "
-             f"--state all`)", EX_FAIL)
+             f"--state all`)", EX_NOINPUT)
 
 
 @quarantine.command("list")
@@ -233,7 +232,7 @@ def _all_found(found: int, asked: int, verb: str) -> None:
 @click.pass_obj
 def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
     """Held mail with the reason it is held and where its raw bytes are."""
-    app = obj.app()
+    app = obj.app(existing=True)
     states = HELD if state == "all" else (state,)
     with app.sessions() as session:
         rows = [{"id": r.id, "state": r.state, "received_at": r.received_at.isoformat(),
@@ -258,7 +257,7 @@ def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
 @click.pass_obj
 def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     """One held mail: why it is held, its envelope and its headers (or --raw bytes)."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         held = _held(session, (id_,))
         if not held:
@@ -335,7 +334,7 @@ def quarantine_delete(obj: Obj, ids: tuple[int, ...], yes: bool) -> None:
         if not sys.stdin.isatty():
             fail("refusing to delete without --yes when not on a terminal", EX_USAGE)
         click.confirm(f"delete the raw mail of {len(ids)} held message(s)?", abort=True)
-    app = obj.app()
+    app = obj.app(existing=True)
     who = os.environ.get("SUDO_USER") or os.environ.get("USER") or "an operator"
     with app.sessions.begin() as session:
         rows = _held(session, ids)

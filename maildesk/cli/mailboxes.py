@@ -16,9 +16,16 @@ from ..intake.imap import T_STATE, AuthFailed, Drainer, connect
 from ..pipeline.driver import Summary
 from ..pipeline.run import ingest
 from .context import Obj
-from .output import EX_CONFIG, EX_TEMPFAIL, EX_USAGE, FORMAT, emit_json, emit_table, fail
-
-EX_NOPERM = 77
+from .output import (
+    EX_CONFIG,
+    EX_NOPERM,
+    EX_TEMPFAIL,
+    EX_USAGE,
+    FORMAT,
+    emit_json,
+    emit_table,
+    fail,
+)
 
 
 @click.command()
@@ -89,7 +96,7 @@ def mailboxes_status(obj: Obj, fmt: str) -> None:
     boxes = obj.settings.imap
     if not boxes:
         fail("no imap mailboxes configured (see `imap:` in maildesk.yaml)", EX_CONFIG)
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.engine.connect() as conn:
         state = {r["mailbox"]: r for r in conn.execute(select(T_STATE)).mappings()}
     rows = []

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 import click
 
 from ..app import StartupError
 from ..errors import MaildeskError
-from . import act, admin, blobs, ingest, lists, mailboxes, outbox, output, report, rules, sla
-from .context import Obj, setup_logging
-from .output import EX_CONFIG, fail
+from . import act, admin, blobs, ingest, lists, mailboxes, outbox, report, rules, sla
+from .context import Obj, setup_logging, startup_exit
+from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_USAGE, fail
 
 PRIVATE_UMASK = 0o077
 
@@ -49,7 +50,7 @@ def serve(obj: Obj) -> None:
     try:
         asyncio.run(Daemon(app, obj.path).run())
     except StartupError as e:
-        fail(str(e), EX_CONFIG)
+        fail(str(e), startup_exit(e))
 
 
 @cli.command()
@@ -61,7 +62,7 @@ def init(directory: Path, force: bool) -> None:
     try:
         written = write_starter(directory, force)
     except FileExistsError as e:
-        fail(f"{e.filename} exists; use --force to overwrite", output.EX_FAIL)
+        fail(f"{e.filename} exists; use --force to overwrite", EX_CANTCREAT)
     for p in written:
         click.echo(f"wrote {p}")
     click.echo(f"next: maildesk --config {directory / 'maildesk.yaml'} serve")
@@ -72,10 +73,18 @@ for _module in (ingest, mailboxes, lists, act, outbox, rules, sla, report, blobs
         cli.add_command(_command)
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Run the CLI. A maildesk error no command caught is still one line, not a traceback
-    (the commands name the usual ones with their own exit codes)."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI and exit with its code. A maildesk error no command caught is still one
+    line, not a traceback (the commands name the usual ones with their own exit codes), and
+    a usage error exits 64 as sysexits has it (click's own is 2)."""
     try:
-        return cli.main(args=argv, prog_name="maildesk")
+        code = cli.main(args=argv, prog_name="maildesk", standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EX_USAGE if isinstance(e, click.UsageError) else e.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(EX_FAIL)
     except MaildeskError as e:
-        fail(f"{type(e).__name__}: {e}", output.EX_FAIL)
+        fail(f"{type(e).__name__}: {e}", EX_FAIL)
+    sys.exit(code if isinstance(code, int) else EX_OK)

@@ -71,7 +71,7 @@ def _with_ref() -> Any:
 @click.pass_obj
 def outbox_list(obj: Obj, status: str | None, fmt: str) -> None:
     """Outgoing mail, newest last."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         q = _with_ref().order_by(OutboxMail.id)
         if status:
@@ -93,7 +93,7 @@ def outbox_list(obj: Obj, status: str | None, fmt: str) -> None:
 def outbox_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     """One outgoing mail: recipients, status, attempts, last error, next attempt, its
     headers and each delivery attempt (or --raw bytes)."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         found = session.execute(_with_ref().where(OutboxMail.id == id_)).first()
         if found is None:
@@ -151,7 +151,7 @@ def outbox_send(obj: Obj, progress: bool | None, fmt: str) -> None:
     """Deliver the mail that is due now, without the daemon (from cron, or after fixing
     the relay). Exit 0 when all went or were deferred (retried later), 69 when any
     failed for good, 75 when the database cannot be reached."""
-    app = obj.app()
+    app = obj.app(existing=True)
     try:
         due = count_due(app, datetime.now(timezone.utc))
         show = (sys.stderr.isatty() and due >= MANY) if progress is None else progress
@@ -182,7 +182,7 @@ def outbox_retry(obj: Obj, ids: tuple[int, ...]) -> None:
     """Make failed or deferred mail due now (after fixing the relay, a full disk, an
     address): the daemon, `outbox send` or `jobs run` delivers it. A failed mail gets
     all its attempts again. Mail sent, or being sent, is left alone."""
-    app = obj.app()
+    app = obj.app(existing=True)
     now = datetime.now(timezone.utc)
     with app.engine.begin() as conn:
         t = OutboxMail.__table__

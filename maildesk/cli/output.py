@@ -12,10 +12,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-# sysexits.h: what an MTA or a script can act on
-EX_OK, EX_FAIL, EX_USAGE = 0, 1, 64
-EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_UNAVAILABLE, EX_SOFTWARE = 65, 66, 67, 69, 70
-EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG = 73, 75, 78
+# Exit codes: sysexits.h, what an MTA or a script can act on. This is the one place in the
+# code, and the README's "Exit codes" table the one place in the docs (a test compares them).
+EX_OK = 0
+EX_FAIL = 1         # a check found problems: `blobs verify`, `ingest --repair` not mended
+EX_USAGE = 64       # the command line is wrong (click's usage errors too)
+EX_DATAERR = 65     # the input is damaged: an unparseable .eml, a damaged stored mail
+EX_NOINPUT = 66     # what was named is not there: a ticket, held mail, a file, a job, the desk
+EX_NOUSER = 67      # `--as NAME` names no configured agent
+EX_UNAVAILABLE = 69  # `outbox send`: a mail could not be delivered, for good
+EX_SOFTWARE = 70    # maildesk failed: a bug, with its traceback in the log
+EX_CANTCREAT = 73   # cannot write: `report --out`, `init` over files, data_dir (but ingest)
+EX_TEMPFAIL = 75    # try again later: the database is down, the port taken; ingest: data_dir
+EX_NOPERM = 77      # a login was refused (`fetch`)
+EX_CONFIG = 78      # fix the configuration: settings, templates, rules, an old schema
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True, help="table for people, json for scripts.")

@@ -36,7 +36,7 @@ def report(obj: Obj, start: datetime | None, end: datetime | None, by: str | Non
     first, last = period(start.date() if start else None, end.date() if end else None, today)
     if first >= last:
         fail("--from is after --to", EX_USAGE)
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.engine.connect() as conn:
         data = build(conn, first, last, by)
     if fmt == "table" and out is None:

@@ -20,21 +20,21 @@ from ..store.blobs import digest_of
 from ..store.rows import TicketRow
 from ..tickets.ledger import Ledger
 from .context import Obj
-from .output import EX_DATAERR, EX_FAIL, emit_json, fail
+from .output import EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_USAGE, emit_json, fail
 
 
 def _load(obj: Obj, files: tuple[Path, ...]) -> tuple[RuleSet, list[Path]]:
     settings = obj.settings
     paths = list(files) or settings.rules
     if not paths:
-        fail("no rules files: name one, or list them under `rules:` in maildesk.yaml", EX_FAIL)
+        fail("no rules files: name one, or list them under `rules:` in maildesk.yaml", EX_USAGE)
     try:
         ruleset = rules_load.load(paths, settings.desk, Templates(settings.templates_dir).names())
     except rules_load.RulesError as e:
         for line in e.problems:
             click.echo(line, err=True)
         n = len(e.problems)
-        fail(f"{n} problem{'s' if n != 1 else ''}; the rules were not loaded", EX_FAIL)
+        fail(f"{n} problem{'s' if n != 1 else ''}; the rules were not loaded", EX_CONFIG)
     return ruleset, paths
 
 
@@ -47,7 +47,8 @@ def rules() -> None:
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.pass_obj
 def rules_check(obj: Obj, files: tuple[Path, ...]) -> None:
-    """Validate rules files (default: those in maildesk.yaml); exit 0 if good, 1 if not.
+    """Validate rules files (default: those in maildesk.yaml); exit 0 if good, 78 if not
+    (as `config check`).
 
     Every problem is listed as FILE:LINE:COL: what is wrong (what was expected).
     """
@@ -65,12 +66,12 @@ def _ticket(obj: Obj, ref: str | None, mail_subject: str, sender: str, name: str
                          urgency="medium", tags=[], problem=None, category=None,
                          queue=desk.default_queue, assignee=None, linked_to=None,
                          created_at=now, updated_at=now)
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.engine.connect() as conn:
         ticket = Ledger(conn, desk.ref_prefix).by_ref(ref.upper())
     app.close()
     if ticket is None:
-        fail(f"no ticket {ref}", EX_FAIL)
+        fail(f"no ticket {ref}", EX_NOINPUT)
     assert ticket is not None
     return ticket
 

@@ -23,7 +23,7 @@ def sla() -> None:
 @click.pass_obj
 def sla_show(obj: Obj, ref: str, fmt: str) -> None:
     """Each clock of a ticket: policy, due time, business time used and left, pauses."""
-    app = obj.app()
+    app = obj.app(existing=True)
     with app.sessions() as session:
         rows = clocks_of(session, app.slas, ref, datetime.now(timezone.utc))
     if rows is None:
@@ -50,7 +50,9 @@ def jobs() -> None:
 
 @jobs.command("run")
 @click.argument("names", nargs=-1)
-@click.option("--force", is_flag=True, help="Run even if the interval has not passed.")
+@click.option("--force", is_flag=True,
+              help="Run even if the interval has not passed; surveys go out without "
+                   "waiting for surveys.delay.")
 @FORMAT
 @click.pass_obj
 def jobs_run(obj: Obj, names: tuple[str, ...], force: bool, fmt: str) -> None:

@@ -31,7 +31,8 @@ class Problems:
 
 
 def position(node: Any, key: Any) -> tuple[int, int]:
-    """1-based line and column of key in a ruamel node (its value's position for lists)."""
+    """1-based line and column of key in a ruamel node (its value's position for lists), or
+    of a list's mapping from the fast loader."""
     lc = getattr(node, "lc", None)
     try:
         if lc is not None and isinstance(node, dict) and key in node:
@@ -42,6 +43,9 @@ def position(node: Any, key: Any) -> tuple[int, int]:
             return line + 1, col + 1
         if lc is not None:
             return lc.line + 1, lc.col + 1
+        if isinstance(node, list) and isinstance(key, int):    # the fast loader's: load.Located
+            at: tuple[int, int] = getattr(node[key], "at", (1, 1))
+            return at
     except (KeyError, IndexError, TypeError):
         pass
     return 1, 1

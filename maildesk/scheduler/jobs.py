@@ -43,6 +43,9 @@ class Job:
     name: str
     interval: float                                # seconds
     run: Callable[[App, datetime], str]            # returns what it did, one line
+    # what a forced run does instead, where the job has a wait of its own besides its
+    # interval (the survey delay); None: the same as run
+    forced: Callable[[App, datetime], str] | None = None
 
 
 def jobs_for(app: App) -> list[Job]:
@@ -56,7 +59,8 @@ def jobs_for(app: App) -> list[Job]:
     if sla.pending_reminder_after:
         jobs.append(Job("pending_reminders", 3600.0, pending_reminders))
     if app.settings.surveys.enabled:
-        jobs.append(Job("surveys", 300.0, send_surveys))
+        jobs.append(Job("surveys", 300.0, send_surveys,
+                        forced=lambda a, now: send_surveys(a, now, wait=False)))
     digest = app.settings.digest
     if digest.to:
         jobs.append(Job("digest", parse_duration(digest.every), send_digest))
@@ -113,7 +117,8 @@ def owner() -> str:
 
 def run_job(app: App, job: Job, now: datetime, who: str | None = None,
             force: bool = False) -> str | None:
-    """Run the job if its interval has passed (or force) and nobody holds it; None if not."""
+    """Run the job if its interval has passed (or force, which skips a job's own wait
+    too: Job.forced) and nobody holds it; None if not."""
     who = who or owner()
     with app.engine.begin() as conn:
         if conn.execute(select(T_RUNS.c.name).where(T_RUNS.c.name == job.name)).first() is None:
@@ -132,7 +137,7 @@ def run_job(app: App, job: Job, now: datetime, who: str | None = None,
         return None
     result = "failed"
     try:
-        result = job.run(app, now)
+        result = (job.forced if force and job.forced else job.run)(app, now)
         return result
     finally:
         with app.engine.begin() as conn:

@@ -9,6 +9,7 @@ waiting for the lock.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
@@ -17,13 +18,23 @@ from sqlalchemy.orm import Session, sessionmaker
 BUSY_TIMEOUT_MS = 30_000
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for another database, or one in memory."""
+    u = make_url(url)
+    path = u.database
+    if u.get_backend_name() != "sqlite" or not path or path == ":memory:" \
+            or path.startswith("file:"):
+        return None
+    return Path(path)
+
+
 def _private_sqlite_file(url: str) -> None:
     """Create the database file 0600 before SQLite does: SQLite gives its -wal and -shm
     files the database's mode whatever the umask, so this one choice keeps all three from
     other local users. A file already there is kept as it is (the data directory, 0700,
     guards it), and one that cannot be made here is left to SQLite to report."""
-    path = make_url(url).database
-    if not path or path == ":memory:" or path.startswith("file:"):
+    path = sqlite_file(url)
+    if path is None:
         return
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, inspect, text
 
 if TYPE_CHECKING:   # only for the annotations: alembic is imported when it is needed
     from alembic.config import Config
@@ -33,11 +32,25 @@ def script_head() -> str | None:
 
 
 def current(engine: Engine) -> str | None:
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except DBAPIError:
-        return None  # no alembic_version table yet: an empty database
+    """The schema's revision; None for a database without one (empty). A database that
+    cannot be reached raises, rather than passing for an empty one."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def mismatch(at: str | None) -> str | None:
+    """What is wrong with a schema at revision `at` for this maildesk, in words that say
+    what to do; None when it is current."""
+    if at == HEAD:
+        return None
+    if at is None:
+        return f"no maildesk schema (this maildesk needs {HEAD}); run `maildesk db upgrade`"
+    if at > HEAD:       # revisions are numbered 0001, 0002, ...
+        return (f"schema is at {at}, newer than this maildesk ({HEAD}); run the maildesk "
+                "that made it")
+    return f"schema is at {at}, older than this maildesk ({HEAD}); run `maildesk db upgrade`"
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:

@@ -53,10 +53,13 @@ def _links(ctx: Context, ticket: TicketRow) -> dict[str, object]:
             "scale": surveys.scale}
 
 
-def send_surveys(app: App, now: datetime) -> str:
+def send_surveys(app: App, now: datetime, wait: bool = True) -> str:
+    """Surveys for the tickets resolved `surveys.delay` ago or more; wait=False: resolved
+    at all (`jobs run surveys --force`, for an operator who wants them out now)."""
     s = app.settings.surveys
     if not s.enabled:
         return "surveys are off"
+    delay = timedelta(seconds=parse_duration(s.delay) if wait else 0)
     queues = [q.name for q in app.settings.desk.queues if q.surveys]
     cap = now - timedelta(days=s.per_requester_days)
     earlier = S.alias("earlier")
@@ -65,7 +68,7 @@ def send_surveys(app: App, now: datetime) -> str:
         with app.engine.begin() as conn:
             ids = conn.execute(select(T.c.id).where(
                 T.c.status.in_(("resolved", "closed")),
-                T.c.updated_at <= now - timedelta(seconds=parse_duration(s.delay)),
+                T.c.updated_at <= now - delay,
                 T.c.updated_at >= now - timedelta(days=s.recent_days),
                 T.c.queue.in_(queues),
                 ~exists(select(S.c.id).where(S.c.ticket_id == T.c.id)),

@@ -1,0 +1,221 @@
+"""Exit codes: sysexits, one table in the README, one list in the code, and every error
+situation the table names answered with its code in one line, never a traceback."""
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from conftest import mail, run_cli
+
+from maildesk.cli import output
+from maildesk.cli.main import cli
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in sorted(group.commands.items()):
+        yield (*path, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+def one_line(r: subprocess.CompletedProcess[bytes]) -> str:
+    """The stderr of a failed run: one line, no traceback."""
+    err = r.stderr.decode()
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def test_every_command_and_subcommand_has_help() -> None:
+    commands = list(_commands(cli))
+    assert ("tickets", "show") in commands and ("db", "upgrade") in commands
+    for args in [(), *commands]:
+        r = CliRunner().invoke(cli, [*args, "--help"])
+        assert r.exit_code == 0 and "Usage:" in r.output, (args, r.output)
+
+
+def test_the_readme_table_lists_the_codes_the_code_has() -> None:
+    text = README.read_text()
+    table = text[text.index("### Exit codes"):].split("\n\n")[2]
+    rows = {int(m[1]): m[2] for m in re.finditer(r"^\| (\d+) \| (EX_\w+) \|", table, re.M)}
+    code = {v: k for k, v in vars(output).items() if k.startswith("EX_")}
+    assert rows == code
+
+
+def test_a_usage_error_is_64(desk_config: Callable[..., Path]) -> None:
+    r = run_cli("tickets", "list", "--status", "bogus", config=desk_config())
+    assert r.returncode == 64 and b"Invalid value for '--status'" in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("tickets", "show", "MD-999"),
+    ("sla", "show", "MD-999"),
+    ("rules", "test", "{eml}", "--ticket", "MD-999"),
+])
+def test_a_missing_ticket_is_66_everywhere(desk_config: Callable[..., Path], tmp_path: Path,
+                                           args: tuple[str, ...]) -> None:
+    cfg = desk_config(rules=[])
+    assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(mail())
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("- {name: x, on: customer.replied, then: [{set: {queue: general}}]}\n")
+    args = tuple(a.format(eml=eml) for a in args)
+    if args[0] == "rules":
+        args = (*args, "--rules", str(rules))
+    r = run_cli(*args, config=cfg)
+    assert r.returncode == 66 and one_line(r) == "maildesk: no ticket MD-999\n"
+
+
+def test_rule_errors_are_78_as_in_config_check(desk_config: Callable[..., Path],
+                                               tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {name: x, on: ticket.created, then: [{set: {queue: nope}}]}\n")
+    r = run_cli("rules", "check", str(bad), config=desk_config())
+    assert r.returncode == 78 and "1 problem; the rules were not loaded" in r.stderr.decode()
+    r = run_cli("config", "check", config=desk_config(rules=[str(bad)]))
+    assert r.returncode == 78
+
+
+def test_a_port_in_use_is_75_not_a_configuration_error(desk_config: Callable[..., Path]
+                                                       ) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_cli("serve", config=desk_config(smtp={"port": port}))
+    assert r.returncode == 75, r.stderr
+    last = r.stderr.decode().splitlines()[-1]
+    assert last.startswith(f"maildesk: cannot listen on 127.0.0.1:{port}: ")
+    assert "address already in use" in last.lower()
+    assert "Traceback" not in r.stderr.decode()
+
+
+@pytest.mark.parametrize("args, code", [
+    (("ingest",), 75),          # the MTA keeps the mail and retries
+    (("serve",), 73),
+    (("db", "upgrade"), 73),
+    (("jobs", "run"), 73),
+])
+def test_a_data_dir_that_cannot_be_written_is_one_line(
+        desk_config: Callable[..., Path], tmp_path: Path, args: tuple[str, ...], code: int
+) -> None:
+    (tmp_path / "file").write_text("not a directory\n")
+    cfg = desk_config(data_dir=str(tmp_path / "file" / "data"))
+    r = run_cli(*args, config=cfg, input=mail())
+    assert r.returncode == code
+    assert one_line(r).startswith(f"maildesk: data_dir {tmp_path}/file/data is not writable "
+                                  "by uid ")
+    assert "Not a directory; fix: " in r.stderr.decode()
+
+
+def test_init_over_a_desk_is_73(tmp_path: Path) -> None:
+    assert run_cli("init", str(tmp_path)).returncode == 0
+    r = run_cli("init", str(tmp_path))
+    assert r.returncode == 73 and "use --force to overwrite" in one_line(r)
+
+
+def _old_schema(db_url: str) -> None:
+    """A database as an older maildesk (schema 0010) left it."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from maildesk.store import migrate
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0010")
+    engine.dispose()
+
+
+def test_an_old_schema_without_auto_upgrade_is_refused_in_one_line(
+        desk_config: Callable[..., Path], db_url: str) -> None:
+    """No daemon that says `listening` and logs UndefinedTable every 5 s, no SQL
+    traceback from a command: one line naming the command to run, exit 78."""
+    _old_schema(db_url)
+    cfg = desk_config(db_url, database={"url": db_url, "auto_upgrade": False})
+    for args in (("serve",), ("tickets", "list"), ("ingest",), ("jobs", "run")):
+        r = run_cli(*args, config=cfg, input=mail())
+        assert r.returncode == 78, (args, r.stderr)
+        assert one_line(r).endswith(": schema is at 0010, older than this maildesk (0011); run "
+                                    "`maildesk db upgrade` (database.auto_upgrade is false)\n")
+    assert run_cli("db", "upgrade", config=cfg).stdout == b"schema at 0011 (was 0010)\n"
+    assert run_cli("tickets", "list", config=cfg).returncode == 0
+
+
+def test_config_check_tries_the_data_dir_and_the_schema(desk_config: Callable[..., Path],
+                                                        tmp_path: Path) -> None:
+    """What `serve` would stumble on, `config check` (the unit's ExecStartPre) finds first,
+    with serve's exit code and what to do."""
+    (tmp_path / "file").write_text("not a directory\n")
+    r = run_cli("config", "check", config=desk_config(data_dir=str(tmp_path / "file" / "d")))
+    assert r.returncode == 73 and "is not writable by uid" in one_line(r)
+    cfg = desk_config()
+    r = run_cli("config", "check", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert b"data_dir " + str(tmp_path / "data").encode() + b" writable" in r.stdout
+    assert b"maildesk.db not made yet" in r.stdout
+    assert not (tmp_path / "data" / "maildesk.db").exists(), "a check makes no database"
+    assert list((tmp_path / "data").iterdir()) == [], "the probe file is removed"
+    db_url = f"sqlite:///{tmp_path / 'data' / 'maildesk.db'}"
+    _old_schema(db_url)
+    r = run_cli("config", "check", config=cfg)
+    assert r.returncode == 0 and b"schema at 0010: `maildesk serve` upgrades it" in r.stdout
+    r = run_cli("config", "check", config=desk_config(database={"auto_upgrade": False}))
+    assert r.returncode == 78
+    assert "schema is at 0010, older than this maildesk (0011); run `maildesk db upgrade`" \
+        in one_line(r)
+    assert run_cli("db", "upgrade", config=cfg).returncode == 0
+    r = run_cli("config", "check", config=desk_config(database={"auto_upgrade": False}))
+    assert r.returncode == 0 and b"schema at 0011, current" in r.stdout
+    r = run_cli("config", "check", config=desk_config(
+        database={"url": "postgresql+psycopg://root@127.0.0.1:1/nowhere"}))
+    assert r.returncode == 75 and "cannot read the schema" in one_line(r)
+
+
+READERS = [("tickets", "list"), ("tickets", "show", "MD-1"), ("outbox", "list"),
+           ("quarantine", "list"), ("quarantine", "show", "1"), ("quarantine", "retry", "1"),
+           ("sla", "show", "MD-1"), ("report",), ("blobs", "verify"), ("mailboxes", "status")]
+
+
+def test_reading_where_there_is_no_desk_makes_none(tmp_path: Path) -> None:
+    """A reading command in the wrong directory says so; it leaves no empty desk that the
+    next command would take for the real one. Writing commands still make the desk."""
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    cfg = tmp_path / "maildesk.yaml"    # mailboxes status wants a mailbox to show
+    cfg.write_text(f"data_dir: {here / 'maildesk-data'}\n"
+                   "imap: [{name: support, host: imap.example.com, username: u, "
+                   "password: p}]\n")
+    for args in READERS:
+        r = run_cli(*args, cwd=here, config=cfg if args[0] == "mailboxes" else None)
+        assert r.returncode == 66, (args, r.stderr)
+        assert one_line(r) == f"maildesk: no desk at {here / 'maildesk-data'} (maildesk.db " \
+                              "missing); run `maildesk serve` to make one, or pass --config\n"
+    assert list(here.iterdir()) == []
+    assert run_cli("ingest", cwd=here, input=mail()).returncode == 0
+    r = run_cli("tickets", "show", "MD-1", cwd=here)
+    assert r.returncode == 0 and b"It blinks red." in r.stdout
+
+
+def test_a_database_without_the_schema_is_no_desk(desk_config: Callable[..., Path],
+                                                  db_url: str) -> None:
+    from sqlalchemy import create_engine, inspect
+    cfg = desk_config(db_url)
+    if db_url.startswith("sqlite"):     # a file that is there, but empty
+        engine = create_engine(db_url)
+        engine.connect().close()
+        engine.dispose()
+    r = run_cli("tickets", "list", config=cfg)
+    assert r.returncode == 66 and "(no maildesk schema); run `maildesk serve`" in one_line(r)
+    engine = create_engine(db_url)
+    assert inspect(engine).get_table_names() == [], "a reading command made no tables"
+    engine.dispose()
+    assert run_cli("jobs", "run", config=cfg).returncode == 0, "a writing one makes the desk"
+    assert run_cli("tickets", "list", config=cfg).returncode == 0
