@@ -57,15 +57,16 @@ def jobs() -> None:
 @click.pass_obj
 def jobs_run(obj: Obj, names: tuple[str, ...], force: bool, fmt: str) -> None:
     """Run the jobs that are due now (all, or NAMES), as the daemon would, then deliver the
-    outbox; for desks that run no daemon, from cron (`*/5 * * * * maildesk jobs run`). A job
-    another process is running is left to it; a mail another sender took is left to it."""
+    outbox (always: what a job queued leaves at once); for desks that run no daemon, from
+    cron (`*/5 * * * * maildesk jobs run`). A job another process is running is left to it;
+    a mail another sender took is left to it."""
     app = obj.app()
     known = {j.name: j for j in (*jobs_for(app), OUTBOX)}
     unknown = [n for n in names if n not in known]
     if unknown:
         fail(f"no job {', '.join(unknown)} (jobs: {', '.join(known)})", EX_NOINPUT)
     rows = []
-    for name in names or tuple(known):
+    for name in dict.fromkeys((*(names or known), OUTBOX.name)):   # what they queued leaves
         result = run_job(app, known[name], datetime.now(timezone.utc), force=force)
         rows.append({"job": name, "ran": result is not None,
                      "result": result or "not due, or running elsewhere"})
