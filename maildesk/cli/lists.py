@@ -56,9 +56,13 @@ def _day(value: datetime | None, after: int = 0) -> datetime | None:
         value.replace(tzinfo=timezone.utc) + timedelta(days=after)
 
 
-def _minute(iso: str | None) -> str | None:
-    """An ISO time as people read it in a table: to the minute, UTC."""
-    return iso[:16].replace("T", " ") if iso else None
+def _minute(iso: str | None, width: int = 16) -> str | None:
+    """An ISO time as people read it: to the minute (a table) or the second, UTC."""
+    return iso[:width].replace("T", " ") if iso else None
+
+
+def _second(iso: str | None) -> str | None:
+    return _minute(iso, 19)
 
 
 LIST_LIMIT = 50
@@ -139,7 +143,7 @@ def _print_ticket(t: dict[str, Any]) -> None:
     console.print(Text(t["ref"], style="bold") + "  " + safe(t["subject"]))
     for k in ("status", "type", "priority", "category", "queue", "assignee", "requester",
               "cc", "linked_to", "created_at", "updated_at"):
-        v = t[k]
+        v = _second(t[k]) if k.endswith("_at") else t[k]
         shown = ", ".join(v) if isinstance(v, list) else v or "-"
         console.print(safe(f"  {k + ':':<12}{shown}"), markup=False)
     # the conversation is what people wrote; our acknowledgements, relays and notices to
@@ -148,7 +152,8 @@ def _print_ticket(t: dict[str, Any]) -> None:
                   f"{t['notice_count']} notices sent", markup=False)
     for m in t["messages"]:
         unproven = " (sender not verified)" if m["sender_verified"] is False else ""
-        console.rule(Text(safe(f"{m['direction']} {m['date']} {m['from']}") + unproven),
+        console.rule(Text(safe(f"{m['direction']} {_second(m['date'])} {m['from']}")
+                          + unproven),
                      align="left")
         if m["stored"] != "intact":
             console.print(f"  [original {m['stored']}: {REPAIR_HINT}]", markup=False,
@@ -161,7 +166,8 @@ def _print_ticket(t: dict[str, Any]) -> None:
                           markup=False, style=None if a["stored"] == "intact" else "bold red")
     console.rule("events", align="left")
     for e in t["events"]:     # one line each, never wrapped: a pipe to grep reads it whole
-        console.print(safe(f"  {e['at']}  {e['kind']:<26} {e['actor'] or ''}"), markup=False,
+        console.print(safe(f"  {_second(e['at'])}  {e['kind']:<26} {e['actor'] or ''}"),
+                      markup=False,
                       soft_wrap=True)
         said = _event_said(e["data"] or {})
         if said:
