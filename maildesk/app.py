@@ -13,29 +13,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config.schema import Settings
-from .core.context import Context
 from .errors import MaildeskError
 from .notify.templates import Templates
-from .rules import load as rules
-from .rules.engine import EMPTY, RuleSet
 from .sla.calendar import NoWorkingTime
 from .sla.policy import Slas
 from .store import migrate
 from .store.blobs import BlobStore
 from .store.db import make_engine, make_sessionmaker, sqlite_file
-from .tickets.ledger import Ledger
+
+if TYPE_CHECKING:       # imported where used: a command that only reads loads none of it
+    from .core.context import Context
+    from .rules.engine import RuleSet
 
 log = logging.getLogger("maildesk")
 
 
 def load_rules(settings: Settings, templates: Templates) -> RuleSet:
     """The configured rules, or StartupError listing every problem with its place."""
+    from .rules import load as rules
+    from .rules.engine import EMPTY
     if not settings.rules:
         return EMPTY
     try:
@@ -224,6 +226,8 @@ class App:
         """A batch's view of the desk on one transaction: what stages, jobs and the SLA
         scan work through. Its blobs are the transaction's only BlobBatch. history: an
         import of old mail (Context says what changes)."""
+        from .core.context import Context
+        from .tickets.ledger import Ledger
         return Context(ledger=Ledger(conn, self.settings.desk.ref_prefix),
                        settings=self.settings, blobs=self.blobs.batch(conn),
                        templates=self.templates, secrets=self.secrets, now=now,

@@ -34,7 +34,9 @@ DESK = {"agents": [{"name": "bob", "address": "bob@desk.test"}], "ack_window": 0
 
 
 def commands(group: click.Group = cli, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):      # the top level loads its commands lazily
+        cmd = group.get_command(ctx, name)
         if isinstance(cmd, click.Group):
             yield from commands(cmd, (*path, name))
         else:

@@ -20,7 +20,10 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):      # the top level loads its commands lazily
+        command = group.get_command(ctx, name)
+        assert command is not None, f"{name} is listed but not found (cli/main.py LAZY)"
         yield (*path, name)
         if isinstance(command, click.Group):
             yield from _commands(command, (*path, name))
@@ -219,3 +222,19 @@ def test_a_database_without_the_schema_is_no_desk(desk_config: Callable[..., Pat
     engine.dispose()
     assert run_cli("jobs", "run", config=cfg).returncode == 0, "a writing one makes the desk"
     assert run_cli("tickets", "list", config=cfg).returncode == 0
+
+
+def test_the_lazy_top_level_names_every_modules_commands() -> None:
+    """cli/main.py loads a command's module when it runs: each module's COMMANDS must be
+    named there, or its command would be missing from `maildesk --help` and from use."""
+    import importlib
+    import pkgutil
+
+    import maildesk.cli
+    from maildesk.cli.main import LAZY
+    found = {}
+    for info in pkgutil.iter_modules(maildesk.cli.__path__):
+        module = importlib.import_module(f"maildesk.cli.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
+            found[command.name] = info.name
+    assert found == LAZY

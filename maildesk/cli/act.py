@@ -21,11 +21,6 @@ from typing import Any
 import click
 
 from ..config.schema import Agent, Desk
-from ..intake.inbound import Envelope
-from ..mail.headers import one_line
-from ..pipeline.run import act
-from ..tickets.commands import plan
-from ..tickets.refs import token_address
 from ..tickets.views import show_ticket
 from .context import Obj
 from .lists import _value, tickets
@@ -58,6 +53,12 @@ def _text(text: str | None) -> str:
 
 def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str) -> None:
     """Check the commands, write the agent's mail, run it, and say what it changed."""
+    # the mail side is loaded here, not with the module: `tickets list` runs without it
+    from ..intake.inbound import Envelope
+    from ..mail.headers import one_line
+    from ..pipeline.run import act
+    from ..tickets.commands import plan
+    from ..tickets.refs import token_address
     desk = obj.settings.desk
     agent = _agent(desk, who)
     asked = plan(list(enumerate(commands, 1)), desk, agent, desk.ref_prefix)
@@ -178,4 +179,4 @@ def tickets_merge(obj: Obj, ref: str, into: str, who: str, fmt: str) -> None:
     _run(obj, ref, who, [f"#merge {into}"], "", fmt)
 
 
-COMMANDS: list[click.Command] = []      # its commands join the `tickets` group (lists.py)
+COMMANDS = [tickets]     # lists.py's group, with the commands above joined to it

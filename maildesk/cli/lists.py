@@ -354,4 +354,4 @@ def quarantine_delete(obj: Obj, ids: tuple[int, ...], yes: bool) -> None:
     _all_found(len(rows), len(ids), "deleted")
 
 
-COMMANDS = [tickets, quarantine]
+COMMANDS = [quarantine]     # `tickets` comes with act.py's commands (main.LAZY)

@@ -6,7 +6,7 @@ and shell scripts can act on them.
 """
 from __future__ import annotations
 
-import asyncio
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -16,14 +16,35 @@ import click
 
 from ..app import StartupError
 from ..errors import MaildeskError
-from . import act, admin, blobs, ingest, lists, mailboxes, outbox, report, rules, sla
 from .context import Obj, setup_logging, startup_exit
 from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_USAGE, fail
 
 PRIVATE_UMASK = 0o077
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# command -> the module (maildesk/cli/NAME.py) whose COMMANDS hold it. Imported when the
+# command runs: a run of `maildesk tickets list` does not load the pipeline, the rules and
+# the SMTP listener (a test checks that this names every module's commands)
+LAZY = {"ingest": "ingest", "fetch": "mailboxes", "mailboxes": "mailboxes", "tickets": "act",
+        "quarantine": "lists", "outbox": "outbox", "rules": "rules", "sla": "sla",
+        "jobs": "sla", "report": "report", "blobs": "blobs", "db": "admin", "config": "admin"}
+
+
+class LazyGroup(click.Group):
+    """The top-level group: its own commands, and LAZY's, loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY:
+            module = importlib.import_module(f"{__package__}.{LAZY[cmd_name]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", metavar="PATH", envvar="MAILDESK_CONFIG",
               help="maildesk.yaml to use (or $MAILDESK_CONFIG); none: the embedded default "
                    "(SQLite and a maildir outbox under ./maildesk-data).")
@@ -44,6 +65,8 @@ def cli(ctx: click.Context, config: str | None) -> None:
 @click.pass_obj
 def serve(obj: Obj) -> None:
     """Run the daemon: SMTP listener, ingest worker, outbox delivery."""
+    import asyncio
+
     from ..daemon import Daemon
     setup_logging(obj.settings.log_level)
     app = obj.app()
@@ -66,11 +89,6 @@ def init(directory: Path, force: bool) -> None:
     for p in written:
         click.echo(f"wrote {p}")
     click.echo(f"next: maildesk --config {directory / 'maildesk.yaml'} serve")
-
-
-for _module in (ingest, mailboxes, lists, act, outbox, rules, sla, report, blobs, admin):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
