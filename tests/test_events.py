@@ -128,7 +128,7 @@ def test_rules_on_ticket_updated_and_ticket_resolved_fire(
         "the rules that matched an event are kept on it"
     _print_ticket(t)
     shown = capsys.readouterr().out
-    assert "queue: general -> it; rules matched: routed" in shown, shown
+    assert "queue: general -> it; by rule route printers; rules matched: routed" in shown, shown
     agent_answers(app, reply_address(app, person="bob@desk.test"),
                   "#status resolved\nThe fuser was replaced.", 1)
     t = show(app)

@@ -15,6 +15,7 @@ from conftest import mail, run_cli
 
 from maildesk.cli import output
 from maildesk.cli.main import cli
+from maildesk.store.migrate import HEAD
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -146,9 +147,11 @@ def test_an_old_schema_without_auto_upgrade_is_refused_in_one_line(
     for args in (("serve",), ("tickets", "list"), ("ingest",), ("jobs", "run")):
         r = run_cli(*args, config=cfg, input=mail())
         assert r.returncode == 78, (args, r.stderr)
-        assert one_line(r).endswith(": schema is at 0010, older than this maildesk (0011); run "
-                                    "`maildesk db upgrade` (database.auto_upgrade is false)\n")
-    assert run_cli("db", "upgrade", config=cfg).stdout == b"schema at 0011 (was 0010)\n"
+        assert one_line(r).endswith(f": schema is at 0010, older than this maildesk ({HEAD}); "
+                                    "run `maildesk db upgrade` (database.auto_upgrade is "
+                                    "false)\n")
+    assert run_cli("db", "upgrade", config=cfg).stdout == \
+        f"schema at {HEAD} (was 0010)\n".encode()
     assert run_cli("tickets", "list", config=cfg).returncode == 0
 
 
@@ -172,11 +175,11 @@ def test_config_check_tries_the_data_dir_and_the_schema(desk_config: Callable[..
     assert r.returncode == 0 and b"schema at 0010: `maildesk serve` upgrades it" in r.stdout
     r = run_cli("config", "check", config=desk_config(database={"auto_upgrade": False}))
     assert r.returncode == 78
-    assert "schema is at 0010, older than this maildesk (0011); run `maildesk db upgrade`" \
+    assert f"schema is at 0010, older than this maildesk ({HEAD}); run `maildesk db upgrade`" \
         in one_line(r)
     assert run_cli("db", "upgrade", config=cfg).returncode == 0
     r = run_cli("config", "check", config=desk_config(database={"auto_upgrade": False}))
-    assert r.returncode == 0 and b"schema at 0011, current" in r.stdout
+    assert r.returncode == 0 and f"schema at {HEAD}, current".encode() in r.stdout
     r = run_cli("config", "check", config=desk_config(
         database={"url": "postgresql+psycopg://root@127.0.0.1:1/nowhere"}))
     assert r.returncode == 75 and "cannot read the schema" in one_line(r)

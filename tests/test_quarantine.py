@@ -30,7 +30,7 @@ def held(cfg: Path, state: str = "all") -> list[dict[str, Any]]:
 
 def tickets(app: App) -> list[dict[str, Any]]:
     with app.sessions() as s:
-        return list_tickets(s, None, None)
+        return list_tickets(s)[::-1]     # oldest first
 
 
 def test_show_release_and_delete_held_mail(desk_config: Callable[..., Path],
