@@ -300,3 +300,19 @@ def test_a_bounce_from_postmaster_is_a_bounce(make_app: Callable[..., App]) -> N
     assert _one(app, {"Subject": "Undeliverable: Printer"},
                 sender="postmaster@corp.example") == "bounce"
     assert acks(app) == 0
+
+
+def test_the_flood_guard_counts_mail_dated_backwards(make_app: Callable[..., App]) -> None:
+    """Each mail dated 20 s before the last: a window behind each date alone saw none."""
+    app = make_app(desk={"flood_limit": 5, "flood_window": 600})
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+    mails = []
+    for i in range(8):
+        m = EmailMessage()
+        m["From"], m["To"] = "rev@customer.test", "support@localhost"
+        m["Subject"], m["Message-ID"] = f"case {i}", f"<rev{i}@customer.test>"
+        m["Date"] = format_datetime(start - timedelta(seconds=20 * i))
+        m.set_content("again")
+        mails.append((m.as_bytes(), PIPE))
+    s = ingest(app, mails)
+    assert (s.new_tickets, s.classified) == (5, 3), s.as_dict()

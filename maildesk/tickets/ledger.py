@@ -65,13 +65,9 @@ _RECENT_FROM = select(func.count()).select_from(T_MESSAGES).where(
     T_MESSAGES.c.from_addr == bindparam("s"), T_MESSAGES.c.direction == "in",
     T_MESSAGES.c.date.between(bindparam("a", type_=T_MESSAGES.c.date.type),
                               bindparam("b", type_=T_MESSAGES.c.date.type)))
-_EARLIER = T_MESSAGES.alias("earlier")
-_OPENED_BY = select(func.count()).select_from(T_MESSAGES).where(
-    T_MESSAGES.c.from_addr == bindparam("s"), T_MESSAGES.c.direction == "in",
-    T_MESSAGES.c.date.between(bindparam("a", type_=T_MESSAGES.c.date.type),
-                              bindparam("b", type_=T_MESSAGES.c.date.type)),
-    ~select(_EARLIER.c.id).where(_EARLIER.c.ticket_id == T_MESSAGES.c.ticket_id,
-                                 _EARLIER.c.id < T_MESSAGES.c.id).exists())
+_OPENED_BY = select(func.count()).select_from(T_TICKETS).where(
+    T_TICKETS.c.requester == bindparam("r"),
+    T_TICKETS.c.created_at >= bindparam("t", type_=T_TICKETS.c.created_at.type))
 _BY_MESSAGE_IDS = select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id) \
     .where(T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
 _REFERENCED_BY = select(T_REFS.c.ticket_id).where(T_REFS.c.ref == bindparam("mid")) \
@@ -285,18 +281,14 @@ class Ledger:
         return pending + int(self.conn.scalar(_RECENT_FROM, {"s": sender, "a": start,
                                                              "b": end}) or 0)
 
-    def tickets_opened_by(self, sender: str, start: datetime, end: datetime) -> int:
-        """Tickets whose first mail sender wrote between start and end, this batch's
-        included: by the mails' own dates, as recent_from(), so that importing a backlog
-        of mail written over months is no burst."""
-        first: dict[int, Pending] = {}
-        for m in self.messages:
-            if m.ticket is not None and m.ticket.id is None:
-                first.setdefault(id(m.ticket), m)
-        pending = sum(1 for m in first.values() if m.values["from_addr"] == sender
-                      and m.values["direction"] == "in" and start <= m.values["date"] <= end)
-        return pending + int(self.conn.scalar(_OPENED_BY, {"s": sender, "a": start,
-                                                           "b": end}) or 0)
+    def tickets_opened_by(self, requester: str, since: datetime) -> int:
+        """Tickets a requester opened since then, by the desk's clock, this batch's included:
+        what the acknowledgement limit counts. Not by the mails' own dates: a sender who
+        writes them (descending, or spread over years) would escape any count by date, and
+        have the desk mail a forged From without end."""
+        pending = sum(1 for t in self.new_tickets if t.requester == requester
+                      and t.created_at >= since)
+        return pending + int(self.conn.scalar(_OPENED_BY, {"r": requester, "t": since}) or 0)
 
     def sent_mail(self, ref: str | None = None, return_path: str | None = None,
                   message_ids: list[str] = ()) -> SentMail | None:  # type: ignore[assignment]

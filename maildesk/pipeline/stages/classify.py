@@ -20,10 +20,11 @@ def classify_stage(ctx: Context, w: Work) -> None:
         return
     verdict = classify(p, w.inbound.mail_from, desk.addresses, desk.domain,
                        desk.spam_headers if desk.trust_spam_headers else {})
-    when = p.date or ctx.now
+    # by the mails' own dates, so that a backlog imported at once is no flood; on both sides
+    # of this one's date, so that mail dated backwards is counted too
+    when, window = p.date or ctx.now, timedelta(seconds=desk.flood_window)
     if verdict.kind == PERSON and p.from_addr not in ("", UNKNOWN_SENDER) \
-            and ctx.ledger.recent_from(
-            p.from_addr, when - timedelta(seconds=desk.flood_window), when) \
+            and ctx.ledger.recent_from(p.from_addr, when - window, when + window) \
             >= desk.flood_limit:
         verdict = Verdict(LOOP, f"more than {desk.flood_limit} mails from "
                                 f"{p.from_addr} in {desk.flood_window:.0f} s")

@@ -75,9 +75,8 @@ def may_acknowledge(ctx: Context, w: Work) -> tuple[str | None, bool]:
         return f"sender {p.from_addr} does not read replies", False
     if not (desk.ack_limit and desk.ack_window):
         return None, False
-    when = p.date or ctx.now
-    opened = ctx.ledger.tickets_opened_by(p.from_addr, when - timedelta(
-        seconds=desk.ack_window), when)
+    opened = ctx.ledger.tickets_opened_by(p.from_addr,
+                                          ctx.now - timedelta(seconds=desk.ack_window))
     if opened <= desk.ack_limit:
         return None, False
     if opened == desk.ack_limit + 1:
