@@ -285,3 +285,24 @@ def test_an_agent_who_asked_gets_a_daily_digest_and_none_when_nothing_waits(
     assert [m["To"].addresses[0].addr_spec for m in digest] == ["bob@desk.test"]
     assert digest[0]["Subject"] == "Assigned to you: 0; Unassigned: 1"
     assert digest[0]["In-Reply-To"] is None
+
+
+def test_a_pipe_that_adds_an_mbox_from_line_is_read(make_app: Callable[..., App]) -> None:
+    """Postfix's pipe with flags=F, procmail and single-message mbox files start with a
+    `From sender date` line: no header, and no reason to quarantine the mail."""
+    app = make_app()
+    raw = b"From ana@customer.test Thu Nov 26 10:00:00 2026\n" + mail()
+    s = ingest(app, [(raw, Envelope("pipe", "ana@customer.test", ("support@localhost",)))],
+               now=NOW)
+    assert s.new_tickets == 1, s.as_dict()
+
+
+def test_an_agent_who_is_the_requester_gets_the_surveys_rate_address(
+        make_app: Callable[..., App]) -> None:
+    """Else their answer to the survey, as it asks, went to their agent's reply address and
+    was relayed to themselves as a reply."""
+    app = make_app(desk=AGENTS)
+    ref = resolved_ticket(app, sender="bob@desk.test")
+    assert send_surveys(app, MON + timedelta(hours=3)) == "1 sent"
+    survey = survey_mail(app, ref)
+    assert survey["Reply-To"].addresses[0].addr_spec.startswith("support+rate-md-1-")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -52,6 +53,17 @@ def test_show_release_and_delete_held_mail(desk_config: Callable[..., Path],
     assert info["mail_from"] == "someone@customer.test" and ["Subject", "Cheap watches"] \
         in info["headers"]
     assert run_cli("quarantine", "show", str(bad_id), "--raw", config=cfg).stdout == garbage
+    # never to a terminal: a hostile mail's escape sequences would run there
+    import pty
+    import subprocess
+    import sys
+    terminal, tty = pty.openpty()
+    r = subprocess.run([sys.executable, "-m", "maildesk", "--config", str(cfg), "quarantine",
+                        "show", str(bad_id), "--raw"], stdout=tty, stderr=subprocess.PIPE,
+                       timeout=60)
+    os.close(tty)
+    os.close(terminal)
+    assert r.returncode == 64 and b"--raw writes the mail's bytes as they are" in r.stderr
     missing = run_cli("quarantine", "show", "999", config=cfg)
     assert missing.returncode == 66 and b"no held mail with id 999" in missing.stderr
 

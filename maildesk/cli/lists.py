@@ -31,6 +31,7 @@ from .output import (
     emit_table,
     fail,
     safe,
+    write_raw,
 )
 
 
@@ -276,7 +277,7 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
             fail(f"{e}; {REPAIR_HINT}", EX_DATAERR)
         where = app.blobs.locate(r.digest, session.connection())
     if raw:
-        sys.stdout.buffer.write(data)
+        write_raw(data)
         return
     headers = header_lines(data)
     info = {"id": r.id, "state": r.state, "reason": r.reason, "source": r.source,

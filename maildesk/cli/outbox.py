@@ -37,6 +37,7 @@ from .output import (
     emit_table,
     fail,
     safe,
+    write_raw,
 )
 
 # due mail from which `outbox send` shows a progress bar on a terminal
@@ -113,7 +114,7 @@ def outbox_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
             data, info["raw"] = None, f"unreadable: {e}"
     if raw:
         assert data is not None
-        sys.stdout.buffer.write(data)
+        write_raw(data)
         return
     info["headers"] = header_lines(data) if data is not None else []
     if fmt == "json":

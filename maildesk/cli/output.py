@@ -80,3 +80,12 @@ def fail(message: str, code: int) -> NoReturn:
     """One line on stderr, then exit: what went wrong and what to do."""
     click.echo(f"maildesk: {message}", err=True)
     sys.exit(code)
+
+
+def write_raw(data: bytes) -> None:
+    """A mail's bytes as they are, for a file or a pipe; never to a terminal, which would
+    run the escape sequences a hostile mail carries (retitle it, clear it, ...)."""
+    if sys.stdout.isatty():
+        fail("--raw writes the mail's bytes as they are, escape sequences too: send them to "
+             "a file or a pipe (`... --raw > mail.eml`, `... --raw | less`)", EX_USAGE)
+    sys.stdout.buffer.write(data)

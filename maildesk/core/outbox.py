@@ -51,7 +51,8 @@ def notice(ctx: Context, ticket: TicketRow, template: str, to: list[Person], *,
     Reply-To is their reply address of the ticket and whose template knows their note
     address; the others get one mail together, whose replies go to the requester's reply
     address when the requester is its one reader. reply_address: a Reply-To the caller
-    made (a survey's rate address). attachments: files for the agents among them only."""
+    made (a survey's rate address), for agents too (an agent may be the requester).
+    attachments: files for the agents among them only."""
     desk = ctx.settings.desk
     others: list[Person] = []
     for name, address in to:
@@ -62,7 +63,8 @@ def notice(ctx: Context, ticket: TicketRow, template: str, to: list[Person], *,
         _templated(ctx, ticket, template, [(name, address)], answering,
                    (extra or {}) | {"note_address": reply_token(ctx, ticket, agent.address,
                                                                 "note")},
-                   auto_submitted, rule, actor, reply_token(ctx, ticket, agent.address),
+                   auto_submitted, rule, actor,
+                   reply_address or reply_token(ctx, ticket, agent.address),
                    tuple((a.filename, a.content_type, a.data) for a in attachments))
     if others:
         alone = [a for _n, a in others] == [ticket.requester]

@@ -259,6 +259,8 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None,
                           f"{limits.max_message_size}; raise it and run `maildesk quarantine "
                           f"retry`, or `quarantine release` to ticket it unread")
     raw = raw[3:] if raw.startswith(_BOM) else raw
+    if raw.startswith(b"From "):    # an mbox separator (Postfix pipe flags=F, procmail, a
+        raw = raw.partition(b"\n")[2]  # single-message mbox): no header, and not the mail
     head = raw[:65536].lstrip()
     if not head or not _HEAD_START.match(head):
         raise Unparseable("no mail headers at the start of the message")
