@@ -187,7 +187,7 @@ def test_outbox_commands_on_an_empty_desk(tmp_path: Path) -> None:
         {"sent": 0, "deferred": 0, "failed": 0, "lost_claim": 0}
     assert run("outbox", "send").stdout == b"0 sent, 0 deferred, 0 failed\n"
     r = run("outbox", "retry", "1")
-    assert r.returncode == 1 and r.stdout == b"due now: 0 of 1\n"
+    assert r.returncode == 66 and r.stdout == b"due now: 0 of 1\n"
     assert b"not failed or queued outbox mail" in r.stderr and b"Traceback" not in r.stderr
     assert run("outbox", "show", "x").returncode == 64
     r = run("jobs", "run", "outbox", "--format", "json")

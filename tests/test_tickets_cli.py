@@ -222,6 +222,7 @@ def test_merge_moves_the_messages(desk: tuple[App, Path]) -> None:
 @pytest.mark.parametrize(("args", "code", "said"), [
     (["status", "MD-9", "open"], 66, b"no ticket MD-9"),
     (["merge", "MD-1", "MD-9"], 66, b"no ticket MD-9"),
+    (["merge", "MD-1", "md-1"], 64, b"MD-1 cannot be merged into itself"),
     (["status", "MD-1", "sleeping"], 64, b"'sleeping' is not a status (open, pending, "
                                           b"resolved, closed)"),
     (["assign", "MD-1", "zed"], 64, b"no agent 'zed'"),

@@ -71,6 +71,8 @@ def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str)
             fail(f"no ticket {ref}", EX_NOINPUT)
         if asked.merge_into and show_ticket(session, asked.merge_into) is None:
             fail(f"no ticket {asked.merge_into}", EX_NOINPUT)
+        if asked.merge_into == before["ref"]:
+            fail(f"{before['ref']} cannot be merged into itself", EX_USAGE)
     support = (desk.queue(before["queue"]).addresses or desk.addresses)[0]
     to = token_address(app.secrets[0], support, before["ref"], agent.address)
     m = EmailMessage()

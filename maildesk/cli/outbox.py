@@ -27,7 +27,6 @@ from .context import Obj
 from .lists import header_lines
 from .output import (
     EX_DATAERR,
-    EX_FAIL,
     EX_NOINPUT,
     EX_TEMPFAIL,
     EX_UNAVAILABLE,
@@ -195,7 +194,7 @@ def outbox_retry(obj: Obj, ids: tuple[int, ...]) -> None:
     click.echo(f"due now: {done} of {asked}")
     if done != asked:
         fail(f"{asked - done} of the ids are not failed or queued outbox mail (sent, being "
-             f"sent, or no such id; see `maildesk outbox list`)", EX_FAIL)
+             f"sent, or no such id; see `maildesk outbox list`)", EX_NOINPUT)
 
 
 COMMANDS = [outbox]
