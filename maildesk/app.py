@@ -86,10 +86,20 @@ class NoDesk(StartupError):
     schema. Only a command that reads says so; one that writes makes the desk."""
 
 
-def writable_dir(path: Path) -> None:
+def writable_dir(path: Path, make: bool = True) -> None:
     """Make the data directory (private_dir) and prove it takes a file, by writing and
     removing one: the database, blobs and outbox fail later, deep in a driver, and less
-    clearly. DataDirError says who cannot write where, and why."""
+    clearly. DataDirError says who cannot write where, and why. make=False (a check): a
+    directory not there yet is not made; its nearest existing parent must let us make it."""
+    if not make and not path.exists():
+        parent = next(p for p in path.parents if p.exists())
+        if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+            raise DataDirError(
+                f"data_dir {path} is not writable by uid {os.getuid()}: it is not there, "
+                f"and {parent} is no directory that uid may make it in; fix: make it "
+                "writable by that user (chown; under systemd, ReadWritePaths=) or set "
+                "data_dir in maildesk.yaml")
+        return
     try:
         private_dir(path)
         fd, probe = tempfile.mkstemp(prefix=".maildesk-probe-", dir=path)

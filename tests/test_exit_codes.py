@@ -167,7 +167,10 @@ def test_config_check_tries_the_data_dir_and_the_schema(desk_config: Callable[..
     assert r.returncode == 0, r.stderr
     assert b"data_dir " + str(tmp_path / "data").encode() + b" writable" in r.stdout
     assert b"maildesk.db not made yet" in r.stdout
-    assert not (tmp_path / "data" / "maildesk.db").exists(), "a check makes no database"
+    assert not (tmp_path / "data").exists(), "a check makes nothing, not even the directory"
+    (tmp_path / "data").mkdir()
+    r = run_cli("config", "check", config=cfg)
+    assert r.returncode == 0, r.stderr
     assert list((tmp_path / "data").iterdir()) == [], "the probe file is removed"
     db_url = f"sqlite:///{tmp_path / 'data' / 'maildesk.db'}"
     _old_schema(db_url)

@@ -65,7 +65,7 @@ def config_check(obj: Obj) -> None:
     except StartupError as e:
         fail(str(e), EX_CONFIG)
     try:
-        writable_dir(settings.data_dir)
+        writable_dir(settings.data_dir, make=False)
     except DataDirError as e:
         fail(str(e), EX_CANTCREAT)
     click.echo(f"{obj.path or 'embedded default'}: ok ({len(rules)} rules; data_dir "

@@ -132,7 +132,9 @@ def _report(total: Summary, fmt: str, mended: Mended | None = None,
                    err=True)
         for line in mended.unmended:
             click.echo(f"maildesk: not mended: {line}", err=True)
-    click.echo(f"ingested {n} message{'s' if n != 1 else ''}: {d['new_tickets']} new tickets, "
+    new = d["new_tickets"]
+    click.echo(f"ingested {n} message{'s' if n != 1 else ''}: {new} new ticket"
+               f"{'s' if new != 1 else ''}, "
                f"{d['follow_ups']} follow-ups, {d['duplicates']} duplicates skipped, "
                f"{d['refused']} refused, {d['dropped']} dropped as spam, "
                f"{d['classified']} automatic (no ticket), "

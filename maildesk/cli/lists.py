@@ -30,7 +30,9 @@ from .output import (
     emit_json,
     emit_table,
     fail,
+    minute,
     safe,
+    second,
     write_raw,
 )
 
@@ -57,13 +59,6 @@ def _day(value: datetime | None, after: int = 0) -> datetime | None:
         value.replace(tzinfo=timezone.utc) + timedelta(days=after)
 
 
-def _minute(iso: str | None, width: int = 16) -> str | None:
-    """An ISO time as people read it: to the minute (a table) or the second, UTC."""
-    return iso[:width].replace("T", " ") if iso else None
-
-
-def _second(iso: str | None) -> str | None:
-    return _minute(iso, 19)
 
 
 LIST_LIMIT = 50
@@ -111,8 +106,8 @@ def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
     if fmt == "json":
         emit_json(rows)
     else:
-        emit_table([r | {"created_at": _minute(r["created_at"]),
-                         "updated_at": _minute(r["updated_at"])} for r in rows],
+        emit_table([r | {"created_at": minute(r["created_at"]),
+                         "updated_at": minute(r["updated_at"])} for r in rows],
                    ["ref", "status", "priority", "queue", "assignee", "requester", "subject",
                     "message_count", "created_at", "updated_at"], empty="no tickets")
     if more:
@@ -144,7 +139,7 @@ def _print_ticket(t: dict[str, Any]) -> None:
     console.print(Text(t["ref"], style="bold") + "  " + safe(t["subject"]))
     for k in ("status", "type", "priority", "category", "queue", "assignee", "requester",
               "cc", "linked_to", "created_at", "updated_at"):
-        v = _second(t[k]) if k.endswith("_at") else t[k]
+        v = second(t[k]) if k.endswith("_at") else t[k]
         shown = ", ".join(v) if isinstance(v, list) else v or "-"
         console.print(safe(f"  {k + ':':<12}{shown}"), markup=False)
     # the conversation is what people wrote; our acknowledgements, relays and notices to
@@ -153,7 +148,9 @@ def _print_ticket(t: dict[str, Any]) -> None:
                   f"{t['notice_count']} notices sent", markup=False)
     for m in t["messages"]:
         unproven = " (sender not verified)" if m["sender_verified"] is False else ""
-        console.rule(Text(safe(f"{m['direction']} {_second(m['date'])} {m['from']}")
+        if m["visibility"] == "internal":
+            unproven += " [internal: never sent to the customer]"
+        console.rule(Text(safe(f"{m['direction']} {second(m['date'])} {m['from']}")
                           + unproven),
                      align="left")
         if m["stored"] != "intact":
@@ -167,7 +164,7 @@ def _print_ticket(t: dict[str, Any]) -> None:
                           markup=False, style=None if a["stored"] == "intact" else "bold red")
     console.rule("events", align="left")
     for e in t["events"]:     # one line each, never wrapped: a pipe to grep reads it whole
-        console.print(safe(f"  {_second(e['at'])}  {e['kind']:<26} {e['actor'] or ''}"),
+        console.print(safe(f"  {second(e['at'])}  {e['kind']:<26} {e['actor'] or ''}"),
                       markup=False,
                       soft_wrap=True)
         said = _event_said(e["data"] or {})

@@ -89,3 +89,12 @@ def write_raw(data: bytes) -> None:
         fail("--raw writes the mail's bytes as they are, escape sequences too: send them to "
              "a file or a pipe (`... --raw > mail.eml`, `... --raw | less`)", EX_USAGE)
     sys.stdout.buffer.write(data)
+
+
+def minute(iso: str | None, width: int = 16) -> str | None:
+    """An ISO time as people read it: to the minute (a table) or the second, UTC."""
+    return iso[:width].replace("T", " ") if iso else None
+
+
+def second(iso: str | None) -> str | None:
+    return minute(iso, 19)

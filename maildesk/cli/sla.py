@@ -9,7 +9,7 @@ from rich.console import Console
 from ..scheduler.jobs import OUTBOX, jobs_for, run_job
 from ..sla.views import clocks_of
 from .context import Obj
-from .output import EX_NOINPUT, FORMAT, emit_json, emit_table, fail
+from .output import EX_NOINPUT, FORMAT, emit_json, emit_table, fail, minute
 
 
 @click.group()
@@ -32,13 +32,15 @@ def sla_show(obj: Obj, ref: str, fmt: str) -> None:
     if fmt == "json":
         emit_json(rows)
         return
-    emit_table(rows, ["clock", "policy", "calendar", "state", "due_at", "used_hours",
+    emit_table([r | {k: minute(r[k]) for k in ("due_at", "breached_at")} for r in rows],
+               ["clock", "policy", "calendar", "state", "due_at", "used_hours",
                       "left_hours", "breached_at", "escalation_level"],
                empty=f"{ref} has no SLA clocks (no policy matches it)")
     console = Console(highlight=False)
     for r in rows:
         for p in r["paused"]:
-            console.print(f"{r['clock']} paused {p['from']} until {p['to'] or 'now'}")
+            console.print(f"{r['clock']} paused {minute(p['from'])} until "
+                          f"{minute(p['to']) or 'now'}")
 
 
 @click.group()
