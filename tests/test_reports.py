@@ -204,3 +204,18 @@ def test_the_digest_mails_last_weeks_report(make_app: Callable[..., App]) -> Non
     assert msg["Auto-Submitted"] == "auto-generated"
     assert "created: 4" in msg.get_body(("plain",)).get_content()
     assert msg.get_body(("html",)).get_content().count('class="chart"') == 5
+
+
+def test_counts_on_a_new_desk_are_zero_and_times_have_no_figure(
+        desk_config: Callable[..., Path]) -> None:
+    """A script sums counts: 0, not null; a median of nothing is no figure (null)."""
+    import json
+
+    from conftest import run_cli
+    cfg = desk_config()
+    assert run_cli("db", "upgrade", config=cfg).returncode == 0
+    row = json.loads(run_cli("report", "--format", "json", config=cfg).stdout)["rows"][0]
+    assert {k: row[k] for k in ("created", "resolved", "reopened", "backlog",
+                                "csat_responses")} == dict.fromkeys(
+        ("created", "resolved", "reopened", "backlog", "csat_responses"), 0)
+    assert row["frt_business_median_h"] is None and row["csat_pct"] is None

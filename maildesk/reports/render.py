@@ -23,11 +23,19 @@ TABLE = ("created", "resolved", "backlog", "frt_business_median_h", "mttr_busine
          "sla_first_response_pct", "sla_resolution_pct", "csat_pct", "fcr_pct")
 
 
+# counts: 0 when nothing happened (a script sums them); the rest have no figure then (None)
+COUNTS = ("created", "resolved", "reopened", "backlog", "csat_responses")
+
+
 def rows(report: Report) -> list[dict[str, Any]]:
     """One row per group (the total last), every column, None where there is no figure."""
     groups = sorted(g for g in report.groups if g != ALL) if report.by else []
-    return [{"group": g, **{c: report.groups.get(g, {}).get(c) for c in COLUMNS}}
+    return [{"group": g, **{c: _figure(report.groups.get(g, {}).get(c), c) for c in COLUMNS}}
             for g in [*groups, ALL]]
+
+
+def _figure(value: Any, column: str) -> Any:
+    return 0 if value is None and column in COUNTS else value
 
 
 def last_day(report: Report) -> date:
