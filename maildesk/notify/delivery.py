@@ -37,7 +37,7 @@ from ..config.schema import Relay
 from ..errors import MaildeskError
 from ..mail.compose import ascii_address
 from ..mail.parse import clean_address
-from ..store.blobs import BlobError
+from ..store.blobs import BlobError, fsync_dir
 from ..store.handle import Store
 from ..store.models import DeliveryAttempt, Event, OutboxMail
 
@@ -95,7 +95,7 @@ class MaildirTransport:
         new = self.path / "new" / name
         if new.exists() or (self.path / "cur" / name).exists() \
                 or any((self.path / "cur").glob(f"{name}:*")):
-            _sync_dir(self.path / "new")        # the earlier rename may not be on disk yet
+            fsync_dir(self.path / "new")        # the earlier rename may not be on disk yet
             return f"already in {self.path} (written by an earlier attempt)"
         head = (f"Return-Path: <{envelope_from}>\n"
                 f"X-Envelope-To: {', '.join(to)}\n").encode()
@@ -105,19 +105,11 @@ class MaildirTransport:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, new)
-        _sync_dir(self.path / "new")
+        fsync_dir(self.path / "new")
         return f"written to {new}"
 
     def close(self) -> None:
         pass
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SmtpTransport:

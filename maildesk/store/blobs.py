@@ -56,7 +56,8 @@ def is_digest(name: str) -> bool:
     return len(name) == 64 and HEX.issuperset(name)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """A directory's entries (a new or renamed file) on disk, not only in its cache."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -116,7 +117,7 @@ class _Pack:
         self.size = 0
         self.users = 0          # BlobBatches that may still append to it
         self.retired = False    # full: no new batch gets it; closed when its last one goes
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
     def append(self, data: bytes) -> int:
         offset = self.size
@@ -178,7 +179,7 @@ class BlobStore:
         folder = final.parent
         if not folder.is_dir():
             folder.mkdir(mode=0o700, exist_ok=True)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         tmp = folder / f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -189,7 +190,7 @@ class BlobStore:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
     def _lookup(self, digest: str, conn: Connection | None) -> Any:
         if conn is not None:
