@@ -81,6 +81,7 @@ NOTICES: dict[str, tuple[Notice, ...]] = {
 
 
 def send_notices(ctx: Context, h: Happening) -> None:
+    promise: dict[str, str] | None = None      # the ticket's, once for all its notices
     for n in NOTICES.get(h.kind, ()):
         why_not = n.skip(h)
         if why_not is not None:
@@ -98,7 +99,9 @@ def send_notices(ctx: Context, h: Happening) -> None:
             template = "acknowledgement_limit" if h.mail.ack_limited \
                 else h.mail.acknowledgement or "acknowledgement"
             rule = h.mail.acknowledgement_rule
-        extra: dict[str, Any] = {**_promise(ctx, h.ticket), **h.data, **h.context,
+        if promise is None:
+            promise = _promise(ctx, h.ticket)
+        extra: dict[str, Any] = {**promise, **h.data, **h.context,
                                  "new_ticket": h.kind == "ticket.created",
                                  "assigned": n.audience == "new_assignee"}
         files: tuple[Attachment, ...] = ()

@@ -91,11 +91,8 @@ def answer_agent(ctx: Context, agent: str, address: str, template: str,
         in_reply_to=answering, references=(answering,) if answering else (),
         auto_submitted="auto-replied", x_loop=sender)
     raw, failed = _composed(out)
-    ctx.ledger.add_outbox(None, {
-        "template": template, "envelope_from": settings.envelope_from, "to": [address],
-        "subject": out.subject, "message_id": out.message_id, "digest": ctx.blobs.put(raw),
-        "status": "failed" if failed else "queued", "attempts": 0, "next_attempt_at": ctx.now,
-        "last_error": failed, "created_at": ctx.now, "sent_at": None})
+    ctx.ledger.add_outbox(None, _outbox_row(ctx, template, settings.envelope_from, [address],
+                                            out, ctx.blobs.put(raw), failed))
 
 
 def _theirs(ctx: Context, answering: Pending | None) -> Pending | None:
@@ -217,11 +214,8 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
         "cc": [a for _n, a in out.cc], "subject": out.subject, "date": ctx.now,
         "text": out.text, "quoted": "", "verdict": "person", "digest": digest, "defects": [],
         "proof": None, "created_at": ctx.now})
-    ctx.ledger.add_outbox(ticket, {
-        "template": template, "envelope_from": return_path, "to": recipients,
-        "subject": out.subject, "message_id": out.message_id, "digest": digest,
-        "status": "failed" if failed else "queued", "attempts": 0, "next_attempt_at": ctx.now,
-        "last_error": failed, "created_at": ctx.now, "sent_at": None})
+    ctx.ledger.add_outbox(ticket, _outbox_row(ctx, template, return_path, recipients, out,
+                                              digest, failed))
     actor = f"rule:{rule}" if rule else actor
     ctx.ledger.add_event(ticket, "notification.failed" if failed else "notification.queued",
                          ctx.now, actor=actor, template=template, to=recipients,
@@ -236,6 +230,16 @@ def _composed(out: Outgoing) -> tuple[bytes, str | None]:
     except Exception as e:  # noqa: BLE001 - the ticket stands; this mail fails, said why
         failed = f"could not compose the mail: {type(e).__name__}: {e}"[:1000]
         return f"maildesk {failed}\n\n{out.text}".encode("utf-8", "replace"), failed
+
+
+def _outbox_row(ctx: Context, template: str, envelope_from: str, to: list[str],
+                out: Outgoing, digest: str, failed: str | None) -> dict[str, Any]:
+    """An outbox row due now: queued, or failed with why when it could not be composed."""
+    return {"template": template, "envelope_from": envelope_from, "to": to,
+            "subject": out.subject, "message_id": out.message_id, "digest": digest,
+            "status": "failed" if failed else "queued", "attempts": 0,
+            "next_attempt_at": ctx.now, "last_error": failed, "created_at": ctx.now,
+            "sent_at": None}
 
 
 def ticket_view(ticket: TicketRow) -> dict[str, Any]:
