@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+import socket
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -638,6 +639,11 @@ class Limits(Strict):
 class Storage(Strict):
     """Where raw mail and attachments live: blobs named by their sha256 (store/blobs.py)."""
 
+    backend: Literal["filesystem", "database"] = Field(
+        "filesystem", description="filesystem: files and packs in <data_dir>/blobs, for one "
+                                  "node; database: rows in the desk's database, which every "
+                                  "node of a desk on PostgreSQL reads (the README's multi-node "
+                                  "guide).")
     pack_size: int = Field(
         64 * 1024**2, ge=4096, description="A batch's blobs go to a pack file; a new pack is "
                                            "started once one reaches this size (e.g. 64MiB).")
@@ -646,6 +652,14 @@ class Storage(Strict):
                                "0: none (run `maildesk blobs verify` from cron instead).")
 
     _size = field_validator("pack_size", mode="before")(parse_size)
+
+
+class Node(Strict):
+    """This daemon among the desk's nodes (several `maildesk serve` on one PostgreSQL)."""
+
+    name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100,
+                      description="This node's name in `maildesk nodes status`; each node of "
+                                  "a desk needs its own (default: the host name).")
 
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -730,10 +744,12 @@ class Settings(Strict):
     rules: list[Path] = Field(default_factory=list,
                               description="Rules files, evaluated in this order.")
     secret_file: Path | None = Field(
-        None, description="Key for reply-address tokens; default <data_dir>/secret.key, made once.")
+        None, description="Key for reply-address tokens; default: keys kept in the desk's "
+                          "database, shared by every node (`maildesk keys rotate`).")
     previous_secret_file: Path | None = Field(
         None, description="The key before the last rotation: its tokens stay good until "
                           "this setting is removed.")
+    node: Node = Field(default_factory=lambda: Node())
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """The tables. Every schema change here needs a migration in migrations/versions.
 
-Raw mail never lives in the database: `digest` columns name a blob in the
-content-addressed store (blobs.py), written and fsynced before the commit.
+`digest` columns name a blob in the content-addressed store (blobs.py): files beside
+the database, written and fsynced before the commit, or rows of blob_data in it.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -235,6 +236,41 @@ class BlobIndex(Base):
     pack: Mapped[str] = mapped_column(String(100))
     offset: Mapped[int] = mapped_column(BigInteger)
     size: Mapped[int] = mapped_column(BigInteger)
+
+
+class BlobData(Base):
+    """A blob kept in the database (storage.backend: database), where several nodes
+    without a shared disk all read it."""
+
+    __tablename__ = "blob_data"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Node(Base):
+    """A daemon (`maildesk serve`) on this desk: its heartbeat, and the mailboxes it leads
+    (`maildesk nodes status`)."""
+
+    __tablename__ = "nodes"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    data_dir: Mapped[str] = mapped_column(Text)
+    storage: Mapped[str] = mapped_column(String(20))     # storage.backend
+    started_at: Mapped[datetime] = mapped_column()
+    heartbeat_at: Mapped[datetime] = mapped_column()
+    stopped_at: Mapped[datetime | None] = mapped_column()
+    leads: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class DeskKey(Base):
+    """A reply-token key; the newest generation signs, the one before still verifies."""
+
+    __tablename__ = "desk_keys"
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class ImapState(Base):

@@ -14,7 +14,8 @@ T_OUTBOX, T_ATTEMPTS = models.OutboxMail.__table__, models.DeliveryAttempt.__tab
 T_INBOUND, T_COUNTERS = models.Inbound.__table__, models.Counter.__table__
 T_CLOCKS, T_REFS = models.SlaClock.__table__, models.ThreadRef.__table__
 T_SURVEYS, T_OPT_OUTS = models.Survey.__table__, models.SurveyOptOut.__table__
-T_RUNS = models.JobRun.__table__
+T_RUNS, T_NODES = models.JobRun.__table__, models.Node.__table__
+T_BLOB_DATA, T_KEYS = models.BlobData.__table__, models.DeskKey.__table__
 
 # a ticket's columns as TicketRow holds them: all but the primary key
 TICKET_COLUMNS = tuple(c.name for c in T_TICKETS.c if c.name != "id")
