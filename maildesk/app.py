@@ -23,7 +23,7 @@ from .errors import MaildeskError
 from .notify.templates import Templates
 from .sla.calendar import NoWorkingTime
 from .sla.policy import Slas
-from .store import migrate
+from .store import keys, migrate
 from .store.blobs import BlobStore
 from .store.db import make_engine, make_sessionmaker, sqlite_file
 
@@ -175,6 +175,20 @@ def load_secret(path: Path) -> bytes:
     return secret
 
 
+def load_keys(settings: Settings, engine: Engine) -> tuple[bytes, ...]:
+    """The reply-token keys, the one that signs first: from the files the settings name,
+    or else from the database (store/keys.py), where every node finds the same ones."""
+    if settings.secret_file is None:
+        try:
+            return keys.load(engine, settings.data_dir / "secret.key")
+        except Exception as e:  # a driver error: say which database and why
+            raise StartupError(f"{_named(engine)}: cannot read the reply-token keys: "
+                               f"{str(e).splitlines()[0]}", temporary=True) from e
+    return (load_secret(settings.secret_file),
+            *([load_secret(settings.previous_secret_file)]
+              if settings.previous_secret_file else []))
+
+
 @dataclass
 class App:
     settings: Settings
@@ -227,10 +241,15 @@ class App:
             sessions=make_sessionmaker(engine),
             blobs=BlobStore(settings.blob_dir, engine, settings.storage.pack_size),
             templates=templates,
-            secrets=(load_secret(settings.secret_file or settings.data_dir / "secret.key"),
-                     *([load_secret(settings.previous_secret_file)]
-                       if settings.previous_secret_file else [])),
+            secrets=load_keys(settings, engine),
         )
+
+    def refresh_keys(self) -> None:
+        """The keys as the database holds them now (another node may have rotated them);
+        a desk with a secret_file keeps the files' keys it read at start."""
+        if self.settings.secret_file is None:
+            with self.engine.connect() as conn:
+                self.secrets = keys.read(conn) or self.secrets
 
     def context(self, conn: Connection, now: datetime, history: bool = False) -> Context:
         """A batch's view of the desk on one transaction: what stages, jobs and the SLA

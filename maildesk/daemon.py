@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import SQLAlchemyError
 
 from .app import App, StartupError, load_rules, load_slas
 from .config.load import ConfigError, load_settings
@@ -37,6 +38,7 @@ from .notify import delivery
 from .notify.templates import Templates
 from .pipeline import run
 from .scheduler import service
+from .store import nodes
 from .surveys.web import RatingServer
 
 log = logging.getLogger("maildesk")
@@ -113,6 +115,9 @@ class Daemon:
                                       lambda client: self.app.settings.desk.relayed_by_us(client))
         self.outbox = Worker("outbox", self._deliver)
         self.ingest = Worker("ingest", self._drain)
+        self.node = nodes.Node.of(app.settings.node.name, app.settings.data_dir,
+                                  app.settings.storage.backend)
+        self.heartbeat = Worker("heartbeat", self._beat)
         self.pollers = [imap.Poller(app, box, partial(run.ingest, app), self.outbox.wake.set)
                         for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
@@ -179,6 +184,28 @@ class Daemon:
             log.info("ingest: %s", ", ".join(f"{k.replace('_', ' ')} {v}"
                                                for k, v in summary.as_dict().items() if v))
 
+    def _join(self) -> None:
+        """Take this node's place among the desk's nodes, or StartupError if it must not."""
+        try:
+            with self.app.engine.begin() as conn:
+                nodes.register(conn, self.node, datetime.now(timezone.utc))
+        except nodes.NodeRefused as e:
+            raise StartupError(str(e), temporary=e.temporary) from None
+
+    def _beat(self) -> float:
+        """The heartbeat, and the keys as they are now (another node may have rotated)."""
+        with self.app.engine.begin() as conn:
+            nodes.beat(conn, self.node, [], datetime.now(timezone.utc))
+        self.app.refresh_keys()
+        return nodes.HEARTBEAT
+
+    def _leave(self) -> None:
+        try:
+            with self.app.engine.begin() as conn:
+                nodes.stopped(conn, self.node, datetime.now(timezone.utc))
+        except SQLAlchemyError as e:    # the database is gone: the heartbeat runs out
+            log.warning("could not record this node's stop: %s", str(e).splitlines()[0])
+
     def _deliver(self) -> float | None:
         delivery.deliver_due(self.app, self.transport)
         due = delivery.next_due(self.app)
@@ -220,6 +247,8 @@ class Daemon:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         s = self.app.settings
+        self._join()
+        self.heartbeat.start()
         server = None
         if s.smtp.enabled:
             self._fit_sessions()
@@ -254,10 +283,12 @@ class Daemon:
             await asyncio.to_thread(ratings.shutdown)
         if self.scheduler is not None:
             await asyncio.to_thread(self.scheduler.shutdown, True)
-        threads: list[imap.Poller | Worker] = [*self.pollers, self.ingest, self.outbox]
+        threads: list[imap.Poller | Worker] = [*self.pollers, self.ingest, self.outbox,
+                                               self.heartbeat]
         for w in threads:
             w.stop()
         for w in threads:
             await asyncio.to_thread(w.join, 30)
+        self._leave()
         self.app.close()
         log.info("stopped")

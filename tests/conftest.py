@@ -131,6 +131,18 @@ def reply_address(app: App, ref: str = "MD-1", person: str = "ana@customer.test"
     return token_address(app.secrets[0], "support@localhost", ref, person, purpose)
 
 
+def desk_key(config: Path) -> bytes:
+    """The key a running desk signs tokens with, as a node reads it from the database."""
+    from maildesk.config.load import load_settings
+    from maildesk.store import keys
+    engine = create_engine(load_settings(config).database_url)
+    try:
+        with engine.connect() as c:
+            return keys.read(c)[0]
+    finally:
+        engine.dispose()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -37,7 +37,7 @@ def test_the_data_directory_and_reports_are_private(
     files = {p.relative_to(data).as_posix(): stat.S_IMODE(p.lstat().st_mode)
              for p in data.rglob("*")}
     names = set(files)
-    assert {"maildesk.db", "maildesk.db-wal", "maildesk.db-shm", "secret.key"} <= names
+    assert {"maildesk.db", "maildesk.db-wal", "maildesk.db-shm"} <= names
     assert any(n.startswith("outbox/new/") for n in names)
     assert any(n.startswith("blobs/packs/") and n.endswith(".pack") for n in names)
     assert any(len(n) == len("blobs/") + 64 + 1 for n in names), "a loose blob (SMTP)"

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 import pytest
 import yaml
-from conftest import Daemon, mail, run_cli, wait_for
+from conftest import Daemon, desk_key, mail, run_cli, wait_for
 from sqlalchemy import select
 
 from maildesk.app import App
@@ -185,7 +185,7 @@ def test_survey_by_smtp_end_to_end(daemon: Callable[..., Daemon]) -> None:
     send(d.port, mail(message_id="<e2e@customer.test>"))
     wait_for(lambda: run_cli("tickets", "show", "MD-1", config=d.config).returncode == 0,
              what="the ticket")
-    secret = (d.config.parent / "data" / "secret.key").read_bytes().strip()
+    secret = desk_key(d.config)
     to = token_address(secret, "support@localhost", "MD-1", "bob@desk.test")
     send(d.port, (f"From: bob@desk.test\nTo: {to}\nSubject: Re: [MD-1] Printer\n"
                   f"Message-ID: <bob@desk.test>\n\n#status resolved\nFixed.\n").encode(),

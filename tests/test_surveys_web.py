@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import Daemon, free_port, mail, wait_for
+from conftest import Daemon, desk_key, free_port, mail, wait_for
 
 from maildesk.tickets.refs import rate_address
 
@@ -86,7 +86,7 @@ def test_idle_connections_are_dropped_and_stall_neither_the_pages_nor_smtp(
         daemon: Callable[..., Daemon]) -> None:
     d, port = start(daemon, timeout=2)
     assert smtp_delivery(d.port, "<first@customer.test>") == 250
-    secret = (d.config.parent / "data" / "secret.key").read_bytes().strip()
+    secret = desk_key(d.config)
     code = rate_address(secret, "support@localhost", "MD-1", "ana@customer.test", "4") \
         .split("+", 1)[1].split("@", 1)[0]
     link = f"GET /r/{code} HTTP/1.1\r\nHost: x\r\n\r\n".encode()

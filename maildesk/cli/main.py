@@ -27,7 +27,8 @@ PRIVATE_UMASK = 0o077
 # the SMTP listener (a test checks that this names every module's commands)
 LAZY = {"ingest": "ingest", "fetch": "mailboxes", "mailboxes": "mailboxes", "tickets": "act",
         "quarantine": "lists", "outbox": "outbox", "rules": "rules", "sla": "sla",
-        "jobs": "sla", "report": "report", "blobs": "blobs", "db": "admin", "config": "admin"}
+        "jobs": "sla", "report": "report", "blobs": "blobs", "db": "admin", "config": "admin",
+        "nodes": "nodes", "keys": "nodes"}
 
 
 class LazyGroup(click.Group):

@@ -11,6 +11,7 @@ import logging
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
+from functools import partial
 
 from sqlalchemy import Connection, RowMapping, insert, select, update
 
@@ -18,6 +19,7 @@ from ..app import App
 from ..core.context import Context
 from ..intake.inbound import Envelope
 from ..mail.parse import ParsedMail, Unread, parse_batch, written_at
+from ..store.db import retried
 from ..store.tables import T_INBOUND
 from .driver import TRANSIENT, Summary, process
 from .stages import STAGES
@@ -45,7 +47,7 @@ def drain(app: App, limit: int = BATCH) -> Summary:
     total = Summary()
     while True:
         try:
-            done = _drain_batch(app, limit)
+            done = retried(lambda: _drain_batch(app, limit), "a batch of queued mail")
         except NOT_THE_MAILS_FAULT:
             raise
         except Exception:  # noqa: BLE001 - one mail broke the batch's write: one by one
@@ -104,7 +106,8 @@ def _one_by_one(app: App, limit: int) -> Summary | None:
     total = Summary()
     for i in ids:
         try:
-            total.add(_drain_batch(app, 1, only=i) or Summary())
+            total.add(retried(partial(_drain_batch, app, 1, only=i), f"inbound {i}")
+                      or Summary())
         except NOT_THE_MAILS_FAULT:
             raise
         except Exception as e:  # noqa: BLE001 - this mail's fault: kept, said, passed
@@ -141,7 +144,8 @@ def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
     if history:
         items, parsed = _by_date(app, items, parsed, now)
     try:
-        return _ingest(app, items, parsed, also, now, history)
+        return retried(lambda: _ingest(app, items, parsed, also, now, history),
+                       f"a batch of {len(items)} mails")
     except NOT_THE_MAILS_FAULT:
         raise
     except Exception as e:  # noqa: BLE001 - see the docstring
@@ -177,7 +181,8 @@ def act(app: App, raw: bytes, env: Envelope, operator: str) -> Summary:
     name) through the pipeline, proven as that agent's (pipeline/sender.py): the same
     stages, events, rules and notices as the agent's own mail. One transaction; a
     failure is raised, not quarantined, for the person at the terminal to read."""
-    return _ingest(app, [(raw, env)], None, None, _now(), False, operator)
+    return retried(lambda: _ingest(app, [(raw, env)], None, None, _now(), False, operator),
+                   "the operator's mail")
 
 
 def _ingest(app: App, items: list[tuple[bytes, Envelope]],

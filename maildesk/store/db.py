@@ -8,14 +8,21 @@ waiting for the lock.
 """
 from __future__ import annotations
 
+import logging
 import os
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 30_000
+CONFLICT_ATTEMPTS = 8
+T = TypeVar("T")
+log = logging.getLogger("maildesk.store")
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -73,3 +80,47 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def upsert(conn: Connection, table: Table) -> Any:
+    """INSERT for `table` in conn's dialect, which has on_conflict_do_nothing/_update: two
+    nodes inserting the same key (a first counter, a mailbox's state, a blob) both succeed.
+    Only the engine's dialect is imported (the other costs a pipe delivery 40 ms)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    return sqlite_insert(table)
+
+
+# SQLSTATEs of a transaction that lost to a concurrent one, on PostgreSQL: a serialization
+# failure, a deadlock, a lock not available, or a unique key another transaction committed
+# first (two nodes storing the same mail). Running the work again resolves each: the
+# other side has committed, and the retry sees what it wrote.
+CONFLICTS = frozenset({"40001", "40P01", "55P03", "23505"})
+
+
+def is_conflict(e: BaseException) -> bool:
+    """Whether a database error is a lost race with another transaction (another node),
+    which a retry resolves, rather than a fault of the work or of the database."""
+    orig = getattr(e, "orig", None)
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in CONFLICTS
+
+
+def retried(work: Callable[[], T], what: str, attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """work() (one transaction), run again after a short random wait while it loses a race
+    with another node (is_conflict): the whole transaction rolled back, so running it
+    again is safe, and it then sees what the winner committed (a mail stored by the other
+    node is a duplicate, a ticket it changed is read as changed). Any other error, or the
+    last conflict, is raised as it was."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except Exception as e:
+            if attempt == attempts or not is_conflict(e):
+                raise
+            log.info("%s lost a race with another transaction (%s); retrying, attempt %d of "
+                     "%d", what, str(getattr(e, "orig", e)).splitlines()[0][:200], attempt + 1,
+                     attempts)
+            time.sleep(random.uniform(0.02, 0.2) * attempt)
+    raise AssertionError("unreachable")

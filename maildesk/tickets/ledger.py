@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from ..errors import MaildeskError
+from ..store.db import upsert
 from ..store.rows import ClockRow, Pending, SentMail, TicketRow
 from ..store.search import index_messages
 from ..store.tables import (
@@ -43,6 +44,11 @@ _STORED_AS = select(T_TICKETS.c.ref).join(T_MESSAGES, T_MESSAGES.c.ticket_id == 
     .where(T_MESSAGES.c.dedupe_key == bindparam("key"))
 _TICKET_BY = {col: select(T_TICKETS).where(T_TICKETS.c[col] == bindparam("value"))
               for col in ("id", "number", "ref")}
+# On PostgreSQL a ticket read to be changed is locked until the batch commits (FOR NO KEY
+# UPDATE: rows that only refer to it, like messages, may still be added). Another node's
+# batch that wants it waits, then reads what this one wrote: without the lock, both read
+# the same row and the later write undid the earlier one's change (issue 18).
+_TICKET_LOCKED = {col: q.with_for_update(key_share=True) for col, q in _TICKET_BY.items()}
 _MESSAGE_COUNT = select(func.count()).select_from(T_MESSAGES) \
     .where(T_MESSAGES.c.ticket_id == bindparam("tid"))
 _THREAD = select(T_MESSAGES.c.message_id, T_MESSAGES.c.direction, T_MESSAGES.c.from_addr,
@@ -120,6 +126,8 @@ class Ledger:
         self.moves: list[tuple[TicketRow, TicketRow]] = []  # (merged, into): its messages
         self._counter: int | None = None
         self._draft: dict[str, Any] | None = None
+        self._as_read: dict[int, dict[str, Any]] = {}     # ticket number -> columns as read
+        self._by = _TICKET_LOCKED if conn.dialect.name == "postgresql" else _TICKET_BY
 
     # -- drafts -----------------------------------------------------------
     def start_mail(self) -> None:
@@ -171,13 +179,14 @@ class Ledger:
 
     # -- reading ----------------------------------------------------------
     def _load(self, column: str, value: Any) -> TicketRow | None:
-        row = self.conn.execute(_TICKET_BY[column], {"value": value}).mappings().first()
+        row = self.conn.execute(self._by[column], {"value": value}).mappings().first()
         if row is None:
             return None
         number = row["number"]
         if number in self.tickets:          # already loaded (and maybe changed) this batch
             return self.tickets[number]
         ticket = TicketRow(**{c: row[c] for c in TICKET_COLUMNS}, id=row["id"])
+        self._as_read[number] = {c: row[c] for c in TICKET_CHANGES}
         self.tickets[number] = ticket
         if self._draft is not None:
             self._draft["saved"].setdefault(number, None)
@@ -369,10 +378,11 @@ class Ledger:
             if self.conn.dialect.name == "postgresql":
                 q = q.with_for_update()
             value = self.conn.scalar(q)
-            if value is None:
-                self.conn.execute(insert(T_COUNTERS).values(name=name, value=0))
-                value = 0
-            self._counter = int(value)
+            if value is None:       # the desk's first ticket; another node may race us to it
+                self.conn.execute(upsert(self.conn, T_COUNTERS).values(name=name, value=0)
+                                  .on_conflict_do_nothing(index_elements=["name"]))
+                value = self.conn.scalar(q)
+            self._counter = int(value or 0)
         self._counter += 1
         return self._counter
 
@@ -420,6 +430,24 @@ class Ledger:
         """The mail did not arrive after all: failed, with the bounce's words as the last error."""
         self.bounced.append({"outbox_id": sent.id, "at": at, "result": "bounced",
                              "detail": detail})
+
+    def _write_changes(self) -> None:
+        """UPDATE each changed ticket's changed columns only, one statement per set of
+        columns: a column this batch did not change is never written back as it was read."""
+        by_columns: dict[tuple[str, ...], list[TicketRow]] = {}
+        for t in self.dirty.values():
+            read = self._as_read.get(t.number)
+            if read is None:    # new in this batch, linked to a ticket made after it
+                cols: tuple[str, ...] = ("linked_to",)
+            else:
+                cols = tuple(k for k in TICKET_CHANGES if getattr(t, k) != read[k])
+            if cols:
+                by_columns.setdefault(cols, []).append(t)
+        for cols, tickets in by_columns.items():
+            self.conn.execute(update(T_TICKETS).where(T_TICKETS.c.id == bindparam("b_id"))
+                              .values({k: bindparam(f"b_{k}") for k in cols}),
+                              [{"b_id": t.id, **{f"b_{k}": getattr(t, k) for k in cols}}
+                               for t in tickets])
 
     def _write_clocks(self) -> None:
         if self.new_clocks:
@@ -476,12 +504,7 @@ class Ledger:
             for t in late:
                 t.linked_to = t.linked_ticket.id  # type: ignore[union-attr]
                 self.dirty[t.number] = t
-        if self.dirty:
-            cols = TICKET_CHANGES
-            c.execute(update(T_TICKETS).where(T_TICKETS.c.id == bindparam("b_id"))
-                      .values({k: bindparam(f"b_{k}") for k in cols}),
-                      [{"b_id": t.id, **{f"b_{k}": getattr(t, k) for k in cols}}
-                       for t in self.dirty.values()])
+        self._write_changes()
         if self.messages:
             rows = [{**m.values, "ticket_id": m.ticket.id} for m in self.messages]  # type: ignore[union-attr]
             ids = c.execute(insert(T_MESSAGES).returning(T_MESSAGES.c.id,

@@ -1,0 +1,140 @@
+"""The desk's nodes: each `maildesk serve` on the database, its heartbeat, what it leads.
+
+A node writes its row when it starts and a heartbeat every few seconds; one whose
+heartbeat is older than ALIVE is gone (killed, or its host down). `maildesk nodes
+status` reads the rows. The rows also let a node refuse to start where running would
+lose mail: beside a live node that keeps mail on its own disk, each would accept mail
+the other cannot read (issue 18: 182 of 470 mails quarantined as "raw message
+unreadable"). Nodes that share one data folder (several daemons on one host) share
+its blobs, and may.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from .db import upsert
+from .tables import T_NODES
+
+HEARTBEAT = 5.0                     # seconds between heartbeats
+ALIVE = timedelta(seconds=30)       # a node silent for longer is gone
+
+
+@dataclass(frozen=True)
+class Node:
+    """This process, as the nodes table knows it."""
+
+    name: str
+    data_dir: str
+    storage: str                    # storage.backend
+    host: str
+    pid: int
+
+    @classmethod
+    def of(cls, name: str, data_dir: Path, storage: str) -> Node:
+        return cls(name=name, data_dir=str(data_dir.resolve()), storage=storage,
+                   host=socket.gethostname(), pid=os.getpid())
+
+
+class NodeRefused(Exception):
+    """Starting this node would lose or misplace mail; the message says why and what to do.
+    temporary: it goes away by itself (a node of the same name that is still stopping)."""
+
+    def __init__(self, message: str, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+def _alive(row: Any, now: datetime) -> bool:
+    return row["stopped_at"] is None and now - row["heartbeat_at"] < ALIVE
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def refusal(conn: Connection, me: Node, now: datetime) -> NodeRefused | None:
+    """Why this node must not start beside the live ones, or None."""
+    for row in conn.execute(select(T_NODES)).mappings():
+        if not _alive(row, now):
+            continue
+        if row["name"] == me.name:
+            if row["host"] == me.host and (row["pid"] == me.pid or not _pid_running(row["pid"])):
+                continue                # this node's own earlier run, killed: it is us now
+            return NodeRefused(
+                f"node name {me.name!r} is in use by a running node on {row['host']} (pid "
+                f"{row['pid']}, last heartbeat {_ago(row, now)}); give each node its own "
+                "node.name, or wait for that one to stop", temporary=True)
+        shared = (row["host"], row["data_dir"]) == (me.host, me.data_dir)
+        if not shared and "filesystem" in (row["storage"], me.storage):
+            local = row["name"] if row["storage"] == "filesystem" else me.name
+            return NodeRefused(
+                f"node {row['name']} on {row['host']} is running, and node {local} keeps "
+                "raw mail on its own disk (storage.backend: filesystem): each node would "
+                "accept mail the other cannot read; set storage.backend: database on every "
+                "node (README: Several nodes), or run this node with that one's data_dir")
+    return None
+
+
+def _ago(row: Any, now: datetime) -> str:
+    return f"{(now - row['heartbeat_at']).total_seconds():.0f} s ago"
+
+
+def register(conn: Connection, me: Node, now: datetime) -> None:
+    """This node is starting: its row, fresh; NodeRefused if it must not."""
+    problem = refusal(conn, me, now)
+    if problem is not None:
+        raise problem
+    values = {"host": me.host, "pid": me.pid, "data_dir": me.data_dir, "storage": me.storage,
+              "started_at": now, "heartbeat_at": now, "stopped_at": None, "leads": []}
+    stmt = upsert(conn, T_NODES).values(name=me.name, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_=values))
+
+
+def beat(conn: Connection, me: Node, leads: list[str], now: datetime) -> None:
+    """Still here, leading these mailboxes."""
+    conn.execute(update(T_NODES).where(T_NODES.c.name == me.name, T_NODES.c.pid == me.pid)
+                 .values(heartbeat_at=now, leads=sorted(leads)))
+
+
+def stopped(conn: Connection, me: Node, now: datetime) -> None:
+    conn.execute(update(T_NODES).where(T_NODES.c.name == me.name, T_NODES.c.pid == me.pid)
+                 .values(heartbeat_at=now, stopped_at=now, leads=[]))
+
+
+def status(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    """Every node this desk has known, running ones first: its state (running, stopped,
+    gone: silent past ALIVE without saying it stopped), heartbeat age and what it leads."""
+    out = []
+    for r in conn.execute(select(T_NODES).order_by(T_NODES.c.name)).mappings():
+        state = "running" if _alive(r, now) else "stopped" if r["stopped_at"] else "gone"
+        out.append({"name": r["name"], "state": state, "host": r["host"], "pid": r["pid"],
+                    "heartbeat_s": round((now - r["heartbeat_at"]).total_seconds(), 1),
+                    "leads": list(r["leads"] or []) if state == "running" else [],
+                    "storage": r["storage"], "data_dir": r["data_dir"],
+                    "started_at": r["started_at"], "stopped_at": r["stopped_at"]})
+    return sorted(out, key=lambda n: (n["state"] != "running", n["name"]))
+
+
+def forget(conn: Connection, name: str, now: datetime) -> str | None:
+    """Remove a node that is not running (a host taken out of the desk); why not, or None."""
+    row = conn.execute(select(T_NODES).where(T_NODES.c.name == name)).mappings().first()
+    if row is None:
+        return f"no node {name!r}"
+    if _alive(row, now):
+        return (f"node {name} is running (heartbeat {_ago(row, now)}); stop it first "
+                "(systemctl stop maildesk on its host)")
+    conn.execute(T_NODES.delete().where(T_NODES.c.name == name))
+    return None
