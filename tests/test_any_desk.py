@@ -87,6 +87,10 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("db", "upgrade"): [[]],
         ("config", "check"): [[]],
         ("config", "show"): [[]],
+        ("nodes", "status"): [[], ["--format", "json"]],
+        ("nodes", "forget"): [["mx9"]],
+        ("keys", "list"): [[], ["--format", "json"]],
+        ("keys", "rotate"): [[]],
     }
 
 
