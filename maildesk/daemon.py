@@ -37,6 +37,7 @@ from .notify import delivery
 from .notify.templates import Templates
 from .pipeline import run
 from .scheduler import service
+from .store.leadership import Leadership
 from .surveys.web import RatingServer
 
 log = logging.getLogger("maildesk")
@@ -113,7 +114,10 @@ class Daemon:
                                       lambda client: self.app.settings.desk.relayed_by_us(client))
         self.outbox = Worker("outbox", self._deliver)
         self.ingest = Worker("ingest", self._drain)
-        self.pollers = [imap.Poller(app, box, partial(run.ingest, app), self.outbox.wake.set)
+        # one for the process: its PostgreSQL locks share one connection
+        self.leadership = Leadership(app.engine, app.settings.data_dir)
+        self.pollers = [imap.Poller(app, box, partial(run.ingest, app), self.outbox.wake.set,
+                                    self.leadership)
                         for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
         self.scheduler: BackgroundScheduler | None = None
@@ -259,5 +263,6 @@ class Daemon:
             w.stop()
         for w in threads:
             await asyncio.to_thread(w.join, 30)
+        self.leadership.close()
         self.app.close()
         log.info("stopped")
