@@ -7,10 +7,11 @@ system or the database server frees when its holder goes, never a row with
 a timeout:
 
 - PostgreSQL: a session advisory lock, pg_try_advisory_lock(key), all of a
-  process's on one dedicated connection. The server frees them when that
-  connection closes, which a killed process's does at once. A connection
-  that broke has lost its locks: holds() asks it (SELECT 1) and, if it is
-  gone, reports every lock lost; the next take() connects again.
+  process's on one dedicated connection (key: a hash of the schema and the
+  name). The server frees them when that connection closes, which a killed
+  process's does at once. A connection that broke has lost its locks:
+  holds() asks it (SELECT 1) and, if it is gone, reports every lock lost;
+  the next take() connects again.
 - SQLite (every node on one host, since they share one file): flock() on a
   file per name, in a `locks` directory beside the database file, so that
   every process using that database finds the same files. The kernel frees
@@ -36,10 +37,11 @@ PREFIX = "maildesk:mailbox:"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def advisory_key(name: str) -> int:
+def advisory_key(name: str, schema: str) -> int:
     """A stable signed 64-bit key for pg_advisory_lock: the same on every node and every
-    version of Python (hash() is salted per process)."""
-    digest = hashlib.sha256((PREFIX + name).encode()).digest()
+    version of Python (hash() is salted per process). Advisory locks are per database, so
+    the desk's schema is part of it: two desks in one database are two desks."""
+    digest = hashlib.sha256(f"{PREFIX}{schema}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -72,7 +74,7 @@ class Leadership:
             if name in self._held:
                 return True
             if self.postgres:
-                key = advisory_key(name)
+                key = advisory_key(name, str(self._ask("SELECT current_schema()")))
                 got = bool(self._ask("SELECT pg_try_advisory_lock(:k)", k=key))
                 if got:
                     self._held[name] = key
