@@ -39,6 +39,7 @@ from .notify.templates import Templates
 from .pipeline import run
 from .scheduler import service
 from .store import nodes
+from .store.leadership import Leadership
 from .surveys.web import RatingServer
 
 log = logging.getLogger("maildesk")
@@ -118,7 +119,10 @@ class Daemon:
         self.node = nodes.Node.of(app.settings.node.name, app.settings.data_dir,
                                   app.settings.storage.backend)
         self.heartbeat = Worker("heartbeat", self._beat)
-        self.pollers = [imap.Poller(app, box, partial(run.ingest, app), self.outbox.wake.set)
+        # one for the process: its PostgreSQL locks share one connection
+        self.leadership = Leadership(app.engine, app.settings.data_dir)
+        self.pollers = [imap.Poller(app, box, partial(run.ingest, app), self.outbox.wake.set,
+                                    self.leadership)
                         for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
         self.scheduler: BackgroundScheduler | None = None
@@ -195,7 +199,7 @@ class Daemon:
     def _beat(self) -> float:
         """The heartbeat, and the keys as they are now (another node may have rotated)."""
         with self.app.engine.begin() as conn:
-            nodes.beat(conn, self.node, [], datetime.now(timezone.utc))
+            nodes.beat(conn, self.node, self.leadership.held(), datetime.now(timezone.utc))
         self.app.refresh_keys()
         return nodes.HEARTBEAT
 
@@ -289,6 +293,7 @@ class Daemon:
             w.stop()
         for w in threads:
             await asyncio.to_thread(w.join, 30)
+        self.leadership.close()
         self._leave()
         self.app.close()
         log.info("stopped")

@@ -154,3 +154,25 @@ def test_a_conflict_that_does_not_go_away_is_raised(attempts: int) -> None:
     with pytest.raises(ValueError):
         retried(broken, "test", attempts=attempts + 2)
     assert len(calls) == 1
+
+
+def test_three_nodes_making_a_new_desk_at_once(make_app: Callable[..., App],
+                                               db_url: str) -> None:
+    """All nodes of a new desk (or of one just upgraded) start together: one makes the
+    tables and the first key, the others wait for it and find them made. Each used to
+    run the migrations too and fail on tables that were there by then."""
+    apps: list[App] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            apps.append(make_app(db_url))
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(apps) == 3
+    assert len({a.secrets for a in apps}) == 1

@@ -260,3 +260,36 @@ def test_move_without_the_move_extension(desk_config: Callable[..., Path],
         assert folder(d) == [] and len(folder(d, "maildesk.processed")) == 2
     finally:
         d.cleanup()
+
+
+def test_a_batch_is_rolled_back_when_another_node_committed_meanwhile(
+        dovecot: Dovecot, make_app: Callable[..., Any], db_url: str) -> None:
+    """The fence under leadership: a drain advances the last UID only from the value it
+    read. Another node's commit in between (a leader that lost its lock, overlapping its
+    successor) rolls this batch back whole: no ticket, the mail left in place."""
+    from functools import partial
+
+    from sqlalchemy import text
+
+    from maildesk.config.schema import Mailbox
+    from maildesk.intake.imap import Drainer, Overtaken, connect
+    from maildesk.pipeline.run import ingest
+    app = make_app(db_url)
+    box = Mailbox.model_validate(dovecot.mailbox())
+    dovecot.append(mail(message_id="<o1@c.test>"), mail(subject="b", message_id="<o2@c.test>"))
+
+    def overtaken(*args: Any) -> Any:
+        with app.engine.begin() as conn:      # the other node's commit
+            conn.execute(text("UPDATE imap_state SET last_uid = 1"))
+        return ingest(app, *args)
+    client = connect(box)
+    try:
+        with pytest.raises(Overtaken):
+            Drainer(app, box, overtaken).drain(client)
+        with app.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM tickets")).scalar() == 0
+        assert len(folder(dovecot)) == 2
+        assert sum(Drainer(app, box, partial(ingest, app)).drain(client).values()) == 1, \
+            "the next round takes what the other node left (uid 2)"
+    finally:
+        client.logout()

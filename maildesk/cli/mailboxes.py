@@ -12,9 +12,10 @@ from sqlalchemy import RowMapping, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..intake.credentials import CredentialError
-from ..intake.imap import T_STATE, AuthFailed, Drainer, connect
+from ..intake.imap import T_STATE, AuthFailed, Drainer, LostLeadership, connect
 from ..pipeline.driver import Summary
 from ..pipeline.run import ingest
+from ..store.leadership import Leadership
 from .context import Obj
 from .output import (
     EX_CONFIG,
@@ -37,7 +38,8 @@ def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
     """Drain the configured IMAP mailboxes once (all, or those named), then exit.
 
     Exit 0 when every mailbox was drained, 77 when a login was refused, 75 when
-    a server or the database could not be reached (run it again later).
+    a server or the database could not be reached, or a running node (`maildesk
+    serve`) leads the mailbox and drains it itself (run it again later).
     """
     boxes = obj.settings.imap
     unknown = set(names) - {b.name for b in boxes}
@@ -45,28 +47,41 @@ def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
         fail(f"no imap mailbox named {', '.join(sorted(unknown))}" if unknown
              else "no imap mailboxes configured (see `imap:` in maildesk.yaml)", EX_USAGE)
     app = obj.app()
+    leadership = Leadership(app.engine, app.settings.data_dir)
     worst = 0
     results: dict[str, Mapping[str, int | str]] = {}
     for box in boxes:
         if names and box.name not in names:
             continue
         try:
-            client = connect(box)
+            if not leadership.take(box.name):
+                led = "a running node (maildesk serve) leads this mailbox and drains it; " \
+                      "not drained here"
+                worst = max(worst, EX_TEMPFAIL)
+                _say(fmt, f"{box.name}: {led}", err=True)
+                results[box.name] = {"error": led}
+                continue
             try:
-                counts = Drainer(app, box, partial(ingest, app)).drain(client)
+                client = connect(box)
+                try:
+                    counts = Drainer(app, box, partial(ingest, app)).drain(
+                        client, partial(leadership.holds, box.name))
+                finally:
+                    client.logout()
             finally:
-                client.logout()
+                leadership.release(box.name)
             results[box.name] = {k: counts[k] for k in Summary().as_dict()}
             _say(fmt, f"{box.name}: {_line(counts)}")
         except (AuthFailed, CredentialError) as e:
             worst = max(worst, EX_NOPERM)
             _say(fmt, f"{box.name}: {e}", err=True)
             results[box.name] = {"error": str(e)}
-        except (OSError, IMAPClientError, ssl.SSLError, SQLAlchemyError) as e:
+        except (OSError, IMAPClientError, ssl.SSLError, SQLAlchemyError, LostLeadership) as e:
             worst = max(worst, EX_TEMPFAIL)
             what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             _say(fmt, f"{box.name}: {box.host}:{box.effective_port}: {what}", err=True)
             results[box.name] = {"error": what}
+    leadership.close()
     app.close()
     if fmt == "json":
         emit_json(results)

@@ -8,6 +8,13 @@ folder, which the next round recognises by its UID (at or below the last
 committed one) and only moves, flags or deletes. If the server's UIDVALIDITY
 changes, every UID we remember is void: we rescan, and dedupe by Message-ID
 and content keeps the tickets from doubling.
+
+Several daemons on one database (issue 18) each have a Poller for the same
+mailbox; only the one that holds the mailbox's leadership (store/leadership.py)
+drains it, the others stand by and take over when it dies. Leadership is
+checked between batches, and each batch's commit is fenced as well: it
+advances the last UID only from the value this drain read, so a leader that
+lost its lock a moment ago cannot commit a batch its successor also takes.
 """
 from __future__ import annotations
 
@@ -24,13 +31,14 @@ from typing import Any, Protocol
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config.schema import Mailbox
 from ..errors import MaildeskError
 from ..mail.parse import ParsedMail, Unread
 from ..store.handle import Store
+from ..store.leadership import Leadership
 from ..store.models import ImapState
 from . import ahead
 from .credentials import CredentialError, TokenSource, password
@@ -58,12 +66,27 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class Overtaken(OSError, MaildeskError):
+    """Another node committed this mailbox's progress since this drain read it: the batch
+    rolls back whole. An OSError, so that the pipeline takes it for what it is, nobody's
+    mail's fault, and does not retry the batch mail by mail (pipeline/run.py)."""
+
+
+class LostLeadership(MaildeskError):
+    """This node no longer leads the mailbox: stop draining it now."""
+
+
 def load_state(conn: Connection, name: str) -> State:
-    row = conn.execute(select(T_STATE).where(T_STATE.c.mailbox == name)).mappings().first()
-    if row is None:
-        conn.execute(insert(T_STATE).values(mailbox=name, uidvalidity=None, last_uid=0, taken=0,
-                                            connected=False))
-        return State(None, 0, 0)
+    """The mailbox's progress; its row is made on first use. Nodes starting together race
+    to make it, hence the insert that leaves a row already there alone."""
+    # only the engine's dialect is imported, as in BlobBatch.finish (store/blobs.py)
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    conn.execute(insert(T_STATE).values(mailbox=name, uidvalidity=None, last_uid=0, taken=0,
+                                        connected=False).on_conflict_do_nothing())
+    row = conn.execute(select(T_STATE).where(T_STATE.c.mailbox == name)).mappings().one()
     return State(row["uidvalidity"], int(row["last_uid"]), int(row["taken"]))
 
 
@@ -171,8 +194,10 @@ class Drainer:
                                  origin=f"imap {self.box.name} uid {u}", queue=self.box.queue))
                        for u in chunk if u in fetched and b"BODY[]" in fetched[u]]
 
-    def drain(self, client: IMAPClient) -> Counter[str]:
-        """One round: everything in the folder that is not yet done; what became of it."""
+    def drain(self, client: IMAPClient, leading: Callable[[], bool] = lambda: True
+              ) -> Counter[str]:
+        """One round: everything in the folder that is not yet done; what became of it.
+        leading: asked before each batch; when it says no, LostLeadership is raised."""
         box, total = self.box, Counter[str]()
         info = client.select_folder(box.folder)
         uidvalidity = int(info[b"UIDVALIDITY"])
@@ -188,19 +213,27 @@ class Drainer:
             done = client.search(["UID", f"1:{last}"] + (["UNSEEN"] if box.after == "flag" else []))
             self._finish(client, [u for u in done if u <= last])
         new = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
-        taken = state.taken
+        taken, committed = state.taken, state.last_uid
         chunks = (self._fetch(client, new[i:i + box.batch_size])
                   for i in range(0, len(new), box.batch_size))
         for (chunk, items), parsed in ahead.parse_ahead(
                 chunks, lambda c: [(raw, None) for raw, _env in c[1]],
                 ahead.worthwhile(len(new), box.batch_size), self.app.settings.limits):
+            if not leading():
+                raise LostLeadership(f"mailbox {box.name}: leadership lost")
             taken += len(items)
 
-            def progress(conn: Connection, high: int = chunk[-1], taken: int = taken) -> None:
-                conn.execute(update(T_STATE).where(T_STATE.c.mailbox == box.name).values(
+            def progress(conn: Connection, high: int = chunk[-1], taken: int = taken,
+                         since: int = committed) -> None:
+                done = conn.execute(update(T_STATE).where(
+                    T_STATE.c.mailbox == box.name, T_STATE.c.last_uid == since).values(
                     uidvalidity=uidvalidity, last_uid=high, taken=taken,
                     last_success_at=_now()))
+                if done.rowcount != 1:
+                    raise Overtaken(f"mailbox {box.name}: another node committed its "
+                                    "progress meanwhile; this batch is rolled back")
             total.update(self.ingest(items, parsed, progress).as_dict())
+            committed = chunk[-1]
             self._finish(client, chunk)
         if not new:
             with self.app.engine.begin() as conn:
@@ -210,14 +243,17 @@ class Drainer:
 
 
 class Poller(threading.Thread):
-    """Keeps one mailbox drained inside `maildesk serve`: IDLE or polling, reconnecting."""
+    """Keeps one mailbox drained inside `maildesk serve`: IDLE or polling, reconnecting;
+    on several nodes, only while this node leads the mailbox."""
 
     def __init__(self, app: Store, box: Mailbox, ingest: Ingest,
-                 on_mail: Callable[[], None]) -> None:
+                 on_mail: Callable[[], None], leadership: Leadership) -> None:
         super().__init__(name=f"imap-{box.name}", daemon=True)
         self.app, self.box, self.ingest, self.on_mail = app, box, ingest, on_mail
+        self.leadership = leadership
         self.stopping = threading.Event()
         self.tokens = TokenSource(box) if box.oauth2 is not None else None
+        self.leading = False
 
     def stop(self) -> None:
         self.stopping.set()
@@ -227,12 +263,18 @@ class Poller(threading.Thread):
         while not self.stopping.is_set():
             client = None
             try:
+                if not self._lead():
+                    break
                 client = connect(self.box, self.tokens)
                 note(self.app, self.box.name, connected=True, last_error=None)
                 log.info("mailbox %s: connected to %s:%s as %s", self.box.name, self.box.host,
                          self.box.effective_port, self.box.username)
                 delay = 1.0
                 self._serve(client)
+            except (LostLeadership, Overtaken) as e:
+                log.warning("%s; stopped draining it", e)
+                self._follow()
+                continue
             except (AuthFailed, CredentialError) as e:
                 self._failed(f"{e}")
             except (TimeoutError, OSError, IMAPClientError, ssl.SSLError) as e:
@@ -248,7 +290,38 @@ class Poller(threading.Thread):
                 log.info("mailbox %s: retrying in %.0f s", self.box.name, wait)
                 self.stopping.wait(wait)
                 delay = min(BACKOFF_CAP, delay * 2)
-        note(self.app, self.box.name, connected=False)
+        if self.leading:       # a follower's stop says nothing about the leader's connection
+            note(self.app, self.box.name, connected=False)
+        self._follow()
+
+    def _lead(self) -> bool:
+        """Wait until this node leads the mailbox (False: stopped first). Another node's
+        leadership ends when it stops or dies, so asking every second or so is a takeover
+        within about a second of that."""
+        name = self.box.name
+        if self.leading:            # reconnecting to the server, or after a lost lock
+            if self.leadership.holds(name):
+                return True
+            log.warning("mailbox %s: leadership lost", name)
+            self._follow()
+        standing_by = False
+        while not self.stopping.is_set():
+            if self.leadership.take(name):
+                self.leading = True
+                log.info("mailbox %s: leading (node %s)", name, self.app.settings.node.name)
+                return True
+            if not standing_by:
+                log.info("mailbox %s: led by another node; standing by", name)
+                standing_by = True
+            self.stopping.wait(random.uniform(0.8, 1.2))
+        return False
+
+    def _follow(self) -> None:
+        self.leadership.release(self.box.name)
+        self.leading = False
+
+    def _still_leading(self) -> bool:
+        return self.leadership.holds(self.box.name)
 
     def _failed(self, what: str) -> None:
         log.error("mailbox %s: %s", self.box.name, what)
@@ -259,26 +332,30 @@ class Poller(threading.Thread):
         drainer = Drainer(self.app, self.box, self.ingest)
         use_idle = self.box.idle and client.has_capability("IDLE")
         while not self.stopping.is_set():
-            counts = drainer.drain(client)
+            counts = drainer.drain(client, self._still_leading)
             if any(counts.values()):
                 log.info("mailbox %s: %s", self.box.name, ", ".join(
                     f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v))
                 self.on_mail()
-            if use_idle:
-                self._idle(client)
-            else:
-                self.stopping.wait(self.box.poll_interval)
+            self._wait(client if use_idle else None)
 
-    def _idle(self, client: IMAPClient) -> None:
-        """Wait for the server to say something changed, or poll_interval at most: a mail
-        that arrives between the last search and the start of IDLE may never be announced
-        during IDLE (seen with Dovecot under load), and would wait for IDLE's renewal."""
-        client.idle()
+    def _wait(self, client: IMAPClient | None) -> None:
+        """Until the server says something changed (IDLE, with a client), or poll_interval
+        at most: a mail that arrives between the last search and the start of IDLE may
+        never be announced during IDLE (seen with Dovecot under load), and would wait for
+        IDLE's renewal. Leadership is checked every second meanwhile."""
+        if client is not None:
+            client.idle()
         try:
             started = time.monotonic()
             limit = min(IDLE_RENEW, self.box.poll_interval)
             while not self.stopping.is_set() and time.monotonic() - started < limit:
-                if client.idle_check(timeout=1.0):
+                if not self._still_leading():
+                    raise LostLeadership(f"mailbox {self.box.name}: leadership lost")
+                if client is None:
+                    self.stopping.wait(min(1.0, limit - (time.monotonic() - started)))
+                elif client.idle_check(timeout=1.0):
                     return
         finally:
-            client.idle_done()
+            if client is not None:
+                client.idle_done()

@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 if TYPE_CHECKING:   # only for the annotations: alembic is imported when it is needed
     from alembic.config import Config
 
 SCRIPTS = Path(__file__).parent / "migrations"
 HEAD = "0013"  # the newest revision in migrations/versions; a test checks they agree
+MIGRATING = 0x6D64_6D69_6772  # the advisory lock one migrating node holds ("mdmigr")
 
 
 def _config(connection: object | None = None) -> Config:
@@ -35,9 +36,13 @@ def current(engine: Engine) -> str | None:
     """The schema's revision; None for a database without one (empty). A database that
     cannot be reached raises, rather than passing for an empty one."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return None
-        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return _revision(conn)
+
+
+def _revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def mismatch(at: str | None) -> str | None:
@@ -59,5 +64,11 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     if before != HEAD:
         from alembic import command
         with engine.begin() as conn:
-            command.upgrade(_config(conn), "head")
+            if conn.dialect.name == "postgresql":
+                # several nodes started at once (after an upgrade, or on a new desk) would
+                # each create the tables: one migrates, the others wait, then find it done
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATING})
+                before = _revision(conn)
+            if before != HEAD:
+                command.upgrade(_config(conn), "head")
     return before, HEAD
