@@ -24,6 +24,7 @@ from .notify.templates import Templates
 from .sla.calendar import NoWorkingTime
 from .sla.policy import Slas
 from .store import keys, migrate
+from .store.blob_rows import open_blobs
 from .store.blobs import BlobStore
 from .store.db import make_engine, make_sessionmaker, sqlite_file
 
@@ -239,7 +240,7 @@ class App:
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
-            blobs=BlobStore(settings.blob_dir, engine, settings.storage.pack_size),
+            blobs=open_blobs(settings, engine),
             templates=templates,
             secrets=load_keys(settings, engine),
         )

@@ -32,7 +32,7 @@ from maildesk.intake.inbound import Envelope
 from maildesk.intake.repair import mend
 from maildesk.pipeline.run import ingest
 from maildesk.scheduler.jobs import blob_sample
-from maildesk.store.blobs import BlobDamaged, BlobMissing, BlobStore, digest_of
+from maildesk.store.blobs import BlobDamaged, BlobMissing, FileBlobs, digest_of
 from maildesk.store.models import Attachment, BlobIndex, Message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -571,7 +571,7 @@ def test_verify_on_an_empty_desk_and_a_new_one(desk_config: Callable[..., Path])
     r = run_cli("blobs", "verify", config=cfg)
     assert r.returncode == 0 and "all intact" in r.stderr.decode(), r.stderr
     code, out = verify(cfg)
-    assert code == 0 and out["checked"] == {"loose": 0, "packed": 0, "bytes": 0}
+    assert code == 0 and out["checked"] == {"database": 0, "loose": 0, "packed": 0, "bytes": 0}
     assert run_cli("blobs", "--help").returncode == 0
 
 
@@ -594,7 +594,7 @@ def test_the_hourly_sample_logs_damage_loudly(
 
 def test_get_refuses_what_is_not_there(tmp_path: Path, make_app: Callable[..., App]) -> None:
     app = make_app()
-    store = BlobStore(tmp_path / "b", app.engine)
+    store = FileBlobs(tmp_path / "b", app.engine)
     with pytest.raises(BlobMissing):
         store.get("0" * 64)
     with pytest.raises(FileNotFoundError):       # a BlobMissing is one

@@ -143,7 +143,8 @@ def test_backoff_doubles_and_is_capped() -> None:
 def test_listener_answers_451_when_the_database_is_down(make_app: Callable[..., App]) -> None:
     """A sender must retry, not believe us, when the commit did not happen."""
     app = make_app()
-    app.engine = make_engine("postgresql+psycopg://root@127.0.0.1:1/nowhere")
+    # the blob store begins the transaction that stores the mail (accept()): its engine too
+    app.engine = app.blobs.engine = make_engine("postgresql+psycopg://root@127.0.0.1:1/nowhere")
     loop = asyncio.new_event_loop()
     sessions = listener.Sessions(total=10, per_client=5)
     app.settings = app.settings.model_copy(update={

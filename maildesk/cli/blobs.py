@@ -15,7 +15,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ..store.verify import Verified, total_bytes, verify
+from ..store.verify import Bad, Verified, total_bytes, verify
 from .context import Obj
 from .output import EX_FAIL, FORMAT, emit_json, emit_table
 
@@ -28,21 +28,29 @@ def blobs() -> None:
     """Raw mail and attachments as stored (named by their sha256)."""
 
 
+PROGRESS = click.option("--progress/--no-progress", default=None,
+                        help="Progress bar; default: when standard error is a terminal.")
+
+
+def _bar(doing: str, progress: bool | None) -> tuple[Progress, bool]:
+    """A progress bar in bytes on standard error, and whether it shows."""
+    show = sys.stderr.isatty() if progress is None else progress
+    return Progress(TextColumn(doing), BarColumn(), DownloadColumn(binary_units=True),
+                    TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+                    console=Console(stderr=True), disable=not show), show
+
+
 @blobs.command("verify")
 @FORMAT
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar; default: when standard error is a terminal.")
+@PROGRESS
 @click.pass_obj
 def blobs_verify(obj: Obj, fmt: str, progress: bool | None) -> None:
-    """Read every blob, loose and packed, and check its sha256; list what refers to the bad
-    ones, by ticket. Exit 0 when all that is used is intact, 1 when any is damaged or
-    missing (a bad blob that nothing uses is listed, and harmless)."""
+    """Read every blob (database rows, loose files and packs: what this node serves from)
+    and check its sha256; list what refers to the bad ones, by ticket. Exit 0 when all that
+    is used is intact, 1 when any is damaged or missing (a bad blob that nothing uses is
+    listed, and harmless)."""
     app = obj.app(existing=True)
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = Progress(TextColumn("verifying"), BarColumn(), DownloadColumn(binary_units=True),
-                   TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
-                   console=Console(stderr=True),
-                   disable=not show)
+    bar, show = _bar("verifying", progress)
     try:
         with app.engine.connect() as conn, bar:
             task = bar.add_task("verify", total=total_bytes(app.blobs, conn) if show else None)
@@ -57,9 +65,10 @@ def blobs_verify(obj: Obj, fmt: str, progress: bool | None) -> None:
         sys.exit(EX_FAIL)
 
 
-def _print(r: Verified) -> None:
+def _bad_table(bad: list[Bad]) -> None:
+    """Bad blobs, a line per use, by ticket."""
     rows: list[dict[str, Any]] = []
-    for b in r.bad:
+    for b in bad:
         uses: list[dict[str, Any]] = [dict(u) for u in b.uses] \
             or [{"kind": "unreferenced", "id": None, "ticket": None}]
         for u in uses:
@@ -68,9 +77,14 @@ def _print(r: Verified) -> None:
                              x["kind"], x["id"] or 0))
     if rows:
         emit_table(rows, ["ticket", "kind", "id", "digest", "problem", "where"])
+
+
+def _print(r: Verified) -> None:
+    _bad_table(r.bad)
     mib = r.bytes / 1024**2
-    said = (f"verified {r.loose + r.packed:,} blobs ({r.loose:,} loose, {r.packed:,} packed, "
-            f"{mib:,.1f} MiB) in {r.seconds:.1f} s: ")
+    rows = f"{r.database:,} in the database, " if r.database else ""
+    said = (f"verified {r.database + r.loose + r.packed:,} blobs ({rows}{r.loose:,} loose, "
+            f"{r.packed:,} packed, {mib:,.1f} MiB) in {r.seconds:.1f} s: ")
     unused = len(r.bad) - len(r.used)
     if unused:
         click.echo(f"{unused:,} bad blob{'s' if unused != 1 else ''} that nothing uses: "
@@ -85,6 +99,44 @@ def _print(r: Verified) -> None:
     if any(u["kind"] == "outbox" for b in r.used for u in b.uses):
         click.echo("outgoing mail (kind outbox) is ours: no source holds it; it is never "
                    "sent damaged, and the ticket's text of it is intact", err=True)
+
+
+@blobs.command("copy-to-database")
+@FORMAT
+@PROGRESS
+@click.pass_obj
+def blobs_copy_to_database(obj: Obj, fmt: str, progress: bool | None) -> None:
+    """Copy this node's blobs (loose files and packs in <data_dir>/blobs) into the database,
+    each checked first, so that every node of the desk reads them (storage.backend:
+    database). Safe to run again: what is there already is left. The files stay. Exit 0
+    when every blob in use was copied, 1 when a damaged one was not (listed, by ticket)."""
+    from ..store.blob_copy import Copied, copy_to_database, to_copy
+    from ..store.blobs import FileBlobs
+    app = obj.app(existing=True)
+    bar, show = _bar("copying", progress)
+    result = Copied()
+    try:
+        if app.settings.blob_dir.is_dir():
+            files = FileBlobs(app.settings.blob_dir, app.engine)
+            with bar:
+                task = bar.add_task("copy", total=to_copy(files, app.engine) if show else None)
+                result = copy_to_database(files, app.engine, lambda n: bar.advance(task, n))
+    finally:
+        app.close()
+    if fmt == "json":
+        emit_json(result.as_dict())
+    else:
+        _bad_table(result.bad)
+        click.echo(f"copied {result.copied:,} blobs ({result.bytes / 1024**2:,.1f} MiB read) "
+                   f"in {result.seconds:.1f} s; {result.present:,} were there already"
+                   + (f"; {len(result.bad):,} damaged, not copied" if result.bad else ""),
+                   err=True)
+        if app.settings.storage.backend == "filesystem" and not result.used:
+            click.echo("every node of the desk may now use `storage: {backend: database}`",
+                       err=True)
+    if result.used:
+        click.echo(f"{REPAIR_HINT}, then copy again", err=True)
+        sys.exit(EX_FAIL)
 
 
 COMMANDS = [blobs]

@@ -1,6 +1,6 @@
 """The durable inbound queue, the intake's half: how accepted mail enters maildesk.
 
-accept() fsyncs the raw bytes and commits an inbound row, and only then may
+accept() stores the raw bytes and commits an inbound row, and only then may
 the SMTP listener say 250. The pipeline's half (pipeline/run.py) takes
 queued rows in arrival order and runs the stages over them. Intake knows
 nothing of tickets, rules or notices: it stores, and the pipeline decides.
@@ -30,9 +30,10 @@ def _now() -> datetime:
 
 
 def accept(app: Store, raw: bytes, env: Envelope) -> int:
-    """Store durably; returns the inbound id. Raises if the database is down."""
-    digest = app.blobs.put(raw)
-    with app.engine.begin() as conn:
+    """Store durably; returns the inbound id. Raises if the database is down. The bytes and
+    the row commit together (a blob_data row in the same transaction, or a file fsynced
+    before it): one commit, on every node's database, makes the mail safe."""
+    with app.blobs.begin_with(raw) as (conn, digest):
         return int(conn.execute(insert(T_INBOUND).returning(T_INBOUND.c.id).values(
             received_at=_now(), source=env.source, origin=env.origin, mail_from=env.mail_from,
             rcpt_to=list(env.rcpt_to), digest=digest, size=len(raw), state="queued",

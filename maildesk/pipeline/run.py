@@ -210,8 +210,7 @@ def _keep_unstorable(app: App, item: tuple[bytes, Envelope], now: datetime,
                      e: Exception) -> Summary:
     """A mail whose ticket the database refused: its bytes and a quarantined row, kept."""
     raw, env = item
-    digest = app.blobs.put(raw)
-    with app.engine.begin() as conn:
+    with app.blobs.begin_with(raw) as (conn, digest):
         conn.execute(insert(T_INBOUND).values(
             received_at=now, source=env.source, origin=env.origin, mail_from=env.mail_from,
             rcpt_to=list(env.rcpt_to), digest=digest, size=len(raw), state="quarantined",

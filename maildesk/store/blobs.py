@@ -1,6 +1,12 @@
-"""Content-addressed store for raw mail and attachments, beside the database.
+"""Content-addressed store for raw mail and attachments.
 
-Blobs are named by their sha256 and live in one of two forms, as in git:
+Blobs are named by their sha256. BlobStore is what the rest of the desk uses:
+put() and get(), and batch() for the blobs of one transaction. It has two
+backends (`storage.backend`): FileBlobs here, files beside the database for a
+desk on one host, and DatabaseBlobs (blob_rows.py), rows of blob_data that
+every node of a desk on one PostgreSQL reads (issue 18).
+
+FileBlobs keeps a blob in one of two forms, as in git:
 
 - loose: one file `ab/cdef...`, written to a temporary name, fsynced, renamed
   and its directory fsynced. The SMTP listener stores each accepted mail so,
@@ -27,19 +33,26 @@ same transaction rolled the pack over and closed the first batch's fd).
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import stat
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import Connection, Engine, Table, bindparam, select
 
 from ..errors import MaildeskError
 from .models import BlobIndex
 from .references import describe, referrers
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert
 
 T_INDEX = BlobIndex.__table__
 PACK_LIMIT = 64 * 1024**2
@@ -54,6 +67,17 @@ def digest_of(data: bytes | memoryview) -> str:
 
 def is_digest(name: str) -> bool:
     return len(name) == 64 and HEX.issuperset(name)
+
+
+def upsert(conn: Connection, table: Table) -> Insert:
+    """INSERT for conn's dialect, which has ON CONFLICT. Only that dialect is imported (the
+    other costs a pipe delivery 40 ms); both build the same statement, so it is typed as
+    PostgreSQL's."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return insert(table)
 
 
 def fsync_dir(path: Path) -> None:
@@ -74,7 +98,7 @@ class BlobError(OSError, MaildeskError):
 
 
 class BlobMissing(BlobError, FileNotFoundError):
-    """Neither a loose file nor an index row: nothing was stored under this name."""
+    """Nothing was stored under this name (no loose file, index row or blob_data row)."""
 
 
 class BlobDamaged(BlobError):
@@ -103,6 +127,99 @@ def read_file(path: Path, offset: int = 0, size: int = -1) -> bytes:
         raise BlobError("", f"cannot be read ({e.strerror or e})", str(path)) from None
     finally:
         os.close(fd)
+
+
+class BlobStore(ABC):
+    """Blobs by their sha256, whatever keeps them. Every read is checked against the name:
+    get() never returns other bytes, and its BlobError names the blob, where it is and the
+    tickets that use it."""
+
+    engine: Engine
+
+    @abstractmethod
+    def put(self, data: bytes) -> str:
+        """Store data, durable when this returns. A copy already there that is not these
+        bytes is replaced."""
+
+    @abstractmethod
+    def begin_with(self, data: bytes) -> AbstractContextManager[tuple[Connection, str]]:
+        """A transaction (engine.begin()) with data stored for it: (conn, digest). The
+        bytes are durable once it commits, so that one commit makes a mail and its row
+        safe (the SMTP listener's 250 comes after it)."""
+
+    @abstractmethod
+    def batch(self, conn: Connection) -> BlobBatch:
+        """Blobs for the transaction on conn: durable and findable once it commits."""
+
+    @abstractmethod
+    def locate(self, digest: str, conn: Connection | None = None) -> str:
+        """Where a blob lives, for people ("missing" when nowhere)."""
+
+    @abstractmethod
+    def forget(self, digest: str, conn: Connection) -> None:
+        """Remove a blob nothing refers to any more."""
+
+    @abstractmethod
+    def _read(self, digest: str, conn: Connection | None) -> tuple[bytes, str]:
+        """The stored bytes and where they are, for people; unchecked, but never short.
+        BlobMissing when nothing is stored under digest, BlobDamaged when what is stored
+        cannot be read whole."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of open files (when the desk shuts down)."""
+
+    def get(self, digest: str, conn: Connection | None = None) -> bytes:
+        """The bytes stored under digest, checked against it; BlobError names the blob,
+        where it is and the tickets that refer to it."""
+        try:
+            data, where = self._read(digest, conn)
+            if digest_of(data) != digest:
+                raise BlobDamaged(digest, "holds other bytes than were stored", where)
+        except BlobError as e:
+            raise type(e)(digest, e.problem + self._used_by(digest, conn), e.where) from None
+        return data
+
+    def _used_by(self, digest: str, conn: Connection | None) -> str:
+        if conn is None:
+            with self.engine.connect() as c:
+                return self._used_by(digest, c)
+        uses = referrers(conn, [digest]).get(digest, [])
+        return f"; used by {describe(uses)}" if uses else ""
+
+    def problem(self, digest: str, conn: Connection | None = None) -> str | None:
+        """Why a blob cannot be served, in a few words; None when it is intact."""
+        try:
+            data, _ = self._read(digest, conn)
+        except BlobMissing:
+            return "missing"
+        except BlobError as e:
+            return f"damaged: {e.problem}"
+        return None if digest_of(data) == digest else "damaged: holds other bytes"
+
+
+class BlobBatch(ABC):
+    """The blobs of one transaction (conn). A blob already stored is read and checked before
+    it is trusted, and stored again when its copy is damaged: so taking the same mail again
+    mends what was lost (`maildesk ingest --repair` does that on purpose, for the mail a
+    desk already has)."""
+
+    conn: Connection
+    repaired: int                  # copies found damaged and replaced
+
+    @property
+    @abstractmethod
+    def pending(self) -> Mapping[str, object]:
+        """The digests put() will store at finish(): neither intact nor stored before."""
+
+    @abstractmethod
+    def put(self, data: bytes) -> str:
+        """Store data with the transaction; its digest."""
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Make the pending blobs durable and findable in the batch's transaction: before
+        it commits."""
 
 
 class _Pack:
@@ -137,7 +254,9 @@ class _Pack:
         os.fsync(self.file.fileno())
 
 
-class BlobStore:
+class FileBlobs(BlobStore):
+    """Blobs as loose files and packs under root (storage.backend: filesystem)."""
+
     def __init__(self, root: Path, engine: Engine, pack_limit: int = PACK_LIMIT) -> None:
         self.root = root
         self.engine = engine
@@ -162,6 +281,14 @@ class BlobStore:
             return digest
         self._write_loose(final, data)
         return digest
+
+    @contextmanager
+    def begin_with(self, data: bytes) -> Iterator[tuple[Connection, str]]:
+        """The file first: written and fsynced before the transaction takes the database's
+        write lock (SQLite's BEGIN IMMEDIATE), not while it holds it."""
+        digest = self.put(data)
+        with self.engine.begin() as conn:
+            yield conn, digest
 
     def _loose_problem(self, path: Path, digest: str) -> str | None:
         """Why the loose file for digest cannot be served; None when it is intact."""
@@ -223,40 +350,66 @@ class BlobStore:
         return data, where
 
     def locate(self, digest: str, conn: Connection | None = None) -> str:
-        """Where a blob lives, for people: a path, or pack@offset+size."""
+        """A path, or pack@offset+size."""
         loose = self.loose_path(digest)
         if loose.exists():
             return str(loose)
         row = self._lookup(digest, conn)
         return f"{self.packs / row[0]}@{row[1]}+{row[2]}" if row else "missing"
 
-    def get(self, digest: str, conn: Connection | None = None) -> bytes:
-        """The bytes stored under digest, checked against it; BlobError names the blob,
-        where it is and the tickets that refer to it."""
-        try:
-            data, where = self._read(digest, conn)
-            if digest_of(data) != digest:
-                raise BlobDamaged(digest, "holds other bytes than were stored", where)
-        except BlobError as e:
-            raise type(e)(digest, e.problem + self._used_by(digest, conn), e.where) from None
-        return data
+    def loose_files(self) -> Iterator[tuple[str, Path]]:
+        """Everything named like a loose blob, file or not (a folder there is damage too)."""
+        for folder in sorted(self.root.iterdir()):
+            if len(folder.name) == 2 and folder.is_dir() and not folder.is_symlink():
+                for f in folder.iterdir():
+                    digest = folder.name + f.name
+                    if is_digest(digest):
+                        yield digest, f
 
-    def _used_by(self, digest: str, conn: Connection | None) -> str:
-        if conn is None:
-            with self.engine.connect() as c:
-                return self._used_by(digest, c)
-        uses = referrers(conn, [digest]).get(digest, [])
-        return f"; used by {describe(uses)}" if uses else ""
-
-    def problem(self, digest: str, conn: Connection | None = None) -> str | None:
-        """Why a blob cannot be served, in a few words; None when it is intact."""
+    def packed(self, rows: Iterable[tuple[str, str, int, int]]
+               ) -> Iterator[tuple[str, str, memoryview | None, str | None]]:
+        """Index rows (digest, pack, offset, size), ordered by pack and offset, read with
+        each pack mapped once: (digest, where, bytes, None), or (digest, where, None, why
+        it cannot be read). The bytes are unchecked, and valid until the next item."""
+        name: str | None = None
+        view: memoryview | None = None
+        mapped: mmap.mmap | None = None
+        gone = False
         try:
-            data, _ = self._read(digest, conn)
-        except BlobMissing:
-            return "missing"
-        except BlobError as e:
-            return f"damaged: {e.problem}"
-        return None if digest_of(data) == digest else "damaged: holds other bytes"
+            for digest, pack, offset, size in rows:
+                if pack != name:
+                    if mapped is not None and view is not None:
+                        view.release()
+                        mapped.close()
+                    name, view, mapped, gone = pack, None, None, False
+                    try:
+                        with open(self.packs / pack, "rb") as f:
+                            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                                raise IsADirectoryError(pack)
+                            if os.fstat(f.fileno()).st_size:
+                                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                                view = memoryview(mapped)
+                    except OSError:
+                        gone = True
+                where = f"{self.packs / pack}@{offset}+{size}"
+                end = len(view) if view is not None else 0
+                if gone:
+                    yield digest, where, None, "its pack is gone or cannot be read"
+                elif offset < 0 or size < 0:
+                    yield digest, where, None, "its index row makes no sense"
+                elif offset + size > end:
+                    yield digest, where, None, (f"the pack ends {offset + size - end} bytes "
+                                                "before the blob does")
+                else:
+                    part = view[offset:offset + size] if view is not None else memoryview(b"")
+                    try:
+                        yield digest, where, part, None
+                    finally:
+                        part.release()      # else the pack's map cannot close
+        finally:
+            if mapped is not None and view is not None:
+                view.release()
+                mapped.close()
 
     def forget(self, digest: str, conn: Connection) -> None:
         """Remove a blob nothing refers to any more: the loose file goes at once, a packed
@@ -264,8 +417,8 @@ class BlobStore:
         self.loose_path(digest).unlink(missing_ok=True)
         conn.execute(T_INDEX.delete().where(T_INDEX.c.digest == digest))
 
-    def batch(self, conn: Connection) -> BlobBatch:
-        """Blobs for the transaction on conn: indexed there, durable before it commits."""
+    def batch(self, conn: Connection) -> FileBatch:
+        """Blobs appended to this thread's pack, indexed in conn's transaction."""
         pack = getattr(self._local, "pack", None)
         if pack is None or pack.size >= self.pack_limit:
             new = self._local.pack = _Pack(self.packs)
@@ -275,7 +428,7 @@ class BlobStore:
                     pack.retired = True
                     self._close_if_unused(pack)
             pack = new
-        batch = BlobBatch(self, pack, conn)
+        batch = FileBatch(self, pack, conn)
         with self._lock:
             pack.users += 1
         weakref.finalize(batch, self._release, pack)
@@ -301,24 +454,24 @@ class BlobStore:
         self._local = threading.local()
 
 
-class BlobBatch:
-    """Blobs appended to one pack; durable and indexed by finish().
+class FileBatch(BlobBatch):
+    """Blobs appended to one pack; durable and indexed by finish()."""
 
-    A blob already stored is read and checked before it is trusted, and stored again when
-    its copy is damaged: so taking the same mail again mends what was lost (`maildesk
-    ingest --repair` does that on purpose, for the mail a desk already has)."""
-
-    def __init__(self, store: BlobStore, pack: _Pack, conn: Connection) -> None:
+    def __init__(self, store: FileBlobs, pack: _Pack, conn: Connection) -> None:
         self.store = store
         self.pack = pack
         self.conn = conn
-        self.pending: dict[str, tuple[int, int]] = {}   # digest -> (offset, size)
+        self._pending: dict[str, tuple[int, int]] = {}  # digest -> (offset, size)
         self.mended: set[str] = set()                   # stored again: their index row replaced
-        self.repaired = 0                               # copies found damaged and replaced
+        self.repaired = 0
+
+    @property
+    def pending(self) -> Mapping[str, tuple[int, int]]:
+        return self._pending
 
     def put(self, data: bytes) -> str:
         digest = digest_of(data)
-        if digest in self.pending:
+        if digest in self._pending:
             return digest
         loose = self.store.loose_path(digest)
         if os.path.lexists(loose):
@@ -332,31 +485,26 @@ class BlobBatch:
                 return digest
             self.repaired += 1
             self.mended.add(digest)
-        self.pending[digest] = (self.pack.append(data), len(data))
+        self._pending[digest] = (self.pack.append(data), len(data))
         return digest
 
     def finish(self) -> None:
         """fsync the pack and index its new blobs in the batch's transaction."""
-        if not self.pending:
+        if not self._pending:
             return
         conn = self.conn
         self.pack.sync()
         rows = [{"digest": d, "pack": self.pack.name, "offset": o, "size": n}
-                for d, (o, n) in self.pending.items()]
-        # Only the engine's dialect is imported (the other costs a pipe delivery 40 ms); both
-        # insert()s build the same upsert, but mypy types the name by its first import.
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+                for d, (o, n) in self._pending.items()]
         new = [r for r in rows if r["digest"] not in self.mended]
         if new:
-            conn.execute(insert(T_INDEX).on_conflict_do_nothing(index_elements=["digest"]), new)
+            conn.execute(upsert(conn, T_INDEX).on_conflict_do_nothing(index_elements=["digest"]),
+                         new)
         mended = [r for r in rows if r["digest"] in self.mended]
         if mended:
-            stmt = insert(T_INDEX)
+            stmt = upsert(conn, T_INDEX)
             conn.execute(stmt.on_conflict_do_update(index_elements=["digest"], set_={
                 "pack": stmt.excluded.pack, "offset": stmt.excluded.offset,
                 "size": stmt.excluded.size}), mended)
-        self.pending, self.mended = {}, set()
+        self._pending, self.mended = {}, set()
 
