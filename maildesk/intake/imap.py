@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..config.schema import Mailbox
 from ..errors import MaildeskError
 from ..mail.parse import ParsedMail, Unread
+from ..store.db import upsert
 from ..store.handle import Store
 from ..store.leadership import Leadership
 from ..store.models import ImapState
@@ -79,12 +80,7 @@ class LostLeadership(MaildeskError):
 def load_state(conn: Connection, name: str) -> State:
     """The mailbox's progress; its row is made on first use. Nodes starting together race
     to make it, hence the insert that leaves a row already there alone."""
-    # only the engine's dialect is imported, as in BlobBatch.finish (store/blobs.py)
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    conn.execute(insert(T_STATE).values(mailbox=name, uidvalidity=None, last_uid=0, taken=0,
+    conn.execute(upsert(conn, T_STATE).values(mailbox=name, uidvalidity=None, last_uid=0, taken=0,
                                         connected=False).on_conflict_do_nothing())
     row = conn.execute(select(T_STATE).where(T_STATE.c.mailbox == name)).mappings().one()
     return State(row["uidvalidity"], int(row["last_uid"]), int(row["taken"]))

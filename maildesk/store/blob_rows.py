@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import Column, Connection, Engine, Select, bindparam, or_, select
 
 from ..config.schema import Settings
-from .blobs import BlobBatch, BlobDamaged, BlobMissing, BlobStore, FileBlobs, digest_of, upsert
+from .blobs import BlobBatch, BlobDamaged, BlobMissing, BlobStore, FileBlobs, digest_of
+from .db import upsert
 from .tables import T_BLOB_DATA
 
 WHERE = "database blob_data"

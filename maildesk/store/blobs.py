@@ -43,16 +43,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, select
 
 from ..errors import MaildeskError
+from .db import upsert
 from .models import BlobIndex
 from .references import describe, referrers
-
-if TYPE_CHECKING:
-    from sqlalchemy.dialects.postgresql import Insert
 
 T_INDEX = BlobIndex.__table__
 PACK_LIMIT = 64 * 1024**2
@@ -67,17 +65,6 @@ def digest_of(data: bytes | memoryview) -> str:
 
 def is_digest(name: str) -> bool:
     return len(name) == 64 and HEX.issuperset(name)
-
-
-def upsert(conn: Connection, table: Table) -> Insert:
-    """INSERT for conn's dialect, which has ON CONFLICT. Only that dialect is imported (the
-    other costs a pipe delivery 40 ms); both build the same statement, so it is typed as
-    PostgreSQL's."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return insert(table)
 
 
 def fsync_dir(path: Path) -> None:
