@@ -376,6 +376,13 @@ class Cluster:
                 out[(d.ticket.upper(), d.to[0])] = d.reply_to
         return out
 
+    def reply_addresses(self, ref: str, agent: str) -> set[str]:
+        """Every reply address the desk has given agent for ticket ref, in any mail it
+        delivered to them (after a key rotation: old and new)."""
+        return {d.reply_to for d in self.delivered()
+                if d.ticket and d.ticket.upper() == ref.upper() and d.to == [agent]
+                and d.reply_to and "+" in d.reply_to}
+
     def computed_address(self, ref: str, person: str, purpose: str = "reply"
                          ) -> tuple[str, str] | None:
         """A reply address made from the desk's newest key, and where the key came from:
