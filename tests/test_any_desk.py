@@ -84,6 +84,7 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("jobs", "run"): [["--force"], ["--force", "--format", "json"]],
         ("report",): report,
         ("blobs", "verify"): [[], ["--format", "json"]],
+        ("blobs", "copy-to-database"): [[], ["--format", "json"]],
         ("db", "upgrade"): [[]],
         ("config", "check"): [[]],
         ("config", "show"): [[]],

@@ -68,7 +68,7 @@ def node_config(tmp_path: Path, name: str, url: str, box: dict[str, object]) -> 
     port = free_port()
     # one sender: the default ack limit (10 an hour) keeps the outbox from 2,000 notices
     data = settings_dict(home, url, imap=[box], node={"name": name}, smtp={"port": port},
-                         desk={"ack_window": 3600})
+                         desk={"ack_window": 3600}, storage={"backend": "database"})
     cfg = home / "maildesk.yaml"
     cfg.write_text(yaml.safe_dump(data))
     return Daemon(cfg, port, home / "daemon.log")
