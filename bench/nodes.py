@@ -127,11 +127,13 @@ def section(args: argparse.Namespace, results: dict[int, list[dict[str, Any]]], 
              f"Median of {args.runs} runs per node count; each run a fresh database and "
              "fresh data directories (`storage: {backend: database}`), the shared mixed "
              "workload sent round-robin over the nodes. msgs/s: mails that got 250 divided "
-             "by the time from the first send until no inbound mail is queued. Conflicts "
-             f"and retries: log lines with {', '.join(args.conflict_words)} / "
-             f"{', '.join(args.retry_words)}, per 1,000 mails.", "",
+             "by the time from the first send until no inbound mail is queued. Races retried "
+             f"and errors: log lines with {', '.join(args.conflict_words)} (a batch that lost "
+             "a race with another node, rolled back and run again) / "
+             f"{', '.join(w.strip() for w in args.retry_words)} (what a retry did not "
+             "resolve), per 1,000 mails.", "",
              "| nodes | msgs/s | s to drained | s to outbox empty | p99 250 latency | "
-             "conflicts /1k | retries /1k | peak RSS per node | quarantined | tickets |",
+             "races retried /1k | errors /1k | peak RSS per node | quarantined | tickets |",
              "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for nodes, runs in sorted(results.items()):
         ok = [r for r in runs if r.get("msgs_s") is not None]

@@ -52,8 +52,10 @@ AGENTS = [
 ]
 # The words the nodes' logs use for a conflict between nodes and for taking work again.
 # The features of issue 18 are still being built: adjust these to what their log lines say.
-CONFLICT_WORDS = ("conflict", "serializ", "deadlock", "IntegrityError")
-RETRY_WORDS = ("retry", "retrying", "one by one")
+# a race lost to another node, its batch rolled back and run again (store/db.py retried)
+CONFLICT_WORDS = ("lost a race",)
+# what a retry did not resolve: the batch taken mail by mail, or an error line
+RETRY_WORDS = ("one by one", " ERROR ")
 
 
 def pg_available(url: str = PG_URL) -> bool:
