@@ -23,29 +23,14 @@ from typing import Any
 
 import pytest
 import yaml
+from nodes import PG_URL, pg_available
 from sqlalchemy import create_engine, text
 
 from maildesk.app import App
 from maildesk.config.schema import Settings
 from maildesk.tickets.refs import token_address
 
-PG_URL = os.environ.get("MAILDESK_TEST_PG", "postgresql+psycopg://root@127.0.0.1:5432/test")
-
-
-def _pg_available() -> bool:
-    if not PG_URL:
-        return False
-    try:
-        eng = create_engine(PG_URL)
-        with eng.connect():
-            pass
-        eng.dispose()
-        return True
-    except Exception:
-        return False
-
-
-PG_OK = _pg_available()
+PG_OK = pg_available()
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
     not PG_OK, reason=f"PostgreSQL not reachable at {PG_URL}"))]
 
