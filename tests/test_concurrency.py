@@ -176,3 +176,34 @@ def test_three_nodes_making_a_new_desk_at_once(make_app: Callable[..., App],
         t.join(60)
     assert errors == [] and len(apps) == 3
     assert len({a.secrets for a in apps}) == 1
+
+
+def test_a_reply_drained_on_one_node_while_another_holds_its_original_joins_its_ticket(
+        make_app: Callable[..., App], db_url: str) -> None:
+    """Node A's batch holds a customer's first mail, uncommitted; node B's batch takes the
+    customer's reply, which came a moment later. B used to look for the original, find
+    nothing (A had not committed) and open a second ticket for the reply."""
+    from maildesk.intake.inbound import accept
+    from maildesk.pipeline.run import drain
+    a, b = make_app(db_url), make_app(db_url)
+    first = mail(subject="Laptop will not boot", message_id="<first@customer.test>")
+    reply = mail(subject="Re: Laptop will not boot", body="Still black.\n",
+                 message_id="<second@customer.test>", In_Reply_To="<first@customer.test>",
+                 References="<first@customer.test>")
+    smtp = Envelope(source="smtp", mail_from="ana@customer.test", rcpt_to=("support@localhost",))
+    accept(a, first, smtp)
+    accept(a, reply, smtp)
+    release, reached = threading.Event(), threading.Event()
+    a.stages = held_at_write(release, reached)
+    ta = threading.Thread(target=lambda: drain(a, limit=1))
+    ta.start()
+    assert reached.wait(30)
+    tb = threading.Thread(target=lambda: drain(b, limit=1))
+    tb.start()
+    time.sleep(0.5)                     # B claims the reply, and waits (or threads it alone)
+    release.set()
+    ta.join(30)
+    tb.join(30)
+    with a.engine.connect() as c:
+        assert list(c.scalars(select(Ticket.ref))) == ["MD-1"]
+        assert c.scalar(select(func.count()).where(Message.direction == "in")) == 2
