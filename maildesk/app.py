@@ -26,7 +26,7 @@ from .sla.policy import Slas
 from .store import keys, migrate
 from .store.blob_rows import open_blobs
 from .store.blobs import BlobStore
-from .store.db import make_engine, make_sessionmaker, sqlite_file
+from .store.db import make_engine, make_sessionmaker, shown_url, sqlite_file
 
 if TYPE_CHECKING:       # imported where used: a command that only reads loads none of it
     from .core.context import Context
@@ -136,7 +136,7 @@ def refuse_schema(engine: Engine, at: str | None) -> None:
 
 
 def _named(engine: Engine) -> str:
-    return f"database {engine.url.render_as_string(hide_password=True)}"
+    return f"database {shown_url(engine.url)}"
 
 
 def private_dir(path: Path) -> None:

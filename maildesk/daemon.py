@@ -39,6 +39,7 @@ from .notify.templates import Templates
 from .pipeline import run
 from .scheduler import service
 from .store import nodes
+from .store.db import shown_url
 from .store.leadership import Leadership
 from .surveys.web import RatingServer
 
@@ -194,7 +195,7 @@ class Daemon:
             with self.app.engine.begin() as conn:
                 nodes.register(conn, self.node, datetime.now(timezone.utc))
         except nodes.NodeRefused as e:
-            raise StartupError(str(e), temporary=e.temporary) from None
+            raise StartupError(str(e)) from None
 
     def _beat(self) -> float:
         """The heartbeat, and the keys as they are now (another node may have rotated)."""
@@ -229,10 +230,15 @@ class Daemon:
         except (ConfigError, StartupError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return
-        # listeners, data_dir and database stay as started: those need a restart
+        # listeners, data_dir, database, where blobs live and the node's name stay as
+        # started: those need a restart, and the log says so when they changed
+        kept = ("data_dir", "database", "smtp", "storage", "node")
+        changed = [k for k in kept if getattr(settings, k) != getattr(self.app.settings, k)]
+        if changed:
+            log.warning("reload: %s changed, and take effect at the next start (systemctl "
+                        "restart maildesk)", ", ".join(changed))
         self.app.settings = settings.model_copy(update={
-            "data_dir": self.app.settings.data_dir, "database": self.app.settings.database,
-            "smtp": self.app.settings.smtp})
+            k: getattr(self.app.settings, k) for k in kept})
         self.app.templates = templates
         self.app.rules = rules
         self.app.slas = slas
@@ -278,7 +284,7 @@ class Daemon:
         mailboxes = f"; imap: {', '.join(b.name for b in s.imap)}" if s.imap else ""
         log.info("maildesk listening on %s for %s; data in %s (%s); outbox: %s%s",
                  where, ", ".join(s.desk.addresses), s.data_dir,
-                 self.app.engine.url.render_as_string(hide_password=True), outbox, mailboxes)
+                 shown_url(self.app.engine.url), outbox, mailboxes)
         await stop.wait()
         log.info("stopping: no new connections, %d open session(s)", len(self.sessions))
         if server is not None:

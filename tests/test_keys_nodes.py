@@ -4,13 +4,24 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from conftest import PG_OK, Daemon, free_port, mail, reply_address, run_cli, settings_dict
+from conftest import (
+    PG_OK,
+    Daemon,
+    free_port,
+    mail,
+    reply_address,
+    run_cli,
+    settings_dict,
+    wait_for,
+)
 from sqlalchemy import select
 
 from maildesk.app import App
@@ -108,23 +119,31 @@ def test_who_may_start_beside_whom(make_app: Callable[..., App], db_url: str) ->
         nodes.register(c, node("a", host="mx1", pid=os.getpid()), now)
         # shared storage: any number of nodes
         assert nodes.refusal(c, node("b", "/srv/b", host="mx2"), now) is None
-        # blobs on a disk of its own, beside a node elsewhere: refused, not temporary
+        # blobs on a disk of its own, beside a node elsewhere: refused
         refused = nodes.refusal(c, node("b", "/srv/b", "filesystem", host="mx2"), now)
-        assert refused is not None and not refused.temporary
-        assert "storage.backend: database" in str(refused)
+        assert refused is not None and "storage.backend: database" in str(refused)
         # the same name, running on another host: refused until it stops
         refused = nodes.refusal(c, node("a", host="mx2"), now)
-        assert refused is not None and refused.temporary and "node.name" in str(refused)
+        assert refused is not None and "node.name" in str(refused)
         # the same name and host, its process gone (killed; restarted at once): this is it
         dead = 2**22 + 12345
         nodes.register(c, node("c", host=socket.gethostname(), pid=dead), now)
         assert nodes.refusal(c, node("c", host=socket.gethostname(), pid=os.getpid()),
                              now) is None
+        # killed, and not yet reaped by whoever started it (a zombie): gone as well
+        zombie = subprocess.Popen(["true"])
+        wait_for(lambda: Path(f"/proc/{zombie.pid}/stat").read_text().split(") ")[1][0] == "Z",
+                 what="a zombie")
+        nodes.register(c, node("z", host=socket.gethostname(), pid=zombie.pid), now)
+        assert nodes.refusal(c, node("z", host=socket.gethostname(), pid=os.getpid()),
+                             now) is None
+        zombie.wait()
         # a node silent past ALIVE is gone, whatever it kept where
         assert nodes.refusal(c, node("x", "/srv/x", "filesystem", host="mx9"),
                              now + nodes.ALIVE + timedelta(seconds=1)) is None
         rows = nodes.status(c, now + timedelta(seconds=1))
-        assert [(r["name"], r["state"]) for r in rows] == [("a", "running"), ("c", "running")]
+        assert [(r["name"], r["state"]) for r in rows] == [("a", "running"), ("c", "running"),
+                                                           ("z", "running")]
         assert nodes.forget(c, "a", now) is not None              # running: refused
         assert nodes.forget(c, "a", now + nodes.ALIVE * 2) is None
         assert nodes.forget(c, "nobody", now) == "no node 'nobody'"
@@ -149,10 +168,11 @@ def test_a_second_node_with_its_own_disk_is_refused_at_start(
     first = Daemon(*config("mx1", "filesystem"), tmp_path / "mx1.log").start()
     try:
         cfg, _port = config("mx2", "filesystem")
-        r = run_cli("serve", config=cfg, timeout=60)
-        assert r.returncode == 78, r.stderr
-        assert b"node mx1" in r.stderr and b"storage.backend: database" in r.stderr
-        assert b"Traceback" not in r.stderr
+        for command in ("serve", "config check"):   # the unit's ExecStartPre says so too
+            r = run_cli(*command.split(), config=cfg, timeout=60)
+            assert r.returncode == 78, r.stderr
+            assert b"node mx1" in r.stderr and b"storage.backend: database" in r.stderr
+            assert b"Traceback" not in r.stderr
         first.stop()
         first = Daemon(*config("mx1", "database"), tmp_path / "mx1.log").start()
         second = Daemon(*config("mx2", "database"), tmp_path / "mx2.log").start()
@@ -177,3 +197,24 @@ def test_nodes_status_on_a_desk_that_never_ran_a_node(tmp_path: Path) -> None:
     assert r.returncode == 0 and b"no node has run" in r.stdout
     assert json.loads(run_cli("nodes", "status", "--format", "json", config=cfg).stdout) == []
     assert run_cli("nodes", "forget", "mx9", config=cfg).returncode == 66
+
+
+@pytest.mark.parametrize("setting, words", [
+    ({"database": {"url": "postgres://maildesk@db/maildesk"}}, b"'postgres' is not a database"),
+    ({"database": {"url": "mysql://root@localhost/desk"}}, b"'mysql' is not a database"),
+    ({"node": {"name": "mx\x1b[31m\nevil"}}, b"node.name"),
+])
+def test_a_database_or_node_name_maildesk_cannot_use_is_one_line_and_78(
+        tmp_path: Path, setting: dict[str, Any], words: bytes) -> None:
+    cfg = tmp_path / "maildesk.yaml"
+    cfg.write_text(yaml.safe_dump(settings_dict(tmp_path, **setting)))
+    for command in ("config check", "serve"):
+        r = run_cli(*command.split(), config=cfg)
+        assert r.returncode == 78 and words in r.stderr, r.stderr
+        assert b"Traceback" not in r.stderr and b"\x1b" not in r.stderr
+
+
+def test_a_database_password_is_never_shown() -> None:
+    from maildesk.store.db import shown_url
+    shown = shown_url("postgresql+psycopg://root:s3cret@db/desk?password=qs3cret&sslmode=require")
+    assert "s3cret" not in shown and "sslmode=require" in shown and "root:***@db" in shown

@@ -1,15 +1,16 @@
 """Running the desk: the database schema and the configuration."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import click
-from sqlalchemy import make_url
+from sqlalchemy import Engine
 
 from ..app import DataDirError, writable_dir
 from ..config.schema import Settings
 from ..store import migrate
-from ..store.db import make_engine, sqlite_file
+from ..store.db import make_engine, shown_url, sqlite_file
 from .context import Obj, startup_exit
 from .output import EX_CANTCREAT, EX_CONFIG, EX_TEMPFAIL, FORMAT, emit_json, emit_table, fail
 
@@ -32,7 +33,7 @@ def db_upgrade(obj: Obj) -> None:
     try:
         before, after = migrate.upgrade(engine)
     except Exception as e:
-        fail(f"cannot upgrade {engine.url.render_as_string(hide_password=True)}: "
+        fail(f"cannot upgrade {shown_url(engine.url)}: "
              f"{str(e).splitlines()[0]}", EX_TEMPFAIL)
     finally:
         engine.dispose()
@@ -83,6 +84,8 @@ def _schema(settings: Settings) -> str:
         at = read_schema(engine, upgrade=False)
         if not settings.database.auto_upgrade:
             refuse_schema(engine, at)
+        if at == migrate.HEAD:
+            _beside_the_nodes(settings, engine)
     except StartupError as e:
         fail(str(e), startup_exit(e))
     finally:
@@ -90,6 +93,17 @@ def _schema(settings: Settings) -> str:
     if at == migrate.HEAD:
         return f"schema at {at}, current"
     return f"schema at {at or 'none'}: `maildesk serve` upgrades it to {migrate.HEAD}"
+
+
+def _beside_the_nodes(settings: Settings, engine: Engine) -> None:
+    """fail() as `serve` would if the running nodes keep this one from starting (another
+    node's name, or mail on a disk of its own beside theirs)."""
+    from ..store import nodes
+    me = nodes.Node.of(settings.node.name, settings.data_dir, settings.storage.backend)
+    with engine.connect() as conn:
+        refused = nodes.refusal(conn, me, datetime.now(timezone.utc))
+    if refused is not None:
+        fail(str(refused), EX_CONFIG)
 
 
 @config.command("show")
@@ -114,7 +128,7 @@ def _hidden(d: Any) -> Any:
         return d
     out = {k: "********" if k == "password" and v else _hidden(v) for k, v in d.items()}
     if out.get("url") and "://" in str(out["url"]):
-        out["url"] = make_url(str(out["url"])).render_as_string(hide_password=True)
+        out["url"] = shown_url(str(out["url"]))
     return out
 
 

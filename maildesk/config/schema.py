@@ -539,11 +539,24 @@ class Digest(Strict):
     _every = field_validator("every", mode="before")(_duration)
 
 
+DATABASES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
 class Database(Strict):
     url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/maildesk.db "
                           "(PostgreSQL: postgresql+psycopg://user@host/db).")
     auto_upgrade: bool = Field(True, description="Apply schema migrations at start.")
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, url: str | None) -> str | None:
+        """Only the engines maildesk runs on, named as SQLAlchemy names them: a URL like
+        postgres://... or mysql://... would fail deep in the driver, with a traceback."""
+        if url is not None and url.split("://", 1)[0] not in DATABASES:
+            raise ValueError(f"{url.split('://', 1)[0]!r} is not a database maildesk runs "
+                             "on; use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        return url
 
 
 class Smtp(Strict):
@@ -657,9 +670,11 @@ class Storage(Strict):
 class Node(Strict):
     """This daemon among the desk's nodes (several `maildesk serve` on one PostgreSQL)."""
 
-    name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100,
+    name: str = Field(default_factory=socket.gethostname, max_length=100,
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                       description="This node's name in `maildesk nodes status`; each node of "
-                                  "a desk needs its own (default: the host name).")
+                                  "a desk needs its own (default: the host name). Letters, "
+                                  "digits, '.', '_' and '-'.")
 
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}

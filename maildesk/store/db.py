@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
@@ -50,6 +50,15 @@ def _private_sqlite_file(url: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError:
         pass
+
+
+def shown_url(url: str | URL) -> str:
+    """A database URL for a log line or a terminal: its password hidden, in the user part
+    and in the query (libpq takes ?password= too)."""
+    u = make_url(url)
+    query = {k: "***" if k.lower() in ("password", "sslpassword") else v
+             for k, v in u.query.items()}
+    return u.set(query=query).render_as_string(hide_password=True)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

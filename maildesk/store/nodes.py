@@ -43,12 +43,8 @@ class Node:
 
 
 class NodeRefused(Exception):
-    """Starting this node would lose or misplace mail; the message says why and what to do.
-    temporary: it goes away by itself (a node of the same name that is still stopping)."""
-
-    def __init__(self, message: str, temporary: bool = False) -> None:
-        super().__init__(message)
-        self.temporary = temporary
+    """Starting this node would lose or misplace mail, or take another's name; the message
+    says why and what to do (a setting to change: `serve` exits 78)."""
 
 
 def _alive(row: Any, now: datetime) -> bool:
@@ -56,13 +52,19 @@ def _alive(row: Any, now: datetime) -> bool:
 
 
 def _pid_running(pid: int) -> bool:
+    """Whether a process of this host runs under pid: a zombie (killed, not yet reaped by
+    whoever started it) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2:][:1] != "Z"
 
 
 def refusal(conn: Connection, me: Node, now: datetime) -> NodeRefused | None:
@@ -76,7 +78,8 @@ def refusal(conn: Connection, me: Node, now: datetime) -> NodeRefused | None:
             return NodeRefused(
                 f"node name {me.name!r} is in use by a running node on {row['host']} (pid "
                 f"{row['pid']}, last heartbeat {_ago(row, now)}); give each node its own "
-                "node.name, or wait for that one to stop", temporary=True)
+                "node.name (if that node is gone, its name is free once its heartbeat is "
+                f"{ALIVE.seconds} s old)")
         shared = (row["host"], row["data_dir"]) == (me.host, me.data_dir)
         if not shared and "filesystem" in (row["storage"], me.storage):
             local = row["name"] if row["storage"] == "filesystem" else me.name
