@@ -178,18 +178,23 @@ def test_three_nodes_making_a_new_desk_at_once(make_app: Callable[..., App],
     assert len({a.secrets for a in apps}) == 1
 
 
+@pytest.mark.parametrize("by", ["references", "tag"])
 def test_a_reply_drained_on_one_node_while_another_holds_its_original_joins_its_ticket(
-        make_app: Callable[..., App], db_url: str) -> None:
+        make_app: Callable[..., App], db_url: str, by: str) -> None:
     """Node A's batch holds a customer's first mail, uncommitted; node B's batch takes the
-    customer's reply, which came a moment later. B used to look for the original, find
-    nothing (A had not committed) and open a second ticket for the reply."""
+    customer's reply, which came a moment later, naming the first by References or by
+    the ticket's tag. B used to look for the original, find nothing (A had not committed)
+    and open a second ticket for the reply. B now waits for A only then: a batch of
+    mail that names nothing runs beside A's."""
     from maildesk.intake.inbound import accept
     from maildesk.pipeline.run import drain
     a, b = make_app(db_url), make_app(db_url)
     first = mail(subject="Laptop will not boot", message_id="<first@customer.test>")
-    reply = mail(subject="Re: Laptop will not boot", body="Still black.\n",
-                 message_id="<second@customer.test>", In_Reply_To="<first@customer.test>",
-                 References="<first@customer.test>")
+    threading_by = {"In_Reply_To": "<first@customer.test>",
+                    "References": "<first@customer.test>"} if by == "references" else {}
+    reply = mail(subject=("Re: Laptop will not boot" if by == "references"
+                          else "Re: [MD-1] Laptop will not boot"), body="Still black.\n",
+                 message_id="<second@customer.test>", **threading_by)
     smtp = Envelope(source="smtp", mail_from="ana@customer.test", rcpt_to=("support@localhost",))
     accept(a, first, smtp)
     accept(a, reply, smtp)

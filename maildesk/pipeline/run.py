@@ -69,27 +69,12 @@ def _claim(conn: Connection, limit: int, only: int | None = None) -> Sequence[Ro
     return conn.execute(query).mappings().all()
 
 
-def _after_older(conn: Connection, first: int) -> None:
-    """Wait until no older mail is in another node's batch still (PostgreSQL; on SQLite one
-    batch runs at a time anyway). A reply is threaded by the Message-IDs of the mail before
-    it, which another node may be holding uncommitted: run beside that batch, the reply
-    would find no ticket and open a second one (issue 18: 4 of 3,000 mails on two nodes).
-    FOR SHARE waits for the rows another batch holds, then finds them settled. Batches
-    are processed in arrival order, as on one node; accepting, claiming and reading mail
-    still overlap, and a batch that opens tickets waits for the counter anyway."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(T_INBOUND.c.id).where(
-            T_INBOUND.c.id < first, T_INBOUND.c.state.in_(("queued", "released")))
-            .with_for_update(read=True))
-
-
 def _drain_batch(app: App, limit: int, only: int | None = None) -> Summary | None:
     """One batch of queued mail in one transaction; None when nothing is queued."""
     with app.engine.begin() as conn:
         rows = _claim(conn, limit, only)
         if not rows:
             return None
-        _after_older(conn, rows[0]["id"])
         batch: list[Accepted] = []
         now, unreadable = _now(), Summary()
         for r in rows:
@@ -107,7 +92,9 @@ def _drain_batch(app: App, limit: int, only: int | None = None) -> Summary | Non
                 received_at=r["received_at"], attempts=r["attempts"], queue=r["queue"],
                 released=r["state"] == "released"),
                 raw=raw))
-        unreadable.add(_run(app, app.context(conn, now), batch))
+        ctx = app.context(conn, now)
+        ctx.ledger.older_than = rows[0]["id"]
+        unreadable.add(_run(app, ctx, batch))
         return unreadable
 
 
