@@ -206,7 +206,7 @@ def test_kill_9_while_clients_send_loses_and_doubles_nothing(
     want = set(accepted)
 
     def stored() -> list[str]:
-        tickets = cli_json(d, "tickets", "list")
+        tickets = cli_json(d, "tickets", "list", "--limit", "0")     # all, not the newest 50
         return [t["subject"] for t in tickets]
     subjects = wait_for(lambda: (s := stored()) and len(s) >= len(want) and s, 60,
                         f"{len(want)} tickets")
