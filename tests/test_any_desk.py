@@ -92,6 +92,9 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("nodes", "forget"): [["mx9"]],
         ("keys", "list"): [[], ["--format", "json"]],
         ("keys", "rotate"): [[]],
+        ("kb", "check"): [[]],
+        ("kb", "list"): [[], ["--format", "json"]],
+        ("kb", "show"): [["reset-vpn-password"], ["reset-vpn-password", "--format", "json"]],
     }
 
 

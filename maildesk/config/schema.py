@@ -667,6 +667,14 @@ class Storage(Strict):
     _size = field_validator("pack_size", mode="before")(parse_size)
 
 
+class Kb(Strict):
+    """The knowledge base: articles as Markdown files (maildesk/kb/articles.py)."""
+
+    folder: Path | None = Field(
+        None, description="Folder of articles (*.md with front matter), kept in git; "
+                          "`maildesk kb check` checks it. None: no knowledge base.")
+
+
 class Node(Strict):
     """This daemon among the desk's nodes (several `maildesk serve` on one PostgreSQL)."""
 
@@ -764,6 +772,7 @@ class Settings(Strict):
     previous_secret_file: Path | None = Field(
         None, description="The key before the last rotation: its tokens stay good until "
                           "this setting is removed.")
+    kb: Kb = Field(default_factory=Kb)
     node: Node = Field(default_factory=lambda: Node())
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -808,6 +817,7 @@ class Settings(Strict):
             "data_dir": data,
             "templates_dir": under(self.templates_dir),
             "rules": [under(r) for r in self.rules],
+            "kb": self.kb.model_copy(update={"folder": under(self.kb.folder)}),
             "secret_file": under(self.secret_file),
             "previous_secret_file": under(self.previous_secret_file),
             "outbox": self.outbox.model_copy(update={

@@ -1,0 +1,1 @@
+"""The knowledge base: articles admins keep as Markdown files (issue 19)."""
