@@ -7,7 +7,16 @@ import click
 
 from ..kb.articles import Article, KbError, load
 from .context import Obj
-from .output import EX_CONFIG, EX_NOINPUT, FORMAT, emit_json, emit_table, fail, safe
+from .output import (
+    EX_CONFIG,
+    EX_NOINPUT,
+    FORMAT,
+    TEXT_FORMAT,
+    emit_json,
+    emit_table,
+    fail,
+    safe,
+)
 
 
 @click.group()
@@ -62,8 +71,7 @@ def kb_list(obj: Obj, fmt: str) -> None:
 
 @kb.command("show")
 @click.argument("slug")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="text for people, json for scripts.")
+@TEXT_FORMAT
 @click.pass_obj
 def kb_show(obj: Obj, slug: str, fmt: str) -> None:
     """One article: its fields and its Markdown text. An unknown slug is exit 66."""

@@ -27,6 +27,7 @@ from .output import (
     EX_USAGE,
     FORMAT,
     ROW_ID,
+    TEXT_FORMAT,
     emit_json,
     emit_table,
     fail,
@@ -117,8 +118,7 @@ def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
 
 @tickets.command("show")
 @click.argument("ref")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="text for people, json for scripts.")
+@TEXT_FORMAT
 @click.pass_obj
 def tickets_show(obj: Obj, ref: str, fmt: str) -> None:
     """One ticket with its messages and events."""
@@ -256,8 +256,7 @@ def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
 @quarantine.command("show")
 @click.argument("id_", metavar="ID", type=ROW_ID)
 @click.option("--raw", is_flag=True, help="Write the mail's bytes as they arrived to stdout.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="text for people, json for scripts.")
+@TEXT_FORMAT
 @click.pass_obj
 def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     """One held mail: why it is held, its envelope and its headers (or --raw bytes)."""

@@ -23,6 +23,7 @@ from .output import (
     EX_TEMPFAIL,
     EX_USAGE,
     FORMAT,
+    TEXT_FORMAT,
     emit_json,
     emit_table,
     fail,
@@ -31,8 +32,7 @@ from .output import (
 
 @click.command()
 @click.argument("names", nargs=-1, metavar="[MAILBOX]...")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@TEXT_FORMAT
 @click.pass_obj
 def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
     """Drain the configured IMAP mailboxes once (all, or those named), then exit.

@@ -32,6 +32,7 @@ from .output import (
     EX_UNAVAILABLE,
     FORMAT,
     ROW_ID,
+    TEXT_FORMAT,
     emit_json,
     emit_table,
     fail,
@@ -87,8 +88,7 @@ def outbox_list(obj: Obj, status: str | None, fmt: str) -> None:
 @outbox.command("show")
 @click.argument("id_", metavar="ID", type=ROW_ID)
 @click.option("--raw", is_flag=True, help="Write the mail's bytes, as they are sent, to stdout.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="text for people, json for scripts.")
+@TEXT_FORMAT
 @click.pass_obj
 def outbox_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     """One outgoing mail: recipients, status, attempts, last error, next attempt, its

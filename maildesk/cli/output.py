@@ -29,6 +29,10 @@ EX_CONFIG = 78      # fix the configuration: settings, templates, rules, an old 
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True, help="table for people, json for scripts.")
+# for a command that shows one thing (a ticket, a mail, an article) rather than a listing
+TEXT_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]),
+                           default="text", show_default=True,
+                           help="text for people, json for scripts.")
 
 
 def emit_json(data: Any) -> None:

@@ -20,7 +20,15 @@ from ..store.blobs import digest_of
 from ..store.rows import TicketRow
 from ..tickets.ledger import Ledger
 from .context import Obj
-from .output import EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_USAGE, emit_json, fail
+from .output import (
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_NOINPUT,
+    EX_USAGE,
+    TEXT_FORMAT,
+    emit_json,
+    fail,
+)
 
 
 def _load(obj: Obj, files: tuple[Path, ...]) -> tuple[RuleSet, list[Path]]:
@@ -83,8 +91,7 @@ def _ticket(obj: Obj, ref: str | None, mail_subject: str, sender: str, name: str
               help="Event kind; default ticket.created, or customer.replied with --ticket.")
 @click.option("--rules", "files", multiple=True, type=click.Path(path_type=Path),
               help="Rules file(s) to try instead of those in maildesk.yaml.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@TEXT_FORMAT
 @click.pass_obj
 def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
                files: tuple[Path, ...], fmt: str) -> None:
