@@ -133,8 +133,10 @@ class Ledger:
         self._counter: int | None = None
         self._draft: dict[str, Any] | None = None
         self._as_read: dict[int, dict[str, Any]] = {}     # ticket number -> columns as read
-        self._by = _TICKET_LOCKED if conn.dialect.name == "postgresql" else _TICKET_BY
-        # the first inbound id of a drained batch (pipeline/run.py); None once caught_up()
+        # PostgreSQL: rows read to be changed are locked, as several nodes may write them
+        self._locking = conn.dialect.name == "postgresql"
+        self._by = _TICKET_LOCKED if self._locking else _TICKET_BY
+        # the first inbound id of a drained batch (pipeline/run.py); None once _caught_up()
         self.older_than: int | None = None
 
     # -- drafts -----------------------------------------------------------
@@ -186,24 +188,23 @@ class Ledger:
             self._draft["keys"].append((index, key))
 
     # -- reading ----------------------------------------------------------
-    def caught_up(self) -> bool:
+    def _caught_up(self) -> bool:
         """After a lookup found nothing: wait until no older mail is in another node's
         batch still, and say whether the lookup is worth asking again. A reply names the
         mail before it (Message-IDs, a ticket's tag), which another node may be holding
         uncommitted; looked up beside it, the reply would open a second ticket (issue 18:
         2,105 tickets of 2,100 on two nodes). Asked once per batch, and only when a mail's
         tag, token or References found nothing, so batches of new mail still run side by
-        side. PostgreSQL only: on SQLite one
-        batch writes at a time anyway."""
+        side. PostgreSQL only: on SQLite one batch writes at a time anyway."""
         first, self.older_than = self.older_than, None
-        if first is None or self.conn.dialect.name != "postgresql":
+        if first is None or not self._locking:
             return False
         self.conn.execute(_OLDER_IN_FLIGHT, {"first": first})
         return True
 
     def _load(self, column: str, value: Any) -> TicketRow | None:
         row = self.conn.execute(self._by[column], {"value": value}).mappings().first()
-        if row is None and column != "id" and self.caught_up():
+        if row is None and column != "id" and self._caught_up():
             row = self.conn.execute(self._by[column], {"value": value}).mappings().first()
         if row is None:
             return None
@@ -238,7 +239,7 @@ class Ledger:
         missing = [m for m in ids if m not in found]
         if missing:
             rows = self.conn.execute(_BY_MESSAGE_IDS, {"ids": missing}).all()
-            if not rows and not found and self.caught_up():
+            if not rows and not found and self._caught_up():
                 rows = self.conn.execute(_BY_MESSAGE_IDS, {"ids": missing}).all()
             for mid, tid in rows:
                 found.setdefault(mid, tid)
@@ -343,8 +344,7 @@ class Ledger:
         if rows is None:
             rows = []
             if ticket.id is not None:
-                query = _CLOCKS_OF.with_for_update() \
-                    if self.conn.dialect.name == "postgresql" else _CLOCKS_OF
+                query = _CLOCKS_OF.with_for_update() if self._locking else _CLOCKS_OF
                 for r in self.conn.execute(query, {"tid": ticket.id}).mappings():
                     rows.append(ClockRow(**dict(r)))
                     self._clocks_loaded[r["id"]] = dict(r)
@@ -364,8 +364,7 @@ class Ledger:
         daemons cannot both take the answer."""
         if ticket.id is None or any(t is ticket for t, _v in self.answers):
             return False
-        query = _OPEN_SURVEY.with_for_update() if self.conn.dialect.name == "postgresql" \
-            else _OPEN_SURVEY
+        query = _OPEN_SURVEY.with_for_update() if self._locking else _OPEN_SURVEY
         return self.conn.execute(query, {"tid": ticket.id}).first() is not None
 
     def answer_survey(self, ticket: TicketRow, **values: Any) -> None:
@@ -402,7 +401,7 @@ class Ledger:
         if self._counter is None:
             name = f"ticket:{self.prefix}"
             q = select(T_COUNTERS.c.value).where(T_COUNTERS.c.name == name)
-            if self.conn.dialect.name == "postgresql":
+            if self._locking:
                 q = q.with_for_update()
             value = self.conn.scalar(q)
             if value is None:       # the desk's first ticket; another node may race us to it
