@@ -117,8 +117,7 @@ class Daemon:
                                       lambda client: self.app.settings.desk.relayed_by_us(client))
         self.outbox = Worker("outbox", self._deliver)
         self.ingest = Worker("ingest", self._drain)
-        self.node = nodes.Node.of(app.settings.node.name, app.settings.data_dir,
-                                  app.settings.storage.backend)
+        self.node = nodes.Node.of(app.settings)
         self.heartbeat = Worker("heartbeat", self._beat)
         # one for the process: its PostgreSQL locks share one connection
         self.leadership = Leadership(app.engine, app.settings.data_dir)

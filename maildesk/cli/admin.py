@@ -99,7 +99,7 @@ def _beside_the_nodes(settings: Settings, engine: Engine) -> None:
     """fail() as `serve` would if the running nodes keep this one from starting (another
     node's name, or mail on a disk of its own beside theirs)."""
     from ..store import nodes
-    me = nodes.Node.of(settings.node.name, settings.data_dir, settings.storage.backend)
+    me = nodes.Node.of(settings)
     with engine.connect() as conn:
         refused = nodes.refusal(conn, me, datetime.now(timezone.utc))
     if refused is not None:

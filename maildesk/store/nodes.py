@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from ..config.schema import Settings
 from .db import upsert
 from .tables import T_NODES
 
@@ -37,9 +38,11 @@ class Node:
     pid: int
 
     @classmethod
-    def of(cls, name: str, data_dir: Path, storage: str) -> Node:
-        return cls(name=name, data_dir=str(data_dir.resolve()), storage=storage,
-                   host=socket.gethostname(), pid=os.getpid())
+    def of(cls, settings: Settings) -> Node:
+        """This process, under the settings it runs with."""
+        return cls(name=settings.node.name, data_dir=str(settings.data_dir.resolve()),
+                   storage=settings.storage.backend, host=socket.gethostname(),
+                   pid=os.getpid())
 
 
 class NodeRefused(Exception):
