@@ -10,7 +10,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .config.schema import Settings
 from .errors import MaildeskError
+from .kb.library import Library
 from .notify.templates import Templates
 from .sla.calendar import NoWorkingTime
 from .sla.policy import Slas
@@ -45,6 +46,16 @@ def load_rules(settings: Settings, templates: Templates) -> RuleSet:
         return rules.load(settings.rules, settings.desk, templates.names())
     except rules.RulesError as e:
         raise StartupError("rules not loaded:\n" + "\n".join(e.problems)) from None
+
+
+def load_kb(settings: Settings) -> Library:
+    """The knowledge base, or StartupError listing every problem with its place."""
+    from .kb import library
+    from .kb.articles import KbError
+    try:
+        return library.read(settings.kb.folder, {q.name for q in settings.desk.queues})
+    except KbError as e:
+        raise StartupError("knowledge base not loaded:\n" + "\n".join(e.problems)) from None
 
 
 def load_slas(settings: Settings, templates: Templates) -> Slas:
@@ -200,6 +211,7 @@ class App:
     secrets: tuple[bytes, ...]      # the current key first, then the one before rotation
     rules: RuleSet
     slas: Slas
+    kb: Library = field(default_factory=Library)
     dns: Any = None      # DKIM key lookups: None is the system resolver (tests give a stub)
     # the pipeline's stages, as (name, function) pairs; () is pipeline/stages STAGES (a test
     # runs its own list; the App does not import the pipeline that works through it)
@@ -237,6 +249,7 @@ class App:
         return cls(
             rules=load_rules(settings, templates),
             slas=load_slas(settings, templates),
+            kb=load_kb(settings),
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
@@ -261,7 +274,8 @@ class App:
         return Context(ledger=Ledger(conn, self.settings.desk.ref_prefix),
                        settings=self.settings, blobs=self.blobs.batch(conn),
                        templates=self.templates, secrets=self.secrets, now=now,
-                       rules=self.rules, slas=self.slas, dns=self.dns, history=history)
+                       rules=self.rules, slas=self.slas, kb=self.kb, dns=self.dns,
+                       history=history)
 
     def close(self) -> None:
         self.blobs.close()

@@ -22,6 +22,7 @@ import os
 import resource
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
@@ -31,9 +32,10 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
-from .app import App, StartupError, load_rules, load_slas
+from .app import App, StartupError, load_kb, load_rules, load_slas
 from .config.load import ConfigError, load_settings
 from .intake import imap, smtp
+from .kb.library import stamp
 from .notify import delivery
 from .notify.templates import Templates
 from .pipeline import run
@@ -45,6 +47,7 @@ from .surveys.web import RatingServer
 
 log = logging.getLogger("maildesk")
 POLL = 5.0
+KB_WATCH = 2.0     # seconds between looks at the articles' folder for changes
 # Open files the daemon needs besides its SMTP sessions: database, blobs, log, IMAP,
 # rating pages, and a burst of connections accepted only to be refused (asyncio
 # accepts up to 100 at a time before any is closed).
@@ -125,6 +128,7 @@ class Daemon:
                                     self.leadership)
                         for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
+        self._kb_seen, self._kb_next = app.kb.stamp, 0.0
         self.scheduler: BackgroundScheduler | None = None
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -179,8 +183,29 @@ class Daemon:
         log.info("rules reloaded: %d rules from %s", len(self.app.rules),
                  ", ".join(self.app.rules.sources))
 
+    def _watch_kb(self) -> None:
+        """Changed articles go live if they all load; if not, the running ones stay and
+        the log says why, once for each change. Looked at every KB_WATCH seconds at most:
+        a large folder is thousands of stat() calls."""
+        if time.monotonic() < self._kb_next:
+            return
+        self._kb_next = time.monotonic() + KB_WATCH
+        now = stamp(self.app.settings.kb.folder)
+        if now == self._kb_seen:
+            return
+        self._kb_seen = now
+        try:
+            self.app.kb = load_kb(self.app.settings)
+        except StartupError as e:
+            log.error("articles changed but %s; keeping the %d running articles", e,
+                      len(self.app.kb.articles))
+            return
+        log.info("knowledge base reloaded: %d articles, %d published, from %s",
+                 len(self.app.kb.articles), len(self.app.kb.index), self.app.kb.folder)
+
     def _drain(self) -> None:
         self._watch_rules()
+        self._watch_kb()
         summary = run.drain(self.app)
         if summary.new_tickets or summary.follow_ups or summary.refused:
             self.outbox.wake.set()
@@ -226,6 +251,7 @@ class Daemon:
                 raise StartupError("; ".join(problems))
             rules = load_rules(settings, templates)
             slas = load_slas(settings, templates)
+            kb = load_kb(settings)
         except (ConfigError, StartupError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return
@@ -241,6 +267,8 @@ class Daemon:
         self.app.templates = templates
         self.app.rules = rules
         self.app.slas = slas
+        self.app.kb = kb
+        self._kb_seen = kb.stamp
         self._rule_mtimes = self._mtimes()
         self.transport = delivery.make_transport(self.app)
         if self.scheduler is not None:      # intervals may have changed

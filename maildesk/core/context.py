@@ -9,11 +9,12 @@ fire()) may end a mail's journey too: `drop: spam`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ..config.schema import Settings
+from ..kb.library import Library
 from ..notify.templates import Templates
 from ..rules.engine import EMPTY, RuleSet
 from ..sla.policy import Slas
@@ -37,6 +38,7 @@ class Context:
     now: datetime
     rules: RuleSet = EMPTY
     slas: Slas | None = None       # None: no SLA clocks (tests of other things)
+    kb: Library = field(default_factory=Library)    # the knowledge base: none by default
     dns: Callable[..., Any] | None = None   # DKIM key lookups; None: the system resolver
     history: bool = False
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Float,
     Integer,
     LargeBinary,
     String,
@@ -358,3 +359,22 @@ class SurveyOptOut(Base):
     __tablename__ = "survey_optouts"
     address: Mapped[str] = mapped_column(String(320), primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KbSuggestion(Base):
+    """An article the desk put in a ticket's acknowledgement, at its rank (1 first), and
+    whether the requester said it solved the ticket. A search that found nothing above
+    the threshold is a row with no slug (rank 0): the report's search gaps."""
+
+    __tablename__ = "kb_suggestions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    slug: Mapped[str | None] = mapped_column(String(200))
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Float)
+    suggested_at: Mapped[datetime] = mapped_column()
+    solved_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (Index("ix_kb_suggestions_ticket", "ticket_id", "rank"),
+                      Index("ix_kb_suggestions_suggested", "suggested_at"),
+                      Index("ix_kb_suggestions_slug", "slug"))
