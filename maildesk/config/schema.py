@@ -53,6 +53,9 @@ class Queue(Strict):
         default_factory=list,
         description="Support addresses whose mail opens tickets in this queue.")
     surveys: bool = Field(True, description="Send satisfaction surveys for its tickets.")
+    suggest_articles: int | None = Field(
+        None, ge=0, le=10, description="Articles this queue's acknowledgements suggest at "
+                                       "most; 0: none; unset: kb.suggest.")
     on_closed_reply: Literal["new", "reopen", "refuse"] = Field(
         "new",
         description="A reply to a closed ticket: open a new linked ticket, reopen, "
@@ -673,6 +676,14 @@ class Kb(Strict):
     folder: Path | None = Field(
         None, description="Folder of articles (*.md with front matter), kept in git; "
                           "`maildesk kb check` checks it. None: no knowledge base.")
+    suggest: int = Field(
+        3, ge=0, le=10, description="Articles an acknowledgement suggests at most, matched on "
+                                    "the customer's text; 0: none. A queue's "
+                                    "suggest_articles and a rule's action override it.")
+    threshold: float = Field(
+        0.0, ge=0, description="The score an article needs to be suggested; chosen on the "
+                               "evaluation set so that mail no article answers rarely gets "
+                               "one (BENCHMARKS.md, Knowledge base).")
 
 
 class Node(Strict):
