@@ -151,6 +151,7 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
         "notifications": preview.notifications, "escalations": preview.escalations,
         "acknowledgement": ("acknowledgement" if preview.acknowledgement is True
                             else preview.acknowledgement),
+        "suggest_articles": preview.suggested,
         "dropped": preview.dropped,
         "rules_stopped": stopped,
     }
@@ -184,6 +185,8 @@ def _print(r: dict[str, Any], before: TicketRow) -> None:
                    f"  [{n['rule']}]")
     ack = r["acknowledgement"]
     click.echo(f"  acknowledgement: {ack if ack else 'none'}")
+    if r["suggest_articles"] is not None:
+        click.echo(f"  suggest_articles: {r['suggest_articles']}")
     for why in r["rules_stopped"]:
         click.echo(f"  rules stopped (a loop?): {why}")
 

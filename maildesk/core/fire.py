@@ -66,6 +66,8 @@ KINDS = {
     "survey.sent": "the satisfaction survey went out",
     "survey.answered": "the customer rated the ticket",
     "survey.opted_out": "the customer wants no more surveys",
+    # the knowledge base
+    "kb.solved": "the requester said a suggested article solved it",
 }
 
 
@@ -185,6 +187,10 @@ class LedgerEffects(BaseEffects):
         if self.mail is not None:      # only a mail is acknowledged
             self.mail.acknowledgement = template
             self.mail.acknowledgement_rule = rule
+
+    def suggest(self, rule: str, articles: int) -> None:
+        if self.mail is not None:
+            self.mail.suggest = articles
 
     def _escalated(self, rule: str, level: int, queue: str | None, group: str | None) -> None:
         fire(self.ctx, self.ticket, "ticket.escalated", actor=f"rule:{rule}", mail=self.mail,

@@ -27,6 +27,8 @@ class Mail:
                                              # rule chose
     acknowledgement: str | None = "acknowledgement"   # the template; a rule may change it
     acknowledgement_rule: str | None = None
+    suggest: int | None = None               # articles its acknowledgement suggests at most,
+                                             # if a rule said (suggest_articles)
     told: set[tuple[int, str, tuple[str, ...]]] = field(default_factory=set)   # see notify()
 
 

@@ -20,6 +20,7 @@ from ..tickets.refs import rate_address
 from .context import Context
 from .happening import Happening
 from .outbox import desk_address, notice
+from .suggestions import suggest
 
 
 def _always(h: Happening) -> str | None:
@@ -77,11 +78,15 @@ NOTICES: dict[str, tuple[Notice, ...]] = {
     "reminder.sent": (Notice("pending_reminder", "requester"),),
     "survey.sent": (Notice("survey", "requester", rate=True),),
     "survey.answered": (Notice("survey_thanks", "requester", _rated_by_mail, replies=True),),
+    "kb.solved": (Notice("kb_solved", "responsible"),),
 }
 
 
 def send_notices(ctx: Context, h: Happening) -> None:
     promise: dict[str, str] | None = None      # the ticket's, once for all its notices
+    # the articles a new ticket's acknowledgement offers; its agents are told which
+    suggested = suggest(ctx, h.ticket, h.mail) if h.kind == "ticket.created" and \
+        h.mail is not None and _acknowledged(h) is None and not h.mail.ack_limited else []
     for n in NOTICES.get(h.kind, ()):
         why_not = n.skip(h)
         if why_not is not None:
@@ -103,6 +108,7 @@ def send_notices(ctx: Context, h: Happening) -> None:
             promise = _promise(ctx, h.ticket)
         extra: dict[str, Any] = {**promise, **h.data, **h.context,
                                  "new_ticket": h.kind == "ticket.created",
+                                 "suggestions": suggested,
                                  "assigned": n.audience == "new_assignee"}
         files: tuple[Attachment, ...] = ()
         if n.attach and h.mail is not None and h.mail.parsed.attachments:

@@ -26,6 +26,7 @@ class Effects(Protocol):
     def tags(self, rule: str, add: list[str], remove: list[str]) -> None: ...
     def notify(self, rule: str, template: str, to: list[str]) -> None: ...
     def acknowledge(self, rule: str, template: str | None) -> None: ...
+    def suggest(self, rule: str, articles: int) -> None: ...
     def escalate(self, rule: str, level: int, queue: str | None, group: str | None) -> None: ...
     def drop(self, rule: str, reason: str) -> None: ...
 
@@ -122,6 +123,20 @@ class ActionChecker:
             return {"template": None}
         template = self._template(args, node, key)
         return {"template": template} if template else None
+
+    def _suggest_articles(self, args: Any, node: Any, key: Any, events: list[str]
+                          ) -> Args | None:
+        if args is False:
+            return {"articles": 0}
+        if isinstance(args, bool) or not isinstance(args, int) or not 0 <= args <= 10:
+            self.p.add(node, key, f"`suggest_articles` takes false or a number of articles "
+                                  f"from 0 to 10, not {args!r}", "suggest_articles: 2")
+            return None
+        if set(events) - {"ticket.created"}:
+            self.p.add(node, key, "articles are suggested only in a new ticket's "
+                                  "acknowledgement", "on: ticket.created alone")
+            return None
+        return {"articles": args}
 
     def _escalate(self, args: Any, node: Any, key: Any, events: list[str]) -> Args | None:
         p = self.p
@@ -220,6 +235,8 @@ ACTIONS: dict[str, ActionKind] = {
                          lambda fx, rule, a: fx.notify(rule, a["template"], a["to"])),
     "acknowledge": ActionKind(ActionChecker._acknowledge,
                               lambda fx, rule, a: fx.acknowledge(rule, a["template"])),
+    "suggest_articles": ActionKind(ActionChecker._suggest_articles,
+                                   lambda fx, rule, a: fx.suggest(rule, a["articles"])),
     "escalate": ActionKind(ActionChecker._escalate, lambda fx, rule, a: fx.escalate(
         rule, a["level"], a.get("queue"), a.get("group"))),
     "link_problem": ActionKind(ActionChecker._link_problem,

@@ -69,6 +69,7 @@ class Preview(BaseEffects):
     notifications: list[dict[str, Any]] = field(default_factory=list)
     escalations: list[dict[str, Any]] = field(default_factory=list)
     acknowledgement: str | None | bool = True       # True: the default acknowledgement
+    suggested: int | None = None                    # None: as the queue or kb.suggest say
     dropped: str | None = None
     # what a change fires, as in the pipeline (ticket.updated, ticket.resolved): the dry run
     # runs the rules on it too, with the actor and the change
@@ -89,6 +90,9 @@ class Preview(BaseEffects):
 
     def acknowledge(self, rule: str, template: str | None) -> None:
         self.acknowledgement = template
+
+    def suggest(self, rule: str, articles: int) -> None:
+        self.suggested = articles
 
     def _escalated(self, rule: str, level: int, queue: str | None, group: str | None) -> None:
         self.escalations.append({"rule": rule, "level": level, "queue": queue, "group": group})

@@ -43,7 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..app import App
 from ..core.context import Context
 from ..store.rows import TicketRow
-from ..tickets.refs import rate_token_ok, read_rate_address
+from ..tickets.refs import read_rate_address, requester_token_ok
 from .answer import SCALES, Rating, record
 from .send import survey_opt_out
 
@@ -164,7 +164,8 @@ def _target(app: App, conn: Connection, path: str
     ref, choice, token = found
     ctx = app.context(conn, datetime.now(timezone.utc))
     ticket = ctx.ledger.by_ref(ref)
-    if ticket is None or not rate_token_ok(token, app.secrets, ref, ticket.requester):
+    if ticket is None or not requester_token_ok(token, app.secrets, ref, ticket.requester,
+                                                     "rate"):
         return Page(403, "Link not valid", "<p>This rating link is not valid.</p>")
     return ref, choice, ticket, ctx
 

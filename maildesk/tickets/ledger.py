@@ -28,6 +28,7 @@ from ..store.tables import (
     T_COUNTERS,
     T_EVENTS,
     T_INBOUND,
+    T_KB,
     T_MESSAGES,
     T_OPT_OUTS,
     T_OUTBOX,
@@ -99,7 +100,8 @@ _OPEN_SURVEY = select(T_SURVEYS.c.id).where(T_SURVEYS.c.ticket_id == bindparam("
                                             T_SURVEYS.c.answered_at.is_(None))
 _OPTED_OUT = select(T_OPT_OUTS.c.address).where(T_OPT_OUTS.c.address == bindparam("a"))
 _LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound", "bounced",
-          "new_clocks", "refs", "answers", "surveys", "opt_outs", "moves")
+          "new_clocks", "refs", "answers", "surveys", "opt_outs", "moves", "suggestions",
+          "solved")
 
 
 class LostRace(MaildeskError):
@@ -130,6 +132,8 @@ class Ledger:
         self.surveys: list[dict[str, Any]] = []           # surveys sent
         self.opt_outs: list[dict[str, Any]] = []          # requesters who want no surveys
         self.moves: list[tuple[TicketRow, TicketRow]] = []  # (merged, into): its messages
+        self.suggestions: list[Pending] = []               # articles acknowledgements offered
+        self.solved: list[tuple[TicketRow, int, datetime]] = []   # (ticket, rank, when)
         self._counter: int | None = None
         self._draft: dict[str, Any] | None = None
         self._as_read: dict[int, dict[str, Any]] = {}     # ticket number -> columns as read
@@ -382,6 +386,26 @@ class Ledger:
         if not self.opted_out(address):
             self.opt_outs.append({"address": address, "at": at})
 
+    def suggested(self, ticket: TicketRow) -> dict[int, str]:
+        """The articles the ticket's acknowledgement suggested, by rank (this batch's too)."""
+        out = {p.values["rank"]: p.values["slug"] for p in self.suggestions
+               if p.ticket is ticket and p.values["slug"]}
+        if ticket.id is not None:
+            out |= dict(self.conn.execute(
+                select(T_KB.c.rank, T_KB.c.slug).where(T_KB.c.ticket_id == ticket.id,
+                                                       T_KB.c.slug.is_not(None))).all())
+        return out
+
+    def add_suggestion(self, ticket: TicketRow, slug: str | None, rank: int,
+                       score: float | None, at: datetime) -> None:
+        """An article offered to the ticket's requester; slug None: none was good enough."""
+        self.suggestions.append(Pending({"slug": slug, "rank": rank, "score": score,
+                                         "suggested_at": at}, ticket=ticket))
+
+    def solve(self, ticket: TicketRow, rank: int, at: datetime) -> None:
+        """The requester said the article at rank solved it; the first such answer counts."""
+        self.solved.append((ticket, rank, at))
+
     def claim_clock(self, clock: ClockRow, seen: datetime | None) -> bool:
         """Write the scan's step of a clock now, if its next check is still the one the scan
         read: of two scanners exactly one wins (compare and set). Written at once, not at
@@ -545,13 +569,17 @@ class Ledger:
                       .values(ticket_id=into.id))
         for table, items, key in ((T_ATTACH, self.attachments, "message_pk"),
                                   (T_EVENTS, self.events, "ticket_id"),
-                                  (T_OUTBOX, self.outbox, "ticket_id")):
+                                  (T_OUTBOX, self.outbox, "ticket_id"),
+                                  (T_KB, self.suggestions, "ticket_id")):
             if items:
                 c.execute(insert(table), [
                     {**p.values, key: (p.message.id if key == "message_pk"  # type: ignore[union-attr]
                                        else p.ticket.id if p.ticket else None)}
                     for p in items])
         self._write_surveys()
+        for ticket, rank, at in self.solved:
+            c.execute(update(T_KB).where(T_KB.c.ticket_id == ticket.id, T_KB.c.rank == rank,
+                                         T_KB.c.solved_at.is_(None)).values(solved_at=at))
         if self.refs:
             c.execute(insert(T_REFS), [{"ticket_id": t.id, "ref": r} for t, r in self.refs])
         self._write_clocks()

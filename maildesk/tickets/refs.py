@@ -69,8 +69,8 @@ def token_address(secret: bytes, support_address: str, ref: str, recipient: str,
 # Any of our token addresses in a text, however it is quoted: `+md-12-<code>`, with the
 # plus as it is in mailto links (%2B) or quoted-printable leftovers (=2B).
 def _codes(prefix: str) -> re.Pattern[str]:
-    return re.compile(rf"(?i)(\+|%2b|=2b)((?:rate-|bounce-)?{re.escape(prefix)}-\d{{1,12}}"
-                      rf"(?:-(?:[1-5]|optout))?)-[a-z2-7]{{8,}}")
+    return re.compile(rf"(?i)(\+|%2b|=2b)((?:rate-|bounce-|solved-)?{re.escape(prefix)}-"
+                      rf"\d{{1,12}}(?:-(?:\d{{1,2}}|optout))?)-[a-z2-7]{{8,}}")
 
 
 def redact(text: str, prefix: str) -> str:
@@ -113,9 +113,28 @@ def read_rate_address(address: str, prefix: str) -> tuple[str, str | None, str] 
     return (m.group(1).upper(), m.group(2), m.group(3)) if m else None
 
 
-def rate_token_ok(code: str, secrets: tuple[bytes, ...], ref: str, requester: str) -> bool:
-    return any(hmac.compare_digest(code, token(secret, ref, requester, "rate"))
+def requester_token_ok(code: str, secrets: tuple[bytes, ...], ref: str, requester: str,
+                       purpose: str) -> bool:
+    """Whether code is the token of a rate or solved address of ticket ref, made for its
+    requester under any live secret."""
+    return any(hmac.compare_digest(code, token(secret, ref, requester, purpose))
                for secret in secrets)
+
+
+def solved_address(secret: bytes, address: str, ref: str, requester: str, rank: int) -> str:
+    """`support+solved-md-12-2-<token>@domain`: the requester says the article suggested
+    at rank 2 in MD-12's acknowledgement solved it (the rank, not the slug: a local part
+    holds 64 characters)."""
+    local, domain = address.rsplit("@", 1)
+    code = token(secret, ref, requester, "solved")
+    return f"{local}+solved-{ref.lower()}-{rank}-{code}@{domain}"
+
+
+def read_solved_address(address: str, prefix: str) -> tuple[str, int, str] | None:
+    """(ref, rank, token) of a solved address; the caller checks the token."""
+    m = re.fullmatch(rf"[^+@]+\+solved-({re.escape(prefix.lower())}-\d{{1,12}})-(\d{{1,2}})"
+                     rf"-([a-z2-7]+)@.+", address.lower())
+    return (m.group(1).upper(), int(m.group(2)), m.group(3)) if m else None
 
 
 def read_bounce_address(address: str, prefix: str) -> str | None:

@@ -7,7 +7,7 @@ from ...mail.classify import PERSON
 from ...surveys.answer import Rating, parse_rating, record
 from ...surveys.send import survey_opt_out
 from ...tickets.apply import store_message
-from ...tickets.refs import rate_token_ok, read_rate_address
+from ...tickets.refs import read_rate_address, requester_token_ok
 from ..work import Work, recipients, reply_parts
 
 
@@ -21,7 +21,8 @@ def survey_stage(ctx: Context, w: Work) -> None:
     if w.verdict != PERSON:     # a vacation reply to the survey is no answer
         raise Classified(w.verdict, f"{w.verdict_reason}; not a rating")
     ticket = ctx.ledger.by_ref(ref)
-    if ticket is None or not rate_token_ok(code, ctx.secrets, ref, ticket.requester):
+    if ticket is None or not requester_token_ok(code, ctx.secrets, ref, ticket.requester,
+                                                    "rate"):
         raise Refused(f"a rating for {ref} whose token is not its requester's")
     if choice == "optout":
         survey_opt_out(ctx, ticket)

@@ -1,0 +1,49 @@
+"""Articles that may answer a new ticket, put in its acknowledgement before any agent reads
+it; and the requester's answer that one solved it.
+
+How many: a rule's `suggest_articles`, else the queue's, else kb.suggest. Which:
+the knowledge base's search (kb/search.py) on the customer's own words, the
+subject and the text without quotes, above kb.threshold, in their language where
+an article exists. Each suggestion, and a search that found none, is a row of
+kb_suggestions: what the deflection report counts.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..kb.render import html, summary
+from ..store.rows import TicketRow
+from ..tickets.refs import solved_address
+from .context import Context
+from .happening import Mail
+from .outbox import desk_address
+
+
+def how_many(ctx: Context, ticket: TicketRow, mail: Mail) -> int:
+    if mail.suggest is not None:
+        return mail.suggest
+    queue = ctx.settings.desk.queue(ticket.queue).suggest_articles
+    return ctx.settings.kb.suggest if queue is None else queue
+
+
+def suggest(ctx: Context, ticket: TicketRow, mail: Mail) -> list[dict[str, Any]]:
+    """The articles for a new ticket's acknowledgement, as its templates show them, and
+    recorded; [] when the desk has none to offer or none is good enough."""
+    n = how_many(ctx, ticket, mail)
+    if n == 0 or ctx.history or not len(ctx.kb.index) or mail.message is None:
+        return []
+    text = f"{ticket.subject}\n{mail.message.values.get('text') or ''}"
+    hits = ctx.kb.index.search(text, queue=ticket.queue, limit=n,
+                               threshold=ctx.settings.kb.threshold)
+    if not hits:
+        ctx.ledger.add_suggestion(ticket, None, 0, None, ctx.now)
+        return []
+    out = []
+    for rank, hit in enumerate(hits, 1):
+        a = hit.article
+        ctx.ledger.add_suggestion(ticket, a.slug, rank, hit.score, ctx.now)
+        out.append({"rank": rank, "slug": a.slug, "title": a.title, "score": hit.score,
+                    "summary": summary(a.body), "text": a.body, "html": html(a.body),
+                    "solved_address": solved_address(ctx.secrets[0], desk_address(ctx, ticket),
+                                                     ticket.ref, ticket.requester, rank)})
+    return out

@@ -1,0 +1,49 @@
+"""A requester's "this solved it" under an article their acknowledgement suggested: a mail
+to the solved address (tickets/refs.py) resolves the ticket as self-service, and the
+people responsible for it hear which article did it.
+
+The token in the address is an HMAC of the ticket and its requester, as a rate
+address's is: nobody else can resolve the ticket this way, and an auto-reply to the
+acknowledgement is not a click.
+"""
+from __future__ import annotations
+
+from ...core.context import Classified, Context, Refused
+from ...core.fire import change, fire
+from ...mail.classify import PERSON
+from ...tickets.apply import store_message
+from ...tickets.refs import read_solved_address, requester_token_ok
+from ..sender import event_mail
+from ..work import Work, recipients, reply_parts
+
+DONE = ("resolved", "closed")
+
+
+def solved_stage(ctx: Context, w: Work) -> None:
+    prefix = ctx.settings.desk.ref_prefix
+    found = next((r for r in (read_solved_address(a, prefix) for a in recipients(w))
+                  if r is not None), None)
+    if found is None:
+        return
+    ref, rank, code = found
+    if w.verdict != PERSON:     # a vacation reply to the acknowledgement is no click
+        raise Classified(w.verdict, f"{w.verdict_reason}; not a 'solved it'")
+    ticket = ctx.ledger.by_ref(ref)
+    if ticket is None or not requester_token_ok(code, ctx.secrets, ref, ticket.requester,
+                                                "solved"):
+        raise Refused(f"a 'solved it' for {ref} whose token is not its requester's")
+    slug = ctx.ledger.suggested(ticket).get(rank)
+    if slug is None:
+        raise Refused(f"{ref} suggested no article at rank {rank}")
+    w.message = store_message(ctx.ledger, ctx.blobs, ticket, w.parsed, w.inbound.digest,
+                              ctx.now, text=reply_parts(w)[0], visibility="internal")
+    if ticket.status in DONE:
+        raise Classified("solved", f"{ref} is {ticket.status} already; article {slug} "
+                                   "said to have solved it")
+    ctx.ledger.solve(ticket, rank, ctx.now)
+    mail = event_mail(ctx, w)
+    change(ctx, ticket, f"customer:{ticket.requester}", mail=mail,
+           note={"resolved_by": "kb", "article": slug}, status="resolved")
+    fire(ctx, ticket, "kb.solved", actor=ticket.requester, mail=mail, article=slug,
+         rank=rank)
+    raise Classified("solved", f"{ref} resolved by its requester: article {slug} solved it")
