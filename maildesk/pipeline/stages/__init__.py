@@ -16,6 +16,7 @@ from .classify import classify_stage
 from .customer import customer_stage
 from .dedupe import dedupe_stage
 from .identify import identify_stage
+from .status import status_stage
 from .survey import survey_stage
 from .thread import thread_stage
 
@@ -24,6 +25,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("classify", classify_stage),
     ("authenticate", authenticate_stage),
     ("survey", survey_stage),
+    ("status", status_stage),
     ("thread", thread_stage),
     ("identify", identify_stage),
     ("agent", agent_stage),
