@@ -1,10 +1,14 @@
 """Status by mail (issue 19): a customer's mail to support+status@... or with the subject
 "status" gets one mail listing their own tickets, to their From address alone, and opens
-no ticket; machines get nothing, and a sender gets status.limit answers per window."""
+no ticket; machines get nothing, and a sender gets status.limit answers per window. Agents'
+notifications name the requester's other open tickets."""
 from __future__ import annotations
 
+import email
+import re
 from collections.abc import Callable
 from datetime import timedelta
+from email import policy
 
 import pytest
 from conftest import mail
@@ -147,3 +151,27 @@ def test_turned_off_the_status_address_is_a_support_address(make_app: Callable[.
     app = make_app(desk=DESK, status={"enabled": False})
     assert ask(app).startswith("ticketed") and refs(app) == ["MD-1"]
 
+
+def test_agents_hear_of_the_requesters_other_open_tickets(app: App) -> None:
+    def notified(ref: str) -> str:
+        with app.sessions() as s:
+            digest = s.scalars(select(OutboxMail.digest).join(Ticket).where(
+                Ticket.ref == ref, OutboxMail.template == "agent_notification")).first()
+        assert digest is not None
+        return text_of(email.message_from_bytes(app.blobs.get(digest),
+                                                policy=policy.default))  # type: ignore[arg-type]
+
+    ingest(app, [(mail(subject="eve's", sender="eve@customer.test"), PIPE)], now=MON)
+    for i in range(2):
+        ingest(app, [(mail(subject=f"case {i}", message_id=f"<c{i}@customer.test>"), PIPE)],
+               now=MON + timedelta(minutes=i))
+    assert "other open" not in notified("MD-2"), "Ana's first; Eve's ticket is not hers"
+    third = notified("MD-3")
+    assert "The requester has 1 other open ticket:" in third
+    assert re.search(r"MD-2  new +case 0", third) and "MD-1" not in third
+    for i in range(2, 8):
+        ingest(app, [(mail(subject=f"case {i}", message_id=f"<c{i}@customer.test>"), PIPE)],
+               now=MON + timedelta(minutes=i))
+    ninth = notified("MD-9")
+    assert "The requester has 7 other open tickets:" in ninth and "and 2 more" in ninth
+    assert "MD-8" in ninth and "MD-3" not in ninth, "the last changed five"
