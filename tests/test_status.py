@@ -11,8 +11,9 @@ from datetime import timedelta
 from email import policy
 
 import pytest
-from conftest import mail
+from conftest import dns_stub, mail, signed
 from sqlalchemy import select
+from test_agents import agent_mail
 from test_customer_mail import sent, text_of
 from test_surveys import MON, resolved_ticket
 
@@ -82,7 +83,8 @@ def test_the_status_address_lists_the_senders_tickets_and_nobody_elses(app: App)
     assert refs(app) == before
 
 
-def test_the_subject_status_asks_too_and_a_reply_on_a_ticket_does_not(app: App) -> None:
+def test_the_subject_status_asks_too_and_a_reply_on_a_ticket_does_not(
+        app: App, dkim_key: tuple[bytes, bytes]) -> None:
     ingest(app, [(mail(subject="printer", message_id="<p1@customer.test>"), PIPE)], now=MON)
     assert ask(app, to="support@localhost", subject=" Status! ").startswith("status: answered")
     assert len(sent(app, "status")) == 1 and refs(app) == ["MD-1"]
@@ -96,9 +98,13 @@ def test_the_subject_status_asks_too_and_a_reply_on_a_ticket_does_not(app: App) 
     assert ask(app, to="support@localhost", subject="status", n=2, In_Reply_To=str(ack)) \
         .startswith("ticketed")
     assert refs(app) == ["MD-1"] and len(sent(app, "status")) == 1
-    with app.sessions() as s:
-        inbound = s.scalars(select(Inbound.state).order_by(Inbound.id)).all()
-    assert inbound[-2:] == ["ticketed", "ticketed"]
+    # a proven agent's ticket for a caller may be called "status"
+    private, record = dkim_key
+    app.dns = dns_stub(record)
+    ingest(app, [(signed(agent_mail("bob", "support@localhost",
+                                    "#requester caller@customer.test\nWhat is it?\n",
+                                    subject="Status"), private), PIPE)], now=ASKED)
+    assert refs(app) == ["MD-1", "MD-2"] and len(sent(app, "status")) == 1
 
 
 def test_the_answer_goes_to_the_from_address_alone(app: App) -> None:

@@ -61,8 +61,9 @@ def _status_address(support: list[str], rcpts: tuple[str, ...]) -> str | None:
 def _asks_by_subject(ctx: Context, w: Work) -> bool:
     """The subject is just "status" and the mail names no ticket: no reply address of
     ours, no Message-ID of a ticket's mail in In-Reply-To or References (a subject tag
-    it cannot have). A reply on a ticket is about that ticket, whatever its subject."""
+    it cannot have). A reply on a ticket is about that ticket, whatever its subject; a
+    proven agent's mail is work (`#requester` opens a ticket titled as it is)."""
     desk, p = ctx.settings.desk, w.parsed
-    return _SUBJECT.fullmatch(p.subject) is not None \
+    return _SUBJECT.fullmatch(p.subject) is not None and w.proven_agent is None \
         and not any(read_token_ref(a, desk.addresses, desk.ref_prefix) for a in recipients(w)) \
         and by_references(ctx.ledger, p.thread_ids) is None
