@@ -534,6 +534,23 @@ class Surveys(Strict):
     _delay = field_validator("delay", mode="before")(_duration)
 
 
+class Status(Strict):
+    """Status by mail: a customer's mail to the `+status` sub-address of a support address
+    (support+status@example.org), or with the subject "status", is answered with a list of
+    their tickets; it opens none."""
+
+    enabled: bool = Field(True, description="Answer status requests (else such a mail is "
+                                            "any mail: it opens a ticket).")
+    recent_days: int = Field(30, ge=0, description="Besides the open tickets, list those "
+                                                   "resolved or closed this recently.")
+    limit: int = Field(3, ge=1, description="Status answers per sender address within "
+                                            "`window`; past it, a request is kept, not "
+                                            "answered (the reason is stored with it).")
+    window: str = Field("1h", description="See limit: a duration (30m, 1h, 1d).")
+
+    _window = field_validator("window", mode="before")(_duration)
+
+
 class Digest(Strict):
     to: list[str] = Field(default_factory=list,
                           description="Who gets the report by mail; empty: no digest.")
@@ -771,6 +788,7 @@ class Settings(Strict):
     storage: Storage = Field(default_factory=Storage)
     sla: Sla = Field(default_factory=Sla)
     surveys: Surveys = Field(default_factory=Surveys)
+    status: Status = Field(default_factory=Status)
     digest: Digest = Field(default_factory=Digest)
     imap: list[Mailbox] = Field(default_factory=list, description="IMAP mailboxes to drain.")
     templates_dir: Path | None = Field(

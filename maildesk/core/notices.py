@@ -110,6 +110,8 @@ def send_notices(ctx: Context, h: Happening) -> None:
                                  "new_ticket": h.kind == "ticket.created",
                                  "suggestions": suggested,
                                  "assigned": n.audience == "new_assignee"}
+        if template == "agent_notification":
+            extra |= _requester_open(ctx, h.ticket)
         files: tuple[Attachment, ...] = ()
         if n.attach and h.mail is not None and h.mail.parsed.attachments:
             files, extra["attachments"] = _attachments(h.mail.parsed.attachments,
@@ -142,6 +144,18 @@ def _size(n: int) -> str:
     if n < 1024:
         return f"{n} bytes"
     return f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.1f} MiB"
+
+
+OTHERS_LISTED = 5   # the requester's other open tickets named in a notification to agents
+
+
+def _requester_open(ctx: Context, ticket: TicketRow) -> dict[str, Any]:
+    """The requester's other tickets not yet resolved, for agents: the last changed few
+    (ref, subject, status) and how many in all. A customer who writes again about the same
+    thing is often on another ticket already."""
+    rows, total = ctx.ledger.requester_tickets(ticket.requester, OTHERS_LISTED,
+                                               besides=ticket.ref)
+    return {"requester_open": rows, "requester_open_count": total}
 
 
 def _promise(ctx: Context, ticket: TicketRow) -> dict[str, str]:

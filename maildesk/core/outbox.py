@@ -74,16 +74,18 @@ def notice(ctx: Context, ticket: TicketRow, template: str, to: list[Person], *,
                                      if alone else None))
 
 
-def answer_agent(ctx: Context, agent: str, address: str, template: str,
-                 context: dict[str, Any], answering: str | None) -> None:
-    """A mail to one agent that belongs to no ticket (what `#mine` asked for), through the
-    outbox like the digest: no ticket, no event; the inbound mail it answers is kept."""
-    if ctx.history:     # an agent's question in old mail was answered long ago
+def answer(ctx: Context, address: str, template: str, context: dict[str, Any],
+           answering: str | None, sender: str | None = None) -> None:
+    """A mail to one person that belongs to no ticket (what an agent's `#mine` or a
+    customer's status request asked for), through the outbox like the digest: no ticket,
+    no event; the inbound mail it answers is kept. From sender, a support address (default
+    the first); no Reply-To."""
+    if ctx.history:     # a question in old mail was answered long ago
         return
     settings = ctx.settings
-    sender = settings.desk.addresses[0]
+    sender = sender or settings.desk.addresses[0]
     rendered = ctx.templates.render(template, {
-        "desk": {"name": settings.desk.name, "address": sender}, "agent": agent, **context})
+        "desk": {"name": settings.desk.name, "address": sender}, **context})
     out = Outgoing(
         from_name=settings.desk.name, from_addr=sender, to=(("", address),),
         subject=rendered.subject, text=rendered.text, html=rendered.html,

@@ -1,14 +1,17 @@
-"""What waits for an agent, by mail: the answer to `#mine`, `#queue NAME` and
-`#unassigned [QUEUE]`, and the daily digest of agents who asked for one."""
+"""What waits, by mail: for an agent, the answer to `#mine`, `#queue NAME` and
+`#unassigned [QUEUE]`, and the daily digest of agents who asked for one; for a customer,
+the answer to their status request. Each ticket listed carries the reader's own reply
+address for it, so that answering one line of the list is answering that ticket."""
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
 from ..config.schema import Agent
+from ..tickets.ledger import UNRESOLVED
 from ..tickets.refs import token_address
 from .context import Context
-from .outbox import answer_agent, queue_address
+from .outbox import answer, queue_address
 
 
 def send_agent_view(ctx: Context, agent: Agent, asked: list[tuple[str, str, str | None]],
@@ -35,9 +38,29 @@ def send_agent_view(ctx: Context, agent: Agent, asked: list[tuple[str, str, str 
         lists.append({"title": title, "error": None, "tickets": rows})
     if message_id is None and not any(v["tickets"] for v in lists):
         return False        # a digest with nothing in it is not sent
-    answer_agent(ctx, agent.name, agent.address, "agent_view", {"lists": lists},
-                 message_id)
+    answer(ctx, agent.address, "agent_view", {"agent": agent.name, "lists": lists}, message_id)
     return True
+
+
+STATUS_LISTED = 50     # a status answer's tickets at most; "and N more" says the rest
+
+
+def send_status(ctx: Context, requester: str, support: str, message_id: str | None,
+                name: str = "") -> None:
+    """A customer's tickets in one mail to them, from the support address they asked
+    (the answer to their status request, message_id): those not yet resolved, then those
+    changed within status.recent_days, each with the requester's own reply address."""
+    recent_days = ctx.settings.status.recent_days
+    rows, total = ctx.ledger.requester_tickets(requester, STATUS_LISTED,
+                                               since=ctx.now - timedelta(days=recent_days))
+    for r in rows:
+        r["reply_to"] = token_address(ctx.secrets[0], queue_address(ctx, r["queue"]),
+                                      r["ref"], requester, "reply", ctx.now.date())
+    answer(ctx, requester, "status", {
+        "customer_name": name, "address": requester, "recent_days": recent_days,
+        "open": [r for r in rows if r["status"] in UNRESOLVED],
+        "recent": [r for r in rows if r["status"] not in UNRESOLVED],
+        "more": total - len(rows)}, message_id, sender=support)
 
 
 def _age(d: timedelta) -> str:

@@ -15,7 +15,7 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
 
 from ..errors import MaildeskError
 from ..store.db import upsert
@@ -63,11 +63,23 @@ _CONVERSATION = select(T_MESSAGES.c.id, T_MESSAGES.c.direction, T_MESSAGES.c.vis
 _ATTACHED = select(T_ATTACH.c.message_pk, T_ATTACH.c.filename, T_ATTACH.c.size) \
     .where(T_ATTACH.c.message_pk.in_(bindparam("ids", expanding=True))) \
     .order_by(T_ATTACH.c.id)
+UNRESOLVED = ("new", "open", "pending")
 _WAITING = select(T_TICKETS.c.ref, T_TICKETS.c.subject, T_TICKETS.c.status,
                   T_TICKETS.c.priority, T_TICKETS.c.queue, T_TICKETS.c.assignee,
                   T_TICKETS.c.requester, T_TICKETS.c.updated_at) \
-    .where(T_TICKETS.c.status.in_(("new", "open", "pending"))) \
+    .where(T_TICKETS.c.status.in_(UNRESOLVED)) \
     .order_by(T_TICKETS.c.priority, T_TICKETS.c.updated_at.desc()).limit(100)
+# a requester's tickets, the unresolved first, then the last changed, with how many there
+# are in all (a count over the rows before the limit: one query for the page and the total)
+_LISTED = ("ref", "subject", "status", "queue", "updated_at")
+_OF_REQUESTER = select(*(T_TICKETS.c[k] for k in _LISTED), func.count().over().label("total")) \
+    .where(T_TICKETS.c.requester == bindparam("r"), T_TICKETS.c.ref != bindparam("besides")) \
+    .order_by(case((T_TICKETS.c.status.in_(UNRESOLVED), 0), else_=1),
+              T_TICKETS.c.updated_at.desc(), T_TICKETS.c.id.desc()).limit(bindparam("n"))
+_UNRESOLVED_OF = _OF_REQUESTER.where(T_TICKETS.c.status.in_(UNRESOLVED))
+_RECENT_OF = _OF_REQUESTER.where(or_(
+    T_TICKETS.c.status.in_(UNRESOLVED),
+    T_TICKETS.c.updated_at >= bindparam("since", type_=T_TICKETS.c.updated_at.type)))
 _RECENT_FROM = select(func.count()).select_from(T_MESSAGES).where(
     T_MESSAGES.c.from_addr == bindparam("s"), T_MESSAGES.c.direction == "in",
     T_MESSAGES.c.date.between(bindparam("a", type_=T_MESSAGES.c.date.type),
@@ -91,6 +103,11 @@ _SENT_BY_ID = _SENT.where(T_OUTBOX.c.message_id.in_(bindparam("ids", expanding=T
     .order_by(T_OUTBOX.c.id.desc())
 _SENT_BY_RETURN_PATH = _SENT.join(T_TICKETS, T_TICKETS.c.id == T_OUTBOX.c.ticket_id).where(
     T_TICKETS.c.ref == bindparam("ref"), T_OUTBOX.c.envelope_from == bindparam("path"))
+
+# no index serves it (template and time): status requests are few, and capped per sender
+_SENT_WITH = select(T_OUTBOX.c.to).where(
+    T_OUTBOX.c.template == bindparam("template"),
+    T_OUTBOX.c.created_at >= bindparam("since", type_=T_OUTBOX.c.created_at.type))
 
 _CLOCKS_OF = select(T_CLOCKS).where(T_CLOCKS.c.ticket_id == bindparam("tid")) \
     .order_by(T_CLOCKS.c.id)
@@ -330,6 +347,29 @@ class Ledger:
         pending = sum(1 for t in self.new_tickets if t.requester == requester
                       and t.created_at >= since)
         return pending + int(self.conn.scalar(_OPENED_BY, {"r": requester, "t": since}) or 0)
+
+    def requester_tickets(self, requester: str, limit: int, since: datetime | None = None,
+                          besides: str = "") -> tuple[list[dict[str, Any]], int]:
+        """A requester's tickets not yet resolved and, since given, those changed since
+        then: at most limit of them (this batch's new ones, then the unresolved, then the
+        last changed), and how many there are in all. besides: a ref left out (the ticket
+        a notice is about)."""
+        new = [{k: getattr(t, k) for k in _LISTED} for t in reversed(self.new_tickets)
+               if t.requester == requester and t.ref != besides]
+        params = {"r": requester, "besides": besides, "since": since,
+                  "n": max(limit - len(new), 1)}    # 1 at least: it carries the total
+        stored = self.conn.execute(_UNRESOLVED_OF if since is None else _RECENT_OF,
+                                   params).mappings().all()
+        rows = new + [{k: r[k] for k in _LISTED} for r in stored]
+        return rows[:limit], len(new) + (stored[0]["total"] if stored else 0)
+
+    def sent_to(self, address: str, template: str, since: datetime) -> int:
+        """Mails of a template queued for address since then, this batch's included."""
+        tos = [p.values["to"] for p in self.outbox if p.values["template"] == template
+               and p.values["created_at"] >= since]
+        tos += [to for (to,) in self.conn.execute(_SENT_WITH, {"template": template,
+                                                               "since": since})]
+        return sum(address in (to or ()) for to in tos)
 
     def sent_mail(self, ref: str | None = None, return_path: str | None = None,
                   message_ids: list[str] = ()) -> SentMail | None:  # type: ignore[assignment]

@@ -17,6 +17,7 @@ from .customer import customer_stage
 from .dedupe import dedupe_stage
 from .identify import identify_stage
 from .solved import solved_stage
+from .status import status_stage
 from .survey import survey_stage
 from .thread import thread_stage
 
@@ -26,6 +27,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("authenticate", authenticate_stage),
     ("survey", survey_stage),
     ("solved", solved_stage),
+    ("status", status_stage),
     ("thread", thread_stage),
     ("identify", identify_stage),
     ("agent", agent_stage),
