@@ -229,3 +229,28 @@ def test_suggest_articles_only_on_a_new_ticket(tmp_path: Path) -> None:
                      "      - suggest_articles: 2\n")
     with pytest.raises(RulesError, match="only in a new ticket's acknowledgement"):
         load([rules], Settings().desk, set())
+
+
+def test_the_report_counts_deflection_the_articles_and_the_gaps(
+        make_app: Callable[..., App], db_url: str, tmp_path: Path) -> None:
+    from maildesk.reports.metrics import build
+    from maildesk.reports.render import as_html
+    app = make_app(db_url, desk=DESK, kb={"folder": str(write_kb(tmp_path / "kb")),
+                                          "threshold": 2.0})
+    refs = [new_ticket(app, "VPN password refused", "my vpn password is refused", n=i)
+            for i in range(3)]
+    for i in range(2):
+        new_ticket(app, "Invoice wrong", "please correct the invoice", n=10 + i)
+    acks = sent(app, "acknowledgement")
+    assert click(app, solved_links(acks[0])[0]).startswith("solved")
+    with app.engine.connect() as conn:
+        r = build(conn, MON - timedelta(days=1), MON + timedelta(days=1), None)
+    total = r.groups["all"]
+    assert (total["kb_searched"], total["kb_suggested"], total["kb_solved"]) == (5, 3, 1)
+    assert total["kb_deflection_pct"] == 20.0, "1 of 5 new tickets"
+    top = r.kb_articles[0]
+    assert (top["slug"], top["suggested"], top["solved"]) == ("vpn-password", 3, 1)
+    assert r.kb_gaps == [{"subject": "invoice wrong", "tickets": 2, "latest": "MD-5"}]
+    assert refs[0] == "MD-1" and r.kb_rewrite == [], "suggested 3 times, and it solved one"
+    page = as_html(r, app.templates, "Desk")
+    assert "20.0% deflected" in page and "invoice wrong" in page

@@ -15,7 +15,11 @@ tickets, into Python. The definitions are the SLA clocks' own (README):
 - CSAT: of surveys answered in the period, the share satisfied, the mean
   score, and answers per survey sent in the period;
 - first-contact resolution: resolved tickets with no next-response clock
-  (the customer never had to write again) and no reopening.
+  (the customer never had to write again) and no reopening;
+- knowledge base: tickets whose acknowledgement was searched for articles in
+  the period, those offered at least one, suggestions per searched ticket, and
+  deflection: tickets their requester resolved with an article ("this solved
+  it") in the period, per ticket created in it.
 """
 from __future__ import annotations
 
@@ -41,11 +45,13 @@ from sqlalchemy import (
 )
 from sqlalchemy import Integer as SqlInteger
 
-from ..store.models import Event, SlaClock, Survey, Ticket
+from ..store.models import Event, KbSuggestion, SlaClock, Survey, Ticket
 
 DIMENSIONS = ("queue", "category", "agent", "type", "priority", "week")
 ALL = "all"
 T, C, E, S = Ticket.__table__, SlaClock.__table__, Event.__table__, Survey.__table__
+K = KbSuggestion.__table__
+REWRITE_AFTER = 3       # suggested this often and never said to solve: worth rewriting
 Dim = Callable[[Any], ColumnElement[Any]]     # the time column a figure is about -> group
 
 
@@ -59,6 +65,9 @@ class Report:
     comments: list[dict[str, Any]] = field(default_factory=list)
     top_categories: list[dict[str, Any]] = field(default_factory=list)
     top_requesters: list[dict[str, Any]] = field(default_factory=list)
+    kb_articles: list[dict[str, Any]] = field(default_factory=list)   # most solved first
+    kb_rewrite: list[dict[str, Any]] = field(default_factory=list)    # offered, never solved
+    kb_gaps: list[dict[str, Any]] = field(default_factory=list)       # subjects none answered
     series: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
 
@@ -143,6 +152,7 @@ def build(conn: Connection, start: datetime, end: datetime, by: str | None) -> R
         for g, figures in _figures(conn, start, end, dim, by_ticket).items():
             report.groups.setdefault(g, {}).update(figures)
     _lists(conn, report, start, end)
+    _kb_lists(conn, report, start, end)
     _series(conn, report, start, end)
     return report
 
@@ -226,12 +236,61 @@ def _figures(conn: Connection, start: datetime, end: datetime,
     put("survey_response_rate_pct", {k: round(100.0 * back.get(k, 0) / n, 1)
                                      for k, n in sent.items() if n})
 
+    _kb_figures(conn, dim, by_ticket, in_period, put)
     for k, figures in out.items():
+        if figures.get("kb_solved") and figures.get("created"):
+            figures["kb_deflection_pct"] = round(100.0 * figures["kb_solved"]
+                                                 / figures["created"], 1)
         n = figures.get("resolved", 0)
         if n:
             figures["fcr_pct"] = round(100.0 * first.get(k, 0) / n, 1)
             figures["reopen_rate_pct"] = round(100.0 * figures.get("reopened", 0) / n, 1)
     return out
+
+
+def _kb_figures(conn: Connection, dim: Dim, by_ticket: bool,
+               in_period: Callable[[Any], ColumnElement[bool]],
+               put: Callable[[str, dict[str, Any]], None]) -> None:
+    """Searched, offered, suggestions per searched ticket, and solved by an article."""
+    rows = K.join(T, T.c.id == K.c.ticket_id) if by_ticket else K
+    g = dim(K.c.suggested_at)
+    searched: dict[str, int] = {}
+    for k, n, offered, shown in conn.execute(
+            select(g, func.count(func.distinct(K.c.ticket_id)),
+                   func.count(func.distinct(case((K.c.slug.is_not(None), K.c.ticket_id)))),
+                   func.count(K.c.slug)).select_from(rows)
+            .where(in_period(K.c.suggested_at)).group_by(g)):
+        searched[str(k)] = int(n)
+        put("kb_searched", {str(k): int(n)})
+        put("kb_suggested", {str(k): int(offered)})
+        put("kb_suggestions_per_ticket", {str(k): round(int(shown) / int(n), 2)})
+    g = dim(K.c.solved_at)
+    put("kb_solved", _counts(conn, select(g, func.count(func.distinct(K.c.ticket_id)))
+                             .select_from(rows).where(in_period(K.c.solved_at)).group_by(g)))
+
+
+def _kb_lists(conn: Connection, report: Report, start: datetime, end: datetime) -> None:
+    """The articles by what they solved, those offered often and never solving, and the
+    subjects of tickets for which no article was good enough (write one)."""
+    offered = and_(K.c.suggested_at >= start, K.c.suggested_at < end, K.c.slug.is_not(None))
+    solved = func.count(K.c.solved_at)
+    rows = conn.execute(select(K.c.slug, func.count().label("n"), solved.label("s"))
+                        .where(offered).group_by(K.c.slug)
+                        .order_by(solved.desc(), func.count().desc(), K.c.slug)).all()
+    report.kb_articles = [{"slug": r.slug, "suggested": int(r.n), "solved": int(r.s),
+                           "solved_pct": round(100.0 * int(r.s) / int(r.n), 1)}
+                          for r in rows[:20]]
+    report.kb_rewrite = [{"slug": r.slug, "suggested": int(r.n)}
+                         for r in sorted(rows, key=lambda r: (-int(r.n), r.slug))
+                         if int(r.s) == 0 and int(r.n) >= REWRITE_AFTER][:20]
+    subject = func.lower(T.c.subject)
+    gaps = conn.execute(select(subject, func.count().label("n"), func.max(T.c.ref))
+                        .select_from(K.join(T, T.c.id == K.c.ticket_id))
+                        .where(K.c.slug.is_(None), K.c.suggested_at >= start,
+                               K.c.suggested_at < end)
+                        .group_by(subject).order_by(func.count().desc(), subject).limit(10))
+    report.kb_gaps = [{"subject": str(s), "tickets": int(n), "latest": ref}
+                      for s, n, ref in gaps]
 
 
 def _lists(conn: Connection, report: Report, start: datetime, end: datetime) -> None:

@@ -18,13 +18,16 @@ COLUMNS = ("created", "resolved", "reopened", "backlog", "backlog_age_median_h",
            "frt_wall_p90_h", "mttr_business_median_h", "mttr_business_p90_h",
            "mttr_wall_median_h", "mttr_wall_p90_h", "sla_first_response_pct",
            "sla_resolution_pct", "csat_pct", "csat_mean", "csat_responses",
-           "survey_response_rate_pct", "fcr_pct", "reopen_rate_pct")
+           "survey_response_rate_pct", "fcr_pct", "reopen_rate_pct", "kb_searched",
+           "kb_suggested", "kb_suggestions_per_ticket", "kb_solved", "kb_deflection_pct")
 TABLE = ("created", "resolved", "backlog", "frt_business_median_h", "mttr_business_median_h",
-         "sla_first_response_pct", "sla_resolution_pct", "csat_pct", "fcr_pct")
+         "sla_first_response_pct", "sla_resolution_pct", "csat_pct", "fcr_pct",
+         "kb_deflection_pct")
 
 
 # counts: 0 when nothing happened (a script sums them); the rest have no figure then (None)
-COUNTS = ("created", "resolved", "reopened", "backlog", "csat_responses")
+COUNTS = ("created", "resolved", "reopened", "backlog", "csat_responses", "kb_searched",
+          "kb_suggested", "kb_solved")
 
 
 def rows(report: Report) -> list[dict[str, Any]]:
@@ -47,7 +50,8 @@ def as_json(report: Report) -> str:
         "from": report.start.date().isoformat(), "to": last_day(report).isoformat(),
         "by": report.by, "rows": rows(report), "breaches": report.breaches,
         "comments": report.comments, "top_categories": report.top_categories,
-        "top_requesters": report.top_requesters,
+        "top_requesters": report.top_requesters, "kb_articles": report.kb_articles,
+        "kb_rewrite": report.kb_rewrite, "kb_gaps": report.kb_gaps,
         "series": {k: [list(p) for p in v] for k, v in report.series.items()},
     }, indent=2, ensure_ascii=False)
 
