@@ -147,11 +147,12 @@ def _drafted(ctx: Context, ticket: TicketRow, agent: Agent, asked: Plan, text: s
 
 
 def _last_reply(ctx: Context, ticket: TicketRow, agent: Agent) -> str:
-    """The text of the agent's last public reply on the ticket; "" when there is none."""
-    mine = [m["text"] for m in ctx.ledger.conversation(ticket, set())
+    """The text of the agent's last public reply on the ticket with words in it (a mail of
+    commands alone is public too); "" when there is none."""
+    mine = [text for m in ctx.ledger.conversation(ticket, set())
             if m["direction"] == "in" and m["visibility"] == "public"
-            and m["from_addr"].lower() in agent.addresses]
-    return (mine[-1] or "").strip() if mine else ""
+            and m["from_addr"].lower() in agent.addresses and (text := (m["text"] or "").strip())]
+    return mine[-1] if mine else ""
 
 
 def _carry_out(ctx: Context, ticket: TicketRow, mail: Mail, asked: Plan, name: str,
