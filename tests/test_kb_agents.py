@@ -169,9 +169,9 @@ def test_kb_new_keeps_the_answer_as_a_draft_and_relays_it(app: App, folder: Path
 def test_kb_new_drafts_the_last_public_reply_under_the_name_given(app: App,
                                                                   folder: Path) -> None:
     ingest(app, [(mail(), PIPE)])
-    bob(app, "#kb new\n")
-    assert "#kb new: nothing to draft from" in \
-        sent(app, "MD-1")[-1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    bob(app, "#kb new\n#queue nowhere\n")
+    text = sent(app, "MD-1")[-1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "#kb new: nothing to draft from" in text and "no queue 'nowhere'" in text
     assert not (folder / "drafts").exists()
     bob(app, "Pull the green lever.\n")
     bob(app, "#note\nThe lever is fragile.\n")
@@ -181,7 +181,7 @@ def test_kb_new_drafts_the_last_public_reply_under_the_name_given(app: App,
     assert (draft.slug, draft.title, draft.body) == \
         ("printer-the-green-lever", "Printer: the green lever", "Pull the green lever.")
     assert len(to_customer(app)) == relayed, "no text: nothing relayed"
-    bob(app, "#kb new lever-howto\n")
+    bob(app, "#kb new, lever-howto\n")
     assert {(a.slug, a.title) for a in drafted(folder)} >= {
         ("lever-howto", "Printer on floor 2 is jammed")}
 
@@ -249,3 +249,13 @@ def test_a_retried_mail_finds_its_own_draft(app: App, folder: Path) -> None:
     assert again.path == first.path
     (e,) = events(app, "kb.drafted")
     assert e["data"]["path"] == str(first.path)
+
+
+def test_an_import_of_old_mail_writes_no_draft(app: App, folder: Path) -> None:
+    """`maildesk ingest --history` replays what happened long ago: nothing outside the
+    desk's database, as it sends no mail."""
+    ingest(app, [(mail(), PIPE)], history=True)
+    ingest(app, [(agent_mail("bob", reply_token(app, "bob"), "#kb new\n\nPull the lever.\n"),
+                  PIPE)], history=True)
+    assert events(app, "agent.replied"), "the reply was taken"
+    assert not (folder / "drafts").exists() and not events(app, "kb.drafted")

@@ -154,7 +154,7 @@ def _kb(p: Plan, arg: str, kb: Library) -> str | None:
     if words[0].lower() == "new":
         if p.draft is not None:
             return "one #kb new per mail"
-        p.draft = arg.split(None, 1)[1].strip() if len(words) > 1 else ""
+        p.draft = arg[len("new"):].strip(" \t,")
         return None
     wrong = []
     for slug in words:

@@ -57,8 +57,7 @@ def agent_stage(ctx: Context, w: Work) -> None:
     if asked.articles and (asked.note or asked.silent or to_note):
         asked.errors.append("#kb: an article goes to the customer with a reply, and a note "
                             "or #silent reaches nobody; send it in a reply")
-    drafted = _drafted(ctx, ticket, agent, asked, text) \
-        if asked.draft is not None and not asked.errors else None
+    drafted = _drafted(ctx, ticket, agent, asked, text) if asked.draft is not None else None
     refused = bool(asked.errors)
     asks = (asked.history or bool(asked.views)) and not text and not asked.articles
     note = to_note or asked.note or refused or asks          # asks: only questions
@@ -123,15 +122,19 @@ def _open_for_requester(ctx: Context, w: Work, agent: Agent, requester: str) -> 
 def _drafted(ctx: Context, ticket: TicketRow, agent: Agent, asked: Plan, text: str
              ) -> Path | None:
     """`#kb new`: the reply's text, else the agent's last public reply on the ticket, as a
-    draft article under kb.folder; its path, or None with the reason among asked.errors.
-    Named by the agent's `#kb new SLUG-OR-TITLE`, else by the ticket's subject, else by
-    its ref: drafts.slug_of() keeps of any of them only what a file name may hold."""
+    draft article under kb.folder; its path. None when another line is wrong (nothing is
+    written for a refused mail), when there is nothing to draft from or no file could be
+    written (the reason among asked.errors), and in an import of old mail, which leaves
+    no trace outside the desk's database. Named by the agent's `#kb new SLUG-OR-TITLE`,
+    else by the ticket's subject, else by its ref: drafts.slug_of() keeps of any of them
+    only what a file name may hold."""
     folder, ref = ctx.kb.folder, ticket.ref
     assert folder is not None and asked.draft is not None    # plan() checked both
     body = redact(text or _last_reply(ctx, ticket, agent), ctx.settings.desk.ref_prefix)
     if not body:
         asked.errors.append("#kb new: nothing to draft from (write the answer below the "
                             "command lines, or reply to the customer first)")
+    if asked.errors or ctx.history:
         return None
     named = asked.draft
     title = drafts.title_of(ticket.subject if not named or SLUG.match(named) else named)
