@@ -259,3 +259,12 @@ def test_an_import_of_old_mail_writes_no_draft(app: App, folder: Path) -> None:
                   PIPE)], history=True)
     assert events(app, "agent.replied"), "the reply was taken"
     assert not (folder / "drafts").exists() and not events(app, "kb.drafted")
+
+
+def test_a_draft_holds_no_reply_or_note_address_of_ours(app: App, folder: Path) -> None:
+    """A draft may be published and sent to anyone: the bearer codes are redacted."""
+    ingest(app, [(mail(), PIPE)])
+    note = reply_token(app, "bob", "note")
+    bob(app, f"#kb new\n\nPull the lever; notes go to {note}.\n")
+    (draft,) = drafted(folder)
+    assert note not in draft.path.read_text() and "-removed" in draft.body

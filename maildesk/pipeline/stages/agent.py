@@ -130,14 +130,16 @@ def _drafted(ctx: Context, ticket: TicketRow, agent: Agent, asked: Plan, text: s
     only what a file name may hold."""
     folder, ref = ctx.kb.folder, ticket.ref
     assert folder is not None and asked.draft is not None    # plan() checked both
-    body = redact(text or _last_reply(ctx, ticket, agent), ctx.settings.desk.ref_prefix)
+    prefix = ctx.settings.desk.ref_prefix     # a draft may be published: no token in it
+    body = redact(text or _last_reply(ctx, ticket, agent), prefix)
     if not body:
         asked.errors.append("#kb new: nothing to draft from (write the answer below the "
                             "command lines, or reply to the customer first)")
     if asked.errors or ctx.history:
         return None
     named = asked.draft
-    title = drafts.title_of(ticket.subject if not named or SLUG.match(named) else named)
+    title = drafts.title_of(redact(ticket.subject if not named or SLUG.match(named)
+                                   else named, prefix))
     slug = drafts.slug_of(named or title) or drafts.slug_of(f"answer {ref}")
     try:
         return drafts.write(folder, slug, drafts.text_of(
