@@ -55,13 +55,15 @@ def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str)
     """Check the commands, write the agent's mail, run it, and say what it changed."""
     # the mail side is loaded here, not with the module: `tickets list` runs without it
     from ..intake.inbound import Envelope
+    from ..kb.library import Library
     from ..mail.headers import one_line
     from ..pipeline.run import act
     from ..tickets.commands import plan
     from ..tickets.refs import token_address
     desk = obj.settings.desk
     agent = _agent(desk, who)
-    asked = plan(list(enumerate(commands, 1)), desk, agent, desk.ref_prefix)
+    # none of these commands is `#kb`: no knowledge base is needed to check them
+    asked = plan(list(enumerate(commands, 1)), desk, agent, desk.ref_prefix, Library())
     if asked.errors:
         fail(asked.errors[0].split(": ", 2)[-1], EX_USAGE)
     app = obj.app(existing=True)

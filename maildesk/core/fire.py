@@ -49,6 +49,8 @@ KINDS = {
     "commands.refused": "an agent's command lines had errors: none ran",
     "commands.ignored": "command lines in a mail whose sender is no proven agent",
     "history.requested": "an agent asked for the whole thread by mail (#history)",
+    "kb.sent": "articles of the knowledge base went to the customer with a reply (#kb)",
+    "kb.drafted": "an agent's answer became a draft article (#kb new)",
     "sender.unverified": "nothing proved the sender, so the mail changed nothing",
     "token.refused": "a reply address that granted nothing",
     "delivery.failed": "a bounce says our mail did not arrive",

@@ -17,6 +17,7 @@ from email import message_from_bytes
 from email.message import Message
 from typing import Any
 
+from ..kb.articles import Article
 from ..mail.compose import Outgoing, compose, new_message_id
 from ..mail.parse import Attachment
 from ..store.rows import Pending, TicketRow
@@ -140,10 +141,12 @@ def _templated(ctx: Context, ticket: TicketRow, template: str, to: list[Person],
 
 def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
           attachments: tuple[tuple[str, str, bytes], ...], thread: tuple[str, ...],
-          agent: str) -> None:
+          agent: str, articles: tuple[Article, ...] = ()) -> None:
     """An agent's reply to the customer and the CC participants, from the support address.
     No token address of ours goes with it, however the agent quoted: a reply written under
-    the quoted notification would hand the customer the agent's note address."""
+    the quoted notification would hand the customer the agent's note address.
+    articles: knowledge-base articles (`#kb`) after the reply's text, each its title and
+    its Markdown, which reads as plain text (the relay has no HTML part)."""
     settings = ctx.settings
     address = desk_address(ctx, ticket)
     prefix = settings.desk.ref_prefix
@@ -158,7 +161,10 @@ def relay(ctx: Context, ticket: TicketRow, sender_name: str, text: str,
     # the desk's footer (templates/agent_reply.txt.j2): whose desk, which ticket, how to
     # answer; after the agent's own signature, if they wrote one
     text = ctx.templates.text("agent_reply", {
-        "text": text.rstrip(), "signed": "\n-- \n" in f"\n{text}",
+        "text": "\n\n".join(part for part in (text.rstrip(), *(
+            f"{a.title}\n{'=' * len(a.title)}\n\n{redact(a.body, prefix)}" for a in articles))
+            if part),
+        "signed": "\n-- \n" in f"\n{text}",
         "desk": {"name": settings.desk.name, "address": address},
         "ticket": ticket_view(ticket)}).rstrip()
     _queue(ctx, ticket, "agent.reply", Outgoing(

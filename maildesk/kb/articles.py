@@ -9,6 +9,7 @@
     status: published          # draft | published
     owner: bob
     review_by: 2027-06-01
+    source: MD-12              # the ticket a `#kb new` drafted it from
     ---
     Open https://vpn.example.org/reset and ...
 
@@ -35,7 +36,8 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 AUDIENCES = ("customers", "agents")
 STATUSES = ("draft", "published")
-KEYS = ("title", "tags", "queues", "audience", "lang", "status", "owner", "review_by")
+KEYS = ("title", "tags", "queues", "audience", "lang", "status", "owner", "review_by",
+        "source")
 
 
 class KbError(MaildeskError):
@@ -59,13 +61,14 @@ class Article:
     status: str = "draft"
     owner: str | None = None
     review_by: date | None = None
+    source: str | None = None                   # the ticket it was drafted from (#kb new)
 
     def as_dict(self) -> dict[str, Any]:
         return {"slug": self.slug, "title": self.title, "status": self.status,
                 "audience": self.audience, "lang": self.lang, "queues": list(self.queues),
                 "tags": list(self.tags), "owner": self.owner,
                 "review_by": self.review_by.isoformat() if self.review_by else None,
-                "path": str(self.path)}
+                "source": self.source, "path": str(self.path)}
 
 
 @dataclass
@@ -188,6 +191,11 @@ def _fields(meta: Any, queues: set[str], p: _Problems) -> dict[str, Any] | None:
             p.add(*_at(meta, "owner"), "owner: a name (an agent's, or a team's)")
         else:
             out["owner"] = meta["owner"]
+    if "source" in meta:
+        if not isinstance(meta["source"], str) or not meta["source"].strip():
+            p.add(*_at(meta, "source"), "source: the ticket it came from (e.g. MD-12)")
+        else:
+            out["source"] = meta["source"].strip()
     if "review_by" in meta:
         if not isinstance(meta["review_by"], date):
             p.add(*_at(meta, "review_by"), f"review_by: {meta['review_by']!r} is no date "

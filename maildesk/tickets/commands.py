@@ -6,10 +6,13 @@ Only an authenticated agent's mail gets here (see the identify stage).
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
 from ..config.schema import Agent, Desk
+from ..kb.articles import Article
+from ..kb.library import Library
 from ..mail.parse import clean_address
 
 LEVELS = ("high", "medium", "low")
@@ -34,6 +37,8 @@ class Plan:
     silent: bool = False
     history: bool = False            # the agent asks for the whole thread by mail
     views: list[tuple[str, str]] = field(default_factory=list)   # #mine, #unassigned
+    articles: list[Article] = field(default_factory=list)   # #kb SLUG: for the customer
+    draft: str | None = None         # #kb new [SLUG-OR-TITLE]: what to name it ("": the subject)
     lines: list[str] = field(default_factory=list)      # the commands as written
     errors: list[str] = field(default_factory=list)
 
@@ -55,7 +60,9 @@ def split_commands(text: str) -> tuple[list[tuple[int, str]], str]:
     return commands, "\n".join(lines[i:]).strip()
 
 
-def plan(commands: list[tuple[int, str]], desk: Desk, agent: Agent, prefix: str) -> Plan:
+def plan(commands: list[tuple[int, str]], desk: Desk, agent: Agent, prefix: str,
+         kb: Library) -> Plan:
+    """kb: the knowledge base `#kb` lines name articles of."""
     p = Plan()
     queues = {q.name for q in desk.queues}
     for number, line in commands:
@@ -65,7 +72,8 @@ def plan(commands: list[tuple[int, str]], desk: Desk, agent: Agent, prefix: str)
             p.errors.append(f"line {number}: {line!r} is not a command")
             continue
         name, arg = m.group(1).lower(), m.group(2).strip()
-        why = _one(p, name, arg, desk, agent, queues, prefix)
+        why = _kb(p, arg, kb) if name == "kb" else _one(p, name, arg, desk, agent, queues,
+                                                         prefix)
         if why:
             p.errors.append(f"line {number}: {line}: {why}")
     return p
@@ -131,8 +139,42 @@ def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str
             p.merge_into = arg.upper()
         return None
     return (f"unknown command #{name} (assign, queue, priority, impact, urgency, type, "
-            "category, tag, status, link, merge, cc, note, silent, history, mine, "
+            "category, tag, status, link, merge, cc, note, silent, history, kb, mine, "
             "unassigned)")
+
+
+def _kb(p: Plan, arg: str, kb: Library) -> str | None:
+    """`#kb SLUG ...`: published articles for the customer, sent with the reply; `#kb new
+    [SLUG-OR-TITLE]`: the reply kept as a draft article (pipeline/stages/agent.py)."""
+    if kb.folder is None:
+        return "this desk has no knowledge base (kb.folder)"
+    words = arg.replace(",", " ").split()
+    if not words:
+        return "#kb needs an article's slug (#kb SLUG ...) or new (#kb new [TITLE])"
+    if words[0].lower() == "new":
+        if p.draft is not None:
+            return "one #kb new per mail"
+        p.draft = arg[len("new"):].strip(" \t,")
+        return None
+    wrong = []
+    for slug in words:
+        found = kb.article(slug.lower())
+        if found is None:
+            near = difflib.get_close_matches(slug.lower(), [a.slug for a in kb.articles
+                                                            if _sendable(a)], n=3)
+            wrong.append(f"no article {slug!r}" + (f" (near: {', '.join(near)})" if near
+                                                   else ""))
+        elif found.status != "published":
+            wrong.append(f"article {found.slug} is a draft: only published articles are sent")
+        elif not _sendable(found):
+            wrong.append(f"article {found.slug} is for agents")
+        elif found not in p.articles:
+            p.articles.append(found)
+    return "; ".join(wrong) or None
+
+
+def _sendable(a: Article) -> bool:
+    return a.status == "published" and a.audience == "customers"
 
 
 def _view(name: str, arg: str, queues: set[str]) -> str | None:

@@ -1,9 +1,16 @@
 """An authenticated agent's mail: commands, then a reply (relayed to the customer) or an
 internal note. All commands of a mail are checked first: one bad line and none runs, and
-the agent hears why (tickets/commands.py)."""
+the agent hears why (tickets/commands.py).
+
+`#kb SLUG` sends published articles with the reply, so it needs a reply: with `#note`,
+`#silent` or on the note address it is an error, as nothing would reach the customer.
+`#kb new` keeps the reply (or the agent's last public one) as a draft article; the
+reply itself goes out as any other, so an agent answers, resolves and drafts at once.
+"""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from ...config.schema import Agent
 from ...core.context import Classified, Context
@@ -11,9 +18,12 @@ from ...core.fire import LedgerEffects, fire
 from ...core.happening import Mail
 from ...core.outbox import relay
 from ...core.views import send_agent_view
+from ...kb import drafts
+from ...kb.articles import SLUG
 from ...store.rows import TicketRow
 from ...tickets.apply import open_ticket, store_message
 from ...tickets.commands import Plan, plan, split_commands
+from ...tickets.refs import redact
 from ...tickets.thread import participants
 from ..sender import domain_proof, event_mail, sender_proof
 from ..work import Work, queue_for, reply_parts
@@ -34,7 +44,7 @@ def agent_stage(ctx: Context, w: Work) -> None:
     p, ledger, desk, ticket = w.parsed, ctx.ledger, ctx.settings.desk, w.ticket
     new, quoted = reply_parts(w)
     lines, text = split_commands(new)
-    asked = plan(lines, desk, agent, desk.ref_prefix)
+    asked = plan(lines, desk, agent, desk.ref_prefix, ctx.kb)
     others: dict[str, TicketRow] = {}       # the tickets #link and #merge name
     for ref in [*asked.links, *([asked.merge_into] if asked.merge_into else [])]:
         other = ledger.by_ref(ref)
@@ -43,9 +53,14 @@ def agent_stage(ctx: Context, w: Work) -> None:
                                 "no such other ticket")
         else:
             others[ref] = other
+    to_note = w.grant is not None and w.grant.purpose == "note"
+    if asked.articles and (asked.note or asked.silent or to_note):
+        asked.errors.append("#kb: an article goes to the customer with a reply, and a note "
+                            "or #silent reaches nobody; send it in a reply")
+    drafted = _drafted(ctx, ticket, agent, asked, text) if asked.draft is not None else None
     refused = bool(asked.errors)
-    asks = (asked.history or bool(asked.views)) and not text   # only questions: a note
-    note = (w.grant is not None and w.grant.purpose == "note") or asked.note or refused or asks
+    asks = (asked.history or bool(asked.views)) and not text and not asked.articles
+    note = to_note or asked.note or refused or asks          # asks: only questions
     w.message = store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
                               text=text if lines else new, quoted=quoted,
                               visibility="internal" if note else "public",
@@ -56,6 +71,9 @@ def agent_stage(ctx: Context, w: Work) -> None:
              lines=asked.lines)
         return
     _carry_out(ctx, ticket, mail, asked, agent.name, others)
+    if drafted is not None:
+        fire(ctx, ticket, "kb.drafted", actor=actor, mail=mail, slug=drafted.stem,
+             path=str(drafted))
     if asked.history:
         fire(ctx, ticket, "history.requested", actor=actor, mail=mail,
              context={"thread": ledger.conversation(ticket, participants(ticket))})
@@ -66,14 +84,17 @@ def agent_stage(ctx: Context, w: Work) -> None:
     if note:
         fire(ctx, ticket, "note.added", actor=actor, mail=mail, message_id=p.message_id)
         return
-    silent = asked.silent or not text
+    silent = asked.silent or not (text or asked.articles)
     fire(ctx, ticket, "agent.replied", actor=actor, mail=mail, message_id=p.message_id,
          silent=silent)
     if silent:
         return
     relay(ctx, ticket, agent.display_name or agent.name, text,
           tuple((a.filename, a.content_type, a.data) for a in p.attachments),
-          ledger.thread_of(ticket, participants(ticket)), agent.name)
+          ledger.thread_of(ticket, participants(ticket)), agent.name, tuple(asked.articles))
+    if asked.articles:
+        fire(ctx, ticket, "kb.sent", actor=actor, mail=mail,
+             articles=[a.slug for a in asked.articles])
     if "status" not in asked.changes and ticket.status in ("new", "open"):
         LedgerEffects(ctx, ticket, mail, kind="agent").change(agent.name, status="pending")
 
@@ -93,9 +114,50 @@ def _open_for_requester(ctx: Context, w: Work, agent: Agent, requester: str) -> 
     mail = replace(event_mail(ctx, w), message=None)
     fire(ctx, ticket, "ticket.created", actor=f"agent:{agent.name}", mail=mail,
          source=w.inbound.source, on_behalf_of=requester)
-    asked = plan(lines, desk, agent, desk.ref_prefix)
+    asked = plan(lines, desk, agent, desk.ref_prefix, ctx.kb)
     if not asked.errors:
         _carry_out(ctx, ticket, mail, asked, agent.name, {})
+
+
+def _drafted(ctx: Context, ticket: TicketRow, agent: Agent, asked: Plan, text: str
+             ) -> Path | None:
+    """`#kb new`: the reply's text, else the agent's last public reply on the ticket, as a
+    draft article under kb.folder; its path. None when another line is wrong (nothing is
+    written for a refused mail), when there is nothing to draft from or no file could be
+    written (the reason among asked.errors), and in an import of old mail, which leaves
+    no trace outside the desk's database. Named by the agent's `#kb new SLUG-OR-TITLE`,
+    else by the ticket's subject, else by its ref: drafts.slug_of() keeps of any of them
+    only what a file name may hold."""
+    folder, ref = ctx.kb.folder, ticket.ref
+    assert folder is not None and asked.draft is not None    # plan() checked both
+    prefix = ctx.settings.desk.ref_prefix     # a draft may be published: no token in it
+    body = redact(text or _last_reply(ctx, ticket, agent), prefix)
+    if not body:
+        asked.errors.append("#kb new: nothing to draft from (write the answer below the "
+                            "command lines, or reply to the customer first)")
+    if asked.errors or ctx.history:
+        return None
+    named = asked.draft
+    title = drafts.title_of(redact(ticket.subject if not named or SLUG.match(named)
+                                   else named, prefix))
+    slug = drafts.slug_of(named or title) or drafts.slug_of(f"answer {ref}")
+    try:
+        return drafts.write(folder, slug, drafts.text_of(
+            title=title or f"Answer to {ref}", owner=agent.name,
+            queue=str(asked.changes.get("queue", ticket.queue)), source=ref, body=body))
+    except OSError as e:
+        asked.errors.append(f"#kb new: the draft cannot be written under {folder}: "
+                            f"{e.strerror or e}")
+        return None
+
+
+def _last_reply(ctx: Context, ticket: TicketRow, agent: Agent) -> str:
+    """The text of the agent's last public reply on the ticket with words in it (a mail of
+    commands alone is public too); "" when there is none."""
+    mine = [text for m in ctx.ledger.conversation(ticket, set())
+            if m["direction"] == "in" and m["visibility"] == "public"
+            and m["from_addr"].lower() in agent.addresses and (text := (m["text"] or "").strip())]
+    return mine[-1] if mine else ""
 
 
 def _carry_out(ctx: Context, ticket: TicketRow, mail: Mail, asked: Plan, name: str,
