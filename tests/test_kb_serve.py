@@ -1,7 +1,7 @@
 """The knowledge base and self-service, played against a real `maildesk serve` with real
 SMTP, on SQLite and PostgreSQL: an acknowledgement that suggests an article, the click that
-resolves the ticket, a status request, an article added while the daemon runs, and the
-deflection in the report. What people read is read from the outbox maildir."""
+resolves the ticket, a status request, an article added while the daemon runs, an agent's
+#kb and #kb new, and the deflection in the report. What people read is read from the outbox maildir."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Daemon
-from test_first_day import Desk, a_mail, text
+from test_first_day import Desk, a_mail, reply_to, text
 
 CUSTOMER = "ana@customer.test"
 BOB = "bob@desk.test"
@@ -61,6 +61,18 @@ def test_suggest_solve_status_reload_and_report(daemon: Callable[..., Daemon], d
         "How does a visitor get on the guest wifi?"))
     second = desk.next_mail(CUSTOMER, "the acknowledgement of MD-2")
     assert "Guest Wi-Fi for visitors" in text(second), "an article added while it runs"
+
+    notice = desk.next_mail(BOB, "the new-ticket notice of MD-2")
+    desk.send(BOB, reply_to(notice), a_mail(
+        BOB, reply_to(notice), "Re: " + notice["Subject"],
+        "#kb printer-jam\n#kb new\nThe visitor asks at the front desk for the GUEST "
+        "password card.", answering=notice))
+    relayed = desk.next_mail(CUSTOMER, "bob's answer with an article")
+    assert text(relayed).startswith("The visitor asks at the front desk")
+    assert "Clear a printer paper jam" in text(relayed) and "tray 2" in text(relayed)
+    drafts = list((kb / "drafts").glob("*.md"))
+    assert len(drafts) == 1 and "source: MD-2" in drafts[0].read_text()
+    assert "status: draft" in drafts[0].read_text()
 
     report = json.loads(desk.cli("report", "--format", "json").stdout)
     total = report["rows"][-1]
