@@ -4,7 +4,8 @@ Articles are files every node reads (like the rules), so each node builds the
 index from the same files when it loads them; it is the same on SQLite and on
 PostgreSQL, and there is nothing to keep in step between the files and a table.
 Words are lower-cased, split on non-word characters and stemmed with the
-Snowball stemmer of the article's language (so "printers" finds "printing"); a
+Snowball stemmer of the article's language (so "printer" finds "printers", "printing"
+finds "prints"; Snowball keeps "printer" and "print" apart, as it does "user" and "use"); a
 language Snowball does not know is searched unstemmed. The title counts
 TITLE_WEIGHT times, like a column weight in FTS5's bm25().
 
@@ -185,9 +186,9 @@ class Index:
     def _ranked(self, text: str, lang: str, queue: str | None, audience: str,
                 threshold: float) -> list[Hit]:
         hits = []
-        for i, score in self.scores(text, lang).items():
-            a = self._docs[lang][i][0]
+        for i, raw in self.scores(text, lang).items():
+            a, score = self._docs[lang][i][0], round(raw, 4)   # the threshold sees what is shown
             if score > threshold and a.audience == audience and (
                     queue is None or not a.queues or queue in a.queues):
-                hits.append(Hit(a, round(score, 4)))
+                hits.append(Hit(a, score))
         return hits
