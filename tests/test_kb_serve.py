@@ -1,7 +1,8 @@
 """The knowledge base and self-service, played against a real `maildesk serve` with real
 SMTP, on SQLite and PostgreSQL: an acknowledgement that suggests an article, the click that
 resolves the ticket, a status request, an article added while the daemon runs, an agent's
-#kb and #kb new, and the deflection in the report. What people read is read from the outbox maildir."""
+#kb and #kb new, and the deflection in the report. What people read is read from the
+outbox maildir."""
 from __future__ import annotations
 
 import json

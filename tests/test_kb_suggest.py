@@ -56,7 +56,8 @@ DESK = {"agents": [{"name": "bob", "address": "bob@desk.test", "queues": ["gener
 
 @pytest.fixture
 def app(make_app: Callable[..., App], db_url: str, tmp_path: Path) -> App:
-    return make_app(db_url, desk=DESK, kb={"folder": str(write_kb(tmp_path / "kb"))})
+    return make_app(db_url, desk=DESK, kb={"folder": str(write_kb(tmp_path / "kb")),
+                                           "threshold": 0.5})
 
 
 def sent(app: App, template: str, to: str | None = None) -> list[EmailMessage]:
@@ -182,7 +183,8 @@ def test_rules_and_queues_decide_how_many(make_app: Callable[..., App], db_url: 
     rules.write_text("rules:\n  - name: how-many\n    on: ticket.created\n"
                      f"    then:\n      - {how.get('rule', 'tags: {add: [seen]}')}\n")
     app = make_app(db_url, desk=DESK, rules=[str(rules)],
-                   kb={"folder": str(write_kb(tmp_path / "kb")), "suggest": 1})
+                   kb={"folder": str(write_kb(tmp_path / "kb")), "suggest": 1,
+                       "threshold": 0.5})
     to = "quiet@localhost" if how.get("queue") else "support@localhost"
     ref = new_ticket(app, "VPN password and guest wifi password", "vpn password, guest wifi "
                      "password, printer", to=to)

@@ -1,14 +1,22 @@
-"""`maildesk kb`: the knowledge base's articles, checked and listed."""
+"""`maildesk kb`: the knowledge base's articles, checked, listed, indexed and searched."""
 from __future__ import annotations
 
+import time
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import click
 
-from ..kb.articles import Article, KbError, load
+from ..kb.articles import AUDIENCES, Article, KbError, load
+from ..kb.library import Library, read
+from ..kb.search import Hit, customer_words
+from ..mail.parse import Unparseable, parse
+from ..store.blobs import digest_of
 from .context import Obj
 from .output import (
     EX_CONFIG,
+    EX_DATAERR,
     EX_NOINPUT,
     FORMAT,
     TEXT_FORMAT,
@@ -83,6 +91,116 @@ def kb_show(obj: Obj, slug: str, fmt: str) -> None:
         return
     click.echo(f"{found.title}\n{found.slug} · {found.status} · {found.audience} · "
                f"{found.lang}\n\n{found.body}")
+
+
+def _library(obj: Obj) -> Library:
+    """The knowledge base as the daemon holds it, or one line per problem and exit 78."""
+    settings = obj.settings
+    try:
+        return read(settings.kb.folder, {q.name for q in settings.desk.queues})
+    except KbError as e:
+        for problem in e.problems:
+            click.echo(safe(problem), err=True)
+        fail(f"{len(e.problems)} problem(s) in the articles of {settings.kb.folder}", EX_CONFIG)
+
+
+@kb.command("index")
+@FORMAT
+@click.pass_obj
+def kb_index(obj: Obj, fmt: str) -> None:
+    """Build the search index from kb.folder as the daemon does, and say what is in it:
+    articles, published ones (only those are searched), languages, distinct words, and
+    the time it took. Exit 78 when an article has a problem (`kb check` names them)."""
+    start = time.perf_counter()
+    library = _library(obj)
+    took = time.perf_counter() - start
+    index = library.index
+    row = {"folder": str(library.folder) if library.folder else None,
+           "articles": len(library.articles), "published": len(index),
+           "languages": index.langs(), "terms": index.terms(), "seconds": round(took, 3)}
+    if fmt == "json":
+        emit_json(row)
+        return
+    if library.folder is None:
+        click.echo("no kb.folder set: no knowledge base to index")
+        return
+    click.echo(f"{library.folder}: {row['articles']} articles, {row['published']} published, "
+               f"languages {', '.join(index.langs()) or 'none'}, {row['terms']} distinct "
+               f"words, indexed in {took:.2f} s")
+
+
+def _show(hits: list[Hit], threshold: float, fmt: str) -> None:
+    """Hits as a table or JSON; an empty result is said, and is no error (exit 0)."""
+    rows: list[dict[str, Any]] = [
+        {"slug": h.article.slug, "title": h.article.title, "score": h.score,
+         "lang": h.article.lang, "above_threshold": h.score > threshold} for h in hits]
+    if fmt == "json":
+        emit_json(rows)
+        return
+    if not any(r["above_threshold"] for r in rows):
+        click.echo(f"no article above the threshold (kb.threshold={threshold:g})")
+        if not rows:
+            return
+    for r in rows:
+        r["below"] = "" if r["above_threshold"] else "below threshold"
+    emit_table(rows, ["slug", "title", "score", "lang", "below"])
+
+
+LANG = click.option("--lang", metavar="CODE",
+                    help="The requester's language (en, de); default: detected from the text.")
+QUEUE = click.option("--queue", metavar="NAME",
+                     help="Only articles for this queue (and those for every queue).")
+LIMIT = click.option("--limit", type=click.IntRange(1, 100), default=None,
+                     help="Hits at most; default: kb.suggest, or 3 when that is 0.")
+
+
+@kb.command("search")
+@click.argument("query", nargs=-1, required=True)
+@LANG
+@QUEUE
+@LIMIT
+@click.option("--audience", type=click.Choice(AUDIENCES), default="customers",
+              show_default=True, help="Whose articles: the customers' or the agents' own.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Show hits below kb.threshold too, marked, to see what it keeps out.")
+@FORMAT
+@click.pass_obj
+def kb_search(obj: Obj, query: tuple[str, ...], lang: str | None, queue: str | None,
+              limit: int | None, audience: str, show_all: bool, fmt: str) -> None:
+    """The articles that answer QUERY, best first, with their scores: the search an
+    acknowledgement makes. No hit is exit 0."""
+    threshold = obj.settings.kb.threshold
+    hits = _library(obj).index.search(
+        " ".join(query), lang, queue=queue, audience=audience,
+        limit=limit or obj.settings.kb.suggest or 3, threshold=0.0 if show_all else threshold)
+    _show(hits, threshold, fmt)
+
+
+@kb.command("suggest")
+@click.argument("message", type=click.Path(path_type=Path))
+@LANG
+@QUEUE
+@LIMIT
+@FORMAT
+@click.pass_obj
+def kb_suggest(obj: Obj, message: Path, lang: str | None, queue: str | None,
+               limit: int | None, fmt: str) -> None:
+    """What an acknowledgement of MESSAGE (.eml) would suggest: the search on its subject
+    and the customer's own words (quoted history and signature left out), at kb.threshold.
+    A file that cannot be read is exit 66; one that is no mail, 65."""
+    try:
+        raw = message.read_bytes()
+    except OSError as e:
+        fail(f"{message}: {e.strerror or e}", EX_NOINPUT)
+    try:
+        mail = parse(raw, digest_of(raw))
+    except Unparseable as e:
+        fail(f"{message}: {e}", EX_DATAERR)
+    threshold = obj.settings.kb.threshold
+    hits = _library(obj).index.search(customer_words(mail.subject, mail.text), lang, queue=queue,
+                                      limit=limit or obj.settings.kb.suggest or 3,
+                                      threshold=threshold)
+    _show(hits, threshold, fmt)
 
 
 COMMANDS = [kb]

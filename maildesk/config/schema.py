@@ -698,9 +698,9 @@ class Kb(Strict):
                                     "the customer's text; 0: none. A queue's "
                                     "suggest_articles and a rule's action override it.")
     threshold: float = Field(
-        0.0, ge=0, description="The score an article needs to be suggested; chosen on the "
-                               "evaluation set so that mail no article answers rarely gets "
-                               "one (BENCHMARKS.md, Knowledge base).")
+        18.3, ge=0, description="The BM25 score an article needs to be suggested; 18.3 is "
+                                "the lowest that kept suggestions to mail no article "
+                                "answers at 5 % (bench/kb_search.py, BENCHMARKS.md).")
 
 
 class Node(Strict):

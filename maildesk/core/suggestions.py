@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..kb.render import html, summary
+from ..kb.search import customer_words
 from ..store.rows import TicketRow
 from ..tickets.refs import solved_address
 from .context import Context
@@ -30,10 +31,10 @@ def suggest(ctx: Context, ticket: TicketRow, mail: Mail) -> list[dict[str, Any]]
     """The articles for a new ticket's acknowledgement, as its templates show them, and
     recorded; [] when the desk has none to offer or none is good enough."""
     n = how_many(ctx, ticket, mail)
-    if n == 0 or ctx.history or not len(ctx.kb.index) or mail.message is None:
+    if n == 0 or ctx.history or not len(ctx.kb.index):
         return []
-    text = f"{ticket.subject}\n{mail.message.values.get('text') or ''}"
-    hits = ctx.kb.index.search(text, queue=ticket.queue, limit=n,
+    hits = ctx.kb.index.search(customer_words(mail.parsed.subject, mail.parsed.text),
+                               queue=ticket.queue, limit=n,
                                threshold=ctx.settings.kb.threshold)
     if not hits:
         ctx.ledger.add_suggestion(ticket, None, 0, None, ctx.now)

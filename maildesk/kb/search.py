@@ -4,9 +4,17 @@ Articles are files every node reads (like the rules), so each node builds the
 index from the same files when it loads them; it is the same on SQLite and on
 PostgreSQL, and there is nothing to keep in step between the files and a table.
 Words are lower-cased, split on non-word characters and stemmed with the
-Snowball stemmer of the article's language (so "printers" finds "printing"); a
+Snowball stemmer of the article's language (so "printer" finds "printers", "printing"
+finds "prints"; Snowball keeps "printer" and "print" apart, as it does "user" and "use"); a
 language Snowball does not know is searched unstemmed. The title counts
 TITLE_WEIGHT times, like a column weight in FTS5's bm25().
+
+A score is plain BM25 of the mail's words less its language's commonest ones. Dividing
+it by the query's best achievable score or by its number of words, so that a long mail
+does not score higher for saying more, was measured and chose worse: at the same rate
+of suggestions to mail no article answers, both found fewer right articles than the
+plain score (BENCHMARKS.md, "Knowledge base"), because the words that make a mail long
+(greetings, context) are common and weigh little anyway once the stopwords are gone.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ from functools import lru_cache
 
 import snowballstemmer
 
+from ..mail.quotes import split_reply
 from .articles import Article
 
 K1, B = 1.2, 0.75          # BM25's usual constants, as FTS5 and Lucene use them
@@ -34,6 +43,27 @@ _SNOWBALL = {"ar": "arabic", "ca": "catalan", "cs": "czech", "da": "danish", "de
              "no": "norwegian", "pl": "polish", "pt": "portuguese", "ro": "romanian",
              "ru": "russian", "sr": "serbian", "sv": "swedish", "ta": "tamil",
              "tr": "turkish", "yi": "yiddish"}
+# The commonest short words of each language a desk's articles are likely written in:
+# a text's language is the one whose words it has most of. Words two languages share
+# ("in", "die", "de") count for both and so decide nothing; that is fine.
+_STOPWORDS = {lang: frozenset(words.split()) for lang, words in {
+    "en": "the and is are was were to of in on for with not this that it my me you your "
+          "have has had can could would please thanks since when what how there do does "
+          "from but we our an be at",
+    "de": "der die das und ist sind nicht ein eine einen mit auf für ich mein meine "
+          "sie ihr wir uns bitte danke seit wenn wie was kann können habe hat "
+          "von zu im den dem des auch noch nur aber oder es",
+    "fr": "le la les et est sont pas un une avec sur pour je mon ma mes vous votre nous "
+          "merci depuis quand comment que qui peux pouvez ai du des au ne ce il elle",
+    "es": "el la los las y es son no un una con en por para yo mi mis usted su nosotros "
+          "gracias desde cuando como que puedo pueden he del al se lo pero",
+    "it": "il lo la gli le e sono non un una con su per io mio mia voi vostro noi grazie "
+          "da quando come che posso potete ho del della al si ma",
+    "nl": "de het een en is zijn niet met op voor ik mijn u uw wij ons alstublieft "
+          "bedankt sinds wanneer hoe wat kan kunnen heb van te ook maar",
+    "pt": "o a os as e é são não um uma com em por para eu meu minha você seu nós "
+          "obrigado desde quando como que posso podem tenho do da ao mas",
+}.items()}
 
 
 @lru_cache(maxsize=64)
@@ -42,11 +72,43 @@ def _stemmer(lang: str) -> snowballstemmer.Stemmer | None:
     return snowballstemmer.stemmer(name) if name else None
 
 
+@lru_cache(maxsize=200_000)
+def _stem(lang: str, word: str) -> str:
+    """A word's stem, remembered: Snowball in Python costs ~20 µs a word, and a
+    knowledge base repeats its words (indexing 10,000 articles went from 58 s to 3 s)."""
+    stem = _stemmer(lang)
+    return stem.stemWord(word) if stem is not None else word
+
+
 def terms(text: str, lang: str) -> list[str]:
     """The words of text as the index keeps them: lower-case, stemmed in lang."""
-    words = _WORD.findall(text.lower())
-    stem = _stemmer(lang)
-    return stem.stemWords(words) if stem is not None else words
+    return [_stem(lang, w) for w in _WORD.findall(text.lower())]
+
+
+def query_terms(text: str, lang: str) -> set[str]:
+    """The words a search looks up: those of text less lang's commonest words, which
+    say nothing of the subject and only cost postings to read."""
+    stop = _STOPWORDS.get(lang.split("-", 1)[0].lower(), frozenset())
+    return {_stem(lang, w) for w in _WORD.findall(text.lower()) if w not in stop}
+
+
+def customer_words(subject: str, text: str) -> str:
+    """What of a customer's mail is searched: its subject and their own words, not the
+    history it quotes nor the signature, which would match what was said before."""
+    return f"{subject}\n{split_reply(text)[0]}"
+
+
+def detect(text: str, langs: Iterable[str]) -> str | None:
+    """Which of langs text is written in, by counting each one's commonest words; None
+    when none of them has a word in it, or two tie (a guess would be a coin toss)."""
+    words = Counter(_WORD.findall(text[:QUERY_CHARS].lower()))
+    counts = sorted(((sum(n for w, n in words.items() if w in stop), lang)
+                     for lang in langs
+                     if (stop := _STOPWORDS.get(lang.split("-", 1)[0].lower()))),
+                    reverse=True)
+    if not counts or counts[0][0] == 0 or (len(counts) > 1 and counts[0][0] == counts[1][0]):
+        return None
+    return counts[0][1]
 
 
 @dataclass(frozen=True)
@@ -82,25 +144,39 @@ class Index:
     def langs(self) -> list[str]:
         return sorted(self._docs)
 
+    def terms(self) -> int:
+        """Distinct words over all languages, what the index's size grows with."""
+        return sum(len(p) for p in self._postings.values())
+
     def search(self, text: str, lang: str | None = None, *, queue: str | None = None,
                audience: str = "customers", limit: int = 3,
                threshold: float = 0.0) -> list[Hit]:
-        """The best articles for text, best first, each scoring above threshold: in lang
-        when the knowledge base has articles in it, else in every language it has. An
-        article limited to queues is found only for one of them (queue None: any)."""
-        langs = [lang] if lang in self._docs else list(self._docs)
-        hits: list[Hit] = []
-        for each in langs:
-            hits += self._ranked(text[:QUERY_CHARS], each, queue, audience, threshold)
-        hits.sort(key=lambda h: (-h.score, h.article.slug))
-        return hits[:limit]
+        """The best articles for text, best first, each scoring above threshold.
 
-    def _ranked(self, text: str, lang: str, queue: str | None, audience: str,
-                threshold: float) -> list[Hit]:
+        In the requester's language where an article answers: lang, or when lang is None
+        (or one the knowledge base has no articles in) the language text is detected in;
+        only when none of that language scores, the other languages' articles. Text in no
+        language we can tell is searched in every language. An article limited to queues
+        is found only for one of them (queue None: any)."""
+        text = text[:QUERY_CHARS]
+        if lang not in self._docs:
+            lang = detect(text, self._docs)
+        order = [[lang], [other for other in self._docs if other != lang]] if lang \
+            else [list(self._docs)]
+        for langs in order:
+            hits = [h for each in langs
+                    for h in self._ranked(text, each, queue, audience, threshold)]
+            if hits:
+                hits.sort(key=lambda h: (-h.score, h.article.slug))
+                return hits[:limit]
+        return []
+
+    def scores(self, text: str, lang: str) -> dict[int, float]:
+        """BM25 of every article of lang that has a word of text, by its position."""
         docs, postings, avg = self._docs[lang], self._postings[lang], self._avg[lang]
         n = len(docs)
         scores: dict[int, float] = {}
-        for t in set(terms(text, lang)):
+        for t in query_terms(text, lang):
             found = postings.get(t)
             if not found:
                 continue
@@ -108,10 +184,18 @@ class Index:
             for i, tf in found:
                 norm = K1 * (1 - B + B * docs[i][1] / avg)
                 scores[i] = scores.get(i, 0.0) + idf * tf * (K1 + 1) / (tf + norm)
+        return scores
+
+    def article(self, lang: str, i: int) -> Article:
+        """The article at position i of lang, as scores() names it."""
+        return self._docs[lang][i][0]
+
+    def _ranked(self, text: str, lang: str, queue: str | None, audience: str,
+                threshold: float) -> list[Hit]:
         hits = []
-        for i, score in scores.items():
-            a = docs[i][0]
+        for i, raw in self.scores(text, lang).items():
+            a, score = self._docs[lang][i][0], round(raw, 4)   # the threshold sees what is shown
             if score > threshold and a.audience == audience and (
                     queue is None or not a.queues or queue in a.queues):
-                hits.append(Hit(a, round(score, 4)))
+                hits.append(Hit(a, score))
         return hits
