@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..kb.articles import AUDIENCES, Article, KbError, load
+from ..kb.articles import AUDIENCES, Article, KbError
 from ..kb.library import Library, read
 from ..kb.search import Hit, customer_words
 from ..mail.parse import Unparseable, parse
@@ -32,17 +32,9 @@ def kb() -> None:
     """Knowledge-base articles: Markdown files with front matter in kb.folder."""
 
 
-def _articles(obj: Obj) -> list[Article]:
+def _articles(obj: Obj) -> tuple[Article, ...]:
     """The articles, or one line per problem and exit 78; none without kb.folder."""
-    settings = obj.settings
-    if settings.kb.folder is None:
-        return []
-    try:
-        return load(settings.kb.folder, {q.name for q in settings.desk.queues})
-    except KbError as e:
-        for problem in e.problems:
-            click.echo(safe(problem), err=True)
-        fail(f"{len(e.problems)} problem(s) in the articles of {settings.kb.folder}", EX_CONFIG)
+    return _library(obj).articles
 
 
 @kb.command("check")

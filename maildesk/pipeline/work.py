@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..config.schema import Agent, Desk
-from ..core.context import Context
+from ..core.context import Classified, Context, Refused
 from ..errors import MaildeskError
+from ..mail.classify import PERSON
 from ..mail.parse import ParsedMail, Unread, base_address
 from ..mail.quotes import split_reply
 from ..store.rows import Pending, TicketRow
-from ..tickets.refs import Grant
+from ..tickets.refs import Grant, requester_token_ok
 
 
 class Crashed(MaildeskError):
@@ -123,3 +124,17 @@ def queue_for(desk: Desk, w: Work) -> str:
         if rcpts.intersection(q.addresses):
             return q.name
     return desk.default_queue
+
+
+def requesters_click(ctx: Context, w: Work, ref: str, code: str, purpose: str,
+                     what: str) -> TicketRow:
+    """The ticket a click on one of its requester's links (a rating, "this solved it")
+    is for; Classified when the mail is a machine's (a vacation reply to the mail that held
+    the link clicks nothing), Refused when the token is not the requester's of ref."""
+    if w.verdict != PERSON:
+        raise Classified(w.verdict, f"{w.verdict_reason}; not {what}")
+    ticket = ctx.ledger.by_ref(ref)
+    if ticket is None or not requester_token_ok(code, ctx.secrets, ref, ticket.requester,
+                                                purpose):
+        raise Refused(f"{what} for {ref} whose token is not its requester's")
+    return ticket

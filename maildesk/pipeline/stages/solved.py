@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from ...core.context import Classified, Context, Refused
 from ...core.fire import change, fire
-from ...mail.classify import PERSON
 from ...tickets.apply import store_message
-from ...tickets.refs import read_solved_address, requester_token_ok
+from ...tickets.refs import read_solved_address
 from ..sender import event_mail
-from ..work import Work, recipients, reply_parts
+from ..work import Work, recipients, reply_parts, requesters_click
 
 DONE = ("resolved", "closed")
 
@@ -26,12 +25,7 @@ def solved_stage(ctx: Context, w: Work) -> None:
     if found is None:
         return
     ref, rank, code = found
-    if w.verdict != PERSON:     # a vacation reply to the acknowledgement is no click
-        raise Classified(w.verdict, f"{w.verdict_reason}; not a 'solved it'")
-    ticket = ctx.ledger.by_ref(ref)
-    if ticket is None or not requester_token_ok(code, ctx.secrets, ref, ticket.requester,
-                                                "solved"):
-        raise Refused(f"a 'solved it' for {ref} whose token is not its requester's")
+    ticket = requesters_click(ctx, w, ref, code, "solved", "a 'solved it'")
     slug = ctx.ledger.suggested(ticket).get(rank)
     if slug is None:
         raise Refused(f"{ref} suggested no article at rank {rank}")

@@ -3,12 +3,11 @@ the survey (the score is in its words). A reply with no rating in it is a reply.
 from __future__ import annotations
 
 from ...core.context import Classified, Context, Refused
-from ...mail.classify import PERSON
 from ...surveys.answer import Rating, parse_rating, record
 from ...surveys.send import survey_opt_out
 from ...tickets.apply import store_message
-from ...tickets.refs import read_rate_address, requester_token_ok
-from ..work import Work, recipients, reply_parts
+from ...tickets.refs import read_rate_address
+from ..work import Work, recipients, reply_parts, requesters_click
 
 
 def survey_stage(ctx: Context, w: Work) -> None:
@@ -18,12 +17,7 @@ def survey_stage(ctx: Context, w: Work) -> None:
     if found is None:
         return
     ref, choice, code = found
-    if w.verdict != PERSON:     # a vacation reply to the survey is no answer
-        raise Classified(w.verdict, f"{w.verdict_reason}; not a rating")
-    ticket = ctx.ledger.by_ref(ref)
-    if ticket is None or not requester_token_ok(code, ctx.secrets, ref, ticket.requester,
-                                                    "rate"):
-        raise Refused(f"a rating for {ref} whose token is not its requester's")
+    ticket = requesters_click(ctx, w, ref, code, "rate", "a rating")
     if choice == "optout":
         survey_opt_out(ctx, ticket)
         raise Classified("opted-out", f"{ticket.requester} wants no more surveys")
