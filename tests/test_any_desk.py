@@ -95,6 +95,9 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("kb", "check"): [[]],
         ("kb", "list"): [[], ["--format", "json"]],
         ("kb", "show"): [["reset-vpn-password"], ["reset-vpn-password", "--format", "json"]],
+        ("kb", "index"): [[], ["--format", "json"]],
+        ("kb", "search"): [["vpn", "password"], ["vpn", "--all", "--format", "json"]],
+        ("kb", "suggest"): [[str(eml)], [str(eml), "--format", "json"]],
     }
 
 
