@@ -48,14 +48,21 @@ def load_rules(settings: Settings, templates: Templates) -> RuleSet:
         raise StartupError("rules not loaded:\n" + "\n".join(e.problems)) from None
 
 
-def load_kb(settings: Settings) -> Library:
-    """The knowledge base, or StartupError listing every problem with its place."""
+def load_kb(settings: Settings, strict: bool = True) -> Library:
+    """The knowledge base; when its articles do not all load, StartupError naming the
+    first problem (strict), or else no articles, said in the log: articles are content,
+    edited by many, and one bad file must not keep mail from being taken in."""
     from .kb import library
     from .kb.articles import KbError
     try:
         return library.read(settings.kb.folder, {q.name for q in settings.desk.queues})
     except KbError as e:
-        raise StartupError("knowledge base not loaded:\n" + "\n".join(e.problems)) from None
+        said = (f"knowledge base not loaded: {len(e.problems)} problem(s), the first: "
+                f"{e.problems[0]} (`maildesk kb check` lists them all)")
+        if strict:
+            raise StartupError(said) from None
+        log.error("%s; no article is suggested until it is fixed", said)
+        return Library(settings.kb.folder, stamp=library.stamp(settings.kb.folder))
 
 
 def load_slas(settings: Settings, templates: Templates) -> Slas:
@@ -249,7 +256,7 @@ class App:
         return cls(
             rules=load_rules(settings, templates),
             slas=load_slas(settings, templates),
-            kb=load_kb(settings),
+            kb=load_kb(settings, strict=False),
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),

@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .app import App, StartupError, load_kb, load_rules, load_slas
 from .config.load import ConfigError, load_settings
 from .intake import imap, smtp
-from .kb.library import stamp
+from .kb.library import Stamp, stamp
 from .notify import delivery
 from .notify.templates import Templates
 from .pipeline import run
@@ -128,7 +128,8 @@ class Daemon:
                                     self.leadership)
                         for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
-        self._kb_seen, self._kb_next = app.kb.stamp, 0.0
+        self._kb_seen: Stamp | None = app.kb.stamp
+        self._kb_next = 0.0
         self.scheduler: BackgroundScheduler | None = None
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -197,7 +198,7 @@ class Daemon:
         try:
             self.app.kb = load_kb(self.app.settings)
         except StartupError as e:
-            log.error("articles changed but %s; keeping the %d running articles", e,
+            log.error("articles changed but %s; the %d articles loaded before stay", e,
                       len(self.app.kb.articles))
             return
         log.info("knowledge base reloaded: %d articles, %d published, from %s",
@@ -251,7 +252,6 @@ class Daemon:
                 raise StartupError("; ".join(problems))
             rules = load_rules(settings, templates)
             slas = load_slas(settings, templates)
-            kb = load_kb(settings)
         except (ConfigError, StartupError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return
@@ -267,8 +267,8 @@ class Daemon:
         self.app.templates = templates
         self.app.rules = rules
         self.app.slas = slas
-        self.app.kb = kb
-        self._kb_seen = kb.stamp
+        self._kb_seen, self._kb_next = None, 0.0   # the articles too, now, or the log says why
+        self._watch_kb()
         self._rule_mtimes = self._mtimes()
         self.transport = delivery.make_transport(self.app)
         if self.scheduler is not None:      # intervals may have changed

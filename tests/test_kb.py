@@ -93,3 +93,48 @@ def test_a_desk_without_a_knowledge_base(tmp_path: Path) -> None:
     missing.write_text(yaml.safe_dump(settings_dict(tmp_path, kb={"folder": "nowhere"})))
     r = run_cli("kb", "check", config=missing)
     assert r.returncode == 78 and b"nowhere: no such folder (kb.folder)" in r.stderr
+
+
+def test_a_broken_article_is_named_and_keeps_nothing_else_from_working(tmp_path: Path) -> None:
+    """An impossible date (read by YAML as a date, it fails later than syntax) and a
+    file too big for mail are named at their place; a desk with a broken article still
+    takes mail in and answers every other command, and `config check` names the article."""
+    cfg = desk(tmp_path, {"reset-vpn-password.md": GOOD,
+                          "bad-date.md": GOOD.replace("2020-01-31", "2027-13-45"),
+                          "huge.md": GOOD + "word " * 30_000})
+    r = run_cli("kb", "check", config=cfg)
+    assert r.returncode == 78 and b"Traceback" not in r.stderr
+    assert f"{tmp_path / 'kb' / 'bad-date.md'}:9:12: no such date".encode() in r.stderr
+    assert b"huge.md:1:1: " in r.stderr and b"KiB" in r.stderr
+    checked = run_cli("config", "check", config=cfg)
+    assert checked.returncode == 78 and b"bad-date.md" in checked.stderr
+    raw = (b"From: ana@customer.test\nTo: support@localhost\nSubject: vpn\n"
+           b"Message-ID: <b1@customer.test>\n\nThe vpn password is refused.\n")
+    piped = run_cli("ingest", input=raw, config=cfg)
+    assert piped.returncode == 0, piped.stderr
+    assert b"knowledge base not loaded" in piped.stderr and b"Traceback" not in piped.stderr
+    listed = run_cli("tickets", "list", "--format", "json", config=cfg)
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["ref"] == "MD-1"
+
+
+def test_kb_suggest_offers_what_the_queue_offers(tmp_path: Path) -> None:
+    cfg = desk(tmp_path, {"reset-vpn-password.md": GOOD.replace("status: published\n", "")
+                          .replace("lang: en\n", "lang: en\nstatus: published\n")})
+    data = yaml.safe_load(cfg.read_text())
+    data["kb"]["threshold"] = 0.1
+    data["desk"]["addresses"] = ["support@localhost", "net@localhost", "quiet@localhost"]
+    data["desk"]["queues"] = [{"name": "general"}, {"name": "network",
+                                                    "addresses": ["net@localhost"]},
+                              {"name": "quiet", "addresses": ["quiet@localhost"],
+                               "suggest_articles": 0}]
+    cfg.write_text(yaml.safe_dump(data))
+    for to, found in (("net@localhost", True), ("support@localhost", False),
+                      ("quiet@localhost", False)):
+        eml = tmp_path / f"{to}.eml"
+        eml.write_bytes(f"From: ana@customer.test\nTo: {to}\nSubject: VPN password\n\n"
+                        "My vpn password is refused, how do I reset it?\n".encode())
+        r = run_cli("kb", "suggest", str(eml), "--format", "json", config=cfg)
+        assert r.returncode == 0, r.stderr
+        assert bool(json.loads(r.stdout)) is found, (to, r.stdout)
+    quiet = run_cli("kb", "suggest", str(tmp_path / "quiet@localhost.eml"), config=cfg)
+    assert b"queue quiet offers no articles" in quiet.stdout

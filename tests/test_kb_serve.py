@@ -34,6 +34,9 @@ def test_suggest_solve_status_reload_and_report(daemon: Callable[..., Daemon], d
                                                  "queues": ["general"]}]},
                        kb={"folder": str(kb), "threshold": 1.0}))
 
+    checked = desk.cli("config", "check")
+    assert checked.returncode == 0, "the running daemon of this configuration is no obstacle"
+    assert b"2 articles" in checked.stdout
     desk.send(CUSTOMER, "support@localhost", a_mail(
         CUSTOMER, "support@localhost", "VPN password refused",
         "Since this morning my VPN password is refused."))

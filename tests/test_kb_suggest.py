@@ -155,6 +155,8 @@ def test_forged_stolen_and_automatic_clicks_change_nothing(app: App) -> None:
     assert click(app, stolen, sender="eve@customer.test", n=1).startswith("refused")
     auto = click(app, link, n=2, **{"Auto-Submitted": "auto-replied"})
     assert not auto.startswith("solved"), auto
+    assert click(app, link, sender="mallory@evil.test", n=4).startswith("refused"), \
+        "a forwarded link, or its address in another's mail, resolves nothing"
     unsuggested = re.sub(r"-1-([a-z2-7]+)@", r"-7-\1@", link)
     assert click(app, unsuggested, n=3).startswith("refused"), "no article at rank 7"
     assert status(app, ref) != "resolved" and status(app, other) != "resolved"
@@ -235,24 +237,45 @@ def test_suggest_articles_only_on_a_new_ticket(tmp_path: Path) -> None:
 
 def test_the_report_counts_deflection_the_articles_and_the_gaps(
         make_app: Callable[..., App], db_url: str, tmp_path: Path) -> None:
+    """Five new tickets: three offered the VPN article, two nothing (a gap). One requester
+    clicks before anyone answered (deflected); another after bob answered (solved, but
+    an agent was needed)."""
+    from conftest import reply_address
+
     from maildesk.reports.metrics import build
     from maildesk.reports.render import as_html
     app = make_app(db_url, desk=DESK, kb={"folder": str(write_kb(tmp_path / "kb")),
                                           "threshold": 2.0})
-    refs = [new_ticket(app, "VPN password refused", "my vpn password is refused", n=i)
-            for i in range(3)]
+    refs = [new_ticket(app, "VPN password refused", "my vpn password is refused", n=i,
+                       sender=f"user{i}@customer.test") for i in range(3)]
     for i in range(2):
         new_ticket(app, "Invoice wrong", "please correct the invoice", n=10 + i)
     acks = sent(app, "acknowledgement")
-    assert click(app, solved_links(acks[0])[0]).startswith("solved")
+    assert click(app, solved_links(acks[0])[0], sender="user0@customer.test") \
+        .startswith("solved")
+    to = reply_address(app, refs[1], "bob@desk.test")
+    ingest(app, [(f"From: bob@desk.test\nTo: {to}\nSubject: Re: vpn\nMessage-ID: <b@desk.test>"
+                  "\n\nTry the reset page.\n".encode(), PIPE)], now=MON + timedelta(minutes=5))
+    assert click(app, solved_links(acks[1])[0], sender="user1@customer.test", n=1) \
+        .startswith("solved")
     with app.engine.connect() as conn:
         r = build(conn, MON - timedelta(days=1), MON + timedelta(days=1), None)
     total = r.groups["all"]
-    assert (total["kb_searched"], total["kb_suggested"], total["kb_solved"]) == (5, 3, 1)
+    assert (total["kb_searched"], total["kb_suggested"], total["kb_solved"],
+            total["kb_deflected"]) == (5, 3, 2, 1)
     assert total["kb_deflection_pct"] == 20.0, "1 of 5 new tickets"
     top = r.kb_articles[0]
-    assert (top["slug"], top["suggested"], top["solved"]) == ("vpn-password", 3, 1)
+    assert (top["slug"], top["suggested"], top["solved"]) == ("vpn-password", 3, 2)
     assert r.kb_gaps == [{"subject": "invoice wrong", "tickets": 2, "latest": "MD-5"}]
-    assert refs[0] == "MD-1" and r.kb_rewrite == [], "suggested 3 times, and it solved one"
+    assert r.kb_rewrite == [], "suggested 3 times, and it solved two"
     page = as_html(r, app.templates, "Desk")
-    assert "20.0% deflected" in page and "invoice wrong" in page
+    assert "20.0% of 5 new tickets deflected" in page and "invoice wrong" in page
+
+
+def test_an_articles_html_keeps_text_and_absolute_links_only() -> None:
+    from maildesk.kb.render import html
+    out = html("[rel](/wiki/x) [ok](https://help.test/a) <img src=x onerror=alert(1)> "
+               "[js](javascript:alert(1)) ![pic](https://evil.test/p.png)\n\n<script>x</script>")
+    assert 'href="/wiki/x"' not in out and ">rel</a>" in out
+    assert 'href="https://help.test/a"' in out
+    assert "<img" not in out and "<script" not in out and 'href="javascript' not in out

@@ -111,11 +111,13 @@ def test_the_answer_goes_to_the_from_address_alone(app: App) -> None:
     """Reply-To and Cc are whoever the writer names; the list of Ana's tickets goes to Ana
     however the mail is written, in whatever case."""
     ingest(app, [(mail(subject="printer", message_id="<p1@customer.test>"), PIPE)], now=MON)
-    assert ask(app, to="Support+STATUS@LocalHost", sender="Ana <ANA@Customer.Test>",
+    assert ask(app, to="Support+STATUS@LocalHost",
+               sender='"URGENT call +1 555 0100 now" <ANA@Customer.Test>',
                Reply_To="mallory@evil.test", Cc="eve@customer.test") \
         .startswith("status: answered")
     [answer] = sent(app, "status")
     assert [a.addr_spec for a in answer["To"].addresses] == ["ana@customer.test"]
+    assert "URGENT" not in answer.as_string(), "a forger's name is not the desk's to say"
     assert answer["Cc"] is None and "MD-1  printer" in text_of(answer)
     with app.sessions() as s:
         assert s.scalars(select(OutboxMail.to)).all()[-1] == ["ana@customer.test"]

@@ -48,13 +48,13 @@ def config() -> None:
 @config.command("check")
 @click.pass_obj
 def config_check(obj: Obj) -> None:
-    """Validate the configuration, templates and rules, and try the data directory and the
-    database as `serve` would; exit 0 if good, else what `serve` would exit with: 78 fix
+    """Validate the configuration, templates, rules and articles, and try the data directory
+    and the database as `serve` would; exit 0 if good, else what `serve` would exit with: 78 fix
     the configuration, 73 the data directory cannot be written, 75 the database is down.
 
     The data directory gets a probe file, written and removed; the database is only read.
     """
-    from ..app import StartupError, load_rules
+    from ..app import StartupError, load_kb, load_rules
     from ..notify.templates import Templates
     settings = obj.settings
     templates = Templates(settings.templates_dir)
@@ -63,13 +63,15 @@ def config_check(obj: Obj) -> None:
         fail("; ".join(problems), EX_CONFIG)
     try:
         rules = load_rules(settings, templates)
+        articles = len(load_kb(settings).articles)
     except StartupError as e:
         fail(str(e), EX_CONFIG)
     try:
         writable_dir(settings.data_dir, make=False)
     except DataDirError as e:
         fail(str(e), EX_CANTCREAT)
-    click.echo(f"{obj.path or 'embedded default'}: ok ({len(rules)} rules; data_dir "
+    click.echo(f"{obj.path or 'embedded default'}: ok ({len(rules)} rules; {articles} "
+               f"articles; data_dir "
                f"{settings.data_dir} writable; database {_schema(settings)})")
 
 
@@ -101,7 +103,7 @@ def _beside_the_nodes(settings: Settings, engine: Engine) -> None:
     from ..store import nodes
     me = nodes.Node.of(settings)
     with engine.connect() as conn:
-        refused = nodes.refusal(conn, me, datetime.now(timezone.utc))
+        refused = nodes.refusal(conn, me, datetime.now(timezone.utc), checking=True)
     if refused is not None:
         fail(str(refused), EX_CONFIG)
 

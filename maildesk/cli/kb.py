@@ -1,6 +1,7 @@
 """`maildesk kb`: the knowledge base's articles, checked, listed, indexed and searched."""
 from __future__ import annotations
 
+import statistics
 import time
 from datetime import date
 from pathlib import Path
@@ -10,8 +11,9 @@ import click
 
 from ..kb.articles import AUDIENCES, Article, KbError
 from ..kb.library import Library, read
+from ..kb.render import summary
 from ..kb.search import Hit, customer_words
-from ..mail.parse import Unparseable, parse
+from ..mail.parse import Unparseable, base_address, parse
 from ..store.blobs import digest_of
 from .context import Obj
 from .output import (
@@ -109,7 +111,8 @@ def kb_index(obj: Obj, fmt: str) -> None:
     index = library.index
     row = {"folder": str(library.folder) if library.folder else None,
            "articles": len(library.articles), "published": len(index),
-           "languages": index.langs(), "terms": index.terms(), "seconds": round(took, 3)}
+           "languages": index.langs(), "terms": index.terms(), "seconds": round(took, 3),
+           "own_words_median": _own_words(library), "threshold": obj.settings.kb.threshold}
     if fmt == "json":
         emit_json(row)
         return
@@ -119,6 +122,23 @@ def kb_index(obj: Obj, fmt: str) -> None:
     click.echo(f"{library.folder}: {row['articles']} articles, {row['published']} published, "
                f"languages {', '.join(index.langs()) or 'none'}, {row['terms']} distinct "
                f"words, indexed in {took:.2f} s")
+    if row["own_words_median"] is not None:
+        click.echo("an article's title and first paragraph, searched, score "
+                   f"{row['own_words_median']} (median); kb.threshold is "
+                   f"{row['threshold']:g}: a mail an article answers scores less than its own "
+                   "words, so a threshold far above this suggests nothing (README: How "
+                   "suggestions are chosen)")
+
+
+def _own_words(library: Library) -> float | None:
+    """The median score of each published article for its own title and first paragraph:
+    the scale of this knowledge base's scores (BM25 depends on the articles), to set
+    kb.threshold against."""
+    scores = [h.score for a in library.articles if a.status == "published"
+              for h in library.index.search(f"{a.title}\n{summary(a.body)}", a.lang,
+                                            audience=a.audience, limit=10)
+              if h.article is a]
+    return round(statistics.median(scores), 1) if scores else None
 
 
 def _show(hits: list[Hit], threshold: float, fmt: str) -> None:
@@ -143,7 +163,8 @@ LANG = click.option("--lang", metavar="CODE",
 QUEUE = click.option("--queue", metavar="NAME",
                      help="Only articles for this queue (and those for every queue).")
 LIMIT = click.option("--limit", type=click.IntRange(1, 100), default=None,
-                     help="Hits at most; default: kb.suggest, or 3 when that is 0.")
+                     help="Hits at most; default: kb search kb.suggest, or 3 when that is 0; "
+                          "kb suggest as many as the queue offers.")
 
 
 @kb.command("search")
@@ -178,8 +199,10 @@ def kb_search(obj: Obj, query: tuple[str, ...], lang: str | None, queue: str | N
 def kb_suggest(obj: Obj, message: Path, lang: str | None, queue: str | None,
                limit: int | None, fmt: str) -> None:
     """What an acknowledgement of MESSAGE (.eml) would suggest: the search on its subject
-    and the customer's own words (quoted history and signature left out), at kb.threshold.
-    A file that cannot be read is exit 66; one that is no mail, 65."""
+    and the customer's own words (quoted history and signature left out), in the queue its
+    recipients name (or --queue), as many as that queue offers, at kb.threshold. A rule's
+    suggest_articles is not applied here: `maildesk rules test MESSAGE` shows it. A file
+    that cannot be read is exit 66; one that is no mail, 65."""
     try:
         raw = message.read_bytes()
     except OSError as e:
@@ -188,10 +211,19 @@ def kb_suggest(obj: Obj, message: Path, lang: str | None, queue: str | None,
         mail = parse(raw, digest_of(raw))
     except Unparseable as e:
         fail(f"{message}: {e}", EX_DATAERR)
-    threshold = obj.settings.kb.threshold
-    hits = _library(obj).index.search(customer_words(mail.subject, mail.text), lang, queue=queue,
-                                      limit=limit or obj.settings.kb.suggest or 3,
-                                      threshold=threshold)
+    settings = obj.settings
+    queue = queue or settings.desk.queue_for({base_address(a) for a in (*mail.to, *mail.cc)})
+    offered = limit or settings.articles_offered(queue)
+    if not offered:
+        if fmt == "json":
+            emit_json([])
+        else:
+            click.echo(f"queue {queue} offers no articles (its suggest_articles, or "
+                       "kb.suggest, is 0)")
+        return
+    threshold = settings.kb.threshold
+    hits = _library(obj).index.search(customer_words(mail.subject, mail.text), lang,
+                                      queue=queue, limit=offered, threshold=threshold)
     _show(hits, threshold, fmt)
 
 

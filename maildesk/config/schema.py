@@ -352,6 +352,12 @@ class Desk(Strict):
         return next((q for q in self.queues if q.name == name),
                     next(q for q in self.queues if q.name == self.default_queue))
 
+    def queue_for(self, recipients: set[str]) -> str:
+        """The queue of a new ticket written to these (base) addresses: the first queue one
+        of them names, else the default queue."""
+        return next((q.name for q in self.queues if recipients.intersection(q.addresses)),
+                    self.default_queue)
+
     def closed_reply_policy(self, queue: str) -> str:
         return self.queue(queue).on_closed_reply
 
@@ -859,6 +865,12 @@ class Settings(Strict):
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.data_dir / 'maildesk.db'}"
+
+    def articles_offered(self, queue: str) -> int:
+        """How many articles a new ticket's acknowledgement in queue offers at most, unless a
+        rule says (suggest_articles): the queue's suggest_articles, else kb.suggest."""
+        offered = self.desk.queue(queue).suggest_articles
+        return self.kb.suggest if offered is None else offered
 
     @property
     def outbox_maildir(self) -> Path:

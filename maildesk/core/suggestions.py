@@ -20,17 +20,10 @@ from .happening import Mail
 from .outbox import desk_address
 
 
-def how_many(ctx: Context, ticket: TicketRow, mail: Mail) -> int:
-    if mail.suggest is not None:
-        return mail.suggest
-    queue = ctx.settings.desk.queue(ticket.queue).suggest_articles
-    return ctx.settings.kb.suggest if queue is None else queue
-
-
 def suggest(ctx: Context, ticket: TicketRow, mail: Mail) -> list[dict[str, Any]]:
     """The articles for a new ticket's acknowledgement, as its templates show them, and
     recorded; [] when the desk has none to offer or none is good enough."""
-    n = how_many(ctx, ticket, mail)
+    n = ctx.settings.articles_offered(ticket.queue) if mail.suggest is None else mail.suggest
     if n == 0 or ctx.history or not len(ctx.kb.index):
         return []
     hits = ctx.kb.index.search(customer_words(mail.parsed.subject, mail.parsed.text),

@@ -45,11 +45,12 @@ def send_agent_view(ctx: Context, agent: Agent, asked: list[tuple[str, str, str 
 STATUS_LISTED = 50     # a status answer's tickets at most; "and N more" says the rest
 
 
-def send_status(ctx: Context, requester: str, support: str, message_id: str | None,
-                name: str = "") -> None:
+def send_status(ctx: Context, requester: str, support: str, message_id: str | None) -> None:
     """A customer's tickets in one mail to them, from the support address they asked
     (the answer to their status request, message_id): those not yet resolved, then those
-    changed within status.recent_days, each with the requester's own reply address."""
+    changed within status.recent_days, each with the requester's own reply address. It
+    greets nobody by name: the name in a status request's From is anyone's to write, and
+    the desk's mail must not carry a forger's words to the real requester."""
     recent_days = ctx.settings.status.recent_days
     rows, total = ctx.ledger.requester_tickets(requester, STATUS_LISTED,
                                                since=ctx.now - timedelta(days=recent_days))
@@ -57,7 +58,7 @@ def send_status(ctx: Context, requester: str, support: str, message_id: str | No
         r["reply_to"] = token_address(ctx.secrets[0], queue_address(ctx, r["queue"]),
                                       r["ref"], requester, "reply", ctx.now.date())
     answer(ctx, requester, "status", {
-        "customer_name": name, "address": requester, "recent_days": recent_days,
+        "address": requester, "recent_days": recent_days,
         "open": [r for r in rows if r["status"] in UNRESOLVED],
         "recent": [r for r in rows if r["status"] not in UNRESOLVED],
         "more": total - len(rows)}, message_id, sender=support)

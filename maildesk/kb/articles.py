@@ -36,6 +36,7 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 AUDIENCES = ("customers", "agents")
 STATUSES = ("draft", "published")
+MAX_BYTES = 100 * 1024      # an article is mailed whole, up to three in an acknowledgement
 KEYS = ("title", "tags", "queues", "audience", "lang", "status", "owner", "review_by",
         "source")
 
@@ -109,6 +110,11 @@ def _article(path: Path, queues: set[str], p: _Problems) -> Article | None:
         p.add(1, 1, f"file name {path.name!r}: an article's slug is its name, in lower-case "
                     "letters, digits and '-' (e.g. reset-vpn-password.md)")
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            p.add(1, 1, f"{size} bytes; an article is at most {MAX_BYTES // 1024} KiB (it goes "
+                        "into mail): split it, or link to the long version")
+            return None
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         p.add(1, 1, f"not UTF-8 text (byte {e.start})")
@@ -132,6 +138,10 @@ def _article(path: Path, queues: set[str], p: _Problems) -> Article | None:
         p.add(mark.line + 2 if mark else 2, mark.column + 1 if mark else 1,
               f"YAML syntax error: {e.problem}")
         return None
+    except ValueError as e:     # a value YAML reads as a date that is none: 2027-13-45
+        line, col = _bad_date(lines[1:end])
+        p.add(line, col, f"no such date ({e}); write dates as YYYY-MM-DD")
+        return None
     if not isinstance(meta, dict):
         p.add(2, 1, "the front matter must be fields (title: ..., tags: [...])")
         return None
@@ -142,6 +152,17 @@ def _article(path: Path, queues: set[str], p: _Problems) -> Article | None:
     if p.items or values is None:
         return None
     return Article(slug=slug, path=path, body=body, **values)
+
+
+def _bad_date(lines: list[str]) -> tuple[int, int]:
+    """Where the front matter holds a YYYY-MM-DD that is no day of the calendar."""
+    for i, line in enumerate(lines):
+        for m in re.finditer(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", line):
+            try:
+                date(*map(int, m.groups()))
+            except ValueError:
+                return i + 2, m.start() + 1
+    return 2, 1
 
 
 def _at(meta: Any, key: str) -> tuple[int, int]:

@@ -25,9 +25,17 @@ def _markdown() -> MarkdownIt:
 
 def html(markdown: str) -> str:
     """Safe HTML of an article's Markdown: no script, style, image or event handler, and
-    links only to http, https and mailto (each opened with rel=noopener noreferrer)."""
+    links only to http, https and mailto (each opened with rel=noopener noreferrer). A
+    relative link, which means nothing in a mail, loses its href and keeps its words."""
     return nh3.clean(_markdown().render(markdown), tags=TAGS, url_schemes=SCHEMES,
-                     attributes={"a": {"href", "title"}}, link_rel="noopener noreferrer")
+                     attributes={"a": {"href", "title"}}, link_rel="noopener noreferrer",
+                     attribute_filter=_absolute)
+
+
+def _absolute(tag: str, attribute: str, value: str) -> str | None:
+    if tag == "a" and attribute == "href" and value.split(":", 1)[0].lower() not in SCHEMES:
+        return None
+    return value
 
 
 def summary(markdown: str, chars: int = 300) -> str:

@@ -119,22 +119,23 @@ def queue_for(desk: Desk, w: Work) -> str:
     """The queue of a new ticket: the intake's, else the first queue a recipient names."""
     if w.inbound.queue is not None:
         return w.inbound.queue
-    rcpts = {base_address(a) for a in recipients(w)}
-    for q in desk.queues:
-        if rcpts.intersection(q.addresses):
-            return q.name
-    return desk.default_queue
+    return desk.queue_for({base_address(a) for a in recipients(w)})
 
 
 def requesters_click(ctx: Context, w: Work, ref: str, code: str, purpose: str,
                      what: str) -> TicketRow:
     """The ticket a click on one of its requester's links (a rating, "this solved it")
     is for; Classified when the mail is a machine's (a vacation reply to the mail that held
-    the link clicks nothing), Refused when the token is not the requester's of ref."""
+    the link clicks nothing), Refused when the token is not the requester's of ref or the
+    mail is not from the requester: as with a reply address, the token proves the mail
+    was sent to them, and From must name them (a forwarded link is worth nothing)."""
     if w.verdict != PERSON:
         raise Classified(w.verdict, f"{w.verdict_reason}; not {what}")
     ticket = ctx.ledger.by_ref(ref)
     if ticket is None or not requester_token_ok(code, ctx.secrets, ref, ticket.requester,
                                                 purpose):
         raise Refused(f"{what} for {ref} whose token is not its requester's")
+    if w.parsed.from_addr.lower() != ticket.requester.lower():
+        raise Refused(f"{what} for {ref} from {w.parsed.from_addr}, who is not its "
+                      "requester")
     return ticket

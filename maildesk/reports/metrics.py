@@ -17,9 +17,10 @@ tickets, into Python. The definitions are the SLA clocks' own (README):
 - first-contact resolution: resolved tickets with no next-response clock
   (the customer never had to write again) and no reopening;
 - knowledge base: tickets whose acknowledgement was searched for articles in
-  the period, those offered at least one, suggestions per searched ticket, and
-  deflection: tickets their requester resolved with an article ("this solved
-  it") in the period, per ticket created in it.
+  the period, those offered at least one, suggestions per searched ticket,
+  those their requester resolved with an article ("this solved it") in the
+  period, and deflection: of those, the ones no agent had answered before, per
+  ticket created in the period.
 """
 from __future__ import annotations
 
@@ -238,8 +239,8 @@ def _figures(conn: Connection, start: datetime, end: datetime,
 
     _kb_figures(conn, dim, by_ticket, in_period, put)
     for k, figures in out.items():
-        if figures.get("kb_solved") and figures.get("created"):
-            figures["kb_deflection_pct"] = round(100.0 * figures["kb_solved"]
+        if figures.get("kb_deflected") and figures.get("created"):
+            figures["kb_deflection_pct"] = round(100.0 * figures["kb_deflected"]
                                                  / figures["created"], 1)
         n = figures.get("resolved", 0)
         if n:
@@ -265,8 +266,14 @@ def _kb_figures(conn: Connection, dim: Dim, by_ticket: bool,
         put("kb_suggested", {str(k): int(offered)})
         put("kb_suggestions_per_ticket", {str(k): round(int(shown) / int(n), 2)})
     g = dim(K.c.solved_at)
-    put("kb_solved", _counts(conn, select(g, func.count(func.distinct(K.c.ticket_id)))
-                             .select_from(rows).where(in_period(K.c.solved_at)).group_by(g)))
+    answered = exists(select(E.c.id).where(E.c.ticket_id == K.c.ticket_id,
+                                           E.c.kind == "agent.replied", E.c.at < K.c.solved_at))
+    for k, solved, alone in conn.execute(
+            select(g, func.count(func.distinct(K.c.ticket_id)),
+                   func.count(func.distinct(case((~answered, K.c.ticket_id)))))
+            .select_from(rows).where(in_period(K.c.solved_at)).group_by(g)):
+        put("kb_solved", {str(k): int(solved)})
+        put("kb_deflected", {str(k): int(alone)})
 
 
 def _kb_lists(conn: Connection, report: Report, start: datetime, end: datetime) -> None:

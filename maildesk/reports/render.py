@@ -19,7 +19,8 @@ COLUMNS = ("created", "resolved", "reopened", "backlog", "backlog_age_median_h",
            "mttr_wall_median_h", "mttr_wall_p90_h", "sla_first_response_pct",
            "sla_resolution_pct", "csat_pct", "csat_mean", "csat_responses",
            "survey_response_rate_pct", "fcr_pct", "reopen_rate_pct", "kb_searched",
-           "kb_suggested", "kb_suggestions_per_ticket", "kb_solved", "kb_deflection_pct")
+           "kb_suggested", "kb_suggestions_per_ticket", "kb_solved", "kb_deflected",
+           "kb_deflection_pct")
 TABLE = ("created", "resolved", "backlog", "frt_business_median_h", "mttr_business_median_h",
          "sla_first_response_pct", "sla_resolution_pct", "csat_pct", "fcr_pct",
          "kb_deflection_pct")
@@ -27,7 +28,7 @@ TABLE = ("created", "resolved", "backlog", "frt_business_median_h", "mttr_busine
 
 # counts: 0 when nothing happened (a script sums them); the rest have no figure then (None)
 COUNTS = ("created", "resolved", "reopened", "backlog", "csat_responses", "kb_searched",
-          "kb_suggested", "kb_solved")
+          "kb_suggested", "kb_solved", "kb_deflected")
 
 
 def rows(report: Report) -> list[dict[str, Any]]:

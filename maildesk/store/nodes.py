@@ -70,14 +70,19 @@ def _pid_running(pid: int) -> bool:
     return stat[stat.rfind(")") + 2:][:1] != "Z"
 
 
-def refusal(conn: Connection, me: Node, now: datetime) -> NodeRefused | None:
-    """Why this node must not start beside the live ones, or None."""
+def refusal(conn: Connection, me: Node, now: datetime, checking: bool = False
+            ) -> NodeRefused | None:
+    """Why this node must not start beside the live ones, or None. checking: `config
+    check`, which the running daemon of the same configuration (name, host, data_dir)
+    does not keep from checking before a reload."""
     for row in conn.execute(select(T_NODES)).mappings():
         if not _alive(row, now):
             continue
         if row["name"] == me.name:
-            if row["host"] == me.host and (row["pid"] == me.pid or not _pid_running(row["pid"])):
-                continue                # this node's own earlier run, killed: it is us now
+            if row["host"] == me.host and (row["pid"] == me.pid or not _pid_running(row["pid"])
+                                           or (checking and row["data_dir"] == me.data_dir)):
+                continue                # our own earlier run, killed (it is us now), or the
+                                        # daemon whose configuration is being checked
             return NodeRefused(
                 f"node name {me.name!r} is in use by a running node on {row['host']} (pid "
                 f"{row['pid']}, last heartbeat {_ago(row, now)}); give each node its own "

@@ -48,7 +48,7 @@ def status_stage(ctx: Context, w: Work) -> None:
     if sent >= limit:
         raise Classified(STATUS, f"not answered: {p.from_addr} had {sent} status answers "
                                  f"within status.window ({window}), status.limit is {limit}")
-    send_status(ctx, p.from_addr, support, p.message_id, p.from_name)
+    send_status(ctx, p.from_addr, support, p.message_id)
     raise Classified(STATUS, f"answered {p.from_addr}'s status request")
 
 
