@@ -48,14 +48,31 @@ def load_rules(settings: Settings, templates: Templates) -> RuleSet:
         raise StartupError("rules not loaded:\n" + "\n".join(e.problems)) from None
 
 
-def load_kb(settings: Settings) -> Library:
-    """The knowledge base, or StartupError listing every problem with its place."""
+def load_kb(settings: Settings, before: Library | None = None) -> Library:
+    """The knowledge base, or StartupError listing every problem with its place.
+    kb.rerank: the articles embedded too, by before's embedder when it has one (the model
+    stays loaded, and only changed articles are embedded again), else by a new one whose
+    model is extracted under data_dir/models; StartupError in one line when the extra
+    maildesk[ml] is not installed."""
     from .kb import library
     from .kb.articles import KbError
+    embedder = None
+    if settings.kb.rerank:
+        from .ml import embeddings
+        try:
+            embeddings.check("kb.rerank")
+        except embeddings.MlMissing as e:
+            raise StartupError(str(e)) from None
+        embedder = before.embedder if before is not None and before.embedder is not None \
+            else embeddings.Embedder(settings.data_dir / "models")
     try:
-        return library.read(settings.kb.folder, {q.name for q in settings.desk.queues})
+        return library.read(settings.kb.folder, {q.name for q in settings.desk.queues},
+                            embedder)
     except KbError as e:
         raise StartupError("knowledge base not loaded:\n" + "\n".join(e.problems)) from None
+    except OSError as e:       # the model could not be extracted under data_dir
+        raise StartupError(f"kb.rerank: the model could not be extracted into "
+                           f"{settings.data_dir / 'models'}: {e}") from None
 
 
 def load_slas(settings: Settings, templates: Templates) -> Slas:

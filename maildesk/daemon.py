@@ -195,7 +195,7 @@ class Daemon:
             return
         self._kb_seen = now
         try:
-            self.app.kb = load_kb(self.app.settings)
+            self.app.kb = load_kb(self.app.settings, self.app.kb)
         except StartupError as e:
             log.error("articles changed but %s; keeping the %d running articles", e,
                       len(self.app.kb.articles))
@@ -251,7 +251,7 @@ class Daemon:
                 raise StartupError("; ".join(problems))
             rules = load_rules(settings, templates)
             slas = load_slas(settings, templates)
-            kb = load_kb(settings)
+            kb = load_kb(settings, self.app.kb)
         except (ConfigError, StartupError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return
