@@ -31,6 +31,7 @@ from .store.db import make_engine, make_sessionmaker, shown_url, sqlite_file
 
 if TYPE_CHECKING:       # imported where used: a command that only reads loads none of it
     from .core.context import Context
+    from .ml.embeddings import Embedder
     from .rules.engine import RuleSet
 
 log = logging.getLogger("maildesk")
@@ -48,21 +49,44 @@ def load_rules(settings: Settings, templates: Templates) -> RuleSet:
         raise StartupError("rules not loaded:\n" + "\n".join(e.problems)) from None
 
 
-def load_kb(settings: Settings, strict: bool = True) -> Library:
-    """The knowledge base; when its articles do not all load, StartupError naming the
-    first problem (strict), or else no articles, said in the log: articles are content,
-    edited by many, and one bad file must not keep mail from being taken in."""
+def load_kb(settings: Settings, before: Library | None = None,
+            strict: bool = True) -> Library:
+    """The knowledge base. An article with a problem: StartupError naming the first one
+    (strict), or else no articles, said in the log: articles are content, edited by many,
+    and one bad file must not keep mail from being taken in. kb.rerank without the extra
+    maildesk[ml] or its model is the configuration's fault: StartupError in one line.
+    kb.rerank: the articles embedded too, by before's embedder when it has one (the model
+    stays loaded, and only changed articles are embedded again), else by a new one whose
+    model is extracted under data_dir/models."""
     from .kb import library
     from .kb.articles import KbError
     try:
-        return library.read(settings.kb.folder, {q.name for q in settings.desk.queues})
+        return library.read(settings.kb.folder, {q.name for q in settings.desk.queues},
+                            kb_embedder(settings, before))
+    except OSError as e:       # the model could not be extracted under data_dir
+        raise StartupError(f"kb.rerank: the model could not be extracted into "
+                           f"{settings.data_dir / 'models'}: {e}") from None
     except KbError as e:
         said = (f"knowledge base not loaded: {len(e.problems)} problem(s), the first: "
                 f"{e.problems[0]} (`maildesk kb check` lists them all)")
-        if strict:
-            raise StartupError(said) from None
-        log.error("%s; no article is suggested until it is fixed", said)
-        return Library(settings.kb.folder, stamp=library.stamp(settings.kb.folder))
+    if strict:
+        raise StartupError(said)
+    log.error("%s; no article is suggested until it is fixed", said)
+    return Library(settings.kb.folder, stamp=library.stamp(settings.kb.folder))
+
+
+def kb_embedder(settings: Settings, before: Library | None = None) -> Embedder | None:
+    """kb.rerank's embedder: before's, or a new one; StartupError without maildesk[ml]."""
+    if not settings.kb.rerank:
+        return None
+    from .ml import embeddings
+    try:
+        embeddings.check("kb.rerank")
+    except embeddings.MlMissing as e:
+        raise StartupError(str(e)) from None
+    if before is not None and before.embedder is not None:
+        return before.embedder
+    return embeddings.Embedder(settings.data_dir / "models")
 
 
 def load_slas(settings: Settings, templates: Templates) -> Slas:

@@ -196,7 +196,7 @@ class Daemon:
             return
         self._kb_seen = now
         try:
-            self.app.kb = load_kb(self.app.settings)
+            self.app.kb = load_kb(self.app.settings, self.app.kb)
         except StartupError as e:
             log.error("articles changed but %s; the %d articles loaded before stay", e,
                       len(self.app.kb.articles))

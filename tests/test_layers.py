@@ -123,6 +123,13 @@ def test_no_package_imports_another_that_imports_it_back() -> None:
     # the knowledge base is files and their search: it knows no tickets, rules or notices
     ("maildesk.kb", ("maildesk.core", "maildesk.pipeline", "maildesk.tickets",
                      "maildesk.notify", "maildesk.rules", "maildesk.app", "maildesk.cli")),
+    # local models know settings and errors only: the knowledge base (and the triage to
+    # come) call them, never the other way
+    ("maildesk.ml", ("maildesk.kb", "maildesk.core", "maildesk.pipeline", "maildesk.tickets",
+                     "maildesk.notify", "maildesk.rules", "maildesk.store", "maildesk.mail",
+                     "maildesk.intake", "maildesk.sla", "maildesk.surveys",
+                     "maildesk.scheduler", "maildesk.reports", "maildesk.app",
+                     "maildesk.cli", "maildesk.daemon")),
     # sending mail needs no ticket logic
     ("maildesk.notify", ("maildesk.core", "maildesk.pipeline", "maildesk.rules",
                          "maildesk.app")),

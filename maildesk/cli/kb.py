@@ -87,11 +87,17 @@ def kb_show(obj: Obj, slug: str, fmt: str) -> None:
                f"{found.lang}\n\n{found.body}")
 
 
-def _library(obj: Obj) -> Library:
-    """The knowledge base as the daemon holds it, or one line per problem and exit 78."""
+def _library(obj: Obj, embedded: bool = False) -> Library:
+    """The knowledge base as the daemon holds it, or one line per problem and exit 78.
+    embedded: with kb.rerank, its articles embedded as the daemon's are (the model loads:
+    seconds), so that what is found is what an acknowledgement would offer."""
+    from ..app import StartupError, kb_embedder
     settings = obj.settings
     try:
-        return read(settings.kb.folder, {q.name for q in settings.desk.queues})
+        return read(settings.kb.folder, {q.name for q in settings.desk.queues},
+                    kb_embedder(settings) if embedded else None)
+    except StartupError as e:
+        fail(str(e), EX_CONFIG)
     except KbError as e:
         for problem in e.problems:
             click.echo(safe(problem), err=True)
@@ -141,21 +147,28 @@ def _own_words(library: Library) -> float | None:
     return round(statistics.median(scores), 1) if scores else None
 
 
-def _show(hits: list[Hit], threshold: float, fmt: str) -> None:
-    """Hits as a table or JSON; an empty result is said, and is no error (exit 0)."""
+def _show(hits: list[Hit], threshold: float, fmt: str, similarity: float | None = None
+          ) -> None:
+    """Hits as a table or JSON; an empty result is said, and is no error (exit 0).
+    similarity: kb.rerank's, which decides instead of the threshold."""
     rows: list[dict[str, Any]] = [
         {"slug": h.article.slug, "title": h.article.title, "score": h.score,
-         "lang": h.article.lang, "above_threshold": h.score > threshold} for h in hits]
+         "similarity": h.similarity, "lang": h.article.lang,
+         "above_threshold": (h.similarity or 0.0) > similarity if similarity is not None
+         else h.score > threshold} for h in hits]
     if fmt == "json":
         emit_json(rows)
         return
     if not any(r["above_threshold"] for r in rows):
-        click.echo(f"no article above the threshold (kb.threshold={threshold:g})")
+        click.echo("no article above the threshold (" + (
+            f"kb.similarity={similarity:g})" if similarity is not None
+            else f"kb.threshold={threshold:g})"))
         if not rows:
             return
     for r in rows:
         r["below"] = "" if r["above_threshold"] else "below threshold"
-    emit_table(rows, ["slug", "title", "score", "lang", "below"])
+    emit_table(rows, ["slug", "title", "score", *(["similarity"] if similarity is not None
+                                                   else []), "lang", "below"])
 
 
 LANG = click.option("--lang", metavar="CODE",
@@ -221,10 +234,10 @@ def kb_suggest(obj: Obj, message: Path, lang: str | None, queue: str | None,
             click.echo(f"queue {queue} offers no articles (its suggest_articles, or "
                        "kb.suggest, is 0)")
         return
-    threshold = settings.kb.threshold
-    hits = _library(obj).index.search(customer_words(mail.subject, mail.text), lang,
-                                      queue=queue, limit=offered, threshold=threshold)
-    _show(hits, threshold, fmt)
+    hits = _library(obj, embedded=True).suggestions(
+        settings.kb, customer_words(mail.subject, mail.text), lang, queue=queue, limit=offered)
+    _show(hits, settings.kb.threshold, fmt,
+          settings.kb.similarity if settings.kb.rerank else None)
 
 
 COMMANDS = [kb]

@@ -706,7 +706,20 @@ class Kb(Strict):
     threshold: float = Field(
         18.3, ge=0, description="The BM25 score an article needs to be suggested; 18.3 is "
                                 "the lowest that kept suggestions to mail no article "
-                                "answers at 5 % (bench/kb_search.py, BENCHMARKS.md).")
+                                "answers at 5 % (bench/kb_search.py, BENCHMARKS.md). "
+                                "Not used with rerank.")
+    rerank: bool = Field(
+        False, description="Re-rank with local sentence embeddings (all-MiniLM-L6-v2 on "
+                           "this host's CPU; needs the extra maildesk[ml]): BM25's 10 best "
+                           "articles of any score, the ones whose meaning is closest to the "
+                           "mail's above kb.similarity. Finds the right article three times "
+                           "as often at the same rate of wrong suggestions; costs ~6 s and "
+                           "~500 MB at start and ~35 ms of CPU per new ticket (README).")
+    similarity: float = Field(
+        0.37, ge=-1, le=1, description="With rerank: the cosine similarity between the mail "
+                                       "and an article that it needs to be suggested; 0.37 "
+                                       "kept suggestions to mail no article answers at 5 % "
+                                       "(bench/kb_search.py).")
 
 
 class Node(Strict):

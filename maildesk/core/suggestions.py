@@ -3,8 +3,9 @@ it; and the requester's answer that one solved it.
 
 How many: a rule's `suggest_articles`, else the queue's, else kb.suggest. Which:
 the knowledge base's search (kb/search.py) on the customer's own words, the
-subject and the text without quotes, above kb.threshold, in their language where
-an article exists. Each suggestion, and a search that found none, is a row of
+subject and the text without quotes, above kb.threshold (or with kb.rerank,
+re-ranked by meaning, above kb.similarity), in their language where an article
+exists. Each suggestion, and a search that found none, is a row of
 kb_suggestions: what the deflection report counts.
 """
 from __future__ import annotations
@@ -26,9 +27,9 @@ def suggest(ctx: Context, ticket: TicketRow, mail: Mail) -> list[dict[str, Any]]
     n = ctx.settings.articles_offered(ticket.queue) if mail.suggest is None else mail.suggest
     if n == 0 or ctx.history or not len(ctx.kb.index):
         return []
-    hits = ctx.kb.index.search(customer_words(mail.parsed.subject, mail.parsed.text),
-                               queue=ticket.queue, limit=n,
-                               threshold=ctx.settings.kb.threshold)
+    hits = ctx.kb.suggestions(ctx.settings.kb,
+                              customer_words(mail.parsed.subject, mail.parsed.text),
+                              queue=ticket.queue, limit=n)
     if not hits:
         ctx.ledger.add_suggestion(ticket, None, 0, None, ctx.now)
         return []
