@@ -60,6 +60,10 @@ class Queue(Strict):
         "new",
         description="A reply to a closed ticket: open a new linked ticket, reopen, "
                     "or refuse with a short notice.")
+    resolve_with_problem: bool = Field(
+        True, description="When a problem is resolved, resolve its open incidents in this "
+                          "queue too (resolved_by: the problem) and tell their requesters "
+                          "(template problem_resolved); false: agents resolve them.")
 
 
 class Agent(Strict):

@@ -27,6 +27,7 @@ from .context import Context, Dropped
 from .happening import Happening, Mail
 from .notices import send_notices
 from .outbox import notice
+from .problems import follow as follow_problems
 
 MAX_DEPTH = 5
 log = logging.getLogger("maildesk.rules")
@@ -70,6 +71,11 @@ KINDS = {
     "survey.opted_out": "the customer wants no more surveys",
     # the knowledge base
     "kb.solved": "the requester said a suggested article solved it",
+    # problems (core/problems.py)
+    "problem.known_error": "the incident's problem is a known error: its requester is "
+                           "given the workaround",
+    "problem.resolved": "the problem was resolved: which of its incidents it resolved, "
+                        "which it left",
 }
 
 
@@ -88,6 +94,7 @@ def fire(ctx: Context, ticket: TicketRow, kind: str, *, actor: str | None,
     _rules(ctx, happening, record)
     _clocks(ctx, happening)
     send_notices(ctx, happening)
+    follow_problems(ctx, happening)
 
 
 def _rules(ctx: Context, h: Happening, record: Pending) -> None:
@@ -169,6 +176,21 @@ class LedgerEffects(BaseEffects):
     def _set(self, rule: str, values: dict[str, Any]) -> None:
         change(self.ctx, self.ticket, f"{self.kind}:{rule}", mail=self.mail, depth=self.depth,
                note={self.kind: rule}, **values)
+
+    def link_problem(self, rule: str, ref: str) -> None:
+        """Link the ticket to a problem ticket; a ref that names none links nothing, and an
+        event says why (rules load without the database: this is where it is checked)."""
+        problem = self.ctx.ledger.by_ref(ref)
+        why = f"no ticket {ref}" if problem is None else \
+            f"{ref} is a ticket of type {problem.type}, not a problem" \
+            if problem.type != "problem" else \
+            f"{self.ticket.ref} is a problem itself" if self.ticket.type == "problem" else None
+        if why is None:
+            self.change(rule, problem=ref)
+            return
+        log.info("rule %r: link_problem %s on %s refused: %s", rule, ref, self.ticket.ref, why)
+        self.ctx.ledger.add_event(self.ticket, "link_problem.refused", self.ctx.now,
+                                  actor=f"rule:{rule}", rule=rule, ref=ref, reason=why)
 
     def notify(self, rule: str, template: str, to: list[str], level: int = 1) -> None:
         people = [r for r in recipients(self.desk, self.ticket, to, level)

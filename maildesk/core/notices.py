@@ -48,6 +48,10 @@ def _auto_closed(h: Happening) -> str | None:
     return None if h.actor == "job:auto_close" else "not closed by the job"
 
 
+def _by_problem(h: Happening) -> str | None:
+    return None if (h.actor or "").startswith("problem:") else "not resolved by a problem"
+
+
 def _rated_by_mail(h: Happening) -> str | None:
     return None if h.data.get("via") == "mail" else "rated on the web page, which thanked them"
 
@@ -79,6 +83,8 @@ NOTICES: dict[str, tuple[Notice, ...]] = {
     "survey.sent": (Notice("survey", "requester", rate=True),),
     "survey.answered": (Notice("survey_thanks", "requester", _rated_by_mail, replies=True),),
     "kb.solved": (Notice("kb_solved", "responsible"),),
+    "problem.known_error": (Notice("known_error", "requester"),),
+    "ticket.resolved": (Notice("problem_resolved", "requester", _by_problem),),
 }
 
 

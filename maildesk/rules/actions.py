@@ -28,6 +28,7 @@ class Effects(Protocol):
     def acknowledge(self, rule: str, template: str | None) -> None: ...
     def suggest(self, rule: str, articles: int) -> None: ...
     def escalate(self, rule: str, level: int, queue: str | None, group: str | None) -> None: ...
+    def link_problem(self, rule: str, ref: str) -> None: ...
     def drop(self, rule: str, reason: str) -> None: ...
 
 
@@ -240,7 +241,7 @@ ACTIONS: dict[str, ActionKind] = {
     "escalate": ActionKind(ActionChecker._escalate, lambda fx, rule, a: fx.escalate(
         rule, a["level"], a.get("queue"), a.get("group"))),
     "link_problem": ActionKind(ActionChecker._link_problem,
-                               lambda fx, rule, a: fx.change(rule, problem=a["ref"])),
+                               lambda fx, rule, a: fx.link_problem(rule, a["ref"])),
     "close": ActionKind(ActionChecker._close,
                         lambda fx, rule, a: fx.change(rule, status="closed")),
     "drop": ActionKind(ActionChecker._drop, lambda fx, rule, a: fx.drop(rule, a["reason"])),

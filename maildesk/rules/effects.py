@@ -55,6 +55,11 @@ class BaseEffects:
     def _escalated(self, rule: str, level: int, queue: str | None, group: str | None) -> None:
         raise NotImplementedError
 
+    def link_problem(self, rule: str, ref: str) -> None:
+        """Set the ticket's problem (the pipeline's LedgerEffects checks first that ref is
+        a problem ticket: the dry run cannot)."""
+        self.change(rule, problem=ref)
+
     def notify(self, rule: str, template: str, to: list[str], level: int = 1) -> None:
         raise NotImplementedError
 

@@ -109,6 +109,12 @@ class Ticket(Base):
     urgency: Mapped[str] = mapped_column(String(10), default="medium")
     tags: Mapped[list[str]] = mapped_column(default=list)
     problem: Mapped[str | None] = mapped_column(String(32))     # ref of the problem ticket
+    # a problem ticket's record (migration 0015): what causes its incidents, how to get by
+    # meanwhile, and whether that workaround is known to work (a known error)
+    root_cause: Mapped[str | None] = mapped_column(Text)
+    workaround: Mapped[str | None] = mapped_column(Text)
+    known_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    resolved_by: Mapped[str | None] = mapped_column(String(32))  # the problem that resolved it
     category: Mapped[str | None] = mapped_column(Text)
     queue: Mapped[str] = mapped_column(String(64))
     assignee: Mapped[str | None] = mapped_column(Text)
@@ -127,7 +133,8 @@ class Ticket(Base):
                       Index("ix_tickets_created_id", "created_at", "id"),
                       Index("ix_tickets_status_created", "status", "created_at"),
                       Index("ix_tickets_queue_created", "queue", "created_at"),
-                      Index("ix_tickets_assignee_created", "assignee", "created_at"))
+                      Index("ix_tickets_assignee_created", "assignee", "created_at"),
+                      Index("ix_tickets_problem", "problem"))
 
 
 class Message(Base):

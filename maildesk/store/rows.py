@@ -38,6 +38,10 @@ class TicketRow:
     updated_at: datetime
     id: int | None = None
     reminded_at: datetime | None = None    # pending: when its requester was last reminded
+    root_cause: str | None = None          # a problem's: what causes its incidents
+    workaround: str | None = None          # a problem's: how its incidents get by meanwhile
+    known_error: bool = False              # a problem's: its workaround is known to work
+    resolved_by: str | None = None         # an incident's: the problem that resolved it
     linked_ticket: TicketRow | None = field(default=None, repr=False)
 
 

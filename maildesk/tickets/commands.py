@@ -19,7 +19,9 @@ LEVELS = ("high", "medium", "low")
 STATUSES = ("open", "pending", "resolved", "closed")
 TYPES = ("incident", "request", "problem")
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
-_LINE = re.compile(r"^#([a-z]+)\b\s*(.*)$", re.IGNORECASE)
+_LINE = re.compile(r"^#([a-z]+(?:-[a-z]+)*)\b\s*(.*)$", re.IGNORECASE)
+# a problem ticket's record: #root-cause TEXT, #workaround TEXT, #known-error [off]
+RECORD = {"root-cause": "root_cause", "workaround": "workaround"}
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Plan:
     cc_remove: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     merge_into: str | None = None
+    problem: str | None = None       # #problem: "new", a problem's ref, or "none" (unlink)
     note: bool = False
     silent: bool = False
     history: bool = False            # the agent asks for the whole thread by mail
@@ -138,9 +141,27 @@ def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str
         else:
             p.merge_into = arg.upper()
         return None
+    if name == "problem":    # tickets/problems.py checks it against the tickets
+        if arg.lower() in ("new", "none"):
+            p.problem = arg.lower()
+        elif re.fullmatch(rf"{re.escape(prefix)}-\d+", arg, re.IGNORECASE):
+            p.problem = arg.upper()
+        else:
+            return f"#problem takes new, none or a problem's reference (e.g. {prefix}-12)"
+        return None
+    if name in RECORD:
+        if not arg:
+            return f"#{name} needs its text"
+        p.changes[RECORD[name]] = arg[:4000]
+        return None
+    if name == "known-error":
+        if arg.lower() not in ("", "off"):
+            return "#known-error takes nothing, or off"
+        p.changes["known_error"] = arg.lower() != "off"
+        return None
     return (f"unknown command #{name} (assign, queue, priority, impact, urgency, type, "
             "category, tag, status, link, merge, cc, note, silent, history, kb, mine, "
-            "unassigned)")
+            "unassigned, problem, root-cause, workaround, known-error)")
 
 
 def _kb(p: Plan, arg: str, kb: Library) -> str | None:

@@ -89,6 +89,8 @@ _OPENED_BY = select(func.count()).select_from(T_TICKETS).where(
     T_TICKETS.c.created_at >= bindparam("t", type_=T_TICKETS.c.created_at.type))
 _BY_MESSAGE_IDS = select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id) \
     .where(T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
+_INCIDENTS_OF = select(T_TICKETS.c.number).where(T_TICKETS.c.problem == bindparam("ref")) \
+    .order_by(T_TICKETS.c.number)
 _REFERENCED_BY = select(T_REFS.c.ticket_id).where(T_REFS.c.ref == bindparam("mid")) \
     .order_by(T_REFS.c.id).limit(1)
 
@@ -315,6 +317,14 @@ class Ledger:
             for pk, name, size in self.conn.execute(_ATTACHED, {"ids": [r["id"] for r in rows]}):
                 files.setdefault(pk, []).append({"name": name, "size": size})
         return [r | {"attachments": files.get(r["id"], [])} for r in rows]
+
+    def incidents_of(self, problem: str) -> list[TicketRow]:
+        """The tickets linked to the problem ticket of that ref (their `problem`), this
+        batch's too, oldest first; loaded to be changed (a problem resolves them)."""
+        numbers = {t.number for t in self.tickets.values() if t.problem == problem}
+        numbers |= set(self.conn.scalars(_INCIDENTS_OF, {"ref": problem}))
+        found = [self.by_number(n) for n in sorted(numbers)]
+        return [t for t in found if t is not None and t.problem == problem]
 
     def waiting(self, assignee: str | None = None, queues: tuple[str, ...] = (),
                 unassigned: bool = False) -> list[dict[str, Any]]:

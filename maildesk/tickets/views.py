@@ -26,7 +26,9 @@ def summary(t: Ticket, message_count: int, notice_count: int) -> dict[str, Any]:
         "ref": t.ref, "subject": t.subject, "requester": t.requester,
         "requester_name": t.requester_name, "cc": list(t.cc), "status": t.status,
         "priority": t.priority, "impact": t.impact, "urgency": t.urgency, "tags": list(t.tags),
-        "problem": t.problem, "category": t.category, "queue": t.queue, "type": t.type,
+        "problem": t.problem, "root_cause": t.root_cause, "workaround": t.workaround,
+        "known_error": bool(t.known_error), "resolved_by": t.resolved_by,
+        "category": t.category, "queue": t.queue, "type": t.type,
         "assignee": t.assignee, "created_at": _iso(t.created_at), "updated_at": _iso(t.updated_at),
         "message_count": message_count, "notice_count": notice_count,
     }

@@ -17,12 +17,14 @@ from ...core.context import Classified, Context
 from ...core.fire import LedgerEffects, fire
 from ...core.happening import Mail
 from ...core.outbox import relay
+from ...core.problems import open_problem
 from ...core.views import send_agent_view
 from ...kb import drafts
 from ...kb.articles import SLUG
 from ...store.rows import TicketRow
 from ...tickets.apply import open_ticket, store_message
 from ...tickets.commands import Plan, plan, split_commands
+from ...tickets.problems import problem_errors
 from ...tickets.refs import redact
 from ...tickets.thread import participants
 from ..sender import domain_proof, event_mail, sender_proof
@@ -53,6 +55,9 @@ def agent_stage(ctx: Context, w: Work) -> None:
                                 "no such other ticket")
         else:
             others[ref] = other
+    named = ledger.by_ref(asked.problem) if asked.problem else None
+    asked.errors += problem_errors(asked, ticket.ref, ticket.type, ticket.workaround,
+                                   (named.ref, named.type) if named else None)
     to_note = w.grant is not None and w.grant.purpose == "note"
     if asked.articles and (asked.note or asked.silent or to_note):
         asked.errors.append("#kb: an article goes to the customer with a reply, and a note "
@@ -175,6 +180,10 @@ def _carry_out(ctx: Context, ticket: TicketRow, mail: Mail, asked: Plan, name: s
         fx.change(name, cc=cc + [a for a in asked.cc_add if a not in cc])
     for ref in asked.links:
         fire(ctx, ticket, "ticket.linked", actor=actor, related=ref)
+    if asked.problem is not None:     # tickets/problems.py checked it
+        to = None if asked.problem == "none" else \
+            open_problem(ctx, ticket, name).ref if asked.problem == "new" else asked.problem
+        fx.change(name, problem=to)
     target = others.get(asked.merge_into or "")
     if target is not None:
         fx.change(name, status="closed", linked_to=target.id)
