@@ -1,5 +1,6 @@
 """Acting on tickets from the command line as an agent: assign, status, close, note,
-reply, merge.
+reply, merge; and problems: link an incident (problem), a problem's record (root-cause,
+workaround, known-error).
 
 Each command writes the mail the agent would write (`#command` lines, then the
 text, from the agent's address to the ticket's reply address made for them) and
@@ -59,6 +60,7 @@ def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str)
     from ..mail.headers import one_line
     from ..pipeline.run import act
     from ..tickets.commands import plan
+    from ..tickets.problems import problem_errors
     from ..tickets.refs import token_address
     desk = obj.settings.desk
     agent = _agent(desk, who)
@@ -75,6 +77,11 @@ def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str)
             fail(f"no ticket {asked.merge_into}", EX_NOINPUT)
         if asked.merge_into == before["ref"]:
             fail(f"{before['ref']} cannot be merged into itself", EX_USAGE)
+        named = show_ticket(session, asked.problem) if asked.problem else None
+        wrong = problem_errors(asked, before["ref"], before["type"], before["workaround"],
+                               (named["ref"], named["type"]) if named else None)
+        if wrong:
+            fail(wrong[0], EX_USAGE)
     support = (desk.queue(before["queue"]).addresses or desk.addresses)[0]
     to = token_address(app.secrets[0], support, before["ref"], agent.address)
     m = EmailMessage()
@@ -181,6 +188,61 @@ def tickets_reply(obj: Obj, ref: str, text: str | None, who: str, fmt: str) -> N
 def tickets_merge(obj: Obj, ref: str, into: str, who: str, fmt: str) -> None:
     """Merge a ticket into another, as `#merge`: it is closed and linked to INTO_REF."""
     _run(obj, ref, who, [f"#merge {into}"], "", fmt)
+
+
+@tickets.command("problem")
+@click.argument("ref")
+@click.argument("problem", metavar="new|PROBLEM_REF|none")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_problem(obj: Obj, ref: str, problem: str, who: str, fmt: str) -> None:
+    """Link an incident to a problem, as `#problem`: new opens a problem ticket for it
+    (assigned to you), PROBLEM_REF names one, none unlinks it."""
+    _run(obj, ref, who, [f"#problem {problem}"], "", fmt)
+
+
+@tickets.command("root-cause")
+@click.argument("ref")
+@click.argument("text")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_root_cause(obj: Obj, ref: str, text: str, who: str, fmt: str) -> None:
+    """Set a problem's root cause (one line), as `#root-cause`."""
+    _run(obj, ref, who, [f"#root-cause {_line(text)}"], "", fmt)
+
+
+@tickets.command("workaround")
+@click.argument("ref")
+@click.argument("text")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_workaround(obj: Obj, ref: str, text: str, who: str, fmt: str) -> None:
+    """Set a problem's workaround (one line), as `#workaround`; a known error's linked
+    open incidents' requesters get the new one."""
+    _run(obj, ref, who, [f"#workaround {_line(text)}"], "", fmt)
+
+
+@tickets.command("known-error")
+@click.argument("ref")
+@click.option("--off", is_flag=True, help="No longer a known error.")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_known_error(obj: Obj, ref: str, off: bool, who: str, fmt: str) -> None:
+    """Mark a problem with a workaround a known error, as `#known-error`: the requesters of
+    its linked open incidents get the workaround."""
+    _run(obj, ref, who, ["#known-error off" if off else "#known-error"], "", fmt)
+
+
+def _line(text: str) -> str:
+    """A command's text on its one line: a command ends at the line's end."""
+    line = " ".join(text.split())
+    if not line:
+        fail("no text", EX_USAGE)
+    return line
 
 
 COMMANDS = [tickets]     # lists.py's group, with the commands above joined to it

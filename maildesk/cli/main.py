@@ -28,7 +28,8 @@ PRIVATE_UMASK = 0o077
 LAZY = {"ingest": "ingest", "fetch": "mailboxes", "mailboxes": "mailboxes", "tickets": "act",
         "quarantine": "lists", "outbox": "outbox", "rules": "rules", "sla": "sla",
         "jobs": "sla", "report": "report", "blobs": "blobs", "db": "admin", "config": "admin",
-        "nodes": "nodes", "keys": "nodes", "kb": "kb"}
+        "nodes": "nodes", "keys": "nodes", "kb": "kb",
+        "problems": "problems"}
 
 
 class LazyGroup(click.Group):

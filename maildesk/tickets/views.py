@@ -130,3 +130,20 @@ def show_ticket(session: Session, ref: str, blobs: BlobStore | None = None,
                    for e in t.events],
     }
 
+
+
+def list_problems(session: Session) -> list[dict[str, Any]]:
+    """Problem tickets, newest first, each with its record and how many tickets are linked
+    to it (incidents) and not yet resolved (open_incidents)."""
+    incident = Ticket.__table__.alias("incident")
+    q = (select(Ticket, func.count(incident.c.id),
+                func.count(incident.c.id).filter(incident.c.status.in_(("new", "open",
+                                                                         "pending"))))
+         .outerjoin(incident, incident.c.problem == Ticket.ref)
+         .where(Ticket.type == "problem").group_by(Ticket.id)
+         .order_by(Ticket.created_at.desc(), Ticket.id.desc()))
+    return [{"ref": t.ref, "subject": t.subject, "status": t.status, "queue": t.queue,
+             "assignee": t.assignee, "known_error": bool(t.known_error),
+             "root_cause": t.root_cause, "workaround": t.workaround,
+             "incidents": int(n), "open_incidents": int(n_open)}
+            for t, n, n_open in session.execute(q)]
