@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import textwrap
 from collections.abc import Callable
 from email import policy
@@ -168,6 +169,10 @@ def test_resolving_the_problem_resolves_and_tells_its_open_incidents(app: App) -
     assert "has been fixed" in text(told[0][2])
     record = next(e for e in show(app, "MD-5")["events"] if e["kind"] == "problem.resolved")
     assert (record["data"]["resolved"], record["data"]["left"]) == (["MD-1", "MD-2"], ["MD-4"])
+    by_agent(app, "MD-3", "#problem MD-5\n")          # linked to a problem already fixed
+    assert (show(app, "MD-3")["status"], show(app, "MD-3")["resolved_by"]) == \
+        ("resolved", "MD-5")
+    assert [ref for ref, _to, _m in sent(app, "problem_resolved")] == ["MD-1", "MD-2", "MD-3"]
 
 
 RULES = """\
@@ -232,3 +237,48 @@ def test_the_command_line_links_records_and_lists_problems(
     cli("tickets", "status", "MD-3", "resolved", "--as", "bob")
     listed = json.loads(cli("problems", "list", "--format", "json"))
     assert (listed[0]["incidents"], listed[0]["open_incidents"]) == (2, 0)
+
+
+# -- end to end: a real `maildesk serve`, real SMTP, the outbox maildir ----------------------
+
+def test_a_known_errors_workaround_reaches_linked_requesters_and_resolving_the_problem_resolves_and_notifies_its_incidents(  # noqa: E501
+        daemon: Callable[..., Any]) -> None:
+    from test_first_day import BOB, Desk, a_mail, reply_to
+    from test_first_day import text as said
+    d = daemon(desk={"agents": [{"name": "bob", "address": BOB, "queues": ["general"]}],
+                     "trusted_relays": ["127.0.0.1"], "trusted_authserv_ids": ["mx.desk.test"]})
+    desk = Desk(d)
+    support = "support@localhost"
+    notices = []
+    for who, subject in ((ANA, "Printer jammed"), (CY, "Printer prints nothing")):
+        desk.send(who, support, a_mail(who, support, subject, "Floor 2."))
+        desk.next_mail(who, f"{who}'s acknowledgement")
+        notices.append(desk.next_mail(BOB, f"the notice of {who}'s ticket"))
+    for notice, command in zip(notices, ("#problem new\n", "#problem MD-3\n")):
+        desk.send(BOB, reply_to(notice), a_mail(BOB, reply_to(notice), "Re: x", command,
+                                                answering=notice))
+    proven = "Authentication-Results: mx.desk.test; dkim=pass header.d=desk.test\n"
+    desk.send(BOB, support, a_mail(BOB, support, "todo", "#mine\n", headers=proven))
+    view = desk.next_mail(BOB, "bob's tickets, the problem among them")
+    found = re.search(r"reply: (support\+md-3-\w+@localhost)", said(view))
+    assert found, said(view)
+    problem = found.group(1)
+
+    # a known error: each linked requester gets the workaround, on their own ticket
+    desk.send(BOB, problem, a_mail(BOB, problem, "Re: printers",
+                                   "#root-cause Fuser firmware 2.1.\n"
+                                   "#workaround Print from tray 1 until Friday.\n"
+                                   "#known-error\n"))
+    for who, ref in ((ANA, "MD-1"), (CY, "MD-2")):
+        m = desk.next_mail(who, f"the workaround for {who}")
+        assert f"[{ref}]" in m["Subject"] and "Print from tray 1 until Friday." in said(m)
+        assert reply_to(m).startswith(f"support+{ref.lower()}-")
+
+    # the problem resolved: so are its incidents, and their requesters hear of it
+    desk.send(BOB, problem, a_mail(BOB, problem, "Re: printers", "#status resolved\n"))
+    for who, ref in ((ANA, "MD-1"), (CY, "MD-2")):
+        m = desk.next_mail(who, f"{ref} resolved with its problem")
+        assert f"[{ref}] Resolved" in m["Subject"] and "has been fixed" in said(m)
+        shown = json.loads(desk.cli("tickets", "show", ref, "--format", "json").stdout)
+        assert (shown["status"], shown["resolved_by"]) == ("resolved", "MD-3")
+    assert d.stop() == 0, "a clean stop"
