@@ -230,7 +230,10 @@ def test_actions_change_the_ticket_and_events_name_the_rule(desk: Callable[[str]
     assert all(e["actor"] == "rule:password resets are requests" for e in changed)
     t2 = show(app, "MD-2")
     assert (t2["impact"], t2["urgency"], t2["priority"], t2["problem"]) == \
-        ("high", "high", "P1", "MD-100")
+        ("high", "high", "P1", None), "no problem MD-100: linked to nothing"
+    refused = [e for e in t2["events"] if e["kind"] == "link_problem.refused"]
+    assert [(e["actor"], e["data"]["reason"]) for e in refused] == \
+        [("rule:outages are high impact", "no ticket MD-100")]
     assert outbox(app, "MD-2") == [("ticket_notice", ["bob@desk.test"]),
                                    ("ticket_notice", ["lea@desk.test"]),
                                    ("acknowledgement", ["ana@customer.test"])], \
