@@ -24,7 +24,7 @@ from ...store.rows import TicketRow
 from ...tickets.apply import open_ticket, store_message
 from ...tickets.commands import Plan, plan, split_commands
 from ...tickets.refs import redact
-from ...tickets.thread import participants
+from ...tickets.thread import participants, survivor
 from ..sender import domain_proof, event_mail, sender_proof
 from ..work import Work, queue_for, reply_parts
 
@@ -48,9 +48,13 @@ def agent_stage(ctx: Context, w: Work) -> None:
     others: dict[str, TicketRow] = {}       # the tickets #link and #merge name
     for ref in [*asked.links, *([asked.merge_into] if asked.merge_into else [])]:
         other = ledger.by_ref(ref)
+        what = f"#{'merge' if ref == asked.merge_into else 'link'} {ref}"
+        if other is not None and ref == asked.merge_into:   # into where a merged one went
+            other = survivor(ledger, other)[0]
         if other is None or ref == ticket.ref:
-            asked.errors.append(f"#{'merge' if ref == asked.merge_into else 'link'} {ref}: "
-                                "no such other ticket")
+            asked.errors.append(f"{what}: no such other ticket")
+        elif other is ticket:
+            asked.errors.append(f"{what}: it was merged into {ticket.ref} already")
         else:
             others[ref] = other
     to_note = w.grant is not None and w.grant.purpose == "note"
@@ -177,10 +181,27 @@ def _carry_out(ctx: Context, ticket: TicketRow, mail: Mail, asked: Plan, name: s
         fire(ctx, ticket, "ticket.linked", actor=actor, related=ref)
     target = others.get(asked.merge_into or "")
     if target is not None:
-        fx.change(name, status="closed", linked_to=target.id)
-        moved = ctx.ledger.message_count(ticket)
-        ctx.ledger.move_messages(ticket, target)     # the conversation goes on in one place
-        fire(ctx, ticket, "ticket.merged", actor=actor, into=target.ref, moved=moved)
-        fire(ctx, target, "ticket.merged", actor=actor, absorbed=ticket.ref, moved=moved)
+        _merge(ctx, ticket, target, mail, name)
     if asked.lines:
         fire(ctx, ticket, "commands.applied", actor=actor, lines=asked.lines)
+
+
+def _merge(ctx: Context, ticket: TicketRow, target: TicketRow, mail: Mail, name: str) -> None:
+    """ticket into target: closed and linked to it, its messages moved, its requester and
+    CC participants CC participants of target (target's requester stays its requester).
+    The `ticket.merged` event with `into` is what says where it went: mail that names the
+    merged ticket (its reply addresses, its tag, its Message-IDs) lands on target
+    (tickets/thread.py survivor())."""
+    actor = f"agent:{name}"
+    LedgerEffects(ctx, ticket, mail, kind="agent").change(name, status="closed",
+                                                          linked_to=target.id)
+    people = [a for a in dict.fromkeys([ticket.requester, *ticket.cc])
+              if a not in participants(target)]
+    if people:
+        LedgerEffects(ctx, target, mail, kind="agent").change(name, cc=[*target.cc, *people])
+    moved = ctx.ledger.message_count(ticket)
+    ctx.ledger.move_messages(ticket, target)     # the conversation goes on in one place
+    fire(ctx, ticket, "ticket.merged", actor=actor, into=target.ref, moved=moved)
+    fire(ctx, target, "ticket.merged", actor=actor, absorbed=ticket.ref, moved=moved,
+         cc_added=people, requester=ticket.requester,
+         requester_name=ticket.requester_name)
