@@ -220,3 +220,80 @@ def test_merging_a_ticket_into_what_it_absorbed_is_refused(app: App) -> None:
     assert one["status"] != "closed"
     refused = [e for e in one["events"] if e["kind"] == "commands.refused"][-1]["data"]
     assert refused["errors"] == ["#merge MD-2: it was merged into MD-1 already"]
+
+
+# -- #split ---------------------------------------------------------------------------
+
+def notification_of(app: App, ref: str, text: str) -> EmailMessage:
+    """Bob's notification of the customer's message with text on ticket ref."""
+    return [m for m in sent(app, ref) if to(m) == ["bob@desk.test"]
+            and text in m.get_body(("plain",)).get_content()][-1]  # type: ignore[union-attr]
+
+
+def two_on_one(app: App) -> EmailMessage:
+    """MD-1 by ana; cy writes on it too (Message-ID <c2@...>, with a file); bob's notice of
+    cy's mail."""
+    ingest(app, [(mail(message_id="<a1@customer.test>"), PIPE)])
+    m = EmailMessage()
+    m["From"] = f"Cy Rao <{CY}>"
+    m["To"] = reply_address(app, "MD-1", ANA)       # ana's relayed reply address, answered
+    m["Cc"] = ANA
+    m["Subject"] = "Re: [MD-1] Printer on floor 2 is jammed"
+    m["Message-ID"] = "<c2@customer.test>"
+    m["In-Reply-To"] = "<a1@customer.test>"
+    m.set_content("My scanner is broken too, another matter.\n")
+    m.add_attachment(b"scan log", maintype="text", subtype="plain", filename="scan.log")
+    as_agent(app, "MD-1", "#cc +cy@customer.test\n")
+    ingest(app, [(m.as_bytes(), PIPE)])
+    assert tickets(app) == 1
+    return notification_of(app, "MD-1", "My scanner is broken too")
+
+
+def test_split_makes_a_ticket_of_the_answered_message(app: App) -> None:
+    notice = two_on_one(app)
+    as_agent(app, "MD-1", "#split\n", In_Reply_To=notice["Message-ID"],
+             References=f"<c2@customer.test> {notice['Message-ID']}")
+    assert tickets(app) == 2
+    one, two = show(app, "MD-1"), show(app, "MD-2")
+    assert "<c2@customer.test>" not in [m["message_id"] for m in one["messages"]]
+    moved = [m for m in two["messages"] if m["message_id"] == "<c2@customer.test>"]
+    assert moved and [a["filename"] for a in moved[0]["attachments"]] == ["scan.log"]
+    assert (two["requester"], two["subject"], two["linked_to"], two["queue"]) == \
+        (CY, "Printer on floor 2 is jammed", "MD-1", "general")
+    assert [e["data"]["into"] for e in one["events"] if e["kind"] == "ticket.split"] == ["MD-2"]
+    assert [e["data"]["split_from"] for e in two["events"]
+            if e["kind"] == "ticket.split"] == ["MD-1"]
+    told = [m for m in sent(app, "MD-2") if to(m) == ["bob@desk.test"]]
+    assert told and told[-1]["Subject"].startswith("[MD-2] Split off MD-1:"), \
+        [m["Subject"] for m in told]
+    assert reply_address(app, "MD-2", "bob@desk.test") in str(told[-1]["Reply-To"])
+    # bob answers the new ticket: cy alone hears it
+    as_agent(app, "MD-2", "Try the other scanner.\n")
+    assert to(sent(app, "MD-2")[-1]) == [CY]
+
+
+def test_split_by_message_id(app: App) -> None:
+    two_on_one(app)
+    as_agent(app, "MD-1", "#split <c2@customer.test>\n")
+    assert tickets(app) == 2 and show(app, "MD-2")["requester"] == CY
+
+
+@pytest.mark.parametrize(("line", "headers", "error"), [
+    ("#split", {}, "#split: this mail answers no customer's message of MD-1"),
+    ("#split <a1@customer.test>", {}, "#split <a1@customer.test>: <a1@customer.test> "
+                                      "opened MD-1; split off a later message"),
+    ("#split", {"In_Reply_To": "<a1@customer.test>"}, "opened MD-1"),
+    ("#split <nope@x.test>", {}, "#split <nope@x.test>: no message of MD-1 has that "
+                                 "Message-ID"),
+    ("#split nothing", {}, "'nothing' is not a Message-ID"),
+    ("#split <c2@customer.test>\n#merge MD-9", {}, "#split and #merge in one mail"),
+])
+def test_split_refusals_change_nothing(app: App, line: str, headers: dict[str, str],
+                                       error: str) -> None:
+    two_on_one(app)
+    as_agent(app, "MD-1", f"{line}\n", **headers)
+    assert tickets(app) == 1
+    one = show(app, "MD-1")
+    assert "<c2@customer.test>" in [m["message_id"] for m in one["messages"]]
+    refused = [e for e in one["events"] if e["kind"] == "commands.refused"][-1]["data"]
+    assert any(error in e for e in refused["errors"]), refused["errors"]

@@ -305,19 +305,16 @@ class Ledger:
                 return went if went is not None and went.id == ticket.linked_to else None
         return None
 
-    def message_on(self, ticket: TicketRow, message_ids: list[str]
-                   ) -> tuple[dict[str, Any], bool] | None:
-        """The first of message_ids (nearest first) that is a stored message of ticket, and
-        whether it is the ticket's first message; None when none is."""
+    def messages_on(self, ticket: TicketRow, message_ids: list[str]) -> list[dict[str, Any]]:
+        """The stored messages of ticket among message_ids, in their order, each with
+        `first`: whether it is the message that opened the ticket."""
         if ticket.id is None or not message_ids:
-            return None
+            return []
         rows = {r["message_id"]: dict(r) for r in self.conn.execute(
             _MESSAGE_ON, {"tid": ticket.id, "ids": message_ids}).mappings()}
-        for mid in message_ids:
-            if mid in rows:
-                first = self.conn.scalar(_FIRST_MESSAGE, {"tid": ticket.id})
-                return rows[mid], rows[mid]["id"] == first
-        return None
+        first = self.conn.scalar(_FIRST_MESSAGE, {"tid": ticket.id}) if rows else None
+        return [rows[m] | {"first": rows[m]["id"] == first}
+                for m in dict.fromkeys(message_ids) if m in rows]
 
     def message_count(self, ticket: TicketRow) -> int:
         """Messages on a ticket, this batch's included."""

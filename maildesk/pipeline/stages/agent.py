@@ -4,13 +4,18 @@ the agent hears why (tickets/commands.py).
 
 `#kb SLUG` sends published articles with the reply, so it needs a reply: with `#note`,
 `#silent` or on the note address it is an error, as nothing would reach the customer.
+`#split` makes a ticket of the customer's message the agent answers (the one the
+notification they reply to was about, or the one `#split MESSAGE-ID` names): the message
+and its attachments move to it, its sender its requester, the two tickets linked.
 `#kb new` keeps the reply (or the agent's last public one) as a draft article; the
 reply itself goes out as any other, so an agent answers, resolves and drafts at once.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ...config.schema import Agent
 from ...core.context import Classified, Context
@@ -57,6 +62,7 @@ def agent_stage(ctx: Context, w: Work) -> None:
             asked.errors.append(f"{what}: it was merged into {ticket.ref} already")
         else:
             others[ref] = other
+    split_off = _to_split(ctx, w, ticket, asked) if asked.split is not None else None
     to_note = w.grant is not None and w.grant.purpose == "note"
     if asked.articles and (asked.note or asked.silent or to_note):
         asked.errors.append("#kb: an article goes to the customer with a reply, and a note "
@@ -64,7 +70,8 @@ def agent_stage(ctx: Context, w: Work) -> None:
     drafted = _drafted(ctx, ticket, agent, asked, text) if asked.draft is not None else None
     refused = bool(asked.errors)
     asks = (asked.history or bool(asked.views)) and not text and not asked.articles
-    note = to_note or asked.note or refused or asks          # asks: only questions
+    # asks: only questions; a #split's words are for the agents (answer the new ticket)
+    note = to_note or asked.note or refused or asks or (split_off is not None and bool(text))
     w.message = store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
                               text=text if lines else new, quoted=quoted,
                               visibility="internal" if note else "public",
@@ -75,6 +82,8 @@ def agent_stage(ctx: Context, w: Work) -> None:
              lines=asked.lines)
         return
     _carry_out(ctx, ticket, mail, asked, agent.name, others)
+    if split_off is not None:
+        _split(ctx, ticket, split_off, agent.name)
     if drafted is not None:
         fire(ctx, ticket, "kb.drafted", actor=actor, mail=mail, slug=drafted.stem,
              path=str(drafted))
@@ -205,3 +214,52 @@ def _merge(ctx: Context, ticket: TicketRow, target: TicketRow, mail: Mail, name:
     fire(ctx, target, "ticket.merged", actor=actor, absorbed=ticket.ref, moved=moved,
          cc_added=people, requester=ticket.requester,
          requester_name=ticket.requester_name)
+
+
+def _to_split(ctx: Context, w: Work, ticket: TicketRow, asked: Plan) -> dict[str, Any] | None:
+    """The stored customer's message `#split` names: its Message-ID, else the nearest one
+    this mail answers (a notification answers the message it is about); None with the
+    reason among asked.errors."""
+    desk, named = ctx.settings.desk, asked.split
+    found = ctx.ledger.messages_on(ticket, [named] if named else list(w.parsed.thread_ids))
+    theirs = [m for m in found if m["direction"] == "in" and m["visibility"] == "public"
+              and desk.agent(m["from_addr"]) is None]
+    what = f"#split {named}".strip()
+    if not theirs:
+        asked.errors.append(
+            f"{what}: no message of {ticket.ref} has that Message-ID" if named and not found
+            else f"{what}: not a customer's message" if named
+            else f"{what}: this mail answers no customer's message of {ticket.ref} (reply "
+            "to the notification of the message to split off, or name its Message-ID: "
+            "#split <id>)")
+        return None
+    if theirs[0]["first"]:
+        asked.errors.append(f"{what}: {theirs[0]['message_id']} opened {ticket.ref}; "
+                            "split off a later message")
+        return None
+    return theirs[0]
+
+
+def _split(ctx: Context, ticket: TicketRow, message: dict[str, Any], name: str) -> None:
+    """A new ticket of one message of ticket: its sender the requester, in ticket's queue,
+    linked to ticket; the message (attachments with it) moved there. The agent is told
+    the new ref by a notification of it, whose reply address answers its requester."""
+    prefix, actor, desk = ctx.settings.desk.ref_prefix, f"agent:{name}", ctx.settings.desk
+    new = ctx.ledger.open_ticket(
+        subject=_subject(message["subject"], prefix), requester=message["from_addr"],
+        requester_name=message["from_name"], cc=[], status="new", type=ticket.type,
+        priority=desk.priority("medium", "medium"), impact="medium", urgency="medium",
+        tags=[], problem=None, category=None, queue=ticket.queue, assignee=None,
+        created_at=ctx.now, updated_at=ctx.now, linked_ticket=ticket)
+    ctx.ledger.move_message(message["id"], new)
+    said = {"message_id": message["message_id"]}
+    fire(ctx, new, "ticket.created", actor=actor, source="split", queue=new.queue,
+         split_from=ticket.ref, **said)
+    fire(ctx, ticket, "ticket.split", actor=actor, into=new.ref, **said)
+    fire(ctx, new, "ticket.split", actor=actor, split_from=ticket.ref, **said)
+
+
+def _subject(subject: str, prefix: str) -> str:
+    """A split message's subject as its own ticket's: without our tags and reply prefixes."""
+    subject = re.sub(rf"\[\s*{re.escape(prefix)}-\d+\s*\]\s*", "", subject, flags=re.I)
+    return re.sub(r"^(?:\s*(?:re|aw|sv|fwd?|wg)\s*:\s*)+", "", subject, flags=re.I).strip()
