@@ -11,7 +11,8 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from conftest import mail, reply_address
+import test_first_day as first  # its Desk and mail helpers
+from conftest import Daemon, mail, reply_address, wait_for
 from sqlalchemy import func, select
 
 from maildesk.app import App
@@ -297,3 +298,43 @@ def test_split_refusals_change_nothing(app: App, line: str, headers: dict[str, s
     assert "<c2@customer.test>" in [m["message_id"] for m in one["messages"]]
     refused = [e for e in one["events"] if e["kind"] == "commands.refused"][-1]["data"]
     assert any(error in e for e in refused["errors"]), refused["errors"]
+
+
+# -- end to end: a real `maildesk serve`, real SMTP, the outbox maildir ----------------------
+
+def test_a_merged_requesters_reply_lands_on_the_survivor(
+        daemon: Callable[..., Daemon]) -> None:
+    d = daemon(desk={"agents": first.AGENTS, "ack_window": 3600, "ack_limit": 10})
+    desk, bob = first.Desk(d), first.BOB
+    desk.send(ANA, "support@localhost", first.a_mail(ANA, "support@localhost",
+                                                     "Printer jammed", "Floor 2."))
+    desk.next_mail(bob, "the notice of MD-1")
+    desk.next_mail(ANA, "ana's acknowledgement")
+    desk.send(CY, "support@localhost", first.a_mail(CY, "support@localhost",
+                                                    "Printer on floor 2", "Jammed here too."))
+    ack = desk.next_mail(CY, "cy's acknowledgement")
+    notice = desk.next_mail(bob, "the notice of MD-2")
+    assert "[MD-2]" in ack["Subject"] and "[MD-2]" in notice["Subject"]
+    desk.send(bob, first.reply_to(notice), first.a_mail(
+        bob, first.reply_to(notice), "Re: " + notice["Subject"], "#merge MD-1\n",
+        answering=notice))
+    wait_for(lambda: b"closed" in first.run_cli("tickets", "show", "MD-2",
+                                                config=d.config).stdout, 60, "the merge")
+    # cy answers her acknowledgement, as her mail client does
+    desk.send(CY, first.reply_to(ack), first.a_mail(CY, first.reply_to(ack),
+                                                    "Re: " + ack["Subject"],
+                                                    "Still jammed, all trays.",
+                                                    answering=ack))
+    heard = desk.next_mail(bob, "cy's reply, as bob hears of it")
+    assert heard["Subject"].startswith("[MD-1] Reply:"), heard["Subject"]
+    assert "Still jammed, all trays." in first.text(heard)
+    assert "SENDER NOT VERIFIED" not in first.text(heard), "her reply address proves her"
+    desk.send(bob, first.reply_to(heard), first.a_mail(
+        bob, first.reply_to(heard), "Re: " + heard["Subject"], "A technician is on the way.",
+        answering=heard))
+    relayed = desk.next_mail(ANA, "bob's answer on MD-1")
+    assert "[MD-1]" in relayed["Subject"]
+    assert [a.addr_spec for a in relayed["Cc"].addresses] == [CY]
+    listed = first.run_cli("tickets", "list", config=d.config).stdout.decode()
+    assert "MD-3" not in listed, listed
+    assert d.stop() == 0
