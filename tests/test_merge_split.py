@@ -8,11 +8,13 @@ import email
 from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
 import test_first_day as first  # its Desk and mail helpers
-from conftest import Daemon, mail, reply_address, wait_for
+import yaml
+from conftest import Daemon, mail, reply_address, run_cli, settings_dict, wait_for
 from sqlalchemy import func, select
 
 from maildesk.app import App
@@ -338,3 +340,18 @@ def test_a_merged_requesters_reply_lands_on_the_survivor(
     listed = first.run_cli("tickets", "list", config=d.config).stdout.decode()
     assert "MD-3" not in listed, listed
     assert d.stop() == 0
+
+
+def test_tickets_split_on_the_command_line(app: App, tmp_path: Path) -> None:
+    two_on_one(app)
+    cfg = tmp_path / "maildesk.yaml"
+    cfg.write_text(yaml.safe_dump(settings_dict(tmp_path, app.settings.database_url,
+                                                desk=DESK)))
+    r = run_cli("tickets", "split", "MD-1", "<c2@customer.test>", "--as", "bob", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert b"MD-1: <c2@customer.test> split off into MD-2" in r.stdout, r.stdout
+    assert show(app, "MD-2")["requester"] == CY
+    r = run_cli("tickets", "split", "MD-1", "<a1@customer.test>", "--as", "bob", config=cfg)
+    assert (r.returncode, r.stderr.strip()) == (66, b"maildesk: #split <a1@customer.test>: "
+                                                    b"<a1@customer.test> opened MD-1; split "
+                                                    b"off a later message"), r.stderr
