@@ -69,6 +69,7 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("tickets", "reply"): [["MD-1", "Try again now.", "--as", "bob"]],
         ("tickets", "close"): [["MD-2", "--as", "bob"]],
         ("tickets", "merge"): [["MD-3", "MD-1", "--as", "bob"]],
+        ("tickets", "split"): [["MD-1", "<any@customer.test>", "--as", "bob"]],
         ("outbox", "list"): [[], ["--format", "json"], ["--status", "failed"]],
         ("outbox", "show"): [["1"], ["1", "--format", "json"]],   # --raw: test_outbox
         ("outbox", "send"): [[], ["--format", "json"]],

@@ -1,5 +1,5 @@
 """Acting on tickets from the command line as an agent: assign, status, close, note,
-reply, merge; and problems: link an incident (problem), a problem's record (root-cause,
+reply, merge, split; and problems: link an incident (problem), a problem's record (root-cause,
 workaround, known-error).
 
 Each command writes the mail the agent would write (`#command` lines, then the
@@ -100,6 +100,10 @@ def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str)
     with app.sessions() as session:
         after = show_ticket(session, before["ref"])
     assert after is not None
+    refused = [e for e in after["events"][len(before["events"]):]
+               if e["kind"] == "commands.refused"]
+    if refused:     # what only the desk's data can check (#split's message): nothing ran
+        fail(refused[0]["data"]["errors"][0], EX_NOINPUT)
     if fmt == "json":
         emit_json(after)
     else:
@@ -117,6 +121,8 @@ def _changed(events: list[dict[str, Any]]) -> str:
             said.append("internal note added")
         elif e["kind"] == "agent.replied" and not d.get("silent"):
             said.append("reply relayed")
+        elif e["kind"] == "ticket.split" and d.get("into"):
+            said.append(f"{d.get('message_id')} split off into {d['into']}")
         elif e["kind"] == "ticket.merged" and d.get("into"):
             said.append(f"merged into {d['into']} ({d.get('moved', 0)} messages moved)")
         elif e["kind"] == "notification.queued":
@@ -188,6 +194,18 @@ def tickets_reply(obj: Obj, ref: str, text: str | None, who: str, fmt: str) -> N
 def tickets_merge(obj: Obj, ref: str, into: str, who: str, fmt: str) -> None:
     """Merge a ticket into another, as `#merge`: it is closed and linked to INTO_REF."""
     _run(obj, ref, who, [f"#merge {into}"], "", fmt)
+
+
+@tickets.command("split")
+@click.argument("ref")
+@click.argument("message_id", metavar="MESSAGE_ID")
+@AS
+@FORMAT
+@click.pass_obj
+def tickets_split(obj: Obj, ref: str, message_id: str, who: str, fmt: str) -> None:
+    """Split a customer's message off a ticket into a new one, as `#split MESSAGE_ID`:
+    the message and its attachments move there, its sender the new ticket's requester."""
+    _run(obj, ref, who, [f"#split {message_id}"], "", fmt)
 
 
 @tickets.command("problem")

@@ -46,6 +46,7 @@ KINDS = {
     "ticket.reopened": "a reply reopened a resolved or closed ticket",
     "ticket.linked": "the ticket was linked to another",
     "ticket.merged": "the ticket was merged into another, or absorbed one",
+    "ticket.split": "a customer's message was split off into a new ticket, or made it",
     "commands.applied": "an agent's command lines ran",
     "commands.refused": "an agent's command lines had errors: none ran",
     "commands.ignored": "command lines in a mail whose sender is no proven agent",

@@ -52,6 +52,10 @@ def _by_problem(h: Happening) -> str | None:
     return None if (h.actor or "").startswith("problem:") else "not resolved by a problem"
 
 
+def _split_off(h: Happening) -> str | None:
+    return None if h.data.get("split_from") else "the ticket a message was split from"
+
+
 def _rated_by_mail(h: Happening) -> str | None:
     return None if h.data.get("via") == "mail" else "rated on the web page, which thanked them"
 
@@ -77,6 +81,7 @@ NOTICES: dict[str, tuple[Notice, ...]] = {
                        Notice("ticket_closed", "requester", _auto_closed)),
     "commands.refused": (Notice("command_error", "actor", replies=True),),
     "history.requested": (Notice("ticket_history", "actor", replies=True),),
+    "ticket.split": (Notice("agent_notification", "actor", _split_off),),
     "reply.refused": (Notice("refused", "sender", replies=True),),
     "sla.escalated": (Notice("{template}", "{notify}"),),
     "reminder.sent": (Notice("pending_reminder", "requester"),),

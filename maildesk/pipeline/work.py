@@ -67,6 +67,7 @@ class Work:
     parsed: ParsedMail
     ticket: TicketRow | None = None
     thread_by: str | None = None          # reply-address | tag | references | survey
+    merged_from: str | None = None        # the merged ticket the mail named (its survivor's)
     linked_to: TicketRow | None = None    # a closed ticket this mail's new ticket follows
     reopen: bool = False
     message: Pending | None = None

@@ -36,6 +36,7 @@ class Plan:
     links: list[str] = field(default_factory=list)
     merge_into: str | None = None
     problem: str | None = None       # #problem: "new", a problem's ref, or "none" (unlink)
+    split: str | None = None         # #split [MESSAGE-ID]: "" the customer's message answered
     note: bool = False
     silent: bool = False
     history: bool = False            # the agent asks for the whole thread by mail
@@ -79,6 +80,8 @@ def plan(commands: list[tuple[int, str]], desk: Desk, agent: Agent, prefix: str,
                                                          prefix)
         if why:
             p.errors.append(f"line {number}: {line}: {why}")
+    if p.split is not None and p.merge_into:
+        p.errors.append("#split and #merge in one mail: split first, then merge")
     return p
 
 
@@ -133,6 +136,13 @@ def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str
                 return f"{w[1:]!r} is not a mail address"
             getattr(p, f"{key}_{'add' if w[0] == '+' else 'remove'}").append(value)
         return None
+    if name == "split":
+        if p.split is not None:
+            return "one #split per mail"
+        if arg and (" " in arg or "@" not in arg):
+            return f"{arg!r} is not a Message-ID (e.g. <abc@example.com>)"
+        p.split = arg if not arg or arg.startswith("<") else f"<{arg}>"
+        return None
     if name in ("link", "merge"):
         if not re.fullmatch(rf"{re.escape(prefix)}-\d+", arg, re.IGNORECASE):
             return f"{arg!r} is not a ticket reference (e.g. {prefix}-12)"
@@ -160,7 +170,7 @@ def _one(p: Plan, name: str, arg: str, desk: Desk, agent: Agent, queues: set[str
         p.changes["known_error"] = arg.lower() != "off"
         return None
     return (f"unknown command #{name} (assign, queue, priority, impact, urgency, type, "
-            "category, tag, status, link, merge, cc, note, silent, history, kb, mine, "
+            "category, tag, status, link, merge, split, cc, note, silent, history, kb, mine, "
             "unassigned, problem, root-cause, workaround, known-error)")
 
 

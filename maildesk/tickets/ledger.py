@@ -93,6 +93,17 @@ _INCIDENTS_OF = select(T_TICKETS.c.number).where(T_TICKETS.c.problem == bindpara
     .order_by(T_TICKETS.c.number)
 _REFERENCED_BY = select(T_REFS.c.ticket_id).where(T_REFS.c.ref == bindparam("mid")) \
     .order_by(T_REFS.c.id).limit(1)
+# where a merged ticket went: its last `ticket.merged` event names the survivor (`into`)
+_MERGED_INTO = select(T_EVENTS.c.data).where(T_EVENTS.c.ticket_id == bindparam("tid"),
+                                             T_EVENTS.c.kind == "ticket.merged") \
+    .order_by(T_EVENTS.c.id.desc())
+# a ticket's message by Message-ID, and whether it is the ticket's first (#split)
+_MESSAGE_ON = select(T_MESSAGES.c.id, T_MESSAGES.c.message_id, T_MESSAGES.c.direction,
+                     T_MESSAGES.c.visibility, T_MESSAGES.c.from_addr, T_MESSAGES.c.from_name,
+                     T_MESSAGES.c.subject) \
+    .where(T_MESSAGES.c.ticket_id == bindparam("tid"),
+           T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
+_FIRST_MESSAGE = select(func.min(T_MESSAGES.c.id)).where(T_MESSAGES.c.ticket_id == bindparam("tid"))
 
 # inbound mail older than a batch's that another node's batch holds: FOR SHARE waits for
 # that batch's commit, after which the rows are settled and no longer match
@@ -120,7 +131,7 @@ _OPEN_SURVEY = select(T_SURVEYS.c.id).where(T_SURVEYS.c.ticket_id == bindparam("
 _OPTED_OUT = select(T_OPT_OUTS.c.address).where(T_OPT_OUTS.c.address == bindparam("a"))
 _LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound", "bounced",
           "new_clocks", "refs", "answers", "surveys", "opt_outs", "moves", "suggestions",
-          "solved")
+          "solved", "message_moves")
 
 
 class LostRace(MaildeskError):
@@ -151,6 +162,7 @@ class Ledger:
         self.surveys: list[dict[str, Any]] = []           # surveys sent
         self.opt_outs: list[dict[str, Any]] = []          # requesters who want no surveys
         self.moves: list[tuple[TicketRow, TicketRow]] = []  # (merged, into): its messages
+        self.message_moves: list[tuple[int, TicketRow]] = []  # (message id, into): #split
         self.suggestions: list[Pending] = []               # articles acknowledgements offered
         self.solved: list[tuple[TicketRow, int, datetime]] = []   # (ticket, rank, when)
         self._counter: int | None = None
@@ -278,6 +290,33 @@ class Ledger:
             return self.ref_index[message_id]
         tid = self.conn.scalar(_REFERENCED_BY, {"mid": message_id})
         return self.by_id(tid) if tid is not None else None
+
+    def merged_into(self, ticket: TicketRow) -> TicketRow | None:
+        """The ticket this one was merged into (one step), or None. A merge closes the
+        ticket, points its linked_to at the survivor and says so in a `ticket.merged`
+        event with `into`; a ticket that follows a closed one (linked_to too) has no such
+        event, so both must agree. Looked up only for a closed, linked ticket."""
+        for merged, into in reversed(self.moves):       # merged in this batch
+            if merged is ticket:
+                return into
+        if ticket.status != "closed" or ticket.linked_to is None or ticket.id is None:
+            return None
+        for data in self.conn.scalars(_MERGED_INTO, {"tid": ticket.id}):
+            if data and data.get("into"):
+                went = self.by_ref(str(data["into"]))
+                return went if went is not None and went.id == ticket.linked_to else None
+        return None
+
+    def messages_on(self, ticket: TicketRow, message_ids: list[str]) -> list[dict[str, Any]]:
+        """The stored messages of ticket among message_ids, in their order, each with
+        `first`: whether it is the message that opened the ticket."""
+        if ticket.id is None or not message_ids:
+            return []
+        rows = {r["message_id"]: dict(r) for r in self.conn.execute(
+            _MESSAGE_ON, {"tid": ticket.id, "ids": message_ids}).mappings()}
+        first = self.conn.scalar(_FIRST_MESSAGE, {"tid": ticket.id}) if rows else None
+        return [rows[m] | {"first": rows[m]["id"] == first}
+                for m in dict.fromkeys(message_ids) if m in rows]
 
     def message_count(self, ticket: TicketRow) -> int:
         """Messages on a ticket, this batch's included."""
@@ -526,6 +565,10 @@ class Ledger:
         """Every message of ticket, this batch's too, to ticket into (a merge)."""
         self.moves.append((ticket, into))
 
+    def move_message(self, message_id: int, into: TicketRow) -> None:
+        """One stored message (its attachments go with it) to ticket into (a split)."""
+        self.message_moves.append((message_id, into))
+
     def bounce(self, sent: SentMail, at: datetime, detail: str) -> None:
         """The mail did not arrive after all: failed, with the bounce's words as the last error."""
         self.bounced.append({"outbox_id": sent.id, "at": at, "result": "bounced",
@@ -614,8 +657,12 @@ class Ledger:
                 m.id = i
             index_messages(c, [(m.id, m.values["subject"], m.values["text"])
                                for m in self.messages if m.values["direction"] == "in"])
-        for merged, into in self.moves:
-            c.execute(update(T_MESSAGES).where(T_MESSAGES.c.ticket_id == merged.id)
+        for merged, into in self.moves:     # and what its mail answered: by_replies()
+            for table in (T_MESSAGES, T_REFS):
+                c.execute(update(table).where(table.c.ticket_id == merged.id)
+                          .values(ticket_id=into.id))
+        for message_pk, into in self.message_moves:
+            c.execute(update(T_MESSAGES).where(T_MESSAGES.c.id == message_pk)
                       .values(ticket_id=into.id))
         for table, items, key in ((T_ATTACH, self.attachments, "message_pk"),
                                   (T_EVENTS, self.events, "ticket_id"),

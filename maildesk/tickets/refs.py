@@ -153,6 +153,7 @@ class Grant:
     purpose: str
     person: str
     expired: bool = False   # genuine, but older than max_age: it finds the ticket, no more
+    via: str | None = None  # made for this merged ticket, whose survivor is `ref`
 
 
 def read_token_ref(address: str, support_addresses: list[str], prefix: str

@@ -6,6 +6,10 @@ must not join MD-12); a Message-ID in In-Reply-To/References that we stored
 on a ticket (knowing it means having seen the mail); and the other way round,
 a ticket whose mail answered this one's Message-ID (the reply came first),
 when the sender is already on it. Else: a new ticket.
+
+A merged ticket is never where mail lands: whichever way a mail names it, it goes
+on to the ticket the merge kept (survivor()), whose participants the merge made
+of both tickets' people.
 """
 from __future__ import annotations
 
@@ -17,9 +21,24 @@ from ..store.rows import TicketRow
 from .ledger import Ledger
 from .refs import Grant, read_token_ref, tagged_numbers, token_grant
 
+MAX_MERGES = 20     # merged into a merged ticket ...: how far survivor() follows
+
 
 def participants(ticket: TicketRow) -> set[str]:
     return {ticket.requester, *ticket.cc}
+
+
+def survivor(ledger: Ledger, ticket: TicketRow) -> tuple[TicketRow, list[str]]:
+    """The ticket a merged one lives on in (MD-3 merged into MD-5, merged into MD-7: MD-7),
+    and the refs of the merged tickets passed on the way ([] for a ticket not merged)."""
+    passed: list[str] = []
+    while len(passed) < MAX_MERGES:
+        into = ledger.merged_into(ticket)
+        if into is None or into.ref in passed or into is ticket:
+            break
+        passed.append(ticket.ref)
+        ticket = into
+    return ticket, passed
 
 
 def by_token(ledger: Ledger, recipients: Sequence[str], sender: str, secrets: tuple[bytes, ...],
@@ -46,10 +65,12 @@ def by_token(ledger: Ledger, recipients: Sequence[str], sender: str, secrets: tu
 
 def by_tag(ledger: Ledger, subject: str, sender: str, trusted: bool = False
            ) -> TicketRow | None:
-    """trusted: the sender is a proven agent, who may work on any ticket."""
+    """trusted: the sender is a proven agent, who may work on any ticket. A merged
+    ticket's tag is its survivor's, for the survivor's participants."""
     for number in tagged_numbers(subject, ledger.prefix):
         ticket = ledger.by_number(number)
-        if ticket is not None and (trusted or sender in participants(ticket)):
+        if ticket is not None and (trusted or sender in participants(
+                survivor(ledger, ticket)[0])):
             return ticket
     return None
 
@@ -66,6 +87,7 @@ def by_replies(ledger: Ledger, message_id: str, sender: str) -> TicketRow | None
     ticket = ledger.referenced_by(message_id)
     if ticket is None:
         return None
+    ticket = survivor(ledger, ticket)[0]     # its participants are the merged one's too
     same_domain = sender.rpartition("@")[2] == ticket.requester.rpartition("@")[2]
     return ticket if sender == ticket.requester or (
         same_domain and sender in participants(ticket)) else None

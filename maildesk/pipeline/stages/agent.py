@@ -4,13 +4,18 @@ the agent hears why (tickets/commands.py).
 
 `#kb SLUG` sends published articles with the reply, so it needs a reply: with `#note`,
 `#silent` or on the note address it is an error, as nothing would reach the customer.
+`#split` makes a ticket of the customer's message the agent answers (the one the
+notification they reply to was about, or the one `#split MESSAGE-ID` names): the message
+and its attachments move to it, its sender its requester, the two tickets linked.
 `#kb new` keeps the reply (or the agent's last public one) as a draft article; the
 reply itself goes out as any other, so an agent answers, resolves and drafts at once.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ...config.schema import Agent
 from ...core.context import Classified, Context
@@ -26,7 +31,7 @@ from ...tickets.apply import open_ticket, store_message
 from ...tickets.commands import Plan, plan, split_commands
 from ...tickets.problems import problem_errors
 from ...tickets.refs import redact
-from ...tickets.thread import participants
+from ...tickets.thread import participants, survivor
 from ..sender import domain_proof, event_mail, sender_proof
 from ..work import Work, queue_for, reply_parts
 
@@ -50,14 +55,19 @@ def agent_stage(ctx: Context, w: Work) -> None:
     others: dict[str, TicketRow] = {}       # the tickets #link and #merge name
     for ref in [*asked.links, *([asked.merge_into] if asked.merge_into else [])]:
         other = ledger.by_ref(ref)
+        what = f"#{'merge' if ref == asked.merge_into else 'link'} {ref}"
+        if other is not None and ref == asked.merge_into:   # into where a merged one went
+            other = survivor(ledger, other)[0]
         if other is None or ref == ticket.ref:
-            asked.errors.append(f"#{'merge' if ref == asked.merge_into else 'link'} {ref}: "
-                                "no such other ticket")
+            asked.errors.append(f"{what}: no such other ticket")
+        elif other is ticket:
+            asked.errors.append(f"{what}: it was merged into {ticket.ref} already")
         else:
             others[ref] = other
     named = ledger.by_ref(asked.problem) if asked.problem else None
     asked.errors += problem_errors(asked, ticket.ref, ticket.type, ticket.workaround,
                                    (named.ref, named.type) if named else None)
+    split_off = _to_split(ctx, w, ticket, asked) if asked.split is not None else None
     to_note = w.grant is not None and w.grant.purpose == "note"
     if asked.articles and (asked.note or asked.silent or to_note):
         asked.errors.append("#kb: an article goes to the customer with a reply, and a note "
@@ -65,7 +75,8 @@ def agent_stage(ctx: Context, w: Work) -> None:
     drafted = _drafted(ctx, ticket, agent, asked, text) if asked.draft is not None else None
     refused = bool(asked.errors)
     asks = (asked.history or bool(asked.views)) and not text and not asked.articles
-    note = to_note or asked.note or refused or asks          # asks: only questions
+    # asks: only questions; a #split's words are for the agents (answer the new ticket)
+    note = to_note or asked.note or refused or asks or (split_off is not None and bool(text))
     w.message = store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
                               text=text if lines else new, quoted=quoted,
                               visibility="internal" if note else "public",
@@ -76,6 +87,8 @@ def agent_stage(ctx: Context, w: Work) -> None:
              lines=asked.lines)
         return
     _carry_out(ctx, ticket, mail, asked, agent.name, others)
+    if split_off is not None:
+        _split(ctx, ticket, split_off, agent.name)
     if drafted is not None:
         fire(ctx, ticket, "kb.drafted", actor=actor, mail=mail, slug=drafted.stem,
              path=str(drafted))
@@ -186,10 +199,76 @@ def _carry_out(ctx: Context, ticket: TicketRow, mail: Mail, asked: Plan, name: s
         fx.change(name, problem=to)
     target = others.get(asked.merge_into or "")
     if target is not None:
-        fx.change(name, status="closed", linked_to=target.id)
-        moved = ctx.ledger.message_count(ticket)
-        ctx.ledger.move_messages(ticket, target)     # the conversation goes on in one place
-        fire(ctx, ticket, "ticket.merged", actor=actor, into=target.ref, moved=moved)
-        fire(ctx, target, "ticket.merged", actor=actor, absorbed=ticket.ref, moved=moved)
+        _merge(ctx, ticket, target, mail, name)
     if asked.lines:
         fire(ctx, ticket, "commands.applied", actor=actor, lines=asked.lines)
+
+
+def _merge(ctx: Context, ticket: TicketRow, target: TicketRow, mail: Mail, name: str) -> None:
+    """ticket into target: closed and linked to it, its messages moved, its requester and
+    CC participants CC participants of target (target's requester stays its requester).
+    The `ticket.merged` event with `into` is what says where it went: mail that names the
+    merged ticket (its reply addresses, its tag, its Message-IDs) lands on target
+    (tickets/thread.py survivor())."""
+    actor = f"agent:{name}"
+    LedgerEffects(ctx, ticket, mail, kind="agent").change(name, status="closed",
+                                                          linked_to=target.id)
+    people = [a for a in dict.fromkeys([ticket.requester, *ticket.cc])
+              if a not in participants(target)]
+    if people:
+        LedgerEffects(ctx, target, mail, kind="agent").change(name, cc=[*target.cc, *people])
+    moved = ctx.ledger.message_count(ticket)
+    ctx.ledger.move_messages(ticket, target)     # the conversation goes on in one place
+    fire(ctx, ticket, "ticket.merged", actor=actor, into=target.ref, moved=moved)
+    fire(ctx, target, "ticket.merged", actor=actor, absorbed=ticket.ref, moved=moved,
+         cc_added=people, requester=ticket.requester,
+         requester_name=ticket.requester_name)
+
+
+def _to_split(ctx: Context, w: Work, ticket: TicketRow, asked: Plan) -> dict[str, Any] | None:
+    """The stored customer's message `#split` names: its Message-ID, else the nearest one
+    this mail answers (a notification answers the message it is about); None with the
+    reason among asked.errors."""
+    desk, named = ctx.settings.desk, asked.split
+    found = ctx.ledger.messages_on(ticket, [named] if named else list(w.parsed.thread_ids))
+    theirs = [m for m in found if m["direction"] == "in" and m["visibility"] == "public"
+              and desk.agent(m["from_addr"]) is None]
+    what = f"#split {named}".strip()
+    if not theirs:
+        asked.errors.append(
+            f"{what}: no message of {ticket.ref} has that Message-ID" if named and not found
+            else f"{what}: not a customer's message" if named
+            else f"{what}: this mail answers no customer's message of {ticket.ref} (reply "
+            "to the notification of the message to split off, or name its Message-ID: "
+            "#split <id>)")
+        return None
+    if theirs[0]["first"]:
+        asked.errors.append(f"{what}: {theirs[0]['message_id']} opened {ticket.ref}; "
+                            "split off a later message")
+        return None
+    return theirs[0]
+
+
+def _split(ctx: Context, ticket: TicketRow, message: dict[str, Any], name: str) -> None:
+    """A new ticket of one message of ticket: its sender the requester, in ticket's queue,
+    linked to ticket; the message (attachments with it) moved there. The agent is told
+    the new ref by a notification of it, whose reply address answers its requester."""
+    prefix, actor, desk = ctx.settings.desk.ref_prefix, f"agent:{name}", ctx.settings.desk
+    new = ctx.ledger.open_ticket(
+        subject=_subject(message["subject"], prefix), requester=message["from_addr"],
+        requester_name=message["from_name"], cc=[], status="new", type=ticket.type,
+        priority=desk.priority("medium", "medium"), impact="medium", urgency="medium",
+        tags=[], problem=None, category=None, queue=ticket.queue, assignee=None,
+        created_at=ctx.now, updated_at=ctx.now, linked_ticket=ticket)
+    ctx.ledger.move_message(message["id"], new)
+    said = {"message_id": message["message_id"]}
+    fire(ctx, new, "ticket.created", actor=actor, source="split", queue=new.queue,
+         split_from=ticket.ref, **said)
+    fire(ctx, ticket, "ticket.split", actor=actor, into=new.ref, **said)
+    fire(ctx, new, "ticket.split", actor=actor, split_from=ticket.ref, **said)
+
+
+def _subject(subject: str, prefix: str) -> str:
+    """A split message's subject as its own ticket's: without our tags and reply prefixes."""
+    subject = re.sub(rf"\[\s*{re.escape(prefix)}-\d+\s*\]\s*", "", subject, flags=re.I)
+    return re.sub(r"^(?:\s*(?:re|aw|sv|fwd?|wg)\s*:\s*)+", "", subject, flags=re.I).strip()

@@ -159,6 +159,8 @@ def _reply(ctx: Context, w: Work, ticket: TicketRow, others: list[str]) -> None:
         extra["not_on_ticket"] = ignored
     if w.unverified_agent:
         extra["unverified_agent"] = w.unverified_agent
+    if w.merged_from:
+        extra["merged_from"] = w.merged_from
     fire(ctx, ticket, "customer.replied", actor=p.from_addr, mail=mail,
          message_id=p.message_id, thread_by=w.thread_by, cc_added=added,
          sender_verified=bool(proven), **extra)

@@ -1,14 +1,18 @@
 """Which ticket a mail belongs to (tickets/thread.py says in what order of trust), and
 what a reply to a closed ticket does: the queue's closed_reply_policy decides, and only a
-proven sender may reopen."""
+proven sender may reopen. Mail that names a merged ticket lands on its survivor; a live
+reply address of the merged ticket proves there what it proved on the merged one (the
+merge made its people the survivor's)."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 from ...core.context import Classified, Context, Refused
 from ...core.fire import fire
 from ...mail.classify import AUTO_REPLY, BULK, COMPLAINT, LOOP
 from ...mail.parse import UNKNOWN_SENDER
 from ...tickets.refs import read_token_ref
-from ...tickets.thread import by_references, by_replies, by_tag, by_token
+from ...tickets.thread import by_references, by_replies, by_tag, by_token, survivor
 from ..sender import event_mail, sender_proof
 from ..work import Work, recipients
 
@@ -42,6 +46,11 @@ def thread_stage(ctx: Context, w: Work) -> None:
         _machine_without_ticket(ctx, w)
         return
     w.thread_by = how
+    ticket, passed = survivor(ctx.ledger, ticket)
+    if passed:
+        w.merged_from = passed[0]
+        if w.grant is not None and w.grant.ref in passed:
+            w.grant = replace(w.grant, ref=ticket.ref, via=w.grant.ref)
     if ticket.status != "closed" or w.proven_agent or (w.grant and desk.agent(p.from_addr)):
         w.ticket = ticket
         return
