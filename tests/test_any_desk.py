@@ -69,6 +69,12 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("tickets", "reply"): [["MD-1", "Try again now.", "--as", "bob"]],
         ("tickets", "close"): [["MD-2", "--as", "bob"]],
         ("tickets", "merge"): [["MD-3", "MD-1", "--as", "bob"]],
+        ("tickets", "problem"): [["MD-1", "new", "--as", "bob"], ["MD-999999", "none", "--as",
+                                                                  "bob"]],
+        ("tickets", "root-cause"): [["MD-1", "a full disk", "--as", "bob"]],
+        ("tickets", "workaround"): [["MD-1", "restart it", "--as", "bob", "--format", "json"]],
+        ("tickets", "known-error"): [["MD-1", "--as", "bob"], ["MD-1", "--off", "--as", "bob"]],
+        ("problems", "list"): [[], ["--format", "json"]],
         ("tickets", "split"): [["MD-1", "<any@customer.test>", "--as", "bob"]],
         ("outbox", "list"): [[], ["--format", "json"], ["--status", "failed"]],
         ("outbox", "show"): [["1"], ["1", "--format", "json"]],   # --raw: test_outbox
