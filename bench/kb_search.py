@@ -39,12 +39,10 @@ from maildesk.kb.search import (  # noqa: E402
     RERANK_POOL,
     TITLE_WEIGHT,
     Index,
-    detect,
     embedded,
-    query_terms,
-    terms,
 )
 from maildesk.ml.embeddings import missing as ml_missing  # noqa: E402
+from maildesk.ml.words import detect, query_terms, terms  # noqa: E402
 
 Ranked = list[tuple[str, float]]          # (slug, score), best first
 FP_TARGET = 0.05

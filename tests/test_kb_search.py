@@ -12,7 +12,8 @@ from conftest import run_cli, settings_dict
 
 from maildesk.cli.main import cli
 from maildesk.kb.articles import Article
-from maildesk.kb.search import Index, detect, terms
+from maildesk.kb.search import Index
+from maildesk.ml.words import detect, terms
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 

@@ -3,10 +3,10 @@
 Articles are files every node reads (like the rules), so each node builds the
 index from the same files when it loads them; it is the same on SQLite and on
 PostgreSQL, and there is nothing to keep in step between the files and a table.
-Words are lower-cased, split on non-word characters and stemmed with the
-Snowball stemmer of the article's language (so "printer" finds "printers", "printing"
-finds "prints"; Snowball keeps "printer" and "print" apart, as it does "user" and "use"); a
-language Snowball does not know is searched unstemmed. The title counts
+Words are read as ml/words.py reads them: lower-cased, split on non-word characters
+and stemmed with the Snowball stemmer of the article's language (so "printer" finds
+"printers", "printing" finds "prints"; Snowball keeps "printer" and "print" apart, as it
+does "user" and "use"); a language Snowball does not know is searched unstemmed. The title counts
 TITLE_WEIGHT times, like a column weight in FTS5's bm25().
 
 A score is plain BM25 of the mail's words less its language's commonest ones. Dividing
@@ -28,16 +28,13 @@ article need no longer share rare words, only meaning (BENCHMARKS.md).
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-import snowballstemmer
-
 from ..mail.quotes import split_reply
+from ..ml.words import detect, query_terms, terms
 from .articles import Article
 
 if TYPE_CHECKING:
@@ -47,82 +44,12 @@ K1, B = 1.2, 0.75          # BM25's usual constants, as FTS5 and Lucene use them
 TITLE_WEIGHT = 3           # a word of the title counts as three of the text
 QUERY_CHARS = 20_000       # what of a mail is searched: its beginning says what it is about
 RERANK_POOL = 10           # BM25's best that re-ranking looks at (bench/kb_search.py chose it)
-_WORD = re.compile(r"[^\W_]{2,}")
-# ISO 639-1 codes of the languages Snowball stems
-_SNOWBALL = {"ar": "arabic", "ca": "catalan", "cs": "czech", "da": "danish", "de": "german",
-             "el": "greek", "en": "english", "es": "spanish", "eu": "basque", "fi": "finnish",
-             "fr": "french", "ga": "irish", "hi": "hindi", "hu": "hungarian",
-             "hy": "armenian", "id": "indonesian", "it": "italian", "lt": "lithuanian",
-             "nb": "norwegian", "ne": "nepali", "nl": "dutch", "nn": "norwegian",
-             "no": "norwegian", "pl": "polish", "pt": "portuguese", "ro": "romanian",
-             "ru": "russian", "sr": "serbian", "sv": "swedish", "ta": "tamil",
-             "tr": "turkish", "yi": "yiddish"}
-# The commonest short words of each language a desk's articles are likely written in:
-# a text's language is the one whose words it has most of. Words two languages share
-# ("in", "die", "de") count for both and so decide nothing; that is fine.
-_STOPWORDS = {lang: frozenset(words.split()) for lang, words in {
-    "en": "the and is are was were to of in on for with not this that it my me you your "
-          "have has had can could would please thanks since when what how there do does "
-          "from but we our an be at",
-    "de": "der die das und ist sind nicht ein eine einen mit auf für ich mein meine "
-          "sie ihr wir uns bitte danke seit wenn wie was kann können habe hat "
-          "von zu im den dem des auch noch nur aber oder es",
-    "fr": "le la les et est sont pas un une avec sur pour je mon ma mes vous votre nous "
-          "merci depuis quand comment que qui peux pouvez ai du des au ne ce il elle",
-    "es": "el la los las y es son no un una con en por para yo mi mis usted su nosotros "
-          "gracias desde cuando como que puedo pueden he del al se lo pero",
-    "it": "il lo la gli le e sono non un una con su per io mio mia voi vostro noi grazie "
-          "da quando come che posso potete ho del della al si ma",
-    "nl": "de het een en is zijn niet met op voor ik mijn u uw wij ons alstublieft "
-          "bedankt sinds wanneer hoe wat kan kunnen heb van te ook maar",
-    "pt": "o a os as e é são não um uma com em por para eu meu minha você seu nós "
-          "obrigado desde quando como que posso podem tenho do da ao mas",
-}.items()}
-
-
-@lru_cache(maxsize=64)
-def _stemmer(lang: str) -> snowballstemmer.Stemmer | None:
-    name = _SNOWBALL.get(lang.split("-", 1)[0].lower())
-    return snowballstemmer.stemmer(name) if name else None
-
-
-@lru_cache(maxsize=200_000)
-def _stem(lang: str, word: str) -> str:
-    """A word's stem, remembered: Snowball in Python costs ~20 µs a word, and a
-    knowledge base repeats its words (indexing 10,000 articles went from 58 s to 3 s)."""
-    stem = _stemmer(lang)
-    return stem.stemWord(word) if stem is not None else word
-
-
-def terms(text: str, lang: str) -> list[str]:
-    """The words of text as the index keeps them: lower-case, stemmed in lang."""
-    return [_stem(lang, w) for w in _WORD.findall(text.lower())]
-
-
-def query_terms(text: str, lang: str) -> set[str]:
-    """The words a search looks up: those of text less lang's commonest words, which
-    say nothing of the subject and only cost postings to read."""
-    stop = _STOPWORDS.get(lang.split("-", 1)[0].lower(), frozenset())
-    return {_stem(lang, w) for w in _WORD.findall(text.lower()) if w not in stop}
 
 
 def customer_words(subject: str, text: str) -> str:
     """What of a customer's mail is searched: its subject and their own words, not the
     history it quotes nor the signature, which would match what was said before."""
     return f"{subject}\n{split_reply(text)[0]}"
-
-
-def detect(text: str, langs: Iterable[str]) -> str | None:
-    """Which of langs text is written in, by counting each one's commonest words; None
-    when none of them has a word in it, or two tie (a guess would be a coin toss)."""
-    words = Counter(_WORD.findall(text[:QUERY_CHARS].lower()))
-    counts = sorted(((sum(n for w, n in words.items() if w in stop), lang)
-                     for lang in langs
-                     if (stop := _STOPWORDS.get(lang.split("-", 1)[0].lower()))),
-                    reverse=True)
-    if not counts or counts[0][0] == 0 or (len(counts) > 1 and counts[0][0] == counts[1][0]):
-        return None
-    return counts[0][1]
 
 
 def embedded(article: Article) -> str:
