@@ -385,3 +385,34 @@ class KbSuggestion(Base):
     __table_args__ = (Index("ix_kb_suggestions_ticket", "ticket_id", "rank"),
                       Index("ix_kb_suggestions_suggested", "suggested_at"),
                       Index("ix_kb_suggestions_slug", "slug"))
+
+
+class ProblemProposal(Base):
+    """A cluster of similar incidents put to a queue's group lead as one problem
+    (`maildesk problems suggest`, the job problems.suggest): the tickets' ids, the words
+    they share, and the problem ticket made of it when the lead replied."""
+
+    __tablename__ = "problem_proposals"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    proposed_at: Mapped[datetime] = mapped_column()
+    queue: Mapped[str] = mapped_column(String(64))
+    lead: Mapped[str | None] = mapped_column(Text)            # whom it was mailed to
+    tickets: Mapped[list[int]] = mapped_column(JSON, default=list)
+    words: Mapped[list[str]] = mapped_column(JSON, default=list)
+    problem: Mapped[str | None] = mapped_column(String(32))   # ref, once accepted
+    accepted_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (Index("ix_problem_proposals_proposed", "proposed_at"),)
+
+
+class TriageModel(Base):
+    """A triage model trained on the desk's tickets (ml/triage.py): its numbers as an
+    npz archive (no pickle: loading it runs no code), and what it was measured to do.
+    The newest is the one in use, on every node."""
+
+    __tablename__ = "triage_models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trained_at: Mapped[datetime] = mapped_column()
+    tickets: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
