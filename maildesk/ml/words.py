@@ -48,6 +48,7 @@ _STOPWORDS = {lang: frozenset(words.split()) for lang, words in {
     "pt": "o a os as e é são não um uma com em por para eu meu minha você seu nós "
           "obrigado desde quando como que posso podem tenho do da ao mas",
 }.items()}
+_ANY_STOPWORD = frozenset().union(*_STOPWORDS.values())
 
 
 @lru_cache(maxsize=64)
@@ -69,11 +70,25 @@ def terms(text: str, lang: str) -> list[str]:
     return [_stem(lang, w) for w in _WORD.findall(text.lower())]
 
 
+def content_terms(text: str, lang: str) -> list[str]:
+    """The words of text that say what it is about, stemmed in lang: all but lang's
+    commonest words (lang "": unstemmed, less the commonest words of every language)."""
+    stop = _STOPWORDS.get(lang.split("-", 1)[0].lower(), _ANY_STOPWORD if not lang else
+                          frozenset())
+    return [_stem(lang, w) for w in _WORD.findall(text.lower()) if w not in stop]
+
+
 def query_terms(text: str, lang: str) -> set[str]:
-    """The words a search looks up: those of text less lang's commonest words, which
-    say nothing of the subject and only cost postings to read."""
-    stop = _STOPWORDS.get(lang.split("-", 1)[0].lower(), frozenset())
-    return {_stem(lang, w) for w in _WORD.findall(text.lower()) if w not in stop}
+    """The words a search looks up: the commonest words of lang say nothing of the
+    subject and only cost postings to read."""
+    return set(content_terms(text, lang))
+
+
+def ticket_terms(text: str) -> list[str]:
+    """What a ticket's text is about, as the models read it: content_terms in the
+    language it is written in, among those whose commonest words we know (a desk
+    declares no languages; its mail says which), unstemmed when that is not clear."""
+    return content_terms(text, detect(text, _STOPWORDS) or "")
 
 
 
