@@ -75,6 +75,10 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("tickets", "workaround"): [["MD-1", "restart it", "--as", "bob", "--format", "json"]],
         ("tickets", "known-error"): [["MD-1", "--as", "bob"], ["MD-1", "--off", "--as", "bob"]],
         ("problems", "list"): [[], ["--format", "json"]],
+        ("problems", "suggest"): [[], ["--since", "400d", "--format", "json"],
+                                  ["--since", "400d", "--propose"]],
+        ("problems", "proposals"): [[], ["--format", "json"]],
+        ("problems", "accept"): [["1", "--as", "bob"], ["999", "--as", "bob"]],
         ("tickets", "split"): [["MD-1", "<any@customer.test>", "--as", "bob"]],
         ("outbox", "list"): [[], ["--format", "json"], ["--status", "failed"]],
         ("outbox", "show"): [["1"], ["1", "--format", "json"]],   # --raw: test_outbox
@@ -187,6 +191,6 @@ def test_every_command_and_job_on_any_desk(desk: Path, tmp_path: Path) -> None:
     code, said = run(desk, ["jobs", "run", "--force", "--format", "json"])
     ran = {r["job"]: r for r in json.loads(said[:said.rindex("]") + 1])}
     assert all(r["ran"] and not r["result"].startswith("failed") for r in ran.values()), ran
-    assert {"digest", "blob_sample", "sla_scan"} <= set(ran)
+    assert {"digest", "blob_sample", "sla_scan", "propose_problems"} <= set(ran)
     html = (tmp_path / "quiet.html").read_text()
     assert "–" in html and "<td>None</td>" not in html and "<b>None" not in html

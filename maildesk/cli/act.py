@@ -17,7 +17,7 @@ import sys
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +27,10 @@ from .context import Obj
 from .lists import _value, tickets
 from .output import EX_NOINPUT, EX_NOUSER, EX_SOFTWARE, EX_USAGE, emit_json, fail
 
+if TYPE_CHECKING:
+    from ..app import App
+    from ..pipeline.driver import Summary
+
 AS = click.option("--as", "who", required=True, envvar="MAILDESK_AGENT", metavar="NAME",
                   help="The agent you act as: a name (or address) in desk.agents, or "
                        "$MAILDESK_AGENT. An unknown agent exits 67.")
@@ -35,12 +39,29 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), de
                                               "ticket afterwards, as `tickets show` gives it.")
 
 
-def _agent(desk: Desk, who: str) -> Agent:
+def as_agent(desk: Desk, who: str) -> Agent:
     agent = desk.agent_named(who)
     if agent is None:
         fail(f"no agent {who!r} (agents: {', '.join(a.name for a in desk.agents) or 'none'}"
              f"; see desk.agents in maildesk.yaml)", EX_NOUSER)
     return agent
+
+
+def act_as(app: App, agent: Agent, to: str, subject: str, body: str) -> Summary:
+    """The mail agent would write to `to`, run through the pipeline as the local
+    operator's (pipeline.run.act)."""
+    from ..intake.inbound import Envelope
+    from ..pipeline.run import act
+    m = EmailMessage()
+    m["From"] = f"{agent.display_name or agent.name} <{agent.address}>"
+    m["To"] = to
+    m["Subject"] = subject
+    m["Date"] = format_datetime(datetime.now(timezone.utc))
+    m["Message-ID"] = make_msgid("cli", domain=app.settings.desk.domain)
+    m.set_content(body)
+    return act(app, m.as_bytes(), Envelope("cli", agent.address, (to,),
+                                           origin=f"cli {getpass.getuser()} as {agent.name}"),
+               agent.name)
 
 
 def _text(text: str | None) -> str:
@@ -55,15 +76,13 @@ def _text(text: str | None) -> str:
 def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str) -> None:
     """Check the commands, write the agent's mail, run it, and say what it changed."""
     # the mail side is loaded here, not with the module: `tickets list` runs without it
-    from ..intake.inbound import Envelope
     from ..kb.library import Library
     from ..mail.headers import one_line
-    from ..pipeline.run import act
     from ..tickets.commands import plan
     from ..tickets.problems import problem_errors
     from ..tickets.refs import token_address
     desk = obj.settings.desk
-    agent = _agent(desk, who)
+    agent = as_agent(desk, who)
     # none of these commands is `#kb`: no knowledge base is needed to check them
     asked = plan(list(enumerate(commands, 1)), desk, agent, desk.ref_prefix, Library())
     if asked.errors:
@@ -84,16 +103,9 @@ def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str)
             fail(wrong[0], EX_USAGE)
     support = (desk.queue(before["queue"]).addresses or desk.addresses)[0]
     to = token_address(app.secrets[0], support, before["ref"], agent.address)
-    m = EmailMessage()
-    m["From"] = f"{agent.display_name or agent.name} <{agent.address}>"
-    m["To"] = to
-    m["Subject"] = f"Re: [{before['ref']}] {one_line(before['subject'] or '', 200)}"
-    m["Date"] = format_datetime(datetime.now(timezone.utc))
-    m["Message-ID"] = make_msgid("cli", domain=desk.domain)
-    m.set_content("\n".join(commands) + ("\n\n" if commands else "") + text.strip() + "\n")
-    user = getpass.getuser()
-    done = act(app, m.as_bytes(), Envelope("cli", agent.address, (to,),
-                                           origin=f"cli {user} as {agent.name}"), agent.name)
+    body = "\n".join(commands) + ("\n\n" if commands else "") + text.strip() + "\n"
+    done = act_as(app, agent, to, f"Re: [{before['ref']}] {one_line(before['subject'] or '', 200)}",
+                  body)
     if done.follow_ups != 1:
         fail(f"{before['ref']}: the pipeline did not take the command ({done.as_dict()}); "
              "see `maildesk quarantine list --state all`", EX_SOFTWARE)

@@ -1,13 +1,19 @@
 """`maildesk problems`: the problem tickets, what is known of each, and how many incidents
-wait on it. Acting on them is `maildesk tickets problem|root-cause|workaround|known-error`
-(cli/act.py), as an agent's mail commands do."""
+wait on it; the groups of alike incidents that may be one (suggest), those proposed to a
+lead (proposals), and making a proposal a problem (accept). Acting on problems is
+`maildesk tickets problem|root-cause|workaround|known-error` (cli/act.py), as an agent's
+mail commands do."""
 from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
 
 import click
 
 from ..tickets.views import list_problems
+from .act import AS, act_as, as_agent
 from .context import Obj
-from .output import FORMAT, emit_json, emit_table
+from .output import EX_NOINPUT, EX_SOFTWARE, FORMAT, emit_json, emit_table, fail
 
 
 @click.group()
@@ -30,6 +36,120 @@ def problems_list(obj: Obj, fmt: str) -> None:
         emit_table([r | {"known_error": "yes" if r["known_error"] else "no"} for r in rows],
                    ["ref", "status", "known_error", "incidents", "open_incidents", "queue",
                     "assignee", "subject", "workaround"], empty="no problems")
+
+
+@problems.command("suggest")
+@click.option("--since", default=None, metavar="DURATION",
+              help="Incidents opened this recently (7d, 48h); default problems.since.")
+@click.option("--propose", is_flag=True,
+              help="Propose each group now, as the job propose_problems does: recorded, and "
+                   "mailed to the queue's group lead (else its agents).")
+@FORMAT
+@click.pass_obj
+def problems_suggest(obj: Obj, since: str | None, propose: bool, fmt: str) -> None:
+    """Groups of incidents that say the same thing at about the same time, not linked to
+    a problem nor proposed yet: maybe one cause (problems.similarity, problems.span,
+    problems.min_incidents). Without --propose it only shows them."""
+    from ..core.proposals import find
+    from ..core.proposals import propose as propose_group
+    from ..rules.vocabulary import parse_duration
+    settings = obj.settings.problems
+    if since is not None:
+        try:
+            parse_duration(since)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--since") from None
+        settings = settings.model_copy(update={"since": since})
+    app = obj.app(existing=True)
+    now = datetime.now(timezone.utc)
+    with app.engine.begin() as conn:
+        found = find(conn, settings, now)
+        ids: list[int | None] = [None] * len(found)
+        if propose:
+            ctx = app.context(conn, now)
+            ids = [propose_group(ctx, g) for g in found]
+            ctx.write()
+    rows: list[dict[str, Any]] = [
+        {"proposal": pid, "incidents": [i.ref for i in g.incidents], "queue": g.queue,
+         "words": list(g.words), "first": g.incidents[0].created_at.isoformat(),
+         "last": g.incidents[-1].created_at.isoformat(), "subject": g.incidents[0].subject}
+        for g, pid in zip(found, ids)]
+    if fmt == "json":
+        emit_json(rows)
+        return
+    emit_table([r | {"incidents": f"{len(r['incidents'])}: {' '.join(r['incidents'])}",
+                     "words": ", ".join(r["words"]), "first": r["first"][:16]}
+                for r in rows], (["proposal"] if propose else []) +
+               ["incidents", "queue", "words", "first", "subject"],
+               empty=f"no group of {settings.min_incidents} or more alike incidents in the "
+                     f"last {settings.since}")
+
+
+@problems.command("proposals")
+@FORMAT
+@click.pass_obj
+def problems_proposals(obj: Obj, fmt: str) -> None:
+    """Groups proposed as problems, newest first: to whom, and the problem made of each."""
+    from sqlalchemy import select
+
+    from ..store.tables import T_PROPOSALS, T_TICKETS
+    app = obj.app(existing=True)
+    with app.engine.connect() as conn:
+        rows: list[dict[str, Any]] = [dict(r) for r in conn.execute(
+            select(T_PROPOSALS).order_by(T_PROPOSALS.c.id.desc())).mappings()]
+        refs = {i: ref for i, ref in conn.execute(select(T_TICKETS.c.id, T_TICKETS.c.ref).where(
+            T_TICKETS.c.id.in_({i for r in rows for i in r["tickets"]})))}
+    out = [{"id": r["id"], "proposed_at": r["proposed_at"].isoformat(), "queue": r["queue"],
+            "to": r["lead"], "incidents": [refs.get(i, f"#{i}") for i in r["tickets"]],
+            "words": r["words"], "problem": r["problem"],
+            "accepted_at": r["accepted_at"].isoformat() if r["accepted_at"] else None}
+           for r in rows]
+    if fmt == "json":
+        emit_json(out)
+    else:
+        emit_table([r | {"proposed_at": r["proposed_at"][:16], "to": r["to"] or "nobody",
+                         "incidents": f"{len(r['incidents'])}: {' '.join(r['incidents'])}",
+                         "words": ", ".join(r["words"]), "problem": r["problem"] or "-"}
+                    for r in out], ["id", "proposed_at", "queue", "to", "incidents", "words",
+                                    "problem"], empty="no proposals")
+
+
+@problems.command("accept")
+@click.argument("proposal", type=int)
+@AS
+@FORMAT
+@click.pass_obj
+def problems_accept(obj: Obj, proposal: int, who: str, fmt: str) -> None:
+    """Make a proposal a problem ticket assigned to you, its incidents linked to it, as
+    an answer to the proposal's mail does (66: no such proposal)."""
+    from sqlalchemy import select
+
+    from ..store.tables import T_PROPOSALS
+    from ..tickets.refs import proposal_address
+    from ..tickets.views import show_ticket
+    agent = as_agent(obj.settings.desk, who)
+    app = obj.app(existing=True)
+    with app.engine.connect() as conn:
+        row = conn.execute(select(T_PROPOSALS.c.queue).where(T_PROPOSALS.c.id == proposal)
+                           ).first()
+    if row is None:
+        fail(f"no proposal {proposal} (`maildesk problems proposals` lists them)", EX_NOINPUT)
+    desk = obj.settings.desk
+    support = (desk.queue(row[0]).addresses or desk.addresses)[0]
+    to = proposal_address(app.secrets[0], support, proposal, agent.address)
+    done = act_as(app, agent, to, f"Re: proposal {proposal}", "")
+    if done.classified != 1:
+        fail(f"proposal {proposal}: the pipeline did not take it ({done.as_dict()}); see "
+             "`maildesk quarantine list --state all`", EX_SOFTWARE)
+    with app.engine.connect() as conn:
+        ref = conn.scalar(select(T_PROPOSALS.c.problem).where(T_PROPOSALS.c.id == proposal))
+    with app.sessions() as session:
+        made = show_ticket(session, str(ref))
+    assert made is not None
+    if fmt == "json":
+        emit_json(made)
+    else:
+        click.echo(f"{made['ref']}: problem of proposal {proposal}, assigned to {agent.name}")
 
 
 COMMANDS = [problems]

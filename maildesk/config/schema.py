@@ -726,6 +726,31 @@ class Kb(Strict):
                                        "(bench/kb_search.py).")
 
 
+class Problems(Strict):
+    """Finding recurring incidents (maildesk/ml/cluster.py): incidents that say the same
+    thing at about the same time, proposed to their queue's group lead as one problem."""
+
+    propose: bool = Field(
+        True, description="The job propose_problems mails each new group of similar "
+                          "incidents to the group lead of its queue (else the queue's "
+                          "agents), with an address whose reply makes it a problem ticket; "
+                          "false: `maildesk problems suggest` only.")
+    every: str = Field("1h", description="How often the job looks (a duration).")
+    since: str = Field("7d", description="The incidents it looks at: those opened this "
+                                         "recently, not linked to a problem yet.")
+    similarity: float = Field(
+        0.4, ge=0, le=1, description="The cosine similarity of two incidents' words (TF-IDF) "
+                                     "that makes them alike (bench/problems.py chose it).")
+    span: str = Field("2h", description="Alike incidents are neighbours when they arrived "
+                                        "this close in time: an outage is reported within "
+                                        "hours, an everyday question all week.")
+    min_incidents: int = Field(
+        4, ge=2, description="The incidents a group needs: an incident with this many "
+                             "neighbours, less one, holds a group together (DBSCAN).")
+
+    _every = field_validator("every", "since", "span", mode="before")(_duration)
+
+
 class Node(Strict):
     """This daemon among the desk's nodes (several `maildesk serve` on one PostgreSQL)."""
 
@@ -825,6 +850,7 @@ class Settings(Strict):
         None, description="The key before the last rotation: its tokens stay good until "
                           "this setting is removed.")
     kb: Kb = Field(default_factory=Kb)
+    problems: Problems = Field(default_factory=Problems)
     node: Node = Field(default_factory=lambda: Node())
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -76,11 +76,12 @@ def notice(ctx: Context, ticket: TicketRow, template: str, to: list[Person], *,
 
 
 def answer(ctx: Context, address: str, template: str, context: dict[str, Any],
-           answering: str | None, sender: str | None = None) -> None:
+           answering: str | None, sender: str | None = None,
+           reply_to: str | None = None) -> None:
     """A mail to one person that belongs to no ticket (what an agent's `#mine` or a
-    customer's status request asked for), through the outbox like the digest: no ticket,
-    no event; the inbound mail it answers is kept. From sender, a support address (default
-    the first); no Reply-To."""
+    customer's status request asked for, a problem proposed to a lead), through the
+    outbox like the digest: no ticket, no event; the inbound mail it answers is kept.
+    From sender, a support address (default the first); Reply-To: reply_to, if given."""
     if ctx.history:     # a question in old mail was answered long ago
         return
     settings = ctx.settings
@@ -92,7 +93,8 @@ def answer(ctx: Context, address: str, template: str, context: dict[str, Any],
         subject=rendered.subject, text=rendered.text, html=rendered.html,
         message_id=new_message_id(settings.desk.domain), date=ctx.now,
         in_reply_to=answering, references=(answering,) if answering else (),
-        auto_submitted="auto-replied", x_loop=sender)
+        reply_to=reply_to, auto_submitted="auto-replied" if answering else "auto-generated",
+        x_loop=sender)
     raw, failed = _composed(out)
     ctx.ledger.add_outbox(None, _outbox_row(ctx, template, settings.envelope_from, [address],
                                             out, ctx.blobs.put(raw), failed))

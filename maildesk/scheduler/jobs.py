@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from ..app import App
 from ..core.context import Context
 from ..core.fire import change, fire
+from ..core.proposals import find, propose
 from ..core.views import send_agent_view
 from ..notify.delivery import deliver_due, make_transport
 from ..reports.digest import send_digest
@@ -68,7 +69,22 @@ def jobs_for(app: App) -> list[Job]:
         jobs.append(Job("agent_digests", 86400.0, agent_digests))
     if app.settings.storage.sample:
         jobs.append(Job("blob_sample", 3600.0, blob_sample))
+    if app.settings.problems.propose:
+        jobs.append(Job("propose_problems", parse_duration(app.settings.problems.every),
+                        propose_problems))
     return jobs
+
+
+def propose_problems(app: App, now: datetime) -> str:
+    """Groups of alike incidents, each new one mailed to its queue's lead as a problem to
+    make (core/proposals.py)."""
+    with app.engine.begin() as conn:
+        ctx = app.context(conn, now)
+        found = find(conn, app.settings.problems, now)
+        for group in found:
+            propose(ctx, group)
+        ctx.write()
+    return f"{len(found)} proposed" if found else "no new group"
 
 
 def blob_sample(app: App, now: datetime) -> str:

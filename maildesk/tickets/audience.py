@@ -16,15 +16,23 @@ Person = tuple[str, str]     # (display name, address)
 
 def responsible(desk: Desk, ticket: TicketRow) -> list[Agent]:
     assignee = desk.agent_named(ticket.assignee)
-    if assignee is not None:
-        return [assignee]
-    group = desk.queue(ticket.queue).group
-    return [a for a in desk.agents if (group and group in a.groups) or ticket.queue in a.queues]
+    return [assignee] if assignee is not None else queue_agents(desk, ticket.queue)
+
+
+def queue_agents(desk: Desk, queue: str) -> list[Agent]:
+    """The agents of a queue: its group's, and those who list the queue."""
+    group = desk.queue(queue).group
+    return [a for a in desk.agents if (group and group in a.groups) or queue in a.queues]
 
 
 def group_lead(desk: Desk, ticket: TicketRow) -> list[Agent]:
     """The lead of the ticket's queue's group, if it has one."""
-    name = desk.queue(ticket.queue).group
+    return queue_lead(desk, ticket.queue)
+
+
+def queue_lead(desk: Desk, queue: str) -> list[Agent]:
+    """The lead of the queue's group, if it has one."""
+    name = desk.queue(queue).group
     group = next((g for g in desk.groups if g.name == name), None)
     lead = desk.agent_named(group.lead) if group else None
     return [lead] if lead else []

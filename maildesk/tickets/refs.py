@@ -70,7 +70,7 @@ def token_address(secret: bytes, support_address: str, ref: str, recipient: str,
 # plus as it is in mailto links (%2B) or quoted-printable leftovers (=2B).
 def _codes(prefix: str) -> re.Pattern[str]:
     return re.compile(rf"(?i)(\+|%2b|=2b)((?:rate-|bounce-|solved-)?{re.escape(prefix)}-"
-                      rf"\d{{1,12}}(?:-(?:\d{{1,2}}|optout))?)-[a-z2-7]{{8,}}")
+                      rf"\d{{1,12}}(?:-(?:\d{{1,2}}|optout))?|problem-\d{{1,12}})-[a-z2-7]{{8,}}")
 
 
 def redact(text: str, prefix: str) -> str:
@@ -135,6 +135,26 @@ def read_solved_address(address: str, prefix: str) -> tuple[str, int, str] | Non
     m = re.fullmatch(rf"[^+@]+\+solved-({re.escape(prefix.lower())}-\d{{1,12}})-(\d{{1,2}})"
                      rf"-([a-z2-7]+)@.+", address.lower())
     return (m.group(1).upper(), int(m.group(2)), m.group(3)) if m else None
+
+
+def proposal_address(secret: bytes, address: str, proposal: int, person: str) -> str:
+    """`support+problem-7-<token>@domain`: the person the proposal of a problem (its id)
+    was mailed to makes it a problem ticket by answering it (core/proposals.py)."""
+    local, domain = address.rsplit("@", 1)
+    return f"{local}+problem-{proposal}-{token(secret, f'P{proposal}', person, 'problem')}@{domain}"
+
+
+def read_proposal_address(address: str) -> tuple[int, str] | None:
+    """(proposal id, token) of a proposal address; the caller checks the token."""
+    m = re.fullmatch(r"[^+@]+\+problem-(\d{1,12})-([a-z2-7]+)@.+", address.lower())
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def proposal_token_ok(code: str, secrets: tuple[bytes, ...], proposal: int,
+                      person: str) -> bool:
+    """Whether code is the token of proposal's address, made for person (any live secret)."""
+    return any(hmac.compare_digest(code, token(secret, f"P{proposal}", person, "problem"))
+               for secret in secrets)
 
 
 def read_bounce_address(address: str, prefix: str) -> str | None:

@@ -16,6 +16,7 @@ from .classify import classify_stage
 from .customer import customer_stage
 from .dedupe import dedupe_stage
 from .identify import identify_stage
+from .proposal import proposal_stage
 from .solved import solved_stage
 from .status import status_stage
 from .survey import survey_stage
@@ -28,6 +29,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("survey", survey_stage),
     ("solved", solved_stage),
     ("status", status_stage),
+    ("proposal", proposal_stage),
     ("thread", thread_stage),
     ("identify", identify_stage),
     ("agent", agent_stage),
