@@ -127,7 +127,7 @@ class Ticket:
     outage: int | None   # which planted outage it reports; None: unrelated
 
 
-def _first_sentence(text: str) -> str:
+def first_sentence(text: str) -> str:
     """The statement a background mail was made of: its first sentence after the
     greeting, its numbers left out (the pools' {n} and {inv} differ per mail)."""
     body = text.split("\n\n", 1)[-1] if text.split("\n\n", 1)[0].endswith(",") else text
@@ -165,7 +165,7 @@ def tickets(seed: int = 20, outages: int = 20, background: int = 5000,
         if len(out) == background:
             break
         at = rng.uniform(0, month)
-        first = _first_sentence(m.text)
+        first = first_sentence(m.text)
         if varied and any(abs(at - t) < 12 * 3600 for t in said.get(first, ())):
             continue
         said.setdefault(first, []).append(at)

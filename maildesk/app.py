@@ -28,6 +28,7 @@ from .store import keys, migrate
 from .store.blob_rows import open_blobs
 from .store.blobs import BlobStore
 from .store.db import make_engine, make_sessionmaker, shown_url, sqlite_file
+from .tickets.similar import SimilarTickets
 
 if TYPE_CHECKING:       # imported where used: a command that only reads loads none of it
     from .core.context import Context
@@ -87,6 +88,19 @@ def kb_embedder(settings: Settings, before: Library | None = None) -> Embedder |
     if before is not None and before.embedder is not None:
         return before.embedder
     return embeddings.Embedder(settings.data_dir / "models")
+
+
+def problems_embedder(settings: Settings, kb: Library) -> Embedder | None:
+    """problems.embeddings' embedder: the knowledge base's, when it has one (one model in
+    memory), else a new one; StartupError without maildesk[ml]."""
+    if not settings.problems.embeddings:
+        return None
+    from .ml import embeddings
+    try:
+        embeddings.check("problems.embeddings")
+    except embeddings.MlMissing as e:
+        raise StartupError(str(e)) from None
+    return kb.embedder or embeddings.Embedder(settings.data_dir / "models")
 
 
 def load_slas(settings: Settings, templates: Templates) -> Slas:
@@ -244,6 +258,8 @@ class App:
     slas: Slas
     kb: Library = field(default_factory=Library)
     dns: Any = None      # DKIM key lookups: None is the system resolver (tests give a stub)
+    similar: SimilarTickets = field(default_factory=SimilarTickets)   # kept across batches
+    embedder: Embedder | None = None    # problems.embeddings' (the model loads on first use)
     # the pipeline's stages, as (name, function) pairs; () is pipeline/stages STAGES (a test
     # runs its own list; the App does not import the pipeline that works through it)
     stages: tuple[tuple[str, Callable[[Any, Any], None]], ...] = ()
@@ -277,17 +293,28 @@ class App:
         problems = templates.check()
         if problems:
             raise StartupError("; ".join(problems))
+        kb = load_kb(settings, strict=False)
         return cls(
             rules=load_rules(settings, templates),
             slas=load_slas(settings, templates),
-            kb=load_kb(settings, strict=False),
+            kb=kb,
+            embedder=problems_embedder(settings, kb),
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
             blobs=open_blobs(settings, engine),
             templates=templates,
             secrets=load_keys(settings, engine),
+            similar=SimilarTickets(settings.data_dir / "similar.npz"),
         )
+
+    def meaning(self, keys: list[int], texts: list[str]) -> Any:
+        """The sentence embeddings of incidents (keys: their ids), each computed once and
+        kept in data_dir/embeddings; problems.embeddings only."""
+        from .ml.kept import kept_rows
+        assert self.embedder is not None, "problems.embeddings is off"
+        return kept_rows(self.settings.data_dir / "embeddings" / "incidents.npz", keys, texts,
+                         self.embedder)
 
     def refresh_keys(self) -> None:
         """The keys as the database holds them now (another node may have rotated them);
@@ -306,7 +333,7 @@ class App:
                        settings=self.settings, blobs=self.blobs.batch(conn),
                        templates=self.templates, secrets=self.secrets, now=now,
                        rules=self.rules, slas=self.slas, kb=self.kb, dns=self.dns,
-                       history=history)
+                       similar=self.similar, history=history)
 
     def close(self) -> None:
         self.blobs.close()

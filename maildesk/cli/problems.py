@@ -63,7 +63,7 @@ def problems_suggest(obj: Obj, since: str | None, propose: bool, fmt: str) -> No
     app = obj.app(existing=True)
     now = datetime.now(timezone.utc)
     with app.engine.begin() as conn:
-        found = find(conn, settings, now)
+        found = find(conn, settings, now, app.meaning if settings.embeddings else None)
         ids: list[int | None] = [None] * len(found)
         if propose:
             ctx = app.context(conn, now)

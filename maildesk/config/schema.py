@@ -745,10 +745,38 @@ class Problems(Strict):
                                         "this close in time: an outage is reported within "
                                         "hours, an everyday question all week.")
     min_incidents: int = Field(
-        4, ge=2, description="The incidents a group needs: an incident with this many "
+        5, ge=2, description="The incidents a group needs: an incident with this many "
                              "neighbours, less one, holds a group together (DBSCAN).")
 
+    embeddings: bool = Field(
+        False, description="Compare the incidents' meaning instead of their words: sentence "
+                           "embeddings (all-MiniLM-L6-v2 on this host's CPU; needs the extra "
+                           "maildesk[ml]) at least embedding_similarity alike. Found more "
+                           "outages at higher precision (bench/problems.py); costs ~20 ms "
+                           "of CPU per incident, once (kept in data_dir/embeddings), and "
+                           "~500 MB while the job runs.")
+    embedding_similarity: float = Field(
+        0.7, ge=-1, le=1, description="With embeddings: the cosine similarity of two "
+                                      "incidents' embeddings that makes them alike "
+                                      "(bench/problems.py chose it).")
+
     _every = field_validator("every", "since", "span", mode="before")(_duration)
+
+
+class Similar(Strict):
+    """Similar tickets in a new ticket's notification to agents: resolved incidents whose
+    opening mail is most alike (TF-IDF cosine, maildesk/core/similar.py), each with the
+    first lines of the answer that resolved it."""
+
+    show: int = Field(3, ge=0, le=10, description="How many at most; 0: none.")
+    similarity: float = Field(
+        0.4, ge=0, le=1, description="How alike (cosine of their words) a resolved ticket "
+                                     "must be to be named; 0.4: three in four named were "
+                                     "on the new ticket's topic (bench/similar.py).")
+    among: int = Field(
+        5000, ge=1, description="The resolved incidents looked at: the last this many "
+                                "changed. Each node keeps their vectors in memory (about "
+                                "1 MB per 1,000), built on first use and every 10 minutes.")
 
 
 class Node(Strict):
@@ -851,6 +879,7 @@ class Settings(Strict):
                           "this setting is removed.")
     kb: Kb = Field(default_factory=Kb)
     problems: Problems = Field(default_factory=Problems)
+    similar: Similar = Field(default_factory=Similar)
     node: Node = Field(default_factory=lambda: Node())
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -20,6 +20,7 @@ from ..rules.engine import EMPTY, RuleSet
 from ..sla.policy import Slas
 from ..store.blobs import BlobBatch
 from ..tickets.ledger import Ledger
+from ..tickets.similar import SimilarTickets
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Context:
     rules: RuleSet = EMPTY
     slas: Slas | None = None       # None: no SLA clocks (tests of other things)
     kb: Library = field(default_factory=Library)    # the knowledge base: none by default
+    # resolved incidents' vectors, for similar tickets: one per process (App), kept
+    similar: SimilarTickets = field(default_factory=SimilarTickets)
     dns: Callable[..., Any] | None = None   # DKIM key lookups; None: the system resolver
     history: bool = False
 

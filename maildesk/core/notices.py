@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..kb.search import customer_words
 from ..mail.classify import MACHINES
 from ..mail.parse import Attachment
 from ..sla.views import answer_due
@@ -18,7 +19,7 @@ from ..store.rows import TicketRow
 from ..tickets.audience import Person, recipients, responsible
 from ..tickets.refs import rate_address
 from .context import Context
-from .happening import Happening
+from .happening import Happening, Mail
 from .outbox import desk_address, notice
 from .suggestions import suggest
 
@@ -123,6 +124,8 @@ def send_notices(ctx: Context, h: Happening) -> None:
                                  "assigned": n.audience == "new_assignee"}
         if template == "agent_notification":
             extra |= _requester_open(ctx, h.ticket)
+            if h.kind == "ticket.created" and h.mail is not None:
+                extra["similar"] = _similar(ctx, h.ticket, h.mail)
         files: tuple[Attachment, ...] = ()
         if n.attach and h.mail is not None and h.mail.parsed.attachments:
             files, extra["attachments"] = _attachments(h.mail.parsed.attachments,
@@ -167,6 +170,16 @@ def _requester_open(ctx: Context, ticket: TicketRow) -> dict[str, Any]:
     rows, total = ctx.ledger.requester_tickets(ticket.requester, OTHERS_LISTED,
                                                besides=ticket.ref)
     return {"requester_open": rows, "requester_open_count": total}
+
+
+def _similar(ctx: Context, ticket: TicketRow, mail: Mail) -> list[dict[str, Any]]:
+    """Resolved incidents like a new incident's opening mail (tickets/similar.py)."""
+    if ticket.type != "incident" or ctx.history:
+        return []
+    agents = {a for agent in ctx.settings.desk.agents for a in agent.addresses}
+    return ctx.similar.find(ctx.ledger.conn, ctx.settings.similar, agents, ctx.now,
+                            customer_words(mail.parsed.subject, mail.parsed.text),
+                            besides=ticket.id)
 
 
 def _promise(ctx: Context, ticket: TicketRow) -> dict[str, str]:

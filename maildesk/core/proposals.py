@@ -14,79 +14,67 @@ grouped again while a proposal holds them.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, func, insert, not_, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from ..config.schema import Agent, Problems
-from ..ml.cluster import Doc, Group, groups
 from ..ml.words import ticket_terms
 from ..rules.vocabulary import parse_duration
 from ..store.rows import TicketRow
-from ..store.tables import T_MESSAGES, T_PROPOSALS, T_TICKETS
+from ..store.tables import T_PROPOSALS, T_TICKETS
 from ..tickets.audience import queue_agents, queue_lead
+from ..tickets.openings import Opening, not_merged, openings
 from ..tickets.refs import proposal_address
 from .context import Context
 from .outbox import answer, queue_address
 
-TEXT_CHARS = 4000        # what of an incident's first mail is compared: its beginning
+if TYPE_CHECKING:
+    from ..ml.cluster import Group
 
 
-@dataclass(frozen=True)
-class Incident:
-    id: int
-    ref: str
-    queue: str
-    subject: str
-    status: str
-    created_at: datetime
-    text: str             # the requester's own words in the mail that opened it
+def recent_incidents(conn: Connection, since: datetime) -> list[Opening]:
+    """Incidents opened since then that no problem holds, not merged away, and not in a
+    proposal already."""
+    proposed = {i for ids in conn.scalars(select(T_PROPOSALS.c.tickets)
+                                          .where(T_PROPOSALS.c.proposed_at >= since
+                                                 - timedelta(days=1))) for i in ids or ()}
+    t = T_TICKETS.c
+    found = openings(conn, t.type == "incident", t.created_at >= since, t.problem.is_(None),
+                     not_merged())
+    return [i for i in found if i.id not in proposed]
 
 
 @dataclass(frozen=True)
 class Found:
     """A group of alike incidents, and the queue most of them are in."""
 
-    incidents: tuple[Incident, ...]
+    incidents: tuple[Opening, ...]
     words: tuple[str, ...]
     queue: str
 
 
-def recent_incidents(conn: Connection, since: datetime) -> list[Incident]:
-    """Incidents opened since then that no problem holds, not merged away, and not in a
-    proposal already."""
-    proposed = {i for ids in conn.scalars(select(T_PROPOSALS.c.tickets)
-                                          .where(T_PROPOSALS.c.proposed_at >= since
-                                                 - timedelta(days=1))) for i in ids or ()}
-    first = (select(T_MESSAGES.c.ticket_id, func.min(T_MESSAGES.c.id).label("mid"))
-             .where(T_MESSAGES.c.direction == "in").group_by(T_MESSAGES.c.ticket_id)
-             .subquery())
-    t = T_TICKETS.c
-    rows = conn.execute(
-        select(t.id, t.ref, t.queue, t.subject, t.status, t.created_at,
-               func.substr(T_MESSAGES.c.text, 1, TEXT_CHARS))
-        .join(first, first.c.ticket_id == t.id)
-        .join(T_MESSAGES, T_MESSAGES.c.id == first.c.mid)
-        .where(t.type == "incident", t.created_at >= since, t.problem.is_(None),
-               not_(and_(t.status == "closed", t.linked_to.is_not(None))))
-        .order_by(t.created_at, t.id))
-    return [Incident(*row) for row in rows if row[0] not in proposed]
-
-
-def find(conn: Connection, settings: Problems, now: datetime) -> list[Found]:
-    """The groups among the recent incidents, largest first."""
+def find(conn: Connection, settings: Problems, now: datetime,
+         meaning: Callable[[list[int], list[str]], Any] | None = None) -> list[Found]:
+    """The groups among the recent incidents, largest first. meaning: the embeddings of
+    incidents (by id and text), with problems.embeddings: compared instead of words."""
+    from ..ml.cluster import Doc, groups  # numpy and scipy: loaded for this alone
     incidents = recent_incidents(conn, now - timedelta(seconds=parse_duration(settings.since)))
     by_id = {i.id: i for i in incidents}
-    docs = [Doc(i.id, i.created_at.timestamp(), ticket_terms(f"{i.subject}\n{i.text}"))
-            for i in incidents]
-    return [_found(g, by_id) for g in groups(docs, similarity=settings.similarity,
-                                             span=parse_duration(settings.span),
-                                             min_size=settings.min_incidents)]
+    texts = [f"{i.subject}\n{i.text}" for i in incidents]
+    docs = [Doc(i.id, i.created_at.timestamp(), ticket_terms(t))
+            for i, t in zip(incidents, texts)]
+    vectors = meaning([i.id for i in incidents], texts) if meaning is not None else None
+    return [_found(g, by_id) for g in groups(
+        docs, similarity=settings.embedding_similarity if vectors is not None
+        else settings.similarity, span=parse_duration(settings.span),
+        min_size=settings.min_incidents, meaning=vectors)]
 
 
-def _found(group: Group, by_id: dict[int, Incident]) -> Found:
+def _found(group: Group, by_id: dict[int, Opening]) -> Found:
     members = tuple(by_id[k] for k in group.keys)
     queues = Counter(i.queue for i in members)
     top = max(queues.values())
@@ -118,7 +106,7 @@ def propose(ctx: Context, found: Found) -> int:
     return pid
 
 
-def _view(i: Incident) -> dict[str, Any]:
+def _view(i: Opening) -> dict[str, Any]:
     return {"ref": i.ref, "subject": i.subject, "status": i.status,
             "created_at": i.created_at, "text": i.text[:300]}
 

@@ -80,7 +80,8 @@ def propose_problems(app: App, now: datetime) -> str:
     make (core/proposals.py)."""
     with app.engine.begin() as conn:
         ctx = app.context(conn, now)
-        found = find(conn, app.settings.problems, now)
+        found = find(conn, app.settings.problems, now,
+                     app.meaning if app.settings.problems.embeddings else None)
         for group in found:
             propose(ctx, group)
         ctx.write()

@@ -1,0 +1,89 @@
+"""Resolved incidents like a new ticket, for its agents' notification: what was done the
+last times, before anyone starts from nothing.
+
+The vectors of the last `similar.among` resolved incidents' opening mails
+(tickets/openings.py, ml/similar.py) are built on first use and again when older than
+REFRESH, and kept in the process and in the data directory (similar.npz), so a desk
+pays for them once in ten minutes, not once per ticket, nor once per process when its
+MTA pipes each mail into a `maildesk ingest` of its own; a ticket resolved since is
+found from the next build on. A new ticket's words are compared with them all (a
+sparse product, milliseconds for 5,000), and the most alike above
+`similar.similarity` are named with the first lines of the agent's last answer on them.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from ..config.schema import Similar
+from ..ml.words import ticket_terms
+from ..store.tables import T_TICKETS
+from .openings import answers, not_merged, openings
+
+if TYPE_CHECKING:
+    from ..ml.similar import Nearest
+
+REFRESH = timedelta(minutes=10)
+log = logging.getLogger("maildesk.similar")
+
+
+class SimilarTickets:
+    """A desk's vectors of resolved incidents, shared by a process's batches and, through
+    the file `cache`, by the processes on its data directory."""
+
+    def __init__(self, cache: Path | None = None) -> None:
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._index: Nearest | None = None
+        self._built: float | None = None      # when, in seconds since the epoch
+
+    def find(self, conn: Connection, settings: Similar, agents: Iterable[str], now: datetime,
+             text: str, besides: int | None = None) -> list[dict[str, Any]]:
+        """The resolved incidents most like text (ref, subject, similarity, answer), most
+        alike first; besides: a ticket not to name (the new one itself)."""
+        if settings.show == 0:
+            return []
+        with self._lock:
+            index = self._current(conn, settings, now.timestamp())
+        hits = index.nearest(ticket_terms(text), settings.show, settings.similarity,
+                             frozenset({besides} if besides is not None else ()))
+        said = answers(conn, [i for i, _c in hits], agents)
+        row = {k: n for n, k in enumerate(index.keys)}
+        return [{"ref": index.labels[row[i]][0], "subject": index.labels[row[i]][1],
+                 "similarity": c, "answer": said.get(i, "")} for i, c in hits]
+
+    def _fresh(self, built: float | None, now: float) -> bool:
+        return built is not None and 0 <= now - built <= REFRESH.total_seconds()
+
+    def _current(self, conn: Connection, settings: Similar, now: float) -> Nearest:
+        from ..ml.similar import Nearest  # numpy and scipy: only for a new ticket
+        if self._index is not None and self._fresh(self._built, now):
+            return self._index
+        if self.cache is not None and self.cache.exists():
+            try:
+                index, built = Nearest.load(self.cache)
+            except (OSError, ValueError, KeyError) as e:
+                log.warning("%s: unreadable (%s); building it again", self.cache, e)
+            else:
+                if self._fresh(built, now):
+                    self._index, self._built = index, built
+                    return index
+        t = T_TICKETS.c
+        found = openings(conn, t.type == "incident", t.status.in_(("resolved", "closed")),
+                         not_merged(), newest=settings.among)
+        index = Nearest([o.id for o in found],
+                        [ticket_terms(f"{o.subject}\n{o.text}") for o in found],
+                        [(o.ref, o.subject) for o in found])
+        self._index, self._built = index, now
+        if self.cache is not None:
+            try:
+                index.save(self.cache, now)
+            except OSError as e:
+                log.warning("%s: cannot keep the similar tickets' vectors (%s)", self.cache, e)
+        return index
