@@ -751,8 +751,9 @@ class Problems(Strict):
     embeddings: bool = Field(
         False, description="Compare the incidents' meaning instead of their words: sentence "
                            "embeddings (all-MiniLM-L6-v2 on this host's CPU; needs the extra "
-                           "maildesk[ml]) at least embedding_similarity alike. Found more "
-                           "outages at higher precision (bench/problems.py); costs ~20 ms "
+                           "maildesk[ml]) at least embedding_similarity alike. Grouped more "
+                           "of an outage's reports at the same precision "
+                           "(bench/problems.py); costs ~20 ms "
                            "of CPU per incident, once (kept in data_dir/embeddings), and "
                            "~500 MB while the job runs.")
     embedding_similarity: float = Field(
