@@ -22,6 +22,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ from common import machine, update  # noqa: E402
 from kb_eval import Mail, mails  # noqa: E402
 from problems_eval import first_sentence  # noqa: E402
 
+from maildesk.ml import embeddings  # noqa: E402
 from maildesk.ml.similar import Nearest  # noqa: E402
 from maildesk.ml.words import ticket_terms  # noqa: E402
 
@@ -43,6 +45,25 @@ def twins(pool: list[Mail]) -> dict[str, frozenset[int]]:
     for k, m in enumerate(pool):
         out.setdefault(first_sentence(m.text), set()).add(k)
     return {s: frozenset(ks) for s, ks in out.items()}
+
+
+def score(pool: list[Mail], new: list[Mail], same: dict[str, frozenset[int]], label: str,
+          search: Callable[[Mail], list[tuple[int, float]]]) -> str:
+    """A row of the table: of the new tickets with a topic, the share given one or more
+    and the share of named ones right; of those with none, the share given one."""
+    given = right = named = topics = nones = none_given = 0
+    for m in new:
+        hits = search(m)
+        if m.label == "none":
+            nones += 1
+            none_given += bool(hits)
+            continue
+        topics += 1
+        given += bool(hits)
+        named += len(hits)
+        right += sum(1 for k, _c in hits if pool[k].label == m.label)
+    return (f"| {label} | {given / topics:.0%} | {right / named if named else 0:.0%} | "
+            f"{none_given / nones:.0%} |")
 
 
 def main() -> int:
@@ -61,23 +82,34 @@ def main() -> int:
             t1 = time.perf_counter()
             index.nearest(ticket_terms(m.query), SHOW, 0.0)
             asks.append(time.perf_counter() - t1)
-    rows = []
     same = twins(pool)
-    for threshold in (0.2, 0.3, 0.4, 0.5, 0.6):
-        given = right = named = topics = nones = none_given = 0
-        for m in new:
-            hits = index.nearest(ticket_terms(m.query), SHOW, threshold,
-                                 same.get(first_sentence(m.text), frozenset()))
-            if m.label == "none":
-                nones += 1
-                none_given += bool(hits)
-                continue
-            topics += 1
-            given += bool(hits)
-            named += len(hits)
-            right += sum(1 for k, _c in hits if pool[k].label == m.label)
-        rows.append(f"| {threshold} | {given / topics:.0%} | "
-                    f"{right / named if named else 0:.0%} | {none_given / nones:.0%} |")
+    rows = [score(pool, new, same, f"words, {t}",
+                  lambda m, t=t: index.nearest(ticket_terms(m.query), SHOW, t,
+                                               same.get(first_sentence(m.text), frozenset())))
+            for t in (0.2, 0.3, 0.4, 0.5, 0.6)]
+    note = "Meaning (`similar.embeddings`): not measured, the extra maildesk[ml] is not installed."
+    if not embeddings.missing():
+        import tempfile
+
+        import numpy as np
+        embedder = embeddings.Embedder(Path(tempfile.mkdtemp(prefix="md-models-")))
+        embedder.load()
+        t0 = time.perf_counter()
+        pool_rows = embedder.encode([m.query for m in pool])
+        per = (time.perf_counter() - t0) / len(pool)
+        new_rows = embedder.encode([m.query for m in new])
+        by_new = {id(m): r for m, r in zip(new, new_rows)}
+
+        def meaning(m: Mail, t: float) -> list[tuple[int, float]]:
+            cos = pool_rows @ by_new[id(m)]
+            skip = same.get(first_sentence(m.text), frozenset())
+            return [(int(k), float(cos[k])) for k in np.argsort(-cos)[:SHOW + len(skip)]
+                    if cos[k] >= t and int(k) not in skip][:SHOW]
+        rows += [score(pool, new, same, f"meaning, {t}", lambda m, t=t: meaning(m, t))
+                 for t in (0.4, 0.5, 0.6, 0.7)]
+        note = (f"Meaning: all-MiniLM-L6-v2 embeddings of the same mails, {per * 1000:.0f} ms "
+                "per mail to embed on this CPU (once per resolved ticket, and once per new "
+                "one).")
     section = f"""## Similar tickets
 
 `python3 bench/similar.py` on {machine()}.
@@ -87,9 +119,11 @@ def main() -> int:
 one's first sentence word for word is left out of its search, so what is measured is
 finding the same topic in other words. Up to {SHOW} named per new ticket.
 
-| similar.similarity | topic: given one or more | topic: named right | none: given one |
+| compared by, similarity | topic: given one or more | topic: named right | none: given one |
 |---|---:|---:|---:|
 {chr(10).join(rows)}
+
+{note}
 
 Building the vectors of 5,000 resolved tickets: {statistics.median(builds):.2f} s (median
 of {args.runs}; a node does it once per ten minutes, on its first new ticket after). One

@@ -90,14 +90,17 @@ def kb_embedder(settings: Settings, before: Library | None = None) -> Embedder |
     return embeddings.Embedder(settings.data_dir / "models")
 
 
-def problems_embedder(settings: Settings, kb: Library) -> Embedder | None:
-    """problems.embeddings' embedder: the knowledge base's, when it has one (one model in
-    memory), else a new one; StartupError without maildesk[ml]."""
-    if not settings.problems.embeddings:
+def ticket_embedder(settings: Settings, kb: Library) -> Embedder | None:
+    """The embedder of problems.embeddings and similar.embeddings: the knowledge base's,
+    when it has one (one model in memory), else a new one; StartupError without
+    maildesk[ml]."""
+    asked = [name for name, on in (("problems.embeddings", settings.problems.embeddings),
+                                   ("similar.embeddings", settings.similar.embeddings)) if on]
+    if not asked:
         return None
     from .ml import embeddings
     try:
-        embeddings.check("problems.embeddings")
+        embeddings.check(asked[0])
     except embeddings.MlMissing as e:
         raise StartupError(str(e)) from None
     return kb.embedder or embeddings.Embedder(settings.data_dir / "models")
@@ -294,18 +297,20 @@ class App:
         if problems:
             raise StartupError("; ".join(problems))
         kb = load_kb(settings, strict=False)
+        embedder = ticket_embedder(settings, kb)
         return cls(
             rules=load_rules(settings, templates),
             slas=load_slas(settings, templates),
             kb=kb,
-            embedder=problems_embedder(settings, kb),
+            embedder=embedder,
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
             blobs=open_blobs(settings, engine),
             templates=templates,
             secrets=load_keys(settings, engine),
-            similar=SimilarTickets(settings.data_dir / "similar.npz"),
+            similar=SimilarTickets(settings.data_dir / "similar.npz",
+                                   embedder if settings.similar.embeddings else None),
         )
 
     def meaning(self, keys: list[int], texts: list[str]) -> Any:

@@ -778,6 +778,15 @@ class Similar(Strict):
         5000, ge=1, description="The resolved incidents looked at: the last this many "
                                 "changed. Each node keeps their vectors in memory (about "
                                 "1 MB per 1,000), built on first use and every 10 minutes.")
+    embeddings: bool = Field(
+        False, description="Compare meaning instead of words: sentence embeddings (needs "
+                           "the extra maildesk[ml], as kb.rerank), at least "
+                           "embedding_similarity alike. Each resolved incident is "
+                           "embedded once (~20 ms of CPU; kept in data_dir/embeddings), "
+                           "each new one when it arrives.")
+    embedding_similarity: float = Field(
+        0.6, ge=-1, le=1, description="With embeddings: the cosine similarity of the two "
+                                      "opening mails' embeddings (bench/similar.py).")
 
 
 class Node(Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -20,24 +21,33 @@ from .vectors import Vocabulary
 
 class Nearest:
     def __init__(self, keys: Sequence[int], docs: Sequence[Sequence[str]],
-                 labels: Sequence[tuple[str, str]] = ()) -> None:
+                 labels: Sequence[tuple[str, str]] = (), meaning: Any = None) -> None:
         """keys: the caller's (ticket ids); docs: their terms (ml/words.py ticket_terms);
-        labels: two strings each that go with them (a ticket's ref and subject)."""
+        labels: two strings each that go with them (a ticket's ref and subject); meaning:
+        their sentence embeddings (a row each, of length 1), compared instead of words."""
         self.keys = list(keys)
         self.labels = list(labels)
         self.vocabulary = Vocabulary.fit(docs)
         self.matrix = self.vocabulary.matrix(docs)
+        self.meaning = None if meaning is None else np.asarray(meaning, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def nearest(self, terms: Sequence[str], limit: int, similarity: float,
-                besides: frozenset[int] = frozenset()) -> list[tuple[int, float]]:
-        """The keys of the texts at least similarity alike to terms, most alike first (at
-        most limit), with their cosine; besides: keys not to name."""
-        if not self.keys or not terms:
+                besides: frozenset[int] = frozenset(), meaning: Any = None
+                ) -> list[tuple[int, float]]:
+        """The keys of the texts at least similarity alike to terms (or, given an index
+        with meaning, to the embedding `meaning`), most alike first (at most limit), with
+        their cosine; besides: keys not to name."""
+        if not self.keys:
             return []
-        cosines = (self.matrix @ self.vocabulary.matrix([terms]).T).toarray().ravel()
+        if self.meaning is not None and meaning is not None:
+            cosines = self.meaning @ np.asarray(meaning, dtype=np.float32)
+        elif terms:
+            cosines = (self.matrix @ self.vocabulary.matrix([terms]).T).toarray().ravel()
+        else:
+            return []
         order = np.argsort(-cosines, kind="stable")
         out = []
         for i in order[:limit + len(besides)]:
@@ -57,7 +67,9 @@ class Nearest:
                      labels=np.asarray(self.labels or np.empty((0, 2)), dtype=str),
                      terms=np.asarray(self.vocabulary.terms, dtype=str),
                      idf=self.vocabulary.idf, data=m.data, indices=m.indices,
-                     indptr=m.indptr, shape=np.asarray(m.shape))
+                     indptr=m.indptr, shape=np.asarray(m.shape),
+                     meaning=self.meaning if self.meaning is not None
+                     else np.zeros((0, 0), dtype=np.float32))
         part.replace(path)
 
     @classmethod
@@ -70,4 +82,7 @@ class Nearest:
             out.vocabulary = Vocabulary([str(t) for t in z["terms"]], z["idf"])
             out.matrix = sparse.csr_matrix((z["data"], z["indices"], z["indptr"]),
                                            shape=tuple(int(n) for n in z["shape"]))
+            meaning = z["meaning"]
+            out.meaning = meaning if meaning.shape[0] == len(out.keys) and len(out.keys) \
+                else None
             return out, float(z["stamp"])

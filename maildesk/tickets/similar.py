@@ -9,6 +9,9 @@ MTA pipes each mail into a `maildesk ingest` of its own; a ticket resolved since
 found from the next build on. A new ticket's words are compared with them all (a
 sparse product, milliseconds for 5,000), and the most alike above
 `similar.similarity` are named with the first lines of the agent's last answer on them.
+With `similar.embeddings` (the extra maildesk[ml]) their meaning is compared instead:
+each resolved incident's sentence embedding is computed once and kept
+(data_dir/embeddings/resolved.npz), a new ticket's when it arrives.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from ..store.tables import T_TICKETS
 from .openings import answers, not_merged, openings
 
 if TYPE_CHECKING:
+    from ..ml.embeddings import Embedder
     from ..ml.similar import Nearest
 
 REFRESH = timedelta(minutes=10)
@@ -37,8 +41,9 @@ class SimilarTickets:
     """A desk's vectors of resolved incidents, shared by a process's batches and, through
     the file `cache`, by the processes on its data directory."""
 
-    def __init__(self, cache: Path | None = None) -> None:
-        self.cache = cache
+    def __init__(self, cache: Path | None = None, embedder: Embedder | None = None) -> None:
+        """embedder: similar.embeddings' (compare meaning), None: compare words."""
+        self.cache, self.embedder = cache, embedder
         self._lock = threading.Lock()
         self._index: Nearest | None = None
         self._built: float | None = None      # when, in seconds since the epoch
@@ -51,8 +56,13 @@ class SimilarTickets:
             return []
         with self._lock:
             index = self._current(conn, settings, now.timestamp())
-        hits = index.nearest(ticket_terms(text), settings.show, settings.similarity,
-                             frozenset({besides} if besides is not None else ()))
+        by_meaning = self.embedder is not None and index.meaning is not None
+        hits = index.nearest(
+            ticket_terms(text), settings.show,
+            settings.embedding_similarity if by_meaning else settings.similarity,
+            frozenset({besides} if besides is not None else ()),
+            self.embedder.encode([text])[0] if self.embedder is not None and by_meaning
+            else None)
         said = answers(conn, [i for i, _c in hits], agents)
         row = {k: n for n, k in enumerate(index.keys)}
         return [{"ref": index.labels[row[i]][0], "subject": index.labels[row[i]][1],
@@ -71,15 +81,21 @@ class SimilarTickets:
             except (OSError, ValueError, KeyError) as e:
                 log.warning("%s: unreadable (%s); building it again", self.cache, e)
             else:
-                if self._fresh(built, now):
+                if self._fresh(built, now) and (index.meaning is not None) == \
+                        (self.embedder is not None):
                     self._index, self._built = index, built
                     return index
         t = T_TICKETS.c
         found = openings(conn, t.type == "incident", t.status.in_(("resolved", "closed")),
                          not_merged(), newest=settings.among)
-        index = Nearest([o.id for o in found],
-                        [ticket_terms(f"{o.subject}\n{o.text}") for o in found],
-                        [(o.ref, o.subject) for o in found])
+        texts = [f"{o.subject}\n{o.text}" for o in found]
+        meaning = None
+        if self.embedder is not None and self.cache is not None:
+            from ..ml.kept import kept_rows
+            meaning = kept_rows(self.cache.parent / "embeddings" / "resolved.npz",
+                                [o.id for o in found], texts, self.embedder)
+        index = Nearest([o.id for o in found], [ticket_terms(t) for t in texts],
+                        [(o.ref, o.subject) for o in found], meaning)
         self._index, self._built = index, now
         if self.cache is not None:
             try:

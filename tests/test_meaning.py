@@ -1,8 +1,9 @@
-"""Recurring incidents by meaning (issue 20, `problems.embeddings`, the extra
-maildesk[ml]): incidents compared by their sentence embeddings instead of their words,
-each embedded once and kept; a desk that asks for it without the extra is told in one
-line what to install. The tests that need the model are skipped where torch and
-sentence-transformers are not installed (.ci/run installs them)."""
+"""Recurring incidents and similar tickets by meaning (issue 20, `problems.embeddings`,
+`similar.embeddings`, the extra maildesk[ml]): tickets compared by their sentence
+embeddings instead of their words, each embedded once and kept; a desk that asks for it
+without the extra is told in one line what to install. The tests that need the model
+are skipped where torch and sentence-transformers are not installed (.ci/run installs
+them)."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_problems import by_agent
 from test_proposals import DESK, OTHERS, OUTAGE, arrive, proposals
+from test_similar import T0, notified
+from test_similar import arrive as arrive_at
 
 from maildesk.app import App, StartupError
 from maildesk.ml import embeddings
@@ -95,3 +99,21 @@ def test_embeddings_without_the_extra_is_one_line_saying_what_to_install(
     message = str(e.value)
     assert "\n" not in message and "problems.embeddings" in message
     assert "pip install torch==2.13.0" in message
+
+
+def test_a_resolved_ticket_alike_in_meaning_is_named_and_its_embedding_kept(
+        models: Path, make_app: Callable[..., App], db_url: str) -> None:
+    app = make_app(db_url, desk=DESK, similar={"embeddings": True})
+    assert app.similar.embedder is not None
+    app.similar.embedder.folder = models
+    arrive_at(app, "ana@customer.test", "Cannot print",
+              "Nothing comes out of the printer next to the kitchen.", T0)
+    by_agent(app, "MD-1", "#status resolved\nCleared the stuck print queue.")
+    arrive_at(app, "cy@customer.test", "Nothing printed",   # 0.71 alike by meaning
+              "I send my files to print but the printer by the kitchen stays silent.",
+              T0 + timedelta(hours=1))
+    said = notified(app, "MD-2")
+    assert "MD-1  Cannot print" in said and "Cleared the stuck print queue." in said
+    kept = app.settings.data_dir / "embeddings" / "resolved.npz"
+    with np.load(kept) as z:
+        assert len(z["keys"]) == 1
