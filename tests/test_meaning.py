@@ -103,7 +103,8 @@ def test_embeddings_without_the_extra_is_one_line_saying_what_to_install(
 
 def test_a_resolved_ticket_alike_in_meaning_is_named_and_its_embedding_kept(
         models: Path, make_app: Callable[..., App], db_url: str) -> None:
-    app = make_app(db_url, desk=DESK, similar={"embeddings": True})
+    app = make_app(db_url, desk=DESK, similar={"embeddings": True,
+                                               "embedding_similarity": 0.6})
     assert app.similar.embedder is not None
     app.similar.embedder.folder = models
     arrive_at(app, "ana@customer.test", "Cannot print",

@@ -785,8 +785,10 @@ class Similar(Strict):
                            "embedded once (~20 ms of CPU; kept in data_dir/embeddings), "
                            "each new one when it arrives.")
     embedding_similarity: float = Field(
-        0.6, ge=-1, le=1, description="With embeddings: the cosine similarity of the two "
-                                      "opening mails' embeddings (bench/similar.py).")
+        0.7, ge=-1, le=1, description="With embeddings: the cosine similarity of the two "
+                                      "opening mails' embeddings; at 0.7, 97 % of those "
+                                      "named were on the new ticket's topic, against 75 % "
+                                      "by words at 0.4, as often given (bench/similar.py).")
 
 
 class Node(Strict):
