@@ -753,7 +753,7 @@ class Problems(Strict):
                            "embeddings (all-MiniLM-L6-v2 on this host's CPU; needs the extra "
                            "maildesk[ml]) at least embedding_similarity alike. Grouped more "
                            "of an outage's reports at the same precision "
-                           "(bench/problems.py); costs ~20 ms "
+                           "(bench/problems.py); costs 20 to 50 ms "
                            "of CPU per incident, once (kept in data_dir/embeddings), and "
                            "~500 MB while the job runs.")
     embedding_similarity: float = Field(
@@ -782,7 +782,7 @@ class Similar(Strict):
         False, description="Compare meaning instead of words: sentence embeddings (needs "
                            "the extra maildesk[ml], as kb.rerank), at least "
                            "embedding_similarity alike. Each resolved incident is "
-                           "embedded once (~20 ms of CPU; kept in data_dir/embeddings), "
+                           "embedded once (20 to 50 ms of CPU; kept in data_dir/embeddings), "
                            "each new one when it arrives.")
     embedding_similarity: float = Field(
         0.7, ge=-1, le=1, description="With embeddings: the cosine similarity of the two "
