@@ -66,7 +66,7 @@ class Head:
     coef: np.ndarray            # float32, classes x terms
     intercept: np.ndarray       # float32, classes
 
-    def guess(self, cols: np.ndarray, values: np.ndarray) -> Guess:
+    def guess(self, cols: Sequence[int], values: np.ndarray) -> Guess:
         z = self.coef[:, cols] @ values + self.intercept
         p = np.exp(z - z.max())
         p /= p.sum()
@@ -85,10 +85,10 @@ class Model:
         """Each trained target's most likely label for text. Nothing for a text with no word
         the model knows: its guess would be the commonest label at that label's share,
         which a rule could take for confidence."""
-        row = self.vocabulary.matrix([ticket_terms(text)])
-        if not row.nnz:
+        cols, values = self.vocabulary.row(ticket_terms(text))
+        if not cols:
             return {}
-        return {t: h.guess(row.indices, row.data) for t, h in self.heads.items()}
+        return {t: h.guess(cols, values) for t, h in self.heads.items()}
 
     def to_bytes(self) -> bytes:
         header = {"format": FORMAT, "terms": self.vocabulary.terms, "summary": self.summary,
