@@ -806,8 +806,8 @@ class Triage(Strict):
                               "learnt; with fewer, that field is not predicted.")
     max_tickets: int = Field(
         100_000, ge=10, description="The newest labelled tickets a model learns from; "
-                                    "100,000 take minutes and a few hundred MB "
-                                    "(BENCHMARKS.md, Triage).")
+                                    "100,000 take about a minute and a few "
+                                    "hundred MB (BENCHMARKS.md, Triage).")
 
     _retrain = field_validator("retrain", mode="before")(_duration)
 
