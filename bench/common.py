@@ -32,16 +32,34 @@ def prepare(doc: str, default_n: int, prefix: str
     return args, tmp, work, json.loads((work / "workload.json").read_text())
 
 
+# What run_child starts a command through. Linux keeps a process's peak RSS across fork and
+# exec, so the child of a large benchmark process (one holding a model) would report at least
+# its parent's size; forked from this small launcher, the command reports its own.
+_LAUNCH = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_pid, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
 def run_child(cmd: list[str], cwd: Path, env: dict[str, str] | None = None
               ) -> tuple[float, int, bytes, bytes, int]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                            env=env)
-    out = proc.stdout.read()  # type: ignore[union-attr]
-    err = proc.stderr.read()  # type: ignore[union-attr]
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    return elapsed, usage.ru_maxrss, out, err, os.waitstatus_to_exitcode(status)
+    """Seconds, peak RSS (KiB), stdout, stderr and exit code of cmd."""
+    with tempfile.NamedTemporaryFile(prefix="maildesk-rss-") as rss:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, rss.name, *cmd],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                                env=env)
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        err = proc.stderr.read()  # type: ignore[union-attr]
+        _pid, status, _usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        peak = int(Path(rss.name).read_text() or 0)
+    return elapsed, peak, out, err, os.waitstatus_to_exitcode(status)
 
 
 def machine() -> str:

@@ -33,6 +33,7 @@ from .tickets.similar import SimilarTickets
 if TYPE_CHECKING:       # imported where used: a command that only reads loads none of it
     from .core.context import Context
     from .ml.embeddings import Embedder
+    from .ml.triage import Model
     from .rules.engine import RuleSet
 
 log = logging.getLogger("maildesk")
@@ -104,6 +105,25 @@ def ticket_embedder(settings: Settings, kb: Library) -> Embedder | None:
     except embeddings.MlMissing as e:
         raise StartupError(str(e)) from None
     return kb.embedder or embeddings.Embedder(settings.data_dir / "models")
+
+
+def load_triage(conn: Connection, model: int | None = None) -> Model | None:
+    """The stored triage model of that id (None: the newest); None when there is none,
+    and, said in the log, when it cannot be read (damaged, or of another format: the next
+    training replaces it)."""
+    from .ml.triage import Model, TriageError
+    from .store import triage
+    found = triage.stored(conn, model)
+    if found is None:
+        return None
+    try:
+        loaded = Model.from_bytes(found.data)
+    except TriageError as e:
+        log.error("triage model %d not used: %s; `maildesk triage train` makes a new one",
+                  found.id, e)
+        return None
+    loaded.id = found.id
+    return loaded
 
 
 def load_slas(settings: Settings, templates: Templates) -> Slas:
@@ -266,6 +286,8 @@ class App:
     # the pipeline's stages, as (name, function) pairs; () is pipeline/stages STAGES (a test
     # runs its own list; the App does not import the pipeline that works through it)
     stages: tuple[tuple[str, Callable[[Any, Any], None]], ...] = ()
+    # the triage model in use, by its row's id (None: a damaged one, not read again)
+    _triage: tuple[int, Model | None] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, upgrade: bool | None = None,
@@ -328,6 +350,20 @@ class App:
             with self.engine.connect() as conn:
                 self.secrets = keys.read(conn) or self.secrets
 
+    def triage(self, conn: Connection) -> Model | None:
+        """The newest triage model (none with triage.enabled off), read again only when a
+        newer one is stored, by this node or another: one indexed look per batch. A model
+        that cannot be read is said once in the log, and the desk runs without it."""
+        from .store import triage
+        if not self.settings.triage.enabled:
+            return None
+        newest = triage.newest_id(conn)
+        if newest is None:
+            return None
+        if self._triage is None or self._triage[0] != newest:
+            self._triage = (newest, load_triage(conn, newest))
+        return self._triage[1]
+
     def context(self, conn: Connection, now: datetime, history: bool = False) -> Context:
         """A batch's view of the desk on one transaction: what stages, jobs and the SLA
         scan work through. Its blobs are the transaction's only BlobBatch. history: an
@@ -338,7 +374,8 @@ class App:
                        settings=self.settings, blobs=self.blobs.batch(conn),
                        templates=self.templates, secrets=self.secrets, now=now,
                        rules=self.rules, slas=self.slas, kb=self.kb, dns=self.dns,
-                       similar=self.similar, history=history)
+                       similar=self.similar, triage=self.triage(conn),
+                       history=history)
 
     def close(self) -> None:
         self.blobs.close()

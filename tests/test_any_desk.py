@@ -109,6 +109,9 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("kb", "index"): [[], ["--format", "json"]],
         ("kb", "search"): [["vpn", "password"], ["vpn", "--all", "--format", "json"]],
         ("kb", "suggest"): [[str(eml)], [str(eml), "--format", "json"]],
+        ("triage", "train"): [[], ["--format", "json"]],
+        ("triage", "show"): [[], ["--format", "json"]],
+        ("triage", "predict"): [[str(eml)], [str(eml), "--format", "json"]],
     }
 
 

@@ -13,18 +13,17 @@ from ..kb.articles import AUDIENCES, Article, KbError
 from ..kb.library import Library, read
 from ..kb.render import summary
 from ..kb.search import Hit, customer_words
-from ..mail.parse import Unparseable, base_address, parse
-from ..store.blobs import digest_of
+from ..mail.parse import base_address
 from .context import Obj
 from .output import (
     EX_CONFIG,
-    EX_DATAERR,
     EX_NOINPUT,
     FORMAT,
     TEXT_FORMAT,
     emit_json,
     emit_table,
     fail,
+    read_mail,
     safe,
 )
 
@@ -216,14 +215,7 @@ def kb_suggest(obj: Obj, message: Path, lang: str | None, queue: str | None,
     recipients name (or --queue), as many as that queue offers, at kb.threshold. A rule's
     suggest_articles is not applied here: `maildesk rules test MESSAGE` shows it. A file
     that cannot be read is exit 66; one that is no mail, 65."""
-    try:
-        raw = message.read_bytes()
-    except OSError as e:
-        fail(f"{message}: {e.strerror or e}", EX_NOINPUT)
-    try:
-        mail = parse(raw, digest_of(raw))
-    except Unparseable as e:
-        fail(f"{message}: {e}", EX_DATAERR)
+    mail = read_mail(message)
     settings = obj.settings
     queue = queue or settings.desk.queue_for({base_address(a) for a in (*mail.to, *mail.cc)})
     offered = limit or settings.articles_offered(queue)

@@ -5,12 +5,16 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from ..mail.parse import ParsedMail
 
 # Exit codes: sysexits.h, what an MTA or a script can act on. This is the one place in the
 # code, and the README's "Exit codes" table the one place in the docs (a test compares them).
@@ -84,6 +88,21 @@ def fail(message: str, code: int) -> NoReturn:
     """One line on stderr, then exit: what went wrong and what to do."""
     click.echo(f"maildesk: {message}", err=True)
     sys.exit(code)
+
+
+def read_mail(path: Path) -> ParsedMail:
+    """A mail file (.eml) parsed as the pipeline parses it, or one line and the exit code:
+    66 when the file cannot be read, 65 when it is no mail."""
+    from ..mail.parse import Unparseable, parse
+    from ..store.blobs import digest_of
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        fail(f"{path}: {e.strerror or e}", EX_NOINPUT)
+    try:
+        return parse(raw, digest_of(raw))
+    except Unparseable as e:
+        fail(f"{path}: {e}", EX_DATAERR)
 
 
 def write_raw(data: bytes) -> None:

@@ -10,7 +10,7 @@ import click
 
 from ..core.fire import MAX_DEPTH, resolves
 from ..mail.authentication import proof
-from ..mail.parse import Unparseable, parse
+from ..mail.parse import ParsedMail, Unparseable, parse
 from ..notify.templates import Templates
 from ..rules import load as rules_load
 from ..rules.effects import Preview, apply_decision
@@ -84,6 +84,32 @@ def _ticket(obj: Obj, ref: str | None, mail_subject: str, sender: str, name: str
     return ticket
 
 
+def _predicted(obj: Obj, mail: ParsedMail) -> dict[str, Any] | None:
+    """What the desk's triage model predicts for a new ticket of mail, as its ticket.created
+    event would record it. None, and nothing else touched, without a desk (rules are tried
+    before one exists), a model or triage.enabled; a database that cannot be read is said
+    on stderr and the rules are tried without a prediction."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..app import load_triage
+    from ..core.triage import predicted
+    from ..store.db import make_engine, sqlite_file
+    settings = obj.settings
+    db = sqlite_file(settings.database_url)
+    if not settings.triage.enabled or (db is not None and not db.exists()):
+        return None
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            model = load_triage(conn)
+    except SQLAlchemyError as e:
+        click.echo(f"maildesk: no triage prediction: {str(e).splitlines()[0]}", err=True)
+        return None
+    finally:
+        engine.dispose()
+    return predicted(model, mail.subject, mail.text) if model is not None else None
+
+
 @rules.command("test")
 @click.argument("message", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--ticket", "ref", metavar="REF", help="Evaluate against this existing ticket.")
@@ -110,12 +136,14 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
     before = copy.copy(ticket)
     kind = event or ("customer.replied" if ref else "ticket.created")
     desk = obj.settings.desk
+    guess = _predicted(obj, mail) if kind == "ticket.created" and ref is None else None
     facts = facts_for(desk, ticket, mail, now,
                       recipients=tuple(dict.fromkeys((*mail.to, *mail.cc))),
                       verified=lambda: bool(proof(
                           raw, mail.from_addr.rpartition("@")[2],
                           trusted_ids=desk.trusted_authserv_ids, via_mta=True,
-                          verify_dkim=desk.verify_dkim)))
+                          verify_dkim=desk.verify_dkim)),
+                      event={"predicted": guess} if guess else None)
     decision = ruleset.evaluate(kind, facts, explain=True)
     depth, stopped = [0], []
 
@@ -138,7 +166,7 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
     preview = Preview(obj.settings.desk, ticket, chain=chain)
     apply_decision(decision, preview)
     result: dict[str, Any] = {
-        "event": kind, "ticket": ticket.ref,
+        "event": kind, "ticket": ticket.ref, "predicted": guess,
         "rules": [{"name": v.rule.name, "at": v.rule.origin, "matched": v.matched,
                    "why_not": v.why_not,
                    "actions": [str(a) for a in v.rule.actions] if v.matched else []}
@@ -163,6 +191,9 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
 
 def _print(r: dict[str, Any], before: TicketRow) -> None:
     click.echo(f"event {r['event']} on {r['ticket']}")
+    if r["predicted"]:
+        click.echo("  triage model {}: {}".format(r["predicted"]["model"], ", ".join(
+            f"predicted.{k} {v}" for k, v in r["predicted"].items() if k != "model")))
     for v in r["rules"]:
         if v["matched"]:
             click.echo(f"  match    {v['name']}  ({v['at']})")

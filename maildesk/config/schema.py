@@ -791,6 +791,27 @@ class Similar(Strict):
                                       "by words at 0.4, as often given (bench/similar.py).")
 
 
+class Triage(Strict):
+    """Triage on arrival (README: Triage): a model of the desk's own settled tickets predicts
+    a new ticket's category, queue and type, as facts the rules may act on."""
+
+    enabled: bool = Field(
+        True, description="Predict on each new ticket's mail once a model is trained "
+                          "(`maildesk triage train`, or the job triage_retrain), and retrain "
+                          "it every `retrain`. false: no predictions, no job.")
+    retrain: str = Field("1d", description="How often the job trains a new model on the "
+                                           "tickets the desk settled; a duration (12h, 1d, 7d).")
+    min_tickets: int = Field(
+        50, ge=2, description="Labelled tickets a field (category, queue, type) needs to be "
+                              "learnt; with fewer, that field is not predicted.")
+    max_tickets: int = Field(
+        100_000, ge=10, description="The newest labelled tickets a model learns from; "
+                                    "100,000 take about a minute and a few "
+                                    "hundred MB (BENCHMARKS.md, Triage).")
+
+    _retrain = field_validator("retrain", mode="before")(_duration)
+
+
 class Node(Strict):
     """This daemon among the desk's nodes (several `maildesk serve` on one PostgreSQL)."""
 
@@ -892,6 +913,7 @@ class Settings(Strict):
     kb: Kb = Field(default_factory=Kb)
     problems: Problems = Field(default_factory=Problems)
     similar: Similar = Field(default_factory=Similar)
+    triage: Triage = Field(default_factory=Triage)
     node: Node = Field(default_factory=lambda: Node())
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config.schema import Settings
 from ..kb.library import Library
@@ -21,6 +21,9 @@ from ..sla.policy import Slas
 from ..store.blobs import BlobBatch
 from ..tickets.ledger import Ledger
 from ..tickets.similar import SimilarTickets
+
+if TYPE_CHECKING:       # numpy and scipy load with the first model, not with the pipeline
+    from ..ml.triage import Model
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Context:
     # resolved incidents' vectors, for similar tickets: one per process (App), kept
     similar: SimilarTickets = field(default_factory=SimilarTickets)
     dns: Callable[..., Any] | None = None   # DKIM key lookups; None: the system resolver
+    triage: Model | None = None     # the triage model in use; None: no predictions
     history: bool = False
 
     def write(self) -> None:

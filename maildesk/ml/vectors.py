@@ -44,6 +44,22 @@ class Vocabulary:
         idf = [np.log((1 + n) / (1 + df[t])) + 1 for t in kept]
         return cls(kept, idf)
 
+    def row(self, doc: Sequence[str]) -> tuple[list[int], np.ndarray]:
+        """A doc's row as its known terms' columns, ascending, and their values: 1 + ln(tf)
+        times IDF, of length 1. Without building a matrix, which costs more than the row
+        for one doc (a prediction)."""
+        counts = Counter(self.columns[t] for t in doc if t in self.columns)
+        cols = sorted(counts)
+        values = self._weights(cols, [counts[c] for c in cols])
+        if cols:
+            values /= np.linalg.norm(values)
+        return cols, values
+
+    def _weights(self, cols: Sequence[int], counts: Sequence[int]) -> np.ndarray:
+        """1 + ln(tf) times IDF, of each (column, count), before scaling."""
+        return ((1.0 + np.log(np.asarray(counts, dtype=np.float32)))
+                * self.idf[np.asarray(cols, dtype=np.int32)]).astype(np.float32)
+
     def matrix(self, docs: Iterable[Sequence[str]]) -> sparse.csr_matrix:
         """One row per doc: 1 + ln(tf) times IDF, of length 1 (a doc with no known term
         is a row of zeros). Counted in Python, weighed and scaled in numpy at once."""
@@ -56,10 +72,8 @@ class Vocabulary:
             rows.extend([n - 1] * len(found))
             cols.extend(found)
             counts.extend(found.values())
-        col = np.asarray(cols, dtype=np.int32)
-        weights = (1.0 + np.log(np.asarray(counts, dtype=np.float32))) * self.idf[col]
-        m = sparse.csr_matrix((weights.astype(np.float32), (np.asarray(rows, dtype=np.int32),
-                                                            col)),
+        m = sparse.csr_matrix((self._weights(cols, counts), (np.asarray(rows, dtype=np.int32),
+                                                             np.asarray(cols, dtype=np.int32))),
                               shape=(n, len(self.terms)), dtype=np.float32)
         norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1), dtype=np.float32).ravel())
         norms[norms == 0] = 1.0

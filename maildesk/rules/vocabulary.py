@@ -48,6 +48,12 @@ FIELDS: dict[str, str] = {
     "actor": "text", "changed": "text",
     # a survey's answer (survey.answered)
     "rating": "number", "satisfied": "bool",
+    # what the triage model predicted for a new ticket's mail (ticket.created; README:
+    # Triage); confidence is the category's. No model, or no word it knows: no value, and
+    # no condition on them holds
+    "predicted.category": "text", "predicted.confidence": "number",
+    "predicted.queue": "text", "predicted.queue_confidence": "number",
+    "predicted.type": "text", "predicted.type_confidence": "number",
 }
 HEADER_PREFIX = "header."   # header.x-priority, header.list-id: every value of that header
 
@@ -148,6 +154,10 @@ def _t(attr: str, empty: Any = None) -> Callable[[Facts], Any]:
     return lambda f: getattr(f.ticket, attr) if f.ticket is not None else empty
 
 
+def _predicted(key: str) -> Callable[[Facts], Any]:
+    return lambda f: (f.event.get("predicted") or {}).get(key)
+
+
 _GETTERS: dict[str, Callable[[Facts], Any]] = {
     "from": _m(lambda m: m.from_addr, ""),
     "to": _m(lambda m: list(m.to), []),
@@ -172,5 +182,7 @@ _GETTERS: dict[str, Callable[[Facts], Any]] = {
     "changed": lambda f: f.event.get("field") or "",
     "rating": lambda f: f.event.get("rating"),
     "satisfied": lambda f: f.event.get("satisfied"),
+    **{name: _predicted(name.partition(".")[2]) for name in FIELDS
+       if name.startswith("predicted.")},
 }
 assert set(_GETTERS) == set(FIELDS)

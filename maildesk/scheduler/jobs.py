@@ -1,4 +1,5 @@
-"""Time-based jobs: the SLA scan, closing resolved tickets, reminding waiting customers.
+"""Time-based jobs: the SLA scan, closing resolved tickets, reminding waiting customers,
+retraining the triage model.
 
 APScheduler (in `maildesk serve`) decides when to try; the `job_runs` table
 decides whether to run. A run first takes a lease on its row, so a job never
@@ -33,6 +34,7 @@ from ..store.tables import T_RUNS, T_TICKETS
 from ..store.verify import sample
 from ..surveys.send import send_surveys
 from .sla_scan import scan, settle_history
+from .triage import retrain
 
 log = logging.getLogger("maildesk.jobs")
 LEASE = timedelta(minutes=15)
@@ -72,6 +74,9 @@ def jobs_for(app: App) -> list[Job]:
     if app.settings.problems.propose:
         jobs.append(Job("propose_problems", parse_duration(app.settings.problems.every),
                         propose_problems))
+    if app.settings.triage.enabled:
+        jobs.append(Job("triage_retrain", parse_duration(app.settings.triage.retrain),
+                        lambda a, now: retrain(a, now).said()))
     return jobs
 
 

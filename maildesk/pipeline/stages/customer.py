@@ -12,6 +12,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.fire import LedgerEffects, change, fire
+from ...core.triage import predicted
 from ...mail.classify import BULK, MACHINES, PERSON
 from ...mail.parse import base_address
 from ...store.rows import TicketRow
@@ -106,6 +107,8 @@ def _open(ctx: Context, w: Work, others: list[str]) -> TicketRow:
              reason="reply to a closed ticket")
     if proven is not None:
         data["sender_verified"] = bool(proven)
+    if ctx.triage is not None and (guess := predicted(ctx.triage, p.subject, p.text)):
+        data["predicted"] = guess
     unacknowledged, limited = may_acknowledge(ctx, w)
     fire(ctx, ticket, "ticket.created", actor=p.from_addr,
          mail=event_mail(ctx, w, unacknowledged=unacknowledged, ack_limited=limited), **data)
