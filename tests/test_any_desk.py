@@ -194,6 +194,6 @@ def test_every_command_and_job_on_any_desk(desk: Path, tmp_path: Path) -> None:
     code, said = run(desk, ["jobs", "run", "--force", "--format", "json"])
     ran = {r["job"]: r for r in json.loads(said[:said.rindex("]") + 1])}
     assert all(r["ran"] and not r["result"].startswith("failed") for r in ran.values()), ran
-    assert {"digest", "blob_sample", "sla_scan", "propose_problems"} <= set(ran)
+    assert {"digest", "blob_sample", "sla_scan", "propose_problems", "triage_retrain"} <= set(ran)
     html = (tmp_path / "quiet.html").read_text()
     assert "–" in html and "<td>None</td>" not in html and "<b>None" not in html

@@ -242,7 +242,8 @@ def test_sla_show_and_tickets_list_by_sla(desk_config: Callable[..., Path],
     assert run_cli("sla", "show", "MD-99", config=cfg).returncode == 66
     r = run_cli("jobs", "run", "--format", "json", config=cfg)
     assert r.returncode == 0 and {j["job"] for j in json.loads(r.stdout)} == {
-        "sla_scan", "auto_close", "pending_reminders", "surveys", "blob_sample", "outbox"}
+        "sla_scan", "auto_close", "pending_reminders", "surveys", "blob_sample",
+        "propose_problems", "triage_retrain", "outbox"}
 
 
 def test_bad_sla_settings_are_named_with_their_place(tmp_path: Path) -> None:
