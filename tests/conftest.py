@@ -264,3 +264,16 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     embeddings.extract(folder)
     return folder
+
+
+@pytest.fixture
+def without_ml_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The extra maildesk[ml] made to look absent (torch, sentence-transformers), so the
+    tests of what a desk that asks for it without it is told run everywhere."""
+    import importlib.util
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
+        return None if name.split(".")[0] in {"torch", "sentence_transformers"} \
+            else real(name, *args, **kwargs)
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)

@@ -7,7 +7,6 @@ The tests that need the model are skipped where torch and sentence-transformers 
 installed (`pip install torch==2.13.0 && pip install -e '.[test,ml]'` brings them)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -140,14 +139,8 @@ def test_the_acknowledgement_carries_the_reranked_article(
 
 
 def test_rerank_without_the_extra_is_one_line_saying_what_to_install(
-        make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch) -> None:
+        make_app: Callable[..., App], without_ml_extra: None) -> None:
     """Runs everywhere: the extra is made to look absent."""
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
-        return None if name.split(".")[0] in {"torch", "sentence_transformers"} \
-            else real(name, *args, **kwargs)
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(StartupError) as e:
         make_app(desk=DESK, kb={"folder": str(ARTICLES), "rerank": True})
     message = str(e.value)

@@ -6,7 +6,6 @@ are skipped where torch and sentence-transformers are not installed (.ci/run ins
 them)."""
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -75,13 +74,7 @@ def test_with_embeddings_their_similarity_decides_not_the_words(
 
 
 def test_embeddings_without_the_extra_is_one_line_saying_what_to_install(
-        make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch) -> None:
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
-        return None if name.split(".")[0] in {"torch", "sentence_transformers"} \
-            else real(name, *args, **kwargs)
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+        make_app: Callable[..., App], without_ml_extra: None) -> None:
     with pytest.raises(StartupError) as e:
         make_app(desk=DESK, problems={"embeddings": True})
     message = str(e.value)
