@@ -27,12 +27,19 @@ class Nearest:
         their sentence embeddings (a row each, of length 1), compared instead of words."""
         self.keys = list(keys)
         self.labels = list(labels)
+        self._rows: dict[int, int] = {}
         self.vocabulary = Vocabulary.fit(docs)
         self.matrix = self.vocabulary.matrix(docs)
         self.meaning = None if meaning is None else np.asarray(meaning, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def label(self, key: int) -> tuple[str, str]:
+        """The labels that go with key (its row found once per index, not per search)."""
+        if len(self._rows) != len(self.keys):
+            self._rows = {k: n for n, k in enumerate(self.keys)}
+        return self.labels[self._rows[key]]
 
     def nearest(self, terms: Sequence[str], limit: int, similarity: float,
                 besides: frozenset[int] = frozenset(), meaning: Any = None
@@ -78,6 +85,7 @@ class Nearest:
         with np.load(path, allow_pickle=False) as z:
             out = cls.__new__(cls)
             out.keys = [int(k) for k in z["keys"]]
+            out._rows = {}
             out.labels = [(str(a), str(b)) for a, b in z["labels"]]
             out.vocabulary = Vocabulary([str(t) for t in z["terms"]], z["idf"])
             out.matrix = sparse.csr_matrix((z["data"], z["indices"], z["indptr"]),

@@ -64,9 +64,8 @@ class SimilarTickets:
             self.embedder.encode([text])[0] if self.embedder is not None and by_meaning
             else None)
         said = answers(conn, [i for i, _c in hits], agents)
-        row = {k: n for n, k in enumerate(index.keys)}
-        return [{"ref": index.labels[row[i]][0], "subject": index.labels[row[i]][1],
-                 "similarity": c, "answer": said.get(i, "")} for i, c in hits]
+        return [{"ref": index.label(i)[0], "subject": index.label(i)[1], "similarity": c,
+                 "answer": said.get(i, "")} for i, c in hits]
 
     def _fresh(self, built: float | None, now: float) -> bool:
         return built is not None and 0 <= now - built <= REFRESH.total_seconds()
