@@ -293,3 +293,34 @@ def test_a_batch_is_rolled_back_when_another_node_committed_meanwhile(
             "the next round takes what the other node left (uid 2)"
     finally:
         client.logout()
+
+
+def test_mail_announced_during_a_drain_is_taken_before_idle(
+        dovecot: Dovecot, make_app: Callable[..., Any]) -> None:
+    """A mail arriving while a drain runs, after its SEARCH, is announced by the server at
+    the end of a later command of that drain and never again: an IDLE begun after it would
+    sit until the next mail or its renewal (up to poll_interval). The poller asks
+    `announced` first and drains again; with nothing new, it says no (no busy loop)."""
+    from functools import partial
+
+    from maildesk.config.schema import Mailbox
+    from maildesk.intake.imap import Drainer, announced, connect
+    from maildesk.pipeline.run import ingest
+    app = make_app()
+    box = Mailbox.model_validate(dovecot.mailbox())
+    dovecot.append(mail(message_id="<a1@c.test>"))
+
+    def meanwhile(*args: Any) -> Any:
+        dovecot.append(mail(subject="meanwhile", message_id="<a2@c.test>"))
+        return ingest(app, *args)
+    client = connect(box)
+    try:
+        assert Drainer(app, box, meanwhile).drain(client)["new_tickets"] == 1
+        assert len(folder(dovecot)) == 1, "the second mail waits in INBOX"
+        assert announced(client), "and the server has said so already"
+        drainer = Drainer(app, box, partial(ingest, app))
+        assert drainer.drain(client)["new_tickets"] == 1
+        assert not announced(client), "nothing new: the poller may IDLE"
+        assert drainer.drain(client)["new_tickets"] == 0 and not announced(client)
+    finally:
+        client.logout()

@@ -151,6 +151,17 @@ Ingest = Callable[[list[tuple[bytes, Envelope]], list[ParsedMail | Unread] | Non
                    Callable[[Connection], None]], Counts]
 
 
+def announced(client: IMAPClient) -> bool:
+    """Whether the server announced new mail (EXISTS, RECENT) since it was last asked.
+    A server announces a message once, at the end of whichever command is running when it
+    arrives: arriving during the drain's SEARCH, after the search was done, it is
+    announced there and never again, so an IDLE begun after that waits for the next mail
+    or the renewal. imaplib keeps such responses; imapclient reads them from the same
+    dict (after SELECT)."""
+    kept = client._imap.untagged_responses
+    return bool(kept.pop("EXISTS", None)) | bool(kept.pop("RECENT", None))
+
+
 class Drainer:
     """One mailbox: fetch what is new, commit it, then move/flag/delete it."""
 
@@ -196,6 +207,7 @@ class Drainer:
         leading: asked before each batch; when it says no, LostLeadership is raised."""
         box, total = self.box, Counter[str]()
         info = client.select_folder(box.folder)
+        announced(client)       # SELECT's own count, not news
         uidvalidity = int(info[b"UIDVALIDITY"])
         with self.app.engine.begin() as conn:
             state = load_state(conn, box.name)
@@ -333,13 +345,14 @@ class Poller(threading.Thread):
                 log.info("mailbox %s: %s", self.box.name, ", ".join(
                     f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v))
                 self.on_mail()
-            self._wait(client if use_idle else None)
+            if not announced(client):
+                self._wait(client if use_idle else None)
 
     def _wait(self, client: IMAPClient | None) -> None:
         """Until the server says something changed (IDLE, with a client), or poll_interval
-        at most: a mail that arrives between the last search and the start of IDLE may
-        never be announced during IDLE (seen with Dovecot under load), and would wait for
-        IDLE's renewal. Leadership is checked every second meanwhile."""
+        at most (IDLE renewed before servers drop it). Mail the server announced before IDLE
+        began was caught by `announced`; mail it had not yet announced is announced when
+        IDLE begins. Leadership is checked every second meanwhile."""
         if client is not None:
             client.idle()
         try:
