@@ -183,7 +183,8 @@ def test_xoauth2_login_with_a_token_command(dovecot: Dovecot,
 def test_daemon_takes_mail_by_idle_and_survives_a_server_restart(
         dovecot: Dovecot, daemon: Callable[..., Daemon]) -> None:
     d = daemon(imap=[dovecot.mailbox(poll_interval=600)])   # only IDLE can be this quick
-    wait_for(lambda: "mailbox support: connected" in d.log.read_text(), what="the IMAP login")
+    wait_for(lambda: "mailbox support: waiting for mail by IDLE" in d.log.read_text(),
+             what="the first IDLE")
     time.sleep(0.5)
     t0 = time.monotonic()
     dovecot.append(mail(subject="by idle", message_id="<idle1@c.test>"))

@@ -339,20 +339,28 @@ class Poller(threading.Thread):
     def _serve(self, client: IMAPClient) -> None:
         drainer = Drainer(self.app, self.box, self.ingest)
         use_idle = self.box.idle and client.has_capability("IDLE")
+        waiting = (f"mailbox {self.box.name}: waiting for mail by IDLE" if use_idle else
+                   f"mailbox {self.box.name}: polling every {self.box.poll_interval:g} s"
+                   + ("" if client.has_capability("IDLE") else " (the server has no IDLE)"))
         while not self.stopping.is_set():
             counts = drainer.drain(client, self._still_leading)
             if any(counts.values()):
                 log.info("mailbox %s: %s", self.box.name, ", ".join(
                     f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v))
                 self.on_mail()
-            if not announced(client):
-                self._wait(client if use_idle else None)
+            if announced(client):
+                continue
+            if waiting:
+                log.info(waiting)     # once a connection: how this mailbox is watched
+                waiting = ""
+            self._wait(client if use_idle else None)
 
     def _wait(self, client: IMAPClient | None) -> None:
         """Until the server says something changed (IDLE, with a client), or poll_interval
         at most (IDLE renewed before servers drop it). Mail the server announced before IDLE
-        began was caught by `announced`; mail it had not yet announced is announced when
-        IDLE begins. Leadership is checked every second meanwhile."""
+        began was caught by `announced`; mail that arrived after the last command and before
+        IDLE began, the server announces at its next look at the mailbox (Dovecot: within
+        mailbox_idle_check_interval, 30 s). Leadership is checked every second meanwhile."""
         if client is not None:
             client.idle()
         try:
