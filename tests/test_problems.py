@@ -175,6 +175,60 @@ def test_resolving_the_problem_resolves_and_tells_its_open_incidents(app: App) -
     assert [ref for ref, _to, _m in sent(app, "problem_resolved")] == ["MD-1", "MD-2", "MD-3"]
 
 
+@pytest.mark.parametrize("ref, body, said", [
+    ("MD-4", "#merge MD-1\n", "#merge MD-1: MD-4 is a problem and MD-1 is not; a problem "
+                              "merges only into a problem"),
+    ("MD-2", "#merge MD-4\n", "#merge MD-4: MD-4 is a problem; link MD-2 to it with "
+                              "#problem MD-4 instead"),
+    ("MD-2", "#merge MD-2\n", "#merge MD-2: a ticket cannot be merged into itself"),
+])
+def test_a_problem_and_an_incident_never_merge(app: App, ref: str, body: str, said: str,
+                                               desk_config: Callable[..., Path],
+                                               db_url: str) -> None:
+    """Merged either way, a customer's ticket would hold the problem's record and
+    incidents, or the customer would be CC'd on what the desk writes about the cause."""
+    three_customers(app)
+    by_agent(app, "MD-1", "#problem new\n")                       # MD-4
+    by_agent(app, ref, body)
+    assert "commands.refused" in kinds(app, ref) and "ticket.merged" not in kinds(app, ref)
+    assert show(app, "MD-4")["status"] == "open" and show(app, "MD-4")["cc"] == []
+    assert said in text(sent(app, "command_error")[-1][2])
+    r = run_cli("tickets", "merge", "MD-4", "MD-1", "--as", "bob",
+                config=desk_config(db_url, desk=DESK))
+    assert r.returncode == 64 and b"a problem merges only into a problem" in r.stderr
+
+
+def test_a_problem_merged_into_another_hands_over_its_incidents(app: App) -> None:
+    three_customers(app)
+    by_agent(app, "MD-1", "#problem new\n")                       # MD-4
+    by_agent(app, "MD-2", "#problem new\n")                       # MD-5
+    by_agent(app, "MD-5", "#merge MD-4\n")
+    assert (show(app, "MD-5")["status"], show(app, "MD-2")["problem"]) == ("closed", "MD-4")
+    assert show(app, "MD-2")["status"] == "new", "a merge resolves no incident"
+    by_agent(app, "MD-3", "#problem MD-5\n")
+    assert show(app, "MD-3")["problem"] is None
+    assert "#problem MD-5: it was merged into MD-4; #problem MD-4 links to where it went" in \
+        text(sent(app, "command_error")[-1][2])
+    by_agent(app, "MD-4", "#status resolved\n")
+    assert [show(app, r)["resolved_by"] for r in ("MD-1", "MD-2", "MD-3")] == \
+        ["MD-4", "MD-4", None]
+
+
+def test_closing_an_open_problem_resolves_its_incidents_as_resolving_does(app: App) -> None:
+    three_customers(app)
+    by_agent(app, "MD-1", "#problem new\n")                       # MD-4
+    by_agent(app, "MD-2", "#problem MD-4\n", agent="lea")
+    by_agent(app, "MD-4", "#workaround Use tray 1.\n#known-error\n#status closed\n")
+    assert [(show(app, r)["status"], show(app, r)["resolved_by"]) for r in ("MD-1", "MD-2")] \
+        == [("resolved", "MD-4")] * 2
+    before = len(sent(app, "known_error"))
+    by_agent(app, "MD-3", "#problem MD-4\n")                      # linked once it is fixed
+    assert (show(app, "MD-3")["status"], show(app, "MD-3")["resolved_by"]) == \
+        ("resolved", "MD-4")
+    assert len(sent(app, "known_error")) == before, "its fix, not its workaround"
+    assert [r for r, _t, _m in sent(app, "problem_resolved")] == ["MD-1", "MD-2", "MD-3"]
+
+
 RULES = """\
 rules:
   - name: printers

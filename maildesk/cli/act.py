@@ -92,13 +92,15 @@ def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str)
         before = show_ticket(session, ref)
         if before is None:
             fail(f"no ticket {ref}", EX_NOINPUT)
-        if asked.merge_into and show_ticket(session, asked.merge_into) is None:
+        into = show_ticket(session, asked.merge_into) if asked.merge_into else None
+        if asked.merge_into and into is None:
             fail(f"no ticket {asked.merge_into}", EX_NOINPUT)
         if asked.merge_into == before["ref"]:
             fail(f"{before['ref']} cannot be merged into itself", EX_USAGE)
         named = show_ticket(session, asked.problem) if asked.problem else None
         wrong = problem_errors(asked, before["ref"], before["type"], before["workaround"],
-                               (named["ref"], named["type"]) if named else None)
+                               (named["ref"], named["type"]) if named else None,
+                               merge=(into["ref"], into["type"]) if into else None)
         if wrong:
             fail(wrong[0], EX_USAGE)
     support = (desk.queue(before["queue"]).addresses or desk.addresses)[0]

@@ -182,9 +182,11 @@ class LedgerEffects(BaseEffects):
         """Link the ticket to a problem ticket; a ref that names none links nothing, and an
         event says why (rules load without the database: this is where it is checked)."""
         problem = self.ctx.ledger.by_ref(ref)
+        went = self.ctx.ledger.merged_into(problem) if problem is not None else None
         why = f"no ticket {ref}" if problem is None else \
             f"{ref} is a ticket of type {problem.type}, not a problem" \
             if problem.type != "problem" else \
+            f"{ref} was merged into {went.ref}" if went is not None else \
             f"{self.ticket.ref} is a problem itself" if self.ticket.type == "problem" else None
         if why is None:
             self.change(rule, problem=ref)

@@ -7,9 +7,11 @@ agent's mail, the command line, a rule):
   workaround changes: each linked incident not yet resolved gets `problem.known_error`,
   whose notice gives its requester the workaround (template known_error);
 - an incident is linked to a problem that is a known error: the same, for it alone;
-- a problem is resolved: each linked incident not yet resolved, in a queue whose
-  resolve_with_problem is on, gets resolved_by (the problem's ref) and is resolved; its
-  `ticket.resolved` tells its requester (template problem_resolved).
+- a problem is resolved (or closed while open): each linked incident not yet resolved, in
+  a queue whose resolve_with_problem is on, gets resolved_by (the problem's ref) and is
+  resolved; its `ticket.resolved` tells its requester (template problem_resolved); an
+  incident linked later to a problem resolved or closed is resolved at once, and hears
+  nothing of its workaround.
 Each incident's change is its own event, whose actor is `problem:REF`; the problem's
 `problem.resolved` says which incidents it resolved and which it left.
 """
@@ -29,19 +31,29 @@ def follow(ctx: Context, h: Happening) -> None:
     from .fire import change
     t, d = h.ticket, h.data
     if t.type == "problem":
-        if h.kind == "ticket.resolved":
+        if h.kind == "ticket.resolved" or (h.kind == "ticket.updated" and _closed(d)):
             _resolve(ctx, t, h.depth + 1)
         elif h.kind == "ticket.updated" and _news(t, d):
             for incident in ctx.ledger.incidents_of(t.ref):
                 _tell(ctx, t, incident, h.depth + 1)
     elif h.kind == "ticket.updated" and d.get("field") == "problem" and d.get("new"):
         problem = ctx.ledger.by_ref(str(d["new"]))
-        if problem is not None and problem.type == "problem":
+        if problem is None or problem.type != "problem":
+            return
+        if problem.status in OPEN:
             _tell(ctx, problem, t, h.depth + 1)
-            if problem.status in ("resolved", "closed") and t.status in OPEN \
-                    and ctx.settings.desk.queue(t.queue).resolve_with_problem:
-                change(ctx, t, f"problem:{problem.ref}", depth=h.depth + 1,
-                       resolved_by=problem.ref, status="resolved")
+        elif t.status in OPEN and ctx.settings.desk.queue(t.queue).resolve_with_problem:
+            # fixed already: its resolution, not its workaround (the linker refuses a
+            # problem merged away, whose incidents went to the survivor)
+            change(ctx, t, f"problem:{problem.ref}", depth=h.depth + 1,
+                   resolved_by=problem.ref, status="resolved")
+
+
+def _closed(d: dict[str, Any]) -> bool:
+    """A problem closed without being resolved first: the agent is done with it, and its
+    incidents are resolved as by its resolution. A merge closes it too, but has moved its
+    incidents to the surviving problem before (pipeline/stages/agent.py _merge)."""
+    return d.get("field") == "status" and d.get("new") == "closed" and d.get("old") in OPEN
 
 
 def _news(problem: TicketRow, d: dict[str, Any]) -> bool:

@@ -58,15 +58,23 @@ def agent_stage(ctx: Context, w: Work) -> None:
         what = f"#{'merge' if ref == asked.merge_into else 'link'} {ref}"
         if other is not None and ref == asked.merge_into:   # into where a merged one went
             other = survivor(ledger, other)[0]
-        if other is None or ref == ticket.ref:
-            asked.errors.append(f"{what}: no such other ticket")
+        if ref == ticket.ref:
+            asked.errors.append(f"{what}: a ticket cannot be "
+                                f"{'merged into' if ref == asked.merge_into else 'linked to'} "
+                                "itself")
+        elif other is None:
+            asked.errors.append(f"{what}: no such ticket")
         elif other is ticket:
             asked.errors.append(f"{what}: it was merged into {ticket.ref} already")
         else:
             others[ref] = other
     named = ledger.by_ref(asked.problem) if asked.problem else None
+    went = ledger.merged_into(named) if named is not None else None
+    into = others.get(asked.merge_into or "")
     asked.errors += problem_errors(asked, ticket.ref, ticket.type, ticket.workaround,
-                                   (named.ref, named.type) if named else None)
+                                   (named.ref, named.type) if named else None,
+                                   went.ref if went else None,
+                                   (into.ref, into.type) if into else None)
     split_off = _to_split(ctx, w, ticket, asked) if asked.split is not None else None
     to_note = w.grant is not None and w.grant.purpose == "note"
     if asked.articles and (asked.note or asked.silent or to_note):
@@ -209,8 +217,12 @@ def _merge(ctx: Context, ticket: TicketRow, target: TicketRow, mail: Mail, name:
     CC participants CC participants of target (target's requester stays its requester).
     The `ticket.merged` event with `into` is what says where it went: mail that names the
     merged ticket (its reply addresses, its tag, its Message-IDs) lands on target
-    (tickets/thread.py survivor())."""
+    (tickets/thread.py survivor()). A problem's incidents are linked to the surviving
+    problem first: closing a problem resolves the incidents it still holds."""
     actor = f"agent:{name}"
+    if ticket.type == "problem":
+        for incident in ctx.ledger.incidents_of(ticket.ref):
+            LedgerEffects(ctx, incident, mail, kind="agent").change(name, problem=target.ref)
     LedgerEffects(ctx, ticket, mail, kind="agent").change(name, status="closed",
                                                           linked_to=target.id)
     people = [a for a in dict.fromkeys([ticket.requester, *ticket.cc])
