@@ -96,6 +96,17 @@ def test_problem_new_opens_a_problem_and_links_the_incident(app: App) -> None:
                and e["actor"] == "agent:lea" for e in show(app, "MD-2")["events"])
     assert not [m for _r, to, m in sent(app, "acknowledgement") if "bob@desk.test" in to], \
         "the agent who opened the problem is acknowledged nothing"
+    told = [(to, m) for ref, to, m in sent(app, "agent_notification") if ref == "MD-4"]
+    assert [to for to, _m in told] == [["bob@desk.test"]], "but told where to write its record"
+    body = text(told[0][1])
+    assert "New problem MD-4" in body and "Its incident: MD-1" in body and "#workaround" in body
+    assert told[0][1]["Reply-To"].addresses[0].addr_spec == token_address(
+        app.secrets[0], "support@localhost", "MD-4", "bob@desk.test")
+    by_agent(app, "MD-4", "#root-cause Fuser firmware.\nThe vendor has a fix.\n")
+    p = show(app, "MD-4")
+    assert (p["root_cause"], p["status"]) == ("Fuser firmware.", "open")
+    assert p["messages"][-1]["visibility"] == "internal", "a problem's words are a note"
+    assert not [r for r, _t, _m in sent(app, "agent_reply") if r == "MD-4"]
 
 
 @pytest.mark.parametrize("ref, body, said", [
@@ -311,12 +322,11 @@ def test_a_known_errors_workaround_reaches_linked_requesters_and_resolving_the_p
     for notice, command in zip(notices, ("#problem new\n", "#problem MD-3\n")):
         desk.send(BOB, reply_to(notice), a_mail(BOB, reply_to(notice), "Re: x", command,
                                                 answering=notice))
-    proven = "Authentication-Results: mx.desk.test; dkim=pass header.d=desk.test\n"
-    desk.send(BOB, support, a_mail(BOB, support, "todo", "#mine\n", headers=proven))
-    view = desk.next_mail(BOB, "bob's tickets, the problem among them")
-    found = re.search(r"reply: (support\+md-3-\w+@localhost)", said(view))
-    assert found, said(view)
-    problem = found.group(1)
+        if command == "#problem new\n":   # the problem's own notice: where its record goes
+            made = desk.next_mail(BOB, "the notice of the problem bob made")
+            assert made["Subject"].startswith("[MD-3] New: ") and "#workaround" in said(made)
+    problem = reply_to(made)
+    assert re.fullmatch(r"support\+md-3-\w+@localhost", problem), problem
 
     # a known error: each linked requester gets the workaround, on their own ticket
     desk.send(BOB, problem, a_mail(BOB, problem, "Re: printers",

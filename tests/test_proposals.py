@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import mail, run_cli, wait_for
 from sqlalchemy import select
-from test_problems import PIPE, show, text
+from test_problems import PIPE, sent, show, text
 
 from maildesk.app import App
 from maildesk.ml.cluster import Doc, groups
@@ -24,7 +24,7 @@ from maildesk.ml.words import ticket_terms
 from maildesk.pipeline.run import ingest
 from maildesk.scheduler.jobs import propose_problems
 from maildesk.store.models import Inbound, ProblemProposal
-from maildesk.tickets.refs import proposal_address
+from maildesk.tickets.refs import proposal_address, token_address
 
 DESK = {"queues": [{"name": "general", "group": "helpdesk"}],
         "addresses": ["support@localhost"],
@@ -130,7 +130,13 @@ def test_a_group_is_proposed_to_the_lead_once_and_their_answer_makes_the_problem
         assert show(app, ref)["problem"] == "MD-9"
     assert show(app, "MD-6")["problem"] is None
     assert proposals(app)[0].problem == "MD-9"
-    assert [m["text"] for m in problem["messages"]] == ["Yes, one outage."]
+    assert [m["text"] for m in problem["messages"] if m["direction"] == "in"] == \
+        ["Yes, one outage."]
+    [(to, made)] = [(to, m) for r, to, m in sent(app, "agent_notification") if r == "MD-9"]
+    assert to == ["lea@desk.test"] and "Its incidents: MD-1, MD-2, MD-3, MD-4, MD-5" in \
+        text(made), "the lead gets the problem's reply address, to write its record"
+    assert made["Reply-To"].addresses[0].addr_spec == token_address(
+        app.secrets[0], "support@localhost", "MD-9", "lea@desk.test")
 
     assert answer(app, reply, X_Again="yes") == "proposal", "a second answer"
     assert [t["ref"] for t in all_problems(app)] == ["MD-9"], "makes no second problem"
@@ -156,18 +162,25 @@ def all_problems(app: App) -> list[dict[str, Any]]:
         return list_problems(s)
 
 
-@pytest.mark.parametrize("sender, headers, state", [
-    ("bob@desk.test", {}, "refused"),                   # an agent it was not sent to
-    ("mallory@evil.test", {}, "refused"),               # nobody's
-    ("lea@desk.test", {"Auto_Submitted": "auto-replied"}, "auto-reply"),   # lea's vacation
+def reason(app: App) -> str:
+    with app.sessions() as s:
+        return str(s.scalars(select(Inbound.reason).order_by(Inbound.id.desc())).first())
+
+
+@pytest.mark.parametrize("sender, headers, state, why", [
+    ("bob@desk.test", {}, "refused", "to an address not made for them"),   # another agent
+    ("mallory@evil.test", {}, "refused", "who is no agent of this desk"),  # nobody's
+    ("lea@desk.test", {"Auto_Submitted": "auto-replied"}, "auto-reply",    # lea's vacation
+     "not an answer to proposal"),
 ])
 def test_an_answer_from_anyone_else_or_a_machine_makes_nothing(
-        app: App, sender: str, headers: dict[str, str], state: str) -> None:
+        app: App, sender: str, headers: dict[str, str], state: str, why: str) -> None:
     arrive(app, OUTAGE)
     propose_problems(app, datetime.now(timezone.utc) + timedelta(minutes=1))
     [p] = proposals(app)
     to = proposal_address(app.secrets[0], "support@localhost", p.id, "lea@desk.test")
     assert answer(app, to, sender, **headers) == state
+    assert why in reason(app)
     assert all_problems(app) == [] and proposals(app)[0].problem is None
 
 
@@ -178,6 +191,7 @@ def test_a_forged_or_unknown_proposal_address_makes_nothing(app: App) -> None:
     good = proposal_address(app.secrets[0], "support@localhost", p.id, "lea@desk.test")
     forged = re.sub(r"-([a-z2-7]+)@", "-aaaaaaaaaaaaaaaaaaaa@", good)
     assert answer(app, forged) == "refused"
+    assert "lea@desk.test, to an address not made for them" in reason(app)
     other = proposal_address(app.secrets[0], "support@localhost", p.id + 1, "lea@desk.test")
     assert answer(app, other) == "refused"
     assert all_problems(app) == []
@@ -236,6 +250,11 @@ def test_the_command_line_shows_proposes_lists_and_accepts(
         f"MD-9: problem of proposal {pid}, assigned to bob")
     assert show(app, "MD-3")["problem"] == "MD-9"
     assert json.loads(cli("problems", "proposals", "--format", "json"))[0]["problem"] == "MD-9"
+    again = cli("problems", "accept", str(pid), "--as", "lea")
+    assert again.startswith(f"MD-9: proposal {pid} was accepted already; its problem is "
+                            "assigned to bob"), again
+    assert (show(app, "MD-9")["assignee"], len(show(app, "MD-9")["messages"])) == ("bob", 1), \
+        "taken over by nobody; an empty answer is no note (the one message: bob's notice)"
 
 
 # -- end to end: a real `maildesk serve`, real SMTP, the outbox maildir ----------------------

@@ -130,10 +130,11 @@ def problems_accept(obj: Obj, proposal: int, who: str, fmt: str) -> None:
     agent = as_agent(obj.settings.desk, who)
     app = obj.app(existing=True)
     with app.engine.connect() as conn:
-        row = conn.execute(select(T_PROPOSALS.c.queue).where(T_PROPOSALS.c.id == proposal)
-                           ).first()
+        row = conn.execute(select(T_PROPOSALS.c.queue, T_PROPOSALS.c.problem)
+                           .where(T_PROPOSALS.c.id == proposal)).first()
     if row is None:
         fail(f"no proposal {proposal} (`maildesk problems proposals` lists them)", EX_NOINPUT)
+    before = row[1]
     desk = obj.settings.desk
     support = (desk.queue(row[0]).addresses or desk.addresses)[0]
     to = proposal_address(app.secrets[0], support, proposal, agent.address)
@@ -148,6 +149,9 @@ def problems_accept(obj: Obj, proposal: int, who: str, fmt: str) -> None:
     assert made is not None
     if fmt == "json":
         emit_json(made)
+    elif before:        # a second answer opens no second problem, nor takes it over
+        click.echo(f"{made['ref']}: proposal {proposal} was accepted already; its problem "
+                   f"is assigned to {made['assignee'] or 'nobody'}")
     else:
         click.echo(f"{made['ref']}: problem of proposal {proposal}, assigned to {agent.name}")
 

@@ -57,6 +57,13 @@ def _split_off(h: Happening) -> str | None:
     return None if h.data.get("split_from") else "the ticket a message was split from"
 
 
+def _problem_made(h: Happening) -> str | None:
+    """The agent who made a problem (`#problem new`, a proposal's answer) is its assignee
+    and its requester, and the actor: told nothing as either. This notice gives them its
+    reply address, to write its record by mail."""
+    return None if h.data.get("source") in ("problem", "proposal") else "not a problem made"
+
+
 def _rated_by_mail(h: Happening) -> str | None:
     return None if h.data.get("via") == "mail" else "rated on the web page, which thanked them"
 
@@ -76,7 +83,8 @@ class Notice:
 NOTICES: dict[str, tuple[Notice, ...]] = {
     "ticket.created": (Notice("agent_notification", "responsible", _person, attach=True),
                        Notice("{acknowledgement}", "requester", _acknowledged, replies=True,
-                              said="acknowledgement.suppressed")),
+                              said="acknowledgement.suppressed"),
+                       Notice("agent_notification", "actor", _problem_made)),
     "customer.replied": (Notice("agent_notification", "responsible", _person, attach=True),),
     "ticket.updated": (Notice("agent_notification", "new_assignee", _assigned),
                        Notice("ticket_closed", "requester", _auto_closed)),

@@ -83,8 +83,10 @@ def agent_stage(ctx: Context, w: Work) -> None:
     drafted = _drafted(ctx, ticket, agent, asked, text) if asked.draft is not None else None
     refused = bool(asked.errors)
     asks = (asked.history or bool(asked.views)) and not text and not asked.articles
-    # asks: only questions; a #split's words are for the agents (answer the new ticket)
-    note = to_note or asked.note or refused or asks or (split_off is not None and bool(text))
+    # asks: only questions; a #split's words are for the agents (answer the new ticket);
+    # a problem's requester is the agent who made it: its words are the desk's record
+    note = to_note or asked.note or refused or asks or (split_off is not None and bool(text)) \
+        or ticket.type == "problem"
     w.message = store_message(ledger, ctx.blobs, ticket, p, w.inbound.digest, ctx.now,
                               text=text if lines else new, quoted=quoted,
                               visibility="internal" if note else "public",

@@ -28,13 +28,20 @@ def proposal_stage(ctx: Context, w: Work) -> None:
     row = proposal(ctx.ledger.conn, pid)
     if row is None:
         raise Refused(f"an answer to proposal {pid}, which does not exist")
-    if agent is None or w.doubt or not proposal_token_ok(code, ctx.secrets, pid, agent.address):
-        raise Refused(f"an answer to proposal {pid} from {w.parsed.from_addr}, whom it was "
-                      "not sent to" + (f" ({w.doubt})" if w.doubt else ""))
+    who = f"an answer to proposal {pid} from {w.parsed.from_addr}"
+    if agent is None:
+        raise Refused(f"{who}, who is no agent of this desk")
+    if w.doubt:
+        raise Refused(f"{who}: {w.doubt}")
+    if not proposal_token_ok(code, ctx.secrets, pid, agent.address):
+        raise Refused(f"{who}, to an address not made for them (it is made for the agent "
+                      "the proposal was sent to, and for that proposal)")
     before = row["problem"]
     problem = accept(ctx, pid, agent)
-    w.message = store_message(ctx.ledger, ctx.blobs, problem, w.parsed, w.inbound.digest,
-                              ctx.now, text=reply_parts(w)[0], visibility="internal")
+    said = reply_parts(w)[0]
+    if said.strip():        # the answer's words go on the problem; an empty yes is no note
+        w.message = store_message(ctx.ledger, ctx.blobs, problem, w.parsed, w.inbound.digest,
+                                  ctx.now, text=said, visibility="internal")
     if before:
         raise Classified(PROPOSAL, f"proposal {pid} was made {before} already")
     raise Classified(PROPOSAL, f"proposal {pid} made {problem.ref}, by {agent.name}")
