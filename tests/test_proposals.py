@@ -232,8 +232,12 @@ def test_the_command_line_shows_proposes_lists_and_accepts(
     assert "MD-1 MD-2 MD-3 MD-4 MD-5" in cli("problems", "suggest")
     none = cli("problems", "suggest", "--since", "1s")
     assert "no group of 5 or more alike incidents in the last 1s" in none
-    bad = run_cli("problems", "suggest", "--since", "soon", config=cfg)
-    assert bad.returncode == 64 and b"--since" in bad.stderr
+    for wrong, said in (("soon", b"not a duration"), ("99999999d", b"over 100 years"),
+                        ("0", b"0 holds no incident")):
+        bad = run_cli("problems", "suggest", "--since", wrong, config=cfg)
+        assert bad.returncode == 64 and b"--since" in bad.stderr and said in bad.stderr, \
+            bad.stderr
+        assert b"Traceback" not in bad.stderr
     made = json.loads(cli("problems", "suggest", "--propose", "--format", "json"))
     pid = made[0]["proposal"]
     assert isinstance(pid, int) and len(sent_all(app, "problem_proposal")) == 1
@@ -290,3 +294,14 @@ def test_a_proposal_mail_answered_by_the_lead_makes_the_problem_with_its_links(
         shown = json.loads(desk.cli("tickets", "show", ref, "--format", "json").stdout)
         assert shown["problem"] == "MD-9"
     assert d.stop() == 0, "a clean stop"
+
+
+@pytest.mark.parametrize("section, key", [("problems", "since"), ("surveys", "delay")])
+def test_a_duration_past_a_century_is_a_config_error_not_a_crash_of_the_jobs(
+        desk_config: Callable[..., Path], section: str, key: str) -> None:
+    """Subtracted from now, 99999999d is before year 1: the job died with OverflowError
+    after `config check` had said ok. Every duration setting has the parser's bound."""
+    cfg = desk_config(**{section: {key: "99999999d"}})
+    r = run_cli("config", "check", config=cfg)
+    assert r.returncode == 78 and b"over 100 years" in r.stderr, r.stderr
+    assert f"{section}.{key}".encode() in r.stderr and b"Traceback" not in r.stderr

@@ -50,13 +50,14 @@ def problems_suggest(obj: Obj, since: str | None, propose: bool, fmt: str) -> No
     """Groups of incidents that say the same thing at about the same time, not linked to
     a problem nor proposed yet: maybe one cause (problems.similarity, problems.span,
     problems.min_incidents). Without --propose it only shows them."""
+    from ..config.durations import parse_duration
     from ..core.proposals import find
     from ..core.proposals import propose as propose_group
-    from ..rules.vocabulary import parse_duration
     settings = obj.settings.problems
     if since is not None:
         try:
-            parse_duration(since)
+            if not parse_duration(since):
+                raise ValueError("0 holds no incident; give more than 0 (48h, 7d)")
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--since") from None
         settings = settings.model_copy(update={"since": since})

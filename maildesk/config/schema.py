@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .durations import parse_duration
+
 _ADDRESS = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[A-Za-z0-9.-]+$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -377,6 +379,7 @@ def _duration(v: str | int | None) -> str | None:
     v = str(v)
     if not _DURATION.match(v):
         raise ValueError(f"not a duration: {v!r} (expected e.g. 30m, 4h or 2d)")
+    parse_duration(v)       # within its bound
     return v
 
 

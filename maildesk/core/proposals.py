@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from ..config.durations import parse_duration
 from ..config.schema import Agent, Problems
 from ..ml.words import ticket_terms
-from ..rules.vocabulary import parse_duration
 from ..store.rows import TicketRow
 from ..store.tables import T_PROPOSALS, T_TICKETS
 from ..tickets.audience import queue_agents, queue_lead

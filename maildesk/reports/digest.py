@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert
 
 from ..app import App
+from ..config.durations import parse_duration
 from ..mail.compose import Outgoing, compose, new_message_id
-from ..rules.vocabulary import parse_duration
 from ..store.models import OutboxMail
 from .metrics import ALL, build
 from .render import TABLE, as_html, last_day

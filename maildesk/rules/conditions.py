@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..config.durations import parse_duration
 from .problems import Problems
-from .vocabulary import ALL_OPERATORS, OPERATORS, Facts, field_kind, parse_duration
+from .vocabulary import ALL_OPERATORS, OPERATORS, Facts, field_kind
 
 LIST_KINDS = {"texts", "addresses", "headers"}
 MEMBERSHIP = {"texts", "addresses"}     # `contains` asks for an element, not a substring

@@ -7,7 +7,6 @@ whose operator does not fit its field, with the line and column.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,26 +56,12 @@ FIELDS: dict[str, str] = {
 }
 HEADER_PREFIX = "header."   # header.x-priority, header.list-id: every value of that header
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
 def field_kind(name: str) -> str | None:
     if name.startswith(HEADER_PREFIX) and len(name) > len(HEADER_PREFIX):
         return "headers"
     return FIELDS.get(name)
-
-
-def parse_duration(value: object) -> float:
-    """Seconds in `90`, `30m`, `4h`, `2d` or `1w`."""
-    if isinstance(value, bool):
-        raise ValueError("a duration, not true/false")
-    if isinstance(value, (int, float)):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"not a duration: {value!r}")
-    return float(m.group(1)) * _UNIT[m.group(2)]
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..app import App
+from ..config.durations import parse_duration
 from ..core.context import Context
 from ..core.fire import change, fire
 from ..core.proposals import find, propose
 from ..core.views import send_agent_view
 from ..notify.delivery import deliver_due, make_transport
 from ..reports.digest import send_digest
-from ..rules.vocabulary import parse_duration
 from ..store.references import describe
 from ..store.rows import TicketRow
 from ..store.tables import T_RUNS, T_TICKETS

@@ -14,10 +14,10 @@ from urllib.parse import quote
 from sqlalchemy import exists, select
 
 from ..app import App
+from ..config.durations import parse_duration
 from ..core.context import Context
 from ..core.fire import fire
 from ..core.outbox import desk_address
-from ..rules.vocabulary import parse_duration
 from ..store.rows import TicketRow
 from ..store.tables import T_EVENTS as E
 from ..store.tables import T_MESSAGES as M

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from ...config.durations import parse_duration
 from ...core.context import Classified, Context
 from ...core.views import send_status
 from ...mail.classify import PERSON
 from ...mail.parse import UNKNOWN_SENDER, base_address
-from ...rules.vocabulary import parse_duration
 from ...tickets.refs import read_token_ref
 from ...tickets.thread import by_references
 from ..work import Work, recipients
