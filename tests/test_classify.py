@@ -312,3 +312,36 @@ def test_the_flood_guard_counts_mail_dated_backwards(make_app: Callable[..., App
     app = make_app(desk={"flood_limit": 5, "flood_window": 600})
     s = ingest(app, series("rev@customer.test", 8, -20))
     assert (s.new_tickets, s.classified) == (5, 3), s.as_dict()
+
+
+def test_an_agent_working_a_queue_is_no_flood_but_a_loop_on_one_ticket_is(
+        make_app: Callable[..., App]) -> None:
+    """The flood guard silently ignored an agent's verified commands after 20 mails in ten
+    minutes. An agent's mail to a ticket's reply address counts only that ticket's: ten
+    tickets worked three times each are carried out; a fourth mail on one ticket is a
+    loop, kept on it and carried out not."""
+    from maildesk.tickets.refs import token_address
+    app = make_app(desk={"flood_limit": 3, "flood_window": 600,
+                         "agents": [{"name": "bob", "address": "bob@desk.test"}]})
+    for i in range(10):
+        ingest(app, [(mail(subject=f"t{i}", sender=f"c{i}@customer.test"), PIPE)])
+    start = datetime.now(timezone.utc)
+
+    def by_bob(ref: str, n: int) -> None:
+        m = EmailMessage()
+        m["From"], m["Subject"] = "bob@desk.test", f"Re: [{ref}] x"
+        m["To"] = token_address(app.secrets[0], "support@localhost", ref, "bob@desk.test")
+        m["Date"] = format_datetime(start + timedelta(seconds=n))
+        m["Message-ID"] = f"<bob.{ref}.{n}@desk.test>"
+        m.set_content(f"#tag +n{n}\n")
+        ingest(app, [(m.as_bytes(), PIPE)])
+    for n in range(30):
+        by_bob(f"MD-{n % 10 + 1}", n)
+    assert [show(app, f"MD-{i}")["tags"] for i in (1, 10)] == [["n0", "n10", "n20"],
+                                                               ["n9", "n19", "n29"]]
+    by_bob("MD-1", 31)
+    assert "n31" not in show(app, "MD-1")["tags"]
+    events = show(app, "MD-1")["events"]
+    assert [e["data"]["reason"] for e in events if e["kind"] == "loop.received"] == \
+        ["more than 3 mails from bob@desk.test on MD-1 in 600 s"]
+    assert events[-1]["kind"] == "commands.ignored"

@@ -223,7 +223,9 @@ class Desk(Strict):
                                       "the rest are named in it, not sent. 0: none.")
     flood_limit: int = Field(20, ge=1, description="More mails than this from one sender, "
                                                     "dated within flood_window seconds, are a "
-                                                    "loop: kept, never answered.")
+                                                    "loop: kept, never answered. An agent's "
+                                                    "mail to a ticket's reply address counts "
+                                                    "that ticket's only.")
     flood_window: float = Field(600.0, gt=0)
     add_cc_participants: bool = Field(
         True, description="A customer's reply with new people in CC makes them participants.")

@@ -84,6 +84,7 @@ _RECENT_FROM = select(func.count()).select_from(T_MESSAGES).where(
     T_MESSAGES.c.from_addr == bindparam("s"), T_MESSAGES.c.direction == "in",
     T_MESSAGES.c.date.between(bindparam("a", type_=T_MESSAGES.c.date.type),
                               bindparam("b", type_=T_MESSAGES.c.date.type)))
+_RECENT_FROM_ON = _RECENT_FROM.where(T_MESSAGES.c.ticket_id == bindparam("t"))
 _OPENED_BY = select(func.count()).select_from(T_TICKETS).where(
     T_TICKETS.c.requester == bindparam("r"),
     T_TICKETS.c.created_at >= bindparam("t", type_=T_TICKETS.c.created_at.type))
@@ -378,15 +379,21 @@ class Ledger:
             q = q.where(T_TICKETS.c.assignee.is_(None))
         return [dict(r) for r in self.conn.execute(q).mappings()]
 
-    def recent_from(self, sender: str, start: datetime, end: datetime) -> int:
-        """Mail from sender dated between start and end, this batch's included.
+    def recent_from(self, sender: str, start: datetime, end: datetime,
+                    on: TicketRow | None = None) -> int:
+        """Mail from sender dated between start and end, this batch's included; on that
+        ticket only, when given.
 
         By the mails' own dates, so that importing a year of history is not a flood.
         """
         pending = sum(1 for m in self.messages if m.values["from_addr"] == sender
-                      and m.values["direction"] == "in" and start <= m.values["date"] <= end)
-        return pending + int(self.conn.scalar(_RECENT_FROM, {"s": sender, "a": start,
-                                                             "b": end}) or 0)
+                      and m.values["direction"] == "in" and start <= m.values["date"] <= end
+                      and (on is None or m.ticket is on))
+        if on is not None and on.id is None:     # opened in this batch: all it has is here
+            return pending
+        query = _RECENT_FROM if on is None else _RECENT_FROM_ON
+        return pending + int(self.conn.scalar(query, {"s": sender, "a": start, "b": end,
+                                                      "t": on.id if on else None}) or 0)
 
     def tickets_opened_by(self, requester: str, since: datetime) -> int:
         """Tickets a requester opened since then, by the desk's clock, this batch's included:

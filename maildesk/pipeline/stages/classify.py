@@ -9,7 +9,8 @@ from ...core.context import Classified, Context, Dropped
 from ...core.fire import fire
 from ...mail.classify import ALERT, AUTO_REPLY, BOUNCE, BULK, LOOP, PERSON, SPAM, Verdict, classify
 from ...mail.parse import UNKNOWN_SENDER, message_ids
-from ...tickets.refs import read_bounce_address
+from ...store.rows import TicketRow
+from ...tickets.refs import read_bounce_address, read_token_ref
 from ..work import Work, recipients
 
 
@@ -23,11 +24,13 @@ def classify_stage(ctx: Context, w: Work) -> None:
     # by the mails' own dates, so that a backlog imported at once is no flood; on both sides
     # of this one's date, so that mail dated backwards is counted too
     when, window = p.date or ctx.now, timedelta(seconds=desk.flood_window)
-    if verdict.kind == PERSON and p.from_addr not in ("", UNKNOWN_SENDER) \
-            and ctx.ledger.recent_from(p.from_addr, when - window, when + window) \
-            >= desk.flood_limit:
-        verdict = Verdict(LOOP, f"more than {desk.flood_limit} mails from "
-                                f"{p.from_addr} in {desk.flood_window:.0f} s")
+    if verdict.kind == PERSON and p.from_addr not in ("", UNKNOWN_SENDER):
+        on = _agents_ticket(ctx, w)
+        if ctx.ledger.recent_from(p.from_addr, when - window, when + window, on) \
+                >= desk.flood_limit:
+            verdict = Verdict(LOOP, f"more than {desk.flood_limit} mails from "
+                                    f"{p.from_addr}{f' on {on.ref}' if on else ''} in "
+                                    f"{desk.flood_window:.0f} s")
     if verdict.kind in (PERSON, AUTO_REPLY, BULK):
         alert = desk.alerts.match(p.from_addr, recipients(w))
         if alert is not None:
@@ -37,6 +40,19 @@ def classify_stage(ctx: Context, w: Work) -> None:
         raise Dropped(verdict.reason)
     if verdict.kind == BOUNCE:      # never a message on a ticket, even when it threads
         _bounce(ctx, w)
+
+
+def _agents_ticket(ctx: Context, w: Work) -> TicketRow | None:
+    """The ticket an agent's mail to its reply address is about, whose mail alone counts
+    towards the agent's flood: an agent working a queue writes dozens of mails in ten
+    minutes, each to another ticket, while a loop (their autoresponder and a customer's
+    answering each other) goes round one ticket. None for anyone else's mail."""
+    desk = ctx.settings.desk
+    if desk.agent(w.parsed.from_addr) is None:
+        return None
+    found = next((r for r in (read_token_ref(a, desk.addresses, desk.ref_prefix)
+                              for a in recipients(w)) if r is not None), None)
+    return ctx.ledger.by_ref(found[0]) if found is not None else None
 
 
 def _bounce(ctx: Context, w: Work) -> None:
