@@ -275,6 +275,16 @@ def test_split_makes_a_ticket_of_the_answered_message(app: App) -> None:
     assert to(sent(app, "MD-2")[-1]) == [CY]
 
 
+def test_split_answering_only_the_notification_finds_the_message_it_relayed(
+        app: App) -> None:
+    """Clients that answer with In-Reply-To alone (or trim References) name only our
+    notification: the message it relayed is found in its stored headers."""
+    notice = two_on_one(app)
+    as_agent(app, "MD-1", "#split\n", In_Reply_To=notice["Message-ID"])
+    assert tickets(app) == 2 and show(app, "MD-2")["requester"] == CY
+    assert "<c2@customer.test>" in [m["message_id"] for m in show(app, "MD-2")["messages"]]
+
+
 def test_split_by_message_id(app: App) -> None:
     two_on_one(app)
     as_agent(app, "MD-1", "#split <c2@customer.test>\n")

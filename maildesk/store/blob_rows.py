@@ -144,7 +144,7 @@ class DatabaseBlobs(BlobStore):
             self.files.forget(digest, conn)
 
     def batch(self, conn: Connection) -> DatabaseBatch:
-        return DatabaseBatch(conn)
+        return DatabaseBatch(self, conn)
 
     def close(self) -> None:
         if self.files is not None:
@@ -156,8 +156,8 @@ class DatabaseBatch(BlobBatch):
     transaction. A row already there is read and checked at put(), as FileBatch checks a
     stored copy, and replaced at finish() when damaged."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, store: DatabaseBlobs, conn: Connection) -> None:
+        self.store, self.conn = store, conn
         self._pending: dict[str, bytes] = {}
         self.mended: set[str] = set()          # their damaged row replaced at finish()
         self.repaired = 0

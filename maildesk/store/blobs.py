@@ -191,8 +191,13 @@ class BlobBatch(ABC):
     mends what was lost (`maildesk ingest --repair` does that on purpose, for the mail a
     desk already has)."""
 
+    store: BlobStore
     conn: Connection
     repaired: int                  # copies found damaged and replaced
+
+    def get(self, digest: str) -> bytes:
+        """A blob stored before this batch, read in its transaction (BlobError as get())."""
+        return self.store.get(digest, self.conn)
 
     @property
     @abstractmethod
@@ -443,6 +448,8 @@ class FileBlobs(BlobStore):
 
 class FileBatch(BlobBatch):
     """Blobs appended to one pack; durable and indexed by finish()."""
+
+    store: FileBlobs
 
     def __init__(self, store: FileBlobs, pack: _Pack, conn: Connection) -> None:
         self.store = store

@@ -104,6 +104,9 @@ _MESSAGE_ON = select(T_MESSAGES.c.id, T_MESSAGES.c.message_id, T_MESSAGES.c.dire
                      T_MESSAGES.c.subject) \
     .where(T_MESSAGES.c.ticket_id == bindparam("tid"),
            T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
+_OUR_MAIL = select(T_OUTBOX.c.digest).where(
+    T_OUTBOX.c.ticket_id == bindparam("tid"),
+    T_OUTBOX.c.message_id.in_(bindparam("ids", expanding=True))).order_by(T_OUTBOX.c.id)
 _FIRST_MESSAGE = select(func.min(T_MESSAGES.c.id)).where(T_MESSAGES.c.ticket_id == bindparam("tid"))
 
 # inbound mail older than a batch's that another node's batch holds: FOR SHARE waits for
@@ -318,6 +321,13 @@ class Ledger:
         first = self.conn.scalar(_FIRST_MESSAGE, {"tid": ticket.id}) if rows else None
         return [rows[m] | {"first": rows[m]["id"] == first}
                 for m in dict.fromkeys(message_ids) if m in rows]
+
+    def our_mail(self, ticket: TicketRow, message_ids: list[str]) -> list[str]:
+        """The digests of the mail we sent on ticket (notifications, replies) among
+        message_ids: what their stored bytes answered is in their headers."""
+        if ticket.id is None or not message_ids:
+            return []
+        return list(self.conn.scalars(_OUR_MAIL, {"tid": ticket.id, "ids": message_ids}))
 
     def message_count(self, ticket: TicketRow) -> int:
         """Messages on a ticket, this batch's included."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from ...core.problems import open_problem
 from ...core.views import send_agent_view
 from ...kb import drafts
 from ...kb.articles import SLUG
+from ...mail.parse import message_ids
+from ...store.blobs import BlobError
 from ...store.rows import TicketRow
 from ...tickets.apply import open_ticket, store_message
 from ...tickets.commands import Plan, plan, split_commands
@@ -244,9 +247,14 @@ def _to_split(ctx: Context, w: Work, ticket: TicketRow, asked: Plan) -> dict[str
     this mail answers (a notification answers the message it is about); None with the
     reason among asked.errors."""
     desk, named = ctx.settings.desk, asked.split
-    found = ctx.ledger.messages_on(ticket, [named] if named else list(w.parsed.thread_ids))
+    ids = [named] if named else list(w.parsed.thread_ids)
+    found = ctx.ledger.messages_on(ticket, ids)
     theirs = [m for m in found if m["direction"] == "in" and m["visibility"] == "public"
               and desk.agent(m["from_addr"]) is None]
+    if not theirs and not named:    # a client that names only our notification it answers
+        found = ctx.ledger.messages_on(ticket, _answered(ctx, ticket, ids))
+        theirs = [m for m in found if m["direction"] == "in" and m["visibility"] == "public"
+                  and desk.agent(m["from_addr"]) is None]
     what = f"#split {named}".strip()
     if not theirs:
         asked.errors.append(
@@ -261,6 +269,24 @@ def _to_split(ctx: Context, w: Work, ticket: TicketRow, asked: Plan) -> dict[str
                             "split off a later message")
         return None
     return theirs[0]
+
+
+def _answered(ctx: Context, ticket: TicketRow, ids: list[str]) -> list[str]:
+    """The Message-IDs that our mail among ids answered, newest first: a notification's
+    In-Reply-To and References name the customer's message it relays. Read from its
+    stored bytes' headers (mail clients that answer with In-Reply-To alone, or that trim
+    References, leave the customer's message out of the agent's mail)."""
+    answered: list[str] = []
+    for digest in reversed(ctx.ledger.our_mail(ticket, ids)):
+        try:
+            raw = ctx.blobs.get(digest)
+        except BlobError:       # `maildesk blobs verify` tells of it; the mail goes on
+            continue
+        head = raw[:64 * 1024].split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        headers = HeaderParser().parsestr(head, headersonly=True)
+        answered += message_ids(headers.get("In-Reply-To", "")) + \
+            tuple(reversed(message_ids(headers.get("References", ""))))
+    return list(dict.fromkeys(answered))
 
 
 def _split(ctx: Context, ticket: TicketRow, message: dict[str, Any], name: str) -> None:
