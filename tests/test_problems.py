@@ -237,6 +237,13 @@ def test_the_command_line_links_records_and_lists_problems(
     cli("tickets", "status", "MD-3", "resolved", "--as", "bob")
     listed = json.loads(cli("problems", "list", "--format", "json"))
     assert (listed[0]["incidents"], listed[0]["open_incidents"]) == (2, 0)
+    problem, incident = cli("tickets", "show", "MD-3"), cli("tickets", "show", "MD-1")
+    for said in ("root_cause:  Firmware 2.1.", "workaround:  Use tray 1.",
+                 "known_error: yes", "resolved: MD-1, MD-2"):
+        assert said in problem, (said, problem)
+    assert "problem:     MD-3" in incident and "resolved_by: MD-3" in incident, incident
+    assert "root_cause:" not in incident and "tags:" not in incident, \
+        "a field with nothing in it is left out"
 
 
 # -- end to end: a real `maildesk serve`, real SMTP, the outbox maildir ----------------------

@@ -16,6 +16,8 @@ from ..kb.search import customer_words
 if TYPE_CHECKING:
     from ..ml.triage import Model
 
+FACT = "predicted."      # the prefix of the facts a prediction gives the rules
+
 
 def predicted(model: Model, subject: str, text: str) -> dict[str, Any] | None:
     """The model's label and confidence for each field it predicts, and which model; None
@@ -26,5 +28,20 @@ def predicted(model: Model, subject: str, text: str) -> dict[str, Any] | None:
     out: dict[str, Any] = {"model": model.id}
     for target, g in guesses.items():
         out[target] = g.label
-        out["confidence" if target == "category" else f"{target}_confidence"] = g.confidence
+        out[confidence_key(target)] = g.confidence
     return out
+
+
+def as_facts(guess: dict[str, Any]) -> dict[str, Any]:
+    """A prediction as the rules' facts name it (predicted.category, predicted.confidence,
+    ...), in the order rules/vocabulary.py declares them: what people and scripts are
+    shown, so one name means one thing everywhere. The record keeps the short keys."""
+    from ..rules.vocabulary import FIELDS
+    return {name: guess[key] for name in FIELDS
+            if name.startswith(FACT) and (key := name.removeprefix(FACT)) in guess}
+
+
+def confidence_key(target: str) -> str:
+    """Where a field's confidence is kept: `confidence` is the category's (the fact rules
+    use most, predicted.confidence), the others are named after their field."""
+    return "confidence" if target == "category" else f"{target}_confidence"
