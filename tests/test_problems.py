@@ -233,7 +233,8 @@ def test_the_command_line_links_records_and_lists_problems(
                        "queue": "general", "assignee": "bob", "known_error": True,
                        "root_cause": "Firmware 2.1.", "workaround": "Use tray 1.",
                        "incidents": 2, "open_incidents": 2}]
-    assert "MD-3" in cli("problems", "list")
+    table = cli("problems", "list")
+    assert "MD-3" in table and "root cause" in table and "Firmware 2.1." in table
     cli("tickets", "status", "MD-3", "resolved", "--as", "bob")
     listed = json.loads(cli("problems", "list", "--format", "json"))
     assert (listed[0]["incidents"], listed[0]["open_incidents"]) == (2, 0)

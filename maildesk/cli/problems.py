@@ -25,8 +25,8 @@ def problems() -> None:
 @FORMAT
 @click.pass_obj
 def problems_list(obj: Obj, fmt: str) -> None:
-    """Problems, newest first: status, known error, workaround, and their incidents (all
-    linked, and those not yet resolved)."""
+    """Problems, newest first: status, known error, root cause, workaround, and their
+    incidents (all linked, and those not yet resolved)."""
     app = obj.app(existing=True)
     with app.sessions() as session:
         rows = list_problems(session)
@@ -35,7 +35,7 @@ def problems_list(obj: Obj, fmt: str) -> None:
     else:
         emit_table([r | {"known_error": "yes" if r["known_error"] else "no"} for r in rows],
                    ["ref", "status", "known_error", "incidents", "open_incidents", "queue",
-                    "assignee", "subject", "workaround"], empty="no problems")
+                    "assignee", "subject", "root_cause", "workaround"], empty="no problems")
 
 
 @problems.command("suggest")
