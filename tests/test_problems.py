@@ -118,6 +118,9 @@ def test_problem_commands_that_cannot_be_are_refused_whole(app: App, ref: str, b
     assert not show(app, "MD-3")["known_error"]
     error = sent(app, "command_error")[-1]
     assert error[1] == ["bob@desk.test"] and said in text(error[2])
+    for command in ("#problem new|REF|none", "#root-cause TEXT", "#workaround TEXT",
+                    "#known-error [off]", "#split"):
+        assert command in text(error[2]), f"the help lists {command}"
 
 
 def test_a_known_errors_workaround_reaches_the_open_linked_incidents_only(app: App) -> None:
