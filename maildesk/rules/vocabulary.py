@@ -56,6 +56,14 @@ FIELDS: dict[str, str] = {
     "predicted.type": "text", "predicted.type_confidence": "number",
 }
 HEADER_PREFIX = "header."   # header.x-priority, header.list-id: every value of that header
+PREDICTED = tuple(name for name in FIELDS if name.startswith("predicted."))
+# facts of one event alone: on any other they have no value, so a condition on them is a
+# mistake (it never holds, or under `not` always)
+ONLY_ON: dict[str, str] = {name: "ticket.created" for name in PREDICTED}
+# numbers with bounds, and why: a comparison outside them never holds, or always
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    name: (0.0, 1.0, "confidences are 0 to 1 (80 % is 0.8)") for name in PREDICTED
+    if FIELDS[name] == "number"}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -182,7 +190,6 @@ _GETTERS: dict[str, Callable[[Facts], Any]] = {
     "changed": lambda f: f.event.get("field") or "",
     "rating": lambda f: f.event.get("rating"),
     "satisfied": lambda f: f.event.get("satisfied"),
-    **{name: _predicted(name.partition(".")[2]) for name in FIELDS
-       if name.startswith("predicted.")},
+    **{name: _predicted(name.partition(".")[2]) for name in PREDICTED},
 }
 assert set(_GETTERS) == set(FIELDS)
