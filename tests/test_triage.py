@@ -368,17 +368,32 @@ def test_the_commands_train_show_predict_and_the_dry_run(
 
     r = run_cli("triage", "train", config=cfg)
     assert r.returncode == 0 and b"trained on 200 tickets" in r.stdout, r.stderr
-    assert re.search(rb"category\W+200\W+4\W+\d+%\W+\d+%\W+\d+% of mail, \d+% right",
+    assert re.search(rb"category\W+200\W+4\W+40\W+\d+%\W+\d+%\W+\d+% of mail, \d+% right",
                      r.stdout), r.stdout
     shown = json.loads(run_cli("triage", "show", "--format", "json", config=cfg).stdout)
     assert shown["tickets"] == 200 and shown["targets"]["category"]["tested"] == 40
+    assert shown["held_back"] == 40
+    assert shown["targets"]["category"]["labels"] == sorted(SHARES)
     assert shown["before"] == []
-    assert b"above 0.8" in run_cli("triage", "show", config=cfg).stdout
+    said = run_cli("triage", "show", config=cfg).stdout.decode()
+    for line in ("above 0.8", "trained on the older 160 tickets, tested on the newest 40 "
+                 "(held back)", "commonest: always guessing the commonest label",
+                 "category labels: accounts, billing, network, printing",
+                 "type labels: incident, request"):
+        assert line in said, (line, said)
     r = run_cli("triage", "predict", str(eml), "--format", "json", config=cfg)
     guess = json.loads(r.stdout)
-    assert guess["category"] == "printing" and guess["model"] == shown["model"]
+    assert guess["predicted.category"] == "printing" and guess["model"] == shown["model"]
+    assert set(guess) == {"model", "predicted.category", "predicted.confidence",
+                          "predicted.type", "predicted.type_confidence"}, \
+        "the names of the rules' facts"
     r = run_cli("triage", "predict", str(eml), config=cfg)
     assert b"predicted.category:" in r.stdout and b"printing" in r.stdout
+    customers(app, [("printer jammed", "The printer shows a paper jam in tray 2.", "", "")],
+              NOW)
+    said = run_cli("tickets", "show", "MD-201", config=cfg).stdout.decode()
+    assert re.search(r"predicted: category printing \(0\.\d\d\), type incident \(0\.\d\d\)",
+                     said), said
     assert run_cli("triage", "predict", str(tmp_path / "none.eml"), config=cfg).returncode == 66
     (tmp_path / "bad.eml").write_bytes(b"")
     assert run_cli("triage", "predict", str(tmp_path / "bad.eml"), config=cfg).returncode == 65

@@ -212,13 +212,13 @@ def _event_said(kind: str, data: dict[str, Any]) -> str:
 
 def _predicted(guess: dict[str, Any]) -> str:
     """`predicted: category printing (0.93), queue it (0.81)`: each field the model
-    predicted, with its confidence."""
-    from ..core.triage import FACT, as_facts, confidence_key
-    facts = as_facts(guess)
+    predicted, with its confidence, in the order of the rules' facts."""
+    from ..core.triage import confidence_key
+    from ..rules.vocabulary import FIELDS, PREDICTED
+    fields = [name.partition(".")[2] for name in PREDICTED if FIELDS[name] == "text"]
     return "predicted: " + ", ".join(
-        f"{field} {value} ({float(facts.get(FACT + confidence_key(field)) or 0):.2f})"
-        for field, value in ((n.removeprefix(FACT), v) for n, v in facts.items())
-        if not field.endswith("confidence"))
+        f"{f} {guess[f]} ({float(guess.get(confidence_key(f)) or 0):.2f})"
+        for f in fields if f in guess)
 
 
 def merged(data: dict[str, Any]) -> str:

@@ -16,8 +16,6 @@ from ..kb.search import customer_words
 if TYPE_CHECKING:
     from ..ml.triage import Model
 
-FACT = "predicted."      # the prefix of the facts a prediction gives the rules
-
 
 def predicted(model: Model, subject: str, text: str) -> dict[str, Any] | None:
     """The model's label and confidence for each field it predicts, and which model; None
@@ -36,9 +34,8 @@ def as_facts(guess: dict[str, Any]) -> dict[str, Any]:
     """A prediction as the rules' facts name it (predicted.category, predicted.confidence,
     ...), in the order rules/vocabulary.py declares them: what people and scripts are
     shown, so one name means one thing everywhere. The record keeps the short keys."""
-    from ..rules.vocabulary import FIELDS
-    return {name: guess[key] for name in FIELDS
-            if name.startswith(FACT) and (key := name.removeprefix(FACT)) in guess}
+    from ..rules.vocabulary import PREDICTED
+    return {name: guess[key] for name in PREDICTED if (key := name.partition(".")[2]) in guess}
 
 
 def confidence_key(target: str) -> str:
