@@ -215,7 +215,10 @@ def test_the_command_line_shows_proposes_lists_and_accepts(
     shown = json.loads(cli("problems", "suggest", "--format", "json"))
     assert [g["incidents"] for g in shown] == [["MD-1", "MD-2", "MD-3", "MD-4", "MD-5"]]
     assert shown[0]["proposal"] is None and proposals(app) == [], "only shown"
-    assert "MD-1 MD-2 MD-3 MD-4 MD-5" in cli("problems", "suggest")
+    table = cli("problems", "suggest")
+    assert "MD-1 MD-2 MD-3 MD-4 MD-5" in table
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d ", table) and not re.search(r"\dT\d", table), \
+        "times as `tickets list` shows them"
     none = cli("problems", "suggest", "--since", "1s")
     assert "no group of 5 or more alike incidents in the last 1s" in none
     bad = run_cli("problems", "suggest", "--since", "soon", config=cfg)
@@ -225,8 +228,10 @@ def test_the_command_line_shows_proposes_lists_and_accepts(
     assert isinstance(pid, int) and len(sent_all(app, "problem_proposal")) == 1
     assert json.loads(cli("problems", "suggest", "--format", "json")) == [], "proposed once"
     listed = json.loads(cli("problems", "proposals", "--format", "json"))
-    assert [(r["id"], r["to"], r["incidents"], r["problem"]) for r in listed] == \
-        [(pid, "lea@desk.test", ["MD-1", "MD-2", "MD-3", "MD-4", "MD-5"], None)]
+    assert [(r["id"], r["to"], r["incidents"], r["subject"], r["problem"], r["assignee"])
+            for r in listed] == \
+        [(pid, "lea@desk.test", ["MD-1", "MD-2", "MD-3", "MD-4", "MD-5"], "SAP is down", None,
+          None)]
     assert "lea@desk.test" in cli("problems", "proposals")
     unknown = run_cli("problems", "accept", str(pid + 5), "--as", "bob", config=cfg)
     assert unknown.returncode == 66 and b"no proposal" in unknown.stderr
@@ -235,7 +240,12 @@ def test_the_command_line_shows_proposes_lists_and_accepts(
     assert cli("problems", "accept", str(pid), "--as", "bob").startswith(
         f"MD-9: problem of proposal {pid}, assigned to bob")
     assert show(app, "MD-3")["problem"] == "MD-9"
-    assert json.loads(cli("problems", "proposals", "--format", "json"))[0]["problem"] == "MD-9"
+    accepted = json.loads(cli("problems", "proposals", "--format", "json"))[0]
+    assert (accepted["problem"], accepted["assignee"]) == ("MD-9", "bob")
+    table = cli("problems", "proposals")
+    for said in ("SAP is down", "MD-9", "bob", accepted["accepted_at"][:16].replace("T", " ")):
+        assert said in table, (said, table)
+    assert not re.search(r"\dT\d", table), "times as `tickets list` shows them"
 
 
 # -- end to end: a real `maildesk serve`, real SMTP, the outbox maildir ----------------------
