@@ -102,6 +102,14 @@ def test_a_group_needs_min_size_and_nothing_needs_no_words() -> None:
     assert groups([], similarity=0.4, span=60, min_size=3) == []
 
 
+def test_a_span_is_said_in_words_rounded_up() -> None:
+    """The proposal's "arrived within ..." (filter `duration`): never less than it was."""
+    from maildesk.notify.templates import duration
+    said = [duration(timedelta(seconds=s)) for s in (0, 40, 240, 241, 5400, 7200, 3 * 86400)]
+    assert said == ["1 second", "40 seconds", "4 minutes", "5 minutes", "90 minutes",
+                    "2 hours", "3 days"]
+
+
 # -- proposed by the job, accepted by the lead's answer ---------------------------------
 
 def test_a_group_is_proposed_to_the_lead_once_and_their_answer_makes_the_problem(
@@ -118,6 +126,8 @@ def test_a_group_is_proposed_to_the_lead_once_and_their_answer_makes_the_problem
     for ref in ("MD-1", "MD-2", "MD-3", "MD-4", "MD-5"):
         assert ref in text(m)
     assert "MD-6" not in text(m)
+    assert re.search(r"arrived within \d+ seconds? of each other", text(m)), \
+        "the span the incidents took, not problems.span (2h)"
     reply = m["Reply-To"].addresses[0].addr_spec
     assert reply == proposal_address(app.secrets[0], "support@localhost", p.id, "lea@desk.test")
 
