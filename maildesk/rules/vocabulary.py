@@ -49,8 +49,8 @@ FIELDS: dict[str, str] = {
     # a survey's answer (survey.answered)
     "rating": "number", "satisfied": "bool",
     # what the triage model predicted for a new ticket's mail (ticket.created; README:
-    # Triage); confidence is the category's. No model, or no word it knows: no value, and
-    # no condition on them holds
+    # "Triage on arrival"); confidence is the category's. No model, or no word it knows:
+    # no value, and no condition on them holds
     "predicted.category": "text", "predicted.confidence": "number",
     "predicted.queue": "text", "predicted.queue_confidence": "number",
     "predicted.type": "text", "predicted.type_confidence": "number",
