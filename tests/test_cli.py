@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,28 @@ def test_the_starter_config_names_every_setting() -> None:
                 walk(field.annotation, f"{path}{name}.")
     walk(Settings, "")
     assert not missing
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_jobs_help_and_the_readme_name_every_job() -> None:
+    """The help is made from the job registry; the README's table is written by hand."""
+    from maildesk.scheduler.jobs import OUTBOX, PLANNED
+    names = [p.name for p in PLANNED] + [OUTBOX.name]
+    said = run_cli("jobs", "--help").stdout.decode()
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+               if line.startswith("| `maildesk jobs run"))
+    for name in names:
+        assert f"\n  {name} " in said, (name, said)
+        assert f"`{name}`" in row, (name, row)
+
+
+def test_the_starter_configs_readme_references_name_its_sections() -> None:
+    """`(README: "Problem management")` in a comment of `maildesk init`'s configuration
+    names a heading of the README, or a term it explains in bold."""
+    readme = (ROOT / "README.md").read_text()
+    named = re.findall(r'README[:,] "([^"]+)"', (ROOT / "config" / "maildesk.yaml").read_text())
+    assert "Problem management" in named and "Triage on arrival" in named
+    for name in named:
+        assert re.search(rf"^#+ {re.escape(name)}|\*\*{re.escape(name)}\*\*", readme, re.M), name

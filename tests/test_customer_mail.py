@@ -193,6 +193,7 @@ def test_agents_get_the_customers_attachments_up_to_the_limit(
     assert [(p.get_filename(), p.get_content()) for p in notice.iter_attachments()] == \
         [("small.png", b"\x89PNG small")]
     text = text_of(notice)
+    assert "Requester: ana@customer.test\n" in text, "no display name: the address alone"
     assert "small.png (10 bytes)\n" in text
     assert "big.pdf (4.9 KiB): left out, over the desk's" in text
     ack = sent(app, "acknowledgement")[0]
@@ -219,6 +220,7 @@ def test_an_agent_asks_for_the_whole_thread_by_mail(make_app: Callable[..., App]
     assert history["To"].addresses[0].addr_spec == "bob@desk.test"
     assert history["Reply-To"].addresses[0].addr_spec.startswith("support+md-1-")
     text = text_of(history)
+    assert "Requester: Ana Lima <ana@customer.test>\n" in text
     order = [text.index(s) for s in ("The printer blinks red.", "Thank you for writing.",
                                      "Please switch it off and on.",
                                      "Toner supplier is slow this week.")]

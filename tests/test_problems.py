@@ -129,6 +129,9 @@ def test_problem_commands_that_cannot_be_are_refused_whole(app: App, ref: str, b
     assert not show(app, "MD-3")["known_error"]
     error = sent(app, "command_error")[-1]
     assert error[1] == ["bob@desk.test"] and said in text(error[2])
+    for command in ("#problem new|REF|none", "#root-cause TEXT", "#workaround TEXT",
+                    "#known-error [off]", "#split"):
+        assert command in text(error[2]), f"the help lists {command}"
 
 
 def test_a_known_errors_workaround_reaches_the_open_linked_incidents_only(app: App) -> None:
@@ -298,10 +301,18 @@ def test_the_command_line_links_records_and_lists_problems(
                        "queue": "general", "assignee": "bob", "known_error": True,
                        "root_cause": "Firmware 2.1.", "workaround": "Use tray 1.",
                        "incidents": 2, "open_incidents": 2}]
-    assert "MD-3" in cli("problems", "list")
+    table = cli("problems", "list")
+    assert "MD-3" in table and "root cause" in table and "Firmware 2.1." in table
     cli("tickets", "status", "MD-3", "resolved", "--as", "bob")
     listed = json.loads(cli("problems", "list", "--format", "json"))
     assert (listed[0]["incidents"], listed[0]["open_incidents"]) == (2, 0)
+    problem, incident = cli("tickets", "show", "MD-3"), cli("tickets", "show", "MD-1")
+    for said in ("root_cause:  Firmware 2.1.", "workaround:  Use tray 1.",
+                 "known_error: yes", "resolved: MD-1, MD-2"):
+        assert said in problem, (said, problem)
+    assert "problem:     MD-3" in incident and "resolved_by: MD-3" in incident, incident
+    assert "root_cause:" not in incident and "tags:" not in incident, \
+        "a field with nothing in it is left out"
 
 
 # -- end to end: a real `maildesk serve`, real SMTP, the outbox maildir ----------------------

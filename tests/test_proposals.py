@@ -102,6 +102,14 @@ def test_a_group_needs_min_size_and_nothing_needs_no_words() -> None:
     assert groups([], similarity=0.4, span=60, min_size=3) == []
 
 
+def test_a_span_is_said_in_words_rounded_up() -> None:
+    """The proposal's "arrived within ..." (filter `duration`): never less than it was."""
+    from maildesk.notify.templates import duration
+    said = [duration(timedelta(seconds=s)) for s in (0, 40, 240, 241, 5400, 7200, 3 * 86400)]
+    assert said == ["1 second", "40 seconds", "4 minutes", "5 minutes", "90 minutes",
+                    "2 hours", "3 days"]
+
+
 # -- proposed by the job, accepted by the lead's answer ---------------------------------
 
 def test_a_group_is_proposed_to_the_lead_once_and_their_answer_makes_the_problem(
@@ -118,6 +126,8 @@ def test_a_group_is_proposed_to_the_lead_once_and_their_answer_makes_the_problem
     for ref in ("MD-1", "MD-2", "MD-3", "MD-4", "MD-5"):
         assert ref in text(m)
     assert "MD-6" not in text(m)
+    assert re.search(r"arrived within \d+ seconds? of each other", text(m)), \
+        "the span the incidents took, not problems.span (2h)"
     reply = m["Reply-To"].addresses[0].addr_spec
     assert reply == proposal_address(app.secrets[0], "support@localhost", p.id, "lea@desk.test")
 
@@ -229,7 +239,10 @@ def test_the_command_line_shows_proposes_lists_and_accepts(
     shown = json.loads(cli("problems", "suggest", "--format", "json"))
     assert [g["incidents"] for g in shown] == [["MD-1", "MD-2", "MD-3", "MD-4", "MD-5"]]
     assert shown[0]["proposal"] is None and proposals(app) == [], "only shown"
-    assert "MD-1 MD-2 MD-3 MD-4 MD-5" in cli("problems", "suggest")
+    table = cli("problems", "suggest")
+    assert "MD-1 MD-2 MD-3 MD-4 MD-5" in table
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d ", table) and not re.search(r"\dT\d", table), \
+        "times as `tickets list` shows them"
     none = cli("problems", "suggest", "--since", "1s")
     assert "no group of 5 or more alike incidents in the last 1s" in none
     for wrong, said in (("soon", b"not a duration"), ("99999999d", b"over 100 years"),
@@ -243,8 +256,10 @@ def test_the_command_line_shows_proposes_lists_and_accepts(
     assert isinstance(pid, int) and len(sent_all(app, "problem_proposal")) == 1
     assert json.loads(cli("problems", "suggest", "--format", "json")) == [], "proposed once"
     listed = json.loads(cli("problems", "proposals", "--format", "json"))
-    assert [(r["id"], r["to"], r["incidents"], r["problem"]) for r in listed] == \
-        [(pid, "lea@desk.test", ["MD-1", "MD-2", "MD-3", "MD-4", "MD-5"], None)]
+    assert [(r["id"], r["to"], r["incidents"], r["subject"], r["problem"], r["assignee"])
+            for r in listed] == \
+        [(pid, "lea@desk.test", ["MD-1", "MD-2", "MD-3", "MD-4", "MD-5"], "SAP is down", None,
+          None)]
     assert "lea@desk.test" in cli("problems", "proposals")
     unknown = run_cli("problems", "accept", str(pid + 5), "--as", "bob", config=cfg)
     assert unknown.returncode == 66 and b"no proposal" in unknown.stderr
@@ -253,7 +268,12 @@ def test_the_command_line_shows_proposes_lists_and_accepts(
     assert cli("problems", "accept", str(pid), "--as", "bob").startswith(
         f"MD-9: problem of proposal {pid}, assigned to bob")
     assert show(app, "MD-3")["problem"] == "MD-9"
-    assert json.loads(cli("problems", "proposals", "--format", "json"))[0]["problem"] == "MD-9"
+    accepted = json.loads(cli("problems", "proposals", "--format", "json"))[0]
+    assert (accepted["problem"], accepted["assignee"]) == ("MD-9", "bob")
+    table = cli("problems", "proposals")
+    for said in ("SAP is down", "MD-9", "bob", accepted["accepted_at"][:16].replace("T", " ")):
+        assert said in table, (said, table)
+    assert not re.search(r"\dT\d", table), "times as `tickets list` shows them"
     again = cli("problems", "accept", str(pid), "--as", "lea")
     assert again.startswith(f"MD-9: proposal {pid} was accepted already; its problem is "
                             "assigned to bob"), again

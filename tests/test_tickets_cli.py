@@ -175,7 +175,7 @@ def test_assign_and_status_do_what_the_mail_commands_do(desk: tuple[App, Path]) 
     assert proofs == ["operator", "operator"]
     text = run_cli("tickets", "show", "MD-1", config=cfg).stdout.decode()
     assert "assignee: - -> bob; by agent bob's command" in text
-    assert f"messages:   3 written, {cli['notice_count']} notices sent" in text, \
+    assert f"messages:    3 written, {cli['notice_count']} notices sent" in text, \
         "the customer's mail and bob's two, as by mail; the notices apart"
     assert "unassigned" not in acts(cfg, "assign", "MD-1", "none")
     assert shown(cfg, "MD-1")["assignee"] is None
@@ -217,6 +217,11 @@ def test_merge_moves_the_messages(desk: tuple[App, Path]) -> None:
     assert len(one["messages"]) >= n + 1
     assert "printer again" in [m["subject"] for m in one["messages"]]
     assert [t["ref"] for t in cli_json(cfg, "tickets", "list", "--search", "again")] == ["MD-1"]
+    moved = next(e["data"]["moved"] for e in two["events"] if e["kind"] == "ticket.merged")
+    assert f"merged into MD-1 ({moved} messages moved)" in \
+        run_cli("tickets", "show", "MD-2", config=cfg).stdout.decode()
+    assert f"absorbed MD-2 ({moved} messages moved)" in \
+        run_cli("tickets", "show", "MD-1", config=cfg).stdout.decode(), "both sides say it"
 
 
 @pytest.mark.parametrize(("args", "code", "said"), [

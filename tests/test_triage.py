@@ -315,6 +315,38 @@ def test_the_rules_take_the_facts_with_the_operators_of_their_kind(tmp_path: Pat
         str(e.value.problems)
 
 
+@pytest.mark.parametrize("on, condition, said", [
+    ("ticket.created", "predicted.confidence: {gt: 80}",
+     "3:31: predicted.confidence gt 80 never holds: confidences are 0 to 1"),
+    ("ticket.created", "predicted.queue_confidence: {lt: 2}",
+     "3:37: predicted.queue_confidence lt 2 always holds: confidences are 0 to 1"),
+    ("ticket.created", "predicted.type_confidence: -1",
+     "3:8: predicted.type_confidence is -1 never holds: confidences are 0 to 1"),
+    ("customer.replied", "not: {predicted.category: printing}",
+     "3:14: predicted.category has a value on ticket.created alone, never on "
+     "customer.replied"),
+    ("[ticket.created, sla.warning]", "predicted.confidence: {gt: 0.8}",
+     "3:8: predicted.confidence has a value on ticket.created alone, never on sla.warning"),
+    ("ticket.created", "predicted.categroy: printing",
+     "3:8: unknown field 'predicted.categroy' (expected a mail field (from, subject, body, "
+     "header.NAME, ...), a ticket field (queue, status, priority, tags, age, ...), the "
+     "triage model's prediction (predicted.category, predicted.confidence, predicted.queue, "
+     "predicted.queue_confidence, predicted.type, predicted.type_confidence), or all/any/not)"),
+])
+def test_a_condition_on_the_prediction_that_cannot_hold_is_refused_at_its_line(
+        tmp_path: Path, on: str, condition: str, said: str) -> None:
+    """A confidence of 80 (meant: 80 %) never holds, nor a prediction on an event that has
+    none: refused, at the line, saying why."""
+    from maildesk.config.schema import Desk
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"- name: a\n  on: {on}\n  if: {{{condition}}}\n"
+                    "  then: [{tags: {add: [x]}}]\n")
+    with pytest.raises(rules_load.RulesError) as e:
+        rules_load.load([path], Desk(), set())
+    [problem] = e.value.problems
+    assert problem.startswith(f"{path}:{said}"), problem
+
+
 # -- the commands ----------------------------------------------------------------------------
 
 def test_the_commands_train_show_predict_and_the_dry_run(
@@ -336,17 +368,32 @@ def test_the_commands_train_show_predict_and_the_dry_run(
 
     r = run_cli("triage", "train", config=cfg)
     assert r.returncode == 0 and b"trained on 200 tickets" in r.stdout, r.stderr
-    assert re.search(rb"category\W+200\W+4\W+\d+%\W+\d+%\W+\d+% of mail, \d+% right",
+    assert re.search(rb"category\W+200\W+4\W+40\W+\d+%\W+\d+%\W+\d+% of mail, \d+% right",
                      r.stdout), r.stdout
     shown = json.loads(run_cli("triage", "show", "--format", "json", config=cfg).stdout)
     assert shown["tickets"] == 200 and shown["targets"]["category"]["tested"] == 40
+    assert shown["held_back"] == 40
+    assert shown["targets"]["category"]["labels"] == sorted(SHARES)
     assert shown["before"] == []
-    assert b"above 0.8" in run_cli("triage", "show", config=cfg).stdout
+    said = run_cli("triage", "show", config=cfg).stdout.decode()
+    for line in ("above 0.8", "trained on the older 160 tickets, tested on the newest 40 "
+                 "(held back)", "commonest: always guessing the commonest label",
+                 "category labels: accounts, billing, network, printing",
+                 "type labels: incident, request"):
+        assert line in said, (line, said)
     r = run_cli("triage", "predict", str(eml), "--format", "json", config=cfg)
     guess = json.loads(r.stdout)
-    assert guess["category"] == "printing" and guess["model"] == shown["model"]
+    assert guess["predicted.category"] == "printing" and guess["model"] == shown["model"]
+    assert set(guess) == {"model", "predicted.category", "predicted.confidence",
+                          "predicted.type", "predicted.type_confidence"}, \
+        "the names of the rules' facts"
     r = run_cli("triage", "predict", str(eml), config=cfg)
     assert b"predicted.category:" in r.stdout and b"printing" in r.stdout
+    customers(app, [("printer jammed", "The printer shows a paper jam in tray 2.", "", "")],
+              NOW)
+    said = run_cli("tickets", "show", "MD-201", config=cfg).stdout.decode()
+    assert re.search(r"predicted: category printing \(0\.\d\d\), type incident \(0\.\d\d\)",
+                     said), said
     assert run_cli("triage", "predict", str(tmp_path / "none.eml"), config=cfg).returncode == 66
     (tmp_path / "bad.eml").write_bytes(b"")
     assert run_cli("triage", "predict", str(tmp_path / "bad.eml"), config=cfg).returncode == 65

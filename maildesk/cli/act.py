@@ -24,7 +24,7 @@ import click
 from ..config.schema import Agent, Desk
 from ..tickets.views import show_ticket
 from .context import Obj
-from .lists import _value, tickets
+from .lists import _value, merged, tickets
 from .output import EX_NOINPUT, EX_NOUSER, EX_SOFTWARE, EX_USAGE, emit_json, fail
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def _changed(events: list[dict[str, Any]]) -> str:
         elif e["kind"] == "ticket.split" and d.get("into"):
             said.append(f"{d.get('message_id')} split off into {d['into']}")
         elif e["kind"] == "ticket.merged" and d.get("into"):
-            said.append(f"merged into {d['into']} ({d.get('moved', 0)} messages moved)")
+            said.append(merged(d))
         elif e["kind"] == "notification.queued":
             said.append(f"{d.get('template')} queued to {', '.join(d.get('to') or [])}")
     return "; ".join(said) or "nothing changed"

@@ -134,17 +134,26 @@ def tickets_show(obj: Obj, ref: str, fmt: str) -> None:
         _print_ticket(data)
 
 
+# the width of the field names `tickets show` prints in a column, the longest with a space
+LABEL = len("resolved_by: ")
+# a ticket's fields that most tickets leave empty: shown only when they hold something
+# (a problem's record, an incident's problem, tags)
+WHEN_SET = ("problem", "root_cause", "workaround", "known_error", "resolved_by", "tags")
+
+
 def _print_ticket(t: dict[str, Any]) -> None:
     console = Console(highlight=False)
     console.print(Text(t["ref"], style="bold") + "  " + safe(t["subject"]))
     for k in ("status", "type", "priority", "category", "queue", "assignee", "requester",
-              "cc", "linked_to", "created_at", "updated_at"):
-        v = second(t[k]) if k.endswith("_at") else t[k]
+              "cc", "linked_to", "created_at", "updated_at", *WHEN_SET):
+        if k in WHEN_SET and not t[k]:
+            continue
+        v = second(t[k]) if k.endswith("_at") else "yes" if t[k] is True else t[k]
         shown = ", ".join(v) if isinstance(v, list) else v or "-"
-        console.print(safe(f"  {k + ':':<12}{shown}"), markup=False)
+        console.print(safe(f"  {k + ':':<{LABEL}}{shown}"), markup=False)
     # the conversation is what people wrote; our acknowledgements, relays and notices to
     # agents are listed with it but counted apart
-    console.print(f"  {'messages:':<12}{t['message_count']} written, "
+    console.print(f"  {'messages:':<{LABEL}}{t['message_count']} written, "
                   f"{t['notice_count']} notices sent", markup=False)
     for m in t["messages"]:
         unproven = " (sender not verified)" if m["sender_verified"] is False else ""
@@ -167,13 +176,15 @@ def _print_ticket(t: dict[str, Any]) -> None:
         console.print(safe(f"  {second(e['at'])}  {e['kind']:<26} {e['actor'] or ''}"),
                       markup=False,
                       soft_wrap=True)
-        said = _event_said(e["data"] or {})
+        said = _event_said(e["kind"], e["data"] or {})
         if said:
             console.print(safe(f"      {said}"), markup=False, soft_wrap=True)
 
 
-def _event_said(data: dict[str, Any]) -> str:
-    """What an event changed, told whom, why, and which rules it matched, in one line."""
+def _event_said(kind: str, data: dict[str, Any]) -> str:
+    """What an event changed, told whom, why, and which rules it matched, in one line;
+    and what the record of a few kinds holds that nothing else shows: the triage model's
+    prediction on a new ticket, the incidents a resolved problem resolved, a merge."""
     parts = []
     if "field" in data:
         parts.append(f"{data['field']}: {_value(data.get('old'))} -> {_value(data.get('new'))}")
@@ -182,12 +193,42 @@ def _event_said(data: dict[str, Any]) -> str:
     if "field" in data and (data.get("rule") or data.get("agent")):   # why: who asked
         parts.append(f"by rule {data['rule']}" if data.get("rule")
                      else f"by agent {data['agent']}'s command")
+    if data.get("predicted"):
+        parts.append(_predicted(data["predicted"]))
+    if kind == "problem.resolved":
+        parts.append(f"resolved: {_value(data.get('resolved') or None)}")
+        if data.get("left"):
+            parts.append(f"left open: {_value(data['left'])}"
+                         + (f" ({data['why_left']})" if data.get("why_left") else ""))
+    if kind == "ticket.merged":
+        parts.append(merged(data))
     if data.get("reason"):
         parts.append(str(data["reason"]))
     hits = (data.get("rules") or {}).get("hits")
     if hits:
         parts.append("rules matched: " + ", ".join(hits))
     return "; ".join(parts)[:500]
+
+
+def _predicted(guess: dict[str, Any]) -> str:
+    """`predicted: category printing (0.93), queue it (0.81)`: each field the model
+    predicted, with its confidence, in the order of the rules' facts."""
+    from ..core.triage import confidence_key
+    from ..rules.vocabulary import FIELDS, PREDICTED
+    fields = [name.partition(".")[2] for name in PREDICTED if FIELDS[name] == "text"]
+    return "predicted: " + ", ".join(
+        f"{f} {guess[f]} ({float(guess.get(confidence_key(f)) or 0):.2f})"
+        for f in fields if f in guess)
+
+
+def merged(data: dict[str, Any]) -> str:
+    """A `ticket.merged` event in words, from either side: the ticket merged away names
+    where it went (`into`), the one that took it what it took (`absorbed`)."""
+    moved = f"{data.get('moved', 0)} messages moved"
+    if data.get("into"):
+        return f"merged into {data['into']} ({moved})"
+    added = f"; cc added: {_value(data['cc_added'])}" if data.get("cc_added") else ""
+    return f"absorbed {data.get('absorbed')} ({moved}{added})"
 
 
 def _value(v: Any) -> str:

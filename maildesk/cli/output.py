@@ -44,6 +44,10 @@ def emit_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+# the columns of free text a table cuts short, so that the columns after them stay in view
+LONG = ("subject", "reason", "to", "root_cause", "workaround")
+
+
 def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
                empty: str = "nothing to show") -> None:
     # piped output keeps whole values: `| grep` and `| less -S` want full lines
@@ -54,7 +58,7 @@ def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
     table = Table(show_edge=False, header_style="bold")
     for c in columns:
         table.add_column(c.replace("_", " "), overflow="ellipsis", no_wrap=True,
-                         max_width=48 if c in ("subject", "reason", "to") else None)
+                         max_width=48 if c in LONG else None)
     for r in rows:
         table.add_row(*[_cell(r.get(c)) for c in columns])
     console.print(table)

@@ -13,7 +13,7 @@ import click
 from ..tickets.views import list_problems
 from .act import AS, act_as, as_agent
 from .context import Obj
-from .output import EX_NOINPUT, EX_SOFTWARE, FORMAT, emit_json, emit_table, fail
+from .output import EX_NOINPUT, EX_SOFTWARE, FORMAT, emit_json, emit_table, fail, minute
 
 
 @click.group()
@@ -25,8 +25,8 @@ def problems() -> None:
 @FORMAT
 @click.pass_obj
 def problems_list(obj: Obj, fmt: str) -> None:
-    """Problems, newest first: status, known error, workaround, and their incidents (all
-    linked, and those not yet resolved)."""
+    """Problems, newest first: status, known error, root cause, workaround, and their
+    incidents (all linked, and those not yet resolved)."""
     app = obj.app(existing=True)
     with app.sessions() as session:
         rows = list_problems(session)
@@ -35,7 +35,7 @@ def problems_list(obj: Obj, fmt: str) -> None:
     else:
         emit_table([r | {"known_error": "yes" if r["known_error"] else "no"} for r in rows],
                    ["ref", "status", "known_error", "incidents", "open_incidents", "queue",
-                    "assignee", "subject", "workaround"], empty="no problems")
+                    "assignee", "subject", "root_cause", "workaround"], empty="no problems")
 
 
 @problems.command("suggest")
@@ -79,7 +79,7 @@ def problems_suggest(obj: Obj, since: str | None, propose: bool, fmt: str) -> No
         emit_json(rows)
         return
     emit_table([r | {"incidents": f"{len(r['incidents'])}: {' '.join(r['incidents'])}",
-                     "words": ", ".join(r["words"]), "first": r["first"][:16]}
+                     "words": ", ".join(r["words"]), "first": minute(r["first"])}
                 for r in rows], (["proposal"] if propose else []) +
                ["incidents", "queue", "words", "first", "subject"],
                empty=f"no group of {settings.min_incidents} or more alike incidents in the "
@@ -90,29 +90,42 @@ def problems_suggest(obj: Obj, since: str | None, propose: bool, fmt: str) -> No
 @FORMAT
 @click.pass_obj
 def problems_proposals(obj: Obj, fmt: str) -> None:
-    """Groups proposed as problems, newest first: to whom, and the problem made of each."""
+    """Groups proposed as problems, newest first: to whom, the first incident's subject,
+    and, once accepted, when, and the problem made of it with its assignee (whoever
+    accepted it, unless it was reassigned since)."""
     from sqlalchemy import select
 
     from ..store.tables import T_PROPOSALS, T_TICKETS
+    t = T_TICKETS.c
     app = obj.app(existing=True)
     with app.engine.connect() as conn:
         rows: list[dict[str, Any]] = [dict(r) for r in conn.execute(
             select(T_PROPOSALS).order_by(T_PROPOSALS.c.id.desc())).mappings()]
-        refs = {i: ref for i, ref in conn.execute(select(T_TICKETS.c.id, T_TICKETS.c.ref).where(
-            T_TICKETS.c.id.in_({i for r in rows for i in r["tickets"]})))}
+        found = {i: (ref, subject) for i, ref, subject in conn.execute(
+            select(t.id, t.ref, t.subject).where(
+                t.id.in_({i for r in rows for i in r["tickets"]})))}
+        assignees = dict(conn.execute(select(t.ref, t.assignee).where(
+            t.ref.in_({r["problem"] for r in rows if r["problem"]}))).all())
+
+    def incident(i: int) -> tuple[str, str | None]:
+        """An incident's ref and subject (`#id` and none, should it be gone)."""
+        return found.get(i, (f"#{i}", None))
     out = [{"id": r["id"], "proposed_at": r["proposed_at"].isoformat(), "queue": r["queue"],
-            "to": r["lead"], "incidents": [refs.get(i, f"#{i}") for i in r["tickets"]],
-            "words": r["words"], "problem": r["problem"],
+            "to": r["lead"], "incidents": [incident(i)[0] for i in r["tickets"]],
+            "subject": incident(r["tickets"][0])[1] if r["tickets"] else None,
+            "words": r["words"], "problem": r["problem"], "assignee": assignees.get(r["problem"]),
             "accepted_at": r["accepted_at"].isoformat() if r["accepted_at"] else None}
            for r in rows]
     if fmt == "json":
         emit_json(out)
     else:
-        emit_table([r | {"proposed_at": r["proposed_at"][:16], "to": r["to"] or "nobody",
+        emit_table([r | {"proposed_at": minute(r["proposed_at"]), "to": r["to"] or "nobody",
                          "incidents": f"{len(r['incidents'])}: {' '.join(r['incidents'])}",
-                         "words": ", ".join(r["words"]), "problem": r["problem"] or "-"}
-                    for r in out], ["id", "proposed_at", "queue", "to", "incidents", "words",
-                                    "problem"], empty="no proposals")
+                         "words": ", ".join(r["words"]),
+                         "accepted_at": minute(r["accepted_at"])}
+                    for r in out], ["id", "proposed_at", "queue", "to", "incidents", "subject",
+                                    "words", "accepted_at", "problem", "assignee"],
+                   empty="no proposals")
 
 
 @problems.command("accept")

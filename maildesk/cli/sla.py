@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import click
 from rich.console import Console
 
-from ..scheduler.jobs import OUTBOX, jobs_for, run_job
+from ..scheduler.jobs import OUTBOX, OUTBOX_ABOUT, PLANNED, jobs_for, run_job
 from ..sla.views import clocks_of
 from .context import Obj
 from .output import EX_NOINPUT, FORMAT, emit_json, emit_table, fail, minute
@@ -43,11 +43,19 @@ def sla_show(obj: Obj, ref: str, fmt: str) -> None:
                           f"{minute(p['to']) or 'now'}")
 
 
-@click.group()
+def _jobs_help() -> str:
+    """The group's help, from the job registry: every job, named as `jobs run` takes it
+    (\b: click keeps the lines as they are)."""
+    width = max(len(p.name) for p in PLANNED)
+    return ("The scheduled jobs `maildesk serve` runs, each when its setting turns it on; "
+            "and outbox, the delivery of due mail the daemon's outbox worker does.\n\n\b\n"
+            + "\n".join(f"{p.name:<{width}}  {p.about}" for p in PLANNED)
+            + f"\n{OUTBOX.name:<{width}}  {OUTBOX_ABOUT}")
+
+
+@click.group(help=_jobs_help())
 def jobs() -> None:
-    """The scheduled jobs `maildesk serve` runs: sla_scan, auto_close, pending_reminders,
-    surveys, digest and blob_sample, each when its settings turn it on; and outbox, the
-    delivery of due mail the daemon's outbox worker does."""
+    """Its help is made of the job registry, so that no job is left out (_jobs_help)."""
 
 
 @jobs.command("run")

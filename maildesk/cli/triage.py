@@ -74,18 +74,30 @@ def triage_show(obj: Obj, fmt: str) -> None:
 
 
 def _targets(summary: dict[str, Any]) -> None:
-    """Per field: what training measured, as a table."""
+    """Per field: what training measured, as a table, what the columns mean, and the labels
+    each field learnt."""
+    held = summary.get("held_back")
+    if held:
+        click.echo(f"measured first: trained on the older {summary['tickets'] - held} tickets, "
+                   f"tested on the newest {held} (held back); then trained on all")
     rows = []
     for target, m in summary.get("targets", {}).items():
         at = {a["confidence"]: a for a in m.get("at", [])}
         rows.append({"field": target, "labelled": m["labelled"], "labels": m["classes"],
+                     "tested": m.get("tested"),
                      "accuracy": _percent(m.get("accuracy")) if m["trained"] else m["why"],
                      "commonest": _percent(m.get("baseline")),
                      **{f"above {c}": f"{_percent(a['share'])} of mail, "
                                       f"{_percent(a['accuracy'])} right" if a["share"]
                         else "no mail" for c, a in at.items()}})
     levels = sorted({k for r in rows for k in r if k.startswith("above ")})
-    emit_table(rows, ["field", "labelled", "labels", "accuracy", "commonest", *levels])
+    emit_table(rows, ["field", "labelled", "labels", "tested", "accuracy", "commonest",
+                      *levels])
+    click.echo("commonest: always guessing the commonest label; above C: the share of mail "
+               "with confidence over C, and right how often there")
+    for target, m in summary.get("targets", {}).items():
+        if m.get("labels"):
+            click.echo(f"{target} labels: {safe(', '.join(m['labels']))}")
 
 
 def _percent(share: float | None) -> str | None:
@@ -97,12 +109,13 @@ def _percent(share: float | None) -> str | None:
 @TEXT_FORMAT
 @click.pass_obj
 def triage_predict(obj: Obj, message: Path, fmt: str) -> None:
-    """What the model in use predicts for MESSAGE (.eml), as a new ticket of it would
-    record (the facts predicted.category, predicted.confidence, predicted.queue, ...). No
-    prediction when the model knows no word of it (exit 0). Exit 66 without a model or
-    when the file cannot be read, 65 when it is no mail."""
+    """What the model in use predicts for MESSAGE (.eml), as the facts a rule on a new
+    ticket of it would see (predicted.category, predicted.confidence, predicted.queue,
+    ...; JSON: those keys and the model's id, or null). No prediction when the model
+    knows no word of it (exit 0). Exit 66 without a model or when the file cannot be
+    read, 65 when it is no mail."""
     from ..app import load_triage
-    from ..core.triage import predicted
+    from ..core.triage import as_facts, predicted
     mail = read_mail(message)
     app = obj.app(existing=True)
     with app.engine.connect() as conn:
@@ -111,16 +124,16 @@ def triage_predict(obj: Obj, message: Path, fmt: str) -> None:
         fail("no triage model to predict with: `maildesk triage train` makes one",
              EX_NOINPUT)
     guess = predicted(model, mail.subject, mail.text)
+    facts = as_facts(guess) if guess is not None else None
     if fmt == "json":
-        emit_json(guess)
+        emit_json(facts if facts is None else {"model": model.id, **facts})
         return
-    if guess is None:
+    if facts is None:
         click.echo(f"model {model.id} knows no word of this mail: no prediction")
         return
     click.echo(f"model {model.id} predicts for {safe(mail.subject)!r}:")
-    for fact, value in guess.items():
-        if fact != "model":
-            click.echo(f"  predicted.{fact + ':':<17} {safe(str(value))}")
+    for fact, value in facts.items():
+        click.echo(f"  {fact + ':':<27} {safe(str(value))}")
 
 
 COMMANDS = [triage]

@@ -797,8 +797,9 @@ class Similar(Strict):
 
 
 class Triage(Strict):
-    """Triage on arrival (README: Triage): a model of the desk's own settled tickets predicts
-    a new ticket's category, queue and type, as facts the rules may act on."""
+    """Triage on arrival (README: "Triage on arrival"): a model of the desk's own settled
+    tickets predicts a new ticket's category, queue and type, as facts the rules may act
+    on."""
 
     enabled: bool = Field(
         True, description="Predict on each new ticket's mail once a model is trained "

@@ -100,7 +100,7 @@ def propose(ctx: Context, found: Found) -> int:
         answer(ctx, agent.address, "problem_proposal", {
             "agent": agent.display_name or agent.name, "proposal": pid,
             "incidents": [_view(i) for i in found.incidents], "words": list(found.words),
-            "queue": found.queue, "span": ctx.settings.problems.span},
+            "queue": found.queue},
             None, sender=sender,
             reply_to=proposal_address(ctx.secrets[0], sender, pid, agent.address))
     return pid

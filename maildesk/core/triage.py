@@ -26,5 +26,19 @@ def predicted(model: Model, subject: str, text: str) -> dict[str, Any] | None:
     out: dict[str, Any] = {"model": model.id}
     for target, g in guesses.items():
         out[target] = g.label
-        out["confidence" if target == "category" else f"{target}_confidence"] = g.confidence
+        out[confidence_key(target)] = g.confidence
     return out
+
+
+def as_facts(guess: dict[str, Any]) -> dict[str, Any]:
+    """A prediction as the rules' facts name it (predicted.category, predicted.confidence,
+    ...), in the order rules/vocabulary.py declares them: what people and scripts are
+    shown, so one name means one thing everywhere. The record keeps the short keys."""
+    from ..rules.vocabulary import PREDICTED
+    return {name: guess[key] for name in PREDICTED if (key := name.partition(".")[2]) in guess}
+
+
+def confidence_key(target: str) -> str:
+    """Where a field's confidence is kept: `confidence` is the category's (the fact rules
+    use most, predicted.confidence), the others are named after their field."""
+    return "confidence" if target == "category" else f"{target}_confidence"

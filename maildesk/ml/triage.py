@@ -127,9 +127,10 @@ def train(texts: Sequence[str], labels: Mapping[str, Sequence[str | None]],
           min_tickets: int = 50) -> Model:
     """A model of texts (oldest first) and their labels, one list per target (None: that
     ticket has no label for it). A target with fewer than min_tickets labelled texts, or
-    one label only, is left out: it predicts nothing. The summary says, per target, how
-    the same training did on the newest HELD_BACK of the texts when fitted on the rest
-    (accuracy, against always guessing the commonest label) and why a target was left out."""
+    one label only, is left out: it predicts nothing. The summary says how many of the
+    newest texts were held back (HELD_BACK), and per target the labels it learnt, how the
+    same training did on the held-back texts when fitted on the rest (accuracy, against
+    always guessing the commonest label) and why a target was left out."""
     docs = [ticket_terms(t) for t in texts]
     ys = {t: list(labels.get(t, [None] * len(docs))) for t in TARGETS}
     cut = len(docs) - round(len(docs) * HELD_BACK)
@@ -147,9 +148,10 @@ def train(texts: Sequence[str], labels: Mapping[str, Sequence[str | None]],
             measured[target] |= {"trained": False, "why": why}
             continue
         heads[target] = _head(x, y)
-        measured[target] |= {"trained": True} | _measure(x_older, y[:cut], x_newer, y[cut:])
-    return Model(vocabulary, heads, {"tickets": len(docs), "terms": len(vocabulary),
-                                     "targets": measured})
+        measured[target] |= {"trained": True, "labels": list(heads[target].classes)} | \
+            _measure(x_older, y[:cut], x_newer, y[cut:])
+    return Model(vocabulary, heads, {"tickets": len(docs), "held_back": len(docs) - cut,
+                                     "terms": len(vocabulary), "targets": measured})
 
 
 def _head(x: sparse.csr_matrix, ys: Sequence[str | None]) -> Head:

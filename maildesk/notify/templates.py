@@ -6,7 +6,9 @@ built-in ones file by file, so a desk can change one text and keep the rest.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,20 @@ def builtin_templates_dir() -> Path:
     here = Path(__file__).resolve().parent.parent
     installed = here / "_templates"
     return installed if installed.is_dir() else here.parent / "templates"
+
+
+# a span in words: each unit up to twice the next (90 minutes, not 2 hours)
+_UNITS = (("second", 1, 120), ("minute", 60, 7200), ("hour", 3600, 172800),
+          ("day", 86400, math.inf))
+
+
+def duration(span: timedelta) -> str:
+    """A time span as people say it, `4 minutes`, `3 hours`, rounded up: what a mail says
+    things happened "within" must not be less than it was (the filter `duration`)."""
+    seconds = max(span.total_seconds(), 1.0)
+    name, size = next((n, s) for n, s, below in _UNITS if seconds < below)
+    n = math.ceil(seconds / size)
+    return f"{n} {name}{'' if n == 1 else 's'}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,8 @@ class Templates:
                                            autoescape=False, keep_trailing_newline=True)
         self.html_env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined,
                                            autoescape=True)
+        for env in (self.text_env, self.html_env):
+            env.filters["duration"] = duration
 
     def names(self) -> set[str]:
         """Notifications that can be sent: those with a subject and a text template."""

@@ -13,7 +13,15 @@ from typing import Any
 
 from ..config.durations import parse_duration
 from .problems import Problems
-from .vocabulary import ALL_OPERATORS, OPERATORS, Facts, field_kind
+from .vocabulary import (
+    ALL_OPERATORS,
+    BOUNDS,
+    ONLY_ON,
+    OPERATORS,
+    PREDICTED,
+    Facts,
+    field_kind,
+)
 
 LIST_KINDS = {"texts", "addresses", "headers"}
 MEMBERSHIP = {"texts", "addresses"}     # `contains` asks for an element, not a substring
@@ -154,12 +162,20 @@ def _number(raw: Any) -> float:
     return float(raw)
 
 
-def compile_field(name: str, spec: Any, node: Any, key: Any, p: Problems) -> Node | None:
+def compile_field(name: str, spec: Any, node: Any, key: Any, p: Problems,
+                  events: tuple[str, ...]) -> Node | None:
+    """events: those of the rule, for the facts only one of them has (vocabulary.ONLY_ON)."""
     kind = field_kind(name)
     if kind is None:
         p.add(node, key, f"unknown field {name!r}",
-              "a mail field (from, subject, body, header.NAME, ...) or a ticket field "
-              "(queue, status, priority, tags, age, ...), or all/any/not")
+              "a mail field (from, subject, body, header.NAME, ...), a ticket field "
+              "(queue, status, priority, tags, age, ...), the triage model's prediction ("
+              + ", ".join(PREDICTED) + "), or all/any/not")
+        return None
+    if name in ONLY_ON and (others := [e for e in events if e != ONLY_ON[name]]):
+        p.add(node, key, f"{name} has a value on {ONLY_ON[name]} alone, never on "
+                         f"{', '.join(others)}: a condition on it cannot hold there",
+              f"a rule of its own with on: {ONLY_ON[name]}")
         return None
     if isinstance(spec, dict):
         ops = list(spec.items())
@@ -176,6 +192,13 @@ def compile_field(name: str, spec: Any, node: Any, key: Any, p: Problems) -> Nod
             p.add(*where, f"{what} {kind} field {name!r}", ", ".join(OPERATORS[kind]))
             continue
         value = _value(kind, op, raw, where, p)
+        if value is not None and name in BOUNDS:
+            low, high, why = BOUNDS[name]
+            if not low <= value <= high:
+                always = (op == "gt" and value < low) or (op == "lt" and value > high)
+                p.add(*where, f"{name} {op} {raw} {'always' if always else 'never'} holds: "
+                              f"{why}")
+                continue
         if value is not None:
             tests.append(Test(name, op, value, raw, kind in LIST_KINDS, kind in MEMBERSHIP))
     if not tests:
@@ -183,12 +206,13 @@ def compile_field(name: str, spec: Any, node: Any, key: Any, p: Problems) -> Nod
     return tests[0] if len(tests) == 1 else All(tests)
 
 
-def compile_condition(spec: Any, node: Any, key: Any, p: Problems) -> Node | None:
-    """spec is what stands under `if` (or under all/any/not)."""
+def compile_condition(spec: Any, node: Any, key: Any, p: Problems,
+                      events: tuple[str, ...]) -> Node | None:
+    """spec is what stands under `if` (or under all/any/not); events: the rule's."""
     if spec is None:
         return All([])
     if isinstance(spec, list):
-        items = [compile_condition(item, spec, i, p) for i, item in enumerate(spec)]
+        items = [compile_condition(item, spec, i, p, events) for i, item in enumerate(spec)]
         return All([x for x in items if x is not None])
     if not isinstance(spec, dict):
         p.add(node, key, "a condition must be a mapping of fields, or all/any/not",
@@ -200,15 +224,15 @@ def compile_condition(spec: Any, node: Any, key: Any, p: Problems) -> Node | Non
             if not isinstance(sub, list):
                 p.add(spec, name, f"`{name}` takes a list of conditions", "- field: value")
                 continue
-            kids = [compile_condition(item, sub, i, p) for i, item in enumerate(sub)]
+            kids = [compile_condition(item, sub, i, p, events) for i, item in enumerate(sub)]
             kids_ok = [k for k in kids if k is not None]
             parts.append(All(kids_ok) if name == "all" else Any_(kids_ok))
         elif name == "not":
-            kid = compile_condition(sub, spec, name, p)
+            kid = compile_condition(sub, spec, name, p, events)
             if kid is not None:
                 parts.append(Not(kid))
         else:
-            compiled = compile_field(str(name), sub, spec, name, p)
+            compiled = compile_field(str(name), sub, spec, name, p, events)
             if compiled is not None:
                 parts.append(compiled)
     return parts[0] if len(parts) == 1 else All(parts)

@@ -179,7 +179,8 @@ def _rule(item: Any, parent: Any, index: int, path: Path, p: Problems,
         if e not in EVENTS:
             p.add(on if isinstance(on, list) else item, i if isinstance(on, list) else "on",
                   f"unknown event {e!r}", ", ".join(EVENTS))
-    condition = compile_condition(item.get("if"), item, "if", p)
+    condition = compile_condition(item.get("if"), item, "if", p,
+                                  tuple(str(e) for e in events if e in EVENTS))
     if "then" not in item:
         p.add(parent, index, "a rule needs `then`: what it does", "- set: {queue: it}")
     actions = checker.check_list(item.get("then"), item, "then", [str(e) for e in events])

@@ -48,13 +48,21 @@ FIELDS: dict[str, str] = {
     # a survey's answer (survey.answered)
     "rating": "number", "satisfied": "bool",
     # what the triage model predicted for a new ticket's mail (ticket.created; README:
-    # Triage); confidence is the category's. No model, or no word it knows: no value, and
-    # no condition on them holds
+    # "Triage on arrival"); confidence is the category's. No model, or no word it knows:
+    # no value, and no condition on them holds
     "predicted.category": "text", "predicted.confidence": "number",
     "predicted.queue": "text", "predicted.queue_confidence": "number",
     "predicted.type": "text", "predicted.type_confidence": "number",
 }
 HEADER_PREFIX = "header."   # header.x-priority, header.list-id: every value of that header
+PREDICTED = tuple(name for name in FIELDS if name.startswith("predicted."))
+# facts of one event alone: on any other they have no value, so a condition on them is a
+# mistake (it never holds, or under `not` always)
+ONLY_ON: dict[str, str] = {name: "ticket.created" for name in PREDICTED}
+# numbers with bounds, and why: a comparison outside them never holds, or always
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    name: (0.0, 1.0, "confidences are 0 to 1 (80 % is 0.8)") for name in PREDICTED
+    if FIELDS[name] == "number"}
 
 
 
@@ -167,7 +175,6 @@ _GETTERS: dict[str, Callable[[Facts], Any]] = {
     "changed": lambda f: f.event.get("field") or "",
     "rating": lambda f: f.event.get("rating"),
     "satisfied": lambda f: f.event.get("satisfied"),
-    **{name: _predicted(name.partition(".")[2]) for name in FIELDS
-       if name.startswith("predicted.")},
+    **{name: _predicted(name.partition(".")[2]) for name in PREDICTED},
 }
 assert set(_GETTERS) == set(FIELDS)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..app import App
 from ..config.durations import parse_duration
+from ..config.schema import Settings
 from ..core.context import Context
 from ..core.fire import change, fire
 from ..core.proposals import find, propose
@@ -51,33 +52,23 @@ class Job:
     forced: Callable[[App, datetime], str] | None = None
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A job the daemon may run, and what turns it on: the registry `jobs_for` reads the
+    desk's jobs from, and `maildesk jobs --help` lists."""
+
+    name: str
+    about: str                                    # what it does, and which setting
+    on: Callable[[Settings], bool]
+    interval: Callable[[Settings], float]         # seconds
+    run: Callable[[App, datetime], str]
+    forced: Callable[[App, datetime], str] | None = None
+
+
 def jobs_for(app: App) -> list[Job]:
-    sla = app.settings.sla
-    jobs = []
-    if sla.enabled:
-        jobs.append(Job("sla_scan", sla.scan_interval,
-                        lambda a, now: _said(scan(a, now).as_dict())))
-    if sla.auto_close_after:
-        jobs.append(Job("auto_close", 3600.0, auto_close))
-    if sla.pending_reminder_after:
-        jobs.append(Job("pending_reminders", 3600.0, pending_reminders))
-    if app.settings.surveys.enabled:
-        jobs.append(Job("surveys", 300.0, send_surveys,
-                        forced=lambda a, now: send_surveys(a, now, wait=False)))
-    digest = app.settings.digest
-    if digest.to:
-        jobs.append(Job("digest", parse_duration(digest.every), send_digest))
-    if any(a.digest for a in app.settings.desk.agents):
-        jobs.append(Job("agent_digests", 86400.0, agent_digests))
-    if app.settings.storage.sample:
-        jobs.append(Job("blob_sample", 3600.0, blob_sample))
-    if app.settings.problems.propose:
-        jobs.append(Job("propose_problems", parse_duration(app.settings.problems.every),
-                        propose_problems))
-    if app.settings.triage.enabled:
-        jobs.append(Job("triage_retrain", parse_duration(app.settings.triage.retrain),
-                        lambda a, now: retrain(a, now).said()))
-    return jobs
+    """The jobs this desk's settings turn on."""
+    return [Job(p.name, p.interval(app.settings), p.run, p.forced) for p in PLANNED
+            if p.on(app.settings)]
 
 
 def propose_problems(app: App, now: datetime) -> str:
@@ -127,6 +118,7 @@ def deliver_outbox(app: App, now: datetime) -> str:
 
 
 OUTBOX = Job("outbox", 0.0, deliver_outbox)
+OUTBOX_ABOUT = "delivers the mail that is due; ends every `jobs run`"
 
 
 def _said(counts: dict[str, int]) -> str:
@@ -233,3 +225,34 @@ def finish_history(app: App, now: datetime) -> int:
     auto_close(app, now, history=True)
     pending_reminders(app, now, history=True)
     return settle_history(app, now)
+
+
+# every job, in the order the daemon schedules them; jobs_for keeps those the settings
+# turn on, and `maildesk jobs --help` lists them all
+HOUR, DAY = 3600.0, 86400.0
+PLANNED = (
+    Planned("sla_scan", "SLA warnings, breaches and escalations (sla.enabled)",
+            lambda s: s.sla.enabled, lambda s: s.sla.scan_interval,
+            lambda a, now: _said(scan(a, now).as_dict())),
+    Planned("auto_close", "closes tickets resolved for sla.auto_close_after",
+            lambda s: bool(s.sla.auto_close_after), lambda s: HOUR, auto_close),
+    Planned("pending_reminders", "reminds customers pending for sla.pending_reminder_after",
+            lambda s: bool(s.sla.pending_reminder_after),
+            lambda s: HOUR, pending_reminders),
+    Planned("surveys", "satisfaction surveys of resolved tickets (surveys.enabled)",
+            lambda s: s.surveys.enabled, lambda s: 300.0, send_surveys,
+            forced=lambda a, now: send_surveys(a, now, wait=False)),
+    Planned("digest", "the desk's report to digest.to, every digest.every",
+            lambda s: bool(s.digest.to), lambda s: parse_duration(s.digest.every),
+            send_digest),
+    Planned("agent_digests", "what waits for each agent with digest: true, daily",
+            lambda s: any(a.digest for a in s.desk.agents), lambda s: DAY, agent_digests),
+    Planned("blob_sample", "reads back storage.sample stored mails an hour, for damage",
+            lambda s: bool(s.storage.sample), lambda s: HOUR, blob_sample),
+    Planned("propose_problems", "proposes alike incidents as a problem (problems.propose)",
+            lambda s: s.problems.propose,
+            lambda s: parse_duration(s.problems.every), propose_problems),
+    Planned("triage_retrain", "retrains the triage model (triage.enabled)",
+            lambda s: s.triage.enabled,
+            lambda s: parse_duration(s.triage.retrain), lambda a, now: retrain(a, now).said()),
+)
