@@ -13,6 +13,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -191,6 +192,34 @@ def test_the_watchdog_stops_when_the_ingest_worker_or_the_event_loop_hangs(
         free.set()
         worker.stop()
         worker.join(5)
+
+
+def test_the_model_runs_where_memory_may_not_be_writable_and_executable(models: Path) -> None:
+    """MemoryDenyWriteExecute=yes, as the kernel's PR_SET_MDWE has it (systemd 254 and
+    later use it; 252 a seccomp filter to the same effect): torch's oneDNN cannot compile
+    its kernels there ("could not create a primitive"); maildesk runs the model without
+    it, to the same vectors."""
+    code = textwrap.dedent(f"""
+        import ctypes, sys
+        from pathlib import Path
+        from maildesk.ml.embeddings import Embedder, writable_code
+        if sys.argv[1] == "mdwe":
+            if ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) != 0:
+                sys.exit(3)         # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN: Linux 6.3
+            assert not writable_code()
+        v = Embedder(Path({str(models)!r})).encode(["the printer is jammed",
+                                                    "the printer on floor 2 jams"])
+        print(round(float(v[0] @ v[1]), 4))
+    """)
+    said = {}
+    for how in ("mdwe", "free"):
+        r = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True,
+                           timeout=300)
+        if r.returncode == 3:
+            pytest.skip("this kernel cannot deny writable executable memory (PR_SET_MDWE)")
+        assert r.returncode == 0, r.stderr
+        said[how] = float(r.stdout)
+    assert said["mdwe"] == said["free"] > 0.5, said
 
 
 # -- the unit ------------------------------------------------------------------------------
