@@ -69,7 +69,8 @@ def serve(obj: Obj) -> None:
     """Run the daemon: SMTP listener, ingest worker, outbox delivery.
 
     Under systemd (Type=notify) it says READY=1 once it takes mail, and exits 78 on a
-    bad configuration, 75 when the database or the port may come back (systemd/)."""
+    bad configuration, 75 when the database or the port may come back
+    (systemd/maildesk.service)."""
     import asyncio
 
     from ..daemon import Daemon
