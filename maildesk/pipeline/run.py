@@ -42,10 +42,15 @@ def _run(app: App, ctx: Context, batch: list[Accepted]) -> Summary:
     return summary
 
 
-def drain(app: App, limit: int = BATCH) -> Summary:
-    """Process queued inbound mail until none is left; safe with several workers."""
+def drain(app: App, limit: int = BATCH, between: Callable[[], None] | None = None
+          ) -> Summary:
+    """Process queued inbound mail until none is left; safe with several workers.
+    between: called before each batch; the daemon's watchdog ping, so that a backlog of
+    thousands of mails is progress, not a hang."""
     total = Summary()
     while True:
+        if between is not None:
+            between()
         try:
             done = retried(lambda: _drain_batch(app, limit), "a batch of queued mail")
         except NOT_THE_MAILS_FAULT:
