@@ -70,7 +70,7 @@ def serve(obj: Obj) -> None:
     import asyncio
 
     from ..daemon import Daemon
-    setup_logging(obj.settings.log_level)
+    setup_logging(obj.settings)
     app = obj.app()
     try:
         asyncio.run(Daemon(app, obj.path).run())
