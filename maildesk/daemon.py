@@ -268,9 +268,9 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s",
                       first_problem(e))
             return
-        # listeners, data_dir, database, where blobs live and the node's name stay as
+        # listeners, data_dir, database, where blobs live, the node's name and the log stay as
         # started: those need a restart, and the log says so when they changed
-        kept = ("data_dir", "database", "smtp", "storage", "node")
+        kept = ("data_dir", "database", "smtp", "storage", "node", "log")
         changed = [k for k in kept if getattr(settings, k) != getattr(self.app.settings, k)]
         if changed:
             log.warning("reload: %s changed, and take effect at the next start (systemctl "

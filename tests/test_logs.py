@@ -227,3 +227,26 @@ def test_mail_taken_from_a_pipe_is_logged_once_committed(
     assert said == [("mail taken", "pipe", "customer.test", None),
                     ("ticket opened", "pipe", None, "MD-1")]
     assert "ana@customer.test" not in caplog.text
+
+
+def test_a_job_failing_on_a_dropped_table_logs_one_line(make_app: Callable[..., Any]) -> None:
+    import io
+
+    from maildesk.scheduler import service
+    from maildesk.scheduler.jobs import jobs_for
+    app = make_app()
+    with app.engine.begin() as conn:
+        conn.execute(text("DROP TABLE sla_clocks"))
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(TextFormatter())
+    jobs = logging.getLogger("maildesk.jobs")
+    jobs.addHandler(handler)
+    try:
+        service._tick(app, next(j for j in jobs_for(app) if j.name == "sla_scan"), lambda: None)
+    finally:
+        jobs.removeHandler(handler)
+    assert out.getvalue().count("\n") == 1
+    assert out.getvalue().rstrip().endswith(
+        "ERROR maildesk.jobs: job sla_scan failed: OperationalError: no such table: sla_clocks "
+        "[SQLITE_ERROR] job=sla_scan"), "no statement, no traceback: the database's fault"
