@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .app import App, StartupError, load_kb, load_rules, load_slas
 from .config.load import ConfigError, load_settings
+from .errors import error_line, expected
 from .intake import imap, smtp
 from .kb.library import Stamp, stamp
 from .notify import delivery
@@ -90,6 +91,17 @@ def _unlistenable(where: str, e: OSError) -> StartupError:
                         temporary=e.errno != errno.EACCES)
 
 
+def first_problem(e: Exception) -> str:
+    """An error that lists problems a line each ("rules not loaded:" and each file:line:
+    what) as its first problem and how many more: the log's line must stay one, and
+    `maildesk rules check` or `config check` lists them all."""
+    head, *problems = str(e).splitlines() or [type(e).__name__]
+    if not problems:
+        return head
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{head.rstrip(': ')}: {problems[0]}{more}"
+
+
 class Worker(threading.Thread):
     """Runs `step` whenever woken, or every `poll` seconds; logs and survives errors.
     turned: called on every turn of the loop (the watchdog's ping), even one whose step
@@ -111,8 +123,7 @@ class Worker(threading.Thread):
             try:
                 wait = min(self.poll, self.step() or self.poll)
             except Exception as e:  # a database outage must not kill the worker
-                log.error("%s: %s: %s", self.name, type(e).__name__, str(e).splitlines()[0]
-                          if str(e) else "")
+                log.error("%s: %s", self.name, error_line(e), exc_info=not expected(e))
             if self.turned is not None:
                 self.turned()
             self.wake.wait(max(0.05, wait))
@@ -195,8 +206,9 @@ class Daemon:
         try:
             self.app.rules = load_rules(self.app.settings, self.app.templates)
         except StartupError as e:
-            log.error("rules file changed but %s; keeping the %d running rules", e,
-                      len(self.app.rules))
+            log.error("rules file changed but %s; keeping the %d running rules: fix it "
+                      "(`maildesk rules check` lists every problem) and save it again",
+                      first_problem(e), len(self.app.rules))
             return
         log.info("rules reloaded: %d rules from %s", len(self.app.rules),
                  ", ".join(self.app.rules.sources))
@@ -265,7 +277,7 @@ class Daemon:
             with self.app.engine.begin() as conn:
                 nodes.stopped(conn, self.node, datetime.now(timezone.utc))
         except SQLAlchemyError as e:    # the database is gone: the heartbeat runs out
-            log.warning("could not record this node's stop: %s", str(e).splitlines()[0])
+            log.warning("could not record this node's stop: %s", error_line(e))
 
     def _deliver(self) -> float | None:
         delivery.deliver_due(self.app, self.transport)
@@ -284,11 +296,12 @@ class Daemon:
             rules = load_rules(settings, templates)
             slas = load_slas(settings, templates)
         except (ConfigError, StartupError) as e:
-            log.error("reload refused, keeping the running configuration: %s", e)
+            log.error("reload refused, keeping the running configuration: %s",
+                      first_problem(e))
             return
-        # listeners, data_dir, database, where blobs live and the node's name stay as
+        # listeners, data_dir, database, where blobs live, the node's name and the log stay as
         # started: those need a restart, and the log says so when they changed
-        kept = ("data_dir", "database", "smtp", "storage", "node")
+        kept = ("data_dir", "database", "smtp", "storage", "node", "log")
         changed = [k for k in kept if getattr(settings, k) != getattr(self.app.settings, k)]
         if changed:
             log.warning("reload: %s changed, and take effect at the next start (systemctl "

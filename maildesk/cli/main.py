@@ -75,7 +75,7 @@ def serve(obj: Obj) -> None:
 
     from ..daemon import Daemon
     from ..systemd import Notifier
-    setup_logging(obj.settings.log_level)
+    setup_logging(obj.settings)
     notifier = Notifier()
     notifier.status("opening the database and checking its schema")
     app = obj.app()

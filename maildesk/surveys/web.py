@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..app import App
 from ..core.context import Context
+from ..errors import error_line
 from ..store.rows import TicketRow
 from ..tickets.refs import read_rate_address, requester_token_ok
 from .answer import SCALES, Rating, record
@@ -302,8 +303,7 @@ class RatingServer:
             page = await asyncio.get_running_loop().run_in_executor(
                 self.pool, _answer, self.app, request)
         except SQLAlchemyError as e:       # the database is down: the customer may retry
-            log.error("rating page: %s: %s", type(e).__name__,
-                      str(e).splitlines()[0] if str(e) else "")
+            log.error("rating page: %s", error_line(e))
             page = UNAVAILABLE
         except Exception:                  # a bug: its traceback, and no false hope
             log.exception("rating page %s failed", request.path)
