@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon
+from conftest import Daemon, wait_for
 from test_first_day import Desk, a_mail, reply_to, text
 
 CUSTOMER = "ana@customer.test"
@@ -60,6 +60,9 @@ def test_suggest_solve_status_reload_and_report(daemon: Callable[..., Daemon], d
 
     article(kb, "guest-wifi", "Guest Wi-Fi for visitors",
             "Visitors join the network GUEST; the guest Wi-Fi needs no password.")
+    # within 2 s of the change; a mail taken sooner is answered from what was loaded
+    wait_for(lambda: "knowledge base reloaded: 3 articles" in desk.d.log.read_text(), 30,
+             "the daemon to load the new article")
     desk.send(CUSTOMER, "support@localhost", a_mail(
         CUSTOMER, "support@localhost", "Guest wifi for a visitor",
         "How does a visitor get on the guest wifi?"))
