@@ -43,7 +43,7 @@ from .scheduler import service
 from .store import nodes
 from .store.db import shown_url
 from .store.leadership import Leadership
-from .surveys.web import RatingServer
+from .surveys.web import rating_server
 
 log = logging.getLogger("maildesk")
 POLL = 5.0
@@ -299,7 +299,7 @@ class Daemon:
             p.start()
         self.scheduler = service.start(self.app, self.outbox.wake.set)
         try:
-            ratings = RatingServer(self.app) if s.surveys.web.enabled else None
+            ratings = rating_server(self.app) if s.surveys.web.enabled else None
         except OSError as e:
             raise _unlistenable(f"{s.surveys.web.host}:{s.surveys.web.port} (rating pages)",
                                 e) from None
