@@ -25,20 +25,26 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from .app import App, StartupError, load_kb, load_rules, load_slas
 from .config.load import ConfigError, load_settings
 from .intake import imap, smtp
+from .intake.inbound import Envelope
 from .kb.library import Stamp, stamp
+from .mail.parse import ParsedMail, Unread
+from .monitor.health import threads_alive
+from .monitor.metrics import Metrics
+from .monitor.web import monitor_server
 from .notify import delivery
 from .notify.templates import Templates
 from .pipeline import run
+from .pipeline.driver import Summary
 from .scheduler import service
 from .store import nodes
 from .store.db import shown_url
@@ -124,7 +130,8 @@ class Daemon:
         self.heartbeat = Worker("heartbeat", self._beat)
         # one for the process: its PostgreSQL locks share one connection
         self.leadership = Leadership(app.engine, app.settings.data_dir)
-        self.pollers = [imap.Poller(app, box, partial(run.ingest, app), self.outbox.wake.set,
+        self.metrics = Metrics(app.engine, app.settings.monitor.timeout)
+        self.pollers = [imap.Poller(app, box, self._polled, self.outbox.wake.set,
                                     self.leadership)
                         for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
@@ -145,9 +152,11 @@ class Daemon:
 
     def _fit_sessions(self) -> None:
         """Lower the SMTP caps to what the open-file limit holds, saying so in one line.
-        The rating pages' connections (when served) come out of the same limit."""
-        web = self.app.settings.surveys.web
-        headroom = HEADROOM + (web.max_connections if web.enabled else 0)
+        The rating pages' and the monitoring connections (when served) come out of the same
+        limit."""
+        web, monitor = self.app.settings.surveys.web, self.app.settings.monitor
+        headroom = HEADROOM + (web.max_connections if web.enabled else 0) + \
+            (monitor.max_connections if monitor.enabled else 0)
         room = open_file_room(self.sessions.total + headroom) - headroom
         if room >= self.sessions.total:
             return
@@ -207,12 +216,30 @@ class Daemon:
     def _drain(self) -> None:
         self._watch_rules()
         self._watch_kb()
+        began = time.monotonic()
         summary = run.drain(self.app)
+        self.metrics.batch("ingest", time.monotonic() - began, summary)
         if summary.new_tickets or summary.follow_ups or summary.refused:
             self.outbox.wake.set()
         if any(summary.as_dict().values()):
             log.info("ingest: %s", ", ".join(f"{k.replace('_', ' ')} {v}"
                                                for k, v in summary.as_dict().items() if v))
+
+    def _polled(self, items: list[tuple[bytes, Envelope]],
+                parsed: list[ParsedMail | Unread] | None,
+                also: Callable[[Connection], None]) -> Summary:
+        """A poller's batch, stored and processed, and counted once it is committed."""
+        began = time.monotonic()
+        summary = run.ingest(self.app, items, parsed, also)
+        self.metrics.batch("imap", time.monotonic() - began, summary)
+        return summary
+
+    def _workers(self) -> str:
+        """The health check of this daemon's threads (GET /healthz)."""
+        threads = {w.name: w.is_alive() for w in (self.ingest, self.outbox, self.heartbeat)}
+        threads |= {f"imap:{p.box.name}": p.is_alive() for p in self.pollers}
+        threads["scheduler"] = self.scheduler is not None and self.scheduler.running
+        return threads_alive(threads)
 
     def _join(self) -> None:
         """Take this node's place among the desk's nodes, or StartupError if it must not."""
@@ -237,7 +264,7 @@ class Daemon:
             log.warning("could not record this node's stop: %s", str(e).splitlines()[0])
 
     def _deliver(self) -> float | None:
-        delivery.deliver_due(self.app, self.transport)
+        self.metrics.delivered(delivery.deliver_due(self.app, self.transport))
         due = delivery.next_due(self.app)
         if due is None:
             return None
@@ -305,6 +332,13 @@ class Daemon:
                                 e) from None
         if ratings is not None:
             ratings.start()
+        try:
+            monitor = monitor_server(lambda: self.app.settings, self.app.engine, self.metrics,
+                                     self._workers) if s.monitor.enabled else None
+        except OSError as e:
+            raise _unlistenable(f"{s.monitor.host}:{s.monitor.port} (monitoring)", e) from None
+        if monitor is not None:
+            monitor.start()
         where = f"smtp://{s.smtp.host}:{s.smtp.port}" if server else "no SMTP listener"
         outbox = (f"maildir {s.outbox_maildir}" if s.outbox.transport == "maildir"
                   else f"relay {s.outbox.relay.host}:{s.outbox.relay.port}")
@@ -318,6 +352,8 @@ class Daemon:
             await smtp.stop(server, self.sessions, s.smtp.shutdown_grace)
         if ratings is not None:
             await asyncio.to_thread(ratings.shutdown)
+        if monitor is not None:
+            await asyncio.to_thread(monitor.shutdown)
         if self.scheduler is not None:
             await asyncio.to_thread(self.scheduler.shutdown, True)
         threads: list[imap.Poller | Worker] = [*self.pollers, self.ingest, self.outbox,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,12 +38,15 @@ class Summary:
     classified: int = 0     # machines' mail kept without a ticket: auto-replies, bounces, ...
     quarantined: int = 0
     refs: list[str] = field(default_factory=list)
+    # (source, verdict: the state the mail was left in) -> mails: the monitor's counts
+    taken: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, other: Summary) -> None:
         for k in ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "classified",
                   "quarantined"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.refs.extend(other.refs)
+        self.taken.update(other.taken)
 
     def as_dict(self) -> dict[str, int]:
         """What became of each mail: the counts add up to the mails taken."""
@@ -106,6 +110,7 @@ def process(ctx: Context, batch: list[Accepted], stages: tuple[tuple[str, Stage]
     summary = Summary()
     for a in batch:
         state, w = _run_one(ctx, a, stages)
+        summary.taken[(a.inbound.source, state)] += 1
         if state == "ticketed" and w is not None and w.ticket is not None:
             if w.created:
                 summary.new_tickets += 1
