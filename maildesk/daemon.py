@@ -1,5 +1,6 @@
 """`maildesk serve`: the SMTP listener, the ingest and outbox workers, the IMAP pollers
-and the scheduled jobs (SLA scan, auto-close, reminders; scheduler/).
+and the scheduled jobs (SLA scan, auto-close, reminders; scheduler/); when turned on, the
+rating pages (surveys/web.py) and the monitoring endpoints (monitor/web.py).
 
 The listener runs on the asyncio loop; the two workers are threads because
 the store is synchronous. They wake on an event when there is new work and

@@ -14,6 +14,7 @@ import smtplib
 import socket
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,6 +28,8 @@ from conftest import Daemon, free_port, mail, run_cli, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, insert
 
+from maildesk.app import App
+from maildesk.monitor.health import Check, checks
 from maildesk.store.tables import T_INBOUND
 
 
@@ -200,6 +203,20 @@ def test_healthz_goes_red_without_the_database_and_green_when_it_returns(
     send(d.port, 1)
     wait_for(lambda: samples(port)[("maildesk_tickets_opened_total", ())] == 1,
              what="mail ticketed after the outage")
+    assert samples(port)[("maildesk_database_up", ())] == 1     # the figures, on PostgreSQL
+
+
+def test_a_check_that_hangs_fails_in_time(make_app: Callable[..., App]) -> None:
+    """A database that does not answer must fail the probe, not hang it."""
+    def stuck() -> str:
+        time.sleep(30)
+        return "never"
+    app = make_app(monitor={"timeout": 0.5})
+    began = time.monotonic()
+    found = {c.name: c for c in checks(app.settings, app.engine, stuck)}
+    assert time.monotonic() - began < 5
+    assert found["workers"] == Check("workers", False, "no answer in 0.5 s")
+    assert found["database"].ok and found["schema"].ok
 
 
 # -- maildesk status ------------------------------------------------------------------------
