@@ -282,3 +282,30 @@ def test_status_where_there_is_no_desk_makes_none(tmp_path: Path) -> None:
     assert r.returncode == 66
     assert r.stderr.decode().startswith("maildesk: no desk at ") and r.stderr.count(b"\n") == 1
     assert list(here.iterdir()) == []
+
+
+def test_the_scrape_reads_each_mailbox_from_the_database(make_app: Callable[..., App]) -> None:
+    from maildesk.monitor.health import T_IMAP
+    from maildesk.monitor.metrics import Metrics
+    app = make_app()
+    metrics = Metrics(app.engine, 5.0)
+
+    def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(metrics.exposition().decode())
+                for s in f.samples}
+    empty = scraped()                       # an empty desk: zeros, and no mailbox
+    assert empty[("maildesk_database_up", ())] == 1
+    assert empty[("maildesk_inbound_queue_depth", ())] == 0
+    assert not any(name.startswith("maildesk_imap") for name, _ in empty)
+    at = datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc)
+    with app.engine.begin() as conn:
+        conn.execute(insert(T_IMAP).values(mailbox="support", connected=True,
+                                           last_success_at=at))
+        conn.execute(insert(T_IMAP).values(mailbox="sales", connected=False))
+    got = scraped()
+    box = (("mailbox", "support"),)
+    assert got[("maildesk_imap_connected", box)] == 1
+    assert got[("maildesk_imap_last_success_timestamp_seconds", box)] == at.timestamp()
+    assert got[("maildesk_imap_connected", (("mailbox", "sales"),))] == 0
+    assert ("maildesk_imap_last_success_timestamp_seconds", (("mailbox", "sales"),)) not in got

@@ -90,17 +90,17 @@ def figures(conn: Connection, now: datetime) -> dict[str, Any]:
     pending = T_INBOUND.c.state.in_(PENDING)
     oldest = conn.scalar(select(T_INBOUND.c.received_at).where(pending)
                          .order_by(T_INBOUND.c.id).limit(1))
-    outbox: dict[str, int] = dict(conn.execute(
+    outbox = {status: n for status, n in conn.execute(
         select(T_OUTBOX.c.status, func.count())
         .where(T_OUTBOX.c.status.in_(("queued", "sending", "failed")))   # not the sent
-        .group_by(T_OUTBOX.c.status)).tuples().all())
+        .group_by(T_OUTBOX.c.status))}
     retrying = conn.scalar(select(func.count()).select_from(T_OUTBOX).where(
         T_OUTBOX.c.status == "queued", T_OUTBOX.c.last_error.is_not(None))) or 0
-    breached: dict[str, int] = dict(conn.execute(
+    breached = {kind: n for kind, n in conn.execute(
         select(T_CLOCKS.c.kind, func.count()).where(T_CLOCKS.c.kind.in_(CLOCKS),
                                                     T_CLOCKS.c.stopped_at.is_(None),
                                                     T_CLOCKS.c.breached_at.is_not(None))
-        .group_by(T_CLOCKS.c.kind)).tuples().all())
+        .group_by(T_CLOCKS.c.kind))}
     imap = {r["mailbox"]: {"connected": bool(r["connected"]),
                            "last_success_at": r["last_success_at"]}
             for r in conn.execute(select(T_IMAP.c.mailbox, T_IMAP.c.connected,
