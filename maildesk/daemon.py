@@ -285,7 +285,7 @@ class Daemon:
             return
         # listeners, data_dir, database, where blobs live and the node's name stay as
         # started: those need a restart, and the log says so when they changed
-        kept = ("data_dir", "database", "smtp", "storage", "node")
+        kept = ("data_dir", "database", "smtp", "storage", "node", "monitor")
         changed = [k for k in kept if getattr(settings, k) != getattr(self.app.settings, k)]
         if changed:
             log.warning("reload: %s changed, and take effect at the next start (systemctl "

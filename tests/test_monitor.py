@@ -309,3 +309,17 @@ def test_the_scrape_reads_each_mailbox_from_the_database(make_app: Callable[...,
     assert got[("maildesk_imap_last_success_timestamp_seconds", box)] == at.timestamp()
     assert got[("maildesk_imap_connected", (("mailbox", "sales"),))] == 0
     assert ("maildesk_imap_last_success_timestamp_seconds", (("mailbox", "sales"),)) not in got
+
+
+def test_a_reload_keeps_the_listener_as_started_and_says_so(daemon: Callable[..., Daemon]
+                                                            ) -> None:
+    import signal
+
+    import yaml
+    d, port = monitored(daemon)
+    data = yaml.safe_load(d.config.read_text())
+    data["monitor"]["port"] = free_port()
+    d.config.write_text(yaml.safe_dump(data))
+    d.send(signal.SIGHUP)
+    wait_for(lambda: b"reload: monitor changed" in d.log.read_bytes(), what="the reload")
+    assert health(port)[0] == 200

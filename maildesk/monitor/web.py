@@ -41,8 +41,8 @@ def healthz(settings: Callable[[], Settings], engine: Engine,
 def monitor_server(settings: Callable[[], Settings], engine: Engine, metrics: Metrics,
                    workers: Callable[[], str]) -> Server:
     """The monitoring server, its port bound (OSError if it cannot be). settings: the
-    running settings (a reload changes queue_stuck_after and the timeout); workers: the
-    daemon's check of its own threads."""
+    running settings, as the last reload left them (`monitor` itself stays as started);
+    workers: the daemon's check of its own threads."""
     def answer(request: Request) -> Response:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
