@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config.schema import Settings
-from .errors import MaildeskError
+from .errors import MaildeskError, error_line
 from .kb.library import Library
 from .notify.templates import Templates
 from .sla.calendar import NoWorkingTime
@@ -203,7 +203,7 @@ def read_schema(engine: Engine, upgrade: bool) -> str | None:
     except Exception as e:  # a driver error: say which database and why
         raise StartupError(
             f"{_named(engine)}: cannot {'apply migrations' if upgrade else 'read the schema'}: "
-            f"{str(e).splitlines()[0]}", temporary=True) from e
+            f"{error_line(e)}", temporary=True) from e
 
 
 def refuse_schema(engine: Engine, at: str | None) -> None:
@@ -263,7 +263,7 @@ def load_keys(settings: Settings, engine: Engine) -> tuple[bytes, ...]:
             return keys.load(engine, settings.data_dir / "secret.key")
         except Exception as e:  # a driver error: say which database and why
             raise StartupError(f"{_named(engine)}: cannot read the reply-token keys: "
-                               f"{str(e).splitlines()[0]}", temporary=True) from e
+                               f"{error_line(e)}", temporary=True) from e
     return (load_secret(settings.secret_file),
             *([load_secret(settings.previous_secret_file)]
               if settings.previous_secret_file else []))

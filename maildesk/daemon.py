@@ -7,6 +7,10 @@ the store is synchronous. They wake on an event when there is new work and
 poll every few seconds anyway, so mail queued by another process (a pipe
 delivery, a second daemon on PostgreSQL) is picked up too.
 
+Under systemd (Type=notify) it says READY=1 once the SMTP listener is bound, and
+pings the watchdog from the ingest worker's loop while the event loop turns too
+(maildesk/systemd.py).
+
 SIGTERM and SIGINT stop cleanly: the listener stops accepting, open SMTP
 transactions get `smtp.shutdown_grace` seconds to finish, the rest get 421,
 and the workers finish the batch they hold (a batch is one transaction, so
@@ -35,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .app import App, StartupError, load_kb, load_rules, load_slas
 from .config.load import ConfigError, load_settings
+from .errors import error_line, expected
 from .intake import imap, smtp
 from .intake.inbound import Envelope
 from .kb.library import Stamp, stamp
@@ -51,6 +56,7 @@ from .store import nodes
 from .store.db import shown_url
 from .store.leadership import Leadership
 from .surveys.web import rating_server
+from .systemd import Notifier
 
 log = logging.getLogger("maildesk")
 POLL = 5.0
@@ -92,24 +98,41 @@ def _unlistenable(where: str, e: OSError) -> StartupError:
                         temporary=e.errno != errno.EACCES)
 
 
-class Worker(threading.Thread):
-    """Runs `step` whenever woken, or every POLL seconds; logs and survives errors."""
+def first_problem(e: Exception) -> str:
+    """An error that lists problems a line each ("rules not loaded:" and each file:line:
+    what) as its first problem and how many more: the log's line must stay one, and
+    `maildesk rules check` or `config check` lists them all."""
+    head, *problems = str(e).splitlines() or [type(e).__name__]
+    if not problems:
+        return head
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{head.rstrip(': ')}: {problems[0]}{more}"
 
-    def __init__(self, name: str, step: Callable[[], float | None]) -> None:
+
+class Worker(threading.Thread):
+    """Runs `step` whenever woken, or every `poll` seconds; logs and survives errors.
+    turned: called on every turn of the loop (the watchdog's ping), even one whose step
+    failed: a database outage is not a hang, and restarting would not end it."""
+
+    def __init__(self, name: str, step: Callable[[], float | None], poll: float = POLL,
+                 turned: Callable[[], None] | None = None) -> None:
         super().__init__(name=name, daemon=True)
         self.step = step
+        self.poll = poll
+        self.turned = turned
         self.wake = threading.Event()
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
             self.wake.clear()
-            wait = POLL
+            wait = self.poll
             try:
-                wait = min(POLL, self.step() or POLL)
+                wait = min(self.poll, self.step() or self.poll)
             except Exception as e:  # a database outage must not kill the worker
-                log.error("%s: %s: %s", self.name, type(e).__name__, str(e).splitlines()[0]
-                          if str(e) else "")
+                log.error("%s: %s", self.name, error_line(e), exc_info=not expected(e))
+            if self.turned is not None:
+                self.turned()
             self.wake.wait(max(0.05, wait))
 
     def stop(self) -> None:
@@ -118,15 +141,20 @@ class Worker(threading.Thread):
 
 
 class Daemon:
-    def __init__(self, app: App, config_path: Path | None) -> None:
+    def __init__(self, app: App, config_path: Path | None,
+                 notifier: Notifier | None = None) -> None:
         self.app = app
         self.config_path = config_path
+        self.notifier = notifier or Notifier({})
+        # when the event loop (the SMTP listener) last turned, for the watchdog
+        self._loop_turned = time.monotonic()
         self.transport = delivery.make_transport(app)
         self.sessions = smtp.Sessions(app.settings.smtp.max_connections,
                                       app.settings.smtp.max_connections_per_client,
                                       lambda client: self.app.settings.desk.relayed_by_us(client))
         self.outbox = Worker("outbox", self._deliver)
-        self.ingest = Worker("ingest", self._drain)
+        every = self.notifier.every
+        self.ingest = Worker("ingest", self._drain, min(POLL, every or POLL), self._watchdog)
         self.node = nodes.Node.of(app.settings)
         self.heartbeat = Worker("heartbeat", self._beat)
         # one for the process: its PostgreSQL locks share one connection
@@ -188,8 +216,9 @@ class Daemon:
         try:
             self.app.rules = load_rules(self.app.settings, self.app.templates)
         except StartupError as e:
-            log.error("rules file changed but %s; keeping the %d running rules", e,
-                      len(self.app.rules))
+            log.error("rules file changed but %s; keeping the %d running rules: fix it "
+                      "(`maildesk rules check` lists every problem) and save it again",
+                      first_problem(e), len(self.app.rules))
             return
         log.info("rules reloaded: %d rules from %s", len(self.app.rules),
                  ", ".join(self.app.rules.sources))
@@ -214,11 +243,25 @@ class Daemon:
         log.info("knowledge base reloaded: %d articles, %d published, from %s",
                  len(self.app.kb.articles), len(self.app.kb.index), self.app.kb.folder)
 
+    def _watchdog(self) -> None:
+        """WATCHDOG=1 from the ingest worker, while the event loop turns too: if either
+        hangs the pings stop, and systemd restarts the daemon (WatchdogSec=). A timer
+        thread of its own would ping on while both were stuck."""
+        every = self.notifier.every
+        if every is not None and time.monotonic() - self._loop_turned < every:
+            self.notifier.ping()
+
+    async def _turning(self, every: float) -> None:
+        """The event loop's sign of life, every half watchdog interval."""
+        while True:
+            self._loop_turned = time.monotonic()
+            await asyncio.sleep(every / 2)
+
     def _drain(self) -> None:
         self._watch_rules()
         self._watch_kb()
         began = time.monotonic()
-        summary = run.drain(self.app)
+        summary = run.drain(self.app, between=self._watchdog)
         self.metrics.batch("ingest", time.monotonic() - began, summary)
         if summary.new_tickets or summary.follow_ups or summary.refused:
             self.outbox.wake.set()
@@ -262,7 +305,7 @@ class Daemon:
             with self.app.engine.begin() as conn:
                 nodes.stopped(conn, self.node, datetime.now(timezone.utc))
         except SQLAlchemyError as e:    # the database is gone: the heartbeat runs out
-            log.warning("could not record this node's stop: %s", str(e).splitlines()[0])
+            log.warning("could not record this node's stop: %s", error_line(e))
 
     def _deliver(self) -> float | None:
         self.metrics.delivered(delivery.deliver_due(self.app, self.transport))
@@ -281,11 +324,12 @@ class Daemon:
             rules = load_rules(settings, templates)
             slas = load_slas(settings, templates)
         except (ConfigError, StartupError) as e:
-            log.error("reload refused, keeping the running configuration: %s", e)
+            log.error("reload refused, keeping the running configuration: %s",
+                      first_problem(e))
             return
-        # listeners, data_dir, database, where blobs live and the node's name stay as
+        # listeners, data_dir, database, where blobs live, the node's name and the log stay as
         # started: those need a restart, and the log says so when they changed
-        kept = ("data_dir", "database", "smtp", "storage", "node", "monitor")
+        kept = ("data_dir", "database", "smtp", "storage", "node", "log", "monitor")
         changed = [k for k in kept if getattr(settings, k) != getattr(self.app.settings, k)]
         if changed:
             log.warning("reload: %s changed, and take effect at the next start (systemctl "
@@ -312,15 +356,21 @@ class Daemon:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         s = self.app.settings
+        say = self.notifier
+        say.status("joining the desk's nodes")
         self._join()
         self.heartbeat.start()
         server = None
         if s.smtp.enabled:
             self._fit_sessions()
+            say.status(f"binding the SMTP listener to {s.smtp.host}:{s.smtp.port}")
             try:
                 server = await smtp.start(self.app, self.ingest.wake.set, self.sessions)
             except OSError as e:
                 raise _unlistenable(f"{s.smtp.host}:{s.smtp.port}", e) from None
+        turning = None
+        if self.notifier.every is not None:
+            turning = asyncio.create_task(self._turning(self.notifier.every))
         self.ingest.start()
         self.outbox.start()
         for p in self.pollers:
@@ -347,8 +397,12 @@ class Daemon:
         log.info("maildesk listening on %s for %s; data in %s (%s); outbox: %s%s",
                  where, ", ".join(s.desk.addresses), s.data_dir,
                  shown_url(self.app.engine.url), outbox, mailboxes)
+        say.ready(f"listening on {where}; database {shown_url(self.app.engine.url)}")
         await stop.wait()
         log.info("stopping: no new connections, %d open session(s)", len(self.sessions))
+        say.stopping(f"stopping: finishing {len(self.sessions)} open SMTP session(s)")
+        if turning is not None:
+            turning.cancel()
         if server is not None:
             await smtp.stop(server, self.sessions, s.smtp.shutdown_grace)
         if ratings is not None:
@@ -366,4 +420,5 @@ class Daemon:
         self.leadership.close()
         self._leave()
         self.app.close()
+        say.close()
         log.info("stopped")

@@ -130,7 +130,7 @@ class Node:
             # DNS lookups for DKIM keys (no mail here is signed)
             "desk": {"addresses": [DESK], "agents": AGENTS, "ack_window": 0,
                      "flood_limit": 1_000_000, "verify_dkim": False},
-            "log_level": "info",
+            "log": {"level": "info"},
         }
         self.settings = _merge(settings, overrides)
         self.config.write_text(yaml.safe_dump(self.settings))

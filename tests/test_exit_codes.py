@@ -157,7 +157,7 @@ def test_an_old_schema_without_auto_upgrade_is_refused_in_one_line(
 
 def test_config_check_tries_the_data_dir_and_the_schema(desk_config: Callable[..., Path],
                                                         tmp_path: Path) -> None:
-    """What `serve` would stumble on, `config check` (the unit's ExecStartPre) finds first,
+    """What `serve` would stumble on, `config check` (run before a restart) finds first,
     with serve's exit code and what to do."""
     (tmp_path / "file").write_text("not a directory\n")
     r = run_cli("config", "check", config=desk_config(data_dir=str(tmp_path / "file" / "d")))

@@ -168,7 +168,7 @@ def test_a_second_node_with_its_own_disk_is_refused_at_start(
     first = Daemon(*config("mx1", "filesystem"), tmp_path / "mx1.log").start()
     try:
         cfg, _port = config("mx2", "filesystem")
-        for command in ("serve", "config check"):   # the unit's ExecStartPre says so too
+        for command in ("serve", "config check"):   # and the check run before a restart
             r = run_cli(*command.split(), config=cfg, timeout=60)
             assert r.returncode == 78, r.stderr
             assert b"node mx1" in r.stderr and b"storage.backend: database" in r.stderr

@@ -185,7 +185,7 @@ def new_requests(start: int, count: int) -> list[Letter]:
     return out
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)   # correctness under load, not speed (bench/nodes.py)
 def test_three_nodes_take_3000_mails_with_commands_on_two_nodes_at_once(
         cluster: Callable[..., Cluster]) -> None:
     v, timings = Verdict(), {}
@@ -195,7 +195,7 @@ def test_three_nodes_take_3000_mails_with_commands_on_two_nodes_at_once(
     # 1. new requests from many customers
     first = send_all(c.nodes, new_requests(0, NEW), clients=12)
     timings["send 1"] = time.monotonic() - begin
-    c.wait_drained(150)
+    c.wait_drained(400)
     timings["drained 1"] = time.monotonic() - begin
     c.wait_outbox(60)
     timings["outbox 1"] = time.monotonic() - begin
@@ -269,7 +269,7 @@ def test_three_nodes_take_3000_mails_with_commands_on_two_nodes_at_once(
     second = send_all(c.nodes, load, clients=12, rate=REPLIES / 7)
     agents.join()
     timings["send 2"] = time.monotonic() - begin
-    c.wait_drained(150)
+    c.wait_drained(400)
     timings["drained 2"] = time.monotonic() - begin
     c.wait_outbox(60)
     timings["outbox 2"] = time.monotonic() - begin
@@ -315,7 +315,7 @@ def test_three_nodes_take_3000_mails_with_commands_on_two_nodes_at_once(
 KILLS, KILL_MAILS = 10, 1000
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)   # correctness under load, not speed (bench/nodes.py)
 def test_kill_9_of_a_node_under_load_loses_and_doubles_nothing(
         cluster: Callable[..., Cluster]) -> None:
     v = Verdict()
@@ -350,7 +350,7 @@ def test_kill_9_of_a_node_under_load_loses_and_doubles_nothing(
         k.join()
     took = time.monotonic() - begin
     c.start()
-    c.wait_drained(150)
+    c.wait_drained(400)
     v.note(f"{len(killed)} kills ({dict(Counter(killed))}) over {took:.0f} s; "
            f"{sum(1 for s in sent if s.tries)} mails needed another try")
     v.check(len(killed) >= KILLS, f"only {len(killed)} kills")

@@ -261,7 +261,8 @@ def test_a_crashing_stage_quarantines_only_that_mail(make_app: Callable[..., App
     assert row.reason == "explode: RuntimeError: rule engine exploded"
     assert "in explode" in (row.traceback or ""), "the quarantine keeps the traceback"
     logged = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert logged and "Traceback" in logged[0].getMessage(), "the traceback is logged at ERROR"
+    assert logged and "Traceback" in logged[0].traceback, "the traceback is logged at ERROR"
+    assert "\n" not in logged[0].getMessage(), "the message is one line, the traceback a field"
 
 
 def test_machines_mail_opens_no_ticket_and_gets_no_answer(

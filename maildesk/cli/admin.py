@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from ..app import DataDirError, writable_dir
 from ..config.schema import Settings
+from ..errors import error_line
 from ..store import migrate
 from ..store.db import make_engine, shown_url, sqlite_file
 from .context import Obj, startup_exit
@@ -33,8 +34,7 @@ def db_upgrade(obj: Obj) -> None:
     try:
         before, after = migrate.upgrade(engine)
     except Exception as e:
-        fail(f"cannot upgrade {shown_url(engine.url)}: "
-             f"{str(e).splitlines()[0]}", EX_TEMPFAIL)
+        fail(f"cannot upgrade {shown_url(engine.url)}: {error_line(e)}", EX_TEMPFAIL)
     finally:
         engine.dispose()
     click.echo(f"schema at {after}" + ("" if before == after else f" (was {before or 'empty'})"))

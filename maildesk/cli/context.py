@@ -1,9 +1,6 @@
 """The state the `maildesk` group hands its subcommands."""
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
 from ..app import App, DataDirError, NoDesk, StartupError
@@ -56,11 +53,13 @@ def startup_exit(e: StartupError) -> int:
     return EX_TEMPFAIL if e.temporary else EX_CONFIG
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiosmtpd", "alembic", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # aiosmtpd's session log warns once per unknown command, quoting what the client sent:
-    # a hostile client writes the log at will. Our listener logs what matters, throttled.
-    logging.getLogger("mail.log").setLevel(logging.ERROR)
+def setup_logging(settings: Settings) -> None:
+    """The daemon's log as settings.log has it (maildesk/logs.py); the counts of repeats
+    still held back are written when the process ends."""
+    import atexit
+
+    from ..config.durations import parse_duration
+    from ..logs import setup
+    cfg = settings.log
+    repeats = setup(cfg.level, cfg.format, cfg.repeats, parse_duration(cfg.repeat_window))
+    atexit.register(repeats.flush, True)

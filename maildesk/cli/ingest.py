@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..app import App
+from ..errors import error_line
 from ..intake import ahead, sources
 from ..intake.ahead import Parsed
 from ..intake.inbound import Envelope
@@ -96,7 +97,7 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
     except (SQLAlchemyError, OSError) as e:
         _report(total, fmt, mended if repair else None)
         fail(f"temporary failure, nothing of the current batch was kept; retry later: "
-             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", EX_TEMPFAIL)
+             f"{error_line(e)}", EX_TEMPFAIL)
     finally:
         app.close()
     _report(total, fmt, mended if repair else None, breached)

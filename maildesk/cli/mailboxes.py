@@ -11,6 +11,7 @@ from imapclient.exceptions import IMAPClientError
 from sqlalchemy import RowMapping, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..errors import error_line
 from ..intake.credentials import CredentialError
 from ..intake.imap import T_STATE, AuthFailed, Drainer, LostLeadership, connect
 from ..pipeline.driver import Summary
@@ -78,7 +79,7 @@ def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
             results[box.name] = {"error": str(e)}
         except (OSError, IMAPClientError, ssl.SSLError, SQLAlchemyError, LostLeadership) as e:
             worst = max(worst, EX_TEMPFAIL)
-            what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            what = error_line(e)
             _say(fmt, f"{box.name}: {box.host}:{box.effective_port}: {what}", err=True)
             results[box.name] = {"error": what}
     leadership.close()

@@ -66,15 +66,23 @@ def cli(ctx: click.Context, config: str | None) -> None:
 @cli.command()
 @click.pass_obj
 def serve(obj: Obj) -> None:
-    """Run the daemon: SMTP listener, ingest worker, outbox delivery."""
+    """Run the daemon: SMTP listener, ingest worker, outbox delivery.
+
+    Under systemd (Type=notify) it says READY=1 once it takes mail, and exits 78 on a
+    bad configuration, 75 when the database or the port may come back
+    (systemd/maildesk.service)."""
     import asyncio
 
     from ..daemon import Daemon
-    setup_logging(obj.settings.log_level)
+    from ..systemd import Notifier
+    setup_logging(obj.settings)
+    notifier = Notifier()
+    notifier.status("opening the database and checking its schema")
     app = obj.app()
     try:
-        asyncio.run(Daemon(app, obj.path).run())
+        asyncio.run(Daemon(app, obj.path, notifier).run())
     except StartupError as e:
+        notifier.status(f"cannot start: {e}")
         fail(str(e), startup_exit(e))
 
 

@@ -20,6 +20,7 @@ from rich.text import Text
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..errors import error_line
 from ..notify.delivery import STATUSES, count_due, deliver_due, make_transport
 from ..store.blobs import BlobError
 from ..store.models import DeliveryAttempt, OutboxMail, Ticket
@@ -162,8 +163,8 @@ def outbox_send(obj: Obj, progress: bool | None, fmt: str) -> None:
             task = bar.add_task("send", total=due)
             result = deliver_due(app, make_transport(app), progress=lambda: bar.advance(task))
     except SQLAlchemyError as e:
-        fail(f"the database cannot be reached, try again later: {type(e).__name__}: "
-             f"{str(e).splitlines()[0] if str(e) else ''}", EX_TEMPFAIL)
+        fail(f"the database cannot be reached, try again later: {error_line(e)}",
+             EX_TEMPFAIL)
     if fmt == "json":
         emit_json(result.as_dict())
     else:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..core.fire import MAX_DEPTH, resolves
+from ..errors import error_line
 from ..mail.authentication import proof
 from ..mail.parse import ParsedMail, Unparseable, parse
 from ..notify.templates import Templates
@@ -103,7 +104,7 @@ def _predicted(obj: Obj, mail: ParsedMail) -> dict[str, Any] | None:
         with engine.connect() as conn:
             model = load_triage(conn)
     except SQLAlchemyError as e:
-        click.echo(f"maildesk: no triage prediction: {str(e).splitlines()[0]}", err=True)
+        click.echo(f"maildesk: no triage prediction: {error_line(e)}", err=True)
         return None
     finally:
         engine.dispose()

@@ -840,6 +840,23 @@ class Triage(Strict):
     _retrain = field_validator("retrain", mode="before")(_duration)
 
 
+class Log(Strict):
+    """What `maildesk serve` and the commands write to stderr (README: "Logs")."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error.")
+    format: Literal["text", "json"] = Field(
+        "text", description="text: one line a record for people and grep; json: one "
+                            "object a line (time, level, logger, message and the event's "
+                            "fields) for journald, Loki or any collector.")
+    repeats: int = Field(10, ge=1, description="The same message (logger, level and wording) "
+                                               "logged this often within repeat_window; "
+                                               "past it, one line says how many more came.")
+    repeat_window: str = Field("60s", description="See repeats: a duration (60s, 5m).")
+
+    _window = field_validator("repeat_window", mode="before")(_duration)
+
+
 class Node(Strict):
     """This daemon among the desk's nodes (several `maildesk serve` on one PostgreSQL)."""
 
@@ -944,7 +961,23 @@ class Settings(Strict):
     similar: Similar = Field(default_factory=Similar)
     triage: Triage = Field(default_factory=Triage)
     node: Node = Field(default_factory=lambda: Node())
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log: Log = Field(default_factory=Log)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_log_level(cls, data: object) -> object:
+        """`log_level: X`, as configurations written before the `log` section have it, is
+        `log: {level: X}`; both at once is a question only the operator can answer."""
+        if isinstance(data, dict) and "log_level" in data:
+            data = dict(data)
+            level = data.pop("log_level")
+            section = data.get("log") or {}
+            if not isinstance(section, dict):
+                return data       # the Log model says what is wrong with it
+            if "level" in section and section["level"] != level:
+                raise ValueError("log_level and log.level both set; keep log.level only")
+            data["log"] = {**section, "level": level}
+        return data
 
     @model_validator(mode="after")
     def _cross(self) -> Settings:

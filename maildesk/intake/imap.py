@@ -35,7 +35,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config.schema import Mailbox
-from ..errors import MaildeskError
+from ..errors import MaildeskError, error_line
 from ..mail.parse import ParsedMail, Unread
 from ..store.db import upsert
 from ..store.handle import Store
@@ -93,7 +93,7 @@ def note(app: Store, name: str, **values: Any) -> None:
             load_state(conn, name)
             conn.execute(update(T_STATE).where(T_STATE.c.mailbox == name).values(**values))
     except SQLAlchemyError as e:
-        log.warning("mailbox %s: cannot record its status: %s", name, str(e).splitlines()[0])
+        log.warning("mailbox %s: cannot record its status: %s", name, error_line(e))
 
 
 def connect(box: Mailbox, tokens: TokenSource | None = None) -> IMAPClient:
@@ -289,7 +289,7 @@ class Poller(threading.Thread):
                 self._failed(f"connection to {self.box.host}:{self.box.effective_port}: "
                              f"{type(e).__name__}: {_text(e)}")
             except SQLAlchemyError as e:
-                self._failed(f"database: {str(e).splitlines()[0]}")
+                self._failed(f"database: {error_line(e)}")
             finally:
                 if client is not None:
                     _close(client)

@@ -24,6 +24,8 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Session, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
+from ..errors import error_line, expected
+from ..logs import domain_of
 from ..logthrottle import LogThrottle
 from ..mail.parse import base_address
 from ..store.handle import Store
@@ -64,10 +66,13 @@ class Handler:
             inbound_id = await asyncio.get_running_loop().run_in_executor(
                 None, accept, self.app, raw, env)
         except Exception as e:  # database or disk trouble: the sender must retry
-            log.error("could not store a message from %s: %s: %s", peer, type(e).__name__,
-                      str(e).splitlines()[0] if str(e) else "")
+            log.error("could not store a message from %s: %s", peer, error_line(e),
+                      exc_info=not expected(e))
             return "451 4.3.0 Temporary failure storing the message; please retry"
         self.on_accept()
+        log.info("mail accepted", extra={"inbound_id": inbound_id, "peer": peer,
+                                         "sender_domain": domain_of(env.mail_from or ""),
+                                         "recipients": len(env.rcpt_to), "size": len(raw)})
         return f"250 2.0.0 Ok: queued as {inbound_id}"
 
 

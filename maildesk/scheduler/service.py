@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from ..app import App
+from ..errors import error_line, expected
 from .jobs import Job, jobs_for, run_job
 
 log = logging.getLogger("maildesk.jobs")
@@ -23,7 +24,8 @@ def _tick(app: App, job: Job, done: Callable[[], None]) -> None:
     try:
         result = run_job(app, job, datetime.now(timezone.utc))
     except Exception as e:  # noqa: BLE001 - one line, and the next interval tries again
-        log.error("job %s failed: %s: %s", job.name, type(e).__name__, e)
+        log.error("job %s failed: %s", job.name, error_line(e), exc_info=not expected(e),
+                  extra={"job": job.name})
         return
     if result is not None:
         quiet = result.startswith(("0 ", "nothing"))

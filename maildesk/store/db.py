@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..errors import error_line
+
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert
 
@@ -133,7 +135,7 @@ def retried(work: Callable[[], T], what: str, attempts: int = CONFLICT_ATTEMPTS)
             if attempt == attempts or not is_conflict(e):
                 raise
             log.info("%s lost a race with another transaction (%s); retrying, attempt %d of "
-                     "%d", what, str(getattr(e, "orig", e)).splitlines()[0][:200], attempt + 1,
+                     "%d", what, error_line(e, 200), attempt + 1,
                      attempts)
             time.sleep(random.uniform(0.02, 0.2) * attempt)
     raise AssertionError("unreachable")

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..app import App
 from ..core.context import Context
+from ..errors import error_line
 from ..store.rows import TicketRow
 from ..tickets.refs import read_rate_address, requester_token_ok
 from ..webserver import Request, Response, Server, Site
@@ -132,8 +133,7 @@ def _answer(app: App, request: Request) -> Response:
         page = _confirm(app, request.path) if request.method == "GET" else \
             _record(app, request.path, request.form)
     except SQLAlchemyError as e:       # the database is down: the customer may retry
-        log.error("rating page: %s: %s", type(e).__name__,
-                  str(e).splitlines()[0] if str(e) else "")
+        log.error("rating page: %s", error_line(e))
         page = UNAVAILABLE
     return _response(page)
 
