@@ -1,5 +1,6 @@
 """`maildesk serve`: the SMTP listener, the ingest and outbox workers, the IMAP pollers
-and the scheduled jobs (SLA scan, auto-close, reminders; scheduler/).
+and the scheduled jobs (SLA scan, auto-close, reminders; scheduler/); when turned on, the
+rating pages (surveys/web.py) and the monitoring endpoints (monitor/web.py).
 
 The listener runs on the asyncio loop; the two workers are threads because
 the store is synchronous. They wake on an event when there is new work and
@@ -29,26 +30,32 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from .app import App, StartupError, load_kb, load_rules, load_slas
 from .config.load import ConfigError, load_settings
 from .errors import error_line, expected
 from .intake import imap, smtp
+from .intake.inbound import Envelope
 from .kb.library import Stamp, stamp
+from .mail.parse import ParsedMail, Unread
+from .monitor.health import threads_alive
+from .monitor.metrics import Metrics
+from .monitor.web import monitor_server
 from .notify import delivery
 from .notify.templates import Templates
 from .pipeline import run
+from .pipeline.driver import Summary
 from .scheduler import service
 from .store import nodes
 from .store.db import shown_url
 from .store.leadership import Leadership
-from .surveys.web import RatingServer
+from .surveys.web import rating_server
 from .systemd import Notifier
 
 log = logging.getLogger("maildesk")
@@ -152,7 +159,8 @@ class Daemon:
         self.heartbeat = Worker("heartbeat", self._beat)
         # one for the process: its PostgreSQL locks share one connection
         self.leadership = Leadership(app.engine, app.settings.data_dir)
-        self.pollers = [imap.Poller(app, box, partial(run.ingest, app), self.outbox.wake.set,
+        self.metrics = Metrics(app.engine, app.settings.monitor.timeout)
+        self.pollers = [imap.Poller(app, box, self._polled, self.outbox.wake.set,
                                     self.leadership)
                         for box in app.settings.imap]
         self._rule_mtimes = self._mtimes()
@@ -173,9 +181,11 @@ class Daemon:
 
     def _fit_sessions(self) -> None:
         """Lower the SMTP caps to what the open-file limit holds, saying so in one line.
-        The rating pages' connections (when served) come out of the same limit."""
-        web = self.app.settings.surveys.web
-        headroom = HEADROOM + (web.max_connections if web.enabled else 0)
+        The rating pages' and the monitoring connections (when served) come out of the same
+        limit."""
+        web, monitor = self.app.settings.surveys.web, self.app.settings.monitor
+        headroom = HEADROOM + (web.max_connections if web.enabled else 0) + \
+            (monitor.max_connections if monitor.enabled else 0)
         room = open_file_room(self.sessions.total + headroom) - headroom
         if room >= self.sessions.total:
             return
@@ -250,12 +260,30 @@ class Daemon:
     def _drain(self) -> None:
         self._watch_rules()
         self._watch_kb()
+        began = time.monotonic()
         summary = run.drain(self.app, between=self._watchdog)
+        self.metrics.batch("ingest", time.monotonic() - began, summary)
         if summary.new_tickets or summary.follow_ups or summary.refused:
             self.outbox.wake.set()
         if any(summary.as_dict().values()):
             log.info("ingest: %s", ", ".join(f"{k.replace('_', ' ')} {v}"
                                                for k, v in summary.as_dict().items() if v))
+
+    def _polled(self, items: list[tuple[bytes, Envelope]],
+                parsed: list[ParsedMail | Unread] | None,
+                also: Callable[[Connection], None]) -> Summary:
+        """A poller's batch, stored and processed, and counted once it is committed."""
+        began = time.monotonic()
+        summary = run.ingest(self.app, items, parsed, also)
+        self.metrics.batch("imap", time.monotonic() - began, summary)
+        return summary
+
+    def _workers(self) -> str:
+        """The health check of this daemon's threads (GET /healthz)."""
+        threads = {w.name: w.is_alive() for w in (self.ingest, self.outbox, self.heartbeat)}
+        threads |= {f"imap:{p.box.name}": p.is_alive() for p in self.pollers}
+        threads["scheduler"] = self.scheduler is not None and self.scheduler.running
+        return threads_alive(threads)
 
     def _join(self) -> None:
         """Take this node's place among the desk's nodes, or StartupError if it must not."""
@@ -280,7 +308,7 @@ class Daemon:
             log.warning("could not record this node's stop: %s", error_line(e))
 
     def _deliver(self) -> float | None:
-        delivery.deliver_due(self.app, self.transport)
+        self.metrics.delivered(delivery.deliver_due(self.app, self.transport))
         due = delivery.next_due(self.app)
         if due is None:
             return None
@@ -301,7 +329,7 @@ class Daemon:
             return
         # listeners, data_dir, database, where blobs live, the node's name and the log stay as
         # started: those need a restart, and the log says so when they changed
-        kept = ("data_dir", "database", "smtp", "storage", "node", "log")
+        kept = ("data_dir", "database", "smtp", "storage", "node", "log", "monitor")
         changed = [k for k in kept if getattr(settings, k) != getattr(self.app.settings, k)]
         if changed:
             log.warning("reload: %s changed, and take effect at the next start (systemctl "
@@ -349,12 +377,19 @@ class Daemon:
             p.start()
         self.scheduler = service.start(self.app, self.outbox.wake.set)
         try:
-            ratings = RatingServer(self.app) if s.surveys.web.enabled else None
+            ratings = rating_server(self.app) if s.surveys.web.enabled else None
         except OSError as e:
             raise _unlistenable(f"{s.surveys.web.host}:{s.surveys.web.port} (rating pages)",
                                 e) from None
         if ratings is not None:
             ratings.start()
+        try:
+            monitor = monitor_server(lambda: self.app.settings, self.app.engine, self.metrics,
+                                     self._workers) if s.monitor.enabled else None
+        except OSError as e:
+            raise _unlistenable(f"{s.monitor.host}:{s.monitor.port} (monitoring)", e) from None
+        if monitor is not None:
+            monitor.start()
         where = f"smtp://{s.smtp.host}:{s.smtp.port}" if server else "no SMTP listener"
         outbox = (f"maildir {s.outbox_maildir}" if s.outbox.transport == "maildir"
                   else f"relay {s.outbox.relay.host}:{s.outbox.relay.port}")
@@ -372,6 +407,8 @@ class Daemon:
             await smtp.stop(server, self.sessions, s.smtp.shutdown_grace)
         if ratings is not None:
             await asyncio.to_thread(ratings.shutdown)
+        if monitor is not None:
+            await asyncio.to_thread(monitor.shutdown)
         if self.scheduler is not None:
             await asyncio.to_thread(self.scheduler.shutdown, True)
         threads: list[imap.Poller | Worker] = [*self.pollers, self.ingest, self.outbox,

@@ -190,7 +190,8 @@ def test_config_check_tries_the_data_dir_and_the_schema(desk_config: Callable[..
 
 READERS = [("tickets", "list"), ("tickets", "show", "MD-1"), ("outbox", "list"),
            ("quarantine", "list"), ("quarantine", "show", "1"), ("quarantine", "retry", "1"),
-           ("sla", "show", "MD-1"), ("report",), ("blobs", "verify"), ("mailboxes", "status")]
+           ("sla", "show", "MD-1"), ("report",), ("blobs", "verify"), ("mailboxes", "status"),
+           ("status",)]
 
 
 def test_reading_where_there_is_no_desk_makes_none(tmp_path: Path) -> None:

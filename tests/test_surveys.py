@@ -216,7 +216,7 @@ def test_web_links_confirm_on_get_and_record_on_post(make_app: Callable[..., App
 
     from conftest import free_port
 
-    from maildesk.surveys.web import RatingServer
+    from maildesk.surveys.web import rating_server
     port = free_port()
     app = make_app(desk=DESK, surveys={"web": {"enabled": True, "port": port,
                                                "base_url": f"http://127.0.0.1:{port}/r"}})
@@ -224,7 +224,7 @@ def test_web_links_confirm_on_get_and_record_on_post(make_app: Callable[..., App
     send_surveys(app, MON + timedelta(hours=3))
     text = survey_mail(app, ref).get_body(("plain",)).get_content()  # type: ignore[union-attr]
     url = re.search(r"Satisfied \(4\): (http://\S+)", text).group(1)  # type: ignore[union-attr]
-    server = RatingServer(app)
+    server = rating_server(app)
     server.start()
     try:
         page = urllib.request.urlopen(url, timeout=10)

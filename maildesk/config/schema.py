@@ -566,6 +566,28 @@ class Status(Strict):
     _window = field_validator("window", mode="before")(_duration)
 
 
+class Monitor(Strict):
+    """Health and metrics over HTTP for monitoring (off by default): GET /healthz and GET
+    /metrics (Prometheus) from `maildesk serve`, on the loopback unless told otherwise."""
+
+    enabled: bool = Field(False, description="Serve /healthz and /metrics in `maildesk "
+                                             "serve`.")
+    host: str = Field("127.0.0.1", description="Address to listen on; the figures are for "
+                                               "the operator, not the world.")
+    port: int = Field(9125, ge=1, le=65535)
+    timeout: float = Field(
+        5.0, gt=0, le=60, description="Seconds a request gets to arrive whole, and each "
+                                      "health check (and a scrape's database figures) to "
+                                      "answer; a check without an answer by then fails.")
+    max_connections: int = Field(16, ge=1, description="Connections open at once; the next "
+                                                       "is answered 503 at once.")
+    queue_stuck_after: str = Field(
+        "10m", description="/healthz fails when the oldest mail waiting in the inbound "
+                           "queue has waited longer than this.")
+
+    _stuck = field_validator("queue_stuck_after", mode="before")(_duration)
+
+
 class Digest(Strict):
     to: list[str] = Field(default_factory=list,
                           description="Who gets the report by mail; empty: no digest.")
@@ -922,6 +944,7 @@ class Settings(Strict):
     surveys: Surveys = Field(default_factory=Surveys)
     status: Status = Field(default_factory=Status)
     digest: Digest = Field(default_factory=Digest)
+    monitor: Monitor = Field(default_factory=Monitor)
     imap: list[Mailbox] = Field(default_factory=list, description="IMAP mailboxes to drain.")
     templates_dir: Path | None = Field(
         None, description="Folder whose templates override the built-in ones.")

@@ -26,7 +26,7 @@ import re
 import smtplib
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -196,6 +196,8 @@ class RunResult:
     deferred: int = 0           # a transient failure: queued again for a later attempt
     failed: int = 0             # for good: a permanent failure, or the last attempt
     lost_claim: int = 0         # taken over by another sender after our lease ran out
+    # seconds from queued to sent, of each mail sent (the monitor's delivery latency)
+    latencies: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
         return {"sent": self.sent, "deferred": self.deferred, "failed": self.failed,
@@ -332,6 +334,8 @@ def deliver_due(app: Store, transport: Transport, limit: int = 100,
                                 "our lease ran out; its result stands", row["id"], outcome)
                 elif recorded == "sent":
                     result.sent += 1
+                    result.latencies.append(
+                        (datetime.now(timezone.utc) - row["created_at"]).total_seconds())
                     log.info("mail delivered", extra=_fields(app, row, "answer", detail))
                 else:
                     if recorded == "retry":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,6 +41,8 @@ class Summary:
     classified: int = 0     # machines' mail kept without a ticket: auto-replies, bounces, ...
     quarantined: int = 0
     refs: list[str] = field(default_factory=list)
+    # (source, verdict: the state the mail was left in) -> mails: the monitor's counts
+    taken: Counter[tuple[str, str]] = field(default_factory=Counter)
     # the log lines (message, fields) of what the batch did, written by announce() once
     # it is committed: a rolled-back batch opened no ticket
     lines: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -49,6 +52,7 @@ class Summary:
                   "quarantined"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.refs.extend(other.refs)
+        self.taken.update(other.taken)
         self.lines.extend(other.lines)
 
     def announce(self) -> Summary:
@@ -144,6 +148,7 @@ def process(ctx: Context, batch: list[Accepted], stages: tuple[tuple[str, Stage]
                 "source": arrival.source, "origin": one_line(arrival.origin or ""),
                 "sender_domain": domain_of(arrival.mail_from or ""), "size": arrival.size}))
         state, w = _run_one(ctx, a, stages)
+        summary.taken[(a.inbound.source, state)] += 1
         if state == "ticketed" and w is not None and w.ticket is not None:
             summary.lines.append(_ticket_line(w, arrival, ctx.ledger.events[before:]))
             if w.created:

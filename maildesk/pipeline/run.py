@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from functools import partial
@@ -91,6 +92,7 @@ def _drain_batch(app: App, limit: int, only: int | None = None) -> Summary | Non
                     state="quarantined", reason=f"raw message unreadable: {e}",
                     processed_at=now))
                 unreadable.quarantined += 1
+                unreadable.taken[(r["source"], "quarantined")] += 1
                 continue
             batch.append(Accepted(inbound=Arrival(
                 id=r["id"], source=r["source"], origin=r["origin"], mail_from=r["mail_from"],
@@ -108,11 +110,11 @@ def _one_by_one(app: App, limit: int) -> Summary | None:
     """The next batch's mails each in a transaction of its own; a mail whose own write
     still fails is quarantined with the traceback, and the rest go on."""
     with app.engine.connect() as conn:
-        ids = [r["id"] for r in _claim(conn, limit)]
-    if not ids:
+        sources = {r["id"]: r["source"] for r in _claim(conn, limit)}
+    if not sources:
         return None
     total = Summary()
-    for i in ids:
+    for i, source in sources.items():
         try:
             total.add((retried(partial(_drain_batch, app, 1, only=i), f"inbound {i}")
                        or Summary()).announce())
@@ -124,6 +126,7 @@ def _one_by_one(app: App, limit: int) -> Summary | None:
                     state="quarantined", processed_at=_now(), reason=_unstorable(e),
                     traceback=traceback.format_exc()[-20000:]))
             total.quarantined += 1
+            total.taken[(source, "quarantined")] += 1
     return total
 
 
@@ -225,4 +228,4 @@ def _keep_unstorable(app: App, item: tuple[bytes, Envelope], now: datetime,
             reason=_unstorable(e), traceback=traceback.format_exc()[-20000:], attempts=1,
             processed_at=now, queue=env.queue))
     log.error("could not store %s; quarantined: %s", env.origin or "a mail", _unstorable(e))
-    return Summary(quarantined=1)
+    return Summary(quarantined=1, taken=Counter({(env.source, "quarantined"): 1}))
