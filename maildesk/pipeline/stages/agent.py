@@ -248,13 +248,15 @@ def _to_split(ctx: Context, w: Work, ticket: TicketRow, asked: Plan) -> dict[str
     reason among asked.errors."""
     desk, named = ctx.settings.desk, asked.split
     ids = [named] if named else list(w.parsed.thread_ids)
+
+    def customers(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [m for m in found if m["direction"] == "in" and m["visibility"] == "public"
+                and desk.agent(m["from_addr"]) is None]
     found = ctx.ledger.messages_on(ticket, ids)
-    theirs = [m for m in found if m["direction"] == "in" and m["visibility"] == "public"
-              and desk.agent(m["from_addr"]) is None]
+    theirs = customers(found)
     if not theirs and not named:    # a client that names only our notification it answers
         found = ctx.ledger.messages_on(ticket, _answered(ctx, ticket, ids))
-        theirs = [m for m in found if m["direction"] == "in" and m["visibility"] == "public"
-                  and desk.agent(m["from_addr"]) is None]
+        theirs = customers(found)
     what = f"#split {named}".strip()
     if not theirs:
         asked.errors.append(
