@@ -72,6 +72,27 @@ def test_one_holder_at_a_time_until_it_closes(url: str, engines: list[Engine],
     a.close()
 
 
+def test_a_closed_holders_locks_are_free_the_moment_close_returns(
+        url: str, engines: list[Engine], tmp_path: Path) -> None:
+    """A node that stops hands its mailboxes over at once: the server ends a closed
+    connection's session a moment after the client has gone, so close() unlocks first
+    (a node asking right after close() found the lock still held, now and then)."""
+    names = [f"support-{secrets.token_hex(4)}" for _ in range(3)]
+    a = leadership(url, engines, tmp_path / "a")
+    b = leadership(url, engines, tmp_path / "b")
+    assert all(a.take(n) for n in names)
+    # the server's view of a closed connection: its session outlives the client a while
+    lingering = a._conn
+    try:
+        a._drop = lambda: setattr(a, "_conn", None)   # type: ignore[method-assign]
+        a.close()
+        assert all(b.take(n) for n in names), "free once close() returned"
+    finally:
+        if lingering is not None:
+            lingering.invalidate()
+    b.close()
+
+
 def test_a_killed_holder_loses_it_at_once(url: str, engines: list[Engine],
                                           tmp_path: Path) -> None:
     name = f"support-{secrets.token_hex(4)}"

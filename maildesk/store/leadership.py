@@ -114,12 +114,19 @@ class Leadership:
             return sorted(self._held)
 
     def close(self) -> None:
-        """Give up everything. The PostgreSQL connection is closed, not returned to the
-        pool: a pooled connection would keep its session's locks."""
+        """Give up everything. On PostgreSQL the locks are unlocked first: the server ends
+        a closed connection's session (and frees its locks) a moment after the client has
+        gone, so another node asking at once would still find them held. The connection
+        is then closed, not returned to the pool: a pooled one would keep its session."""
         with self._lock:
             if not self.postgres:
                 for fd in self._held.values():
                     os.close(fd)
+            elif self._held and self._conn is not None:
+                try:
+                    self._conn.execute(text("SELECT pg_advisory_unlock_all()"))
+                except SQLAlchemyError:
+                    pass       # the connection is gone, and its locks with it
             self._held.clear()
             self._drop()
 
