@@ -62,11 +62,11 @@ def send(port: int, n: int) -> None:
                           mail(subject=f"Printer {i} is jammed"))
 
 
-def monitored(daemon: Callable[..., Daemon], db_url: str | None = None
-              ) -> tuple[Daemon, int]:
+def monitored(daemon: Callable[..., Daemon], db_url: str | None = None,
+              **settings: Any) -> tuple[Daemon, int]:
     """A daemon with the listener on; it opens after the SMTP port the fixture waits for."""
     port = free_port()
-    d = daemon(db_url, monitor={"enabled": True, "port": port})
+    d = daemon(db_url, monitor={"enabled": True, "port": port}, **settings)
 
     def listening() -> bool:
         try:
@@ -104,6 +104,25 @@ def test_healthz_is_green_and_the_counters_follow_the_mail(daemon: Callable[...,
     assert after[("maildesk_inbound_queue_depth", ())] == 0
     assert get(port, "/nothing")[0] == 404
     assert health(port)[0] == 200
+
+
+def test_a_breached_clock_shows_in_the_gauge_until_it_stops(daemon: Callable[..., Daemon]
+                                                            ) -> None:
+    """maildesk_sla_breached_clocks counts the clocks running past their target, by kind:
+    the daemon's own scan breaches a two-second first response; closing the ticket stops
+    its clocks and the gauge falls back."""
+    d, port = monitored(daemon, sla={"scan_interval": 1, "policies": [
+        {"name": "fast", "calendar": "24x7", "first_response": "2s", "resolution": "1h"}]},
+        desk={"agents": [{"name": "bob", "address": "bob@desk.test"}]})
+    first = ("maildesk_sla_breached_clocks", (("kind", "first_response"),))
+    assert samples(port).get(first, 0) == 0
+    send(d.port, 1)
+    wait_for(lambda: samples(port).get(first) == 1, 60, "the breach in the gauge")
+    assert samples(port).get(("maildesk_sla_breached_clocks", (("kind", "resolution"),)),
+                             0) == 0
+    r = run_cli("tickets", "close", "MD-1", "--as", "bob", config=d.config)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: samples(port).get(first, 0) == 0, 30, "the gauge to fall back")
 
 
 def test_the_listener_is_off_by_default(daemon: Callable[..., Daemon]) -> None:
