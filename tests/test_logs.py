@@ -250,3 +250,21 @@ def test_a_job_failing_on_a_dropped_table_logs_one_line(make_app: Callable[..., 
     assert out.getvalue().rstrip().endswith(
         "ERROR maildesk.jobs: job sla_scan failed: OperationalError: no such table: sla_clocks "
         "[SQLITE_ERROR] job=sla_scan"), "no statement, no traceback: the database's fault"
+
+
+def test_other_commands_log_in_the_desks_format_from_warning_up(
+        desk_config: Callable[..., Path], tmp_path: Path) -> None:
+    """`maildesk ingest` from a pipe or cron logs as the daemon would (json here, one
+    object a line), but only what needs an operator: its own summary line says the rest,
+    and an INFO line per mail would only repeat it."""
+    cfg = desk_config(log={"format": "json", "level": "info"},
+                      limits={"max_message_size": "1KiB"})
+    (tmp_path / "big.eml").write_bytes(mail(body="x" * 3000))
+    (tmp_path / "small.eml").write_bytes(mail(message_id="<small@customer.test>"))
+    r = run_cli("ingest", str(tmp_path / "big.eml"), str(tmp_path / "small.eml"), config=cfg)
+    assert r.returncode == 0, r.stderr
+    *log, summary = r.stderr.decode().splitlines()
+    records = [json.loads(line) for line in log]          # every line one JSON object
+    assert [(x["level"], x["message"].split(":")[0]) for x in records] == [
+        ("WARNING", f"quarantined {tmp_path / 'big.eml'}")], log
+    assert summary.startswith("ingested 2 messages: 1 new ticket"), summary

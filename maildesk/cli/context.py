@@ -12,18 +12,21 @@ from .output import EX_CANTCREAT, EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, fail
 class Obj:
     """What the group hands its subcommands: how to get settings and an App."""
 
-    def __init__(self, config: str | None) -> None:
+    def __init__(self, config: str | None, daemon: bool = False) -> None:
         self.path = config_path(config)
+        self.daemon = daemon
         self._settings: Settings | None = None
 
     @property
     def settings(self) -> Settings:
+        """The settings, loaded on first use; the log is then set up as they say."""
         settings = self._settings
         if settings is None:
             try:
                 settings = self._settings = load_settings(self.path)
             except ConfigError as e:
                 fail(str(e), EX_CONFIG)
+            setup_logging(settings, daemon=self.daemon)
         return settings
 
     def app(self, existing: bool = False, unwritable: int = EX_CANTCREAT) -> App:
@@ -53,13 +56,22 @@ def startup_exit(e: StartupError) -> int:
     return EX_TEMPFAIL if e.temporary else EX_CONFIG
 
 
-def setup_logging(settings: Settings) -> None:
-    """The daemon's log as settings.log has it (maildesk/logs.py); the counts of repeats
-    still held back are written when the process ends."""
+def setup_logging(settings: Settings, daemon: bool) -> None:
+    """The log as settings.log has it (maildesk/logs.py), in its format for every command:
+    a `fetch` or `jobs run` from cron logs the lines `serve` would. Only the daemon logs
+    at log.level; another command's own output says what it did, so its log begins at
+    WARNING (a `tickets close` does not also log an INFO line on the operator's terminal).
+    The counts of repeats still held back are written when the process ends."""
     import atexit
 
     from ..config.durations import parse_duration
     from ..logs import setup
     cfg = settings.log
-    repeats = setup(cfg.level, cfg.format, cfg.repeats, parse_duration(cfg.repeat_window))
+    level = cfg.level if daemon else max(cfg.level.upper(), "WARNING", key=_severity)
+    repeats = setup(level, cfg.format, cfg.repeats, parse_duration(cfg.repeat_window))
     atexit.register(repeats.flush, True)
+
+
+def _severity(level: str) -> int:
+    import logging
+    return logging.getLevelName(level.upper())

@@ -16,7 +16,7 @@ import click
 
 from ..app import StartupError
 from ..errors import MaildeskError
-from .context import Obj, setup_logging, startup_exit
+from .context import Obj, startup_exit
 from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_USAGE, fail
 
 PRIVATE_UMASK = 0o077
@@ -60,7 +60,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
     # configuration it writes is read by the service's user, often not the installer.
     if ctx.invoked_subcommand != "init":
         os.umask(PRIVATE_UMASK)
-    ctx.obj = Obj(config)
+    ctx.obj = Obj(config, daemon=ctx.invoked_subcommand == "serve")
 
 
 @cli.command()
@@ -75,7 +75,6 @@ def serve(obj: Obj) -> None:
 
     from ..daemon import Daemon
     from ..systemd import Notifier
-    setup_logging(obj.settings)
     notifier = Notifier()
     notifier.status("opening the database and checking its schema")
     app = obj.app()
