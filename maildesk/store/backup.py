@@ -204,7 +204,7 @@ def _copy_blobs(source: FileBlobs, snapshot: Connection, into: Path, sized: Prog
     """Every loose file, and of each pack the bytes the snapshot's index reaches."""
     ends = dict(snapshot.execute(select(T_INDEX.c.pack, func.max(T_INDEX.c.offset
                                                                 + T_INDEX.c.size))
-                                 .group_by(T_INDEX.c.pack)).tuples().all())
+                                 .group_by(T_INDEX.c.pack)).all())
     loose = list(source.loose_files())
     sized(sum(ends.values()) + sum(f.lstat().st_size for _, f in loose))
     (into / "packs").mkdir(mode=0o700, parents=True, exist_ok=True)
