@@ -293,3 +293,24 @@ def test_a_new_desk_backs_up_and_restores_and_no_desk_is_said(kind: str,
     done = run_cli("restore", str(tmp_path / "backup"), config=again)
     assert done.returncode == 0, done.stderr.decode()
     assert run_cli("tickets", "list", config=again).returncode == 0
+
+
+@pytest.mark.skipif(not PG_OK, reason="no PostgreSQL")
+def test_on_postgresql_without_pg_dump_backup_says_what_to_install(
+        tmp_path: Path, fresh_db: Callable[[], str]) -> None:
+    cfg = config(tmp_path / "desk", fresh_db())
+    assert run_cli("db", "upgrade", config=cfg).returncode == 0
+    r = run_cli("backup", str(tmp_path / "backup"), config=cfg, env={"PATH": "/nonexistent"})
+    assert r.returncode == 69, r.stderr
+    said = r.stderr.decode()
+    assert said.count("\n") == 1 and "pg_dump not found on PATH" in said \
+        and "postgresql-client" in said, said
+    assert not (tmp_path / "backup").exists(), "nothing is left behind"
+    if shutil.which("pg_dump") is None:
+        return
+    assert run_cli("backup", str(tmp_path / "backup"), config=cfg).returncode == 0
+    over = run_cli("restore", str(tmp_path / "backup"), config=cfg)
+    assert over.returncode == 73 and b"already holds" in over.stderr, over.stderr
+    other = config(tmp_path / "other", fresh_db(), storage={"backend": "database"})
+    kind = run_cli("restore", str(tmp_path / "backup"), config=other)
+    assert kind.returncode == 78 and b"storage.backend: filesystem" in kind.stderr

@@ -92,12 +92,13 @@ def backup(settings: Settings, engine: Engine, dest: Path, sized: Progress = lam
            advance: Progress = lambda n: None) -> Result:
     """A consistent copy of the desk into dest (a folder not there yet, or empty);
     sized(total) once the bytes to copy are known, advance(n) as they are."""
+    pg_dump = None if engine.dialect.name == "sqlite" else _tool("pg_dump", "backup")
     _new_folder(dest)
     started = time.perf_counter()
-    if engine.dialect.name == "sqlite":
+    if pg_dump is None:
         out = _backup_sqlite(settings, engine, dest, sized, advance)
     else:
-        out = _backup_postgresql(settings, engine, dest, sized, advance)
+        out = _backup_postgresql(settings, engine, dest, pg_dump, sized, advance)
     out.manifest["seconds"] = round(time.perf_counter() - started, 3)
     os.sync()           # everything above on disk before the manifest says it is whole
     _write_file(dest / MANIFEST, json.dumps(out.manifest, indent=2).encode() + b"\n",
@@ -141,13 +142,18 @@ def _backup_sqlite(settings: Settings, engine: Engine, dest: Path, sized: Progre
         snapshot.dispose()
 
 
-def _backup_postgresql(settings: Settings, engine: Engine, dest: Path, sized: Progress,
-                       advance: Progress) -> Result:
-    pg_dump = shutil.which("pg_dump")
-    if pg_dump is None:
-        raise BackupError("pg_dump not found on PATH: install the PostgreSQL client "
-                          "(Debian: apt install postgresql-client; the server's major "
-                          "version or newer), then run `maildesk backup` again", "tool")
+def _tool(name: str, command: str) -> str:
+    """The path of a PostgreSQL client program, or BackupError saying how to get it."""
+    found = shutil.which(name)
+    if found is None:
+        raise BackupError(f"{name} not found on PATH: install the PostgreSQL client (Debian: "
+                          "apt install postgresql-client; the server's major version or "
+                          f"newer), then run `maildesk {command}` again", "tool")
+    return found
+
+
+def _backup_postgresql(settings: Settings, engine: Engine, dest: Path, pg_dump: str,
+                       sized: Progress, advance: Progress) -> Result:
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, \
             conn.begin():
         snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
@@ -291,9 +297,14 @@ def restore(settings: Settings, src: Path, sized: Progress = lambda n: None,
         raise BackupError(f"{src} is a backup of a {manifest['backend']} desk and the "
                           f"configuration names a {backend} database; restore it with a "
                           f"configuration for {manifest['backend']}", "config")
+    if manifest.get("storage", "filesystem") != settings.storage.backend:
+        raise BackupError(f"{src} is a backup of a desk with storage.backend: "
+                          f"{manifest.get('storage')}; set that in the configuration to restore "
+                          "it", "config")
     schema = manifest.get("schema")
     if schema and schema > migrate.HEAD:
         raise BackupError(f"{src}: {migrate.mismatch(schema)}", "config")
+    pg_restore = None if backend == "sqlite" else _tool("pg_restore", "restore")
     _no_desk_yet(settings)
     blobs = src / BLOBS
     sized(sum(f.stat().st_size for f in blobs.rglob("*") if f.is_file())
@@ -301,7 +312,7 @@ def restore(settings: Settings, src: Path, sized: Progress = lambda n: None,
     if blobs.is_dir():
         _copy_tree(blobs, settings.blob_dir, advance)
     os.sync()           # the blobs on disk before the database that refers to them
-    if backend == "sqlite":
+    if pg_restore is None:
         db = sqlite_file(url)
         assert db is not None
         db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -313,11 +324,6 @@ def restore(settings: Settings, src: Path, sized: Progress = lambda n: None,
         os.replace(tmp, db)
         fsync_dir(db.parent)
     else:
-        pg_restore = shutil.which("pg_restore")
-        if pg_restore is None:
-            raise BackupError("pg_restore not found on PATH: install the PostgreSQL client "
-                              "(Debian: apt install postgresql-client), then run `maildesk "
-                              "restore` again", "tool")
         _run([pg_restore, "--no-owner", "--no-privileges", "--exit-on-error",
               str(src / DUMP_FILE)], url, "pg_restore")
     advance((src / manifest["database"]).stat().st_size)
