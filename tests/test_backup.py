@@ -246,6 +246,12 @@ def test_restore_refuses_a_desk_that_is_there_and_a_folder_that_is_no_backup(
     assert there.returncode == 73 and b"already holds blobs" in there.stderr
     assert not (tmp_path / "other" / "data" / "maildesk.db").exists()
 
+    manifest = json.loads((dest / "MANIFEST.json").read_text())
+    (dest / "MANIFEST.json").write_text(json.dumps({**manifest, "schema": "9999"}))
+    newer = run_cli("restore", str(dest), config=config(tmp_path / "newer"))
+    assert newer.returncode == 78 and b"newer than this maildesk" in newer.stderr
+    assert not (tmp_path / "newer" / "data" / "maildesk.db").exists()
+
     (dest / "MANIFEST.json").unlink()
     cut = run_cli("restore", str(dest), config=config(tmp_path / "third"))
     assert cut.returncode == 65

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -120,7 +121,6 @@ def _backup_sqlite(settings: Settings, engine: Engine, dest: Path, sized: Progre
     copy = dest / DB_FILE
     fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
-    import sqlite3
     raw = engine.raw_connection()
     try:
         live = raw.driver_connection
