@@ -320,3 +320,26 @@ def test_on_postgresql_without_pg_dump_backup_says_what_to_install(
     other = config(tmp_path / "other", fresh_db(), storage={"backend": "database"})
     kind = run_cli("restore", str(tmp_path / "backup"), config=other)
     assert kind.returncode == 78 and b"storage.backend: filesystem" in kind.stderr
+
+
+def test_a_backup_of_an_older_schema_is_restored_and_upgraded(tmp_path: Path) -> None:
+    """Backup copies the schema as it is (a way back from an upgrade); restore brings it to
+    this maildesk's, as `serve` would."""
+    from alembic import command
+
+    from maildesk.store import migrate
+    cfg = config(tmp_path / "desk")
+    (tmp_path / "desk" / "data").mkdir()
+    engine = create_engine(url_of(cfg))
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0015")
+    engine.dispose()
+    r = run_cli("backup", str(tmp_path / "backup"), "--format", "json", config=cfg)
+    assert r.returncode == 0, r.stderr.decode()
+    assert json.loads(r.stdout)["schema"] == "0015"
+    assert migrate.current(create_engine(url_of(cfg))) == "0015", "the desk is left as it was"
+    again = config(tmp_path / "again")
+    done = run_cli("restore", str(tmp_path / "backup"), config=again)
+    assert done.returncode == 0, done.stderr.decode()
+    assert f"schema upgraded from 0015 to {migrate.HEAD}".encode() in done.stderr
+    assert migrate.current(create_engine(url_of(again))) == migrate.HEAD
