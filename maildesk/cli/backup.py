@@ -62,7 +62,8 @@ def backup(obj: Obj, dest: Path, fmt: str, progress: bool | None) -> None:
     except BackupError as e:
         fail(str(e), CODES[e.kind])
     except OSError as e:
-        fail(f"{dest}: cannot write the backup: {e.strerror or e}", EX_CANTCREAT)
+        fail(f"{e.filename or dest}: {e.strerror or e}; no backup made ({dest} has no "
+             "manifest)", EX_CANTCREAT)
     except Exception as e:  # a driver error: the database is down or refused us
         fail(f"database {shown_url(engine.url)}: {error_line(e)}", EX_TEMPFAIL)
     finally:
@@ -93,7 +94,8 @@ def restore(obj: Obj, src: Path, fmt: str, progress: bool | None) -> None:
     except BackupError as e:
         fail(str(e), CODES[e.kind])
     except OSError as e:
-        fail(f"{settings.data_dir}: cannot restore into it: {e.strerror or e}", EX_CANTCREAT)
+        fail(f"{e.filename or settings.data_dir}: {e.strerror or e}; the restore did not "
+             "finish", EX_CANTCREAT)
     except Exception as e:  # a driver error: the database is down or refused us
         fail(f"database {shown_url(settings.database_url)}: {error_line(e)}", EX_TEMPFAIL)
     said = f"restored {src} into {settings.data_dir}"

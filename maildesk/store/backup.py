@@ -347,8 +347,10 @@ def _no_desk_yet(settings: Settings) -> None:
     db = sqlite_file(settings.database_url)
     said = "; restore makes a new desk: move it aside (or point data_dir or database.url " \
            "elsewhere) first"
-    if db is not None and db.exists() and db.stat().st_size > 0:
-        raise BackupError(f"{db} already holds a database{said}", "exists")
+    # a -wal file beside a database file made anew would be read into it
+    for file in (db, db.with_name(f"{db.name}-wal")) if db is not None else ():
+        if file.exists() and file.stat().st_size > 0:
+            raise BackupError(f"{file} already holds a database{said}", "exists")
     if db is None:
         engine = make_engine(settings.database_url)
         try:
