@@ -68,7 +68,7 @@ _LOOKUP = select(T_INDEX.c.pack, T_INDEX.c.offset, T_INDEX.c.size) \
 # a writer that uses a packed blob it found holds its row until commit (PostgreSQL; SQLite's
 # BEGIN IMMEDIATE holds the whole database), so gc cannot drop it in between
 _LOOKUP_KEEP = _LOOKUP.with_for_update(read=True)
-RETRY_PAUSE = 0.1     # seconds: a read that found nothing looks again after this
+HELD_PAUSE, HELD_TRIES = 0.05, 40     # a read waits up to 2 s while gc holds a loose file
 HEX = frozenset("0123456789abcdef")
 
 
@@ -269,12 +269,18 @@ class Pack:
 
 
 class _Moved(Exception):
-    """A blob not where its lookup said, perhaps moved by gc: error, unless a second look
-    finds it."""
+    """A blob not where its lookup said, perhaps moved by gc: error, unless another look
+    finds it; held: gc has its loose file in hand (wait a moment), else its pack is gone
+    (look up again at once)."""
 
-    def __init__(self, error: BlobError) -> None:
+    def __init__(self, error: BlobError, held: bool) -> None:
         super().__init__(str(error))
-        self.error = error
+        self.error, self.held = error, held
+
+
+def held_path(loose: Path) -> Path:
+    """Where gc keeps a loose file for the moment it checks it once more (gc.py)."""
+    return loose.with_name(f".{loose.name}.gc")
 
 
 class FileBlobs(BlobStore):
@@ -363,17 +369,24 @@ class FileBlobs(BlobStore):
 
     def _read(self, digest: str, conn: Connection | None) -> tuple[bytes, str]:
         """The stored bytes and where they are, for people; unchecked, but never short.
-        Found nowhere, or in a pack that is gone: gc may have moved it in between (a pack
-        compacted, a loose file in its hands for a moment), so it is looked up once more, a
-        moment later and with a fresh connection (conn's snapshot may predate the move)."""
-        try:
-            return self._read_once(digest, conn)
-        except _Moved:
-            time.sleep(RETRY_PAUSE)
-        try:
-            return self._read_once(digest, None)
-        except _Moved as e:
-            raise e.error from None
+        gc may move a blob between a lookup and a read: a pack it compacted is gone (the
+        blob's row points elsewhere once it is), a loose file is in its hands for a moment
+        (renamed to held_path). Such a read looks again, with a fresh connection (conn's
+        snapshot may predate the move), and waits while gc holds the file."""
+        fresh: Connection | None = conn
+        for _ in range(HELD_TRIES):
+            try:
+                return self._read_once(digest, fresh)
+            except _Moved as e:
+                if not e.held:
+                    try:
+                        return self._read_once(digest, None)
+                    except _Moved as again:
+                        raise again.error from None
+                error = e.error
+            fresh = None
+            time.sleep(HELD_PAUSE)
+        raise error
 
     def _read_once(self, digest: str, conn: Connection | None) -> tuple[bytes, str]:
         loose = self.loose_path(digest)
@@ -384,7 +397,10 @@ class FileBlobs(BlobStore):
                 raise BlobDamaged(digest, e.problem, str(loose)) from None
         row = self._lookup(digest, conn)
         if row is None:
-            raise _Moved(BlobMissing(digest, "is neither loose nor in a pack", "missing"))
+            missing = BlobMissing(digest, "is neither loose nor in a pack", "missing")
+            if os.path.lexists(held_path(loose)) or os.path.lexists(loose):
+                raise _Moved(missing, held=True)
+            raise missing
         pack, offset, size = row
         where = f"{self.packs / pack}@{offset}+{size}"
         if offset < 0 or size < 0:
@@ -394,7 +410,7 @@ class FileBlobs(BlobStore):
         except BlobError as e:
             error = BlobDamaged(digest, f"is in a pack that {e.problem}", where)
             if not os.path.lexists(self.packs / pack):
-                raise _Moved(error) from None
+                raise _Moved(error, held=False) from None
             raise error from None
         if len(data) != size:
             raise BlobDamaged(digest, f"is cut short: the pack ends {size - len(data)} bytes "

@@ -63,7 +63,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, bindparam, func, select, update
 
 from ..errors import MaildeskError
-from .blobs import T_INDEX, BlobStore, FileBlobs, Pack, digest_of, fsync_dir
+from .blobs import T_INDEX, BlobStore, FileBlobs, Pack, digest_of, fsync_dir, held_path
 from .references import referenced
 from .tables import T_BLOB_DATA
 from .verify import sources
@@ -71,7 +71,6 @@ from .verify import sources
 MIN_AGE = 3600.0      # seconds
 THRESHOLD = 0.5       # a pack less live than this is compacted
 CHUNK = 500           # digests a statement; loose files held at once
-TRASH = ".gc"         # a loose file gc holds for a moment: .<name>.gc beside it
 LOCK = "gc.lock"
 
 
@@ -293,7 +292,7 @@ def _loose_batch(engine: Engine, batch: list[tuple[str, Path, int]], fresh: floa
         return
     held: list[tuple[str, Path, Path, int]] = []
     for digest, path, size in free:
-        trash = path.with_name(f".{path.name}{TRASH}")
+        trash = held_path(path)
         try:
             os.rename(path, trash)
         except FileNotFoundError:
@@ -328,8 +327,8 @@ def _put_back_leftovers(files: FileBlobs) -> None:
     be judged again."""
     for folder in files.root.iterdir():
         if len(folder.name) == 2 and folder.is_dir() and not folder.is_symlink():
-            for f in folder.glob(f".*{TRASH}"):
-                _put_back(f, folder / f.name[1:-len(TRASH)])
+            for f in folder.glob(".*.gc"):
+                _put_back(f, folder / f.name[1:-len(".gc")])
 
 
 def _packs(files: FileBlobs, engine: Engine, cutoff: float, every: bool, dry_run: bool,
@@ -395,17 +394,23 @@ def _pack(files: FileBlobs, engine: Engine, path: Path, fd: int, size: int, ever
         if moved is None:
             out.damaged.append(name)
             return False
-        if not dry_run:
+        if moved:
             with engine.begin() as conn:
-                conn.execute(update(T_INDEX).where(
-                    T_INDEX.c.digest == bindparam("b_digest"), T_INDEX.c.pack == name,
-                    T_INDEX.c.offset == bindparam("b_old"))
-                    .values(pack=bindparam("b_pack"), offset=bindparam("b_new")), moved)
+                # rows a writer holds (it is reusing the blob) stay, and so does the pack,
+                # till the next run: waiting for them could deadlock with that writer
+                free = set(conn.execute(select(T_INDEX.c.digest).where(T_INDEX.c.pack == name)
+                                        .with_for_update(skip_locked=True)).scalars())
+                moved = [m for m in moved if m["b_digest"] in free]
+                if moved:
+                    conn.execute(update(T_INDEX).where(
+                        T_INDEX.c.digest == bindparam("b_digest"), T_INDEX.c.pack == name,
+                        T_INDEX.c.offset == bindparam("b_old"))
+                        .values(pack=bindparam("b_pack"), offset=bindparam("b_new")), moved)
     if not dry_run:
         with engine.connect() as conn:
             if conn.execute(select(func.count()).select_from(T_INDEX)
                             .where(T_INDEX.c.pack == name)).scalar_one():
-                return False      # a row moved meanwhile (mended): its bytes stay here
+                return False      # a row held by a writer: its bytes stay here for now
         path.unlink()
         fsync_dir(files.packs)
     if rows:
