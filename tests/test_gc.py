@@ -333,3 +333,32 @@ def test_purge_takes_the_bytes_out_of_their_pack_now(make_app: Callable[..., App
     assert secret not in on_disk
     other = next(d for d in digests if d != target)
     assert b"the other customer's" in app.blobs.get(other)
+
+
+def test_one_gc_at_a_time_and_what_a_killed_one_held_comes_back(
+        desk_config: Callable[..., Path]) -> None:
+    """A second gc on the same files exits 75 in one line; a file a killed gc held (renamed
+    away for its last look) is put back at its name and judged again."""
+    import fcntl
+    cfg = desk_config()
+    assert run_cli("ingest", "-", input=mail(), config=cfg).returncode == 0
+    app = App.open(load_settings(cfg))
+    try:
+        assert isinstance(app.blobs, FileBlobs)
+        with app.engine.connect() as c:
+            used = c.execute(select(Inbound.digest)).scalar_one()
+        raw = app.blobs.get(used)
+        path = app.blobs.loose_path(app.blobs.put(raw))
+        held = path.with_name(f".{path.name}.gc")
+        os.rename(path, held)
+        with (app.settings.blob_dir / "gc.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            r = run_cli("blobs", "gc", config=cfg)
+            assert r.returncode == 75 and len(r.stderr.decode().splitlines()) == 1
+            assert "another `maildesk blobs gc`" in r.stderr.decode()
+        assert app.blobs.get(used) == raw          # the pack's copy meanwhile
+        age(held)
+        assert gc(cfg, "--min-age", "0")["loose"] == 0
+        assert path.exists() and not held.exists()
+    finally:
+        app.close()

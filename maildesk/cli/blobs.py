@@ -184,7 +184,7 @@ def blobs_gc(obj: Obj, dry_run: bool, min_age: str, every: bool, fmt: str,
                f"in {result.seconds:.1f} s", err=True)
     spared = [f"{n:,} {what}" for n, what in (
         (result.live, "packs in use by a running process"),
-        (result.young, f"files younger than {min_age}")) if n]
+        (result.young, f"loose files and packs younger than {min_age}")) if n]
     if spared:
         click.echo("left alone: " + ", ".join(spared), err=True)
     if result.damaged:
