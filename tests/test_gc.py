@@ -390,3 +390,38 @@ def test_a_row_a_writer_reuses_is_not_dropped_under_it(make_app: Callable[..., A
             size=len(raw), state="processed", attempts=1, rcpt_to=[]))
     assert app.blobs.get(digest) == raw
     assert collect(app.blobs, app.engine, min_age=0, every=True).rows == 0
+
+
+def test_a_read_that_looked_up_a_compacted_pack_looks_again(
+        make_app: Callable[..., App], db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc compacts a pack between a reader's lookup and its read (forced here: the lookup
+    runs gc before it answers). The pack is gone; the reader looks up again and finds the
+    blob where gc moved it."""
+    app = make_app(db_url)
+    assert isinstance(app.blobs, FileBlobs)
+    raw = mail(message_id="<moved@customer.test>")
+    with app.engine.begin() as conn:
+        batch = app.blobs.batch(conn)
+        digest = batch.put(raw)
+        batch.finish()
+        conn.execute(Inbound.__table__.insert().values(
+            received_at=datetime.now(timezone.utc), source="pipe", digest=digest,
+            size=len(raw), state="processed", attempts=1, rcpt_to=[]))
+    rolled_back(app, os.urandom(20_000))
+    pack = app.blobs.packs / app.blobs._local.pack.name
+    app.blobs.close()
+    age(pack)
+    lookup = app.blobs._lookup
+    calls: list[Any] = []
+
+    def stale(*args: Any) -> Any:
+        row = lookup(*args)
+        if not calls:
+            out = collect(app.blobs, app.engine, min_age=0)
+            assert out.packs_compacted == 1 and not pack.exists()
+        calls.append(row)
+        return row
+
+    monkeypatch.setattr(app.blobs, "_lookup", stale)
+    assert app.blobs.get(digest) == raw
+    assert calls[0][0] == pack.name != calls[1][0]
