@@ -96,6 +96,7 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("report",): report,
         ("blobs", "verify"): [[], ["--format", "json"]],
         ("blobs", "copy-to-database"): [[], ["--format", "json"]],
+        ("blobs", "gc"): [[], ["--dry-run", "--format", "json"], ["--min-age", "0", "--all"]],
         ("db", "upgrade"): [[]],
         ("backup",): [[str(tmp / "backup")], [str(tmp / "backup-json"), "--format", "json"]],
         ("restore",): [[str(tmp / "no-backup")]],     # a desk is there: test_backup

@@ -17,7 +17,7 @@ from rich.progress import (
 
 from ..store.verify import Bad, Verified, total_bytes, verify
 from .context import Obj
-from .output import EX_FAIL, FORMAT, emit_json, emit_table
+from .output import EX_FAIL, EX_TEMPFAIL, EX_USAGE, FORMAT, emit_json, emit_table, fail
 
 REPAIR_HINT = ("take the mail again from where it first came (the same mbox or files) with "
                "`maildesk ingest --repair SOURCE` to store its bytes again")
@@ -137,6 +137,59 @@ def blobs_copy_to_database(obj: Obj, fmt: str, progress: bool | None) -> None:
     if result.used:
         click.echo(f"{REPAIR_HINT}, then copy again", err=True)
         sys.exit(EX_FAIL)
+
+
+@blobs.command("gc")
+@click.option("--dry-run", is_flag=True, help="Say what would be freed; change nothing.")
+@click.option("--min-age", default="1h", show_default=True, metavar="DURATION",
+              help="Spare loose files and packs younger than this (30m, 1h, 2d): a blob is "
+                   "stored before the row that names it commits.")
+@click.option("--all", "every", is_flag=True,
+              help="Compact every pack with garbage in it, not only those less than half "
+                   "live.")
+@FORMAT
+@PROGRESS
+@click.pass_obj
+def blobs_gc(obj: Obj, dry_run: bool, min_age: str, every: bool, fmt: str,
+             progress: bool | None) -> None:
+    """Free the blobs nothing refers to any more (loose files, index and database rows) and
+    compact packs, while daemons run: a pack a process still appends to is skipped (it
+    holds a lock on it), and loose files and packs younger than --min-age are spared. Exit
+    0; 75 when another gc is at work on the same files."""
+    from ..config.durations import parse_duration
+    from ..store.gc import GcBusy, collect, to_scan
+    try:
+        seconds = parse_duration(min_age)
+    except ValueError as e:
+        fail(f"--min-age: {e}", EX_USAGE)
+    app = obj.app(existing=True)
+    bar, show = _bar("collecting", progress)
+    try:
+        with bar:
+            task = bar.add_task("gc", total=to_scan(app.blobs) if show else None)
+            result = collect(app.blobs, app.engine, seconds, dry_run, every,
+                             lambda n: bar.advance(task, n))
+    except GcBusy as e:
+        fail(str(e), EX_TEMPFAIL)
+    finally:
+        app.close()
+    if fmt == "json":
+        emit_json(result.as_dict())
+        return
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{verb} {result.loose + result.rows:,} blobs nothing refers to "
+               f"({result.loose:,} loose files, {result.rows:,} rows) and "
+               f"{result.bytes / 1024**2:,.1f} MiB; "
+               f"{result.packs_compacted:,} packs compacted, {result.packs_removed:,} removed "
+               f"in {result.seconds:.1f} s", err=True)
+    spared = [f"{n:,} {what}" for n, what in (
+        (result.live, "packs in use by a running process"),
+        (result.young, f"loose files and packs younger than {min_age}")) if n]
+    if spared:
+        click.echo("left alone: " + ", ".join(spared), err=True)
+    if result.damaged:
+        click.echo(f"{len(result.damaged):,} packs hold a damaged blob and were not "
+                   "compacted: see `maildesk blobs verify`", err=True)
 
 
 COMMANDS = [blobs]

@@ -26,6 +26,8 @@ from .tables import T_BLOB_DATA
 WHERE = "database blob_data"
 _READ = select(T_BLOB_DATA.c.data, T_BLOB_DATA.c.size) \
     .where(T_BLOB_DATA.c.digest == bindparam("digest"))
+# a batch that uses a row it found holds it until commit, so gc cannot delete it in between
+_READ_KEEP = _READ.with_for_update(read=True)
 _HAS = select(T_BLOB_DATA.c.digest).where(T_BLOB_DATA.c.digest == bindparam("digest"))
 # one INSERT of many rows, kept well under both databases' limit on bound parameters and
 # a statement's size
@@ -170,7 +172,7 @@ class DatabaseBatch(BlobBatch):
         digest = digest_of(data)
         if digest in self._pending:
             return digest
-        row = self.conn.execute(_READ, {"digest": digest}).first()
+        row = self.conn.execute(_READ_KEEP, {"digest": digest}).first()
         if row is not None:
             if row_problem(digest, bytes(row.data), row.size) is None:
                 return digest

@@ -19,19 +19,28 @@ FileBlobs keeps a blob in one of two forms, as in git:
   common disks, so this is most of what makes batch ingest fast.
 
 A pack only grows; bytes appended by a batch that then rolled back are
-unreferenced and harmless. Each thread of each process appends to its own
-pack, so no two writers share a file.
+unreferenced and harmless until `maildesk blobs gc` (gc.py) compacts them out.
+Each thread of each process appends to its own pack, so no two writers share a
+file, and it holds an flock on the pack for as long as it may append: gc skips a
+pack it cannot lock (a process id in the name says nothing once the process is
+gone and the id reused). gc may move a packed blob to another pack, or take a
+loose file away for a moment, between a reader's lookup and its read: a read that
+finds nothing there looks once more, with a fresh connection (_read). A writer
+that finds its blob stored already freshens it (the loose file's mtime, or a
+shared lock on its index row until commit), which is what gc's grace period and
+locks look for; gc.py says why that is enough.
 
 The address is checked on every read: bytes whose sha256 is not their name
 are never returned (BlobDamaged names the blob, where it lives and what refers
-to it). A pack is a file object owned by the _Pack, and a batch holds the
-_Pack it appends to: a new pack replaces a full one only for batches begun
+to it). A pack is a file object owned by the Pack, and a batch holds the
+Pack it appends to: a new pack replaces a full one only for batches begun
 after, and the old file closes when its last batch lets go of it, so no batch
 can write through a closed or reused descriptor (issue 13: a second batch in the
 same transaction rolled the pack over and closed the first batch's fd).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import mmap
 import os
@@ -56,6 +65,10 @@ T_INDEX = BlobIndex.__table__
 PACK_LIMIT = 64 * 1024**2
 _LOOKUP = select(T_INDEX.c.pack, T_INDEX.c.offset, T_INDEX.c.size) \
     .where(T_INDEX.c.digest == bindparam("digest"))
+# a writer that uses a packed blob it found holds its row until commit (PostgreSQL; SQLite's
+# BEGIN IMMEDIATE holds the whole database), so gc cannot drop it in between
+_LOOKUP_KEEP = _LOOKUP.with_for_update(read=True)
+HELD_PAUSE, HELD_TRIES = 0.05, 40     # a read waits up to 2 s while gc holds a loose file
 HEX = frozenset("0123456789abcdef")
 
 
@@ -214,14 +227,23 @@ class BlobBatch(ABC):
         it commits."""
 
 
-class _Pack:
+class Pack:
     """The pack file one thread appends to; its offsets are right by construction: the file
-    is new (O_EXCL), only this object writes it, and a failed write re-reads the end."""
+    is new (O_EXCL), only this object writes it, and a failed write re-reads the end. It is
+    locked (flock) from before it has its name until it closes, so gc never sees it
+    unlocked while it may grow."""
 
     def __init__(self, folder: Path) -> None:
         self.name = f"{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.pack"
-        fd = os.open(folder / self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
-                     0o600)
+        new = folder / f".{self.name}.new"
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(new, folder / self.name)
+        except BaseException:
+            os.close(fd)
+            new.unlink(missing_ok=True)
+            raise
         self.file = os.fdopen(fd, "ab", buffering=0)
         self.size = 0
         self.users = 0          # BlobBatches that may still append to it
@@ -246,6 +268,21 @@ class _Pack:
         os.fsync(self.file.fileno())
 
 
+class _Moved(Exception):
+    """A blob not where its lookup said, perhaps moved by gc: error, unless another look
+    finds it; held: gc has its loose file in hand (wait a moment), else its pack is gone
+    (look up again at once)."""
+
+    def __init__(self, error: BlobError, held: bool) -> None:
+        super().__init__(str(error))
+        self.error, self.held = error, held
+
+
+def held_path(loose: Path) -> Path:
+    """Where gc keeps a loose file for the moment it checks it once more (gc.py)."""
+    return loose.with_name(f".{loose.name}.gc")
+
+
 class FileBlobs(BlobStore):
     """Blobs as loose files and packs under root (storage.backend: filesystem)."""
 
@@ -256,7 +293,7 @@ class FileBlobs(BlobStore):
         self.packs = root / "packs"
         self.packs.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._local = threading.local()
-        self._open: list[_Pack] = []      # every thread's pack, for close()
+        self._open: list[Pack] = []      # every thread's pack, for close()
         self._lock = threading.RLock()     # a batch freed by GC may release inside batch()
 
     def loose_path(self, digest: str) -> Path:
@@ -269,7 +306,7 @@ class FileBlobs(BlobStore):
         and checked first, and replaced when it is not these bytes."""
         digest = digest_of(data)
         final = self.loose_path(digest)
-        if os.path.lexists(final) and self._loose_problem(final, digest) is None:
+        if self.freshen(final) and self._loose_problem(final, digest) is None:
             return digest
         self._write_loose(final, data)
         return digest
@@ -281,6 +318,19 @@ class FileBlobs(BlobStore):
         digest = self.put(data)
         with self.engine.begin() as conn:
             yield conn, digest
+
+    @staticmethod
+    def freshen(path: Path) -> bool:
+        """Set a loose file's mtime to now, before a new reference to it commits: gc leaves a
+        file younger than its grace period. False when nothing is there (gc took it, or it
+        never was): then it is written again."""
+        try:
+            os.utime(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return os.path.lexists(path)    # not ours to touch: its check says what it is
+        return True
 
     def _loose_problem(self, path: Path, digest: str) -> str | None:
         """Why the loose file for digest cannot be served; None when it is intact."""
@@ -311,14 +361,34 @@ class FileBlobs(BlobStore):
         os.replace(tmp, final)
         fsync_dir(folder)
 
-    def _lookup(self, digest: str, conn: Connection | None) -> Any:
+    def _lookup(self, digest: str, conn: Connection | None, query: Any = _LOOKUP) -> Any:
         if conn is not None:
-            return conn.execute(_LOOKUP, {"digest": digest}).first()
+            return conn.execute(query, {"digest": digest}).first()
         with self.engine.connect() as c:
-            return c.execute(_LOOKUP, {"digest": digest}).first()
+            return c.execute(query, {"digest": digest}).first()
 
     def _read(self, digest: str, conn: Connection | None) -> tuple[bytes, str]:
-        """The stored bytes and where they are, for people; unchecked, but never short."""
+        """The stored bytes and where they are, for people; unchecked, but never short.
+        gc may move a blob between a lookup and a read: a pack it compacted is gone (the
+        blob's row points elsewhere once it is), a loose file is in its hands for a moment
+        (renamed to held_path). Such a read looks again, with a fresh connection (conn's
+        snapshot may predate the move), and waits while gc holds the file."""
+        fresh: Connection | None = conn
+        for _ in range(HELD_TRIES):
+            try:
+                return self._read_once(digest, fresh)
+            except _Moved as e:
+                if not e.held:
+                    try:
+                        return self._read_once(digest, None)
+                    except _Moved as again:
+                        raise again.error from None
+                error = e.error
+            fresh = None
+            time.sleep(HELD_PAUSE)
+        raise error
+
+    def _read_once(self, digest: str, conn: Connection | None) -> tuple[bytes, str]:
         loose = self.loose_path(digest)
         if os.path.lexists(loose):
             try:
@@ -327,7 +397,10 @@ class FileBlobs(BlobStore):
                 raise BlobDamaged(digest, e.problem, str(loose)) from None
         row = self._lookup(digest, conn)
         if row is None:
-            raise BlobMissing(digest, "is neither loose nor in a pack", "missing")
+            missing = BlobMissing(digest, "is neither loose nor in a pack", "missing")
+            if os.path.lexists(held_path(loose)) or os.path.lexists(loose):
+                raise _Moved(missing, held=True)
+            raise missing
         pack, offset, size = row
         where = f"{self.packs / pack}@{offset}+{size}"
         if offset < 0 or size < 0:
@@ -335,7 +408,10 @@ class FileBlobs(BlobStore):
         try:
             data = read_file(self.packs / pack, offset, size)
         except BlobError as e:
-            raise BlobDamaged(digest, f"is in a pack that {e.problem}", where) from None
+            error = BlobDamaged(digest, f"is in a pack that {e.problem}", where)
+            if not os.path.lexists(self.packs / pack):
+                raise _Moved(error, held=False) from None
+            raise error from None
         if len(data) != size:
             raise BlobDamaged(digest, f"is cut short: the pack ends {size - len(data)} bytes "
                                       "before the blob does", where)
@@ -413,7 +489,7 @@ class FileBlobs(BlobStore):
         """Blobs appended to this thread's pack, indexed in conn's transaction."""
         pack = getattr(self._local, "pack", None)
         if pack is None or pack.size >= self.pack_limit:
-            new = self._local.pack = _Pack(self.packs)
+            new = self._local.pack = Pack(self.packs)
             with self._lock:
                 self._open.append(new)
                 if pack is not None:    # full: closed once no batch of this thread uses it
@@ -426,13 +502,13 @@ class FileBlobs(BlobStore):
         weakref.finalize(batch, self._release, pack)
         return batch
 
-    def _release(self, pack: _Pack) -> None:
+    def _release(self, pack: Pack) -> None:
         """A batch is gone: its pack closes if it is full and nobody else appends to it."""
         with self._lock:
             pack.users -= 1
             self._close_if_unused(pack)
 
-    def _close_if_unused(self, pack: _Pack) -> None:
+    def _close_if_unused(self, pack: Pack) -> None:
         if pack.retired and pack.users <= 0 and pack in self._open:
             pack.file.close()
             self._open.remove(pack)
@@ -451,7 +527,7 @@ class FileBatch(BlobBatch):
 
     store: FileBlobs
 
-    def __init__(self, store: FileBlobs, pack: _Pack, conn: Connection) -> None:
+    def __init__(self, store: FileBlobs, pack: Pack, conn: Connection) -> None:
         self.store = store
         self.pack = pack
         self.conn = conn
@@ -468,13 +544,13 @@ class FileBatch(BlobBatch):
         if digest in self._pending:
             return digest
         loose = self.store.loose_path(digest)
-        if os.path.lexists(loose):
+        if self.store.freshen(loose):
             if self.store._loose_problem(loose, digest) is None:
                 return digest                             # stored once, whatever the route
             self.repaired += 1
             self.store._write_loose(loose, data)
             return digest
-        if self.store._lookup(digest, self.conn) is not None:
+        if self.store._lookup(digest, self.conn, _LOOKUP_KEEP) is not None:
             if self.store.problem(digest, self.conn) is None:
                 return digest
             self.repaired += 1
