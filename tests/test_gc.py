@@ -23,7 +23,7 @@ from maildesk.config.load import load_settings
 from maildesk.intake.inbound import Envelope
 from maildesk.pipeline.run import ingest
 from maildesk.store.blobs import FileBlobs, digest_of
-from maildesk.store.gc import collect, purge
+from maildesk.store.gc import collect, kept_from_gc, purge
 from maildesk.store.models import BlobIndex, Inbound, Message
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
@@ -425,3 +425,28 @@ def test_a_read_that_looked_up_a_compacted_pack_looks_again(
     monkeypatch.setattr(app.blobs, "_lookup", stale)
     assert app.blobs.get(digest) == raw
     assert calls[0][0] == pack.name != calls[1][0]
+
+
+def test_gc_and_backup_take_turns(desk_config: Callable[..., Path], tmp_path: Path) -> None:
+    """A backup copies the packs its database snapshot places blobs in; a gc compacting
+    one in between would leave the backup without it. So a backup keeps gc out (gc exits
+    75, naming both), and a backup begun during a gc waits for it."""
+    import fcntl
+    import subprocess
+    import sys
+    cfg = desk_config()
+    assert run_cli("ingest", "-", input=mail(), config=cfg).returncode == 0
+    settings = load_settings(cfg)
+    with kept_from_gc(settings.blob_dir):
+        r = run_cli("blobs", "gc", config=cfg)
+    assert r.returncode == 75 and "or a `maildesk backup`" in r.stderr.decode(), r.stderr
+    with (settings.blob_dir / "gc.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)                     # a gc at work
+        waiting = subprocess.Popen([sys.executable, "-m", "maildesk", "--config", str(cfg),
+                                    "backup", str(tmp_path / "bk")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(3)
+        assert not (tmp_path / "bk" / "MANIFEST.json").exists()
+    assert waiting.wait(60) == 0, waiting.stderr.read() if waiting.stderr else ""
+    assert (tmp_path / "bk" / "MANIFEST.json").exists()

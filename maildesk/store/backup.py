@@ -38,6 +38,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -52,6 +53,7 @@ from . import migrate
 from .blob_rows import open_blobs
 from .blobs import T_INDEX, BlobError, FileBlobs, fsync_dir, read_file
 from .db import make_engine, shown_url, sqlite_file
+from .gc import kept_from_gc
 from .tables import T_MESSAGES, T_TICKETS
 from .verify import Verified, verify
 
@@ -96,10 +98,12 @@ def backup(settings: Settings, engine: Engine, dest: Path, sized: Progress = lam
     pg_dump = None if engine.dialect.name == "sqlite" else _tool("pg_dump", "backup")
     _new_folder(dest)
     started = time.perf_counter()
-    if pg_dump is None:
-        out = _backup_sqlite(settings, engine, dest, sized, advance)
-    else:
-        out = _backup_postgresql(settings, engine, dest, pg_dump, sized, advance)
+    # from the snapshot to the last blob copied, no gc compacts a pack the snapshot uses
+    with kept_from_gc(settings.blob_dir) if settings.blob_dir.is_dir() else nullcontext():
+        if pg_dump is None:
+            out = _backup_sqlite(settings, engine, dest, sized, advance)
+        else:
+            out = _backup_postgresql(settings, engine, dest, pg_dump, sized, advance)
     out.manifest["seconds"] = round(time.perf_counter() - started, 3)
     os.sync()           # everything above on disk before the manifest says it is whole
     _write_file(dest / MANIFEST, json.dumps(out.manifest, indent=2).encode() + b"\n",
@@ -230,7 +234,7 @@ def _copy_blobs(source: FileBlobs, snapshot: Connection, into: Path, sized: Prog
 def _copy_head(source: Path, target: Path, size: int, advance: Progress) -> None:
     """The first size bytes of source (all it has, when shorter: verify says what is cut)."""
     if not source.is_file():
-        return                  # gone (packs are never removed): verify names its blobs
+        return                  # gone: verify names its blobs
     with open(source, "rb") as src:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "wb") as out:

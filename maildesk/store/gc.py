@@ -209,13 +209,29 @@ def _gc_lock(files: FileBlobs, wait: bool, dry_run: bool) -> Iterator[None]:
     if dry_run:
         yield
         return
-    fd = os.open(files.root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    with _flocked(files.root, fcntl.LOCK_EX, wait):
+        yield
+
+
+@contextmanager
+def kept_from_gc(root: Path) -> Iterator[None]:
+    """No gc moves a blob under root until the block ends (a shared flock on gc.lock; gc
+    takes it exclusively): for a backup, which must find every blob where its snapshot of
+    the database placed it, and would not if a pack were compacted in between. A gc at
+    work is waited for."""
+    with _flocked(root, fcntl.LOCK_SH, wait=True):
+        yield
+
+
+@contextmanager
+def _flocked(root: Path, mode: int, wait: bool) -> Iterator[None]:
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, mode | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise GcBusy(f"another `maildesk blobs gc` works on {files.root}; "
-                         "run it again when that one is done") from None
+            raise GcBusy(f"another `maildesk blobs gc`, or a `maildesk backup`, works on "
+                         f"{root}; run it again when that one is done") from None
         yield
     finally:
         os.close(fd)
