@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 import pytest
+from conftest import mail
 
 from maildesk.cli.main import LAZY, LazyGroup, cli
 
@@ -25,10 +28,10 @@ print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
 
 
-def imported_by(*args: str) -> set[str]:
+def imported_by(*args: str, stdin: bytes | None = None) -> set[str]:
     """The top-level packages a fresh `maildesk ARGS` imported."""
     r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True,
-                       check=True)
+                       check=True, input=stdin)
     return {name.split(".")[0] for name in json.loads(r.stderr.splitlines()[-1])}
 
 
@@ -73,3 +76,19 @@ def test_the_help_lists_each_lazy_command_as_the_command_itself_would(width: int
     assert set(loaded.commands) == set(own) | set(LAZY)
     assert set(lazy.commands) == set(own), "nothing loaded for the lazy listing"
     assert _listing(lazy, width) == _listing(loaded, width)
+
+
+def test_a_pipe_delivery_loads_no_model_no_resolver_no_bar(
+        desk_config: Callable[..., Path]) -> None:
+    """The MTA's pipe (one mail on stdin, SQLite) makes its ticket without machine learning,
+    the DKIM resolver (the mail is not signed), the PostgreSQL driver or the progress bar."""
+    cfg = desk_config()
+    loaded = imported_by("--config", str(cfg), "ingest", "--format", "json",
+                         stdin=mail())
+    assert {"sqlalchemy", "mailparser", "jinja2"} <= loaded, "the probe saw the ingest"
+    unwanted = {"sklearn", "torch", "sentence_transformers", "numpy", "scipy", "dkim", "dns",
+                "psycopg", "psycopg2", "rich"}
+    assert not loaded & unwanted, loaded & unwanted
+    out = subprocess.run([sys.executable, "-m", "maildesk", "--config", str(cfg), "tickets",
+                          "list", "--format", "json"], capture_output=True, check=True)
+    assert len(json.loads(out.stdout)) == 1, "and the mail is on its ticket"
