@@ -18,6 +18,7 @@ figures of another day.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -73,10 +74,12 @@ class Case:
         env = {**os.environ, "PYTHONPATH": str(tree or ROOT)}
         if stdin is not None:
             cmd = ["sh", "-c", 'exec "$@" < one.eml', "sh", *cmd]
-        wall, rss, _out, err, code = run_child(cmd, cwd, env)
+        wall, rss, out, err, code = run_child(cmd, cwd, env)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if code != 0:
             raise SystemExit(f"{self.label}: exit {code}: {err.decode()}")
+        if stdin is not None and json.loads(out)["new_tickets"] != 1:
+            raise SystemExit(f"{self.label}: the mail made no new ticket: {out.decode()}")
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         return wall, cpu, rss
 
@@ -109,8 +112,8 @@ def main() -> int:
     fresh, busy = tmp / "fresh", tmp / "busy"
     make_desk(fresh, 0)
     make_desk(busy, args.tickets)
-    ingest = ["--config", "maildesk.yaml", "ingest", "--sender=user@customer.test",
-              "--recipient=support@example.com"]
+    ingest = ["--config", "maildesk.yaml", "ingest", "--format", "json",
+              "--sender=user@customer.test", "--recipient=support@example.com"]
     cases = [Case("`python -c pass`", ["-c", "pass"], fresh),
              Case("`maildesk --version`", ["--version"], fresh),
              Case("`maildesk --help`", ["--help"], fresh),
