@@ -97,6 +97,8 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("blobs", "verify"): [[], ["--format", "json"]],
         ("blobs", "copy-to-database"): [[], ["--format", "json"]],
         ("db", "upgrade"): [[]],
+        ("backup",): [[str(tmp / "backup")], [str(tmp / "backup-json"), "--format", "json"]],
+        ("restore",): [[str(tmp / "no-backup")]],     # a desk is there: test_backup
         ("config", "check"): [[]],
         ("config", "show"): [[]],
         ("nodes", "status"): [[], ["--format", "json"]],
@@ -192,6 +194,9 @@ def test_every_command_and_job_on_any_desk(desk: Path, tmp_path: Path) -> None:
             if "Traceback" in said or code not in (0, 1, 2, 64, 65, 66, 69, 78):
                 failures.append((command, args, code, said[-800:]))
     assert not failures, failures[:3]
+    for made in ("backup", "backup-json"):
+        manifest = json.loads((tmp_path / made / "MANIFEST.json").read_text())
+        assert manifest["damaged"] == 0, manifest
     code, said = run(desk, ["jobs", "run", "--force", "--format", "json"])
     ran = {r["job"]: r for r in json.loads(said[:said.rindex("]") + 1])}
     assert all(r["ran"] and not r["result"].startswith("failed") for r in ran.values()), ran

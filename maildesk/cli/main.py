@@ -28,6 +28,11 @@ PRIVATE_UMASK = 0o077
 # second; the help, a few milliseconds). Tests check that this names every module's
 # commands, with the short help `--help` would show once the module is loaded.
 LAZY: dict[str, tuple[str, str]] = {
+    "backup": ("backup", "Copy the desk into DEST, a new (or empty) folder, while it runs: "
+                         "the database as one snapshot (SQLite's backup API; pg_dump on "
+                         "PostgreSQL), then the blobs that snapshot refers to, each checked "
+                         "against its sha256 in the copy, then MANIFEST.json (a folder "
+                         "without it is an incomplete backup)."),
     "blobs": ("blobs", "Raw mail and attachments as stored (named by their sha256)."),
     "config": ("admin", "The configuration."),
     "db": ("admin", "The database schema."),
@@ -52,6 +57,9 @@ LAZY: dict[str, tuple[str, str]] = {
     "report": ("report", "Volume, backlog, first response and resolution times, SLA "
                          "compliance, CSAT, first-contact resolution and reopenings; "
                          "definitions in the README."),
+    "restore": ("backup", "Make the desk the configuration names (data_dir, database.url) "
+                          "from the backup in SRC: only where no desk is yet (no database "
+                          "file or maildesk tables, no blobs; move one aside first)."),
     "rules": ("rules", "Check and try the rules."),
     "sla": ("sla", "SLA clocks: first response, next response and resolution, in business "
                    "time."),

@@ -36,10 +36,11 @@ def current(engine: Engine) -> str | None:
     """The schema's revision; None for a database without one (empty). A database that
     cannot be reached raises, rather than passing for an empty one."""
     with engine.connect() as conn:
-        return _revision(conn)
+        return revision(conn)
 
 
-def _revision(conn: Connection) -> str | None:
+def revision(conn: Connection) -> str | None:
+    """The schema's revision as conn sees it (a backup's snapshot, too); None when empty."""
     if not inspect(conn).has_table("alembic_version"):
         return None
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -68,7 +69,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
                 # several nodes started at once (after an upgrade, or on a new desk) would
                 # each create the tables: one migrates, the others wait, then find it done
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATING})
-                before = _revision(conn)
+                before = revision(conn)
             if before != HEAD:
                 command.upgrade(_config(conn), "head")
     return before, HEAD

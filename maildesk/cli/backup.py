@@ -1,0 +1,132 @@
+"""`maildesk backup` and `maildesk restore` (the work is store/backup.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import error_line
+from ..store import migrate
+from ..store.backup import BackupError, Result
+from ..store.db import make_engine, shown_url, sqlite_file
+from .blobs import PROGRESS, REPAIR_HINT, _bad_table, _bar
+from .context import Obj
+from .output import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_FAIL,
+    EX_NOINPUT,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    FORMAT,
+    emit_json,
+    emit_table,
+    fail,
+)
+
+# BackupError.kind -> the exit code
+CODES = {"exists": EX_CANTCREAT, "missing": EX_NOINPUT, "incomplete": EX_DATAERR,
+         "tool": EX_UNAVAILABLE, "config": EX_CONFIG, "failed": EX_TEMPFAIL}
+
+
+@click.command("backup")
+@click.argument("dest", type=click.Path(path_type=Path))
+@FORMAT
+@PROGRESS
+@click.pass_obj
+def backup(obj: Obj, dest: Path, fmt: str, progress: bool | None) -> None:
+    """Copy the desk into DEST, a new (or empty) folder, while it runs: the database as one
+    snapshot (SQLite's backup API; pg_dump on PostgreSQL), then the blobs that snapshot
+    refers to, each checked against its sha256 in the copy, then MANIFEST.json (a folder
+    without it is an incomplete backup). The schema is copied as it is, old or new. Exit
+    0 when every blob in use was copied intact, 1 when not (listed, by ticket)."""
+    from ..store.backup import backup as run
+    settings = obj.settings
+    db = sqlite_file(settings.database_url)
+    if db is not None and not db.exists():
+        fail(f"no desk at {db.parent} ({db.name} missing): nothing to back up; pass --config",
+             EX_NOINPUT)
+    engine = make_engine(settings.database_url)
+    try:
+        if migrate.current(engine) is None:
+            fail(f"no desk in database {shown_url(engine.url)} (no maildesk schema): nothing "
+                 "to back up; pass --config", EX_NOINPUT)
+        bar, _ = _bar("backing up", progress)
+        with bar:
+            task = bar.add_task("backup", total=None)
+            result = run(settings, engine, dest, lambda n: bar.update(task, total=n),
+                         lambda n: bar.advance(task, n))
+    except BackupError as e:
+        fail(str(e), CODES[e.kind])
+    except OSError as e:
+        fail(f"{e.filename or dest}: {e.strerror or e}; no backup made ({dest} has no "
+             "manifest)", EX_CANTCREAT)
+    except Exception as e:  # a driver error: the database is down or refused us
+        fail(f"database {shown_url(engine.url)}: {error_line(e)}", EX_TEMPFAIL)
+    finally:
+        engine.dispose()
+    _report(result, fmt, f"backed up into {dest}")
+
+
+@click.command("restore")
+@click.argument("src", type=click.Path(path_type=Path))
+@FORMAT
+@PROGRESS
+@click.pass_obj
+def restore(obj: Obj, src: Path, fmt: str, progress: bool | None) -> None:
+    """Make the desk the configuration names (data_dir, database.url) from the backup in
+    SRC: only where no desk is yet (no database file or maildesk tables, no blobs; move
+    one aside first). Checks the manifest, copies the blobs and the database (pg_restore
+    on PostgreSQL), reads every blob back, and brings an older schema to this maildesk's
+    (unless database.auto_upgrade is false: then `maildesk db upgrade`). Exit 0 when
+    every blob in use is intact, 1 when not (listed, by ticket)."""
+    from ..store.backup import restore as run
+    settings = obj.settings
+    bar, _ = _bar("restoring", progress)
+    try:
+        with bar:
+            task = bar.add_task("restore", total=None)
+            result = run(settings, src, lambda n: bar.update(task, total=n),
+                         lambda n: bar.advance(task, n))
+    except BackupError as e:
+        fail(str(e), CODES[e.kind])
+    except OSError as e:
+        fail(f"{e.filename or settings.data_dir}: {e.strerror or e}; the restore did not "
+             "finish", EX_CANTCREAT)
+    except Exception as e:  # a driver error: the database is down or refused us
+        fail(f"database {shown_url(settings.database_url)}: {error_line(e)}", EX_TEMPFAIL)
+    said = f"restored {src} into {settings.data_dir}"
+    if result.upgraded:
+        said += f"; schema upgraded from {result.upgraded} to {migrate.HEAD}"
+    elif result.manifest.get("schema") != migrate.HEAD:
+        said += f"; schema at {result.manifest.get('schema')}: run `maildesk db upgrade`"
+    _report(result, fmt, said)
+
+
+def _report(result: Result, fmt: str, said: str) -> None:
+    """The manifest (json) or a table of its counts, the blobs found bad, one line; exit 1
+    when a blob in use is damaged or missing."""
+    m = result.manifest
+    if fmt == "json":
+        emit_json(result.as_dict())
+    else:
+        _bad_table(result.checked.bad)
+        counts: dict[str, Any] = m["counts"]
+        emit_table([{"item": k, "value": f"{v:,}"} for k, v in counts.items()]
+                   + [{"item": k, "value": m[k]} for k in ("schema", "backend", "storage",
+                                                            "created_at", "maildesk")],
+                   ["item", "value"])
+        click.echo(f"{said}: {counts['tickets']:,} tickets, {counts['blobs']:,} blobs "
+                   f"({counts['bytes'] / 1024**2:,.1f} MiB), every one read back"
+                   + ("" if not result.checked.used else
+                      f"; {len(result.checked.used):,} damaged or missing"), err=True)
+    if result.checked.used:
+        click.echo(f"blobs in use are damaged or missing (in the desk the copy was made "
+                   f"from too; `maildesk blobs verify` there): {REPAIR_HINT}", err=True)
+        sys.exit(EX_FAIL)
+
+
+COMMANDS = [backup, restore]
