@@ -75,6 +75,13 @@ def machine() -> str:
             f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}")
 
 
+def commit_of(tree: Path) -> str:
+    """A checkout as a table names it: its commit, else its path."""
+    out = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h"],
+                         capture_output=True, text=True)
+    return f"commit {out.stdout.strip()}" if out.returncode == 0 else str(tree)
+
+
 def update(path: Path, key: str, section: str) -> None:
     """Replace this benchmark's section of BENCHMARKS.md, keep the others."""
     text = path.read_text() if path.exists() else "# maildesk benchmarks\n\n"

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import machine, prepare, run_child, update
+from common import commit_of, machine, prepare, run_child, update
 
 BARE = """
 import mailbox, sys, mailparser
@@ -107,7 +107,7 @@ def main() -> int:
         f"| | msgs/s | seconds | peak RSS |\n|---|---:|---:|---:|\n"
         f"| `maildesk ingest` | {args.n / t:.0f} | {t:.2f} | "
         f"{statistics.median(rss) / 1024:.0f} MiB |\n"
-        + (f"| the baseline, {_commit(known.baseline)}, same rounds | "
+        + (f"| the baseline, {commit_of(known.baseline)}, same rounds | "
            f"{args.n / statistics.median(before):.0f} | {statistics.median(before):.2f} | - |\n"
            if before else "")
         + f"| bare mail-parser parse, no storage | {args.n / tb:.0f} | {tb:.2f} | - |\n\n"
@@ -121,12 +121,6 @@ def main() -> int:
     print(result)
     update(args.out, f"## Ingest: {args.n} mixed", result)
     return 0
-
-
-def _commit(tree: Path) -> str:
-    out = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h"],
-                         capture_output=True, text=True)
-    return f"commit {out.stdout.strip()}" if out.returncode == 0 else str(tree)
 
 
 if __name__ == "__main__":

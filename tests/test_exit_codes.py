@@ -233,7 +233,8 @@ def test_a_database_without_the_schema_is_no_desk(desk_config: Callable[..., Pat
 
 def test_the_lazy_top_level_names_every_modules_commands() -> None:
     """cli/main.py loads a command's module when it runs: each module's COMMANDS must be
-    named there, or its command would be missing from `maildesk --help` and from use."""
+    named there, or its command would be missing from `maildesk --help` and from use; and
+    with the short help the command has, which `maildesk --help` lists without loading it."""
     import importlib
     import pkgutil
 
@@ -243,5 +244,7 @@ def test_the_lazy_top_level_names_every_modules_commands() -> None:
     for info in pkgutil.iter_modules(maildesk.cli.__path__):
         module = importlib.import_module(f"maildesk.cli.{info.name}")
         for command in getattr(module, "COMMANDS", ()):
-            found[command.name] = info.name
-    assert found == LAZY
+            found[command.name] = (info.name, command.get_short_help_str(limit=10**6))
+    wrong = {name: entry for name, entry in found.items() if LAZY.get(name) != entry}
+    assert not wrong, f"cli/main.py LAZY should have: {wrong!r}"
+    assert found == LAZY, f"LAZY names commands no module has: {set(LAZY) - set(found)}"

@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..config.schema import Agent, Desk
-from ..tickets.views import show_ticket
 from .context import Obj
 from .lists import _value, merged, tickets
 from .output import EX_NOINPUT, EX_NOUSER, EX_SOFTWARE, EX_USAGE, emit_json, fail
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..config.schema import Agent, Desk
     from ..pipeline.driver import Summary
 
 AS = click.option("--as", "who", required=True, envvar="MAILDESK_AGENT", metavar="NAME",
@@ -75,12 +74,14 @@ def _text(text: str | None) -> str:
 
 def _run(obj: Obj, ref: str, who: str, commands: list[str], text: str, fmt: str) -> None:
     """Check the commands, write the agent's mail, run it, and say what it changed."""
-    # the mail side is loaded here, not with the module: `tickets list` runs without it
+    # the mail side is loaded here, not with the module: `tickets list` runs without it,
+    # and `tickets --help` without the queries too
     from ..kb.library import Library
     from ..mail.headers import one_line
     from ..tickets.commands import plan
     from ..tickets.problems import problem_errors
     from ..tickets.refs import token_address
+    from ..tickets.views import show_ticket
     desk = obj.settings.desk
     agent = as_agent(desk, who)
     # none of these commands is `#kb`: no knowledge base is needed to check them

@@ -3,44 +3,66 @@
 An MTA pipes one message per run: exit 0 means committed, 75 means "try
 again later" (the database or disk is unavailable), so the MTA keeps the
 mail. A bad message is not an error: it is kept in the quarantine.
+
+The MTA starts a process per mail, so this module imports what the pipe needs when it
+runs (and `ingest --help` none of it), and nothing else: the progress bar (rich) only on
+a terminal, the repair and the end of a history import only when asked for.
 """
 from __future__ import annotations
 
 import itertools
 import sys
 from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from sqlalchemy.exc import SQLAlchemyError
 
-from ..app import App
 from ..errors import error_line
-from ..intake import ahead, sources
-from ..intake.ahead import Parsed
-from ..intake.inbound import Envelope
-from ..intake.repair import Mended, mend
-from ..pipeline.driver import Summary
-from ..pipeline.run import BATCH
-from ..pipeline.run import ingest as ingest_batch
-from ..scheduler.jobs import finish_history
 from .context import Obj
 from .output import EX_FAIL, EX_NOINPUT, EX_TEMPFAIL, emit_json, fail
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from ..app import App
+    from ..intake.ahead import Parsed
+    from ..intake.inbound import Envelope
+    from ..intake.repair import Mended
+    from ..pipeline.driver import Summary
+
 
 def _batches(paths: list[Path], sender: str | None, recipients: tuple[str, ...],
-             ) -> Iterator[list[tuple[bytes, Envelope]]]:
+             batch: int) -> Iterator[list[tuple[bytes, Envelope]]]:
+    from ..intake import sources
+    from ..intake.inbound import Envelope
+
     def items() -> Iterator[tuple[bytes, Envelope]]:
         for path in paths:
             for origin, raw in sources.read(path):
                 yield raw, Envelope(source="pipe", mail_from=sender, rcpt_to=recipients,
                                     origin=origin)
     it = items()
-    while batch := list(itertools.islice(it, BATCH)):
-        yield batch
+    while taken := list(itertools.islice(it, batch)):
+        yield taken
+
+
+def _progress(show: bool) -> Progress | None:
+    """The progress bar on standard error; None where it would not show."""
+    if not show:
+        return None
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    return Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), transient=True, console=Console(stderr=True))
 
 
 @click.command()
@@ -67,29 +89,34 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
            recipients: tuple[str, ...], fmt: str, progress: bool | None, repair: bool,
            history: bool) -> None:
     """Take mail from .eml files, mbox files, maildir folders, or stdin (- or no PATH)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..intake import ahead, sources
+    from ..intake.repair import Mended
+    from ..pipeline.driver import Summary
+    from ..pipeline.run import BATCH
+    from ..pipeline.run import ingest as ingest_batch
     todo = list(paths) or [Path("-")]
     app = obj.app(unwritable=EX_TEMPFAIL)
-    show = sys.stderr.isatty() if progress is None else progress
     total, mended, breached = Summary(), Mended(), None
-    bar = Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), transient=True,
-                   console=Console(stderr=True), disable=not show)
+    mails = sum(sources.count(p) for p in todo if p.exists())
+    bar = _progress(sys.stderr.isatty() if progress is None else progress)
     try:
-        with bar:
-            task = bar.add_task("ingest", total=sum(sources.count(p) for p in todo
-                                                     if p.exists()) if show else None)
+        with bar if bar is not None else nullcontext():
+            task = bar.add_task("ingest", total=mails) if bar is not None else None
             batches = _batches(todo, sender.lower() if sender is not None else None,
-                               tuple(r.lower() for r in recipients))
-            many = ahead.worthwhile(sum(sources.count(p) for p in todo if p.exists()), BATCH)
+                               tuple(r.lower() for r in recipients), BATCH)
             for batch, parsed in ahead.parse_ahead(
-                    batches, lambda b: [(r, e.mail_from) for r, e in b], many,
-                    app.settings.limits):
+                    batches, lambda b: [(r, e.mail_from) for r, e in b],
+                    ahead.worthwhile(mails, BATCH), app.settings.limits):
                 if repair:
                     done, batch, parsed = _mend(app, batch, parsed)
                     mended.add(done)
                 total.add(ingest_batch(app, batch, parsed, history=history))
-                bar.advance(task, len(batch))
+                if bar is not None and task is not None:
+                    bar.advance(task, len(batch))
         if history:     # all of it is in: only now is a deadline known to be missed
+            from ..scheduler.jobs import finish_history
             breached = finish_history(app, datetime.now(timezone.utc))
     except sources.SourceError as e:
         _report(total, fmt, mended if repair else None)
@@ -108,6 +135,7 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
 def _mend(app: App, batch: list[tuple[bytes, Envelope]], parsed: Parsed | None
           ) -> tuple[Mended, list[tuple[bytes, Envelope]], Parsed | None]:
     """Mail the desk has is mended, not ingested again; the rest goes on, with its parse."""
+    from ..intake.repair import mend
     done, new = mend(app, batch)
     keep = {id(item) for item in new}
     if parsed is not None:

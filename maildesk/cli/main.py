@@ -14,7 +14,6 @@ from typing import NoReturn
 
 import click
 
-from ..app import StartupError
 from ..errors import MaildeskError
 from .context import Obj, startup_exit
 from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_USAGE, fail
@@ -22,15 +21,57 @@ from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_USAGE, fail
 PRIVATE_UMASK = 0o077
 
 
-# command -> the module (maildesk/cli/NAME.py) whose COMMANDS hold it. Imported when the
-# command runs: a run of `maildesk tickets list` does not load the pipeline, the rules and
-# the SMTP listener (a test checks that this names every module's commands)
-LAZY = {"ingest": "ingest", "fetch": "mailboxes", "mailboxes": "mailboxes", "tickets": "act",
-        "quarantine": "lists", "outbox": "outbox", "rules": "rules", "sla": "sla",
-        "jobs": "sla", "report": "report", "blobs": "blobs", "db": "admin", "config": "admin",
-        "nodes": "nodes", "keys": "nodes", "kb": "kb",
-        "problems": "problems", "triage": "triage", "status": "status", "backup": "backup",
-        "restore": "backup"}
+# command -> (the module maildesk/cli/MODULE.py whose COMMANDS hold it, the command's short
+# help). The module is imported when the command runs: a run of `maildesk tickets list` does
+# not load the pipeline, the rules and the SMTP listener; and `maildesk --help` lists the
+# commands by the short help here, importing none of them (a module's imports take a
+# second; the help, a few milliseconds). Tests check that this names every module's
+# commands, with the short help `--help` would show once the module is loaded.
+LAZY: dict[str, tuple[str, str]] = {
+    "backup": ("backup", "Copy the desk into DEST, a new (or empty) folder, while it runs: "
+                         "the database as one snapshot (SQLite's backup API; pg_dump on "
+                         "PostgreSQL), then the blobs that snapshot refers to, each checked "
+                         "against its sha256 in the copy, then MANIFEST.json (a folder "
+                         "without it is an incomplete backup)."),
+    "blobs": ("blobs", "Raw mail and attachments as stored (named by their sha256)."),
+    "config": ("admin", "The configuration."),
+    "db": ("admin", "The database schema."),
+    "fetch": ("mailboxes",
+              "Drain the configured IMAP mailboxes once (all, or those named), then exit."),
+    "ingest": ("ingest", "Take mail from .eml files, mbox files, maildir folders, or stdin "
+                         "(- or no PATH)."),
+    "jobs": ("sla", "The scheduled jobs `maildesk serve` runs, each when its setting turns "
+                    "it on; and outbox, the delivery of due mail the daemon's outbox worker "
+                    "does."),
+    "kb": ("kb", "Knowledge-base articles: Markdown files with front matter in kb.folder."),
+    "keys": ("nodes", "The keys reply-address tokens are signed with, kept in the database "
+                      "for every node."),
+    "mailboxes": ("mailboxes", "IMAP mailboxes."),
+    "nodes": ("nodes", "The daemons on this desk's database: state, heartbeat, the mailboxes "
+                       "each leads."),
+    "outbox": ("outbox", "Mail we send: queued (deferred when a try failed and it waits for "
+                         "the next), sending, sent, failed."),
+    "problems": ("problems", "Problem tickets: the root causes behind recurring incidents."),
+    "quarantine": ("lists", "Mail kept without a ticket: unreadable mail, and (with --state) "
+                            "spam, loops, bounces, auto-replies and list mail."),
+    "report": ("report", "Volume, backlog, first response and resolution times, SLA "
+                         "compliance, CSAT, first-contact resolution and reopenings; "
+                         "definitions in the README."),
+    "restore": ("backup", "Make the desk the configuration names (data_dir, database.url) "
+                          "from the backup in SRC: only where no desk is yet (no database "
+                          "file or maildesk tables, no blobs; move one aside first)."),
+    "rules": ("rules", "Check and try the rules."),
+    "sla": ("sla", "SLA clocks: first response, next response and resolution, in business "
+                   "time."),
+    "status": ("status", "The desk's health: the database reachable, the schema current, the "
+                         "daemon's workers running (a node's heartbeat), the inbound queue "
+                         "moving (monitor.queue_stuck_after), each IMAP mailbox connected; "
+                         "and key figures (queue, quarantine, outbox, SLA breaches)."),
+    "tickets": ("act", "List and show tickets."),
+    "triage": ("triage", "Triage on arrival: a model of this desk's settled tickets predicts "
+                         "a new ticket's fields; rules decide whether to apply them "
+                         "(predicted.category, predicted.confidence)."),
+}
 
 
 class LazyGroup(click.Group):
@@ -41,10 +82,18 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in LAZY:
-            module = importlib.import_module(f"{__package__}.{LAZY[cmd_name]}")
+            module = importlib.import_module(f"{__package__}.{LAZY[cmd_name][0]}")
             for command in module.COMMANDS:
                 self.add_command(command)
         return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The list of commands in --help: a command not loaded yet stands in by LAZY's
+        short help, which click shortens to the terminal as it would the command's own."""
+        shown = click.Group(commands={
+            name: self.commands.get(name) or click.Command(name, help=LAZY[name][1])
+            for name in self.list_commands(ctx)})
+        shown.format_commands(ctx, formatter)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,6 +123,7 @@ def serve(obj: Obj) -> None:
     (systemd/maildesk.service)."""
     import asyncio
 
+    from ..app import StartupError
     from ..daemon import Daemon
     from ..systemd import Notifier
     notifier = Notifier()

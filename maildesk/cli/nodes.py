@@ -1,12 +1,13 @@
-"""The desk's nodes (each `maildesk serve` on its database) and the keys they share."""
+"""The desk's nodes (each `maildesk serve` on its database) and the keys they share.
+
+The tables' modules (SQLAlchemy) are imported by the commands: `nodes --help` and
+`keys --help` need none of them."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 import click
 
-from ..store import keys as desk_keys
-from ..store import nodes as desk_nodes
 from .context import Obj
 from .output import EX_CONFIG, EX_NOINPUT, EX_USAGE, FORMAT, emit_json, emit_table, fail, second
 
@@ -23,6 +24,7 @@ def nodes_status(obj: Obj, fmt: str) -> None:
     """Every node the desk has known: running (a heartbeat in the last 30 s), stopped, or
     gone (silent without having stopped: killed, or its host down); its heartbeat's age,
     the IMAP mailboxes it leads, and where it keeps raw mail."""
+    from ..store import nodes as desk_nodes
     app = obj.app(existing=True)
     with app.engine.connect() as conn:
         rows = desk_nodes.status(conn, datetime.now(timezone.utc))
@@ -40,6 +42,7 @@ def nodes_status(obj: Obj, fmt: str) -> None:
 def nodes_forget(obj: Obj, name: str) -> None:
     """Remove a node that no longer runs from the list (a host taken out of the desk). A
     running node is refused (exit 64); an unknown name is 66."""
+    from ..store import nodes as desk_nodes
     app = obj.app(existing=True)
     with app.engine.begin() as conn:
         problem = desk_nodes.forget(conn, name, datetime.now(timezone.utc))
@@ -59,6 +62,7 @@ def keys() -> None:
 def keys_list(obj: Obj, fmt: str) -> None:
     """Each key generation: when it was made and what it does now (signs and verifies,
     verifies only, or retired); a fingerprint, never the key."""
+    from ..store import keys as desk_keys
     _from_database(obj)
     app = obj.app(existing=True)
     with app.engine.connect() as conn:
@@ -78,6 +82,7 @@ def keys_rotate(obj: Obj, fmt: str) -> None:
     sent before stay good until the next rotation (the key before the newest still
     verifies). Rotate when a key may have leaked, or on a schedule longer than the time
     people take to answer mail."""
+    from ..store import keys as desk_keys
     _from_database(obj)
     app = obj.app(existing=True)
     with app.engine.begin() as conn:

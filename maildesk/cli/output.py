@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:       # rich is imported where a table is printed: `--help` needs none
+    from rich.text import Text
+
     from ..mail.parse import ParsedMail
 
 # Exit codes: sysexits.h, what an MTA or a script can act on. This is the one place in the
@@ -50,6 +49,8 @@ LONG = ("subject", "reason", "to", "root_cause", "workaround")
 
 def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
                empty: str = "nothing to show") -> None:
+    from rich.console import Console
+    from rich.table import Table
     # piped output keeps whole values: `| grep` and `| less -S` want full lines
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240)
     if not rows:
@@ -76,6 +77,7 @@ def safe(text: str) -> str:
 
 def _cell(v: Any) -> Text:
     """A table cell as plain text: `[/x]` or `[link=...]` in a subject is not rich markup."""
+    from rich.text import Text
     if v is None:
         return Text("-")
     if isinstance(v, list):

@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from ..monitor.health import checks, daemon_workers, figures, within
 from .context import Obj
 from .output import EX_UNAVAILABLE, FORMAT, emit_json, emit_table, second
 
@@ -38,6 +37,7 @@ def status(obj: Obj, fmt: str) -> None:
     running (a node's heartbeat), the inbound queue moving (monitor.queue_stuck_after),
     each IMAP mailbox connected; and key figures (queue, quarantine, outbox, SLA
     breaches). Exit 0 when healthy, 69 when a check fails."""
+    from ..monitor.health import checks, daemon_workers, figures, within
     app = obj.app(existing=True)
     found = checks(app.settings, app.engine, lambda: daemon_workers(app.engine))
 

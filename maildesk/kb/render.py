@@ -9,9 +9,12 @@ same: markdown-it-py renders CommonMark with raw HTML turned off, and nh3
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import nh3
-from markdown_it import MarkdownIt
+
+if TYPE_CHECKING:   # imported when an article is first rendered, not by every pipe delivery
+    from markdown_it import MarkdownIt
 
 TAGS = {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "code", "pre",
         "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td"}
@@ -20,6 +23,7 @@ SCHEMES = {"http", "https", "mailto"}
 
 @lru_cache(maxsize=1)
 def _markdown() -> MarkdownIt:
+    from markdown_it import MarkdownIt
     return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 

@@ -13,8 +13,10 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import snowballstemmer
+if TYPE_CHECKING:   # imported with the first stemmer: every language's module comes with it
+    import snowballstemmer
 
 DETECT_CHARS = 20_000      # what of a text detect() reads: its beginning tells its language
 _WORD = re.compile(r"[^\W_]{2,}")
@@ -53,6 +55,7 @@ _ANY_STOPWORD = frozenset().union(*_STOPWORDS.values())
 
 @lru_cache(maxsize=64)
 def _stemmer(lang: str) -> snowballstemmer.Stemmer | None:
+    import snowballstemmer
     name = _SNOWBALL.get(lang.split("-", 1)[0].lower())
     return snowballstemmer.stemmer(name) if name else None
 

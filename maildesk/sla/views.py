@@ -13,8 +13,6 @@ from ..store.rows import RUNNING, STOPPED, ClockRow
 from .clocks import time_used
 from .policy import Slas
 
-SLA_FILTERS = ("breached", "at-risk")
-
 
 def sla_filter(which: str, now: datetime) -> ColumnElement[bool]:
     """A condition on Ticket: it has a live clock that is breached, or at risk."""

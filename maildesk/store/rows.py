@@ -11,6 +11,10 @@ from datetime import datetime
 from typing import Any
 
 RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
+# a ticket's statuses, in the order of its life; and the SLA states `tickets list --sla`
+# filters by (sla/views.py). Here, with no import behind them, for the CLI's options.
+STATUSES = ("new", "open", "pending", "resolved", "closed")
+SLA_FILTERS = ("breached", "at-risk")
 
 
 @dataclass

@@ -12,8 +12,6 @@ from ..store.blobs import BlobStore
 from ..store.models import Message, Ticket
 from ..store.search import matching_tickets
 
-STATUSES = ("new", "open", "pending", "resolved", "closed")
-
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None

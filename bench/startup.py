@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Start-up: how long `maildesk` takes to answer, from a fresh process.
+
+    python3 bench/startup.py [--runs 5] [--tickets 1000] [--baseline DIR]
+
+Each case is a command an operator or an MTA runs, timed as a new process (interpreter
+start, imports, the work, exit): median wall time and CPU time (user + system) of --runs
+runs, peak RSS, and the ratio to `python -c pass` (the interpreter alone). `ingest` is the
+Postfix pipe: one new mail on stdin, committed before it exits; on an empty desk (its
+schema made by `maildesk db upgrade`) and on one that holds --tickets tickets (ingested
+as an mbox beforehand), a different mail each run. On a shared machine the CPU time is the
+steadier figure: the wall time counts the waits for a core too.
+
+--baseline DIR: a checkout of another commit (`git worktree add DIR COMMIT`), timed in
+the same rounds, in alternating order: what a change gained, paired, not against
+figures of another day.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+from common import ROOT, commit_of, machine, run_child, update
+
+DESK = "data_dir: data\ndesk:\n  addresses: [support@example.com]\n  ack_window: 0\n"
+SUBJECTS = ("Printer on floor {n} jams", "VPN drops every {n} minutes",
+            "Password reset for account {n}", "Laptop {n} will not boot")
+
+
+def mail(n: int) -> bytes:
+    """A customer's new request, different for each n (its own Message-ID and sender)."""
+    from datetime import datetime, timezone
+    m = EmailMessage()
+    m["From"] = f"User {n} <user{n}@customer{n % 40}.test>"
+    m["To"] = "support@example.com"
+    m["Subject"] = SUBJECTS[n % len(SUBJECTS)].format(n=n)
+    m["Date"] = format_datetime(datetime.now(timezone.utc))
+    m["Message-ID"] = make_msgid(idstring=f"startup{n}", domain="customer.test")
+    m.set_content(f"Hello,\n\nticket number {n} of the start-up benchmark: it does not "
+                  "work since this morning. Can you help?\n\nThanks\n")
+    return m.as_bytes()
+
+
+class Case:
+    """One command, timed in a given checkout (None: this one)."""
+
+    def __init__(self, label: str, args: list[str], desk: Path) -> None:
+        """desk: the folder it runs in (`python -m` imports from there first, before
+        PYTHONPATH: never the checkout's)."""
+        self.label, self.args, self.desk = label, args, desk
+        self.mails = 0
+
+    def run(self, tree: Path | None) -> tuple[float, float, int]:
+        """Wall seconds, CPU seconds (the process and the small launcher that measures its
+        RSS, as for every case) and peak RSS in KiB."""
+        cwd = self.desk
+        stdin = None
+        if "ingest" in self.args:
+            self.mails += 1
+            stdin = cwd / "one.eml"
+            stdin.write_bytes(mail(10_000 * (1 + (tree is not None)) + self.mails))
+        cmd = [sys.executable, *self.args] if self.args[:1] == ["-c"] else \
+            [sys.executable, "-m", "maildesk", *self.args]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        env = {**os.environ, "PYTHONPATH": str(tree or ROOT)}
+        if stdin is not None:
+            cmd = ["sh", "-c", 'exec "$@" < one.eml', "sh", *cmd]
+        wall, rss, out, err, code = run_child(cmd, cwd, env)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if code != 0:
+            raise SystemExit(f"{self.label}: exit {code}: {err.decode()}")
+        if stdin is not None and json.loads(out)["new_tickets"] != 1:
+            raise SystemExit(f"{self.label}: the mail made no new ticket: {out.decode()}")
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return wall, cpu, rss
+
+
+def make_desk(path: Path, tickets: int) -> None:
+    """A desk's configuration and schema, and `tickets` new requests ingested as one mbox."""
+    path.mkdir(parents=True)
+    (path / "maildesk.yaml").write_text(DESK)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "maildesk", "--config", "maildesk.yaml"]
+    subprocess.run([*base, "db", "upgrade"], cwd=path, env=env, check=True,
+                   capture_output=True)
+    if tickets:
+        with (path / "old.mbox").open("wb") as f:
+            for n in range(tickets):
+                f.write(b"From bench@localhost Thu Jan  1 00:00:00 2026\n" + mail(n) + b"\n")
+        subprocess.run([*base, "ingest", "--no-progress", "old.mbox"], cwd=path, env=env,
+                       check=True, capture_output=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--tickets", type=int, default=1000)
+    ap.add_argument("--baseline", type=Path,
+                    help="a checkout of another commit, timed in the same rounds")
+    ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="maildesk-startup-"))
+    fresh, busy = tmp / "fresh", tmp / "busy"
+    make_desk(fresh, 0)
+    make_desk(busy, args.tickets)
+    ingest = ["--config", "maildesk.yaml", "ingest", "--format", "json",
+              "--sender=user@customer.test", "--recipient=support@example.com"]
+    cases = [Case("`python -c pass`", ["-c", "pass"], fresh),
+             Case("`maildesk --version`", ["--version"], fresh),
+             Case("`maildesk --help`", ["--help"], fresh),
+             Case("`maildesk tickets --help`", ["tickets", "--help"], fresh),
+             Case("`maildesk ingest < one.eml`, empty desk", ingest, fresh),
+             Case(f"`maildesk ingest < one.eml`, desk of {args.tickets:,} tickets", ingest,
+                  busy)]
+    ours: dict[str, list[tuple[float, float, int]]] = {c.label: [] for c in cases}
+    theirs: dict[str, list[tuple[float, float, int]]] = {c.label: [] for c in cases}
+    for i in range(args.runs):
+        for case in cases:
+            order = [None, args.baseline] if i % 2 == 0 else [args.baseline, None]
+            for tree in order:
+                if tree is None:
+                    ours[case.label].append(case.run(None))
+                elif args.baseline is not None:
+                    theirs[case.label].append(case.run(tree))
+        print(f"round {i + 1} of {args.runs}", flush=True)
+
+    def med(runs: list[tuple[float, float, int]], k: int) -> float:
+        return statistics.median(r[k] for r in runs)
+
+    base_wall = med(ours[cases[0].label], 0)
+    base_cpu = med(ours[cases[0].label], 1)
+    rows = []
+    for case in cases:
+        got = ours[case.label]
+        row = (f"| {case.label} | {med(got, 0) * 1000:.0f} ms | {med(got, 1) * 1000:.0f} ms | "
+               f"{med(got, 1) / base_cpu:.0f}x | {max(r[2] for r in got) / 1024:.0f} MiB |")
+        if args.baseline is not None:
+            was = theirs[case.label]
+            row += (f" {med(was, 0) * 1000:.0f} ms | {med(was, 1) * 1000:.0f} ms | "
+                    f"{max(r[2] for r in was) / 1024:.0f} MiB |")
+        rows.append(row + "\n")
+        print(row, flush=True)
+    head = "| command | wall | CPU | CPU x `python -c pass` | peak RSS |"
+    rule = "|---|---:|---:|---:|---:|"
+    if args.baseline is not None:
+        head += f" wall, {commit_of(args.baseline)} | CPU, before | peak RSS, before |"
+        rule += "---:|---:|---:|"
+    load = os.getloadavg()
+    section = (
+        f"## Start-up (`python3 bench/startup.py`)\n\n"
+        f"Machine: {machine()}; load average {load[0]:.1f} at the end. Each command in a "
+        f"fresh process, median of {args.runs} runs (wall and CPU, user + system, each "
+        f"with the small launcher that reads the peak RSS: `python -c pass` is "
+        f"{base_wall * 1000:.0f} ms wall, {base_cpu * 1000:.0f} ms CPU, through it). "
+        f"`ingest` is the MTA's pipe: one new mail on stdin, a ticket, its "
+        f"acknowledgement queued, committed before exit; on SQLite.\n\n"
+        f"{head}\n{rule}\n" + "".join(rows)
+        + ("\nThe baseline ran in the same rounds, in alternating order.\n"
+           if args.baseline is not None else ""))
+    update(args.out, "## Start-up", section)
+    print(section)
+    subprocess.run(["rm", "-rf", str(tmp)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
