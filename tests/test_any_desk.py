@@ -113,6 +113,12 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("triage", "train"): [[], ["--format", "json"]],
         ("triage", "show"): [[], ["--format", "json"]],
         ("triage", "predict"): [[str(eml)], [str(eml), "--format", "json"]],
+        ("requester", "export"): [["user1@customer.test", "--out", str(tmp / "u1.zip")],
+                                  ["nobody@else.test", "--out", str(tmp / "no.zip"),
+                                   "--format", "json"]],
+        ("requester", "erase"): [["user2@customer.test"],
+                                 ["user3@customer.test", "--yes", "--format", "json"]],
+        ("requester", "audit"): [[], ["--format", "json"], ["--address", "user3@customer.test"]],
     }
 
 

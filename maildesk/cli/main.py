@@ -29,7 +29,8 @@ LAZY = {"ingest": "ingest", "fetch": "mailboxes", "mailboxes": "mailboxes", "tic
         "quarantine": "lists", "outbox": "outbox", "rules": "rules", "sla": "sla",
         "jobs": "sla", "report": "report", "blobs": "blobs", "db": "admin", "config": "admin",
         "nodes": "nodes", "keys": "nodes", "kb": "kb",
-        "problems": "problems", "triage": "triage", "status": "status"}
+        "problems": "problems", "triage": "triage", "status": "status",
+        "requester": "requester"}
 
 
 class LazyGroup(click.Group):
