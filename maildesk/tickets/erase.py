@@ -127,8 +127,8 @@ def _rewrite(conn: Connection, table: Any, where: ColumnElement[bool],
     key = list(table.primary_key.columns)[0]
     changed = set()
     for row in conn.execute(select(key, *columns).where(where)).all():
-        values = {c.name: fix(row[i + 1]) for i, c in enumerate(columns)
-                  if fix(row[i + 1]) != row[i + 1]}
+        fixed = [fix(v) for v in row[1:]]
+        values = {c.name: new for c, new, old in zip(columns, fixed, row[1:]) if new != old}
         if values:
             conn.execute(update(table).where(key == row[0]).values(values))
             changed.add(row[0])
@@ -178,8 +178,9 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
                  .values(comment=None))
 
     i = T_INBOUND.c
-    theirs = or_(func.lower(i.mail_from) == a, i.message_pk.in_(own))
-    digests |= set(conn.execute(select(i.digest).where(theirs)).scalars())
+    theirs = list(conn.execute(select(i.id).where(or_(
+        func.lower(i.mail_from) == a, i.message_pk.in_(own)))).scalars())
+    digests |= set(conn.execute(select(i.digest).where(i.id.in_(theirs))).scalars())
     o = T_OUTBOX.c
     owed = list(conn.execute(select(o.id).where(contains(o.to, f'"{a}"'))).scalars())
     digests |= delete_outbox(conn, owed)
@@ -207,7 +208,7 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
     # held or queued mail that is theirs or names them: its bytes go, so it can never be
     # ticketed; the row stays as the record that it was accepted
     held = list(conn.execute(select(i.id).where(i.state.in_(UNSETTLED), or_(
-        theirs, i.digest.in_(sorted(digests))))).scalars())
+        i.id.in_(theirs), i.digest.in_(sorted(digests))))).scalars())
     out.counts["held_or_queued"] = conn.execute(update(T_INBOUND).where(i.id.in_(held)).values(
         state="deleted", reason=f"erased at the requester's request at {now:%Y-%m-%d %H:%M} "
                                 "UTC")).rowcount
@@ -220,8 +221,8 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
     reindex = list(conn.execute(select(m.id).where(
         m.ticket_id.in_(out.found.all), m.direction == "in")).scalars())
     search.unindex_messages(conn, reindex)
-    search.index_messages(conn, conn.execute(select(m.id, m.subject, m.text).where(
-        m.id.in_(reindex))).tuples())
+    search.index_messages(conn, [(r.id, r.subject, r.text) for r in conn.execute(
+        select(m.id, m.subject, m.text).where(m.id.in_(reindex)))])
     if not dry_run:
         record(conn, now, "erase", person.token, out.as_dict())
     return out
@@ -283,7 +284,7 @@ def _words_of_models(conn: Connection, person: Person, out: Erasure) -> None:
             terms = set(Model.from_bytes(bytes(data)).vocabulary.terms)
         except TriageError:
             continue
-        if terms & words or any(w in t for t in terms for w in (person.address,)):
+        if terms & words or person.address in terms:
             gone.append(mid)
     out.counts["triage_models"] = conn.execute(delete(T_TRIAGE).where(
         T_TRIAGE.c.id.in_(gone))).rowcount
