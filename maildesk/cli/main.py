@@ -30,7 +30,7 @@ LAZY = {"ingest": "ingest", "fetch": "mailboxes", "mailboxes": "mailboxes", "tic
         "jobs": "sla", "report": "report", "blobs": "blobs", "db": "admin", "config": "admin",
         "nodes": "nodes", "keys": "nodes", "kb": "kb",
         "problems": "problems", "triage": "triage", "status": "status",
-        "requester": "requester"}
+        "requester": "requester", "retention": "retention"}
 
 
 class LazyGroup(click.Group):

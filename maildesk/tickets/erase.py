@@ -47,7 +47,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     update,
 )
 
@@ -70,14 +69,13 @@ from ..store.tables import (
     T_TRIAGE,
 )
 from .privacy import ERASED, Concerned, Person, concerned, contains, record
-from .removal import delete_outbox
+from .removal import delete_outbox, lock
 
 # tables with no person's text: ids, digests, keys
 UNTOUCHED = frozenset({T_AUDIT.name, "blob_data", "blob_index", "desk_keys", "counters"})
 # inbound rows not yet settled into a ticket: a person's held or queued mail
 UNSETTLED = ("queued", "released", "quarantined", "spam", "loop", "bounce", "auto-reply",
              "bulk", "complaint")
-LOCKED = ("inbound", "tickets", "messages", "outbox")
 
 
 @dataclass
@@ -133,15 +131,6 @@ def _rewrite(conn: Connection, table: Any, where: ColumnElement[bool],
             conn.execute(update(table).where(key == row[0]).values(values))
             changed.add(row[0])
     return changed
-
-
-def lock(conn: Connection) -> None:
-    """Hold off the daemon's writers until the transaction ends (PostgreSQL: readers go
-    on; SQLite's BEGIN IMMEDIATE is lock enough). SQLite zeroes what it deletes."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text(f"LOCK TABLE {', '.join(LOCKED)} IN EXCLUSIVE MODE"))
-    else:
-        conn.execute(text("PRAGMA secure_delete = ON"))
 
 
 def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, holding: set[str],
