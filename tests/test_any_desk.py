@@ -30,7 +30,10 @@ UTC = timezone.utc
 PIPE = Envelope("pipe", None)
 START = datetime(2025, 11, 3, tzinfo=UTC)          # a Monday, a year before "now"
 DESK = {"agents": [{"name": "bob", "address": "bob@desk.test"}], "ack_window": 0,
-        "flood_limit": 1_000_000}
+        "flood_limit": 1_000_000,
+        "queues": [{"name": "general", "retention": {"close_after": "60d",
+                                                     "purge_raw_after": "120d",
+                                                     "purge_after": "240d"}}]}
 
 
 def commands(group: click.Group = cli, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -116,6 +119,13 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("triage", "train"): [[], ["--format", "json"]],
         ("triage", "show"): [[], ["--format", "json"]],
         ("triage", "predict"): [[str(eml)], [str(eml), "--format", "json"]],
+        ("requester", "export"): [["user1@customer.test", "--out", str(tmp / "u1.zip")],
+                                  ["nobody@else.test", "--out", str(tmp / "no.zip"),
+                                   "--format", "json"]],
+        ("requester", "erase"): [["user2@customer.test"],
+                                 ["user3@customer.test", "--yes", "--format", "json"]],
+        ("retention", "run"): [["--dry-run"], ["--dry-run", "--format", "json"], []],
+        ("requester", "audit"): [[], ["--format", "json"], ["--address", "user3@customer.test"]],
     }
 
 
@@ -201,6 +211,7 @@ def test_every_command_and_job_on_any_desk(desk: Path, tmp_path: Path) -> None:
     code, said = run(desk, ["jobs", "run", "--force", "--format", "json"])
     ran = {r["job"]: r for r in json.loads(said[:said.rindex("]") + 1])}
     assert all(r["ran"] and not r["result"].startswith("failed") for r in ran.values()), ran
-    assert {"digest", "blob_sample", "sla_scan", "propose_problems", "triage_retrain"} <= set(ran)
+    assert {"digest", "blob_sample", "sla_scan", "propose_problems", "triage_retrain",
+            "retention"} <= set(ran)
     html = (tmp_path / "quiet.html").read_text()
     assert "–" in html and "<td>None</td>" not in html and "<b>None" not in html

@@ -199,8 +199,8 @@ def test_outbox_commands_on_an_empty_desk(tmp_path: Path) -> None:
 def test_db_upgrade_reports_the_schema(desk_config: Callable[..., Path], db_url: str) -> None:
     cfg = desk_config(db_url)
     r = run_cli("db", "upgrade", config=cfg)
-    assert r.returncode == 0 and r.stdout.startswith(b"schema at 0016 (was empty)")
-    assert run_cli("db", "upgrade", config=cfg).stdout == b"schema at 0016\n"
+    assert r.returncode == 0 and r.stdout.startswith(b"schema at 0017 (was empty)")
+    assert run_cli("db", "upgrade", config=cfg).stdout == b"schema at 0017\n"
 
 
 def test_migration_head_constant_matches_the_scripts() -> None:

@@ -166,7 +166,10 @@ def _print_ticket(t: dict[str, Any]) -> None:
         console.rule(Text(safe(f"{m['direction']} {second(m['date'])} {m['from']}")
                           + unproven),
                      align="left")
-        if m["stored"] != "intact":
+        if m["stored"] == "removed":
+            console.print("  [original removed: retention or a requester's erasure]",
+                          markup=False, style="dim")
+        elif m["stored"] != "intact":
             console.print(f"  [original {m['stored']}: {REPAIR_HINT}]", markup=False,
                           style="bold red")
         console.print(safe(m["text"].rstrip()), markup=False)

@@ -57,9 +57,13 @@ LAZY: dict[str, tuple[str, str]] = {
     "report": ("report", "Volume, backlog, first response and resolution times, SLA "
                          "compliance, CSAT, first-contact resolution and reopenings; "
                          "definitions in the README."),
+    "requester": ("requester", "A requester's personal data: export it, erase it, and the "
+                               "audit of both."),
     "restore": ("backup", "Make the desk the configuration names (data_dir, database.url) "
                           "from the backup in SRC: only where no desk is yet (no database "
                           "file or maildesk tables, no blobs; move one aside first)."),
+    "retention": ("retention", "How long each queue keeps tickets and mail (`retention:` of "
+                               "desk.queues)."),
     "rules": ("rules", "Check and try the rules."),
     "sla": ("sla", "SLA clocks: first response, next response and resolution, in business "
                    "time."),

@@ -48,6 +48,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Retention(Strict):
+    """How long a queue's tickets and their mail are kept (README "Retention and
+    privacy"); every step off unless set: nothing is deleted unless an admin says so."""
+
+    close_after: str | None = Field(
+        None, description="Close resolved tickets after this long without a change "
+                          "(wall time, e.g. 30d); null: never (sla.auto_close_after may).")
+    purge_raw_after: str | None = Field(
+        None, description="Delete the raw mails (.eml) of tickets closed this long; the "
+                          "messages' text, attachments and events stay; null: never.")
+    purge_after: str | None = Field(
+        None, description="Delete tickets closed this long, with their messages, events, "
+                          "attachments and raw mail; null: never.")
+
+    _durations = field_validator("close_after", "purge_raw_after", "purge_after",
+                                 mode="before")(classmethod(lambda cls, v: _duration(v)))
+
+    @property
+    def on(self) -> bool:
+        return any((self.close_after, self.purge_raw_after, self.purge_after))
+
+
 class Queue(Strict):
     name: str = Field(description="Queue name, used in rules, reports and the CLI.")
     group: str | None = Field(None, description="The group whose agents hear of its tickets.")
@@ -62,6 +84,8 @@ class Queue(Strict):
         "new",
         description="A reply to a closed ticket: open a new linked ticket, reopen, "
                     "or refuse with a short notice.")
+    retention: Retention = Field(default_factory=Retention,
+                                 description="How long its tickets and mail are kept.")
     resolve_with_problem: bool = Field(
         True, description="When a problem is resolved, resolve its open incidents in this "
                           "queue too (resolved_by: the problem) and tell their requesters "

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..app import App
@@ -34,6 +34,8 @@ from ..store.rows import TicketRow
 from ..store.tables import T_RUNS, T_TICKETS
 from ..store.verify import sample
 from ..surveys.send import send_surveys
+from ..tickets.privacy import record
+from ..tickets.retention import purge, purge_raw
 from .sla_scan import scan, settle_history
 from .triage import retrain
 
@@ -159,22 +161,26 @@ def run_job(app: App, job: Job, now: datetime, who: str | None = None,
                          .values(last_run_at=now, lease_until=None, last_result=result[:500]))
 
 
+def _aged(now: datetime, status: str, age: str,
+          extra: ColumnElement[bool] | None = None) -> ColumnElement[bool]:
+    """Tickets in `status` untouched for `age` (and extra)."""
+    where = [T_TICKETS.c.status == status,
+             T_TICKETS.c.updated_at <= now - timedelta(seconds=parse_duration(age))]
+    return and_(*where, *([extra] if extra is not None else []))
+
+
 def _old_tickets(app: App, now: datetime, status: str, age: str,
                  act: Callable[[Context, TicketRow, int], None],
                  extra: ColumnElement[bool] | None = None, history: bool = False) -> int:
     """Tickets in `status` untouched for `age`, in batches; act on each; how many.
     history: act as the job would have, when the age was reached (core/context.py)."""
     wait = timedelta(seconds=parse_duration(age))
-    cutoff = now - wait
     days = round(parse_duration(age) / 86400)
     done, after = 0, 0
     while True:
         with app.engine.begin() as conn:
-            where = [T_TICKETS.c.status == status, T_TICKETS.c.updated_at <= cutoff,
-                     T_TICKETS.c.id > after]
-            if extra is not None:
-                where.append(extra)
-            ids = conn.execute(select(T_TICKETS.c.id).where(and_(*where))
+            ids = conn.execute(select(T_TICKETS.c.id).where(_aged(now, status, age, extra),
+                                                            T_TICKETS.c.id > after)
                                .order_by(T_TICKETS.c.id).limit(BATCH)).scalars().all()
             if not ids:
                 return done
@@ -189,15 +195,75 @@ def _old_tickets(app: App, now: datetime, status: str, age: str,
             ctx.write()
 
 
-def auto_close(app: App, now: datetime, history: bool = False) -> str:
-    """Resolved tickets nobody answered for a while are closed, with a notice."""
+def _closer(actor: str, why: str) -> Callable[[Context, TicketRow, int], None]:
+    """Closing an old resolved ticket, with a notice; why: the reason, of {days}."""
     def close(ctx: Context, ticket: TicketRow, days: int) -> None:
         ctx.ledger.change(ticket, updated_at=ctx.now)
-        change(ctx, ticket, "job:auto_close", status="closed",
-               note={"reason": f"resolved {days} days without a reply"}, context={"days": days})
+        change(ctx, ticket, actor, status="closed", note={"reason": why.format(days=days)},
+               context={"days": days})
+    return close
+
+
+def auto_close(app: App, now: datetime, history: bool = False) -> str:
+    """Resolved tickets nobody answered for a while are closed, with a notice."""
+    close = _closer("job:auto_close", "resolved {days} days without a reply")
     age = app.settings.sla.auto_close_after
     return f"{_old_tickets(app, now, 'resolved', age, close, history=history)} closed" \
         if age else "off"
+
+
+@dataclass
+class Retained:
+    """What the retention policy did (or, dry, would do) to one queue's tickets."""
+
+    queue: str
+    closed: int = 0
+    raw_purged: int = 0      # tickets whose raw mails went
+    purged: int = 0          # tickets deleted
+    blobs: int = 0
+
+    def said(self) -> str:
+        return (f"{self.queue}: {self.closed} closed, {self.raw_purged} raw purged, "
+                f"{self.purged} purged, {self.blobs} blobs")
+
+
+def retention(app: App, now: datetime, dry_run: bool = False) -> list[Retained]:
+    """Each queue's retention policy (README "Retention and privacy"): resolved tickets
+    closed, closed ones deleted, and the raw mail of closed ones dropped, in that order;
+    a run that did anything is a line of the privacy audit. dry_run: what it would do,
+    exactly (the same changes, rolled back), and no audit line."""
+    done = []
+    for q in app.settings.desk.queues:
+        policy, r = q.retention, Retained(q.name)
+        if not policy.on:
+            continue
+        if policy.close_after:
+            mine = T_TICKETS.c.queue == q.name
+            if dry_run:
+                with app.engine.connect() as conn:
+                    r.closed = conn.execute(select(func.count()).where(
+                        _aged(now, "resolved", policy.close_after, mine))).scalar_one()
+            else:
+                r.closed = _old_tickets(app, now, "resolved", policy.close_after, _closer(
+                    "job:retention", f"resolved {{days}} days (retention of queue {q.name})"),
+                    mine)
+        purged_at = None
+        if policy.purge_after:
+            purged_at = now - timedelta(seconds=parse_duration(policy.purge_after))
+            did = purge(app.engine, app.blobs, q.name, purged_at, dry_run)
+            r.purged, r.blobs = did.tickets, did.blobs
+        if policy.purge_raw_after:
+            did = purge_raw(app.engine, app.blobs, q.name, now - timedelta(
+                seconds=parse_duration(policy.purge_raw_after)), dry_run, purged_at)
+            r.raw_purged, r.blobs = did.tickets, r.blobs + did.blobs
+        done.append(r)
+    counts = {k: sum(getattr(r, k) for r in done)
+              for k in ("closed", "raw_purged", "purged", "blobs")}
+    if not dry_run and any(counts.values()):
+        with app.engine.begin() as conn:
+            record(conn, now, "retention", None, counts,
+                   "; ".join(r.said() for r in done))
+    return done
 
 
 def pending_reminders(app: App, now: datetime, history: bool = False) -> str:
@@ -252,6 +318,9 @@ PLANNED = (
     Planned("propose_problems", "proposes alike incidents as a problem (problems.propose)",
             lambda s: s.problems.propose,
             lambda s: parse_duration(s.problems.every), propose_problems),
+    Planned("retention", "closes, strips and deletes old tickets per queue (retention:)",
+            lambda s: any(q.retention.on for q in s.desk.queues), lambda s: HOUR,
+            lambda a, now: "; ".join(r.said() for r in retention(a, now))),
     Planned("triage_retrain", "retrains the triage model (triage.enabled)",
             lambda s: s.triage.enabled,
             lambda s: parse_duration(s.triage.retrain), lambda a, now: retrain(a, now).said()),

@@ -19,7 +19,15 @@ from typing import Any
 from sqlalchemy import Column, Connection, Engine, Select, bindparam, or_, select
 
 from ..config.schema import Settings
-from .blobs import BlobBatch, BlobDamaged, BlobMissing, BlobStore, FileBlobs, digest_of
+from .blobs import (
+    BlobBatch,
+    BlobDamaged,
+    BlobMissing,
+    BlobStore,
+    FileBlobs,
+    digest_of,
+    is_digest,
+)
 from .db import upsert
 from .tables import T_BLOB_DATA
 
@@ -135,6 +143,8 @@ class DatabaseBlobs(BlobStore):
 
     def locate(self, digest: str, conn: Connection | None = None) -> str:
         """"database blob_data", or where this node's files have it."""
+        if not is_digest(digest):
+            return "removed"
         if self._row(_HAS, digest, conn) is not None:
             return WHERE
         return self.files.locate(digest, conn) if self.files is not None else "missing"

@@ -70,6 +70,9 @@ _LOOKUP = select(T_INDEX.c.pack, T_INDEX.c.offset, T_INDEX.c.size) \
 _LOOKUP_KEEP = _LOOKUP.with_for_update(read=True)
 HELD_PAUSE, HELD_TRIES = 0.05, 40     # a read waits up to 2 s while gc holds a loose file
 HEX = frozenset("0123456789abcdef")
+# the digest of a row whose blob was removed on purpose (store/shred.py): no sha256, so
+# nothing looks for it, and reading it is BlobMissing "was removed"
+NO_BLOB = ""
 
 
 def digest_of(data: bytes | memoryview) -> str:
@@ -189,6 +192,8 @@ class BlobStore(ABC):
 
     def problem(self, digest: str, conn: Connection | None = None) -> str | None:
         """Why a blob cannot be served, in a few words; None when it is intact."""
+        if not is_digest(digest):
+            return "removed"
         try:
             data, _ = self._read(digest, conn)
         except BlobMissing:
@@ -418,7 +423,9 @@ class FileBlobs(BlobStore):
         return data, where
 
     def locate(self, digest: str, conn: Connection | None = None) -> str:
-        """A path, or pack@offset+size."""
+        """A path, or pack@offset+size; "removed" for NO_BLOB."""
+        if not is_digest(digest):
+            return "removed"
         loose = self.loose_path(digest)
         if loose.exists():
             return str(loose)

@@ -416,3 +416,18 @@ class TriageModel(Base):
     tickets: Mapped[int] = mapped_column(Integer)
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PrivacyAudit(Base):
+    """A requester's data exported or erased, or a retention run: who ran it (the OS
+    user), when, and how much it touched (`maildesk requester audit`). An erased
+    requester is named by their pseudonym (tickets/privacy.py), never by the address."""
+
+    __tablename__ = "privacy_audit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(20))      # export | erase | retention
+    subject: Mapped[str | None] = mapped_column(String(100))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    detail: Mapped[str | None] = mapped_column(Text)

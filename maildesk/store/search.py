@@ -63,3 +63,20 @@ def matching_tickets(dialect: str, query: str) -> Select[tuple[int]]:
         cond = _FTS.c.body.op("MATCH")(" ".join(f'"{w}"' for w in found))
     q = select(T_MESSAGES.c.ticket_id).join(src, key == T_MESSAGES.c.id)
     return q.where(cond if found else false())
+
+
+def unindex_messages(conn: Connection, ids: list[int]) -> None:
+    """Take messages out of the index (before they are deleted, or indexed again as they
+    are now)."""
+    key = "message_id" if conn.dialect.name == "postgresql" else "rowid"
+    for k in range(0, len(ids), 500):
+        conn.execute(text(f"DELETE FROM message_search WHERE {key} IN "
+                          f"({', '.join(str(int(i)) for i in ids[k:k + 500])})"))
+
+
+def compact(conn: Connection) -> None:
+    """Rewrite SQLite's index without what was taken out of it: FTS5 keeps a deleted
+    message's words in its segments, as markers of their removal, until they merge.
+    PostgreSQL's rows are gone from every query at once (and from the disk at VACUUM)."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(text("INSERT INTO message_search (message_search) VALUES ('optimize')"))

@@ -17,7 +17,7 @@ T_SURVEYS, T_OPT_OUTS = models.Survey.__table__, models.SurveyOptOut.__table__
 T_RUNS, T_NODES = models.JobRun.__table__, models.Node.__table__
 T_BLOB_DATA, T_KEYS = models.BlobData.__table__, models.DeskKey.__table__
 T_KB, T_PROPOSALS = models.KbSuggestion.__table__, models.ProblemProposal.__table__
-T_TRIAGE = models.TriageModel.__table__
+T_TRIAGE, T_AUDIT = models.TriageModel.__table__, models.PrivacyAudit.__table__
 
 # a ticket's columns as TicketRow holds them: all but the primary key
 TICKET_COLUMNS = tuple(c.name for c in T_TICKETS.c if c.name != "id")

@@ -1,0 +1,126 @@
+"""Blobs removed for good, with the rows that named them: a requester's erasure and the
+retention policy (tickets/privacy.py, tickets/retention.py).
+
+Removing is two steps around the transaction that changes the rows. In it, drop() points
+every row that names a digest at nothing (NO_BLOB) and deletes the blob's blob_index and
+blob_data rows: a rollback keeps the blob whole and in use. After the commit, wipe() takes
+the bytes off the disk: a loose file is deleted, and the blob's bytes inside a pack are
+overwritten with zeros where they lie. Nothing reads them there any more (their index row
+is gone, and `blobs verify` reads only what is indexed); `maildesk blobs gc` compacts the
+packs to give the space back. A database desk's bytes go with their blob_data row (a
+PostgreSQL table keeps dead rows until VACUUM; SQLite is told secure_delete, which zeroes
+what a transaction deletes).
+
+A row whose blob was removed keeps its other columns: a message keeps its text, an
+inbound row remains the record that the mail was accepted.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, select, update
+
+from .blob_rows import DatabaseBlobs, rows_of
+from .blobs import NO_BLOB, T_INDEX, BlobError, BlobStore, FileBlobs, read_file
+from .references import CHUNK, digest_columns
+from .tables import T_BLOB_DATA
+
+__all__ = ["NO_BLOB", "Dropped", "drop", "holding"]
+
+
+def chunks(items: list[str]) -> Iterator[list[str]]:
+    for k in range(0, len(items), CHUNK):
+        yield items[k:k + CHUNK]
+
+
+def files_of(store: BlobStore) -> FileBlobs | None:
+    """The files a store keeps or reads blobs from (None: none)."""
+    if isinstance(store, DatabaseBlobs):
+        return store.files
+    return store if isinstance(store, FileBlobs) else None
+
+
+def every_blob(store: BlobStore, conn: Connection) -> Iterator[tuple[str, bytes]]:
+    """Every stored blob, as it is stored (unchecked: damaged bytes are bytes too): the
+    blob_data rows, the loose files and the packed blobs. A blob that cannot be read at
+    all is skipped: there is nothing in it to find."""
+    if isinstance(store, DatabaseBlobs):
+        for digest, _size, data in rows_of(conn):
+            yield digest, data
+    files = files_of(store)
+    if files is None:
+        return
+    for digest, path in files.loose_files():
+        try:
+            yield digest, read_file(path)
+        except BlobError:
+            continue
+    found = conn.execute(select(T_INDEX.c.digest, T_INDEX.c.pack, T_INDEX.c.offset,
+                                T_INDEX.c.size).order_by(T_INDEX.c.pack, T_INDEX.c.offset))
+    for digest, _where, view, _problem in files.packed(found):
+        if view is not None:
+            yield digest, bytes(view)
+
+
+def holding(store: BlobStore, conn: Connection, needles: Iterable[str],
+            advance: Callable[[int], None] = lambda n: None) -> set[str]:
+    """The digests of the blobs that hold any of needles, in any case, as written in a
+    header or a text part (an encoded word or base64 hides one: the rows that name the
+    same mail are found by address). advance: told each blob's size, for a progress bar."""
+    wanted = [n.lower().encode() for n in needles if n]
+    found = set()
+    for digest, data in every_blob(store, conn):
+        advance(len(data))
+        lowered = data.lower()
+        if any(w in lowered for w in wanted):
+            found.add(digest)
+    return found
+
+
+@dataclass
+class Dropped:
+    """Blobs whose rows are gone, in a transaction not yet committed: what wipe() removes
+    from the disk once it has."""
+
+    files: FileBlobs | None
+    digests: set[str] = field(default_factory=set)
+    spots: list[tuple[str, int, int]] = field(default_factory=list)   # pack, offset, size
+
+    def wipe(self) -> int:
+        """The bytes off the disk: loose files deleted, packed bytes zeroed where they lie;
+        how many blobs. Run after the commit (before it, a rollback would find them gone)."""
+        if self.files is None:
+            return len(self.digests)
+        for digest in self.digests:
+            self.files.loose_path(digest).unlink(missing_ok=True)
+        for pack, offset, size in self.spots:
+            try:
+                fd = os.open(self.files.packs / pack, os.O_WRONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                continue            # compacted away meanwhile
+            try:
+                os.pwrite(fd, bytes(size), offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return len(self.digests)
+
+
+def drop(store: BlobStore, conn: Connection, digests: Iterable[str]) -> Dropped:
+    """In conn's transaction: every row naming one of digests (inbound, message, attachment,
+    outbox) points at nothing, and the blobs' index and blob_data rows are deleted. The
+    caller wipes the result after the commit."""
+    wanted = sorted({d for d in digests if d and d != NO_BLOB})
+    out = Dropped(files_of(store), set(wanted))
+    for chunk in chunks(wanted):
+        for column in digest_columns().values():
+            conn.execute(update(column.table).where(column.in_(chunk)).values(
+                {column.name: NO_BLOB}))
+        out.spots += [(p, o, s) for p, o, s in conn.execute(
+            select(T_INDEX.c.pack, T_INDEX.c.offset, T_INDEX.c.size)
+            .where(T_INDEX.c.digest.in_(chunk)))]
+        conn.execute(T_INDEX.delete().where(T_INDEX.c.digest.in_(chunk)))
+        conn.execute(T_BLOB_DATA.delete().where(T_BLOB_DATA.c.digest.in_(chunk)))
+    return out

@@ -1,0 +1,267 @@
+"""A requester's data exported and erased (issue 21): real mail from the corpus through
+`maildesk ingest`, the commands as real processes, on SQLite and PostgreSQL.
+
+The erasure is checked the hard way: every row of every table the database has (FTS
+shadow tables and the tsvector included), every file under the data directory (loose
+blobs, packs, the SQLite file and its WAL), read for the person's address, local part
+and display name.
+"""
+from __future__ import annotations
+
+import json
+import re
+import smtplib
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Daemon, mail, run_cli, wait_for
+from sqlalchemy import create_engine, inspect, text
+
+from maildesk.config.load import load_settings
+from maildesk.tickets.export import safe_name
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+EMAILS = CORPUS / "mail-mime-parser" / "tests" / "_data" / "emails"
+WHO = "dwsauder@example.com"
+TRACES = (b"dwsauder", b"doug sauder")
+OTHERS = [CORPUS / "django-mailbox" / "django_mailbox" / "tests" / "messages" / n
+          for n in ("generic_message.eml", "message_with_attachment.eml")]
+DESK = {"agents": [{"name": "bob", "address": "bob@desk.test"}], "ack_window": 0,
+        "flood_limit": 1_000_000}
+
+pytestmark = pytest.mark.skipif(not EMAILS.is_dir(), reason="../shared/corpus not found")
+
+
+def theirs() -> list[Path]:
+    """Ten of Doug Sauder's mails in the corpus, each of its own Message-ID (several with
+    attachments)."""
+    found: dict[bytes, Path] = {}
+    for p in sorted(EMAILS.glob("m*.txt")):
+        raw = p.read_bytes()
+        msgid = re.search(rb"^Message-ID:(.*)$", raw, re.M | re.I)
+        if re.search(rb"^From:.*dwsauder@example\.com", raw, re.M) and msgid:
+            found.setdefault(msgid.group(1).strip(), p)
+    return list(found.values())[:10]
+
+
+@pytest.fixture
+def busy(desk_config: Callable[..., Path], db_url: str, tmp_path: Path) -> Path:
+    """A desk with Doug's mail, others' mail, a mail that copies him, an agent's reply and
+    note on his first ticket, a survey sent to him, and an auto-reply of his held."""
+    cfg = desk_config(db_url, desk=DESK)
+    mine = theirs()
+    assert len(mine) >= 8
+    r = run_cli("ingest", *map(str, mine), *map(str, OTHERS), config=cfg)
+    assert r.returncode == 0, r.stderr
+    evil = mail(subject="Files", sender="Doug Sauder <dwsauder@example.com>",
+                message_id="<evil@example.com>")
+    cc = mail(subject="Printer for Doug", sender="Carol Day <carol@other.test>",
+              Cc="Doug Sauder <dwsauder@example.com>", message_id="<cc@other.test>",
+              body="Doug (dwsauder@example.com) cannot print either.\n")
+    auto = mail(subject="Out of office", sender="Doug Sauder <dwsauder@example.com>",
+                message_id="<ooo@example.com>", Auto_Submitted="auto-replied")
+    for raw in (_with_attachment(evil, "../../etc/pass\x1bwd"), cc, auto):
+        assert run_cli("ingest", config=cfg, input=raw).returncode == 0
+    for args in (["tickets", "reply", "MD-1", "Hello Doug Sauder, try again.", "--as", "bob"],
+                 ["tickets", "note", "MD-1", "NOTE-SECRET: dwsauder is the VP", "--as", "bob"],
+                 ["tickets", "status", "MD-2", "resolved", "--as", "bob"],
+                 ["jobs", "run", "--force"]):
+        r = run_cli(*args, config=cfg)
+        assert r.returncode == 0, (args, r.stderr)
+    return cfg
+
+
+def _with_attachment(raw: bytes, filename: str) -> bytes:
+    from email import message_from_bytes, policy
+    m = message_from_bytes(raw, policy=policy.default)
+    m.add_attachment(b"secret report\n", maintype="application", subtype="octet-stream",
+                     filename=filename)
+    return m.as_bytes()
+
+
+def _json(r: Any) -> Any:
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_export_holds_their_tickets_mail_and_attachments(busy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "doug.zip"
+    said = _json(run_cli("requester", "export", WHO.upper(), "--out", str(out),
+                         "--format", "json", config=busy))
+    z = zipfile.ZipFile(out)
+    names = z.namelist()
+    assert all(re.fullmatch(r"index\.json|tickets/MD-\d+/(ticket\.json|messages/\d+\.eml|"
+                            r"attachments/\d+-[\w.\- ]+)", n) for n in names), names
+    index = json.loads(z.read("index.json"))
+    roles = {t["ref"]: t["role"] for t in index["tickets"]}
+    assert index["address"] == WHO and index["names"] == ["Doug Sauder"]
+    assert list(roles.values()).count("requester") == len(theirs()) + 1   # + the "Files" one
+    assert list(roles.values()).count("participant") == 1                 # Carol's, copying him
+    assert said["tickets"] == len(roles) and said["unreadable"] == 0
+    # each raw mail is the bytes that arrived: every corpus mail of his is in the zip whole
+    emls = {z.read(n) for n in names if n.endswith(".eml")}
+    assert all(p.read_bytes() in emls for p in theirs())
+    attached = [n for n in names if "/attachments/" in n]
+    assert len(attached) >= 5 and any(n.endswith("-pass wd") for n in attached)
+    first = json.loads(z.read("tickets/MD-1/ticket.json"))
+    assert first["ticket"]["requester"] == WHO
+    texts = [m["text"] for m in first["messages"]]
+    assert any("try again" in t for t in texts)                  # the agent's public reply
+    assert not any("NOTE-SECRET" in t for t in texts)            # not the internal note
+    assert "note.added" not in {e["kind"] for e in first["events"]}
+    assert {"ticket.created", "agent.replied"} <= {e["kind"] for e in first["events"]}
+    # with --internal the notes come too
+    run_cli("requester", "export", WHO, "--out", str(tmp_path / "all.zip"), "--internal",
+            config=busy)
+    assert b"NOTE-SECRET" in zipfile.ZipFile(tmp_path / "all.zip").read(
+        "tickets/MD-1/ticket.json")
+    audit = _json(run_cli("requester", "audit", "--address", WHO, "--format", "json",
+                          config=busy))
+    assert [a["action"] for a in audit] == ["export", "export"]
+    assert WHO not in json.dumps(audit) and audit[1]["counts"]["tickets"] == len(roles)
+
+
+def test_safe_names_make_no_paths() -> None:
+    assert safe_name("../../etc/passwd") == "passwd"
+    assert safe_name("..") == "attachment" and safe_name(None) == "attachment"
+    assert safe_name("C:\\x\\..\\boot.ini") == "boot.ini"
+    assert safe_name("a\x1b[31m b.pdf") == "a_31m b.pdf"
+    assert safe_name(".hidden") == "hidden"
+
+
+def traces(cfg: Path) -> list[str]:
+    """Every place the person is still found: table.column of every row of every table,
+    and every file of the data directory."""
+    settings = load_settings(cfg)
+    found = []
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            for table in inspect(conn).get_table_names():
+                q = f'SELECT * FROM "{table}"'
+                if conn.dialect.name == "postgresql":
+                    q = f'SELECT t::text FROM "{table}" t'
+                for row in conn.execute(text(q)):
+                    for value in row:
+                        if _holds(value):
+                            found.append(f"{table}: {str(value)[:120]!r}")
+    finally:
+        engine.dispose()
+    for path in sorted(settings.data_dir.rglob("*")):
+        if path.is_file() and _holds(path.read_bytes()):
+            found.append(str(path.relative_to(settings.data_dir)))
+    return found
+
+
+def _holds(value: Any) -> bool:
+    if isinstance(value, str):
+        value = value.encode("utf-8", "replace")
+    elif isinstance(value, memoryview):
+        value = bytes(value)
+    elif not isinstance(value, bytes):
+        value = json.dumps(value, default=str).encode()
+    low = value.lower()
+    return any(t in low for t in TRACES)
+
+
+def rows(cfg: Path, query: str) -> list[Any]:
+    engine = create_engine(load_settings(cfg).database_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(query)))
+    finally:
+        engine.dispose()
+
+
+def smtp(port: int, sender: str, raw: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail(sender, ["support@localhost"], raw.replace(b"\n", b"\r\n"))
+
+
+def settled(cfg: Path) -> bool:
+    """Nothing queued in, nothing owed out: the daemon is idle."""
+    return rows(cfg, "SELECT count(*) FROM inbound WHERE state = 'queued'")[0][0] == 0 and \
+        rows(cfg, "SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending')")[0][0] == 0
+
+
+def test_erase_leaves_no_trace_and_keeps_the_rest(busy: Path, db_url: str, tmp_path: Path,
+                                                  daemon: Callable[..., Daemon]) -> None:
+    # the daemon runs all along; a mail of his comes by SMTP (his address in the envelope)
+    d = daemon(db_url, desk=DESK)
+    smtp(d.port, WHO, mail(subject="By SMTP", sender="Doug Sauder <dwsauder@example.com>",
+                           message_id="<smtp@example.com>"))
+    wait_for(lambda: rows(busy, "SELECT count(*) FROM tickets WHERE subject = 'By SMTP'")
+             [0][0] == 1 and settled(busy), what="his SMTP mail ticketed and acknowledged")
+    assert traces(busy)                                     # the check finds him before
+    before = _json(run_cli("report", "--format", "json", config=busy))
+    other = _json(run_cli("tickets", "list", "--requester", "carol@other.test",
+                          "--format", "json", config=busy))
+    # without --yes: what it would do, nothing done, exit 64
+    r = run_cli("requester", "erase", WHO, "--format", "json", config=busy)
+    assert r.returncode == 64 and b"--yes" in r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["erased"] is False and plan["tickets_requested"] == len(theirs()) + 2
+    assert plan["tickets_participated"] == 1 and plan["blobs"] > 0
+    assert rows(busy, "SELECT count(*) FROM privacy_audit")[0][0] == 0
+    assert traces(busy)
+
+    done = _json(run_cli("requester", "erase", WHO, "--yes", "--format", "json",
+                         config=busy))
+    assert done["erased"] is True and done["outbox"] >= 1 and done["held_or_queued"] == 1
+    assert done == plan | {"erased": True}
+    assert traces(busy) == []
+    token = done["pseudonym"]
+    assert re.fullmatch(r"erased-[0-9a-f]{16}@invalid", token)
+    # his tickets still count, under one pseudonym; Carol's ticket keeps her words
+    after = _json(run_cli("report", "--format", "json", config=busy))
+    assert after["rows"] == before["rows"]
+    assert after["top_requesters"][0] == {"name": token, "tickets": len(theirs()) + 2}
+    mine = _json(run_cli("tickets", "list", "--requester", token, "--format", "json",
+                         config=busy))
+    assert len(mine) == len(theirs()) + 2 and {t["subject"] for t in mine} == {"[erased]"}
+    kept = _json(run_cli("tickets", "list", "--requester", "carol@other.test", "--format",
+                         "json", config=busy))
+    assert [t["subject"] for t in kept] == [t["subject"] for t in other]
+    shown = _json(run_cli("tickets", "show", kept[0]["ref"], "--format", "json",
+                          config=busy))
+    assert shown["messages"][0]["cc"] == [token] and "cannot print" in \
+        shown["messages"][0]["text"]
+    # nothing dangles: verify finds every blob in use intact, the search finds no word of his
+    assert run_cli("blobs", "verify", config=busy).returncode == 0
+    assert _json(run_cli("tickets", "list", "--search", "Hasen", "--format", "json",
+                         config=busy)) == []
+    audit = _json(run_cli("requester", "audit", "--address", WHO, "--format", "json",
+                          config=busy))
+    assert [a["action"] for a in audit] == ["erase"] and audit[0]["subject"] == token
+    assert audit[0]["actor"]
+    # the daemon goes on: a new mail is ticketed after the erasure
+    smtp(d.port, "carol@other.test", mail(subject="After", sender="carol@other.test"))
+    wait_for(lambda: rows(busy, "SELECT count(*) FROM tickets WHERE subject = 'After'")[0][0],
+             what="a mail after the erasure ticketed")
+    assert d.proc is not None and d.proc.poll() is None
+    # a second erasure finds nothing left
+    again = _json(run_cli("requester", "erase", WHO, "--yes", "--format", "json",
+                          config=busy))
+    assert again["tickets_requested"] == 0 and again["blobs"] == 0
+
+
+def test_erase_refuses_what_it_must_not_touch(desk_config: Callable[..., Path],
+                                              tmp_path: Path) -> None:
+    cfg = desk_config(desk=DESK)
+    assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
+    for args, said in ((["bob@desk.test", "--yes"], b"agent"),
+                       (["not-an-address", "--yes"], b"not a mail address"),
+                       (["erased-0123456789abcdef@invalid", "--yes"], b"pseudonym")):
+        r = run_cli("requester", "erase", *args, config=cfg)
+        assert r.returncode == 64 and said in r.stderr and b"Traceback" not in r.stderr
+    r = run_cli("requester", "export", "nobody@else.test", "--out",
+                str(tmp_path / "n.zip"), config=cfg)
+    assert r.returncode == 0 and b"no ticket concerns" in r.stderr
+    assert json.loads(zipfile.ZipFile(tmp_path / "n.zip").read("index.json"))["tickets"] == []
+    r = run_cli("requester", "export", "ana@customer.test", "--out",
+                str(tmp_path / "nodir" / "x.zip"), config=cfg)
+    assert r.returncode == 73 and b"Traceback" not in r.stderr
+
