@@ -450,3 +450,31 @@ def test_gc_and_backup_take_turns(desk_config: Callable[..., Path], tmp_path: Pa
         assert not (tmp_path / "bk" / "MANIFEST.json").exists()
     assert waiting.wait(60) == 0, waiting.stderr.read() if waiting.stderr else ""
     assert (tmp_path / "bk" / "MANIFEST.json").exists()
+
+
+def test_an_erasure_zeroes_packed_bytes_only_between_backups(tmp_path: Path) -> None:
+    """An erasure zeroes a blob's bytes inside its pack after its commit; a backup whose
+    snapshot came before still copies that blob, so the zeroing waits for it."""
+    import threading
+
+    from sqlalchemy import create_engine
+
+    from maildesk.store.shred import Dropped
+    pack = tmp_path / "packs" / "p.pack"
+    pack.parent.mkdir()
+    pack.write_bytes(b"Doug Sauder's mail")
+    dropped = Dropped(FileBlobs(tmp_path, create_engine("sqlite://")), {"d" * 64},
+                      [("p.pack", 0, 11)])
+    done = threading.Event()
+
+    def erase() -> None:
+        dropped.wipe()
+        done.set()
+    with kept_from_gc(tmp_path):
+        t = threading.Thread(target=erase)
+        t.start()
+        assert not done.wait(0.5), "zeroed under a backup"
+        assert pack.read_bytes() == b"Doug Sauder's mail"
+    assert done.wait(10)
+    t.join()
+    assert pack.read_bytes() == bytes(11) + b"'s mail"

@@ -64,7 +64,7 @@ from sqlalchemy import Engine, Table, bindparam, func, select, update
 
 from ..errors import MaildeskError
 from .blobs import T_INDEX, BlobStore, FileBlobs, Pack, digest_of, fsync_dir, held_path
-from .references import referenced
+from .references import chunks, referenced
 from .tables import T_BLOB_DATA
 from .verify import sources
 
@@ -153,16 +153,16 @@ def purge(store: BlobStore, engine: Engine, digests: Iterable[str]) -> Freed:
     out = Freed()
     files, rows = sources(store)
     if rows:
-        _drop_rows(engine, T_BLOB_DATA, _chunks(wanted), False, out)
+        _drop_rows(engine, T_BLOB_DATA, chunks(wanted, CHUNK), False, out)
     held: dict[str, list[str]] = {}          # pack -> the digests of wanted in it
     if files is not None:
         with _gc_lock(files, wait=True, dry_run=False):
             with engine.connect() as conn:
-                for chunk in _chunks(wanted):
+                for chunk in chunks(wanted, CHUNK):
                     for d, p in conn.execute(select(T_INDEX.c.digest, T_INDEX.c.pack)
                                              .where(T_INDEX.c.digest.in_(chunk))):
                         held.setdefault(p, []).append(d)
-            _drop_rows(engine, T_INDEX, _chunks(wanted), False, out)
+            _drop_rows(engine, T_INDEX, chunks(wanted, CHUNK), False, out)
             present = [(d, files.loose_path(d)) for d in wanted
                        if os.path.lexists(files.loose_path(d))]
             _loose(files, engine, [(d, p, _size(p)) for d, p in present], started, False, out)
@@ -172,7 +172,7 @@ def purge(store: BlobStore, engine: Engine, digests: Iterable[str]) -> Freed:
     with engine.connect() as conn:
         left |= referenced(conn, wanted)
         for table in (T_INDEX, T_BLOB_DATA):
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted, CHUNK):
                 left.update(conn.execute(select(table.c.digest)
                                          .where(table.c.digest.in_(chunk))).scalars())
     if files is not None:
@@ -182,11 +182,6 @@ def purge(store: BlobStore, engine: Engine, digests: Iterable[str]) -> Freed:
     out.left = sorted(left)
     out.seconds = time.time() - started
     return out
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for k in range(0, len(items), CHUNK):
-        yield items[k:k + CHUNK]
 
 
 def _all_digests(engine: Engine, table: Table) -> Iterator[list[str]]:
@@ -220,6 +215,15 @@ def kept_from_gc(root: Path) -> Iterator[None]:
     the database placed it, and would not if a pack were compacted in between. A gc at
     work is waited for."""
     with _flocked(root, fcntl.LOCK_SH, wait=True):
+        yield
+
+
+@contextmanager
+def rewriting(root: Path) -> Iterator[None]:
+    """No gc and no backup at work on root's files until the block ends (gc.lock taken
+    exclusively, waiting for them): for an erasure zeroing a blob's bytes inside a pack,
+    which a backup whose snapshot still used the blob would copy as damaged."""
+    with _flocked(root, fcntl.LOCK_EX, wait=True):
         yield
 
 

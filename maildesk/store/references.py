@@ -47,9 +47,10 @@ def digest_columns() -> dict[str, Any]:
             "attachment": Attachment.__table__.c.digest, "outbox": OutboxMail.__table__.c.digest}
 
 
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for k in range(0, len(items), CHUNK):
-        yield items[k:k + CHUNK]
+def chunks(items: list[str], size: int = CHUNK) -> Iterator[list[str]]:
+    """items, size at a time: a statement's IN list stays within what a database takes."""
+    for k in range(0, len(items), size):
+        yield items[k:k + size]
 
 
 def referrers(conn: Connection, digests: Iterable[str]) -> dict[str, list[Use]]:
@@ -58,7 +59,7 @@ def referrers(conn: Connection, digests: Iterable[str]) -> dict[str, list[Use]]:
     found: dict[str, list[Use]] = {}
     columns = digest_columns()
     for kind, query in _queries().items():
-        for chunk in _chunks(wanted):
+        for chunk in chunks(wanted):
             for digest, id_, ref in conn.execute(query.where(columns[kind].in_(chunk))):
                 found.setdefault(digest, []).append({"kind": kind, "id": id_, "ticket": ref})
     return found
@@ -73,7 +74,7 @@ def referenced(conn: Connection, digests: Iterable[str]) -> set[str]:
         query = select(column).distinct()
         if kind == "inbound":
             query = query.where(Inbound.__table__.c.state != "deleted")
-        for chunk in _chunks(wanted):
+        for chunk in chunks(wanted):
             found.update(conn.execute(query.where(column.in_(chunk))).scalars())
     return found
 

@@ -24,22 +24,12 @@ from sqlalchemy import Connection, select, update
 
 from .blob_rows import DatabaseBlobs, rows_of
 from .blobs import NO_BLOB, T_INDEX, BlobError, BlobStore, FileBlobs, read_file
-from .references import CHUNK, digest_columns
+from .gc import rewriting
+from .references import chunks, digest_columns
 from .tables import T_BLOB_DATA
+from .verify import sources
 
 __all__ = ["NO_BLOB", "Dropped", "drop", "holding"]
-
-
-def chunks(items: list[str]) -> Iterator[list[str]]:
-    for k in range(0, len(items), CHUNK):
-        yield items[k:k + CHUNK]
-
-
-def files_of(store: BlobStore) -> FileBlobs | None:
-    """The files a store keeps or reads blobs from (None: none)."""
-    if isinstance(store, DatabaseBlobs):
-        return store.files
-    return store if isinstance(store, FileBlobs) else None
 
 
 def every_blob(store: BlobStore, conn: Connection) -> Iterator[tuple[str, bytes]]:
@@ -49,7 +39,7 @@ def every_blob(store: BlobStore, conn: Connection) -> Iterator[tuple[str, bytes]
     if isinstance(store, DatabaseBlobs):
         for digest, _size, data in rows_of(conn):
             yield digest, data
-    files = files_of(store)
+    files, _rows = sources(store)
     if files is None:
         return
     for digest, path in files.loose_files():
@@ -93,11 +83,16 @@ class Dropped:
         how many blobs. Run after the commit (before it, a rollback would find them gone)."""
         if self.files is None:
             return len(self.digests)
+        with rewriting(self.files.root):
+            self._wipe_files(self.files)
+        return len(self.digests)
+
+    def _wipe_files(self, files: FileBlobs) -> None:
         for digest in self.digests:
-            self.files.loose_path(digest).unlink(missing_ok=True)
+            files.loose_path(digest).unlink(missing_ok=True)
         for pack, offset, size in self.spots:
             try:
-                fd = os.open(self.files.packs / pack, os.O_WRONLY | os.O_NOFOLLOW)
+                fd = os.open(files.packs / pack, os.O_WRONLY | os.O_NOFOLLOW)
             except FileNotFoundError:
                 continue            # compacted away meanwhile
             try:
@@ -105,7 +100,6 @@ class Dropped:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        return len(self.digests)
 
 
 def drop(store: BlobStore, conn: Connection, digests: Iterable[str]) -> Dropped:
@@ -113,7 +107,7 @@ def drop(store: BlobStore, conn: Connection, digests: Iterable[str]) -> Dropped:
     outbox) points at nothing, and the blobs' index and blob_data rows are deleted. The
     caller wipes the result after the commit."""
     wanted = sorted({d for d in digests if d and d != NO_BLOB})
-    out = Dropped(files_of(store), set(wanted))
+    out = Dropped(sources(store)[0], set(wanted))
     for chunk in chunks(wanted):
         for column in digest_columns().values():
             conn.execute(update(column.table).where(column.in_(chunk)).values(
