@@ -169,6 +169,12 @@ def test_the_watchdog_stops_when_the_ingest_worker_or_the_event_loop_hangs(
                 pass
         return n
 
+    def settled() -> None:
+        """A ping sent before a change may still wait in the socket: let the worker see
+        the change, then read away what came before it."""
+        time.sleep(0.5)
+        pings(0.05)
+
     stuck, free = threading.Event(), threading.Event()
 
     def step() -> None:
@@ -180,13 +186,14 @@ def test_the_watchdog_stops_when_the_ingest_worker_or_the_event_loop_hangs(
     try:
         assert pings(1.0) >= 3
         stuck.set()
-        time.sleep(0.3)
+        settled()
         assert pings(1.0) == 0, "the worker hangs: no pings"
         free.set()
         stuck.clear()
         assert pings(1.0) >= 3
         serve._loop_turned = time.monotonic() - 60  # the event loop hangs
         worker.step = lambda: None
+        settled()
         assert pings(1.0) == 0, "the event loop hangs: no pings"
     finally:
         free.set()
