@@ -27,7 +27,7 @@ from maildesk.intake.sources import read
 from maildesk.mail.parse import ParsedMail, parse
 from maildesk.rules import conditions
 from maildesk.rules.load import load
-from maildesk.rules.prefilter import UNFOLDED, gate, required_words
+from maildesk.rules.prefilter import UNFOLDED, gate, joinable, required_words
 from maildesk.rules.vocabulary import facts_for
 from maildesk.store.blobs import digest_of
 from maildesk.store.rows import TicketRow
@@ -67,7 +67,9 @@ def words_of(mails: list[ParsedMail], rng: random.Random) -> list[str]:
 
 REGEXES = [r"\b{w}\b", r"{w}\s+\w+", r"(?-i:{w})", r"{w}|{v}", r"^(re|fwd?):\s*{w}",
            r"({w}|{v})+", r"x?{w}", r"(?>{w})", r"{w}(?=\s)", r"[A-Za-z]{w}", r"\d{{3,}}",
-           r"(?x) {w} \s* {v}", r"{w}.*{v}", r"(?:{w}){{2}}", r"(?i:{w})", r"{w}?s"]
+           r"(?x) {w} \s* {v}", r"{w}.*{v}", r"(?:{w}){{2}}", r"(?i:{w})", r"{w}?s",
+           r"\b[a-z]{{2}}\d{{2}}", r"^\W*$", r"(\w)\1", r"(?x) \d{{2}} - \d", r"(?P<x>\d)\d",
+           r"(?-i:[A-Z]{{3}})", r"\s$"]
 FIELDS = ["subject", "body", "from", "to", "cc", "header.x-mailer", "header.content-type",
           "header.list-id", "sender_domain", "requester"]
 
@@ -112,7 +114,7 @@ def test_the_index_decides_as_testing_every_rule_on_the_corpus(tmp_path: Path) -
     rs = load([rules_file(tmp_path, mails)], DESK, {"ticket_notice"})
     gates = {r.name: gate(r.condition) for r in rs.rules}
     kinds = {k for g in gates.values() if g for k, _f, _v in g.keys}
-    assert kinds == {"word", "regex", "domain", "exact"}, kinds
+    assert kinds == {"word", "regex", "pattern", "domain", "exact"}, kinds
     matched = narrowed = 0
     for i, m in enumerate(mails):
         facts = facts_for(DESK, ticket("general" if i % 2 else "it"), m, NOW,
@@ -176,3 +178,14 @@ def test_no_other_letter_folds_to_ascii_only_for_regexes() -> None:
 def test_required_words(pattern: str, words: set[str] | None) -> None:
     found = required_words(pattern, re.IGNORECASE)
     assert found == words or (words is None and not (found and min(map(len, found)) >= 3))
+
+
+@pytest.mark.parametrize("pattern, joins", [
+    (r"\d{5,}", True), (r"(?-i:[A-Z]{3})", True), (r"(a|b)c", True),
+    (r"(a)\1", False),                  # group numbers shift in an alternation
+    (r"(a)?(?(1)x|y)", False),
+    (r"(?P<n>\d)", False),               # names could clash
+    (r"(?x)\d +", False),                # a flag of the whole pattern must come first
+])
+def test_joinable(pattern: str, joins: bool) -> None:
+    assert joinable(re.compile(pattern, re.IGNORECASE)) is joins

@@ -11,7 +11,9 @@ without testing rules one by one:
 - word: `contains`, `is` and `in` on text (a value equal to the word holds it too), and
   a word every match of a `matches` regex holds (read from the parsed regex): one
   Aho-Corasick automaton per field finds them all in one pass over the field's
-  lower-case text (`str.lower()`, as the tests compare).
+  lower-case text (`str.lower()`, as the tests compare);
+- pattern: a regex without such a word (`\\d{5,}`): the field's regexes of this kind
+  joined in one alternation, searched once: only when it matches are they tested.
 
 An event then tests the rules whose gate found its key, plus those without a gate, in
 file order. A gate only narrows: each candidate is still tested whole, so what matches
@@ -20,6 +22,7 @@ is what matched before (tests/test_prefilter.py compares both on the corpus).
 from __future__ import annotations
 
 import importlib
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -83,6 +86,9 @@ def _test_gate(t: Test) -> Gate | None:
     if t.op == "matches":
         words = required_words(t.value.pattern, t.value.flags)
         kind_of = "regex"
+        if not words or min(map(len, words)) < MIN_WORD:
+            return Gate(frozenset([("pattern", t.field, t.value.pattern)]), 5) \
+                if joinable(t.value) else None
     elif t.op in ("is", "in", "contains"):
         words = {t.value} if t.op != "in" else set(t.value)
         kind_of = "word"
@@ -105,6 +111,26 @@ def required_words(pattern: str, flags: int) -> set[str] | None:
     except Exception:       # compiled at load already: never, but a gate is only a help
         return None
     return _sequence(list(parsed))
+
+
+def joinable(regex: re.Pattern[str]) -> bool:
+    """Whether the regex means the same as one branch of an alternation: no flags of its
+    own for the whole pattern (they must come first), no group referred to by number or
+    name (the numbers shift, names could clash)."""
+    if regex.flags != re.IGNORECASE | re.UNICODE or regex.groupindex:
+        return False
+    try:
+        return not _refers(_parser.parse(regex.pattern, regex.flags))
+    except Exception:
+        return False
+
+
+def _refers(node: Any) -> bool:
+    """Whether a parsed regex (or a part of one) refers to a group."""
+    if isinstance(node, _parser.SubPattern):
+        return any(op in (_C.GROUPREF, _C.GROUPREF_EXISTS) or _refers(arg)
+                   for op, arg in node.data)
+    return isinstance(node, (list, tuple)) and any(map(_refers, node))
 
 
 def _sequence(items: list[Any]) -> set[str] | None:
@@ -174,6 +200,13 @@ class Index(Generic[R]):
                         self._regex[fld].append((order, rule))
                 else:
                     self._lookup[kind, fld][value].append((order, rule))
+        self._joined = {fld: (re.compile("|".join(f"(?:{x})" for x in by_pattern),
+                                         re.IGNORECASE), [r for x in by_pattern.values()
+                                                          for r in x])
+                        for (kind, fld), by_pattern in self._lookup.items()
+                        if kind == "pattern"}
+        for fld in self._joined:
+            del self._lookup["pattern", fld]
         self._automata: dict[str, Any] = {}
         for fld, by_word in words.items():
             automaton = ahocorasick.Automaton()
@@ -198,4 +231,9 @@ class Index(Generic[R]):
                 found.update(rules)
             if fld in self._regex and not text.isascii() and not UNFOLDED.isdisjoint(text):
                 found.update(self._regex[fld])
+        for fld, (joined, rules) in self._joined.items():
+            value = facts.get(fld)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if value is not None and any(joined.search(str(v)) for v in values):
+                found.update(rules)
         return [found[k] for k in sorted(found)]
