@@ -1,21 +1,21 @@
 #!/usr/bin/env python3
 """Rules benchmark: evaluation time per mail at 1,000 and 10,000 rules, paired with a baseline.
 
-    python3 bench/rules.py [--n 3000] [--runs 3] [--passes 3] [--counts 1000,10000]
-                           [--mix desk|routing] [--baseline DIR]
+    python3 bench/rules.py [--n 1000] [--runs 3] [--passes 3] [--counts 1000,10000]
+                           [--mix desk,routing] [--baseline DIR]
 
-The rules are generated like a large desk's. --mix desk (the default): 30 % by sender
-domain, 20 % by a list of senders (addresses, or domains with their subdomains), 20 %
-by a word in the subject, 10 % by a regex on the subject or body (one in eight without
-a literal word, all on the subject: `\\b[a-z]{2}\\d{5}\\b`), 10 % by a header (a
-mailing list, a mailer, a relay's address by regex), 10 % by a word in the body together
-with a ticket field; a desk with more rules has more customers and words, not more rules
-that match a mail. --mix routing: the earlier mix, 70 % by sender domain, 20 % by sender
-address, 10 % by a word in the subject, where the rules that match grow with the rules.
-Each rule set is checked against every mail of the shared mixed workload (parsed
-beforehand) as a ticket.created event.
+The rules are generated like a large desk's, in two mixes (--mix: one or both, both by
+default). desk: 30 % by sender domain, 20 % by a list of senders (addresses, or domains
+with their subdomains), 20 % by a word in the subject, 10 % by a regex on the subject or
+body (one in eight without a literal word, all on the subject: `\\b[a-z]{2}\\d{5}\\b`),
+10 % by a header (a mailing list, a mailer, a relay's address by regex), 10 % by a word
+in the body together with a ticket field; a desk with more rules has more customers and
+words, not more rules that match a mail. routing: the earlier mix, 70 % by sender
+domain, 20 % by sender address, 10 % by a word in the subject, where the rules that
+match grow with the rules. Each rule set is checked against every mail of the shared
+mixed workload (parsed beforehand) as a ticket.created event.
 
-Each (checkout, rule count) runs in a process of its own, --runs times, in alternating
+Each (checkout, mix, rule count) runs in a process of its own, --runs times, in alternating
 order with --baseline DIR (a checkout of another commit, `git worktree add DIR main`):
 what a change gained, paired, not against figures of another day. A process loads the
 rules once and times --passes passes over the mails; the figures are medians over all
@@ -170,16 +170,19 @@ def main() -> int:
         print(json.dumps(child(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))))
         return 0
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=3000, help="mails in the workload")
+    ap.add_argument("--n", type=int, default=1000, help="mails in the workload")
     ap.add_argument("--runs", type=int, default=3, help="processes per checkout and count")
     ap.add_argument("--passes", type=int, default=3, help="timed passes per process")
     ap.add_argument("--counts", default="1000,10000")
-    ap.add_argument("--mix", choices=sorted(MIXES), default="desk")
+    ap.add_argument("--mix", default="desk,routing", help="desk, routing, or both")
     ap.add_argument("--baseline", type=Path,
                     help="a checkout of another commit, timed in the same rounds")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
+    mixes = args.mix.split(",")
+    if not set(mixes) <= set(MIXES):
+        ap.error(f"--mix: {args.mix!r}: one or more of {', '.join(MIXES)}")
     tmp = Path(tempfile.mkdtemp(prefix="maildesk-rulesbench-"))
     subprocess.run([sys.executable, str(GEN), "--n", str(args.n), "--out", str(tmp / "work"),
                     "--tag-format", "[MD-{n}]"], check=True, stdout=subprocess.DEVNULL)
@@ -187,25 +190,28 @@ def main() -> int:
     senders = _senders(mbox)
     domains = sorted({s.rpartition("@")[2] for s in senders})
     trees = [ROOT] + ([args.baseline] if args.baseline else [])
-    files = {n: rules_file(n, args.mix, domains, senders, tmp) for n in counts}
-    got: dict[tuple[Path, int], list[dict[str, Any]]] = {(t, n): [] for t in trees for n in counts}
+    cases = [(mix, n) for mix in mixes for n in counts]
+    files = {c: rules_file(c[1], c[0], domains, senders, tmp) for c in cases}
+    got: dict[tuple[str, int, Path], list[dict[str, Any]]] = \
+        {(*c, t): [] for c in cases for t in trees}
     for i in range(args.runs):
-        for n in counts:
+        for c in cases:
             for tree in trees if i % 2 == 0 else trees[::-1]:
-                got[tree, n].append(run(tree, files[n], mbox, args.passes))
+                got[(*c, tree)].append(run(tree, files[c], mbox, args.passes))
         print(f"round {i + 1} of {args.runs}", flush=True)
     rows = []
-    for n in counts:
+    for mix, n in cases:
         for tree in trees:
-            runs = got[tree, n]
-            if runs[0]["decided"] != got[ROOT, n][0]["decided"]:
-                raise SystemExit(f"{n} rules: {tree} decided otherwise than {ROOT}")
-            rows.append((n, tree, *(statistics.median(x for r in runs for x in r[k]) * 1e6
-                                    for k in ("cpu", "wall")),
+            runs = got[mix, n, tree]
+            if runs[0]["decided"] != got[mix, n, ROOT][0]["decided"]:
+                raise SystemExit(f"{mix}, {n} rules: {tree} decided otherwise than {ROOT}")
+            rows.append((mix, n, tree,
+                         *(statistics.median(x for r in runs for x in r[k]) * 1e6
+                           for k in ("cpu", "wall")),
                          statistics.median(r["load_s"] for r in runs),
                          max(r["rss"] for r in runs) / 1024, runs[0]["tested"],
                          runs[0]["actions"]))
-    section = report(args, counts, trees, rows)
+    section = report(args, mixes, counts, trees, rows)
     update(args.out, "## Rules: evaluation", section)
     print(section)
     subprocess.run(["rm", "-rf", str(tmp)], check=False)
@@ -221,41 +227,48 @@ def _senders(mbox: Path) -> list[str]:
     return sorted(found)
 
 
-def report(args: argparse.Namespace, counts: list[int], trees: list[Path],
+MIX_TEXT = {
+    "desk": "30 % by sender domain, 20 % by a list of senders (addresses, or domains with "
+            "their subdomains), 20 % by a word in the subject, 10 % by a regex on the subject "
+            "or body (one in eight without a literal word of three letters, on the subject), "
+            "10 % by a header, 10 % by a word in the body with a ticket field; the rules that "
+            "can match a mail are as many at 10,000 rules as at 1,000 (more customers and "
+            "words, not more rules per mail)",
+    "routing": "the earlier mix: 70 % by sender domain, 20 % by sender address, 10 % by a "
+               "word in the subject; the rules that match grow with the rules"}
+
+
+def report(args: argparse.Namespace, mixes: list[str], counts: list[int], trees: list[Path],
            rows: list[tuple[Any, ...]]) -> str:
     name = {ROOT: "this change" if len(trees) > 1 else commit_of(ROOT)}
     if args.baseline:
         name[args.baseline] = f"before ({commit_of(args.baseline)})"
     table = "\n".join(
-        f"| {n:,} | {name[tree]} | {cpu:.0f} µs | {wall:.0f} µs | {tested:.1f} | "
+        f"| {mix} | {n:,} | {name[tree]} | {cpu:.0f} µs | {wall:.0f} µs | {tested:.1f} | "
         f"{load_s:.2f} s | {rss:.0f} MiB | {actions:.2f} |"
-        for n, tree, cpu, wall, load_s, rss, tested, actions in rows)
-    ours = {n: cpu for n, tree, cpu, *_rest in rows if tree == ROOT}
-    growth = ours[counts[-1]] / ours[counts[0]]
-    mix = ("30 % by sender domain, 20 % by a list of senders (addresses, or domains with "
-           "their subdomains), 20 % by a word in the subject, 10 % by a regex on the subject "
-           "or body (one in eight without a literal word of three letters, on the subject), 10 % "
-           "by a header, 10 % by a word in the body with a ticket field; the rules that can "
-           "match a mail are as many at 10,000 rules as at 1,000 (more customers and words, "
-           "not more rules per mail)" if args.mix == "desk" else
-           "70 % by sender domain, 20 % by sender address, 10 % by a word in the subject")
+        for mix, n, tree, cpu, wall, load_s, rss, tested, actions in rows)
+    ours = {(mix, n): cpu for mix, n, tree, cpu, *_rest in rows if tree == ROOT}
+    growth = "; ".join(f"{ours[m, counts[-1]] / ours[m, counts[0]]:.1f} times with "
+                       f"`--mix {m}`" for m in mixes)
     load = os.getloadavg()
     return (
         f"## Rules: evaluation time per mail (`python3 bench/rules.py`)\n\n"
         f"Machine: {machine()}; load average {load[0]:.1f} at the end. {args.n} mails of "
         f"the shared workload, parsed beforehand, each a ticket.created event (evaluation "
-        f"only: conditions and the actions' list, not their effects). Generated rules "
-        f"(`--mix {args.mix}`): {mix}. Each checkout and count in a process of its own, "
-        f"{args.runs} processes{' in alternating order' if len(trees) > 1 else ''}, "
-        f"{args.passes} passes each: medians of the {args.runs * args.passes} passes' "
-        f"time per mail; peak RSS of the process (the parsed mails included). \"Tested\": "
-        f"rules whose condition was tested, per mail; both checkouts matched the same "
-        f"rules on every mail.\n\n"
-        f"| rules | checkout | CPU per mail | wall per mail | tested | load and compile | "
-        f"peak RSS | actions per mail |\n"
-        f"|---:|---|---:|---:|---:|---:|---:|---:|\n{table}\n\n"
-        f"From {counts[0]:,} to {counts[-1]:,} rules the CPU time per mail grows "
-        f"{growth:.1f} times{' with this change' if len(trees) > 1 else ''}.\n")
+        f"only: conditions and the actions' list, not their effects). Generated rules: "
+        + " ".join(f"`--mix {m}`: {MIX_TEXT[m]}." for m in mixes)
+        + f" Each checkout, mix and count in a process of its own, {args.runs} processes"
+        f"{' in alternating order' if len(trees) > 1 else ''}, {args.passes} passes each: "
+        f"medians of the {args.runs * args.passes} passes' time per mail; peak RSS of the "
+        f"process (the parsed mails included). \"Tested\": rules whose condition was "
+        f"tested, per mail"
+        f"{'; both checkouts matched the same rules on every mail' if len(trees) > 1 else ''}"
+        f".\n\n"
+        f"| mix | rules | checkout | CPU per mail | wall per mail | tested | load and compile "
+        f"| peak RSS | actions per mail |\n"
+        f"|---|---:|---|---:|---:|---:|---:|---:|---:|\n{table}\n\n"
+        f"From {counts[0]:,} to {counts[-1]:,} rules the CPU time per mail grows {growth}"
+        f"{' (this change)' if len(trees) > 1 else ''}.\n")
 
 
 if __name__ == "__main__":

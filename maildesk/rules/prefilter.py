@@ -84,20 +84,17 @@ def _test_gate(t: Test) -> Gate | None:
         return Gate(frozenset(("exact", t.field, v) for v in values),
                     0 if t.field in SELECTIVE else 3)
     if t.op == "matches":
-        words = required_words(t.value.pattern, t.value.flags)
-        kind_of = "regex"
-        if not words or min(map(len, words)) < MIN_WORD:
-            return Gate(frozenset([("pattern", t.field, t.value.pattern)]), 5) \
-                if joinable(t.value) else None
+        words, kind_of = required_words(t.value.pattern, t.value.flags), "regex"
     elif t.op in ("is", "in", "contains"):
-        words = {t.value} if t.op != "in" else set(t.value)
-        kind_of = "word"
+        words, kind_of = ({t.value} if t.op != "in" else set(t.value)), "word"
     else:
         return None
-    if not words or min(map(len, words)) < MIN_WORD:
-        return None
-    return Gate(frozenset((kind_of, t.field, w) for w in words),
-                2 if min(map(len, words)) >= 4 else 4)
+    if words and min(map(len, words)) >= MIN_WORD:
+        return Gate(frozenset((kind_of, t.field, w) for w in words),
+                    2 if min(map(len, words)) >= 4 else 4)
+    if kind_of == "regex" and joinable(t.value):
+        return Gate(frozenset([("pattern", t.field, t.value.pattern)]), 5)
+    return None
 
 
 def required_words(pattern: str, flags: int) -> set[str] | None:
@@ -187,7 +184,7 @@ class Index(Generic[R]):
         self._always: list[tuple[int, R]] = []
         self._lookup: dict[tuple[str, str], dict[str, list[tuple[int, R]]]] = \
             defaultdict(lambda: defaultdict(list))     # (kind, field) -> value -> rules
-        self._regex: dict[str, list[tuple[int, R]]] = defaultdict(list)
+        self._regex: dict[str, dict[int, R]] = defaultdict(dict)    # field -> its regex rules
         words: dict[str, dict[str, list[tuple[int, R]]]] = defaultdict(lambda: defaultdict(list))
         for order, rule, g in rules:
             if g is None:
@@ -196,17 +193,16 @@ class Index(Generic[R]):
             for kind, fld, value in g.keys:
                 if kind in ("word", "regex"):
                     words[fld][value].append((order, rule))
-                    if kind == "regex" and (order, rule) not in self._regex[fld][-1:]:
-                        self._regex[fld].append((order, rule))
+                    if kind == "regex":
+                        self._regex[fld][order] = rule
                 else:
                     self._lookup[kind, fld][value].append((order, rule))
-        self._joined = {fld: (re.compile("|".join(f"(?:{x})" for x in by_pattern),
-                                         re.IGNORECASE), [r for x in by_pattern.values()
-                                                          for r in x])
-                        for (kind, fld), by_pattern in self._lookup.items()
-                        if kind == "pattern"}
-        for fld in self._joined:
-            del self._lookup["pattern", fld]
+        self._joined: dict[str, tuple[re.Pattern[str], list[tuple[int, R]]]] = {}
+        for kind, fld in [k for k in self._lookup if k[0] == "pattern"]:
+            by_pattern = self._lookup.pop((kind, fld))
+            self._joined[fld] = (re.compile("|".join(f"(?:{x})" for x in by_pattern),
+                                            re.IGNORECASE),
+                                 [r for x in by_pattern.values() for r in x])
         self._automata: dict[str, Any] = {}
         for fld, by_word in words.items():
             automaton = ahocorasick.Automaton()
