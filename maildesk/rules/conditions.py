@@ -25,8 +25,6 @@ from .vocabulary import (
 
 LIST_KINDS = {"texts", "addresses", "headers"}
 MEMBERSHIP = {"texts", "addresses"}     # `contains` asks for an element, not a substring
-INDEXABLE = {"from", "sender_domain", "queue", "status", "type", "category", "priority",
-             "impact", "urgency", "requester", "mailbox", "assignee"}
 
 
 class Node:
@@ -237,12 +235,3 @@ def compile_condition(spec: Any, node: Any, key: Any, p: Problems,
                 parts.append(compiled)
     return parts[0] if len(parts) == 1 else All(parts)
 
-
-def index_keys(cond: Node) -> list[tuple[str, frozenset[str]]]:
-    """Exact-match tests every match must pass: (field, values) pairs to index the rule by."""
-    tests = cond.parts if isinstance(cond, All) else [cond]
-    keys = []
-    for t in tests:
-        if isinstance(t, Test) and t.field in INDEXABLE and t.op in ("is", "in"):
-            keys.append((t.field, frozenset([t.value]) if t.op == "is" else t.value))
-    return keys

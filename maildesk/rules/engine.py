@@ -1,10 +1,11 @@
 """Evaluating rules: which match an event, in file order, until one says stop.
 
-Rules are indexed at load by event kind, and by the exact-match tests every
-match must pass (`queue: it`, `sender_domain: [a.com, b.com]`), so an event
-looks only at the rules that could match it: the rules without such a test,
-plus those whose key the facts hold. Time per mail grows with the rules that
-could apply, not with the size of the file.
+Rules are indexed at load by event kind, and by a test every match must pass
+(prefilter.py: `queue: it`, `sender_domain: [a.com, b.com]`, `from: {domain:
+x.com}`, a word in the subject or the body, a word every match of a regex
+holds), so an event looks only at the rules that could match it: the rules
+without such a test, plus those whose key the facts hold. Time per mail grows
+with the rules that could apply, not with the size of the file.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .actions import Action
-from .conditions import Node, index_keys
+from .conditions import Node
+from .prefilter import Gate, Index, gate
 from .vocabulary import Facts
 
 EVENTS = ("ticket.created", "customer.replied", "agent.replied", "ticket.updated",
@@ -55,35 +57,24 @@ class RuleSet:
     def __init__(self, rules: list[Rule], sources: list[str] | None = None) -> None:
         self.rules = rules
         self.sources = sources or []
-        # event -> always-candidates (ordered) and index: (field, value) -> rules
-        self._plain: dict[str, list[Rule]] = defaultdict(list)
-        self._keyed: dict[str, dict[str, dict[str, list[Rule]]]] = defaultdict(
-            lambda: defaultdict(lambda: defaultdict(list)))
-        for rule in rules:
-            keys = index_keys(rule.condition)
+        by_event: dict[str, list[tuple[int, Rule, Gate | None]]] = defaultdict(list)
+        for i, rule in enumerate(rules):
+            g = gate(rule.condition)
             for event in rule.events:
-                if keys:
-                    fld, values = keys[0]
-                    for v in values:
-                        self._keyed[event][fld][v].append(rule)
-                else:
-                    self._plain[event].append(rule)
+                by_event[event].append((i, rule, g))
+        self._index = {event: Index(found) for event, found in by_event.items()}
 
     def __len__(self) -> int:
         return len(self.rules)
 
     def watches(self, event: str) -> bool:
         """Whether any rule is on this event: most events have none, and cost nothing."""
-        return event in self._plain or event in self._keyed
+        return event in self._index
 
     def candidates(self, event: str, facts: Facts) -> list[Rule]:
-        found = list(self._plain.get(event, ()))
-        for fld, by_value in self._keyed.get(event, {}).items():
-            value = facts.get(fld)
-            if value is not None:
-                found.extend(by_value.get(str(value).lower(), ()))
-        found.sort(key=lambda r: r.order)
-        return found
+        """The rules that could match, in file order: the others' gates found nothing."""
+        index = self._index.get(event)
+        return index.candidates(facts) if index is not None else []
 
     def evaluate(self, event: str, facts: Facts, explain: bool = False) -> Decision:
         decision = Decision()
