@@ -248,3 +248,32 @@ def test_the_lazy_top_level_names_every_modules_commands() -> None:
     wrong = {name: entry for name, entry in found.items() if LAZY.get(name) != entry}
     assert not wrong, f"cli/main.py LAZY should have: {wrong!r}"
     assert found == LAZY, f"LAZY names commands no module has: {set(LAZY) - set(found)}"
+
+
+def test_a_bug_is_70_and_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """What no command foresaw exits 70 (EX_SOFTWARE, as the README's table says), its
+    traceback folded into one log line, not Python's exit 1 and twenty lines."""
+    import logging
+
+    from maildesk.cli.main import main
+
+    def boom() -> None:
+        raise ZeroDivisionError("division by zero\nsecond line")
+    cli.add_command(click.Command("boom", callback=boom))
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    try:
+        for old in handlers:
+            root.removeHandler(old)
+        with pytest.raises(SystemExit) as exited:
+            main(["boom"])
+    finally:
+        cli.commands.pop("boom")
+        for h in root.handlers[:]:
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+    assert exited.value.code == 70
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and "ZeroDivisionError: division by zero" in said[0], said
+    assert "Traceback" in said[0] and "a bug" in said[0]

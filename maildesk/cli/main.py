@@ -16,7 +16,7 @@ import click
 
 from ..errors import MaildeskError
 from .context import Obj, startup_exit
-from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_USAGE, fail
+from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_SOFTWARE, EX_USAGE, fail
 
 PRIVATE_UMASK = 0o077
 
@@ -169,4 +169,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(EX_FAIL)
     except MaildeskError as e:
         fail(f"{type(e).__name__}: {e}", EX_FAIL)
+    except Exception as e:   # a bug: 70, its traceback in one log line, not Python's 1
+        _bug(e)
     sys.exit(code if isinstance(code, int) else EX_OK)
+
+
+def _bug(e: Exception) -> NoReturn:
+    """A failure no command foresaw: logged as every record is (one line, the traceback
+    folded into it, in log.format once the settings were read), then exit 70."""
+    import logging
+
+    from ..errors import error_line
+    if not logging.getLogger().handlers:     # the settings were never read
+        from ..logs import setup
+        setup("warning")
+    logging.getLogger("maildesk").error(
+        "maildesk failed (a bug: please report this line): %s", error_line(e), exc_info=e)
+    sys.exit(EX_SOFTWARE)
