@@ -199,8 +199,12 @@ def setup(level: str, format: str = "text", repeats: int = 10, window: float = 6
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("aiosmtpd", "alembic", "apscheduler"):
+    for noisy in ("aiosmtpd", "alembic", "apscheduler", "flufl.bounce"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # dkimpy says ERROR for every signature it cannot check (a key not in DNS, a timeout):
+    # ordinary mail, whose verdict the desk records itself (authentication.py); an ERROR
+    # line each would page whoever alerts on ERROR
+    logging.getLogger("dkimpy").setLevel(logging.CRITICAL)
     # aiosmtpd's session log warns once per unknown command, quoting what the client sent:
     # a hostile client writes the log at will. Our listener logs what matters, throttled.
     logging.getLogger("mail.log").setLevel(logging.ERROR)

@@ -268,3 +268,24 @@ def test_other_commands_log_in_the_desks_format_from_warning_up(
     assert [(x["level"], x["message"].split(":")[0]) for x in records] == [
         ("WARNING", f"quarantined {tmp_path / 'big.eml'}")], log
     assert summary.startswith("ingested 2 messages: 1 new ticket"), summary
+
+
+def test_libraries_chatter_is_kept_out(capsys: pytest.CaptureFixture[str]) -> None:
+    """flufl.bounce says INFO for each detector it runs on each mail, dkimpy ERROR for each
+    signature whose key is not in DNS: ordinary mail, not the operator's business."""
+    from maildesk.logs import setup
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    try:
+        setup("info", "json")
+        logging.getLogger("flufl.bounce").info("Running detector: <class ...>")
+        logging.getLogger("dkimpy").error("missing public key: b'default._domainkey.hse.ru.'")
+        logging.getLogger("maildesk.pipeline").info("mail taken")
+    finally:
+        for h in root.handlers[:]:
+            root.removeHandler(h)
+        for h in kept[0]:
+            root.addHandler(h)
+        root.setLevel(kept[1])
+    said = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+    assert said == ["mail taken"]
