@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -256,6 +257,7 @@ def test_status_on_an_empty_desk_without_a_daemon(desk_config: Callable[..., Pat
     table = run_cli("status", config=cfg)
     assert table.returncode == 69
     assert b"FAILING" in table.stdout and b"inbound queued" in table.stdout
+    assert re.search(rb"sla breached\s.*\b0\b", table.stdout), table.stdout
 
 
 def test_status_of_a_desk_with_mail_and_its_daemon(daemon: Callable[..., Daemon]) -> None:

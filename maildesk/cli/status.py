@@ -21,7 +21,8 @@ def _shown(figs: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [{"figure": k.replace("_", " "), "value": v} for k, v in figs.items()
             if k not in ("sla_breached", "imap")]
     rows += [{"figure": f"sla breached {kind}", "value": n}
-             for kind, n in sorted(figs["sla_breached"].items())]
+             for kind, n in sorted(figs["sla_breached"].items())] \
+        or [{"figure": "sla breached", "value": 0}]      # said, not left out, when none
     for box, state in sorted(figs["imap"].items()):
         at = state["last_success_at"]
         rows.append({"figure": f"imap {box} last success",
