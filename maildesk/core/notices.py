@@ -46,7 +46,9 @@ def _assigned(h: Happening) -> str | None:
 
 
 def _auto_closed(h: Happening) -> str | None:
-    return None if h.actor == "job:auto_close" else "not closed by the job"
+    """A requester hears that a job closed their resolved ticket: auto_close or a queue's
+    retention (close_after), the same closing."""
+    return None if h.actor in ("job:auto_close", "job:retention") else "not closed by a job"
 
 
 def _by_problem(h: Happening) -> str | None:
