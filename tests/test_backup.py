@@ -24,6 +24,7 @@ from nodes import PG_URL
 from sqlalchemy import create_engine, text
 from test_real_mail import CORPUS, corpus_mails
 
+from maildesk.config.load import load_settings
 from maildesk.store.blob_rows import DatabaseBlobs
 from maildesk.store.blobs import FileBlobs
 
@@ -274,6 +275,11 @@ def test_backup_never_writes_into_a_folder_that_holds_something(
     file = tmp_path / "a-file"
     file.write_text("x")
     assert run_cli("backup", str(file), config=d.config).returncode == 73
+    inside = load_settings(d.config).data_dir / "backup"      # the desk copying itself
+    r = run_cli("backup", str(inside), config=d.config)
+    assert r.returncode == 73 and b"inside the desk's data_dir" in r.stderr, r.stderr
+    assert not inside.exists()
+    assert run_cli("backup", "", config=d.config).returncode == 64     # not the cwd
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run_cli("backup", str(empty), config=d.config).returncode == 0

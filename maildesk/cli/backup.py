@@ -32,8 +32,15 @@ CODES = {"exists": EX_CANTCREAT, "missing": EX_NOINPUT, "incomplete": EX_DATAERR
          "tool": EX_UNAVAILABLE, "config": EX_CONFIG, "failed": EX_TEMPFAIL}
 
 
+def _named(ctx: click.Context, param: click.Parameter, dest: str) -> Path:
+    """DEST as a Path; "" names no folder (as a Path it would be the current one)."""
+    if not dest:
+        raise click.BadParameter("'' names no folder: name a new one for the backup")
+    return Path(dest)
+
+
 @click.command("backup")
-@click.argument("dest", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(), callback=_named)
 @FORMAT
 @PROGRESS
 @click.pass_obj
@@ -124,8 +131,9 @@ def _report(result: Result, fmt: str, said: str) -> None:
                    + ("" if not result.checked.used else
                       f"; {len(result.checked.used):,} damaged or missing"), err=True)
     if result.checked.used:
-        click.echo(f"blobs in use are damaged or missing (in the desk the copy was made "
-                   f"from too; `maildesk blobs verify` there): {REPAIR_HINT}", err=True)
+        click.echo("blobs in use are damaged or missing in this copy: run `maildesk blobs "
+                   "verify` on the desk it was made from; intact there, copy it again; "
+                   f"damaged there too, {REPAIR_HINT}", err=True)
         sys.exit(EX_FAIL)
 
 

@@ -96,7 +96,7 @@ def backup(settings: Settings, engine: Engine, dest: Path, sized: Progress = lam
     """A consistent copy of the desk into dest (a folder not there yet, or empty);
     sized(total) once the bytes to copy are known, advance(n) as they are."""
     pg_dump = None if engine.dialect.name == "sqlite" else _tool("pg_dump", "backup")
-    _new_folder(dest)
+    _new_folder(dest, settings.data_dir)
     started = time.perf_counter()
     # from the snapshot to the last blob copied, no gc compacts a pack the snapshot uses
     with kept_from_gc(settings.blob_dir) if settings.blob_dir.is_dir() else nullcontext():
@@ -112,11 +112,18 @@ def backup(settings: Settings, engine: Engine, dest: Path, sized: Progress = lam
     return out
 
 
-def _new_folder(dest: Path) -> None:
-    """dest made (0700), or BackupError: a backup is never written over anything."""
-    if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
-        raise BackupError(f"{dest} exists and is not an empty folder; a backup goes into a "
-                          "new one (name another)", "exists")
+def _new_folder(dest: Path, data_dir: Path) -> None:
+    """dest made (0700), or BackupError: a backup is never written over anything, nor into
+    the desk it copies (its blobs would be the desk's garbage, copied again by the next)."""
+    if dest.exists() and not dest.is_dir():
+        raise BackupError(f"{dest} is a file; a backup goes into a new folder (name "
+                          "another)", "exists")
+    if dest.exists() and any(dest.iterdir()):
+        raise BackupError(f"{dest} is not empty; a backup goes into a new or empty folder "
+                          "(name another)", "exists")
+    if dest.resolve().is_relative_to(data_dir.resolve()):
+        raise BackupError(f"{dest} is inside the desk's data_dir {data_dir}; put the backup "
+                          "outside it (best: on another disk)", "exists")
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
