@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, mail, run_cli, wait_for
+from conftest import Daemon, desk_key, mail, run_cli, wait_for
 from sqlalchemy import create_engine, inspect, text
 
 from maildesk.config.load import load_settings
@@ -100,7 +100,7 @@ def test_export_holds_their_tickets_mail_and_attachments(busy: Path, tmp_path: P
     assert index["address"] == WHO and index["names"] == ["Doug Sauder"]
     assert list(roles.values()).count("requester") == len(theirs()) + 1   # + the "Files" one
     assert list(roles.values()).count("participant") == 1                 # Carol's, copying him
-    assert said["tickets"] == len(roles) and said["unreadable"] == 0
+    assert said["tickets"] == len(roles) and said["unreadable"] == 0, index["unreadable"]
     # each raw mail is the bytes that arrived: every corpus mail of his is in the zip whole
     emls = {z.read(n) for n in names if n.endswith(".eml")}
     assert all(p.read_bytes() in emls for p in theirs())
@@ -112,7 +112,7 @@ def test_export_holds_their_tickets_mail_and_attachments(busy: Path, tmp_path: P
     assert any("try again" in t for t in texts)                  # the agent's public reply
     assert not any("NOTE-SECRET" in t for t in texts)            # not the internal note
     assert "note.added" not in {e["kind"] for e in first["events"]}
-    assert {"ticket.created", "agent.replied"} <= {e["kind"] for e in first["events"]}
+    assert {"ticket.created", "agent.replied"} <= {e["kind"] for e in first["events"]}, first
     # with --internal the notes come too
     run_cli("requester", "export", WHO, "--out", str(tmp_path / "all.zip"), "--internal",
             config=busy)
@@ -265,3 +265,49 @@ def test_erase_refuses_what_it_must_not_touch(desk_config: Callable[..., Path],
                 str(tmp_path / "nodir" / "x.zip"), config=cfg)
     assert r.returncode == 73 and b"Traceback" not in r.stderr
 
+
+
+
+TOKEN = re.compile(rb"(?i)(\+|%2b|=2b)(rate-|bounce-|solved-|problem-)?md-\d")
+
+
+def _agent_answers(cfg: Path, ref: str, words: str, purpose: str = "reply") -> None:
+    """bob answers the notification of ref by mail, to his own token address."""
+    from maildesk.tickets.refs import token_address
+    to = token_address(desk_key(cfg), "support@localhost", ref, "bob@desk.test", purpose)
+    raw = mail(subject=f"Re: [{ref}] x", sender="bob <bob@desk.test>", to=to, body=words)
+    r = run_cli("ingest", "--recipient", to, config=cfg, input=raw)
+    assert r.returncode == 0, r.stderr
+
+
+def test_export_holds_no_token_and_no_mail_of_agents(desk_config: Callable[..., Path],
+                                                     db_url: str, tmp_path: Path) -> None:
+    cfg = desk_config(db_url, desk=DESK | {
+        "queues": [{"name": "general", "group": "helpdesk"}], "groups": [{"name": "helpdesk"}],
+        "agents": [{"name": "bob", "address": "bob@desk.test", "groups": ["helpdesk"]}]})
+    for sender, cc in (("Carol Day <carol@other.test>", "Doug Sauder <dwsauder@example.com>"),
+                       ("Doug Sauder <dwsauder@example.com>", None),
+                       ("Eve Ray <eve@other.test>", None)):
+        raw = mail(subject="Printer jammed again", sender=sender,
+                   **({"Cc": cc} if cc else {}))
+        assert run_cli("ingest", config=cfg, input=raw).returncode == 0
+    _agent_answers(cfg, "MD-2", "Try tray 2.")
+    _agent_answers(cfg, "MD-2", "NOTE: same as MD-3", "note")
+    _agent_answers(cfg, "MD-3", "Eve, try tray 3.")
+    assert run_cli("jobs", "run", "--force", config=cfg).returncode == 0
+    outbox = load_settings(cfg).outbox_maildir
+    sent = [p.read_bytes() for p in outbox.rglob("*") if p.is_file()]
+    assert any(b"bob@desk.test" in m and TOKEN.search(m) for m in sent), \
+        "the desk notified its agent with his token"
+    for internal in ([], ["--internal"]):
+        out = tmp_path / f"doug{len(internal)}.zip"
+        _json(run_cli("requester", "export", WHO, "--out", str(out), *internal,
+                      "--format", "json", config=cfg))
+        z = zipfile.ZipFile(out)
+        every = b"".join(z.read(n) for n in z.namelist())
+        assert b"Try tray 2." in every and b".eml" in every
+        assert TOKEN.search(every) is None, every[TOKEN.search(every).start() - 200:][:400]
+        assert b"eve@other.test" not in every and b"agent_notification" not in every
+        assert (b"NOTE: same as MD-3" in every) == bool(internal)
+        if not internal:                          # no other customer's ticket, no agent's mail
+            assert b"MD-3" not in every and b"bob@desk.test" not in every

@@ -51,7 +51,8 @@ def requester_export(obj: Obj, address: str, out: Path | None, internal: bool,
     with app.engine.begin() as conn:
         person = identify(conn, a, app.secrets[0])
         try:
-            done = export(conn, app.blobs, person, path, now, internal)
+            done = export(conn, app.blobs, person, path, now, app.settings.desk.ref_prefix,
+                          internal)
         except OSError as e:
             fail(f"{path}: cannot write the export: {e.strerror or e}", EX_CANTCREAT)
         record(conn, now, "export", person.token, done.counts(), detail=str(path.resolve()))
