@@ -311,3 +311,16 @@ def test_export_holds_no_token_and_no_mail_of_agents(desk_config: Callable[..., 
         assert (b"NOTE: same as MD-3" in every) == bool(internal)
         if not internal:                          # no other customer's ticket, no agent's mail
             assert b"MD-3" not in every and b"bob@desk.test" not in every
+
+
+def test_erase_after_their_raw_mail_went(desk_config: Callable[..., Path], db_url: str) -> None:
+    """Mail whose bytes were removed (an earlier erasure, retention) is no obstacle: two
+    people on one ticket erased one after the other, and one of them twice."""
+    cfg = desk_config(db_url, desk=DESK)
+    raw = mail(sender="Carol Day <carol@other.test>", Cc="Doug Sauder <dwsauder@example.com>",
+               body="Doug (dwsauder) cannot print either.\n")
+    assert run_cli("ingest", config=cfg, input=raw).returncode == 0
+    for who in (WHO, "carol@other.test", "carol@other.test"):
+        r = run_cli("requester", "erase", who, "--yes", config=cfg)
+        assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    assert rows(cfg, "SELECT count(*) FROM messages WHERE digest != ''")[0][0] == 0

@@ -246,7 +246,7 @@ def _local_in_blobs(conn: Connection, store: BlobStore, person: Person,
                                 .where(m.ticket_id.in_(ids))).scalars())
     digests |= set(conn.execute(select(o.digest).where(o.ticket_id.in_(ids))).scalars())
     named = set()
-    for digest in digests:
+    for digest in digests - {NO_BLOB}:      # removed already (retention, an erasure)
         try:
             data = store.get(digest, conn)
         except BlobError:
