@@ -324,3 +324,28 @@ def test_erase_after_their_raw_mail_went(desk_config: Callable[..., Path], db_ur
         r = run_cli("requester", "erase", who, "--yes", config=cfg)
         assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
     assert rows(cfg, "SELECT count(*) FROM messages WHERE digest != ''")[0][0] == 0
+
+
+GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00" \
+      b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+
+
+def test_erase_keeps_an_attachment_others_have_too(desk_config: Callable[..., Path],
+                                                    db_url: str) -> None:
+    from email import message_from_bytes, policy
+    cfg = desk_config(db_url, desk=DESK)
+    for sender in ("Doug Sauder <dwsauder@example.com>", "Carol Day <carol@other.test>"):
+        m = message_from_bytes(mail(sender=sender), policy=policy.default)
+        m.add_attachment(GIF, maintype="image", subtype="gif", filename="logo.gif")
+        assert run_cli("ingest", config=cfg, input=m.as_bytes()).returncode == 0
+    carols = ("SELECT a.digest FROM attachments a JOIN messages m ON m.id = a.message_pk "
+              "WHERE m.from_addr = 'carol@other.test'")
+    before = rows(cfg, carols)
+    assert len(before) == 1 and before[0][0]
+    assert run_cli("requester", "erase", WHO, "--yes", config=cfg).returncode == 0
+    assert rows(cfg, carols) == before
+    assert run_cli("blobs", "verify", config=cfg).returncode == 0
+    shown = _json(run_cli("tickets", "show", "MD-2", "--format", "json", config=cfg))
+    assert "[removed]" not in json.dumps(shown)
+    assert rows(cfg, "SELECT count(*) FROM attachments a JOIN messages m ON "
+                     "m.id = a.message_pk WHERE m.ticket_id = 1")[0][0] == 0

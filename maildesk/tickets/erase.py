@@ -4,7 +4,8 @@ kept, countable, under a pseudonym (privacy.py).
 What goes, in one transaction:
 
 - their own mail: each message's text, quoted history, subject and name; its attachments
-  (rows and bytes); the raw mail;
+  (rows, and bytes unless others' mail has the same attachment and it does not name
+  them); the raw mail;
 - on the tickets they requested, the subject (their words) and every message's quoted
   history (it quotes them), and their survey comments;
 - their address, anywhere in any text or JSON column of any table (To and Cc of others'
@@ -54,6 +55,7 @@ from ..config.schema import Settings
 from ..store import search
 from ..store.blobs import BlobError, BlobStore
 from ..store.models import Base
+from ..store.references import referenced
 from ..store.shred import NO_BLOB, Dropped, drop
 from ..store.tables import (
     T_ATTACH,
@@ -146,7 +148,7 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
     digests = set(holding)
     digests |= set(conn.execute(select(m.digest).where(m.id.in_(own))).scalars())
     at = T_ATTACH.c
-    digests |= set(conn.execute(select(at.digest).where(at.message_pk.in_(own))).scalars())
+    attached = set(conn.execute(select(at.digest).where(at.message_pk.in_(own))).scalars())
     out.counts["attachments"] = conn.execute(delete(T_ATTACH).where(
         at.message_pk.in_(own))).rowcount
     conn.execute(update(T_MESSAGES).where(m.id.in_(own)).values(
@@ -192,7 +194,11 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
     _local_part(conn, person, out.found)
     _words_of_models(conn, person, out)
 
-    digests |= _local_in_blobs(conn, store, person, out.found)
+    named = _local_in_blobs(conn, store, person, out.found)
+    digests |= named
+    # an attachment of theirs that does not name them, and that others' mail also has
+    # (the same bytes: a logo, a form), stays theirs: only their rows went
+    digests |= attached - referenced(conn, attached - holding - named)
     outgoing = list(conn.execute(select(o.id).where(o.digest.in_(sorted(digests)))).scalars())
     # held or queued mail that is theirs or names them: its bytes go, so it can never be
     # ticketed; the row stays as the record that it was accepted
