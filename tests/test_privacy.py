@@ -250,13 +250,17 @@ def test_erase_leaves_no_trace_and_keeps_the_rest(busy: Path, db_url: str, tmp_p
 
 def test_erase_refuses_what_it_must_not_touch(desk_config: Callable[..., Path],
                                               tmp_path: Path) -> None:
-    cfg = desk_config(desk=DESK)
+    cfg = desk_config(desk=DESK | {"agents": [{"name": "bob", "address": "bob@desk.test",
+                                               "also": ["Bob@Phone.test"]}]})
     assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
     for args, said in ((["bob@desk.test", "--yes"], b"agent"),
+                       (["BOB@phone.test", "--yes"], b"agent"),
+                       (["Support@localhost", "--yes"], b"desk's own address"),
                        (["not-an-address", "--yes"], b"not a mail address"),
                        (["erased-0123456789abcdef@invalid", "--yes"], b"pseudonym")):
         r = run_cli("requester", "erase", *args, config=cfg)
-        assert r.returncode == 64 and said in r.stderr and b"Traceback" not in r.stderr
+        assert r.returncode == 64 and said in r.stderr and b"Traceback" not in r.stderr, args
+        assert len(r.stderr.strip().splitlines()) == 1
     r = run_cli("requester", "export", "nobody@else.test", "--out",
                 str(tmp_path / "n.zip"), config=cfg)
     assert r.returncode == 0 and b"no ticket concerns" in r.stderr

@@ -87,10 +87,18 @@ def requester_erase(obj: Obj, address: str, yes: bool, fmt: str,
     from ..tickets.privacy import identify
     a = _address(address)
     app = obj.app(existing=True)
-    agents = {ag.address.lower() for ag in app.settings.desk.agents}
+    settings = app.settings
+    agents = {x.lower() for ag in settings.desk.agents for x in ag.addresses}
     if a in agents:
-        fail(f"{a} is an agent of this desk (desk.agents): take them out of the "
+        fail(f"{a} is an agent of this desk (desk.agents, also:): take them out of the "
              "configuration first", EX_USAGE)
+    ours = {x.lower() for x in (*settings.desk.addresses, settings.envelope_from,
+                                *settings.desk.alerts.addresses,
+                                *(x for q in settings.desk.queues for x in q.addresses),
+                                *(m.username for m in settings.imap))}
+    if a in ours:
+        fail(f"{a} is the desk's own address (desk.addresses, queues, imap, outbox): "
+             "erasing it would wreck every ticket; nothing done", EX_USAGE)
     now = datetime.now(timezone.utc)
     bar, show = _bar("reading every stored mail", progress)
     with app.engine.connect() as conn, bar:
