@@ -353,3 +353,25 @@ def test_erase_keeps_an_attachment_others_have_too(desk_config: Callable[..., Pa
     assert "[removed]" not in json.dumps(shown)
     assert rows(cfg, "SELECT count(*) FROM attachments a JOIN messages m ON "
                      "m.id = a.message_pk WHERE m.ticket_id = 1")[0][0] == 0
+
+
+def test_erased_name_leaves_the_search_and_others_addresses_stay(
+        desk_config: Callable[..., Path], db_url: str) -> None:
+    cfg = desk_config(db_url, desk=DESK)
+    for raw in (mail(sender="Doug Sauder <dwsauder@example.com>"),
+                mail(subject="Second printer", sender="Doug Sauder <dsauder@home.test>",
+                     body="Regards, Doug Sauder\n"),
+                mail(subject="Third", sender="Carol Day <carol@other.test>",
+                     Cc="dwsauder@example.com",
+                     body="Hi dwsauder, or write to dwsauder@zeegee.com instead.\n")):
+        assert run_cli("ingest", config=cfg, input=raw).returncode == 0
+
+    def found(word: str) -> list[str]:
+        return [t["ref"] for t in _json(run_cli("tickets", "list", "--search", word,
+                                                "--format", "json", config=cfg))]
+    assert found("Sauder") == ["MD-2"]          # another address of the same name
+    assert run_cli("requester", "erase", WHO, "--yes", config=cfg).returncode == 0
+    assert found("Sauder") == [] and found("Doug") == []
+    third = _json(run_cli("tickets", "show", "MD-3", "--format", "json", config=cfg))
+    assert third["messages"][0]["text"].startswith("Hi [erased], or write to "
+                                                   "dwsauder@zeegee.com")
