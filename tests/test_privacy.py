@@ -375,3 +375,18 @@ def test_erased_name_leaves_the_search_and_others_addresses_stay(
     third = _json(run_cli("tickets", "show", "MD-3", "--format", "json", config=cfg))
     assert third["messages"][0]["text"].startswith("Hi [erased], or write to "
                                                    "dwsauder@zeegee.com")
+
+
+def test_export_never_overwrites_a_file_unless_forced(desk_config: Callable[..., Path],
+                                                     tmp_path: Path) -> None:
+    cfg = desk_config(desk=DESK)
+    assert run_cli("ingest", config=cfg, input=mail(sender=WHO)).returncode == 0
+    there = tmp_path / "README.md"
+    there.write_text("keep me\n")
+    r = run_cli("requester", "export", WHO, "--out", str(there), config=cfg)
+    assert r.returncode == 73 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert there.read_text() == "keep me\n" and b"--force" in r.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+    r = run_cli("requester", "export", WHO, "--out", str(there), "--force", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert zipfile.ZipFile(there).namelist()

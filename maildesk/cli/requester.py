@@ -35,10 +35,11 @@ def _address(address: str) -> str:
               help="The zip to write; default: requester-export-<time>.zip here.")
 @click.option("--internal", is_flag=True,
               help="Agents' internal notes too (read them first: they may name others).")
+@click.option("--force", is_flag=True, help="Replace the --out file if it is there.")
 @FORMAT
 @click.pass_obj
 def requester_export(obj: Obj, address: str, out: Path | None, internal: bool,
-                     fmt: str) -> None:
+                     force: bool, fmt: str) -> None:
     """A zip of what the desk holds about ADDRESS: each ticket they requested or take part
     in, with its fields, events and messages (JSON), the raw mails (.eml) and
     attachments; index.json lists it all. Recorded in the audit."""
@@ -47,12 +48,18 @@ def requester_export(obj: Obj, address: str, out: Path | None, internal: bool,
     a = _address(address)
     now = datetime.now(timezone.utc)
     path = out or Path(f"requester-export-{now:%Y%m%dT%H%M%S}.zip")
+    if path.exists() and not force:
+        fail(f"{path}: there is a file there already; give another --out, or --force to "
+             "replace it", EX_CANTCREAT)
     app = obj.app(existing=True)
     with app.engine.begin() as conn:
         person = identify(conn, a, app.secrets[0])
         try:
             done = export(conn, app.blobs, person, path, now, app.settings.desk.ref_prefix,
-                          internal)
+                          internal, force)
+        except FileExistsError:
+            fail(f"{path}: a file appeared there meanwhile; give another --out, or --force "
+                 "to replace it", EX_CANTCREAT)
         except OSError as e:
             fail(f"{path}: cannot write the export: {e.strerror or e}", EX_CANTCREAT)
         record(conn, now, "export", person.token, done.counts(), detail=str(path.resolve()))

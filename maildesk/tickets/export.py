@@ -98,9 +98,10 @@ def _blob(store: BlobStore, conn: Connection, digest: str, where: str, prefix: s
 
 
 def export(conn: Connection, store: BlobStore, person: Person, path: Path, now: datetime,
-           prefix: str, internal: bool = False) -> Exported:
+           prefix: str, internal: bool = False, force: bool = False) -> Exported:
     """Write the zip of person's tickets to path, whole or not at all (written aside,
-    then renamed)."""
+    then renamed); a file already at path is replaced only with force (else
+    FileExistsError, checked as the zip is put in place)."""
     found = concerned(conn, person)
     requested = set(found.requested)
     out = Exported(path)
@@ -118,7 +119,11 @@ def export(conn: Connection, store: BlobStore, person: Person, path: Path, now: 
             index["counts"] = out.counts()
             z.writestr("index.json", plain(json.dumps(index, indent=2, ensure_ascii=False),
                                            prefix))
-        part.replace(path)
+        if force:
+            part.replace(path)
+        else:
+            os.link(part, path)     # never over a file that is there
+
     finally:
         part.unlink(missing_ok=True)
     return out
