@@ -390,3 +390,17 @@ def test_export_never_overwrites_a_file_unless_forced(desk_config: Callable[...,
     r = run_cli("requester", "export", WHO, "--out", str(there), "--force", config=cfg)
     assert r.returncode == 0, r.stderr
     assert zipfile.ZipFile(there).namelist()
+
+
+def test_erase_leaves_nothing_in_sqlites_wal(desk_config: Callable[..., Path],
+                                             daemon: Callable[..., Daemon]) -> None:
+    """The daemon holds the database open, so the WAL outlives the command: the erasure
+    checkpoints it (TRUNCATE) itself."""
+    d = daemon(None, desk=DESK)
+    smtp(d.port, WHO, mail(subject="By SMTP", sender="Doug Sauder <dwsauder@example.com>"))
+    wait_for(lambda: rows(d.config, "SELECT count(*) FROM tickets")[0][0] == 1 and
+             settled(d.config), what="his mail ticketed")
+    assert run_cli("requester", "erase", WHO, "--yes", config=d.config).returncode == 0
+    wal = load_settings(d.config).data_dir / "maildesk.db-wal"
+    assert not wal.exists() or not _holds(wal.read_bytes())
+    assert not wal.exists() or wal.stat().st_size == 0

@@ -128,6 +128,12 @@ def requester_erase(obj: Obj, address: str, yes: bool, fmt: str,
         result.dropped.wipe()
         with app.engine.begin() as conn:
             compact(conn)
+        if app.engine.dialect.name == "sqlite":     # the WAL held the erased pages
+            raw = app.engine.raw_connection()      # outside a transaction (BEGIN IMMEDIATE)
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
         forget_files(app.settings, result.delivered)
     said = result.as_dict()
     if fmt == "json":
