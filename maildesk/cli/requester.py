@@ -35,10 +35,11 @@ def _address(address: str) -> str:
               help="The zip to write; default: requester-export-<time>.zip here.")
 @click.option("--internal", is_flag=True,
               help="Agents' internal notes too (read them first: they may name others).")
+@click.option("--force", is_flag=True, help="Replace the --out file if it is there.")
 @FORMAT
 @click.pass_obj
 def requester_export(obj: Obj, address: str, out: Path | None, internal: bool,
-                     fmt: str) -> None:
+                     force: bool, fmt: str) -> None:
     """A zip of what the desk holds about ADDRESS: each ticket they requested or take part
     in, with its fields, events and messages (JSON), the raw mails (.eml) and
     attachments; index.json lists it all. Recorded in the audit."""
@@ -47,11 +48,18 @@ def requester_export(obj: Obj, address: str, out: Path | None, internal: bool,
     a = _address(address)
     now = datetime.now(timezone.utc)
     path = out or Path(f"requester-export-{now:%Y%m%dT%H%M%S}.zip")
+    if path.exists() and not force:
+        fail(f"{path}: there is a file there already; give another --out, or --force to "
+             "replace it", EX_CANTCREAT)
     app = obj.app(existing=True)
     with app.engine.begin() as conn:
         person = identify(conn, a, app.secrets[0])
         try:
-            done = export(conn, app.blobs, person, path, now, internal)
+            done = export(conn, app.blobs, person, path, now, app.settings.desk.ref_prefix,
+                          internal, force)
+        except FileExistsError:
+            fail(f"{path}: a file appeared there meanwhile; give another --out, or --force "
+                 "to replace it", EX_CANTCREAT)
         except OSError as e:
             fail(f"{path}: cannot write the export: {e.strerror or e}", EX_CANTCREAT)
         record(conn, now, "export", person.token, done.counts(), detail=str(path.resolve()))
@@ -86,10 +94,18 @@ def requester_erase(obj: Obj, address: str, yes: bool, fmt: str,
     from ..tickets.privacy import identify
     a = _address(address)
     app = obj.app(existing=True)
-    agents = {ag.address.lower() for ag in app.settings.desk.agents}
+    settings = app.settings
+    agents = {x.lower() for ag in settings.desk.agents for x in ag.addresses}
     if a in agents:
-        fail(f"{a} is an agent of this desk (desk.agents): take them out of the "
+        fail(f"{a} is an agent of this desk (desk.agents, also:): take them out of the "
              "configuration first", EX_USAGE)
+    ours = {x.lower() for x in (*settings.desk.addresses, settings.envelope_from,
+                                *settings.desk.alerts.addresses,
+                                *(x for q in settings.desk.queues for x in q.addresses),
+                                *(m.username for m in settings.imap))}
+    if a in ours:
+        fail(f"{a} is the desk's own address (desk.addresses, queues, imap, outbox): "
+             "erasing it would wreck every ticket; nothing done", EX_USAGE)
     now = datetime.now(timezone.utc)
     bar, show = _bar("reading every stored mail", progress)
     with app.engine.connect() as conn, bar:
@@ -112,6 +128,12 @@ def requester_erase(obj: Obj, address: str, yes: bool, fmt: str,
         result.dropped.wipe()
         with app.engine.begin() as conn:
             compact(conn)
+        if app.engine.dialect.name == "sqlite":     # the WAL held the erased pages
+            raw = app.engine.raw_connection()      # outside a transaction (BEGIN IMMEDIATE)
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
         forget_files(app.settings, result.delivered)
     said = result.as_dict()
     if fmt == "json":

@@ -4,7 +4,8 @@ kept, countable, under a pseudonym (privacy.py).
 What goes, in one transaction:
 
 - their own mail: each message's text, quoted history, subject and name; its attachments
-  (rows and bytes); the raw mail;
+  (rows, and bytes unless others' mail has the same attachment and it does not name
+  them); the raw mail;
 - on the tickets they requested, the subject (their words) and every message's quoted
   history (it quotes them), and their survey comments;
 - their address, anywhere in any text or JSON column of any table (To and Cc of others'
@@ -54,6 +55,7 @@ from ..config.schema import Settings
 from ..store import search
 from ..store.blobs import BlobError, BlobStore
 from ..store.models import Base
+from ..store.references import referenced
 from ..store.shred import NO_BLOB, Dropped, drop
 from ..store.tables import (
     T_ATTACH,
@@ -94,10 +96,16 @@ class Erasure:
                 **self.counts, "rows_rewritten": dict(sorted(self.rewritten.items()))}
 
 
+def _word(escaped: str) -> str:
+    """A local part as a word of text, not part of another address or a domain
+    (`dwsauder@zeegee.com`, `mail.dwsauder.com` are someone else's, or nobody's)."""
+    return rf"(?<![@.])\b{escaped}\b(?![\w.+-]*@)"
+
+
 def _replacer(pairs: list[tuple[str, str]], words: bool = False) -> Callable[[Any], Any]:
     """A function rewriting a value (text, or JSON of lists, dicts and text, keys too):
     each of pairs' texts, in any case, becomes its replacement; words: only whole."""
-    pattern = "|".join(rf"\b{re.escape(a)}\b" if words else re.escape(a) for a, _ in pairs)
+    pattern = "|".join(_word(re.escape(a)) if words else re.escape(a) for a, _ in pairs)
     found = re.compile(pattern, re.IGNORECASE)
     by = {a.lower(): b for a, b in pairs}
 
@@ -146,7 +154,7 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
     digests = set(holding)
     digests |= set(conn.execute(select(m.digest).where(m.id.in_(own))).scalars())
     at = T_ATTACH.c
-    digests |= set(conn.execute(select(at.digest).where(at.message_pk.in_(own))).scalars())
+    attached = set(conn.execute(select(at.digest).where(at.message_pk.in_(own))).scalars())
     out.counts["attachments"] = conn.execute(delete(T_ATTACH).where(
         at.message_pk.in_(own))).rowcount
     conn.execute(update(T_MESSAGES).where(m.id.in_(own)).values(
@@ -177,6 +185,7 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
     out.counts["survey_opt_outs"] = conn.execute(delete(T_OPT_OUTS).where(
         func.lower(T_OPT_OUTS.c.address) == a)).rowcount
 
+    touched: set[int] = set()      # messages rewritten below
     pairs = [(n, person.token if n == a else ERASED) for n in person.needles()]
     everywhere = _replacer(pairs)
     for table in Base.metadata.sorted_tables:
@@ -189,10 +198,16 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
                                                for n, _ in pairs)), columns, everywhere)
         if changed:
             out.rewritten[table.name] = len(changed)
+        if table is T_MESSAGES:     # a name in others' mail too: searched no more
+            touched = changed
     _local_part(conn, person, out.found)
     _words_of_models(conn, person, out)
 
-    digests |= _local_in_blobs(conn, store, person, out.found)
+    named = _local_in_blobs(conn, store, person, out.found)
+    digests |= named
+    # an attachment of theirs that does not name them, and that others' mail also has
+    # (the same bytes: a logo, a form), stays theirs: only their rows went
+    digests |= attached - referenced(conn, attached - holding - named)
     outgoing = list(conn.execute(select(o.id).where(o.digest.in_(sorted(digests)))).scalars())
     # held or queued mail that is theirs or names them: its bytes go, so it can never be
     # ticketed; the row stays as the record that it was accepted
@@ -208,7 +223,8 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
                  .values(status="failed", last_error="its mail was removed (a requester's "
                                                      "erasure)"))
     reindex = list(conn.execute(select(m.id).where(
-        m.ticket_id.in_(out.found.all), m.direction == "in")).scalars())
+        or_(m.ticket_id.in_(out.found.all), m.id.in_(sorted(touched))),
+        m.direction == "in")).scalars())
     search.unindex_messages(conn, reindex)
     search.index_messages(conn, [(r.id, r.subject, r.text) for r in conn.execute(
         select(m.id, m.subject, m.text).where(m.id.in_(reindex)))])
@@ -238,7 +254,7 @@ def _local_in_blobs(conn: Connection, store: BlobStore, person: Person,
     mail) that names their local part as a word: an agent's note, a greeting."""
     if len(person.local) < 3:
         return set()
-    word = re.compile(rb"\b" + re.escape(person.local.encode()) + rb"\b", re.IGNORECASE)
+    word = re.compile(_word(re.escape(person.local)).encode(), re.IGNORECASE)
     m, at, o = T_MESSAGES.c, T_ATTACH.c, T_OUTBOX.c
     ids = found.all
     digests = set(conn.execute(select(m.digest).where(m.ticket_id.in_(ids))).scalars())
@@ -246,7 +262,7 @@ def _local_in_blobs(conn: Connection, store: BlobStore, person: Person,
                                 .where(m.ticket_id.in_(ids))).scalars())
     digests |= set(conn.execute(select(o.digest).where(o.ticket_id.in_(ids))).scalars())
     named = set()
-    for digest in digests:
+    for digest in digests - {NO_BLOB}:      # removed already (retention, an erasure)
         try:
             data = store.get(digest, conn)
         except BlobError:
