@@ -402,5 +402,6 @@ def test_erase_leaves_nothing_in_sqlites_wal(desk_config: Callable[..., Path],
              settled(d.config), what="his mail ticketed")
     assert run_cli("requester", "erase", WHO, "--yes", config=d.config).returncode == 0
     wal = load_settings(d.config).data_dir / "maildesk.db-wal"
+    # (the daemon writes on meanwhile, its heartbeat say: the WAL need not be empty, only
+    # free of him)
     assert not wal.exists() or not _holds(wal.read_bytes())
-    assert not wal.exists() or wal.stat().st_size == 0
