@@ -217,15 +217,23 @@ def test_repeats_are_counted_per_message_and_events_never() -> None:
 
 def test_mail_taken_from_a_pipe_is_logged_once_committed(
         make_app: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    """A pipe's mail has its inbound id only once the batch is written: every line about it
+    names that id (the one `maildesk quarantine show` takes), and is said after the commit."""
     from maildesk.intake.inbound import Envelope
     from maildesk.pipeline.run import ingest
     app = make_app()
     with caplog.at_level(logging.INFO, "maildesk.pipeline"):
-        ingest(app, [(mail(), Envelope("pipe", "ana@customer.test"))])
-    said = [(r.getMessage(), r.__dict__.get("source"), r.__dict__.get("sender_domain"),
-             r.__dict__.get("ref")) for r in caplog.records]
-    assert said == [("mail taken", "pipe", "customer.test", None),
-                    ("ticket opened", "pipe", None, "MD-1")]
+        ingest(app, [(mail(), Envelope("pipe", "ana@customer.test")),
+                     (b"no headers at all\n", Envelope("pipe", "eve@other.test"))])
+    said = [(r.getMessage().split(":")[0], r.levelname, r.__dict__.get("source"),
+             r.__dict__.get("sender_domain"), r.__dict__.get("ref"),
+             r.__dict__.get("inbound_id")) for r in caplog.records]
+    with app.engine.connect() as c:
+        ids = dict(c.execute(text("SELECT state, id FROM inbound")).all())
+    assert said == [("mail taken", "INFO", "pipe", "customer.test", None, ids["ticketed"]),
+                    ("ticket opened", "INFO", "pipe", None, "MD-1", ids["ticketed"]),
+                    ("mail taken", "INFO", "pipe", "other.test", None, ids["quarantined"]),
+                    ("quarantined a mail", "WARNING", "pipe", None, None, ids["quarantined"])]
     assert "ana@customer.test" not in caplog.text
 
 

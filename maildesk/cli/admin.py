@@ -31,9 +31,11 @@ def db_upgrade(obj: Obj) -> None:
     except DataDirError as e:
         fail(str(e), EX_CANTCREAT)
     engine = make_engine(settings.database_url)
+    from sqlalchemy.exc import SQLAlchemyError
     try:
         before, after = migrate.upgrade(engine)
-    except Exception as e:
+    except SQLAlchemyError as e:   # the database is down, refused us, or holds what a step
+        # cannot change; anything else is a bug, left to the CLI's exit 70
         fail(f"cannot upgrade {shown_url(engine.url)}: {error_line(e)}", EX_TEMPFAIL)
     finally:
         engine.dispose()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +58,15 @@ def backup(obj: Obj, dest: Path, fmt: str, progress: bool | None) -> None:
         fail(f"no desk at {db.parent} ({db.name} missing): nothing to back up; pass --config",
              EX_NOINPUT)
     engine = make_engine(settings.database_url)
-    try:
+
+    def work(started: Callable[[int], None], advanced: Callable[[int], None]) -> Result:
         if migrate.current(engine) is None:
             fail(f"no desk in database {shown_url(engine.url)} (no maildesk schema): nothing "
                  "to back up; pass --config", EX_NOINPUT)
-        bar, _ = _bar("backing up", progress)
-        with bar:
-            task = bar.add_task("backup", total=None)
-            result = run(settings, engine, dest, lambda n: bar.update(task, total=n),
-                         lambda n: bar.advance(task, n))
-    except BackupError as e:
-        fail(str(e), CODES[e.kind])
-    except OSError as e:
-        fail(f"{e.filename or dest}: {e.strerror or e}; no backup made ({dest} has no "
-             "manifest)", EX_CANTCREAT)
-    except Exception as e:  # a driver error: the database is down or refused us
-        fail(f"database {shown_url(engine.url)}: {error_line(e)}", EX_TEMPFAIL)
+        return run(settings, engine, dest, started, advanced)
+    try:
+        result = _run("backing up", progress, work, dest,
+                      f"no backup made ({dest} has no manifest)", shown_url(engine.url))
     finally:
         engine.dispose()
     _report(result, fmt, f"backed up into {dest}")
@@ -92,25 +86,35 @@ def restore(obj: Obj, src: Path, fmt: str, progress: bool | None) -> None:
     every blob in use is intact, 1 when not (listed, by ticket)."""
     from ..store.backup import restore as run
     settings = obj.settings
-    bar, _ = _bar("restoring", progress)
-    try:
-        with bar:
-            task = bar.add_task("restore", total=None)
-            result = run(settings, src, lambda n: bar.update(task, total=n),
-                         lambda n: bar.advance(task, n))
-    except BackupError as e:
-        fail(str(e), CODES[e.kind])
-    except OSError as e:
-        fail(f"{e.filename or settings.data_dir}: {e.strerror or e}; the restore did not "
-             "finish", EX_CANTCREAT)
-    except Exception as e:  # a driver error: the database is down or refused us
-        fail(f"database {shown_url(settings.database_url)}: {error_line(e)}", EX_TEMPFAIL)
+    result = _run("restoring", progress, lambda started, advanced: run(
+        settings, src, started, advanced), settings.data_dir, "the restore did not finish",
+        shown_url(settings.database_url))
     said = f"restored {src} into {settings.data_dir}"
     if result.upgraded:
         said += f"; schema upgraded from {result.upgraded} to {migrate.HEAD}"
     elif result.manifest.get("schema") != migrate.HEAD:
         said += f"; schema at {result.manifest.get('schema')}: run `maildesk db upgrade`"
     _report(result, fmt, said)
+
+
+def _run(label: str, progress: bool | None,
+         work: Callable[[Callable[[int], None], Callable[[int], None]], Result],
+         where: Path, unfinished: str, url: str) -> Result:
+    """WORK under a progress bar (told the total, then advanced); its failures as one line
+    and the exit code of their kind (an OSError without a file names WHERE). A driver error
+    means the database is down or refused us; anything else is a bug, left to exit 70."""
+    from sqlalchemy.exc import DBAPIError
+    bar, _ = _bar(label, progress)
+    try:
+        with bar:
+            task = bar.add_task(label, total=None)
+            return work(lambda n: bar.update(task, total=n), lambda n: bar.advance(task, n))
+    except BackupError as e:
+        fail(str(e), CODES[e.kind])
+    except OSError as e:
+        fail(f"{e.filename or where}: {e.strerror or e}; {unfinished}", EX_CANTCREAT)
+    except DBAPIError as e:
+        fail(f"database {url}: {error_line(e)}", EX_TEMPFAIL)
 
 
 def _report(result: Result, fmt: str, said: str) -> None:

@@ -29,6 +29,18 @@ log = logging.getLogger("maildesk.pipeline")
 TRANSIENT = (OperationalError, InterfaceError)
 
 
+@dataclass(frozen=True)
+class Line:
+    """One log line of what a batch did, and the inbound row it is about (its id is known
+    once the batch is written)."""
+
+    message: str
+    fields: dict[str, Any]
+    row: Pending | None = None
+    level: int = logging.INFO
+    args: tuple[str, ...] = ()
+
+
 @dataclass
 class Summary:
     """What a batch did, for `maildesk ingest` and the logs."""
@@ -43,9 +55,9 @@ class Summary:
     refs: list[str] = field(default_factory=list)
     # (source, verdict: the state the mail was left in) -> mails: the monitor's counts
     taken: Counter[tuple[str, str]] = field(default_factory=Counter)
-    # the log lines (message, fields) of what the batch did, written by announce() once
-    # it is committed: a rolled-back batch opened no ticket
-    lines: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # the log lines of what the batch did, written by announce() once it is committed: a
+    # rolled-back batch opened no ticket, and a mail taken from a pipe has its id only then
+    lines: list[Line] = field(default_factory=list)
 
     def add(self, other: Summary) -> None:
         for k in ("new_tickets", "follow_ups", "duplicates", "refused", "dropped", "classified",
@@ -56,9 +68,11 @@ class Summary:
         self.lines.extend(other.lines)
 
     def announce(self) -> Summary:
-        """Log the batch's events, one line each at INFO, once; returns self."""
-        for message, fields in self.lines:
-            log.info(message, extra=fields)
+        """Log the batch's events, one line each, once; returns self."""
+        for line in self.lines:
+            fields = line.fields if line.row is None else {**line.fields,
+                                                           "inbound_id": line.row.id}
+            log.log(line.level, line.message, *line.args, extra=fields)
         self.lines.clear()
         return self
 
@@ -70,9 +84,9 @@ class Summary:
 
 
 def _run_one(ctx: Context, a: Accepted, stages: tuple[tuple[str, Stage], ...]
-             ) -> tuple[str, Work | None]:
+             ) -> tuple[str, Pending, Work | None]:
     """Parse, then run the stages on one mail in a ledger draft; returns the mail's final
-    state, and its Work once it was parsed."""
+    state, its inbound row, and its Work once it was parsed."""
     ctx.ledger.start_mail()
     stage, w = "parse", None
     try:
@@ -83,10 +97,10 @@ def _run_one(ctx: Context, a: Accepted, stages: tuple[tuple[str, Stage], ...]
             fn(here, w)
     except (Quarantined, Dropped) as o:
         ctx.ledger.undo_mail()
-        return _settle(ctx, a, w, o.state, f"{stage}: {o.reason}"), w
+        return o.state, _settle(ctx, a, w, o.state, f"{stage}: {o.reason}"), w
     except Outcome as o:
         ctx.ledger.keep_mail()
-        return _settle(ctx, a, w, o.state, o.reason), w
+        return o.state, _settle(ctx, a, w, o.state, o.reason), w
     except TRANSIENT:
         ctx.ledger.undo_mail()
         raise
@@ -98,13 +112,14 @@ def _run_one(ctx: Context, a: Accepted, stages: tuple[tuple[str, Stage], ...]
                   "shows it again): %s", a.inbound.origin or f"inbound {a.inbound.id}",
                   a.inbound.id or "ID", reason[:300],
                   extra={"inbound_id": a.inbound.id, "traceback": trace[-5000:]})
-        return _settle(ctx, a, w, "quarantined", reason[:2000], trace[-20000:]), w
+        return "quarantined", _settle(ctx, a, w, "quarantined", reason[:2000],
+                                      trace[-20000:]), w
     ctx.ledger.keep_mail()
-    return _settle(ctx, a, w, "ticketed", None), w
+    return "ticketed", _settle(ctx, a, w, "ticketed", None), w
 
 
 def _settle(ctx: Context, accepted: Accepted, w: Work | None, state: str, reason: str | None,
-            trace: str | None = None) -> str:
+            trace: str | None = None) -> Pending:
     a = accepted.inbound
     values: dict[str, Any] = {"state": state, "reason": reason, "traceback": trace,
                               "attempts": a.attempts + 1, "processed_at": ctx.now}
@@ -112,29 +127,22 @@ def _settle(ctx: Context, accepted: Accepted, w: Work | None, state: str, reason
         values |= {"received_at": a.received_at, "source": a.source, "origin": a.origin,
                    "mail_from": a.mail_from, "rcpt_to": list(a.rcpt_to), "digest": a.digest,
                    "size": a.size, "queue": a.queue}
-    ctx.ledger.settle(a.id, w.message if w is not None and state == "ticketed" else None,
-                      **values)
-    if state == "quarantined" and trace is None:
-        log.warning("quarantined %s: %s", one_line(a.origin or f"inbound {a.id}"),
-                    one_line(reason or ""), extra={"inbound_id": a.id, "source": a.source,
-                                                   "reason": one_line(reason or "", 300)})
-    return state
+    return ctx.ledger.settle(a.id, w.message if w is not None and state == "ticketed"
+                             else None, **values)
 
 
-def _ticket_line(w: Work, arrival: Arrival, events: list[Pending]
-                 ) -> tuple[str, dict[str, Any]]:
+def _ticket_line(w: Work, arrival: Arrival, row: Pending, events: list[Pending]) -> Line:
     """A ticketed mail's log line: the ticket it opened, or what it changed and who did."""
     assert w.ticket is not None
     t = w.ticket
     if w.created:
-        return "ticket opened", {"ref": t.ref, "queue": t.queue, "source": arrival.source,
-                                 "inbound_id": arrival.id, "verdict": w.verdict,
-                                 "subject": one_line(t.subject, 100)}
+        return Line("ticket opened", {"ref": t.ref, "queue": t.queue, "source": arrival.source,
+                                      "verdict": w.verdict, "subject": one_line(t.subject, 100)},
+                    row)
     kinds = list(dict.fromkeys(str(e.values["kind"]) for e in events if e.ticket is t))
-    return ("ticket resolved" if "ticket.resolved" in kinds else "ticket updated",
-            {"ref": t.ref, "by": w.agent.name if w.agent else "customer",
-             "changed": ",".join(kinds[:8]) or "-", "status": t.status,
-             "inbound_id": arrival.id})
+    return Line("ticket resolved" if "ticket.resolved" in kinds else "ticket updated",
+                {"ref": t.ref, "by": w.agent.name if w.agent else "customer",
+                 "changed": ",".join(kinds[:8]) or "-", "status": t.status}, row)
 
 
 def process(ctx: Context, batch: list[Accepted], stages: tuple[tuple[str, Stage], ...]
@@ -143,19 +151,21 @@ def process(ctx: Context, batch: list[Accepted], stages: tuple[tuple[str, Stage]
     summary = Summary()
     for a in batch:
         arrival, before = a.inbound, len(ctx.ledger.events)
+        state, row, w = _run_one(ctx, a, stages)
         if arrival.id is None:    # taken now from a pipe, a file or a mailbox, not queued
-            summary.lines.append(("mail taken", {
+            summary.lines.append(Line("mail taken", {
                 "source": arrival.source, "origin": one_line(arrival.origin or ""),
-                "sender_domain": domain_of(arrival.mail_from or ""), "size": arrival.size}))
-        state, w = _run_one(ctx, a, stages)
+                "sender_domain": domain_of(arrival.mail_from or ""), "size": arrival.size},
+                row))
         summary.taken[(a.inbound.source, state)] += 1
+        reason = row.values["reason"]
+        if state == "quarantined" and row.values["traceback"] is None:   # a crash is an ERROR
+            summary.lines.append(Line(
+                "quarantined %s: %s", {"source": arrival.source,
+                                       "reason": one_line(reason or "", 300)}, row,
+                logging.WARNING, (one_line(arrival.origin or "a mail"), one_line(reason or ""))))
         if state == "ticketed" and w is not None and w.ticket is not None:
-            summary.lines.append(_ticket_line(w, arrival, ctx.ledger.events[before:]))
-            if w.created:
-                summary.new_tickets += 1
-                summary.refs.append(w.ticket.ref)
-            else:
-                summary.follow_ups += 1
+            summary.lines.append(_ticket_line(w, arrival, row, ctx.ledger.events[before:]))
         elif state == "duplicate":
             summary.duplicates += 1
         elif state == "refused":

@@ -20,10 +20,11 @@ from ..app import App
 from ..core.context import Context
 from ..errors import error_line
 from ..intake.inbound import Envelope
+from ..mail.headers import one_line
 from ..mail.parse import ParsedMail, Unread, parse_batch, written_at
 from ..store.db import retried
 from ..store.tables import T_INBOUND
-from .driver import TRANSIENT, Summary, process
+from .driver import TRANSIENT, Line, Summary, process
 from .stages import STAGES
 from .work import Accepted, Arrival
 
@@ -88,9 +89,13 @@ def _drain_batch(app: App, limit: int, only: int | None = None) -> Summary | Non
             try:
                 raw = app.blobs.get(r["digest"], conn)
             except OSError as e:
+                reason = f"raw message unreadable: {e}"
                 conn.execute(update(T_INBOUND).where(T_INBOUND.c.id == r["id"]).values(
-                    state="quarantined", reason=f"raw message unreadable: {e}",
-                    processed_at=now))
+                    state="quarantined", reason=reason, processed_at=now))
+                unreadable.lines.append(Line(
+                    "quarantined inbound %s: %s", {"inbound_id": r["id"], "source": r["source"],
+                                                   "reason": one_line(reason, 300)},
+                    level=logging.WARNING, args=(str(r["id"]), one_line(reason))))
                 unreadable.quarantined += 1
                 unreadable.taken[(r["source"], "quarantined")] += 1
                 continue
@@ -125,6 +130,8 @@ def _one_by_one(app: App, limit: int) -> Summary | None:
                 conn.execute(update(T_INBOUND).where(T_INBOUND.c.id == i).values(
                     state="quarantined", processed_at=_now(), reason=_unstorable(e),
                     traceback=traceback.format_exc()[-20000:]))
+            log.error("could not store inbound %s; quarantined: %s", i, _unstorable(e),
+                      extra={"inbound_id": i, "source": source})
             total.quarantined += 1
             total.taken[(source, "quarantined")] += 1
     return total
@@ -222,10 +229,11 @@ def _keep_unstorable(app: App, item: tuple[bytes, Envelope], now: datetime,
     """A mail whose ticket the database refused: its bytes and a quarantined row, kept."""
     raw, env = item
     with app.blobs.begin_with(raw) as (conn, digest):
-        conn.execute(insert(T_INBOUND).values(
+        kept = conn.execute(insert(T_INBOUND).values(
             received_at=now, source=env.source, origin=env.origin, mail_from=env.mail_from,
             rcpt_to=list(env.rcpt_to), digest=digest, size=len(raw), state="quarantined",
             reason=_unstorable(e), traceback=traceback.format_exc()[-20000:], attempts=1,
-            processed_at=now, queue=env.queue))
-    log.error("could not store %s; quarantined: %s", env.origin or "a mail", _unstorable(e))
+            processed_at=now, queue=env.queue).returning(T_INBOUND.c.id)).scalar_one()
+    log.error("could not store %s; quarantined: %s", one_line(env.origin or "a mail"),
+              _unstorable(e), extra={"inbound_id": kept, "source": env.source})
     return Summary(quarantined=1, taken=Counter({(env.source, "quarantined"): 1}))

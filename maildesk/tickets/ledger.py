@@ -153,7 +153,7 @@ class Ledger:
         self.attachments: list[Pending] = []
         self.events: list[Pending] = []
         self.outbox: list[Pending] = []
-        self.inbound: list[tuple[int | None, Pending | None, dict[str, Any]]] = []
+        self.inbound: list[Pending] = []                  # what became of each mail taken
         self.bounced: list[dict[str, Any]] = []           # outbox mail a bounce failed
         self.clocks: dict[int, list[ClockRow]] = {}       # SLA clocks by ticket number
         self.new_clocks: list[tuple[TicketRow, ClockRow]] = []
@@ -641,9 +641,13 @@ class Ledger:
             if done != 1:
                 raise LostRace(f"the survey of {ticket.ref} was answered meanwhile")
 
-    def settle(self, inbound_id: int | None, message: Pending | None, **values: Any) -> None:
-        """Record what became of an inbound mail: update its row, or insert it (id None)."""
-        self.inbound.append((inbound_id, message, values))
+    def settle(self, inbound_id: int | None, message: Pending | None, **values: Any
+               ) -> Pending:
+        """Record what became of an inbound mail: update its row, or insert it (id None).
+        The returned row holds its id once write() inserted it: the logs name it."""
+        row = Pending(values, message=message, id=inbound_id)
+        self.inbound.append(row)
+        return row
 
     # -- writing ----------------------------------------------------------
     def write(self) -> None:
@@ -702,13 +706,17 @@ class Ledger:
             c.execute(update(T_OUTBOX).where(T_OUTBOX.c.id == bindparam("b_id"))
                       .values(status="failed", last_error=bindparam("b_detail")),
                       [{"b_id": b["outbox_id"], "b_detail": b["detail"]} for b in self.bounced])
-        new_inbound = [{**v, "message_pk": m.id if m else None}
-                       for inbound_id, m, v in self.inbound if inbound_id is None]
+        old_inbound = [{"b_id": p.id, "b_message_pk": p.message.id if p.message else None,
+                        **{f"b_{k}": p.values[k] for k in _SETTLED}}
+                       for p in self.inbound if p.id is not None]
+        new_inbound = [p for p in self.inbound if p.id is None]
         if new_inbound:
-            c.execute(insert(T_INBOUND), new_inbound)
-        old_inbound = [{"b_id": inbound_id, "b_message_pk": m.id if m else None,
-                        **{f"b_{k}": v[k] for k in _SETTLED}}
-                       for inbound_id, m, v in self.inbound if inbound_id is not None]
+            ids = c.execute(insert(T_INBOUND).returning(T_INBOUND.c.id,
+                                                        sort_by_parameter_order=True),
+                            [{**p.values, "message_pk": p.message.id if p.message else None}
+                             for p in new_inbound]).scalars().all()
+            for p, i in zip(new_inbound, ids):
+                p.id = i
         if old_inbound:
             c.execute(update(T_INBOUND).where(T_INBOUND.c.id == bindparam("b_id"))
                       .values({k: bindparam(f"b_{k}") for k in (*_SETTLED, "message_pk")}),
