@@ -166,6 +166,11 @@ def process(ctx: Context, batch: list[Accepted], stages: tuple[tuple[str, Stage]
                 logging.WARNING, (one_line(arrival.origin or "a mail"), one_line(reason or ""))))
         if state == "ticketed" and w is not None and w.ticket is not None:
             summary.lines.append(_ticket_line(w, arrival, row, ctx.ledger.events[before:]))
+            if w.created:
+                summary.new_tickets += 1
+                summary.refs.append(w.ticket.ref)
+            else:
+                summary.follow_ups += 1
         elif state == "duplicate":
             summary.duplicates += 1
         elif state == "refused":
