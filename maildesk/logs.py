@@ -124,6 +124,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=True, default=str)
 
 
+def json_line(logger: str, message: str, values: dict[str, Any]) -> str:
+    """A command's own summary as one INFO record of the JSON log: where `log.format` is
+    json, a collector reading the command's stderr finds nothing but JSON objects."""
+    record = logging.LogRecord(logger, logging.INFO, "", 0, message, None, None)
+    record.__dict__.update(values)
+    return JsonFormatter().format(record)
+
+
 @dataclass
 class _Seen:
     since: float                 # when this message's window began

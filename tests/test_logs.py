@@ -237,6 +237,33 @@ def test_mail_taken_from_a_pipe_is_logged_once_committed(
     assert "ana@customer.test" not in caplog.text
 
 
+def test_mail_that_opens_no_ticket_says_why_in_a_line_of_its_own(
+        make_app: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    """A duplicate, an auto-reply: each its own line with its inbound id and state, so that
+    an operator finds in the log where an accepted mail went."""
+    from maildesk.intake.inbound import Envelope
+    from maildesk.pipeline.run import ingest
+    app = make_app()
+    first = mail(message_id="<once@customer.test>")
+    away = mail(message_id="<away@customer.test>", subject="Out of office",
+                **{"Auto-Submitted": "auto-replied"})
+    with caplog.at_level(logging.INFO, "maildesk.pipeline"):
+        ingest(app, [(first, Envelope("pipe", "ana@customer.test")),
+                     (first, Envelope("pipe", "ana@customer.test")),
+                     (away, Envelope("pipe", "bo@other.test"))])
+    kept = [(r.getMessage(), r.__dict__["state"], r.__dict__["sender_domain"],
+             r.__dict__["inbound_id"]) for r in caplog.records
+            if r.getMessage().startswith("mail kept")]
+    with app.engine.connect() as c:
+        ids = dict(c.execute(text("SELECT state, id FROM inbound WHERE state != 'ticketed'"))
+                   .all())
+    assert len(ids) == 2, ids
+    assert sorted(kept) == sorted(
+        (f"mail kept without a ticket ({state})", state, domain, i)
+        for (state, i), domain in zip(sorted(ids.items(), key=lambda x: x[1]),
+                                      ["customer.test", "other.test"]))
+
+
 def test_a_job_failing_on_a_dropped_table_logs_one_line(make_app: Callable[..., Any]) -> None:
     import io
 
@@ -271,11 +298,12 @@ def test_other_commands_log_in_the_desks_format_from_warning_up(
     (tmp_path / "small.eml").write_bytes(mail(message_id="<small@customer.test>"))
     r = run_cli("ingest", str(tmp_path / "big.eml"), str(tmp_path / "small.eml"), config=cfg)
     assert r.returncode == 0, r.stderr
-    *log, summary = r.stderr.decode().splitlines()
-    records = [json.loads(line) for line in log]          # every line one JSON object
-    assert [(x["level"], x["message"].split(":")[0]) for x in records] == [
+    *log, summary = [json.loads(line) for line in r.stderr.decode().splitlines()]
+    assert [(x["level"], x["message"].split(":")[0]) for x in log] == [
         ("WARNING", f"quarantined {tmp_path / 'big.eml'}")], log
-    assert summary.startswith("ingested 2 messages: 1 new ticket"), summary
+    assert summary["message"].startswith("ingested 2 messages: 1 new ticket"), summary
+    assert (summary["logger"], summary["new_tickets"], summary["quarantined"],
+            summary["tickets"]) == ("maildesk.ingest", 1, 1, ["MD-1"])
 
 
 def test_libraries_chatter_is_kept_out(capsys: pytest.CaptureFixture[str]) -> None:

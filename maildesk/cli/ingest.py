@@ -98,6 +98,7 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
     from ..pipeline.run import ingest as ingest_batch
     todo = list(paths) or [Path("-")]
     app = obj.app(unwritable=EX_TEMPFAIL)
+    log_format = app.settings.log.format
     total, mended, breached = Summary(), Mended(), None
     mails = sum(sources.count(p) for p in todo if p.exists())
     bar = _progress(sys.stderr.isatty() if progress is None else progress)
@@ -119,15 +120,15 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
             from ..scheduler.jobs import finish_history
             breached = finish_history(app, datetime.now(timezone.utc))
     except sources.SourceError as e:
-        _report(total, fmt, mended if repair else None)
+        _report(total, fmt, log_format, mended if repair else None)
         fail(str(e), EX_NOINPUT)
     except (SQLAlchemyError, OSError) as e:
-        _report(total, fmt, mended if repair else None)
+        _report(total, fmt, log_format, mended if repair else None)
         fail(f"temporary failure, nothing of the current batch was kept; retry later: "
              f"{error_line(e)}", EX_TEMPFAIL)
     finally:
         app.close()
-    _report(total, fmt, mended if repair else None, breached)
+    _report(total, fmt, log_format, mended if repair else None, breached)
     if repair and mended.unmended:
         sys.exit(EX_FAIL)
 
@@ -143,10 +144,11 @@ def _mend(app: App, batch: list[tuple[bytes, Envelope]], parsed: Parsed | None
     return done, new, parsed
 
 
-def _report(total: Summary, fmt: str, mended: Mended | None = None,
+def _report(total: Summary, fmt: str, log_format: str, mended: Mended | None = None,
             breached: int | None = None) -> None:
     """breached: SLA clocks of an import of old mail whose deadline had passed (None: no
-    such import, or it did not finish)."""
+    such import, or it did not finish). The summary for people is a line of the JSON log
+    where the log is JSON: stderr then holds JSON objects only."""
     if fmt == "json":
         emit_json(total.as_dict() | {"tickets": total.refs}
                   | ({"repaired": mended.repaired, "already_stored": mended.known,
@@ -162,12 +164,17 @@ def _report(total: Summary, fmt: str, mended: Mended | None = None,
         for line in mended.unmended:
             click.echo(f"maildesk: not mended: {line}", err=True)
     new = d["new_tickets"]
-    click.echo(f"ingested {n} message{'s' if n != 1 else ''}: {new} new ticket"
-               f"{'s' if new != 1 else ''}, "
-               f"{d['follow_ups']} follow-ups, {d['duplicates']} duplicates skipped, "
-               f"{d['refused']} refused, {d['dropped']} dropped as spam, "
-               f"{d['classified']} automatic (no ticket), "
-               f"{d['quarantined']} quarantined", err=True)
+    said = (f"ingested {n} message{'s' if n != 1 else ''}: {new} new ticket"
+            f"{'s' if new != 1 else ''}, "
+            f"{d['follow_ups']} follow-ups, {d['duplicates']} duplicates skipped, "
+            f"{d['refused']} refused, {d['dropped']} dropped as spam, "
+            f"{d['classified']} automatic (no ticket), "
+            f"{d['quarantined']} quarantined")
+    if log_format == "json":
+        from ..logs import json_line
+        click.echo(json_line("maildesk.ingest", said, {**d, "tickets": total.refs}), err=True)
+    else:
+        click.echo(said, err=True)
     if breached is not None:
         click.echo(f"old mail, nothing sent; {breached} SLA clock"
                    f"{'s' if breached != 1 else ''} past {'their' if breached != 1 else 'its'}"

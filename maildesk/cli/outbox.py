@@ -83,7 +83,7 @@ def outbox_list(obj: Obj, status: str | None, fmt: str) -> None:
         emit_json(rows)
     else:
         emit_table(rows, ["id", "ticket", "template", "to", "status", "attempts", "subject"],
-                   empty="the outbox is empty")
+                   empty=f"no {status} mail in the outbox" if status else "the outbox is empty")
 
 
 @outbox.command("show")

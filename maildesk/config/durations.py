@@ -20,7 +20,8 @@ def parse_duration(value: object) -> float:
     else:
         m = _DURATION.match(str(value))
         if not m:
-            raise ValueError(f"not a duration: {value!r}")
+            raise ValueError(f"not a duration: {value!r} (a number and s, m, h, d or w: "
+                             "90, 30m, 4h, 2d, 1w)")
         seconds = float(m.group(1)) * _UNIT[m.group(2)]
     if not 0 <= seconds <= LONGEST:
         raise ValueError(f"{value!r} is {'negative' if seconds < 0 else 'over 100 years'} "

@@ -164,6 +164,13 @@ def process(ctx: Context, batch: list[Accepted], stages: tuple[tuple[str, Stage]
                 "quarantined %s: %s", {"source": arrival.source,
                                        "reason": one_line(reason or "", 300)}, row,
                 logging.WARNING, (one_line(arrival.origin or "a mail"), one_line(reason or ""))))
+        elif state not in ("ticketed", "quarantined"):   # kept without a ticket: why
+            summary.lines.append(Line(
+                "mail kept without a ticket (%s)", {
+                    "source": arrival.source, "state": state,
+                    "verdict": w.verdict if w is not None else None,
+                    "sender_domain": domain_of(arrival.mail_from or ""),
+                    "reason": one_line(reason or "", 300)}, row, args=(state,)))
         if state == "ticketed" and w is not None and w.ticket is not None:
             summary.lines.append(_ticket_line(w, arrival, row, ctx.ledger.events[before:]))
             if w.created:
