@@ -140,8 +140,17 @@ def main() -> int:
         f"surveys. Whole process, start-up included ({startup:.2f} s for `config check`), "
         f"JSON output, median of {args.runs} runs.\n\n"
         f"| period | seconds | peak RSS |\n|---|---:|---:|\n" + "\n".join(lines) + "\n\n"
-        "Every figure is a SQL aggregation (medians and the 90th percentile by window "
-        "functions), so memory stays near the start-up's whatever the number of tickets.\n")
+        "Counts are SQL aggregations through indexes. The stopped clocks' times are read "
+        "once per kind (first response, resolution) from the covering index "
+        "`ix_sla_clocks_kind_stopped`, straight from the driver's cursor in chunks of "
+        "50,000 into numpy, and their medians and 90th percentiles are taken there for "
+        "the total, the --by groups and the weekly charts at once; before (commit 9ce4233, "
+        "the same script and data) each was a window-function sort in the database: a "
+        "year 28.63 s, by queue 49.43 s, 30 days 7.14 s. What is left of a year: reading "
+        "1.75 million clocks (about 1.6 s) and the year's tickets for the top lists; of "
+        "30 days, the backlog's median age, which reads every ticket still open at the "
+        "period's end (200,000 here, as the generator leaves a fifth of the tickets open "
+        "for ever). --by queue joins each clock to its ticket, a lookup per clock.\n")
     publish(args.out, "## Reports", section, tmp)
     return 0
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:   # only for the annotations: alembic is imported when it is n
     from alembic.config import Config
 
 SCRIPTS = Path(__file__).parent / "migrations"
-HEAD = "0017"  # the newest revision in migrations/versions; a test checks they agree
+HEAD = "0018"  # the newest revision in migrations/versions; a test checks they agree
 MIGRATING = 0x6D64_6D69_6772  # the advisory lock one migrating node holds ("mdmigr")
 
 
