@@ -90,14 +90,16 @@ def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
                  search: str | None, since: datetime | None, until: datetime | None,
                  sla: str | None, limit: int, fmt: str) -> None:
     """Tickets, newest first."""
-    from ..sla.views import sla_filter
     from ..tickets.views import Filters, count_tickets, list_tickets
     if assignee and unassigned:
         fail("--assignee and --unassigned exclude each other", EX_USAGE)
+    where = None
+    if sla:     # the SLA module (calendars, holidays) only for the listing that asks
+        from ..sla.views import sla_filter
+        where = sla_filter(sla, datetime.now(timezone.utc))
     filters = Filters(statuses=statuses, requester=requester, queue=queue, assignee=assignee,
                       unassigned=unassigned, search=search, since=_day(since),
-                      until=_day(until, after=1),
-                      where=sla_filter(sla, datetime.now(timezone.utc)) if sla else None)
+                      until=_day(until, after=1), where=where)
     app = obj.app(existing=True)
     with app.sessions() as session:
         rows = list_tickets(session, filters, limit)
