@@ -30,7 +30,8 @@ from .output import (
 
 # BackupError.kind -> the exit code
 CODES = {"exists": EX_CANTCREAT, "missing": EX_NOINPUT, "incomplete": EX_DATAERR,
-         "tool": EX_UNAVAILABLE, "config": EX_CONFIG, "failed": EX_TEMPFAIL}
+         "damaged": EX_DATAERR, "tool": EX_UNAVAILABLE, "config": EX_CONFIG,
+         "failed": EX_TEMPFAIL}
 
 
 def _named(ctx: click.Context, param: click.Parameter, dest: str) -> Path:
