@@ -25,9 +25,14 @@ loose file appears whole (renamed into place), and a pack only grows. So:
 4. os.sync(), then MANIFEST.json (counts, schema, version), renamed into place.
 
 A restore writes only into a desk that is not there: no database file (SQLite) or no
-maildesk tables (PostgreSQL), and no blob files. It copies the blobs, then the database
-(the SQLite file renamed into place last, so an interrupted restore leaves no desk
-behind), checks every blob again, and brings an older schema to this maildesk's.
+maildesk tables (PostgreSQL), and no blob files. It checks the backup's database first
+(SQLite's integrity_check on a copy beside the target; a dump read whole by pg_restore),
+and that it holds the manifest's schema and counts: a damaged file would otherwise be
+found only once put in place, named as the target's. Then it copies the blobs, then
+the database (the SQLite file renamed into place last; pg_restore in one transaction),
+checks every blob again, and brings an older schema to this maildesk's. A restore that
+fails takes away every path it made under the data_dir (and the database file's
+folder), never one that was there before.
 """
 from __future__ import annotations
 
