@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import PG_OK, Daemon, run_cli, settings_dict
+from conftest import PG_OK, Daemon, mail, run_cli, settings_dict
 from nodes import PG_URL
 from sqlalchemy import create_engine, text
 from test_real_mail import CORPUS, corpus_mails
@@ -349,3 +349,150 @@ def test_a_backup_of_an_older_schema_is_restored_and_upgraded(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr.decode()
     assert f"schema upgraded from 0015 to {migrate.HEAD}".encode() in done.stderr
     assert migrate.current(create_engine(url_of(again))) == migrate.HEAD
+
+
+def backed_up(tmp_path: Path, db_url: str | None) -> Path:
+    """A backup of a desk of 12 tickets (their mails ingested by the CLI), in tmp_path/backup."""
+    cfg = config(tmp_path / "desk", db_url)
+    mails = tmp_path / "mails"
+    mails.mkdir()
+    for i in range(12):
+        (mails / f"{i}.eml").write_bytes(mail(f"Laptop {i} will not boot", "x" * 3000 * i))
+    done = run_cli("ingest", *sorted(str(f) for f in mails.iterdir()), config=cfg)
+    assert done.returncode == 0, done.stderr.decode()
+    made = run_cli("backup", str(tmp_path / "backup"), config=cfg)
+    assert made.returncode == 0, made.stderr.decode()
+    return tmp_path / "backup"
+
+
+def tables(db_url: str) -> list[str]:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as c:
+            return list(c.execute(text("SELECT relname FROM pg_class WHERE relnamespace = "
+                                       "'public'::regnamespace AND relkind IN ('r', 'S')"))
+                        .scalars())
+    finally:
+        engine.dispose()
+
+
+def damage(backup: Path, how: str) -> Path:
+    """The backup's database file, damaged as a tester found backups damaged."""
+    database = backup / json.loads((backup / "MANIFEST.json").read_text())["database"]
+    if how == "truncated":
+        with open(database, "rb+") as f:
+            f.truncate(database.stat().st_size // 3)
+    elif how == "random":
+        database.write_bytes(secrets.token_bytes(database.stat().st_size))
+    elif how == "unrelated":          # another SQLite file: no maildesk schema
+        database.unlink()
+        engine = create_engine(f"sqlite:///{database}")
+        with engine.begin() as c:
+            c.execute(text("CREATE TABLE notes (line TEXT)"))
+        engine.dispose()
+    else:                               # another moment's copy: the counts do not match
+        manifest = json.loads((backup / "MANIFEST.json").read_text())
+        manifest["counts"]["tickets"] += 1
+        (backup / "MANIFEST.json").write_text(json.dumps(manifest))
+    return database
+
+
+@pytest.mark.parametrize("backend,how", [
+    ("sqlite", "truncated"), ("sqlite", "random"), ("sqlite", "unrelated"),
+    ("sqlite", "counts"),
+    pytest.param("postgresql", "truncated", marks=needs_pg_dump),
+    pytest.param("postgresql", "counts", marks=needs_pg_dump)])
+def test_a_damaged_backup_database_is_refused_before_anything_is_put_in_place(
+        backend: str, how: str, tmp_path: Path, fresh_db: Callable[[], str]) -> None:
+    """The backup's database is checked against its manifest first: 65, one line naming
+    the backup's file, and nothing left in the data_dir (or the database), so that a good
+    backup restores there next."""
+    pg = backend == "postgresql"
+    good = backed_up(tmp_path, fresh_db() if pg else None)
+    bad = tmp_path / "damaged"
+    shutil.copytree(good, bad)
+    database = damage(bad, how)
+    target_url = fresh_db() if pg else None
+    target = config(tmp_path / "target", target_url)
+    kept = tmp_path / "target" / "data" / "outbox" / "mine"       # there before: untouched
+    kept.parent.mkdir(parents=True)
+    kept.write_text("someone's")
+
+    r = run_cli("restore", str(bad), config=target)
+    said = r.stderr.decode()
+    assert r.returncode == 65 and said.count("\n") == 1 and str(database) in said, said
+    assert ("does not match its MANIFEST.json" in said) == (how in ("unrelated", "counts"))
+    left = [f for f in (tmp_path / "target" / "data").rglob("*") if f != kept.parent]
+    assert left == [kept], "nothing of the restore is left"
+    if target_url:
+        assert tables(target_url) == []
+    again = run_cli("restore", str(good), config=target)
+    assert again.returncode == 0, again.stderr.decode()
+    assert kept.read_text() == "someone's"
+
+
+@needs_pg_dump
+def test_a_pg_restore_that_fails_leaves_the_database_and_data_dir_as_they_were(
+        tmp_path: Path, fresh_db: Callable[[], str]) -> None:
+    """pg_restore runs as one transaction, and the blobs copied before it go again: the
+    line says what happened, and the restore runs again once the cause is mended."""
+    good = backed_up(tmp_path, fresh_db())
+    url = fresh_db()
+    target = config(tmp_path / "target", url)
+    engine = create_engine(url)
+    with engine.begin() as c:       # not a table, so no desk: pg_restore itself trips on it
+        c.execute(text("CREATE SEQUENCE tickets_id_seq"))
+    r = run_cli("restore", str(good), config=target)
+    said = r.stderr.decode()
+    assert r.returncode == 75 and said.count("\n") == 1, said
+    assert '"tickets_id_seq" already exists' in said and "nothing was restored" in said, said
+    assert tables(url) == ["tickets_id_seq"], "the database is as it was"
+    assert not [f for f in (tmp_path / "target").rglob("*") if f.is_file()
+                and f.name != "maildesk.yaml"], "the blobs copied are gone"
+    with engine.begin() as c:
+        c.execute(text("DROP SEQUENCE tickets_id_seq"))
+    engine.dispose()
+    again = run_cli("restore", str(good), config=target)
+    assert again.returncode == 0, again.stderr.decode()
+
+
+def test_restore_names_what_is_wrong_with_what_it_was_given(tmp_path: Path) -> None:
+    good = backed_up(tmp_path, None)
+    target = config(tmp_path / "target")
+    afile = run_cli("restore", str(good / "MANIFEST.json"), config=target)
+    assert afile.returncode == 66 and b"is a file, not a backup folder" in afile.stderr
+
+    (good / "maildesk.db").rename(tmp_path / "aside.db")
+    gone = run_cli("restore", str(good), config=target)
+    said = gone.stderr.decode()
+    assert gone.returncode == 65 and said.count("\n") == 1, said
+    assert f"{good / 'maildesk.db'}, the database MANIFEST.json names, is missing" in said
+    (good / "maildesk.db").mkdir()
+    folder = run_cli("restore", str(good), config=target)
+    assert folder.returncode == 65 and b"is a folder, not a file" in folder.stderr
+    assert not (tmp_path / "target" / "data").exists()
+
+    # the schema decides, not the maildesk version that wrote the backup (README)
+    (good / "maildesk.db").rmdir()
+    (tmp_path / "aside.db").rename(good / "maildesk.db")
+    manifest = json.loads((good / "MANIFEST.json").read_text())
+    (good / "MANIFEST.json").write_text(json.dumps({**manifest, "maildesk": "99.0.0"}))
+    newer = run_cli("restore", str(good), config=target)
+    assert newer.returncode == 0, newer.stderr.decode()
+
+
+def test_a_restore_cut_short_after_its_database_is_in_place_leaves_no_desk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure of any kind, however late (here an interrupt while the blobs are read
+    back), takes away the database file, its -wal and -shm, and the blobs."""
+    from maildesk.store import backup as work
+    good = backed_up(tmp_path, None)
+    settings = load_settings(config(tmp_path / "target"))
+
+    def interrupted(*args: object) -> None:
+        assert (tmp_path / "target" / "data" / "maildesk.db").is_file()
+        raise KeyboardInterrupt
+    monkeypatch.setattr(work, "_verify_at", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        work.restore(settings, good)
+    assert not (tmp_path / "target" / "data").exists()

@@ -30,7 +30,8 @@ from .output import (
 
 # BackupError.kind -> the exit code
 CODES = {"exists": EX_CANTCREAT, "missing": EX_NOINPUT, "incomplete": EX_DATAERR,
-         "tool": EX_UNAVAILABLE, "config": EX_CONFIG, "failed": EX_TEMPFAIL}
+         "damaged": EX_DATAERR, "tool": EX_UNAVAILABLE, "config": EX_CONFIG,
+         "failed": EX_TEMPFAIL}
 
 
 def _named(ctx: click.Context, param: click.Parameter, dest: str) -> Path:
@@ -80,10 +81,12 @@ def backup(obj: Obj, dest: Path, fmt: str, progress: bool | None) -> None:
 def restore(obj: Obj, src: Path, fmt: str, progress: bool | None) -> None:
     """Make the desk the configuration names (data_dir, database.url) from the backup in
     SRC: only where no desk is yet (no database file or maildesk tables, no blobs; move
-    one aside first). Checks the manifest, copies the blobs and the database (pg_restore
-    on PostgreSQL), reads every blob back, and brings an older schema to this maildesk's
-    (unless database.auto_upgrade is false: then `maildesk db upgrade`). Exit 0 when
-    every blob in use is intact, 1 when not (listed, by ticket)."""
+    one aside first). Checks the manifest and the backup's database against it (65 when
+    damaged or another), copies the blobs and the database (pg_restore on PostgreSQL),
+    reads every blob back, and brings an older schema to this maildesk's (unless
+    database.auto_upgrade is false: then `maildesk db upgrade`). A restore that fails
+    leaves nothing behind. Exit 0 when every blob in use is intact, 1 when not (listed,
+    by ticket)."""
     from ..store.backup import restore as run
     settings = obj.settings
     result = _run("restoring", progress, lambda started, advanced: run(

@@ -25,9 +25,14 @@ loose file appears whole (renamed into place), and a pack only grows. So:
 4. os.sync(), then MANIFEST.json (counts, schema, version), renamed into place.
 
 A restore writes only into a desk that is not there: no database file (SQLite) or no
-maildesk tables (PostgreSQL), and no blob files. It copies the blobs, then the database
-(the SQLite file renamed into place last, so an interrupted restore leaves no desk
-behind), checks every blob again, and brings an older schema to this maildesk's.
+maildesk tables (PostgreSQL), and no blob files. It checks the backup's database first
+(SQLite's integrity_check on a copy beside the target; a dump read whole by pg_restore),
+and that it holds the manifest's schema and counts: a damaged file would otherwise be
+found only once put in place, named as the target's. Then it copies the blobs, then
+the database (the SQLite file renamed into place last; pg_restore in one transaction),
+checks every blob again, and brings an older schema to this maildesk's. A restore that
+fails takes away every path it made under the data_dir (and the database file's
+folder), never one that was there before.
 """
 from __future__ import annotations
 
@@ -36,9 +41,10 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -46,9 +52,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, func, inspect, make_url, select
+from sqlalchemy.exc import DBAPIError
 
 from ..config.schema import Settings
-from ..errors import MaildeskError
+from ..errors import MaildeskError, error_line
 from . import migrate
 from .blob_rows import open_blobs
 from .blobs import T_INDEX, BlobError, FileBlobs, fsync_dir, read_file
@@ -61,6 +68,8 @@ MANIFEST = "MANIFEST.json"
 DB_FILE = "maildesk.db"
 DUMP_FILE = "database.dump"
 BLOBS = "blobs"
+DATABASES = {"sqlite": DB_FILE, "postgresql": DUMP_FILE}    # backend -> its database file
+COUNTED = {"tickets": T_TICKETS, "messages": T_MESSAGES}    # the manifest's counts of rows
 CHUNK = 1024**2
 Progress = Callable[[int], None]
 
@@ -69,7 +78,9 @@ class BackupError(MaildeskError):
     """A backup or restore that cannot be done, in one line that says what to do. kind:
     exists (the destination holds something), missing (no such backup), incomplete (no
     manifest), tool (pg_dump or pg_restore not installed), config (a backup of another
-    kind of desk, or of a newer maildesk), failed (pg_dump or pg_restore said no)."""
+    kind of desk, or of a newer schema), damaged (the backup's database is unreadable or not
+    the desk its manifest describes), failed (pg_dump or pg_restore said no, or the
+    database did)."""
 
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
@@ -186,9 +197,16 @@ def _run(argv: list[str], url: str, tool: str) -> None:
     done = subprocess.run([*argv, f"--dbname={libpq}"], env=env, capture_output=True,
                           text=True, errors="replace")
     if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise BackupError(f"{tool} on {shown_url(url)} exited {done.returncode}: {said}",
-                          "failed")
+        raise BackupError(f"{tool} on {shown_url(url)} exited {done.returncode}: "
+                          f"{_said(done.stderr, tool)}", "failed")
+
+
+def _said(stderr: str, tool: str) -> str:
+    """What a PostgreSQL client said went wrong, in one line: its last line of its own
+    ("pg_restore: error: ..."), not the statement it quotes after it."""
+    lines = stderr.strip().splitlines()
+    own = [line for line in lines if line.startswith(f"{tool}: ")]
+    return " ".join((own or lines or ["no message"])[-1].split())
 
 
 def _blobs_and_manifest(settings: Settings, engine: Engine, snapshot: Connection, dest: Path,
@@ -204,8 +222,7 @@ def _blobs_and_manifest(settings: Settings, engine: Engine, snapshot: Connection
         "maildesk": version("maildesk"), "schema": migrate.revision(snapshot),
         "backend": backend, "storage": settings.storage.backend, "database": database,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "counts": {"tickets": _count(snapshot, T_TICKETS), "messages": _count(snapshot,
-                                                                              T_MESSAGES),
+        "counts": {**{k: _count(snapshot, t) for k, t in COUNTED.items()},
                    "blobs": checked.database + checked.loose + checked.packed,
                    "bytes": checked.bytes},
         "damaged": len(checked.used)}
@@ -283,24 +300,45 @@ def _verify_at(settings: Settings, data_dir: Path, engine: Engine, conn: Connect
 
 def read_manifest(src: Path) -> dict[str, Any]:
     """The manifest of the backup in src, or BackupError (missing, incomplete)."""
+    if src.exists() and not src.is_dir():
+        raise BackupError(f"{src} is a file, not a backup folder; name the folder "
+                          "`maildesk backup` made", "missing")
     if not src.is_dir():
         raise BackupError(f"{src}: no such backup folder", "missing")
     try:
-        manifest = json.loads((src / MANIFEST).read_bytes())
-        database = src / manifest["database"]
-        if not database.is_file() or manifest["backend"] not in ("sqlite", "postgresql"):
-            raise KeyError(database)
+        manifest = dict(json.loads((src / MANIFEST).read_bytes()))
+        if manifest["database"] != DATABASES[manifest["backend"]]:
+            raise KeyError(manifest["database"])
     except (OSError, ValueError, KeyError, TypeError):
         raise BackupError(f"{src}: not a complete backup (no readable {MANIFEST} naming its "
                           "database, which a backup writes last); use another backup",
                           "incomplete") from None
-    return dict(manifest)
+    database = src / manifest["database"]
+    problem = None
+    if not database.exists():
+        problem = "is missing"
+    elif database.is_dir():
+        problem = "is a folder, not a file"
+    elif not database.is_file():
+        problem = "is not a regular file"
+    else:
+        try:
+            with open(database, "rb"):
+                pass
+        except OSError as e:
+            problem = f"cannot be read ({e.strerror})"
+    if problem:
+        raise BackupError(f"{database}, the database {MANIFEST} names, {problem}: not a "
+                          "complete backup; use another backup", "incomplete")
+    return manifest
 
 
 def restore(settings: Settings, src: Path, sized: Progress = lambda n: None,
             advance: Progress = lambda n: None) -> Result:
     """The desk of the backup in src made where settings point, checked, its schema
-    brought to this maildesk's (with database.auto_upgrade; else it says to)."""
+    brought to this maildesk's (with database.auto_upgrade; else it says to). The backup's
+    database is checked against its manifest before anything is put in place, and a
+    restore that fails takes away all it made (never what was there before)."""
     manifest = read_manifest(src)
     url = settings.database_url
     backend = make_url(url).get_backend_name()
@@ -317,27 +355,51 @@ def restore(settings: Settings, src: Path, sized: Progress = lambda n: None,
         raise BackupError(f"{src}: {migrate.mismatch(schema)}", "config")
     pg_restore = None if backend == "sqlite" else _tool("pg_restore", "restore")
     _no_desk_yet(settings)
+    db = sqlite_file(url)
+    made = _Made([settings.data_dir, settings.blob_dir, *([db.parent] if db else [])])
+    try:
+        return _restore(settings, src, manifest, pg_restore, sized, advance)
+    except BaseException:
+        made.undo()
+        raise
+
+
+def _restore(settings: Settings, src: Path, manifest: dict[str, Any], pg_restore: str | None,
+             sized: Progress, advance: Progress) -> Result:
+    url = settings.database_url
+    database = src / manifest["database"]
     blobs = src / BLOBS
     sized(sum(f.stat().st_size for f in blobs.rglob("*") if f.is_file())
-          + (src / manifest["database"]).stat().st_size)
-    if blobs.is_dir():
-        _copy_tree(blobs, settings.blob_dir, advance)
-    os.sync()           # the blobs on disk before the database that refers to them
-    if pg_restore is None:
-        db = sqlite_file(url)
-        assert db is not None
+          + database.stat().st_size)
+    db = sqlite_file(url)
+    if db is None:
+        assert pg_restore is not None       # restore() found it
+        _check(database, manifest, _dump_contents(database, pg_restore))
+        # one transaction: a pg_restore that fails leaves the database as it was
+        argv = [pg_restore, "--no-owner", "--no-privileges", "--single-transaction",
+                str(database)]
+    else:
         db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = db.with_name(f".{db.name}.restoring")
         tmp.unlink(missing_ok=True)
-        shutil.copyfile(src / DB_FILE, tmp)
+        shutil.copyfile(database, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        _check(database, manifest, _sqlite_contents(tmp, database))
+    advance(database.stat().st_size)
+    if blobs.is_dir():
+        _copy_tree(blobs, settings.blob_dir, advance)
+    os.sync()           # the blobs on disk before the database that refers to them
+    if db is None:
+        try:
+            _run(argv, url, "pg_restore")
+        except BackupError as e:
+            raise BackupError(f"{e}; nothing was restored (the database is as it was, the "
+                              "blobs copied are removed): mend that and run `maildesk "
+                              "restore` again", e.kind) from None
+    else:
         os.replace(tmp, db)
         fsync_dir(db.parent)
-    else:
-        _run([pg_restore, "--no-owner", "--no-privileges", "--exit-on-error",
-              str(src / DUMP_FILE)], url, "pg_restore")
-    advance((src / manifest["database"]).stat().st_size)
     engine = make_engine(url)
     try:
         before = migrate.current(engine)
@@ -346,10 +408,88 @@ def restore(settings: Settings, src: Path, sized: Progress = lambda n: None,
             upgraded = migrate.upgrade(engine)[0] or "none"
         with engine.connect() as conn:
             checked = _verify_at(settings, settings.data_dir, engine, conn)
+    except Exception as e:
+        if db is not None:
+            raise       # the database file goes with the rest: no desk is left
+        raise BackupError(f"{e if isinstance(e, BackupError) else error_line(e)}; the "
+                          f"database {shown_url(url)} holds the restored tables (the blobs "
+                          "copied are removed): drop and create it (dropdb, createdb) and run "
+                          "`maildesk restore` again", "failed") from e
     finally:
         engine.dispose()
     os.sync()
     return Result(manifest, checked, upgraded)
+
+
+def _check(database: Path, manifest: dict[str, Any], found: dict[str, Any]) -> None:
+    """BackupError (damaged) unless the backup's database holds the desk its manifest
+    describes: its schema, and as many tickets and messages (another file put in its
+    place, or a copy of another moment, would restore as a desk that is not this one)."""
+    said = {"schema": manifest.get("schema"),
+            **{k: manifest.get("counts", {}).get(k) for k in COUNTED}}
+    if found["schema"] is None:
+        wrong = [f"no maildesk schema where {MANIFEST} says {said['schema']}"]
+    else:
+        wrong = [f"{found[k]} {k} where {MANIFEST} says {said[k]}" for k in said
+                 if found[k] != said[k]]
+    if wrong:
+        raise BackupError(f"{database} does not match its {MANIFEST}: {', '.join(wrong)} "
+                          "(another file, or a damaged one); use another backup", "damaged")
+
+
+def _sqlite_contents(path: Path, database: Path) -> dict[str, Any]:
+    """The schema and counts of the SQLite file at path (the copy of the backup's
+    database), opened read only once SQLite's integrity_check passed; BackupError
+    (damaged) naming the backup's file and what is wrong."""
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True))
+    try:
+        with engine.connect() as conn:
+            problems = conn.exec_driver_sql("PRAGMA integrity_check").scalars().all()
+            if problems != ["ok"]:
+                raise BackupError(f"{database} is damaged: SQLite's integrity_check says "
+                                  f"{problems[0]}; use another backup", "damaged")
+            schema = migrate.revision(conn)
+            if schema is None:
+                return {"schema": None, **dict.fromkeys(COUNTED)}
+            return {"schema": schema, **{k: _count(conn, t) for k, t in COUNTED.items()}}
+    except DBAPIError as e:
+        raise BackupError(f"{database} is damaged: {error_line(e)}; use another backup",
+                          "damaged") from None
+    finally:
+        engine.dispose()
+
+
+def _dump_contents(dump: Path, pg_restore: str) -> dict[str, Any]:
+    """The schema and counts in a pg_dump archive, read whole by `pg_restore --file=-` (a
+    damaged or cut archive fails there), no database touched; BackupError (damaged). The
+    rows of a table are the lines of its COPY block (COPY escapes a newline in a value)."""
+    counted = {t.name: k for k, t in COUNTED.items()}
+    found: dict[str, Any] = {"schema": None, **dict.fromkeys(COUNTED)}
+    with tempfile.TemporaryFile() as errors, subprocess.Popen(
+            [pg_restore, "--file=-", str(dump)], stdout=subprocess.PIPE, stderr=errors
+            ) as proc:
+        assert proc.stdout is not None
+        table = None            # the table whose COPY block the lines are in
+        for line in proc.stdout:
+            if table is None:
+                if line.startswith(b"COPY "):
+                    table = line[5:].split(b" ", 1)[0].rsplit(b".", 1)[-1].strip(b'"')\
+                        .decode()
+                    if table in counted:
+                        found[counted[table]] = 0
+            elif line == b"\\.\n":
+                table = None
+            elif table == "alembic_version":
+                found["schema"] = line.strip().decode()
+            elif table in counted:
+                found[counted[table]] += 1
+        if proc.wait() != 0:
+            errors.seek(0)
+            said = _said(errors.read().decode(errors="replace"), "pg_restore")
+            raise BackupError(f"{dump} is damaged: pg_restore cannot read it whole (exited "
+                              f"{proc.returncode}: {said}); use another backup", "damaged")
+    return found
 
 
 def _no_desk_yet(settings: Settings) -> None:
@@ -375,6 +515,36 @@ def _no_desk_yet(settings: Settings) -> None:
     blobs = settings.blob_dir
     if blobs.is_dir() and any(f.is_file() for f in blobs.rglob("*")):
         raise BackupError(f"{blobs} already holds blobs{said}", "exists")
+
+
+class _Made:
+    """What a restore makes under some folders, taken away again when it fails: every path
+    there that was not there at the start (files, then folders, deepest first); a folder
+    not there at the start goes whole. What was there before is never touched."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = roots
+        self.before = {p for root in roots if root.is_dir() for p in root.rglob("*")}
+        self.before.update(p for root in roots for p in (root, *root.parents) if p.exists())
+
+    def undo(self) -> None:
+        with suppress(OSError):     # the error that made the restore fail is the one to say
+            self._undo()
+
+    def _undo(self) -> None:
+        for root in self.roots:
+            top = next((p for p in reversed((root, *root.parents)) if p not in self.before),
+                       None)
+            if top is not None:
+                shutil.rmtree(top, ignore_errors=True)
+            elif root.is_dir():
+                new = sorted((p for p in root.rglob("*") if p not in self.before),
+                             key=lambda p: (p.is_dir() and not p.is_symlink(), -len(p.parts)))
+                for p in new:
+                    if p.is_dir() and not p.is_symlink():
+                        p.rmdir()
+                    else:
+                        p.unlink(missing_ok=True)
 
 
 def _copy_tree(source: Path, target: Path, advance: Progress) -> None:
