@@ -338,27 +338,34 @@ def yaml_settings(cfg: Path) -> dict[str, Any]:
 
 
 def test_a_damaged_loose_blob_and_a_missing_one_are_named(
-        daemon: Callable[..., Daemon]) -> None:
-    d = daemon()
+        desk_config: Callable[..., Path], make_app: Callable[..., App]) -> None:
+    """Loose files: what the SMTP path wrote before it committed in groups (a desk keeps
+    them), and a mail kept when the database refused its ticket."""
+    from sqlalchemy import insert
+
+    from maildesk.pipeline.run import drain
+    from maildesk.store.tables import T_INBOUND
+    cfg, app = desk_config(), make_app()
+    digests = []
     for i in range(2):
-        with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
-            s.sendmail("ana@customer.test", ["support@localhost"],
-                       mail(subject=f"loose {i}", message_id=f"<l{i}@c.test>")
-                       .replace(b"\n", b"\r\n"))
-    wait_for(lambda: len(json.loads(run_cli("tickets", "list", "--format", "json",
-                                            config=d.config).stdout)) == 2, 30, "2 tickets")
-    d.stop()
-    with sqlite3.connect(db_file(d.config)) as c:
-        digests = [r[0] for r in c.execute("SELECT digest FROM inbound ORDER BY id")]
-    root = d.config.parent / "data" / "blobs"
+        with app.blobs.begin_with(mail(subject=f"loose {i}", message_id=f"<l{i}@c.test>")
+                                  ) as (conn, digest):
+            conn.execute(insert(T_INBOUND).values(
+                received_at=datetime.now(timezone.utc), source="smtp", mail_from="a@c.test",
+                rcpt_to=["support@localhost"], digest=digest, size=1, state="queued",
+                attempts=0))
+            digests.append(digest)
+    drain(app)
+    app.close()
+    root = cfg.parent / "data" / "blobs"
     _flip(root / digests[0][:2] / digests[0][2:], 5)
     (root / digests[1][:2] / digests[1][2:]).unlink()
-    code, out = verify(d.config)
+    code, out = verify(cfg)
     assert code == 1 and out["damaged"] == 1 and out["missing"] == 1
     assert out["tickets"] == ["MD-1", "MD-2"]
     assert {b["problem"] for b in out["bad"]} == {"damaged: holds other bytes", "missing"}
     shown = json.loads(run_cli("tickets", "show", "MD-2", "--format", "json",
-                               config=d.config).stdout)
+                               config=cfg).stdout)
     assert shown["messages"][0]["stored"] == "missing"
 
 

@@ -196,8 +196,8 @@ def test_a_reply_drained_on_one_node_while_another_holds_its_original_joins_its_
                           else "Re: [MD-1] Laptop will not boot"), body="Still black.\n",
                  message_id="<second@customer.test>", **threading_by)
     smtp = Envelope(source="smtp", mail_from="ana@customer.test", rcpt_to=("support@localhost",))
-    accept(a, first, smtp)
-    accept(a, reply, smtp)
+    accept(a, [(first, smtp)])
+    accept(a, [(reply, smtp)])
     release, reached = threading.Event(), threading.Event()
     a.stages = held_at_write(release, reached)
     ta = threading.Thread(target=lambda: drain(a, limit=1))

@@ -151,8 +151,8 @@ def test_same_message_twice_is_stored_once_across_routes(make_app: Callable[...,
                                                           db_url: str) -> None:
     app = make_app(db_url)
     raw = mail(message_id="<dup@customer.test>")
-    accept(app, b"Received: from mx.test by desk; Mon, 2 Nov 2026 09:30:00 +0000\n" + raw,
-           Envelope("smtp", "ana@customer.test", ("support@localhost",)))
+    accept(app, [(b"Received: from mx.test by desk; Mon, 2 Nov 2026 09:30:00 +0000\n" + raw,
+                  Envelope("smtp", "ana@customer.test", ("support@localhost",)))])
     assert drain(app).new_tickets == 1
     assert one(app, raw)["duplicates"] == 1
     s = ingest(app, [(raw, PIPE), (raw, PIPE)])

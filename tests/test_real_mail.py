@@ -305,8 +305,7 @@ def test_the_smtp_workers_batch_is_taken_one_by_one_too(
     from maildesk.pipeline.run import drain
     app = make_app(db_url)
     env = Envelope("smtp", "a@customer.test", ("support@localhost",))
-    for raw in (_mail(1), refusing_database, _mail(2)):
-        accept(app, raw, env)
+    accept(app, [(raw, env) for raw in (_mail(1), refusing_database, _mail(2))])
     s = drain(app)
     assert (s.new_tickets, s.quarantined) == (2, 1)
     with app.engine.connect() as c:
@@ -350,7 +349,6 @@ def test_a_nul_in_a_message_id_does_not_stall_intake(make_app: Callable[..., App
                      (_mail(2), Envelope("pipe", None))])
     assert s.new_tickets + s.quarantined == 3 and s.new_tickets >= 2
     env = Envelope("smtp", "a@customer.test", ("support@localhost",))
-    for raw in (_mail(3), nul.replace(b"r5", b"r6"), _mail(4)):
-        accept(app, raw, env)
+    accept(app, [(raw, env) for raw in (_mail(3), nul.replace(b"r5", b"r6"), _mail(4))])
     s = drain(app)
     assert s.new_tickets + s.quarantined == 3 and s.new_tickets >= 2

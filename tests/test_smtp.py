@@ -113,7 +113,8 @@ def test_broken_mail_gets_250_and_lands_in_quarantine(daemon: Callable[..., Daem
     wait_for(lambda: cli_json(d, "tickets", "list"), what="the good mail's ticket")
     q = wait_for(lambda: cli_json(d, "quarantine", "list"), what="the quarantined mail")
     assert len(q) == 1 and "no mail headers" in q[0]["reason"]
-    assert Path(q[0]["raw"]).read_bytes().startswith(b"\x00\x00 not a mail")
+    raw = run_cli("quarantine", "show", str(q[0]["id"]), "--raw", config=d.config)
+    assert raw.returncode == 0 and raw.stdout.startswith(b"\x00\x00 not a mail"), raw.stderr
 
 
 def test_restart_keeps_everything_and_threads_across_it(daemon: Callable[..., Daemon]) -> None:
@@ -282,3 +283,47 @@ def test_mail_from_the_null_sender_is_never_answered(daemon: Callable[..., Daemo
                     what="the mail to be kept")
     assert [r["state"] for r in rows] == ["bounce"]
     assert cli_json(d, "tickets", "list") == [] and outbox_files(d) == []
+
+
+def test_sessions_that_end_together_share_a_commit_and_each_hears_its_own(
+        make_app: Callable[..., Any], db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: 40 sessions whose DATA ends at once are stored in a few transactions,
+    not 40, each session gets its own mail's id, and every id is a committed row holding
+    that session's bytes. A group that fails is retried a mail at a time: only the mail
+    that cannot be stored hears the error."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from maildesk.intake import smtp
+    from maildesk.intake.inbound import Envelope
+    app = make_app(db_url)
+    groups: list[int] = []
+    real = smtp.accept
+
+    def counted(store: Any, mails: list[tuple[bytes, Envelope]]) -> list[int]:
+        groups.append(len(mails))
+        if any(b"poison" in raw for raw, _ in mails):
+            raise OSError("disk full")
+        time.sleep(0.01)        # a commit's fsync: others arrive meanwhile
+        return real(store, mails)
+    monkeypatch.setattr(smtp, "accept", counted)
+    env = Envelope(source="smtp", mail_from="ana@customer.test", rcpt_to=("support@localhost",))
+    raws = [mail(message_id=f"<m{i}@customer.test>") for i in range(40)]
+    raws[17] = mail(body="poison\n")
+
+    async def sessions() -> list[int | BaseException]:
+        committer = smtp.Committer(app, most=16)
+        return await asyncio.gather(*(committer.accept(r, env) for r in raws),
+                                    return_exceptions=True)
+    got = asyncio.run(sessions())
+    assert isinstance(got[17], OSError)
+    ids = [i for i in got if isinstance(i, int)]
+    assert len(ids) == 39 and len(set(ids)) == 39
+    assert len(groups) < 40 and max(groups) == 16, groups
+    with app.engine.connect() as c:
+        stored = dict(c.execute(text("SELECT id, digest FROM inbound")).all())
+    assert sorted(stored) == sorted(ids)
+    for raw, i in zip(raws, got):
+        if isinstance(i, int):
+            assert app.blobs.get(stored[i]) == raw

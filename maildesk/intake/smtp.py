@@ -4,7 +4,11 @@ It is deliberately thin: no ticket logic runs in the SMTP transaction. The
 raw message and its envelope are fsynced and committed to the inbound queue
 (accept()), then the client hears 250 and the ingest worker is woken. So a
 slow rule or a broken mail can never make a sender time out and send again,
-and a crash after 250 delays a ticket but loses nothing.
+and a crash after 250 delays a ticket but loses nothing. The commits are
+grouped (`Committer`): the mails whose DATA ended while a group was being
+written are the next group, one transaction and one fsync for all of them,
+as a database groups its log flushes; under load a mail waits for at most one
+group before its own, and alone it is written at once.
 
 It must also hold against hostile clients (issue 15): connections are capped
 in total and per client (`Sessions`), a client that is silent outside DATA
@@ -39,10 +43,69 @@ log = logging.getLogger("maildesk.smtp")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+class Committer:
+    """The SMTP sessions' mails, stored in groups (accept()): each session awaits its own
+    mail's inbound id, which comes only after the commit that holds it. Runs on the event
+    loop (its queue needs no lock); the writing is done in the loop's executor."""
+
+    def __init__(self, app: Store, most: int = 64) -> None:
+        self.app = app
+        self.most = most
+        self._waiting: list[tuple[bytes, Envelope, asyncio.Future[int]]] = []
+        self._writing: asyncio.Task[None] | None = None   # held: the loop keeps tasks weakly
+
+    async def accept(self, raw: bytes, env: Envelope) -> int:
+        loop = asyncio.get_running_loop()
+        mine: asyncio.Future[int] = loop.create_future()
+        self._waiting.append((raw, env, mine))
+        if self._writing is None:
+            self._writing = loop.create_task(self._write())
+        return await mine
+
+    async def _write(self) -> None:
+        """Groups, one after another, until nobody waits. A group that fails is tried
+        again a mail at a time, so that each session hears of its own mail: 250 when it
+        could be stored, the error (a 451) when not."""
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:self.most], self._waiting[self.most:]
+                try:
+                    await self._store(group)
+                except Exception as e:  # noqa: BLE001 - each session is told its own
+                    if len(group) == 1:
+                        _tell(group[0][2], e)
+                        continue
+                    for one in group:
+                        try:
+                            await self._store([one])
+                        except Exception as e:  # noqa: BLE001
+                            _tell(one[2], e)
+        finally:
+            self._writing = None
+
+    async def _store(self, group: list[tuple[bytes, Envelope, asyncio.Future[int]]]) -> None:
+        ids = await asyncio.get_running_loop().run_in_executor(
+            None, accept, self.app, [(raw, env) for raw, env, _ in group])
+        for (_, _, waiting), inbound_id in zip(group, ids):
+            _tell(waiting, inbound_id)
+
+
+def _tell(waiting: asyncio.Future[int], outcome: int | BaseException) -> None:
+    """A session's answer; none for one that is gone (its client hung up: the mail, if
+    stored, is kept all the same, and a retry of it is a duplicate the pipeline knows)."""
+    if waiting.done():
+        return
+    if isinstance(outcome, BaseException):
+        waiting.set_exception(outcome)
+    else:
+        waiting.set_result(outcome)
+
+
 class Handler:
     def __init__(self, app: Store, on_accept: Callable[[], None]) -> None:
         self.app = app
         self.on_accept = on_accept
+        self.committer = Committer(app)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -63,8 +126,7 @@ class Handler:
                        rcpt_to=tuple(a.lower() for a in envelope.rcpt_tos),
                        origin=f"smtp from {peer} helo {session.host_name or '?'}"[:200])
         try:
-            inbound_id = await asyncio.get_running_loop().run_in_executor(
-                None, accept, self.app, raw, env)
+            inbound_id = await self.committer.accept(raw, env)
         except Exception as e:  # database or disk trouble: the sender must retry
             log.error("could not store a message from %s: %s", peer, error_line(e),
                       exc_info=not expected(e))
