@@ -371,6 +371,11 @@ def test_erased_name_leaves_the_search_and_others_addresses_stay(
                                                 "--format", "json", config=cfg))]
     assert found("Sauder") == ["MD-2"]          # another address of the same name
     assert run_cli("requester", "erase", WHO, "--yes", config=cfg).returncode == 0
+    # a name another address uses too is not one address's to erase: the same person with
+    # two addresses is erased by each
+    assert found("Sauder") == ["MD-2"] and found("Doug") == ["MD-2"]
+    assert run_cli("requester", "erase", "dsauder@home.test", "--yes",
+                   config=cfg).returncode == 0
     assert found("Sauder") == [] and found("Doug") == []
     third = _json(run_cli("tickets", "show", "MD-3", "--format", "json", config=cfg))
     assert third["messages"][0]["text"].startswith("Hi [erased], or write to "
