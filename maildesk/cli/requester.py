@@ -104,8 +104,9 @@ def requester_erase(obj: Obj, address: str, yes: bool, fmt: str,
     from ..store.search import compact
     from ..store.shred import holding
     from ..store.verify import total_bytes
-    from ..tickets.erase import erase, forget_files
+    from ..tickets.erase import erase
     from ..tickets.privacy import identify
+    from ..tickets.removal import forget_files
     app, a = _requester(obj, address)
     now = datetime.now(timezone.utc)
     bar, show = _bar("reading every stored mail", progress)

@@ -51,7 +51,6 @@ from sqlalchemy import (
     update,
 )
 
-from ..config.schema import Settings
 from ..store import search
 from ..store.blobs import BlobError, BlobStore
 from ..store.models import Base
@@ -301,17 +300,3 @@ def _words_of_models(conn: Connection, person: Person, out: Erasure) -> None:
             gone.append(mid)
     out.counts["triage_models"] = conn.execute(delete(T_TRIAGE).where(
         T_TRIAGE.c.id.in_(gone))).rowcount
-
-
-def forget_files(settings: Settings, outbox: list[int]) -> None:
-    """After the commit: the similar tickets' cached vectors (they name subjects and words;
-    made again on use), and with `outbox.transport: maildir` the copies of the mail the
-    desk wrote there for the outbox rows removed. (Mail handed to a relay has left the
-    desk.)"""
-    (settings.data_dir / "similar.npz").unlink(missing_ok=True)
-    if settings.outbox.transport != "maildir":
-        return
-    for sub in ("new", "cur", "tmp"):
-        for i in outbox:
-            for path in (settings.outbox_maildir / sub).glob(f"outbox{i}_*"):
-                path.unlink(missing_ok=True)
