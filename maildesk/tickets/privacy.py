@@ -102,10 +102,10 @@ def not_a_requester(settings: Settings, address: str) -> str | None:
 
 
 def desk_names(settings: Settings) -> list[str]:
-    """The names the desk writes as its own: its From name, its queues', its agents' and
-    every address of its own and its agents'."""
+    """The names the desk writes as its own: its From name, its queues', groups' and
+    agents' names and every address of its own and its agents'."""
     desk = settings.desk
-    return [desk.name, *(q.name for q in desk.queues),
+    return [desk.name, *(q.name for q in desk.queues), *(g.name for g in desk.groups),
             *(n for a in desk.agents for n in (a.name, a.display_name) if n),
             *own_addresses(settings), *agent_addresses(settings)]
 
