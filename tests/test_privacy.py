@@ -253,14 +253,22 @@ def test_erase_refuses_what_it_must_not_touch(desk_config: Callable[..., Path],
     cfg = desk_config(desk=DESK | {"agents": [{"name": "bob", "address": "bob@desk.test",
                                                "also": ["Bob@Phone.test"]}]})
     assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
-    for args, said in ((["bob@desk.test", "--yes"], b"agent"),
-                       (["BOB@phone.test", "--yes"], b"agent"),
-                       (["Support@localhost", "--yes"], b"desk's own address"),
-                       (["not-an-address", "--yes"], b"not a mail address"),
-                       (["erased-0123456789abcdef@invalid", "--yes"], b"pseudonym")):
-        r = run_cli("requester", "erase", *args, config=cfg)
-        assert r.returncode == 64 and said in r.stderr and b"Traceback" not in r.stderr, args
-        assert len(r.stderr.strip().splitlines()) == 1
+    for address, said in (("bob@desk.test", b"agent"), ("BOB@phone.test", b"agent"),
+                          ("bob+x@desk.test", b"agent"),
+                          ("Support@localhost", b"desk's own address"),
+                          ("support+md-1-abc@localhost", b"desk's own address"),
+                          ("support+status@localhost", b"desk's own address"),
+                          ("support+bounce-1-abc@localhost", b"desk's own address"),
+                          ("not-an-address", b"not a mail address"),
+                          ("erased-0123456789abcdef@invalid", b"pseudonym")):
+        # an export of the desk's or an agent's address would hold every customer's tickets
+        for args in (["erase", address, "--yes"],
+                     ["export", address, "--out", str(tmp_path / "refused.zip")]):
+            r = run_cli("requester", *args, config=cfg)
+            assert r.returncode == 64 and said in r.stderr and b"Traceback" not in r.stderr, \
+                args
+            assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "refused.zip").exists()
     r = run_cli("requester", "export", "nobody@else.test", "--out",
                 str(tmp_path / "n.zip"), config=cfg)
     assert r.returncode == 0 and b"no ticket concerns" in r.stderr
