@@ -516,13 +516,13 @@ def test_outbox_of_an_erased_ticket_names_nothing_and_shows_its_copy_removed(
     assert len(r.stderr.strip().splitlines()) == 1 and b"removed" in r.stderr
     assert all(not re.search(r"(?i)anastasia|zorbfrazzle|laptop", s)
                for _, s, _, _ in left), left
-    # bob answers the notification whose copy went: his mail reads what it answered from
-    # the copies, and goes on without this one
+    # bob's #split answers the notification whose copy went: what it answered is read from
+    # the copies; without this one, he is told so
     from maildesk.tickets.refs import token_address
     to = token_address(desk_key(cfg), "support@localhost", "MD-1", "bob@desk.test", "reply")
     raw = mail(subject="Re: [MD-1] x", sender="bob <bob@desk.test>", to=to,
-               body="On it.", In_Reply_To=msgid)
+               body="#split\nOn it.\n", In_Reply_To=msgid)
     assert run_cli("ingest", "--recipient", to, config=cfg, input=raw).returncode == 0
     assert rows(cfg, "SELECT state FROM inbound ORDER BY id DESC")[0][0] == "ticketed"
-    assert "On it." in json.dumps(_json(run_cli("tickets", "show", "MD-1", "--format",
-                                                "json", config=cfg)))
+    assert rows(cfg, "SELECT template, \"to\" FROM outbox ORDER BY id DESC")[0][0] == \
+        "command_error"
