@@ -6,13 +6,15 @@ What goes, in one transaction:
 - their own mail: each message's text, quoted history, subject and name; its attachments
   (rows, and bytes unless others' mail has the same attachment and it does not name
   them); the raw mail;
-- on the tickets they requested, the subject (their words) and every message's quoted
-  history (it quotes them), and their survey comments;
+- on the tickets they requested, the subject (their words, also in their outgoing mail's
+  rows: agents' notifications repeat it) and every message's quoted history (it quotes
+  them), and their survey comments;
 - their address, anywhere in any text or JSON column of any table (To and Cc of others'
   mail, the tickets' requester and participants, events, the inbound queue, thread
   references, outgoing mail's recipients): replaced by the pseudonym; their display
-  names by "[erased]"; and on the tickets that concern them, their address's local part
-  as a word ("Hi dwsauder,");
+  names, as whole words, by "[erased]"; and on the tickets that concern them, their
+  address's local part as a word ("Hi dwsauder,"). A name or local part others use
+  too (the desk's, an agent's, another sender's: privacy.shared()) is left alone;
 - mail owed to them (the outbox, with its delivery attempts), held or still queued mail
   from them (its row stays, marked deleted, as the record that it was accepted), their
   survey opt-out;
