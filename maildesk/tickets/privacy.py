@@ -27,7 +27,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -174,7 +174,7 @@ def identify(conn: Connection, settings: Settings, address: str, secret: bytes) 
     kept = tuple(sorted(n.strip() for n in names
                         if n and len(n.strip()) >= MIN_WORD and n.strip().lower() != a))
     person = Person(a, kept, pseudonym(secret, a))
-    return Person(a, kept, person.token, frozenset(shared(conn, settings, person)))
+    return replace(person, shared=frozenset(shared(conn, settings, person)))
 
 
 def _templates_text(settings: Settings) -> str:
@@ -194,7 +194,7 @@ def shared(conn: Connection, settings: Settings, person: Person) -> set[str]:
     asked = {n.lower() for n in person.names} | {person.local} | \
         {w for n in person.names for w in words_of(n)}
     fixed = "\n".join([*desk_names(settings), _templates_text(settings)])
-    others = concerned(conn, person).all
+    theirs = concerned(conn, person).all
     agents = sorted(agent_addresses(settings))
     desks = or_(m.direction == "out", func.lower(m.from_addr).in_(agents))
     out = set()
@@ -208,10 +208,10 @@ def shared(conn: Connection, settings: Settings, person: Person) -> set[str]:
                 contains(m.from_name, word), contains(m.from_addr, word))),
             select(t.requester_name, t.requester).where(func.lower(t.requester) != a, or_(
                 contains(t.requester_name, word), contains(t.requester, word))),
-            select(m.subject, m.text).where(desks, not_(m.ticket_id.in_(others)), or_(
+            select(m.subject, m.text).where(desks, not_(m.ticket_id.in_(theirs)), or_(
                 contains(m.subject, word), contains(m.text, word))),
             select(o.subject).where(or_(o.ticket_id.is_(None),
-                                        not_(o.ticket_id.in_(others))),
+                                        not_(o.ticket_id.in_(theirs))),
                                     contains(o.subject, word)))
         for q in sources:
             with conn.execute(q) as rows:
