@@ -253,14 +253,22 @@ def test_erase_refuses_what_it_must_not_touch(desk_config: Callable[..., Path],
     cfg = desk_config(desk=DESK | {"agents": [{"name": "bob", "address": "bob@desk.test",
                                                "also": ["Bob@Phone.test"]}]})
     assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
-    for args, said in ((["bob@desk.test", "--yes"], b"agent"),
-                       (["BOB@phone.test", "--yes"], b"agent"),
-                       (["Support@localhost", "--yes"], b"desk's own address"),
-                       (["not-an-address", "--yes"], b"not a mail address"),
-                       (["erased-0123456789abcdef@invalid", "--yes"], b"pseudonym")):
-        r = run_cli("requester", "erase", *args, config=cfg)
-        assert r.returncode == 64 and said in r.stderr and b"Traceback" not in r.stderr, args
-        assert len(r.stderr.strip().splitlines()) == 1
+    for address, said in (("bob@desk.test", b"agent"), ("BOB@phone.test", b"agent"),
+                          ("bob+x@desk.test", b"agent"),
+                          ("Support@localhost", b"desk's own address"),
+                          ("support+md-1-abc@localhost", b"desk's own address"),
+                          ("support+status@localhost", b"desk's own address"),
+                          ("support+bounce-1-abc@localhost", b"desk's own address"),
+                          ("not-an-address", b"not a mail address"),
+                          ("erased-0123456789abcdef@invalid", b"pseudonym")):
+        # an export of the desk's or an agent's address would hold every customer's tickets
+        for args in (["erase", address, "--yes"],
+                     ["export", address, "--out", str(tmp_path / "refused.zip")]):
+            r = run_cli("requester", *args, config=cfg)
+            assert r.returncode == 64 and said in r.stderr and b"Traceback" not in r.stderr, \
+                args
+            assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "refused.zip").exists()
     r = run_cli("requester", "export", "nobody@else.test", "--out",
                 str(tmp_path / "n.zip"), config=cfg)
     assert r.returncode == 0 and b"no ticket concerns" in r.stderr
@@ -371,6 +379,11 @@ def test_erased_name_leaves_the_search_and_others_addresses_stay(
                                                 "--format", "json", config=cfg))]
     assert found("Sauder") == ["MD-2"]          # another address of the same name
     assert run_cli("requester", "erase", WHO, "--yes", config=cfg).returncode == 0
+    # a name another address uses too is not one address's to erase: the same person with
+    # two addresses is erased by each
+    assert found("Sauder") == ["MD-2"] and found("Doug") == ["MD-2"]
+    assert run_cli("requester", "erase", "dsauder@home.test", "--yes",
+                   config=cfg).returncode == 0
     assert found("Sauder") == [] and found("Doug") == []
     third = _json(run_cli("tickets", "show", "MD-3", "--format", "json", config=cfg))
     assert third["messages"][0]["text"].startswith("Hi [erased], or write to "
@@ -405,3 +418,111 @@ def test_erase_leaves_nothing_in_sqlites_wal(desk_config: Callable[..., Path],
     # (the daemon writes on meanwhile, its heartbeat say: the WAL need not be empty, only
     # free of him)
     assert not wal.exists() or not _holds(wal.read_bytes())
+
+
+# a desk that signs as "IT Service Desk" and tells its agent bob of each new ticket
+NAMED = DESK | {"name": "IT Service Desk", "queues": [{"name": "general", "group": "helpdesk"}],
+                "groups": [{"name": "helpdesk"}],
+                "agents": [{"name": "bob", "address": "bob@desk.test", "groups": ["helpdesk"]}]}
+# what an attacker chooses: a display name and a local part the desk or others use too
+SHARED_NAMES = [("IT Service Desk", "mallory@evil.test"),     # the desk's From name
+                ("Support", "support@evil.test"),             # its address's local part
+                ("the", "the@evil.test"),                     # a word of every mail
+                ("Bob", "bobby@evil.test"),                   # an agent's name
+                ("Ana Lima", "lima@evil.test"),               # another requester's name
+                ("helpdesk", "general@evil.test")]            # a group's, a queue's
+
+
+def _own_rows(cfg: Path, ticket: int) -> dict[str, int]:
+    """How many rows of each table belong to one ticket."""
+    where = {"tickets": f"id = {ticket}",
+             "inbound": f"message_pk IN (SELECT id FROM messages WHERE ticket_id = {ticket})"}
+    return {table: rows(cfg, f"SELECT count(*) FROM {table} WHERE "
+                             f"{where.get(table, f'ticket_id = {ticket}')}")[0][0]
+            for table in ("tickets", "messages", "events", "outbox", "inbound", "thread_refs",
+                          "sla_clocks")}
+
+
+def test_a_name_others_use_is_not_erased_beyond_their_tickets(
+        desk_config: Callable[..., Path], db_url: str) -> None:
+    """Erasing a person whose display name or local part the desk, an agent or another
+    requester also uses touches their own ticket only: the preview counts its rows and
+    blobs, and after the erasure every other ticket's mail and the desk's signature in it
+    are whole. (No problem proposal: it would name them by their address, and go.)"""
+    cfg = desk_config(db_url, desk=NAMED, problems={"propose": False})
+    for sender in ("Ana Lima <ana@customer.test>", "Carol Day <carol@other.test>"):
+        raw = mail(sender=sender, body="The printer says the toner is low.\n")
+        assert run_cli("ingest", config=cfg, input=raw).returncode == 0
+    assert run_cli("tickets", "reply", "MD-1", "Hello Ana, the IT Service Desk here: try "
+                   "the Support page.", "--as", "bob", config=cfg).returncode == 0
+    for name, address in SHARED_NAMES:
+        raw = mail(subject=f"Help from {address}", sender=f"{name} <{address}>")
+        assert run_cli("ingest", config=cfg, input=raw).returncode == 0
+    assert run_cli("jobs", "run", "--force", config=cfg).returncode == 0
+    maildir = load_settings(cfg).outbox_maildir
+    for name, address in SHARED_NAMES:
+        r = run_cli("requester", "erase", address, "--format", "json", config=cfg)
+        assert r.returncode == 64, r.stderr
+        plan = json.loads(r.stdout)
+        ticket = rows(cfg, f"SELECT id FROM tickets WHERE requester = '{address}'")[0][0]
+        own = _own_rows(cfg, ticket)
+        digests = rows(cfg, f"SELECT digest FROM messages WHERE ticket_id = {ticket} UNION "
+                            f"SELECT digest FROM outbox WHERE ticket_id = {ticket}")
+        assert (plan["tickets_requested"], plan["tickets_participated"]) == (1, 0), name
+        assert 0 < plan["blobs"] <= len(digests), (name, plan)
+        assert plan["messages"] == 1 and plan["outbox"] == 1, (name, plan)
+        assert all(n <= own[table] for table, n in plan["rows_rewritten"].items()), \
+            (name, plan["rows_rewritten"], own)
+    before = {p.name for p in maildir.rglob("outbox*")}
+    mallory = rows(cfg, "SELECT id FROM tickets WHERE requester = 'mallory@evil.test'")[0][0]
+    theirs = {i for (i,) in rows(cfg, f"SELECT id FROM outbox WHERE ticket_id = {mallory}")}
+    done = _json(run_cli("requester", "erase", "mallory@evil.test", "--yes", "--format",
+                         "json", config=cfg))
+    assert done["erased"] is True
+    assert rows(cfg, f"SELECT count(*) FROM messages WHERE ticket_id != {mallory} AND "
+                     f"(text LIKE '%[erased]%' OR subject LIKE '%[erased]%')")[0][0] == 0
+    assert rows(cfg, f"SELECT count(*) FROM outbox WHERE ticket_id != {mallory} AND "
+                     f"(digest = '' OR subject LIKE '%[erased]%')")[0][0] == 0
+    assert any("Ana, the IT Service Desk here: try the Support page" in m["text"]
+               for m in _json(run_cli("tickets", "show", "MD-1", "--format", "json",
+                                      config=cfg))["messages"])
+    kept = {p.name for p in maildir.rglob("outbox*")}
+    assert {n for n in before - kept if int(n[6:].split("_")[0]) not in theirs} == set()
+    signed = [p.read_bytes() for p in maildir.rglob("outbox*") if p.is_file()]
+    assert len(signed) > 3 and all(b"[erased]" not in m for m in signed)
+    assert run_cli("blobs", "verify", config=cfg).returncode == 0
+
+
+def test_outbox_of_an_erased_ticket_names_nothing_and_shows_its_copy_removed(
+        desk_config: Callable[..., Path], db_url: str) -> None:
+    """The agent's notification of the person's ticket stays, its subject erased, its
+    copy removed: `outbox show` says so, `--raw` exits 66 with one line."""
+    cfg = desk_config(db_url, desk=NAMED)
+    raw = mail(subject="Problem 0 from Anastasia: laptop zorbfrazzle",
+               sender="Anastasia Quist <anastasia@customer.test>")
+    assert run_cli("ingest", config=cfg, input=raw).returncode == 0
+    assert run_cli("jobs", "run", "--force", config=cfg).returncode == 0
+    assert run_cli("requester", "erase", "anastasia@customer.test", "--yes",
+                   config=cfg).returncode == 0
+    left = rows(cfg, "SELECT id, subject, digest, message_id FROM outbox")
+    notice, msgid = next((i, m) for i, _, d, m in left if d == "")
+    r = run_cli("outbox", "show", str(notice), config=cfg)
+    assert r.returncode == 0 and b"original removed: retention or a requester's erasure" \
+        in r.stdout, r.stderr
+    assert _json(run_cli("outbox", "show", str(notice), "--format", "json",
+                         config=cfg))["raw"] == "removed"
+    r = run_cli("outbox", "show", str(notice), "--raw", config=cfg)
+    assert r.returncode == 66 and r.stdout == b"" and b"Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and b"removed" in r.stderr
+    assert all(not re.search(r"(?i)anastasia|zorbfrazzle|laptop", s)
+               for _, s, _, _ in left), left
+    # bob's #split answers the notification whose copy went: what it answered is read from
+    # the copies; without this one, he is told so
+    from maildesk.tickets.refs import token_address
+    to = token_address(desk_key(cfg), "support@localhost", "MD-1", "bob@desk.test", "reply")
+    raw = mail(subject="Re: [MD-1] x", sender="bob <bob@desk.test>", to=to,
+               body="#split\nOn it.\n", In_Reply_To=msgid)
+    assert run_cli("ingest", "--recipient", to, config=cfg, input=raw).returncode == 0
+    assert rows(cfg, "SELECT state FROM inbound ORDER BY id DESC")[0][0] == "ticketed"
+    assert rows(cfg, "SELECT template, \"to\" FROM outbox ORDER BY id DESC")[0][0] == \
+        "command_error"

@@ -163,3 +163,31 @@ def test_no_policy_deletes_nothing(desk_config: Callable[..., Path], tmp_path: P
     assert r.returncode == 0 and b"no queue has a retention policy" in r.stdout
     assert "retention" not in run_cli("jobs", "run", "--force", "--format", "json",
                                       config=cfg).stdout.decode()
+
+
+def test_retention_deletes_the_maildir_copies_of_the_mail_it_purges(
+        desk: tuple[Path, dict[str, dict[str, str]]]) -> None:
+    """The maildir outbox holds a copy of each mail sent (the requester's address, a live
+    reply address): a purged ticket's go with it, as an erasure's do; so do a ticket's
+    whose raw mail goes. The kept tickets' stay."""
+    cfg, expected = desk
+    assert run_cli("outbox", "send", config=cfg).returncode == 0
+    maildir = load_settings(cfg).outbox_maildir
+    engine = create_engine(load_settings(cfg).database_url)
+    try:
+        with engine.connect() as conn:
+            sent = {ref: [i for (i,) in conn.execute(text(
+                "SELECT o.id FROM outbox o JOIN tickets t ON t.id = o.ticket_id "
+                "WHERE t.ref = :ref"), {"ref": ref})] for ref in expected}
+    finally:
+        engine.dispose()
+
+    def copies(ref: str) -> list[Path]:
+        return [p for i in sent[ref] for p in maildir.glob(f"*/outbox{i}_*")]
+    assert all(copies(ref) for ref in expected)
+    assert run_cli("retention", "run", config=cfg).returncode == 0
+    for ref, e in expected.items():
+        gone = e["fate"] in ("purged", "raw purged")
+        assert bool(copies(ref)) != gone, (ref, e, copies(ref))
+    left = b"".join(p.read_bytes() for p in maildir.rglob("*") if p.is_file())
+    assert b"p4@customer.test" not in left and b"p7@customer.test" not in left

@@ -147,6 +147,7 @@ def _print_ticket(t: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.text import Text
 
+    from ..store.blobs import REMOVED_BY
     from .blobs import REPAIR_HINT
     console = Console(highlight=False)
     console.print(Text(t["ref"], style="bold") + "  " + safe(t["subject"]))
@@ -169,7 +170,7 @@ def _print_ticket(t: dict[str, Any]) -> None:
                           + unproven),
                      align="left")
         if m["stored"] == "removed":
-            console.print("  [original removed: retention or a requester's erasure]",
+            console.print(f"  [original removed: {REMOVED_BY}]",
                           markup=False, style="dim")
         elif m["stored"] != "intact":
             console.print(f"  [original {m['stored']}: {REPAIR_HINT}]", markup=False,
@@ -318,7 +319,7 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     """One held mail: why it is held, its envelope and its headers (or --raw bytes)."""
     from rich.console import Console
 
-    from ..store.blobs import BlobError
+    from ..store.blobs import REMOVED_BY, BlobError, BlobRemoved
     from .blobs import REPAIR_HINT
     app = obj.app(existing=True)
     with app.sessions() as session:
@@ -328,14 +329,19 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
                  EX_NOINPUT)
         r = held[0]
         try:
-            data = app.blobs.get(r.digest, session.connection())
+            data: bytes | None = app.blobs.get(r.digest, session.connection())
+        except BlobRemoved as e:
+            if raw:
+                fail(f"held mail {id_}: {e}; its row is all there is", EX_NOINPUT)
+            data = None
         except BlobError as e:
             fail(f"{e}; {REPAIR_HINT}", EX_DATAERR)
         where = app.blobs.locate(r.digest, session.connection())
     if raw:
+        assert data is not None
         write_raw(data)
         return
-    headers = header_lines(data)
+    headers = header_lines(data) if data is not None else []
     info = {"id": r.id, "state": r.state, "reason": r.reason, "source": r.source,
             "origin": r.origin, "mail_from": r.mail_from, "rcpt_to": list(r.rcpt_to),
             "received_at": r.received_at.isoformat(), "size": r.size, "attempts": r.attempts,
@@ -348,6 +354,8 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     for k in ("id", "state", "reason", "source", "origin", "mail_from", "rcpt_to",
               "received_at", "size", "attempts", "raw"):
         console.print(f"[bold]{k.replace('_', ' ')}:[/bold] {_show(info[k])}", markup=True)
+    if data is None:
+        console.print(f"[original removed: {REMOVED_BY}]", markup=False, style="dim")
     console.print()
     for k, v in headers:
         console.print(f"{k}: {v}", markup=False)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import error_line
 from ..notify.delivery import STATUSES, count_due, deliver_due, make_transport
-from ..store.blobs import BlobError
+from ..store.blobs import REMOVED_BY, BlobError, BlobRemoved
 from ..store.models import DeliveryAttempt, OutboxMail, Ticket
 from .context import Obj
 from .lists import header_lines
@@ -108,6 +108,10 @@ def outbox_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
                 DeliveryAttempt.outbox_id == id_).order_by(DeliveryAttempt.id))]
         try:
             data: bytes | None = app.blobs.get(m.digest, session.connection())
+        except BlobRemoved as e:
+            if raw:
+                fail(f"outbox mail {id_}: {e}; its row is all there is", EX_NOINPUT)
+            data = None
         except BlobError as e:
             if raw:
                 fail(str(e), EX_DATAERR)
@@ -134,6 +138,8 @@ def _print(info: dict[str, Any]) -> None:
                  ("next attempt", info["next_attempt_at"]), ("created at", info["created_at"]),
                  ("sent at", info["sent_at"]), ("raw", info["raw"])):
         console.print(Text(f"{k}: ", style="bold") + safe("-" if v is None else str(v)))
+    if info["raw"] == "removed":
+        console.print(f"[original removed: {REMOVED_BY}]", markup=False, style="dim")
     console.print()
     for k, v in info["headers"]:
         console.print(safe(f"{k}: {v}"), markup=False)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .blobs import PROGRESS, _bar
 from .context import Obj
 from .output import EX_CANTCREAT, EX_USAGE, FORMAT, emit_json, emit_table, fail
+
+if TYPE_CHECKING:
+    from ..app import App
 
 
 @click.group()
@@ -27,6 +30,18 @@ def _address(address: str) -> str:
     if is_pseudonym(a):
         fail(f"{address} is already an erased requester's pseudonym", EX_USAGE)
     return a
+
+
+def _requester(obj: Obj, address: str) -> tuple[App, str]:
+    """The desk, and address as a requester's: never an agent's or the desk's own, also
+    with a sub-address (export and erase alike; privacy.not_a_requester())."""
+    from ..tickets.privacy import not_a_requester
+    a = _address(address)
+    app = obj.app(existing=True)
+    why = not_a_requester(app.settings, a)
+    if why:
+        fail(why, EX_USAGE)
+    return app, a
 
 
 @requester.command("export")
@@ -45,15 +60,14 @@ def requester_export(obj: Obj, address: str, out: Path | None, internal: bool,
     attachments; index.json lists it all. Recorded in the audit."""
     from ..tickets.export import export
     from ..tickets.privacy import identify, record
-    a = _address(address)
+    app, a = _requester(obj, address)
     now = datetime.now(timezone.utc)
     path = out or Path(f"requester-export-{now:%Y%m%dT%H%M%S}.zip")
     if path.exists() and not force:
         fail(f"{path}: there is a file there already; give another --out, or --force to "
              "replace it", EX_CANTCREAT)
-    app = obj.app(existing=True)
     with app.engine.begin() as conn:
-        person = identify(conn, a, app.secrets[0])
+        person = identify(conn, app.settings, a, app.secrets[0])
         try:
             done = export(conn, app.blobs, person, path, now, app.settings.desk.ref_prefix,
                           internal, force)
@@ -90,28 +104,17 @@ def requester_erase(obj: Obj, address: str, yes: bool, fmt: str,
     from ..store.search import compact
     from ..store.shred import holding
     from ..store.verify import total_bytes
-    from ..tickets.erase import erase, forget_files
+    from ..tickets.erase import erase
     from ..tickets.privacy import identify
-    a = _address(address)
-    app = obj.app(existing=True)
-    settings = app.settings
-    agents = {x.lower() for ag in settings.desk.agents for x in ag.addresses}
-    if a in agents:
-        fail(f"{a} is an agent of this desk (desk.agents, also:): take them out of the "
-             "configuration first", EX_USAGE)
-    ours = {x.lower() for x in (*settings.desk.addresses, settings.envelope_from,
-                                *settings.desk.alerts.addresses,
-                                *(x for q in settings.desk.queues for x in q.addresses),
-                                *(m.username for m in settings.imap))}
-    if a in ours:
-        fail(f"{a} is the desk's own address (desk.addresses, queues, imap, outbox): "
-             "erasing it would wreck every ticket; nothing done", EX_USAGE)
+    from ..tickets.removal import forget_files
+    app, a = _requester(obj, address)
     now = datetime.now(timezone.utc)
     bar, show = _bar("reading every stored mail", progress)
     with app.engine.connect() as conn, bar:
-        person = identify(conn, a, app.secrets[0])
+        person = identify(conn, app.settings, a, app.secrets[0])
         task = bar.add_task("scan", total=total_bytes(app.blobs, conn) if show else None)
-        found = holding(app.blobs, conn, person.needles(), lambda n: bar.advance(task, n))
+        found = holding(app.blobs, conn, [person.address], person.own_names(),
+                        lambda n: bar.advance(task, n))
     with app.engine.connect() as conn:
         tx = conn.begin()
         try:

@@ -250,10 +250,10 @@ def retention(app: App, now: datetime, dry_run: bool = False) -> list[Retained]:
         purged_at = None
         if policy.purge_after:
             purged_at = now - timedelta(seconds=parse_duration(policy.purge_after))
-            did = purge(app.engine, app.blobs, q.name, purged_at, dry_run)
+            did = purge(app.engine, app.blobs, app.settings, q.name, purged_at, dry_run)
             r.purged, r.blobs = did.tickets, did.blobs
         if policy.purge_raw_after:
-            did = purge_raw(app.engine, app.blobs, q.name, now - timedelta(
+            did = purge_raw(app.engine, app.blobs, app.settings, q.name, now - timedelta(
                 seconds=parse_duration(policy.purge_raw_after)), dry_run, purged_at)
             r.raw_purged, r.blobs = did.tickets, r.blobs + did.blobs
         done.append(r)

@@ -71,8 +71,9 @@ _LOOKUP_KEEP = _LOOKUP.with_for_update(read=True)
 HELD_PAUSE, HELD_TRIES = 0.05, 40     # a read waits up to 2 s while gc holds a loose file
 HEX = frozenset("0123456789abcdef")
 # the digest of a row whose blob was removed on purpose (store/shred.py): no sha256, so
-# nothing looks for it, and reading it is BlobMissing "was removed"
+# nothing looks for it, and reading it is BlobRemoved
 NO_BLOB = ""
+REMOVED_BY = "retention or a requester's erasure"     # who removes blobs on purpose
 
 
 def digest_of(data: bytes | memoryview) -> str:
@@ -102,6 +103,17 @@ class BlobError(OSError, MaildeskError):
 
 class BlobMissing(BlobError, FileNotFoundError):
     """Nothing was stored under this name (no loose file, index row or blob_data row)."""
+
+
+class BlobRemoved(BlobMissing):
+    """The row's blob was removed on purpose (its digest is NO_BLOB): no damage, nothing
+    to repair; a reader says so and goes on."""
+
+    def __init__(self) -> None:
+        super().__init__(NO_BLOB, f"was removed ({REMOVED_BY})", "removed")
+
+    def __str__(self) -> str:
+        return f"its stored copy was removed ({REMOVED_BY})"
 
 
 class BlobDamaged(BlobError):
@@ -174,7 +186,9 @@ class BlobStore(ABC):
 
     def get(self, digest: str, conn: Connection | None = None) -> bytes:
         """The bytes stored under digest, checked against it; BlobError names the blob,
-        where it is and the tickets that refer to it."""
+        where it is and the tickets that refer to it; BlobRemoved for NO_BLOB."""
+        if digest == NO_BLOB:
+            raise BlobRemoved()
         try:
             data, where = self._read(digest, conn)
             if digest_of(data) != digest:

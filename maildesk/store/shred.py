@@ -17,6 +17,7 @@ inbound row remains the record that the mail was accepted.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -55,16 +56,22 @@ def every_blob(store: BlobStore, conn: Connection) -> Iterator[tuple[str, bytes]
 
 
 def holding(store: BlobStore, conn: Connection, needles: Iterable[str],
+            words: Iterable[str] = (),
             advance: Callable[[int], None] = lambda n: None) -> set[str]:
-    """The digests of the blobs that hold any of needles, in any case, as written in a
-    header or a text part (an encoded word or base64 hides one: the rows that name the
-    same mail are found by address). advance: told each blob's size, for a progress bar."""
-    wanted = [n.lower().encode() for n in needles if n]
+    """The digests of the blobs that hold any of needles anywhere, or any of words whole
+    (not inside a longer word: a name "Ana" is not in "banana"), in any case, as written
+    in a header or a text part (an encoded word or base64 hides one: the rows that name
+    the same mail are found by address). advance: told each blob's size, for a progress
+    bar."""
+    forms = [re.escape(n.encode()) for n in needles if n]
+    forms += [rb"(?<!\w)" + re.escape(w.encode()) + rb"(?!\w)" for w in words if w]
+    if not forms:
+        return set()
+    wanted = re.compile(b"|".join(forms), re.IGNORECASE)
     found = set()
     for digest, data in every_blob(store, conn):
         advance(len(data))
-        lowered = data.lower()
-        if any(w in lowered for w in wanted):
+        if wanted.search(data):
             found.add(digest)
     return found
 

@@ -6,13 +6,15 @@ What goes, in one transaction:
 - their own mail: each message's text, quoted history, subject and name; its attachments
   (rows, and bytes unless others' mail has the same attachment and it does not name
   them); the raw mail;
-- on the tickets they requested, the subject (their words) and every message's quoted
-  history (it quotes them), and their survey comments;
+- on the tickets they requested, the subject (their words, also in their outgoing mail's
+  rows: agents' notifications repeat it) and every message's quoted history (it quotes
+  them), and their survey comments;
 - their address, anywhere in any text or JSON column of any table (To and Cc of others'
   mail, the tickets' requester and participants, events, the inbound queue, thread
   references, outgoing mail's recipients): replaced by the pseudonym; their display
-  names by "[erased]"; and on the tickets that concern them, their address's local part
-  as a word ("Hi dwsauder,");
+  names, as whole words, by "[erased]"; and on the tickets that concern them, their
+  address's local part as a word ("Hi dwsauder,"). A name or local part others use
+  too (the desk's, an agent's, another sender's: privacy.shared()) is left alone;
 - mail owed to them (the outbox, with its delivery attempts), held or still queued mail
   from them (its row stays, marked deleted, as the record that it was accepted), their
   survey opt-out;
@@ -51,7 +53,6 @@ from sqlalchemy import (
     update,
 )
 
-from ..config.schema import Settings
 from ..store import search
 from ..store.blobs import BlobError, BlobStore
 from ..store.models import Base
@@ -70,7 +71,7 @@ from ..store.tables import (
     T_TICKETS,
     T_TRIAGE,
 )
-from .privacy import ERASED, Concerned, Person, concerned, contains, record
+from .privacy import ERASED, MIN_WORD, Concerned, Person, concerned, contains, record, whole
 from .removal import delete_outbox, lock
 
 # tables with no person's text: ids, digests, keys
@@ -96,17 +97,20 @@ class Erasure:
                 **self.counts, "rows_rewritten": dict(sorted(self.rewritten.items()))}
 
 
-def _word(escaped: str) -> str:
-    """A local part as a word of text, not part of another address or a domain
-    (`dwsauder@zeegee.com`, `mail.dwsauder.com` are someone else's, or nobody's)."""
-    return rf"(?<![@.])\b{escaped}\b(?![\w.+-]*@)"
+def _word(text: str) -> str:
+    """A name or a local part as a word of text, not part of another word, address or
+    domain (`dwsauder@zeegee.com`, `mail.dwsauder.com` are someone else's, or nobody's)."""
+    return rf"(?<![@.]){whole(text)}(?![\w.+-]*@)"
 
 
-def _replacer(pairs: list[tuple[str, str]], words: bool = False) -> Callable[[Any], Any]:
+def _replacer(pairs: list[tuple[str, str]], form: Callable[[str], str] = whole
+              ) -> Callable[[Any], Any]:
     """A function rewriting a value (text, or JSON of lists, dicts and text, keys too):
-    each of pairs' texts, in any case, becomes its replacement; words: only whole."""
-    pattern = "|".join(_word(re.escape(a)) if words else re.escape(a) for a, _ in pairs)
-    found = re.compile(pattern, re.IGNORECASE)
+    each of pairs' texts, in any case, becomes its replacement where form (a pattern of
+    the text: whole, _word, re.escape) finds it. No pairs: the value as it is."""
+    if not pairs:
+        return lambda value: value
+    found = re.compile("|".join(form(a) for a, _ in pairs), re.IGNORECASE)
     by = {a.lower(): b for a, b in pairs}
 
     def fix(value: Any) -> Any:
@@ -163,14 +167,16 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
 
     requested = out.found.requested
     subjects = [s for s in conn.execute(select(t.subject).where(t.id.in_(requested)))
-                .scalars() if s and len(s.strip()) >= 3 and s != ERASED]
+                .scalars() if s and len(s.strip()) >= MIN_WORD and s != ERASED]
     conn.execute(update(T_TICKETS).where(t.id.in_(requested)).values(
         subject=ERASED, requester_name=None))
     conn.execute(update(T_MESSAGES).where(m.ticket_id.in_(requested)).values(quoted=""))
-    if subjects:       # acknowledgements and replies repeat it
+    if subjects:       # acknowledgements, replies and agents' notifications repeat it
         fix = _replacer([(s, ERASED) for s in subjects])
+        o = T_OUTBOX.c
         _rewrite(conn, T_MESSAGES, m.ticket_id.in_(requested), [m.subject, m.text], fix)
         _rewrite(conn, T_EVENTS, T_EVENTS.c.ticket_id.in_(requested), [T_EVENTS.c.data], fix)
+        _rewrite(conn, T_OUTBOX, o.ticket_id.in_(requested), [o.subject, o.last_error], fix)
     conn.execute(update(T_SURVEYS).where(T_SURVEYS.c.ticket_id.in_(requested))
                  .values(comment=None))
 
@@ -186,8 +192,11 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
         func.lower(T_OPT_OUTS.c.address) == a)).rowcount
 
     touched: set[int] = set()      # messages rewritten below
-    pairs = [(n, person.token if n == a else ERASED) for n in person.needles()]
-    everywhere = _replacer(pairs)
+    address = _replacer([(a, person.token)], re.escape)
+    names = _replacer([(n, ERASED) for n in person.own_names()], _word)
+
+    def everywhere(value: Any) -> Any:
+        return names(address(value))
     for table in Base.metadata.sorted_tables:
         if table.name in UNTOUCHED:
             continue
@@ -195,7 +204,7 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
         if not columns:
             continue
         changed = _rewrite(conn, table, or_(*(contains(c, n) for c in columns
-                                               for n, _ in pairs)), columns, everywhere)
+                                               for n in person.needles())), columns, everywhere)
         if changed:
             out.rewritten[table.name] = len(changed)
         if table is T_MESSAGES:     # a name in others' mail too: searched no more
@@ -235,10 +244,11 @@ def erase(conn: Connection, store: BlobStore, person: Person, now: datetime, hol
 
 def _local_part(conn: Connection, person: Person, found: Concerned) -> None:
     """Their address's local part as a word, on the tickets that concern them: a greeting,
-    a signature. (Elsewhere the same word may be anyone's.)"""
-    if len(person.local) < 3:
+    a signature. (Elsewhere the same word may be anyone's.) Not one others use too
+    ("support", an agent's name: privacy.shared())."""
+    if not person.theirs(person.local):
         return
-    fix = _replacer([(person.local, ERASED)], words=True)
+    fix = _replacer([(person.local, ERASED)], _word)
     ids = found.all
     for table, where in ((T_TICKETS, T_TICKETS.c.id.in_(ids)),
                          (T_MESSAGES, T_MESSAGES.c.ticket_id.in_(ids)),
@@ -252,9 +262,9 @@ def _local_in_blobs(conn: Connection, store: BlobStore, person: Person,
                     found: Concerned) -> set[str]:
     """The stored mail of the tickets that concern them (messages, attachments, outgoing
     mail) that names their local part as a word: an agent's note, a greeting."""
-    if len(person.local) < 3:
+    if not person.theirs(person.local):
         return set()
-    word = re.compile(_word(re.escape(person.local)).encode(), re.IGNORECASE)
+    word = re.compile(_word(person.local).encode(), re.IGNORECASE)
     m, at, o = T_MESSAGES.c, T_ATTACH.c, T_OUTBOX.c
     ids = found.all
     digests = set(conn.execute(select(m.digest).where(m.ticket_id.in_(ids))).scalars())
@@ -275,8 +285,7 @@ def _local_in_blobs(conn: Connection, store: BlobStore, person: Person,
 def _words_of_models(conn: Connection, person: Person, out: Erasure) -> None:
     """Their words out of the problem proposals' shared words, and triage models whose
     vocabulary has them deleted (the next training makes one without them)."""
-    words = {person.local, *(w.lower() for n in person.names for w in re.findall(r"\w+", n)
-                             if len(w) >= 3)}
+    words = person.words()
     p = T_PROPOSALS.c
     for pid, said in conn.execute(select(p.id, p.words)).all():
         kept = [w for w in said if str(w).lower() not in words]
@@ -293,17 +302,3 @@ def _words_of_models(conn: Connection, person: Person, out: Erasure) -> None:
             gone.append(mid)
     out.counts["triage_models"] = conn.execute(delete(T_TRIAGE).where(
         T_TRIAGE.c.id.in_(gone))).rowcount
-
-
-def forget_files(settings: Settings, outbox: list[int]) -> None:
-    """After the commit: the similar tickets' cached vectors (they name subjects and words;
-    made again on use), and with `outbox.transport: maildir` the copies of the mail the
-    desk wrote there for the outbox rows removed. (Mail handed to a relay has left the
-    desk.)"""
-    (settings.data_dir / "similar.npz").unlink(missing_ok=True)
-    if settings.outbox.transport != "maildir":
-        return
-    for sub in ("new", "cur", "tmp"):
-        for i in outbox:
-            for path in (settings.outbox_maildir / sub).glob(f"outbox{i}_*"):
-                path.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, delete, select, text, update
 
+from ..config.schema import Settings
 from ..store.references import referrers
 from ..store.search import unindex_messages
 from ..store.tables import (
@@ -91,3 +92,17 @@ def unused(conn: Connection, digests: Iterable[str], going: set[str]) -> set[str
     uses = referrers(conn, digests)
     return {d for d in digests
             if all(u["kind"] == "inbound" or u["ticket"] in going for u in uses.get(d, []))}
+
+
+def forget_files(settings: Settings, outbox: list[int]) -> None:
+    """After the commit: the similar tickets' cached vectors (they name subjects and words;
+    made again on use), and with `outbox.transport: maildir` the copies of the mail the
+    desk wrote there for the outbox rows removed or whose mail was (a requester's erasure,
+    retention). (Mail handed to a relay has left the desk.)"""
+    (settings.data_dir / "similar.npz").unlink(missing_ok=True)
+    if settings.outbox.transport != "maildir":
+        return
+    for sub in ("new", "cur", "tmp"):
+        for i in outbox:
+            for path in (settings.outbox_maildir / sub).glob(f"outbox{i}_*"):
+                path.unlink(missing_ok=True)

@@ -7,8 +7,10 @@ any closing is.
 A ticket's age here is the time since its last change (updated_at) while it is closed:
 a reopened ticket is not closed, and a reply to a closed one opens a new ticket or
 reopens it (queue on_closed_reply), which changes it. Tickets are taken in batches of
-BATCH, each batch one transaction, the blobs wiped after its commit; a dry run makes the
-same changes and rolls each batch back, so it counts exactly what a run would do.
+BATCH, each batch one transaction, the blobs wiped after its commit, and the copies of
+their outgoing mail in the maildir outbox deleted (removal.forget_files(), as an
+erasure does); a dry run makes the same changes and rolls each batch back, so it counts
+exactly what a run would do.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, select
 
+from ..config.schema import Settings
 from ..store.blobs import NO_BLOB, BlobStore
 from ..store.shred import drop
 from ..store.tables import T_MESSAGES, T_OUTBOX, T_TICKETS
-from .removal import delete_tickets, lock, unused
+from .removal import delete_tickets, forget_files, lock, unused
 
 BATCH = 500
 
@@ -37,10 +40,12 @@ def closed_before(queue: str, cutoff: datetime) -> ColumnElement[bool]:
     return and_(t.queue == queue, t.status == "closed", t.updated_at <= cutoff)
 
 
-def _batches(engine: Engine, store: BlobStore, where: ColumnElement[bool], dry_run: bool,
+def _batches(engine: Engine, store: BlobStore, settings: Settings,
+             where: ColumnElement[bool], dry_run: bool,
              work: Callable[[Connection, list[int], set[str]], set[str]]) -> Done:
     """work(conn, ids, refs) -> digests that may go, on each batch of tickets matching
-    where, oldest id first; their blobs dropped, and wiped after the commit."""
+    where, oldest id first; their blobs dropped, and wiped after the commit with the
+    maildir copies of the tickets' outgoing mail."""
     done, after = Done(), 0
     t = T_TICKETS.c
     while True:
@@ -53,6 +58,8 @@ def _batches(engine: Engine, store: BlobStore, where: ColumnElement[bool], dry_r
                 if not found:
                     return done
                 ids, refs = [i for i, _ in found], {r for _, r in found}
+                sent = list(conn.execute(select(T_OUTBOX.c.id).where(
+                    T_OUTBOX.c.ticket_id.in_(ids))).scalars())
                 dropped = drop(store, conn, work(conn, ids, refs))
             except BaseException:
                 tx.rollback()
@@ -62,22 +69,24 @@ def _batches(engine: Engine, store: BlobStore, where: ColumnElement[bool], dry_r
             else:
                 tx.commit()
                 dropped.wipe()
+                forget_files(settings, sent)
         done.tickets += len(ids)
         done.blobs += len(dropped.digests)
         after = ids[-1]
 
 
-def purge(engine: Engine, store: BlobStore, queue: str, cutoff: datetime,
+def purge(engine: Engine, store: BlobStore, settings: Settings, queue: str, cutoff: datetime,
           dry_run: bool = False) -> Done:
     """Delete queue's tickets closed since before cutoff, with what hangs off them and the
     blobs no other ticket uses."""
     def work(conn: Connection, ids: list[int], refs: set[str]) -> set[str]:
         return unused(conn, delete_tickets(conn, ids), refs)
-    return _batches(engine, store, closed_before(queue, cutoff), dry_run, work)
+    return _batches(engine, store, settings, closed_before(queue, cutoff), dry_run, work)
 
 
-def purge_raw(engine: Engine, store: BlobStore, queue: str, cutoff: datetime,
-              dry_run: bool = False, purged_at: datetime | None = None) -> Done:
+def purge_raw(engine: Engine, store: BlobStore, settings: Settings, queue: str,
+              cutoff: datetime, dry_run: bool = False, purged_at: datetime | None = None
+              ) -> Done:
     """Drop the raw mails (received and sent) of queue's tickets closed since before
     cutoff: the messages keep their text, the attachments their bytes, the events stay.
     Counts the tickets that still had raw mail. purged_at: purge()'s cutoff, when it runs
@@ -92,4 +101,4 @@ def purge_raw(engine: Engine, store: BlobStore, queue: str, cutoff: datetime,
     where = and_(closed_before(queue, cutoff), has_raw)
     if purged_at is not None:
         where = and_(where, T_TICKETS.c.updated_at > purged_at)
-    return _batches(engine, store, where, dry_run, work)
+    return _batches(engine, store, settings, where, dry_run, work)
