@@ -112,6 +112,14 @@ def test_retention_dry_run_then_run_does_exactly_the_policy(
     assert dry["dry_run"] is True and len(dry["queues"]) == 1      # hr has no policy
     got = dry["queues"][0]
     assert {k: got[k] for k in want} == want and got["blobs"] > 0
+    # which tickets, to check before anything irreversible
+    assert sorted(got["purged_refs"]) == sorted(
+        r for r, e in expected.items() if e["fate"] == "purged")
+    assert sorted(got["raw_purged_refs"]) == sorted(
+        r for r, e in expected.items() if e["fate"] == "raw purged")
+    said = run_cli("retention", "run", "--dry-run", config=cfg).stdout.decode()
+    assert all(f"general: would delete {r}" in said or f", {r}" in said
+               for r in got["purged_refs"]), said
     assert snapshot(cfg) == before, "a dry run changed something"
 
     done = _json(run_cli("retention", "run", "--format", "json", config=cfg))
@@ -152,7 +160,8 @@ def test_retention_dry_run_then_run_does_exactly_the_policy(
     # run again: nothing left to do (the tickets it closed were changed today)
     again = _json(run_cli("retention", "run", "--format", "json", config=cfg))
     assert again["queues"] == [{"queue": "general", "closed": 0, "raw_purged": 0,
-                                "purged": 0, "blobs": 0}]
+                                "purged": 0, "blobs": 0, "purged_refs": [],
+                                "raw_purged_refs": []}]
 
 
 def test_no_policy_deletes_nothing(desk_config: Callable[..., Path], tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import click
 from .context import Obj
 from .output import FORMAT, emit_json, emit_table
 
+SHOWN = 20      # refs a dry run names per queue and step in its table output
+
 
 @click.group()
 def retention() -> None:
@@ -35,8 +37,17 @@ def retention_run(obj: Obj, dry_run: bool, fmt: str) -> None:
     emit_table(rows, ["queue", "closed", "raw_purged", "purged", "blobs"],
                empty="no queue has a retention policy (desk.queues[].retention): nothing "
                      "is closed or deleted")
-    if dry_run and rows:
-        click.echo("nothing changed: that is what `maildesk retention run` would do", err=True)
+    if dry_run:
+        for r in done:
+            for refs, what in ((r.purged_refs, "delete"),
+                               (r.raw_purged_refs, "drop the raw mail of")):
+                if refs:
+                    more = f" and {len(refs) - SHOWN:,} more (--format json lists them)" \
+                        if len(refs) > SHOWN else ""
+                    click.echo(f"{r.queue}: would {what} {', '.join(refs[:SHOWN])}{more}")
+        if rows:
+            click.echo("nothing changed: that is what `maildesk retention run` would do",
+                       err=True)
 
 
 COMMANDS = [retention]

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
@@ -221,6 +221,8 @@ class Retained:
     raw_purged: int = 0      # tickets whose raw mails went
     purged: int = 0          # tickets deleted
     blobs: int = 0
+    purged_refs: list[str] = field(default_factory=list)       # which, for a dry run's
+    raw_purged_refs: list[str] = field(default_factory=list)   # reader to check first
 
     def said(self) -> str:
         return (f"{self.queue}: {self.closed} closed, {self.raw_purged} raw purged, "
@@ -251,11 +253,11 @@ def retention(app: App, now: datetime, dry_run: bool = False) -> list[Retained]:
         if policy.purge_after:
             purged_at = now - timedelta(seconds=parse_duration(policy.purge_after))
             did = purge(app.engine, app.blobs, app.settings, q.name, purged_at, dry_run)
-            r.purged, r.blobs = did.tickets, did.blobs
+            r.purged, r.blobs, r.purged_refs = did.tickets, did.blobs, did.refs
         if policy.purge_raw_after:
             did = purge_raw(app.engine, app.blobs, app.settings, q.name, now - timedelta(
                 seconds=parse_duration(policy.purge_raw_after)), dry_run, purged_at)
-            r.raw_purged, r.blobs = did.tickets, r.blobs + did.blobs
+            r.raw_purged, r.blobs, r.raw_purged_refs = did.tickets, r.blobs + did.blobs, did.refs
         done.append(r)
     counts = {k: sum(getattr(r, k) for r in done)
               for k in ("closed", "raw_purged", "purged", "blobs")}

@@ -15,7 +15,7 @@ exactly what a run would do.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, select
@@ -33,6 +33,7 @@ BATCH = 500
 class Done:
     tickets: int = 0
     blobs: int = 0
+    refs: list[str] = field(default_factory=list)   # the tickets, oldest first
 
 
 def closed_before(queue: str, cutoff: datetime) -> ColumnElement[bool]:
@@ -71,6 +72,7 @@ def _batches(engine: Engine, store: BlobStore, settings: Settings,
                 dropped.wipe()
                 forget_files(settings, sent)
         done.tickets += len(ids)
+        done.refs += [r for _, r in found]
         done.blobs += len(dropped.digests)
         after = ids[-1]
 
