@@ -80,6 +80,7 @@ class Peer:
     run: Callable[[], tuple[float, int]]
     made: Callable[[], tuple[int, str]]
     secs: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     tickets: list[int] = field(default_factory=list)
@@ -118,6 +119,17 @@ def threading(work: Path, ticket_of: dict[str, int]) -> str:
 def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(db) as c:
         return c.execute(sql).fetchall()
+
+
+def cpu_of(f: Callable[[], Any]) -> tuple[Any, float]:
+    """f's result and the CPU seconds (user + system) of the child processes it waited for:
+    a child's figure counts its own reaped children, so run_child's launcher reports the
+    whole process tree. CPU time moves less than wall time when others load the machine."""
+    before = os.times()
+    result = f()
+    after = os.times()
+    return result, (after.children_user + after.children_system
+                    - before.children_user - before.children_system)
 
 
 def checked(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, int]:
@@ -215,22 +227,29 @@ def helpdesk(tmp: Path, work: Path) -> Peer:
                 "django-helpdesk", work, run, made)
 
 
-def verdict(peers: list[Peer], md_secs: list[float]) -> str:
+def verdict(peers: list[Peer], md_secs: list[float], md_cpu: list[float]) -> str:
     """The paragraph under the table: the paired ratios in words, and what they hide."""
-    said = [f"{statistics.median([s / t for s, t in zip(p.secs, md_secs)]):.1f} times "
-            f"the rate of {p.short}" for p in peers]
-    return ((f"Paired round by round, maildesk ingests at {', '.join(said)}. " if said else "")
-            + "Roundup registers each new sender and hashes a password for it (and, says "
+    med = statistics.median
+    said = []
+    for p in peers:
+        wall = [s / t for s, t in zip(p.secs, md_secs)]
+        cpu = [c / t for c, t in zip(p.cpu, md_cpu)]
+        said.append(f"{med(wall):.1f} times the rate of {p.short} (per round "
+                    f"{min(wall):.1f}-{max(wall):.1f}), which spends {med(cpu):.1f} times maildesk's "
+                    f"CPU per mail (per round {min(cpu):.1f}-{max(cpu):.1f})")
+    return ((f"Paired round by round, maildesk ingests at {'; '.join(said)}. " if said else "")
+            + "The machine's two cores are shared with other work, which comes and goes "
+            "within a round: hence the per-round spread, and CPU time, which such load "
+            "touches less than wall time, beside it. "
+            "Roundup registers each new sender and hashes a password for it (and, says "
             "PEERS.md, reopens its database for each message); the cheap-hashing row shows "
-            "what is left without the hashing. django-helpdesk "
-            "reads the directory in `os.listdir` order, not by date, so a reply read before "
-            "the first message of its thread opens a ticket of its own: its ticket count "
-            "above the number of threads is that, not a timing artefact. Outgoing mail: "
-            "maildesk composes and stores an acknowledgement per ticket; Roundup writes what "
-            "it sends to a file (`[mail] debug`), django-helpdesk hands it to Django's "
-            "in-memory mail backend. "
-            "Two shared cores: absolute rates move with the machine's load from hour to "
-            "hour, the per-round ratios much less.")
+            "what is left without the hashing. django-helpdesk reads the directory in "
+            "`os.listdir` order, not by date, so a reply read before the first message of "
+            "its thread opens a ticket of its own: its ticket count above the number of "
+            "threads is that. Roundup threaded every reply. Outgoing mail: maildesk "
+            "composes and stores an acknowledgement per ticket; Roundup writes what it sends "
+            "to a file (`[mail] debug`), django-helpdesk hands it to Django's in-memory mail "
+            "backend.")
 
 
 def main() -> int:
@@ -264,31 +283,39 @@ def main() -> int:
             print(f"skipped {skipped[-1]}", flush=True)
 
     md_secs: list[float] = []
+    md_cpu: list[float] = []
     md_rss: list[int] = []
     bare: list[float] = []
+    bare_cpu: list[float] = []
     md_check = ""
     for i in range(args.rounds):
-        tb, _rb, _o, _e, _c = run_child([sys.executable, "-c", BARE, str(ours / "mbox")], tmp)
+        (tb, _rb, _o, _e, _c), cb = cpu_of(
+            lambda: run_child([sys.executable, "-c", BARE, str(ours / "mbox")], tmp))
         bare.append(tb)
-        t, r, md_check = ingest(tmp, ours, counts, None)
+        bare_cpu.append(cb)
+        (t, r, md_check), c = cpu_of(lambda: ingest(tmp, ours, counts, None))
         md_secs.append(t)
+        md_cpu.append(c)
         md_rss.append(r)
         line = [f"round {i + 1}: bare parse {args.n / tb:.0f} msgs/s, "
-                f"maildesk {args.n / t:.0f} msgs/s ({r / 1024:.0f} MiB)"]
+                f"maildesk {args.n / t:.0f} msgs/s ({r / 1024:.0f} MiB, "
+                f"{c / args.n * 1000:.1f} ms CPU/msg)"]
         for p in list(peers):
             try:
-                s, rss = p.run()
+                (s, rss), c = cpu_of(p.run)
             except RuntimeError as e:
                 skipped.append(f"{p.name}: run failed in round {i + 1} ({e})")
                 print(f"skipped {skipped[-1]}", flush=True)
                 peers.remove(p)
                 continue
             p.secs.append(s)
+            p.cpu.append(c)
             p.rss.append(rss)
             made, check = p.made()
             p.tickets.append(made)
             p.checks.append(check)
             line.append(f"{p.name} {args.n / s:.1f} msgs/s ({rss / 1024:.0f} MiB, "
+                        f"{c / args.n * 1000:.1f} ms CPU/msg, "
                         f"{made} tickets; {check})")
         print("; ".join(line), flush=True)
 
@@ -296,22 +323,25 @@ def main() -> int:
     threads = counts["new_requests"]
     med = statistics.median
 
-    def row(label: str, secs: list[float], rss: str, over_us: str, tickets: str) -> str:
+    def row(label: str, secs: list[float], cpu: list[float], rss: str, tickets: str) -> str:
         share = med([b / s for b, s in zip(bare, secs)])
-        return (f"| {label} | {args.n / med(secs):.1f} | {med(secs):.1f} | {rss} | "
-                f"{share * 100:.1f} % | {over_us} | {tickets} |\n")
+        wall = med([s / t for s, t in zip(secs, md_secs)])
+        work = med([c / t for c, t in zip(cpu, md_cpu)])
+        return (f"| {label} | {args.n / med(secs):.1f} | {med(secs):.1f} | "
+                f"{med(cpu) / args.n * 1000:.1f} | {rss} | {share * 100:.1f} % | "
+                f"{wall:.1f}x | {work:.1f}x | {tickets} |\n")
 
-    table = ("| system | msgs/s | seconds | peak RSS | share of a bare parse's speed | "
-             "maildesk's speed over it | tickets (threads) |\n"
-             "|---|---:|---:|---:|---:|---:|---|\n"
-             + row("`maildesk ingest`", md_secs, f"{med(md_rss) / 1024:.0f} MiB", "1",
+    table = ("| system | msgs/s | seconds | CPU ms/msg | peak RSS | share of a bare parse's "
+             "speed | maildesk's speed over it | maildesk's CPU per mail under it | "
+             "tickets (threads) |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+             + row("`maildesk ingest`", md_secs, md_cpu, f"{med(md_rss) / 1024:.0f} MiB",
                    f"{md_tickets} ({threads}); {md_check}"))
     for p in peers:
-        over = med([s / t for s, t in zip(p.secs, md_secs)])
-        table += row(p.label, p.secs, f"{med(p.rss) / 1024:.0f} MiB", f"{over:.1f}x",
+        table += row(p.label, p.secs, p.cpu, f"{med(p.rss) / 1024:.0f} MiB",
                      f"{p.tickets[-1]} ({threads}); {p.checks[-1]}")
     table += (f"| bare mail-parser parse, no storage | {args.n / med(bare):.0f} | "
-              f"{med(bare):.1f} | - | 100 % | - | - |\n")
+              f"{med(bare):.1f} | {med(bare_cpu) / args.n * 1000:.1f} | - | 100 % | - | - "
+              f"| - |\n")
     notes = "".join(f"Skipped {s}.\n" for s in skipped)
     section = (
         f"## Against the peers, paired (`python3 bench/peers.py --n {args.n} "
@@ -321,15 +351,16 @@ def main() -> int:
         f"{args.rounds} round{'s' if args.rounds > 1 else ''}, each running every system "
         f"one after the other, whole process, from a fresh database copied from one set up "
         f"before the clock starts. "
-        f"Absolute figures are medians of the runs; the two ratio columns are medians of "
-        f"the per-round ratios (maildesk's msgs/s over the peer's, the system's msgs/s over "
-        f"the bare parse's in the same round).\n\n"
+        f"Absolute figures are medians of the runs; CPU is user + system time of the whole "
+        f"process tree. The three ratio columns are medians of the per-round ratios (the "
+        f"system's msgs/s over the bare parse's, maildesk's msgs/s over the system's, the "
+        f"system's CPU time over maildesk's, in the same round).\n\n"
         + table + "\n" + notes
         + "Runs (msgs/s): maildesk "
         + ", ".join(f"{args.n / x:.0f}" for x in md_secs)
         + "".join(f"; {p.name} " + ", ".join(f"{args.n / x:.1f}" for x in p.secs)
                   for p in peers)
-        + ".\n\n" + verdict(peers, md_secs) + "\n")
+        + ".\n\n" + verdict(peers, md_secs, md_cpu) + "\n")
     publish(args.out, "## Against the peers", section, tmp)
     return 0
 
