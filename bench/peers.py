@@ -235,8 +235,8 @@ def verdict(peers: list[Peer], md_secs: list[float], md_cpu: list[float]) -> str
         wall = [s / t for s, t in zip(p.secs, md_secs)]
         cpu = [c / t for c, t in zip(p.cpu, md_cpu)]
         said.append(f"{med(wall):.1f} times the rate of {p.short} (per round "
-                    f"{min(wall):.1f}-{max(wall):.1f}), which spends {med(cpu):.1f} times maildesk's "
-                    f"CPU per mail (per round {min(cpu):.1f}-{max(cpu):.1f})")
+                    f"{min(wall):.1f}-{max(wall):.1f}), which spends {med(cpu):.1f} times "
+                    f"maildesk's CPU per mail (per round {min(cpu):.1f}-{max(cpu):.1f})")
     return ((f"Paired round by round, maildesk ingests at {'; '.join(said)}. " if said else "")
             + "The machine's two cores are shared with other work, which comes and goes "
             "within a round: hence the per-round spread, and CPU time, which such load "
