@@ -237,16 +237,22 @@ def verdict(peers: list[Peer], md_secs: list[float], md_cpu: list[float]) -> str
         said.append(f"{med(wall):.1f} times the rate of {p.short} (per round "
                     f"{min(wall):.1f}-{max(wall):.1f}), which spends {med(cpu):.1f} times "
                     f"maildesk's CPU per mail (per round {min(cpu):.1f}-{max(cpu):.1f})")
+    idle = ", ".join(f"{p.short} {100 - 100 * med(p.cpu) / med(p.secs):.0f} %"
+                     for p in peers)
     return ((f"Paired round by round, maildesk ingests at {'; '.join(said)}. " if said else "")
             + "The machine's two cores are shared with other work, which comes and goes "
             "within a round: hence the per-round spread, and CPU time, which such load "
-            "touches less than wall time, beside it. "
+            "touches less than wall time, beside it. Share of the wall time not spent on a "
+            f"CPU: maildesk {100 - 100 * med(md_cpu) / med(md_secs):.0f} % (two processes: "
+            f"its CPU time can exceed its wall time), {idle}: waiting for the cores or "
+            "the disk, which this script does not tell apart (PEERS.md found the peers "
+            "CPU-bound, with cheap fsync, on a quieter machine). "
             "Roundup registers each new sender and hashes a password for it (and, says "
             "PEERS.md, reopens its database for each message); the cheap-hashing row shows "
             "what is left without the hashing. django-helpdesk reads the directory in "
             "`os.listdir` order, not by date, so a reply read before the first message of "
             "its thread opens a ticket of its own: its ticket count above the number of "
-            "threads is that. Roundup threaded every reply. Outgoing mail: maildesk "
+            "threads is that. Outgoing mail: maildesk "
             "composes and stores an acknowledgement per ticket; Roundup writes what it sends "
             "to a file (`[mail] debug`), django-helpdesk hands it to Django's in-memory mail "
             "backend.")
