@@ -14,7 +14,20 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-GEN = ROOT.parent / "shared" / "bench" / "gen_workload.py"
+
+
+def _generator() -> Path:
+    """The shared workload generator beside the checkout; a git worktree kept elsewhere
+    (its .git a file naming the main checkout's) finds it beside the main checkout."""
+    gen = ROOT.parent / "shared" / "bench" / "gen_workload.py"
+    dotgit = ROOT / ".git"
+    if not gen.exists() and dotgit.is_file():
+        main = Path(dotgit.read_text().split("gitdir:", 1)[1].strip()).parents[2]
+        gen = main.parent / "shared" / "bench" / "gen_workload.py"
+    return gen
+
+
+GEN = _generator()
 
 
 def prepare(doc: str, default_n: int, prefix: str
