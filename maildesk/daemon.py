@@ -360,12 +360,12 @@ class Daemon:
         say.status("joining the desk's nodes")
         self._join()
         self.heartbeat.start()
-        server = None
+        listening = None
         if s.smtp.enabled:
             self._fit_sessions()
             say.status(f"binding the SMTP listener to {s.smtp.host}:{s.smtp.port}")
             try:
-                server = await smtp.start(self.app, self.ingest.wake.set, self.sessions)
+                listening = await smtp.start(self.app, self.ingest.wake.set, self.sessions)
             except OSError as e:
                 raise _unlistenable(f"{s.smtp.host}:{s.smtp.port}", e) from None
         turning = None
@@ -390,7 +390,7 @@ class Daemon:
             raise _unlistenable(f"{s.monitor.host}:{s.monitor.port} (monitoring)", e) from None
         if monitor is not None:
             monitor.start()
-        where = f"smtp://{s.smtp.host}:{s.smtp.port}" if server else "no SMTP listener"
+        where = f"smtp://{s.smtp.host}:{s.smtp.port}" if listening else "no SMTP listener"
         outbox = (f"maildir {s.outbox_maildir}" if s.outbox.transport == "maildir"
                   else f"relay {s.outbox.relay.host}:{s.outbox.relay.port}")
         mailboxes = f"; imap: {', '.join(b.name for b in s.imap)}" if s.imap else ""
@@ -403,8 +403,8 @@ class Daemon:
         say.stopping(f"stopping: finishing {len(self.sessions)} open SMTP session(s)")
         if turning is not None:
             turning.cancel()
-        if server is not None:
-            await smtp.stop(server, self.sessions, s.smtp.shutdown_grace)
+        if listening is not None:
+            await smtp.stop(listening, self.sessions, s.smtp.shutdown_grace)
         if ratings is not None:
             await asyncio.to_thread(ratings.shutdown)
         if monitor is not None:

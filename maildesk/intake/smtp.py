@@ -23,15 +23,20 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Session, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from sqlalchemy import Engine
 
+from ..config.schema import Settings
 from ..errors import error_line, expected
 from ..logs import domain_of
 from ..logthrottle import LogThrottle
 from ..mail.parse import base_address
+from ..store.blobs import BlobStore
+from ..store.db import make_engine
 from ..store.handle import Store
 from .inbound import Envelope, accept
 
@@ -43,13 +48,24 @@ log = logging.getLogger("maildesk.smtp")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+@dataclass(frozen=True)
+class Writer:
+    """The store as the SMTP path writes it: the App's settings and blobs, its own engine."""
+
+    settings: Settings
+    engine: Engine
+    blobs: BlobStore
+
+
 class Committer:
     """The SMTP sessions' mails, stored in groups (accept()): each session awaits its own
     mail's inbound id, which comes only after the commit that holds it. Runs on the event
     loop (its queue needs no lock); the writing is done in the loop's executor."""
 
     def __init__(self, app: Store, most: int = 64) -> None:
-        self.app = app
+        # its own engine, whose commits leave checkpoints to the worker's (store/db.py)
+        self.engine = make_engine(app.settings.database_url, checkpoints=False)
+        self.app: Store = Writer(app.settings, self.engine, app.blobs)
         self.most = most
         self._waiting: list[tuple[bytes, Envelope, asyncio.Future[int]]] = []
         self._writing: asyncio.Task[None] | None = None   # held: the loop keeps tasks weakly
@@ -335,8 +351,15 @@ class Listener(SMTP):
             self.transport.close()
 
 
-async def start(app: Store, on_accept: Callable[[], None],
-                sessions: Sessions) -> asyncio.AbstractServer:
+@dataclass(frozen=True)
+class Listening:
+    """A started listener: its server, and the committer whose engine stop() disposes."""
+
+    server: asyncio.AbstractServer
+    committer: Committer
+
+
+async def start(app: Store, on_accept: Callable[[], None], sessions: Sessions) -> Listening:
     s = app.settings.smtp
     handler = Handler(app, on_accept)
     loop = asyncio.get_running_loop()
@@ -347,11 +370,12 @@ async def start(app: Store, on_accept: Callable[[], None],
                          hostname=app.settings.desk.domain, ident="maildesk ESMTP"),
         host=s.host, port=s.port)
     sessions.start_reports()
-    return server
+    return Listening(server, handler.committer)
 
 
-async def stop(server: asyncio.AbstractServer, sessions: Sessions, grace: float) -> None:
+async def stop(listening: Listening, sessions: Sessions, grace: float) -> None:
     """Stop accepting; let open transactions finish for `grace` seconds; 421 the rest."""
+    server = listening.server
     server.close()
     for s in [s for s in sessions if not s.busy]:
         await s.shut()
@@ -362,3 +386,4 @@ async def stop(server: asyncio.AbstractServer, sessions: Sessions, grace: float)
         await s.shut()
     sessions.stop_reports()
     await server.wait_closed()
+    listening.committer.engine.dispose()

@@ -63,7 +63,11 @@ def shown_url(url: str | URL) -> str:
     return u.set(query=query).render_as_string(hide_password=True)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, checkpoints: bool = True, **kwargs: Any) -> Engine:
+    """checkpoints=False (SQLite): this engine's commits never copy the WAL back into the
+    database file (wal_autocheckpoint=0), which takes a commit from milliseconds to most of
+    a second; the SMTP listener's, so that a sender never waits for it: the worker's
+    commits, on the App's engine, checkpoint as usual."""
     if url.startswith("sqlite"):
         _private_sqlite_file(url)
         engine = create_engine(
@@ -78,6 +82,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if not checkpoints:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")
