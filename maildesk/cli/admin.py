@@ -30,8 +30,8 @@ def db_upgrade(obj: Obj) -> None:
         writable_dir(settings.data_dir)
     except DataDirError as e:
         fail(str(e), EX_CANTCREAT)
-    engine = make_engine(settings.database_url)
     from sqlalchemy.exc import SQLAlchemyError
+    engine = make_engine(settings.database_url)
     try:
         before, after = migrate.upgrade(engine)
     except SQLAlchemyError as e:   # the database is down, refused us, or holds what a step

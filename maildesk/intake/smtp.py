@@ -65,7 +65,7 @@ class Committer:
     def __init__(self, app: Store, most: int = 64) -> None:
         # its own engine, whose commits leave checkpoints to the worker's (store/db.py)
         self.engine = make_engine(app.settings.database_url, checkpoints=False)
-        self.app: Store = Writer(app.settings, self.engine, app.blobs)
+        self.store: Store = Writer(app.settings, self.engine, app.blobs)
         self.most = most
         self._waiting: list[tuple[bytes, Envelope, asyncio.Future[int]]] = []
         self._writing: asyncio.Task[None] | None = None   # held: the loop keeps tasks weakly
@@ -101,7 +101,7 @@ class Committer:
 
     async def _store(self, group: list[tuple[bytes, Envelope, asyncio.Future[int]]]) -> None:
         ids = await asyncio.get_running_loop().run_in_executor(
-            None, accept, self.app, [(raw, env) for raw, env, _ in group])
+            None, accept, self.store, [(raw, env) for raw, env, _ in group])
         for (_, _, waiting), inbound_id in zip(group, ids):
             _tell(waiting, inbound_id)
 

@@ -177,8 +177,8 @@ def _read(conn: Connection, query: Any, labels: int, values: int
 
 def _nearest(values: np.ndarray, p: float) -> float:
     """The nearest-rank percentile of values: the ceil(n * p)-th smallest."""
-    return float(np.partition(values, math.ceil(len(values) * p) - 1)
-                 [math.ceil(len(values) * p) - 1])
+    k = math.ceil(len(values) * p) - 1
+    return float(np.partition(values, k)[k])
 
 
 def _counts(conn: Connection, query: Any) -> dict[str, int]:

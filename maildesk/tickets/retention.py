@@ -31,9 +31,12 @@ BATCH = 500
 
 @dataclass
 class Done:
-    tickets: int = 0
     blobs: int = 0
     refs: list[str] = field(default_factory=list)   # the tickets, oldest first
+
+    @property
+    def tickets(self) -> int:
+        return len(self.refs)
 
 
 def closed_before(queue: str, cutoff: datetime) -> ColumnElement[bool]:
@@ -71,7 +74,6 @@ def _batches(engine: Engine, store: BlobStore, settings: Settings,
                 tx.commit()
                 dropped.wipe()
                 forget_files(settings, sent)
-        done.tickets += len(ids)
         done.refs += [r for _, r in found]
         done.blobs += len(dropped.digests)
         after = ids[-1]
