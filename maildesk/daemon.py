@@ -24,14 +24,12 @@ import asyncio
 import errno
 import logging
 import os
-import resource
 import signal
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection
@@ -40,8 +38,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from .app import App, StartupError, load_kb, load_rules, load_slas
 from .config.load import ConfigError, load_settings
 from .errors import error_line, expected
-from .intake import imap, smtp
+from .intake import imap
 from .intake.inbound import Envelope
+from .intake.listening import ListenerProcess, open_file_room
 from .kb.library import Stamp, stamp
 from .mail.parse import ParsedMail, Unread
 from .monitor.health import threads_alive
@@ -60,34 +59,11 @@ from .systemd import Notifier
 
 log = logging.getLogger("maildesk")
 POLL = 5.0
+BATCH_BUDGET = 0.04  # seconds: a SQLite transaction of the worker's, while SMTP mail comes
 KB_WATCH = 2.0     # seconds between looks at the articles' folder for changes
-# Open files the daemon needs besides its SMTP sessions: database, blobs, log, IMAP,
-# rating pages, and a burst of connections accepted only to be refused (asyncio
-# accepts up to 100 at a time before any is closed).
-HEADROOM = 256
-
-
-def open_file_room(wanted: int) -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit if it is below `wanted`; return how
-    many of the `wanted` open files the limit now allows.
-
-    The soft limit is often 1,024 while the hard one is far higher. Past it,
-    accept() fails: no mail gets in, and asyncio logs a traceback per attempt
-    (issue 15: 120 MB of log in two and a half minutes).
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return wanted
-    target = wanted if hard == resource.RLIM_INFINITY else hard
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as e:
-            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, e)
-            return soft
-        log.info("open-file limit raised from %d to %d", soft, target)
-        soft = target
-    return min(soft, wanted)
+# Open files the daemon needs besides the rating pages' and monitoring connections:
+# database, blobs, log, IMAP (the SMTP sessions are the listener process's own).
+HEADROOM = 128
 
 
 def _unlistenable(where: str, e: OSError) -> StartupError:
@@ -149,9 +125,6 @@ class Daemon:
         # when the event loop (the SMTP listener) last turned, for the watchdog
         self._loop_turned = time.monotonic()
         self.transport = delivery.make_transport(app)
-        self.sessions = smtp.Sessions(app.settings.smtp.max_connections,
-                                      app.settings.smtp.max_connections_per_client,
-                                      lambda client: self.app.settings.desk.relayed_by_us(client))
         self.outbox = Worker("outbox", self._deliver)
         every = self.notifier.every
         self.ingest = Worker("ingest", self._drain, min(POLL, every or POLL), self._watchdog)
@@ -167,36 +140,14 @@ class Daemon:
         self._kb_seen: Stamp | None = app.kb.stamp
         self._kb_next = 0.0
         self.scheduler: BackgroundScheduler | None = None
+        self.listener: ListenerProcess | None = None
 
-    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """asyncio's report of an error no task caught. Out of file descriptors, the listener
-        retries accept() every second, each time with a traceback: throttled, like the
-        listener's own refusals; anything else as asyncio reports it."""
-        if context.get("message", "").startswith("socket.accept() out of system resource"):
-            self.sessions.refused("cannot accept SMTP connections: %s; raise the open-file "
-                                  "limit (LimitNOFILE=) or lower smtp.max_connections",
-                                  context.get("exception"))
-            return
-        loop.default_exception_handler(context)
-
-    def _fit_sessions(self) -> None:
-        """Lower the SMTP caps to what the open-file limit holds, saying so in one line.
-        The rating pages' and the monitoring connections (when served) come out of the same
-        limit."""
+    def _fit_files(self) -> None:
+        """Raise the open-file limit to what the rating pages' and the monitoring
+        connections (when served) need, or say in one line that it cannot."""
         web, monitor = self.app.settings.surveys.web, self.app.settings.monitor
-        headroom = HEADROOM + (web.max_connections if web.enabled else 0) + \
-            (monitor.max_connections if monitor.enabled else 0)
-        room = open_file_room(self.sessions.total + headroom) - headroom
-        if room >= self.sessions.total:
-            return
-        total, per_client = max(2, room), self.sessions.per_client
-        self.sessions.total = total
-        self.sessions.per_client = max(1, min(per_client, total // 2))
-        log.warning("the open-file limit leaves room for %d SMTP sessions: smtp.max_connections "
-                    "lowered to %d (from %d), max_connections_per_client to %d (from %d); "
-                    "raise the hard limit (LimitNOFILE= in systemd) to lift it",
-                    max(room, 0), total, self.app.settings.smtp.max_connections,
-                    self.sessions.per_client, per_client)
+        open_file_room(HEADROOM + (web.max_connections if web.enabled else 0)
+                       + (monitor.max_connections if monitor.enabled else 0))
 
     def _mtimes(self) -> dict[str, float]:
         out = {}
@@ -248,7 +199,12 @@ class Daemon:
         hangs the pings stop, and systemd restarts the daemon (WatchdogSec=). A timer
         thread of its own would ping on while both were stuck."""
         every = self.notifier.every
-        if every is not None and time.monotonic() - self._loop_turned < every:
+        if every is None:
+            return
+        now = time.monotonic()
+        listener = self.listener
+        if now - self._loop_turned < every and (
+                listener is None or now - listener.turned < every):
             self.notifier.ping()
 
     async def _turning(self, every: float) -> None:
@@ -261,13 +217,20 @@ class Daemon:
         self._watch_rules()
         self._watch_kb()
         began = time.monotonic()
-        summary = run.drain(self.app, between=self._watchdog)
+        summary = run.drain(self.app, between=self._watchdog, budget=self._budget())
         self.metrics.batch("ingest", time.monotonic() - began, summary)
         if summary.new_tickets or summary.follow_ups or summary.refused:
             self.outbox.wake.set()
         if any(summary.as_dict().values()):
             log.info("ingest: %s", ", ".join(f"{k.replace('_', ' ')} {v}"
                                                for k, v in summary.as_dict().items() if v))
+
+    def _budget(self) -> float | None:
+        """How long the worker's transactions may last: on SQLite, while the listener
+        runs, a sender's 250 waits for the one under way (pipeline/run.py drain())."""
+        if self.listener is None or self.app.engine.dialect.name != "sqlite":
+            return None
+        return BATCH_BUDGET
 
     def _polled(self, items: list[tuple[bytes, Envelope]],
                 parsed: list[ParsedMail | Unread] | None,
@@ -283,6 +246,8 @@ class Daemon:
         threads = {w.name: w.is_alive() for w in (self.ingest, self.outbox, self.heartbeat)}
         threads |= {f"imap:{p.box.name}": p.is_alive() for p in self.pollers}
         threads["scheduler"] = self.scheduler is not None and self.scheduler.running
+        if self.listener is not None:
+            threads["smtp"] = self.listener.alive()
         return threads_alive(threads)
 
     def _join(self) -> None:
@@ -343,6 +308,8 @@ class Daemon:
         self._watch_kb()
         self._rule_mtimes = self._mtimes()
         self.transport = delivery.make_transport(self.app)
+        if self.listener is not None:       # the desk's addresses, the relays
+            self.listener.reload()
         if self.scheduler is not None:      # intervals may have changed
             self.scheduler.shutdown(wait=False)
             self.scheduler = service.start(self.app, self.outbox.wake.set)
@@ -350,7 +317,6 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(self._loop_error)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -360,14 +326,17 @@ class Daemon:
         say.status("joining the desk's nodes")
         self._join()
         self.heartbeat.start()
-        listening = None
+        self._fit_files()
         if s.smtp.enabled:
-            self._fit_sessions()
             say.status(f"binding the SMTP listener to {s.smtp.host}:{s.smtp.port}")
+            self.listener = ListenerProcess(self.config_path, self.ingest.wake.set)
             try:
-                listening = await smtp.start(self.app, self.ingest.wake.set, self.sessions)
+                await self.listener.start()
             except OSError as e:
+                await self.listener.stop(0)
                 raise _unlistenable(f"{s.smtp.host}:{s.smtp.port}", e) from None
+            ended = asyncio.create_task(self.listener.ended.wait())
+            ended.add_done_callback(lambda _: stop.set())
         turning = None
         if self.notifier.every is not None:
             turning = asyncio.create_task(self._turning(self.notifier.every))
@@ -390,7 +359,7 @@ class Daemon:
             raise _unlistenable(f"{s.monitor.host}:{s.monitor.port} (monitoring)", e) from None
         if monitor is not None:
             monitor.start()
-        where = f"smtp://{s.smtp.host}:{s.smtp.port}" if listening else "no SMTP listener"
+        where = f"smtp://{s.smtp.host}:{s.smtp.port}" if self.listener else "no SMTP listener"
         outbox = (f"maildir {s.outbox_maildir}" if s.outbox.transport == "maildir"
                   else f"relay {s.outbox.relay.host}:{s.outbox.relay.port}")
         mailboxes = f"; imap: {', '.join(b.name for b in s.imap)}" if s.imap else ""
@@ -399,12 +368,16 @@ class Daemon:
                  shown_url(self.app.engine.url), outbox, mailboxes)
         say.ready(f"listening on {where}; database {shown_url(self.app.engine.url)}")
         await stop.wait()
-        log.info("stopping: no new connections, %d open session(s)", len(self.sessions))
-        say.stopping(f"stopping: finishing {len(self.sessions)} open SMTP session(s)")
+        lost = self.listener is not None and self.listener.ended.is_set()
+        if lost:
+            log.error("the SMTP listener process ended unexpectedly; stopping, for systemd "
+                      "to start maildesk again")
+        log.info("stopping: no new connections")
+        say.stopping("stopping: finishing the open SMTP sessions")
         if turning is not None:
             turning.cancel()
-        if listening is not None:
-            await smtp.stop(listening, self.sessions, s.smtp.shutdown_grace)
+        if self.listener is not None:
+            await self.listener.stop(s.smtp.shutdown_grace)
         if ratings is not None:
             await asyncio.to_thread(ratings.shutdown)
         if monitor is not None:
@@ -422,3 +395,5 @@ class Daemon:
         self.app.close()
         say.close()
         log.info("stopped")
+        if lost:
+            raise StartupError("the SMTP listener process ended unexpectedly", temporary=True)

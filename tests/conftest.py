@@ -182,6 +182,20 @@ class Daemon:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
+    def listeners(self) -> list[int]:
+        """Its SMTP listener processes (maildesk/intake/listening.py), by pid: any process
+        still running `maildesk ... listen` for this desk's configuration counts, whoever
+        its parent is now."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"listen" in cmd and str(self.config).encode() in cmd:
+                found.append(int(proc.name))
+        return found
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import shutil
 import signal
 import smtplib
@@ -197,12 +198,14 @@ def test_kill_9_while_clients_send_loses_and_doubles_nothing(
     for t in threads:
         t.start()
     wait_for(lambda: len(accepted) >= 40, 60, "40 accepted mails")
-    assert d.proc is not None
+    assert d.proc is not None and len(d.listeners()) == 1
     d.proc.kill()
     d.proc.wait()
     stop.set()
     for t in threads:
         t.join(30)
+    # the listener dies with the daemon, leaving the port to the next one
+    wait_for(lambda: not d.listeners(), 10, "the listener process to end with the daemon")
     d.start()
     want = set(accepted)
 
@@ -215,6 +218,43 @@ def test_kill_9_while_clients_send_loses_and_doubles_nothing(
     assert want <= set(subjects), f"lost after 250: {sorted(want - set(subjects))[:5]}"
     q = cli_json(d, "quarantine", "list")
     assert q == []
+
+
+def test_a_listener_process_that_dies_stops_the_daemon_with_75(
+        daemon: Callable[..., Daemon]) -> None:
+    """The SMTP listener runs in a process of its own: if it dies, the daemon does not
+    go on without taking mail; it stops, saying why, with 75 for systemd's Restart=."""
+    d = daemon()
+    send(d.port, mail(message_id="<before@customer.test>"))
+    [pid] = d.listeners()
+    os.kill(pid, signal.SIGKILL)
+    assert d.proc is not None and d.proc.wait(30) == 75
+    log = d.log.read_text()
+    assert "the SMTP listener process ended unexpectedly" in log and "Traceback" not in log
+    assert not d.listeners()
+
+
+def test_sighup_gives_the_listener_the_desks_new_addresses(
+        daemon: Callable[..., Daemon]) -> None:
+    """The recipients the listener accepts are the configuration's after a reload: the
+    listener's process re-reads it too."""
+    import yaml
+    d = daemon()
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send(d.port, mail(message_id="<x1@customer.test>"), rcpts=["help@localhost"])
+    cfg = yaml.safe_load(d.config.read_text())
+    cfg["desk"]["addresses"] = ["support@localhost", "help@localhost"]
+    d.config.write_text(yaml.safe_dump(cfg))
+    d.send(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.log.read_text(), what="the reload")
+
+    def taken() -> bool:
+        try:
+            send(d.port, mail(message_id="<x2@customer.test>"), rcpts=["help@localhost"])
+            return True
+        except smtplib.SMTPRecipientsRefused:
+            return False
+    wait_for(taken, 10, "the new address to be accepted")
 
 
 def test_serve_runs_on_the_embedded_default_without_a_config(tmp_path: Path) -> None:
@@ -312,18 +352,20 @@ def test_sessions_that_end_together_share_a_commit_and_each_hears_its_own(
     raws = [mail(message_id=f"<m{i}@customer.test>") for i in range(40)]
     raws[17] = mail(body="poison\n")
 
-    committer = smtp.Committer(app, most=16)
+    from maildesk.store.db import make_engine
+    engine = make_engine(db_url, urgent=True)    # the listener process's (listening.py)
+    committer = smtp.Committer(smtp.Writer(app.settings, engine, app.blobs), most=16)
 
     async def sessions() -> list[int | BaseException]:
         return await asyncio.gather(*(committer.accept(r, env) for r in raws),
                                     return_exceptions=True)
     got = asyncio.run(sessions())
     if db_url.startswith("sqlite"):     # its commits leave checkpoints to the worker's
-        with committer.engine.connect() as c:
+        with engine.connect() as c:
             assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
         with app.engine.connect() as c:
             assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
-    committer.engine.dispose()
+    engine.dispose()
     assert isinstance(got[17], OSError)
     ids = [i for i in got if isinstance(i, int)]
     assert len(ids) == 39 and len(set(ids)) == 39

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import Daemon, free_port, mail, run_cli, wait_for
@@ -250,23 +249,27 @@ def test_control_characters_in_envelope_addresses_get_501_and_nothing_is_stored(
 
 def test_the_daemon_raises_its_open_file_limit_to_hold_its_connections(
         daemon: Callable[..., Daemon]) -> None:
+    from maildesk.intake.listening import HEADROOM
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    want = 3000 + 256
+    want = 3000 + HEADROOM
     if hard != resource.RLIM_INFINITY and hard < want:
         pytest.skip(f"the hard open-file limit ({hard}) leaves nothing to raise to")
     with open_files(1024):
         d = daemon(smtp={"max_connections": 3000})
     expect = want if hard == resource.RLIM_INFINITY else hard
     assert f"open-file limit raised from 1024 to {expect}" in d.log.read_text()
-    assert d.proc is not None
-    limits = Path(f"/proc/{d.proc.pid}/limits").read_text()
+    [listener] = d.listeners()       # the SMTP sessions are the listener process's
+    limits = Path(f"/proc/{listener}/limits").read_text()
     assert re.search(rf"Max open files\s+{expect}\s", limits), limits
 
 
-@pytest.mark.parametrize("pages, room", [(0, 44), (10, 34)])
+@pytest.mark.parametrize("pages", [0, 10])
 def test_a_low_hard_limit_lowers_the_cap_and_says_so_once(
-        tmp_path: Path, desk_config: Callable[..., Path], pages: int, room: int) -> None:
-    """pages: the rating pages' connections, served from the same open-file limit."""
+        tmp_path: Path, desk_config: Callable[..., Path], pages: int) -> None:
+    """pages: the rating pages' connections, served by the daemon's process: not from the
+    listener process's open-file limit."""
+    from maildesk.intake.listening import HEADROOM
+    room = 300 - HEADROOM
     cfg = desk_config(surveys={"web": {"enabled": True, "port": free_port(),
                                        "max_connections": pages}}) if pages else desk_config()
     port = int(re.search(r"port: (\d+)", cfg.read_text()).group(1))  # type: ignore[union-attr]
@@ -329,18 +332,19 @@ def test_our_own_mta_is_one_address_for_everyone_and_not_held_to_the_per_client_
 
 
 def test_running_out_of_file_descriptors_is_a_few_lines_not_a_traceback_a_second(
-        make_app: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture) -> None:
     """Past the open-file limit asyncio retries accept() every second and reports each
-    failure with a traceback; the daemon's loop handler counts them instead."""
-    from maildesk.daemon import Daemon as Serve
-    serve = Serve(make_app(), None)
+    failure with a traceback; the listener's loop handler counts them instead."""
+    from maildesk.intake.listening import loop_error
+    from maildesk.intake.smtp import Sessions
+    sessions = Sessions(10, 5)
     loop = asyncio.new_event_loop()
     try:
         with caplog.at_level(logging.INFO):
             for _ in range(300):
-                serve._loop_error(loop, {"message": "socket.accept() out of system resource",
-                                         "exception": OSError(24, "Too many open files")})
-            serve._loop_error(loop, {"message": "something else broke"})
+                loop_error(sessions, loop, {"message": "socket.accept() out of system resource",
+                                            "exception": OSError(24, "Too many open files")})
+            loop_error(sessions, loop, {"message": "something else broke"})
     finally:
         loop.close()
     lines = [r for r in caplog.records if "accept" in r.getMessage()]

@@ -10,13 +10,16 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from ..errors import MaildeskError
 from .context import Obj, startup_exit
 from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_SOFTWARE, EX_USAGE, fail
+
+if TYPE_CHECKING:
+    from ..config.schema import Settings
 
 PRIVATE_UMASK = 0o077
 
@@ -114,7 +117,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
     # configuration it writes is read by the service's user, often not the installer.
     if ctx.invoked_subcommand != "init":
         os.umask(PRIVATE_UMASK)
-    ctx.obj = Obj(config, daemon=ctx.invoked_subcommand == "serve")
+    ctx.obj = Obj(config, daemon=ctx.invoked_subcommand in ("serve", "listen"))
 
 
 @cli.command()
@@ -138,6 +141,26 @@ def serve(obj: Obj) -> None:
     except StartupError as e:
         notifier.status(f"cannot start: {e}")
         fail(str(e), startup_exit(e))
+
+
+@cli.command(hidden=True)
+@click.option("--report-fd", type=int, required=True, metavar="FD",
+              help="The pipe to the daemon that started this listener.")
+@click.pass_obj
+def listen(obj: Obj, report_fd: int) -> None:
+    """The SMTP listener of `maildesk serve`, which starts it in a process of its own
+    (maildesk/intake/listening.py); not a command for people."""
+    import asyncio
+
+    from ..config.load import ConfigError, load_settings
+    from ..intake.listening import listen as run
+
+    def reread() -> Settings | None:
+        try:
+            return load_settings(obj.path)
+        except ConfigError:     # the daemon, reloading too, says what is wrong
+            return None
+    sys.exit(asyncio.run(run(obj.settings, report_fd, reread)))
 
 
 @cli.command()

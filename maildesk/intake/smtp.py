@@ -36,7 +36,6 @@ from ..logs import domain_of
 from ..logthrottle import LogThrottle
 from ..mail.parse import base_address
 from ..store.blobs import BlobStore
-from ..store.db import make_engine
 from ..store.handle import Store
 from .inbound import Envelope, accept
 
@@ -48,9 +47,11 @@ log = logging.getLogger("maildesk.smtp")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Writer:
-    """The store as the SMTP path writes it: the App's settings and blobs, its own engine."""
+    """The store as the listener process writes it (listening.py): the daemon's settings
+    (the desk's addresses again after a reload), an engine whose transactions go first
+    at SQLite's lock (store/turns.py), and the blobs."""
 
     settings: Settings
     engine: Engine
@@ -62,10 +63,8 @@ class Committer:
     mail's inbound id, which comes only after the commit that holds it. Runs on the event
     loop (its queue needs no lock); the writing is done in the loop's executor."""
 
-    def __init__(self, app: Store, most: int = 64) -> None:
-        # its own engine, whose commits leave checkpoints to the worker's (store/db.py)
-        self.engine = make_engine(app.settings.database_url, checkpoints=False)
-        self.store: Store = Writer(app.settings, self.engine, app.blobs)
+    def __init__(self, store: Store, most: int = 64) -> None:
+        self.store = store
         self.most = most
         self._waiting: list[tuple[bytes, Envelope, asyncio.Future[int]]] = []
         self._writing: asyncio.Task[None] | None = None   # held: the loop keeps tasks weakly
@@ -351,15 +350,8 @@ class Listener(SMTP):
             self.transport.close()
 
 
-@dataclass(frozen=True)
-class Listening:
-    """A started listener: its server, and the committer whose engine stop() disposes."""
-
-    server: asyncio.AbstractServer
-    committer: Committer
-
-
-async def start(app: Store, on_accept: Callable[[], None], sessions: Sessions) -> Listening:
+async def start(app: Store, on_accept: Callable[[], None], sessions: Sessions
+                ) -> asyncio.AbstractServer:
     s = app.settings.smtp
     handler = Handler(app, on_accept)
     loop = asyncio.get_running_loop()
@@ -370,12 +362,11 @@ async def start(app: Store, on_accept: Callable[[], None], sessions: Sessions) -
                          hostname=app.settings.desk.domain, ident="maildesk ESMTP"),
         host=s.host, port=s.port)
     sessions.start_reports()
-    return Listening(server, handler.committer)
+    return server
 
 
-async def stop(listening: Listening, sessions: Sessions, grace: float) -> None:
+async def stop(server: asyncio.AbstractServer, sessions: Sessions, grace: float) -> None:
     """Stop accepting; let open transactions finish for `grace` seconds; 421 the rest."""
-    server = listening.server
     server.close()
     for s in [s for s in sessions if not s.busy]:
         await s.shut()
@@ -386,4 +377,3 @@ async def stop(listening: Listening, sessions: Sessions, grace: float) -> None:
         await s.shut()
     sessions.stop_reports()
     await server.wait_closed()
-    listening.committer.engine.dispose()

@@ -8,6 +8,7 @@ and IMAP mailboxes, where the source still holds the mail until we commit.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -45,25 +46,35 @@ def _run(app: App, ctx: Context, batch: list[Accepted]) -> Summary:
     return summary
 
 
-def drain(app: App, limit: int = BATCH, between: Callable[[], None] | None = None
-          ) -> Summary:
+def drain(app: App, limit: int = BATCH, between: Callable[[], None] | None = None,
+          budget: float | None = None) -> Summary:
     """Process queued inbound mail until none is left; safe with several workers.
     between: called before each batch; the daemon's watchdog ping, so that a backlog of
-    thousands of mails is progress, not a hang."""
+    thousands of mails is progress, not a hang.
+    budget: seconds a batch's transaction should last at most, the batch sized on the
+    CPU time per mail of the one before (this thread's: waits for a core or for the lock
+    are not the batch's size's doing). On SQLite the SMTP listener's commit waits for the
+    transaction under way (store/turns.py): short ones keep a sender's wait for its 250
+    short; long ones pay fewer commits."""
     total = Summary()
+    size = limit if budget is None else 1
     while True:
         if between is not None:
             between()
+        began = time.thread_time()
         try:
-            done = retried(lambda: _drain_batch(app, limit), "a batch of queued mail")
+            done = retried(partial(_drain_batch, app, size), "a batch of queued mail")
         except NOT_THE_MAILS_FAULT:
             raise
         except Exception as e:  # noqa: BLE001 - one mail broke the batch's write: one by one
             log.error("a batch of queued mail could not be written; taking it one by one: %s",
                       error_line(e))
-            done = _one_by_one(app, limit)
+            done = _one_by_one(app, size)
         if done is None:
             return total
+        if budget is not None:
+            each = (time.thread_time() - began) / max(1, sum(done.as_dict().values()))
+            size = max(1, min(limit, int(budget / each) if each > 0 else limit))
         total.add(done.announce())
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, mak
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import error_line
+from .turns import Turns
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert
@@ -63,16 +65,61 @@ def shown_url(url: str | URL) -> str:
     return u.set(query=query).render_as_string(hide_password=True)
 
 
-def make_engine(url: str, checkpoints: bool = True, **kwargs: Any) -> Engine:
-    """checkpoints=False (SQLite): this engine's commits never copy the WAL back into the
-    database file (wal_autocheckpoint=0), which takes a commit from milliseconds to most of
-    a second; the SMTP listener's, so that a sender never waits for it: the worker's
-    commits, on the App's engine, checkpoint as usual."""
+class _Taking(sqlite3.Connection):
+    """A SQLite connection that waits for its turn before each transaction (turns.py) and
+    gives it back when the transaction has ended: after the COMMIT, its fsync included,
+    or the ROLLBACK, so that the next in turn finds SQLite's lock free."""
+
+    db: Path
+    urgent: bool
+    turns: Turns | None = None
+
+    def begin(self) -> None:
+        if self.turns is None:
+            self.turns = Turns(self.db, self.urgent, BUSY_TIMEOUT_MS / 1000)
+        self.turns.take()
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.turns.give()
+            raise
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            if self.turns is not None:
+                self.turns.give()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            if self.turns is not None:
+                self.turns.give()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.turns is not None:
+                self.turns.close()
+
+
+def make_engine(url: str, urgent: bool = False, **kwargs: Any) -> Engine:
+    """urgent (SQLite): the SMTP listener's engine, on whose commits a sender waits for
+    its 250: its transactions go before any other waiting one (turns.py), and its commits
+    never copy the WAL back into the database file (wal_autocheckpoint=0), which takes a
+    commit from milliseconds to most of a second: the worker's commits, on the App's
+    engine, checkpoint as usual."""
     if url.startswith("sqlite"):
         _private_sqlite_file(url)
-        engine = create_engine(
-            url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-            **kwargs)
+        connect_args: dict[str, Any] = {"timeout": BUSY_TIMEOUT_MS / 1000,
+                                        "check_same_thread": False}
+        path = sqlite_file(url)
+        if path is not None:
+            connect_args["factory"] = type("Taking", (_Taking,), {"db": path, "urgent": urgent})
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -82,13 +129,17 @@ def make_engine(url: str, checkpoints: bool = True, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if not checkpoints:
+            if urgent:
                 cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            dbapi = conn.connection.dbapi_connection
+            if isinstance(dbapi, _Taking):
+                dbapi.begin()
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
