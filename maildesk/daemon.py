@@ -2,14 +2,16 @@
 and the scheduled jobs (SLA scan, auto-close, reminders; scheduler/); when turned on, the
 rating pages (surveys/web.py) and the monitoring endpoints (monitor/web.py).
 
-The listener runs on the asyncio loop; the two workers are threads because
-the store is synchronous. They wake on an event when there is new work and
-poll every few seconds anyway, so mail queued by another process (a pipe
-delivery, a second daemon on PostgreSQL) is picked up too.
+The SMTP listener is a process of its own (intake/listening.py), so that its
+250s never wait for the workers' CPU; the workers are threads because the
+store is synchronous. They wake on an event when there is new work (the
+listener says so over its pipe) and poll every few seconds anyway, so mail
+queued by another process (a pipe delivery, a second daemon on PostgreSQL)
+is picked up too.
 
 Under systemd (Type=notify) it says READY=1 once the SMTP listener is bound, and
-pings the watchdog from the ingest worker's loop while the event loop turns too
-(maildesk/systemd.py).
+pings the watchdog from the ingest worker's loop while its event loop and the
+listener's turn too (maildesk/systemd.py).
 
 SIGTERM and SIGINT stop cleanly: the listener stops accepting, open SMTP
 transactions get `smtp.shutdown_grace` seconds to finish, the rest get 421,
@@ -40,7 +42,7 @@ from .config.load import ConfigError, load_settings
 from .errors import error_line, expected
 from .intake import imap
 from .intake.inbound import Envelope
-from .intake.listening import ListenerProcess, open_file_room
+from .intake.listening import TURN_EVERY, ListenerProcess, open_file_room
 from .kb.library import Stamp, stamp
 from .mail.parse import ParsedMail, Unread
 from .monitor.health import threads_alive
@@ -329,7 +331,9 @@ class Daemon:
         self._fit_files()
         if s.smtp.enabled:
             say.status(f"binding the SMTP listener to {s.smtp.host}:{s.smtp.port}")
-            self.listener = ListenerProcess(self.config_path, self.ingest.wake.set)
+            every = self.notifier.every
+            self.listener = ListenerProcess(self.config_path, self.ingest.wake.set,
+                                            every / 2 if every else TURN_EVERY)
             try:
                 await self.listener.start()
             except OSError as e:

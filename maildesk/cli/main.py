@@ -146,8 +146,10 @@ def serve(obj: Obj) -> None:
 @cli.command(hidden=True)
 @click.option("--report-fd", type=int, required=True, metavar="FD",
               help="The pipe to the daemon that started this listener.")
+@click.option("--turn-every", type=float, default=1.0, metavar="SECONDS",
+              help="Seconds between the listener's signs of life on that pipe.")
 @click.pass_obj
-def listen(obj: Obj, report_fd: int) -> None:
+def listen(obj: Obj, report_fd: int, turn_every: float) -> None:
     """The SMTP listener of `maildesk serve`, which starts it in a process of its own
     (maildesk/intake/listening.py); not a command for people."""
     import asyncio
@@ -160,7 +162,7 @@ def listen(obj: Obj, report_fd: int) -> None:
             return load_settings(obj.path)
         except ConfigError:     # the daemon, reloading too, says what is wrong
             return None
-    sys.exit(asyncio.run(run(obj.settings, report_fd, reread)))
+    sys.exit(asyncio.run(run(obj.settings, report_fd, reread, turn_every)))
 
 
 @cli.command()

@@ -38,7 +38,7 @@ from .smtp import Sessions, Writer, start, stop
 
 log = logging.getLogger("maildesk.smtp")
 READY, ACCEPTED, TURNED, ERROR = b"R", b"A", b"T", b"E"
-TURN_EVERY = 1.0     # seconds between the listener's signs of life
+TURN_EVERY = 1.0     # seconds between the listener's signs of life, unless told
 # Open files the listener needs besides its SMTP sessions: the database, blobs, the log,
 # and a burst of connections accepted only to be refused (asyncio accepts up to 100 at
 # a time before any is closed).
@@ -105,9 +105,11 @@ def _die_with_parent() -> None:
         pass
 
 
-async def listen(settings: Settings, report: int, reread: Callable[[], Settings | None]
-                 ) -> int:
-    """The listener process's life; its exit code. report: the pipe to the daemon."""
+async def listen(settings: Settings, report: int, reread: Callable[[], Settings | None],
+                 turn_every: float = TURN_EVERY) -> int:
+    """The listener process's life; its exit code. report: the pipe to the daemon;
+    turn_every: seconds between its signs of life (the daemon's watchdog wants them at
+    least twice per interval)."""
     _die_with_parent()
     loop = asyncio.get_running_loop()
     say = os.fdopen(report, "wb", buffering=0)
@@ -142,7 +144,7 @@ async def listen(settings: Settings, report: int, reread: Callable[[], Settings 
         except BrokenPipeError:         # the daemon is gone
             break
         try:
-            await asyncio.wait_for(stopping.wait(), TURN_EVERY)
+            await asyncio.wait_for(stopping.wait(), turn_every)
         except TimeoutError:
             pass
     await stop(listening, sessions, settings.smtp.shutdown_grace)
@@ -154,8 +156,9 @@ async def listen(settings: Settings, report: int, reread: Callable[[], Settings 
 class ListenerProcess:
     """The daemon's side: starts `maildesk listen`, hears it, stops it."""
 
-    def __init__(self, config: Path | None, on_accept: Callable[[], None]) -> None:
-        self.config, self.on_accept = config, on_accept
+    def __init__(self, config: Path | None, on_accept: Callable[[], None],
+                 turn_every: float = TURN_EVERY) -> None:
+        self.config, self.on_accept, self.turn_every = config, on_accept, turn_every
         self.proc: subprocess.Popen[bytes] | None = None
         self.turned = time.monotonic()
         self._read = -1
@@ -168,9 +171,14 @@ class ListenerProcess:
         loop = asyncio.get_running_loop()
         read, write = os.pipe()
         config = ["--config", str(self.config)] if self.config is not None else []
+        # systemd hears the daemon alone (NotifyAccess=main)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "maildesk", *config, "listen",
-                                          "--report-fd", str(write)], pass_fds=(write,))
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "maildesk", *config, "listen", "--report-fd",
+                 str(write), "--turn-every", f"{self.turn_every:g}"],
+                pass_fds=(write,), env=env)
         finally:
             os.close(write)
         self._read = read

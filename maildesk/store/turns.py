@@ -14,8 +14,8 @@ the database, before SQLite's lock: `<db>-turn`, held for a transaction, and
 turn. Others look for their turn only at moments when no urgent one waits: the
 listener writes next, after the one transaction under way. flock() locks belong
 to an open file, not to a process, so this orders threads and processes alike.
-Where the files cannot be opened (a database in a folder this user cannot write), nothing waits here and
-SQLite's lock decides, as before.
+Where the files cannot be opened (a database in a folder this user cannot
+write), nothing waits here and SQLite's lock decides, as before.
 """
 from __future__ import annotations
 
