@@ -99,6 +99,15 @@ def refusal(conn: Connection, me: Node, now: datetime, checking: bool = False
     return None
 
 
+def draining(conn: Connection, now: datetime) -> bool:
+    """Whether a daemon of this desk is alive, whose ingest worker drains the inbound
+    queue (`ingest --queue` leaves its mail to it): a heartbeat younger than ALIVE, and on
+    this host a process still running under its pid (one killed is gone at once)."""
+    host = socket.gethostname()
+    return any(_alive(row, now) and (row["host"] != host or _pid_running(row["pid"]))
+               for row in conn.execute(select(T_NODES)).mappings())
+
+
 def _ago(row: Any, now: datetime) -> str:
     return f"{(now - row['heartbeat_at']).total_seconds():.0f} s ago"
 
