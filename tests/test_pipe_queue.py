@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine, insert, select, text
 from maildesk.config.load import load_settings
 from maildesk.config.schema import Settings
 from maildesk.intake.inbound import Envelope
-from maildesk.intake.queued import queue
+from maildesk.intake.queued import queue, wake_address
 from maildesk.store import migrate
 from maildesk.store.tables import T_INBOUND, T_NODES
 
@@ -212,9 +212,13 @@ def test_no_desk_no_daemon_or_another_schema_stores_nothing(desk: Settings) -> N
         with engine.begin() as c:
             assert c.execute(select(T_INBOUND)).first() is None
             c.execute(text(f"UPDATE alembic_version SET version_num = '{migrate.HEAD}'"))
-        first = queue(desk, mail(), ENV)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as daemon:
+            daemon.bind(wake_address(desk))         # where this host's daemon listens
+            daemon.settimeout(5)
+            first = queue(desk, mail(), ENV)
+            assert daemon.recv(64) == b"queued", "the daemon's worker is woken"
         _node(engine, "elsewhere.test", 1, timedelta(seconds=2))
-        second = queue(desk, mail(), ENV)
+        second = queue(desk, mail(), ENV)           # nobody listening here: no error
         assert first is not None and second == first + 1
         with engine.connect() as c:
             states = c.execute(select(T_INBOUND.c.state)).scalars().all()

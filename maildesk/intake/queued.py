@@ -9,9 +9,15 @@ settings, the engine, the tables, the blobs). Where no daemon is alive, or the s
 not this maildesk's (the full ingest upgrades it or says why not), it stores nothing and
 says so: the caller ingests the mail itself, so that mail never waits for a daemon that
 is not there.
+
+Once the mail is committed, a datagram to the daemon's wake address (a Linux abstract
+socket named by the data directory) starts its worker at once, as the SMTP listener
+does in process: without it the worker finds the mail when it next looks (every 5 s).
 """
 from __future__ import annotations
 
+import hashlib
+import socket
 from datetime import datetime, timezone
 
 from ..config.schema import Settings
@@ -34,6 +40,29 @@ def queue(settings: Settings, raw: bytes, env: Envelope) -> int | None:
             if migrate.revision(conn) != migrate.HEAD or \
                     not nodes.draining(conn, datetime.now(timezone.utc)):
                 return None
-        return accept(store, [(raw, env)])[0]
+        inbound = accept(store, [(raw, env)])[0]
     finally:
         store.close()
+    _wake(settings)
+    return inbound
+
+
+def wake_address(settings: Settings) -> bytes:
+    """The abstract Unix socket a daemon of this data directory listens on, for the word
+    that mail is queued. Abstract: no file to leave behind or to fit in a socket path's
+    108 bytes. Anyone on the host may send to it; all a datagram does is start a look
+    at the queue. One daemon of a data directory has it (the others' bind fails), and
+    any one draining is enough."""
+    where = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:32]
+    return f"\0maildesk-queued-{where}".encode()
+
+
+def _wake(settings: Settings) -> None:
+    """Tell this host's daemon that mail is queued; nobody listening (a daemon on another
+    host, its own network namespace) is no error: its worker finds it within 5 s."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        try:
+            s.sendto(b"queued", wake_address(settings))
+        except OSError:
+            pass
