@@ -21,7 +21,7 @@ from sqlalchemy import Connection, select, update
 
 from ..config.schema import Settings
 from .db import upsert
-from .tables import T_NODES
+from .intake_tables import T_NODES
 
 HEARTBEAT = 5.0                     # seconds between heartbeats
 ALIVE = timedelta(seconds=30)       # a node silent for longer is gone
