@@ -27,6 +27,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .app import App, StartupError, load_kb, load_rules, load_slas
 from .config.load import ConfigError, load_settings
 from .errors import error_line, expected
-from .intake import imap
+from .intake import imap, queued
 from .intake.inbound import Envelope
 from .intake.listening import TURN_EVERY, ListenerProcess, open_file_room
 from .kb.library import Stamp, stamp
@@ -234,6 +235,31 @@ class Daemon:
             return None
         return BATCH_BUDGET
 
+    def _listen_for_pipes(self) -> socket.socket | None:
+        """The socket `ingest --queue` wakes the ingest worker through (intake/queued.py);
+        None where another daemon of this data directory holds it (it drains the same
+        queue) or the system has no abstract sockets: the worker's poll finds the mail."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(queued.wake_address(self.app.settings))
+        except OSError as e:
+            sock.close()
+            log.info("queued pipe mail is picked up every %.0f s, not at once: %s",
+                     self.ingest.poll, e.strerror)
+            return None
+        sock.setblocking(False)
+        return sock
+
+    def _woken(self, sock: socket.socket) -> None:
+        """A pipe queued mail: the datagrams read (one look drains them all), the worker
+        woken."""
+        while True:
+            try:
+                sock.recv(64)
+            except OSError:     # BlockingIOError: none left
+                break
+        self.ingest.wake.set()
+
     def _polled(self, items: list[tuple[bytes, Envelope]],
                 parsed: list[ParsedMail | Unread] | None,
                 also: Callable[[Connection], None]) -> Summary:
@@ -345,6 +371,9 @@ class Daemon:
         if self.notifier.every is not None:
             turning = asyncio.create_task(self._turning(self.notifier.every))
         self.ingest.start()
+        woken = self._listen_for_pipes()
+        if woken is not None:
+            loop.add_reader(woken.fileno(), self._woken, woken)
         self.outbox.start()
         for p in self.pollers:
             p.start()
@@ -380,6 +409,9 @@ class Daemon:
         say.stopping("stopping: finishing the open SMTP sessions")
         if turning is not None:
             turning.cancel()
+        if woken is not None:
+            loop.remove_reader(woken.fileno())
+            woken.close()
         if self.listener is not None:
             await self.listener.stop(s.smtp.shutdown_grace)
         if ratings is not None:

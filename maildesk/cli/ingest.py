@@ -6,23 +6,26 @@ mail. A bad message is not an error: it is kept in the quarantine.
 
 The MTA starts a process per mail, so this module imports what the pipe needs when it
 runs (and `ingest --help` none of it), and nothing else: the progress bar (rich) only on
-a terminal, the repair and the end of a history import only when asked for.
+a terminal, the repair and the end of a history import only when asked for. With
+--queue, where a daemon of the desk is alive, only what storing a mail needs
+(intake/queued.py): the daemon's ingest worker makes the ticket.
 """
 from __future__ import annotations
 
+import io
 import itertools
 import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
 from ..errors import error_line
 from .context import Obj
-from .output import EX_FAIL, EX_NOINPUT, EX_TEMPFAIL, emit_json, fail
+from .output import EX_FAIL, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE, emit_json, fail
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -35,13 +38,13 @@ if TYPE_CHECKING:
 
 
 def _batches(paths: list[Path], sender: str | None, recipients: tuple[str, ...],
-             batch: int) -> Iterator[list[tuple[bytes, Envelope]]]:
+             batch: int, stdin: BinaryIO | None) -> Iterator[list[tuple[bytes, Envelope]]]:
     from ..intake import sources
     from ..intake.inbound import Envelope
 
     def items() -> Iterator[tuple[bytes, Envelope]]:
         for path in paths:
-            for origin, raw in sources.read(path):
+            for origin, raw in sources.read(path, stdin):
                 yield raw, Envelope(source="pipe", mail_from=sender, rcpt_to=recipients,
                                     origin=origin)
     it = items()
@@ -84,11 +87,27 @@ def _progress(show: bool) -> Progress | None:
               help="Old mail (an archive, a mailbox moved from another desk): each mail "
                    "happens at its own date, nothing is sent to anyone, and SLA deadlines "
                    "that have passed count as breached then, without escalation.")
+@click.option("--queue", is_flag=True,
+              help="For an MTA's pipe: where a daemon (`maildesk serve`) of this desk is "
+                   "running, store the mail on stdin in the inbound queue and exit once it "
+                   "is committed; the daemon's ingest worker makes the ticket. Where none "
+                   "is running, the mail is ingested at once, as without --queue.")
 @click.pass_obj
 def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
            recipients: tuple[str, ...], fmt: str, progress: bool | None, repair: bool,
-           history: bool) -> None:
+           history: bool, queue: bool) -> None:
     """Take mail from .eml files, mbox files, maildir folders, or stdin (- or no PATH)."""
+    mail_from = sender.lower() if sender is not None else None
+    rcpt_to = tuple(r.lower() for r in recipients)
+    stdin = None
+    if queue:
+        if any(str(p) != "-" for p in paths) or repair or history:
+            fail("--queue takes one mail on standard input, without --repair or --history",
+                 EX_USAGE)
+        raw = sys.stdin.buffer.read()
+        if _queued(obj, raw, mail_from, rcpt_to, fmt):
+            return
+        stdin = io.BytesIO(raw)          # no daemon to leave it to: ingested here
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..intake import ahead, sources
@@ -105,8 +124,7 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
     try:
         with bar if bar is not None else nullcontext():
             task = bar.add_task("ingest", total=mails) if bar is not None else None
-            batches = _batches(todo, sender.lower() if sender is not None else None,
-                               tuple(r.lower() for r in recipients), BATCH)
+            batches = _batches(todo, mail_from, rcpt_to, BATCH, stdin)
             for batch, parsed in ahead.parse_ahead(
                     batches, lambda b: [(r, e.mail_from) for r, e in b],
                     ahead.worthwhile(mails, BATCH), app.settings.limits):
@@ -131,6 +149,39 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
     _report(total, fmt, log_format, mended if repair else None, breached)
     if repair and mended.unmended:
         sys.exit(EX_FAIL)
+
+
+def _queued(obj: Obj, raw: bytes, mail_from: str | None, rcpt_to: tuple[str, ...],
+            fmt: str) -> bool:
+    """Whether the mail is stored (committed) for the live daemon's ingest worker, and
+    said; False, nothing stored, where no daemon is alive or the schema is not current.
+    Exit 75 when the database or the disk fails: nothing was committed, and the MTA keeps
+    the mail."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..intake.inbound import Envelope
+    from ..intake.queued import queue
+    if not raw.strip():
+        fail("no message on standard input", EX_NOINPUT)
+    settings = obj.settings
+    try:
+        inbound = queue(settings, raw, Envelope(source="pipe", mail_from=mail_from,
+                                                rcpt_to=rcpt_to, origin="stdin"))
+    except (SQLAlchemyError, OSError) as e:
+        fail(f"temporary failure, the mail was not kept; retry later: {error_line(e)}",
+             EX_TEMPFAIL)
+    if inbound is None:
+        return False
+    if fmt == "json":
+        emit_json({"queued": 1, "inbound_id": inbound})
+    said = f"queued inbound {inbound} for the daemon's ingest worker"
+    if settings.log.format == "json":
+        from ..logs import json_line
+        click.echo(json_line("maildesk.ingest", said, {"queued": 1, "inbound_id": inbound}),
+                   err=True)
+    else:
+        click.echo(said, err=True)
+    return True
 
 
 def _mend(app: App, batch: list[tuple[bytes, Envelope]], parsed: Parsed | None

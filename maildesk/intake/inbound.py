@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from sqlalchemy import insert
 
 from ..store.handle import Store
-from ..store.tables import T_INBOUND
+from ..store.intake_tables import T_INBOUND
 
 
 @dataclass(frozen=True)

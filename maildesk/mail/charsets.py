@@ -8,13 +8,15 @@ legacy charset as the body. The order here: the declared charset (aliased), stri
 then the other charsets the mail declares; then UTF-8; then the legacy CJK charsets when
 the bytes read as CJK text; then charset-normalizer on text long enough to judge; and
 last Windows-1252, which decodes anything.
+
+Most mail declares its charsets or is ASCII: what only undeclared 8-bit text needs, the
+scripts' patterns (compiled on first use, through re's cache) and charset-normalizer, is
+not loaded for it.
 """
 from __future__ import annotations
 
 import codecs
 import re
-
-from charset_normalizer import from_bytes
 
 # names seen in real mail -> what Python calls the charset meant (or a superset of it)
 ALIASES = {
@@ -38,7 +40,7 @@ ALIASES = {
 UNKNOWN = {"", "unknown", "unknown-8bit", "x-unknown", "default", "default_charset", "none",
            "charset", "8bit", "binary", "x-binaryenc", "iso", "auto", "us-ascii", "ascii",
            "ansi_x3.4-1968", "us"}
-_CJK_CHARS = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
+_CJK_CHARS = r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
 _TRIM = re.compile(r"[\s'\"]+")
 
 
@@ -90,16 +92,17 @@ def undeclared(data: bytes, hints: tuple[str, ...] = (), skip: str | None = None
     if text is not None:
         return text
     if len(data) >= 64:
+        from charset_normalizer import from_bytes
         best = from_bytes(data).best()
         if best is not None and best.encoding not in ("ascii",):
             return str(best)
     return data.decode("cp1252", "replace")
 
 
-_KANA = re.compile(r"[\u3040-\u30ff]")
-_HANGUL = re.compile(r"[\uac00-\ud7af]")
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_ACCENT_RUN = re.compile(r"[\u00c0-\u00ff]{3,}")
+_KANA = r"[\u3040-\u30ff]"
+_HANGUL = r"[\uac00-\ud7af]"
+_CYRILLIC = r"[\u0400-\u04ff]"
+_ACCENT_RUN = r"[\u00c0-\u00ff]{3,}"
 
 
 def _strict(data: bytes, name: str) -> str | None:
@@ -113,8 +116,8 @@ def _cjk(data: bytes) -> str | None:
     """Legacy CJK bytes, told apart by what each reading gives: kana only in Japanese,
     Hangul throughout in Korean (Chinese read as Korean mixes in Hanja), GB2312's
     simplified set before Big5's traditional one, GBK and EUC-JP last."""
-    def share(text: str, script: re.Pattern[str]) -> float:
-        return len(script.findall(text)) / max(1, sum(1 for c in text if ord(c) > 127))
+    def share(text: str, script: str) -> float:
+        return len(re.findall(script, text)) / max(1, sum(1 for c in text if ord(c) > 127))
 
     for name in ("cp932", "euc_jp"):
         text = _strict(data, name)
@@ -133,12 +136,12 @@ def _cjk(data: bytes) -> str | None:
 def _cyrillic(data: bytes) -> str | None:
     """Windows-1251 or KOI8-R text: read as Windows-1252 it is runs of accented letters
     ("Ïðèâåò"), which Western text seldom has."""
-    if not _ACCENT_RUN.search(data.decode("cp1252", "replace")):
+    if not re.search(_ACCENT_RUN, data.decode("cp1252", "replace")):
         return None
     best: tuple[float, str] | None = None
     for name in ("cp1251", "koi8_r"):     # each reads the other as Cyrillic with the case
         text = data.decode(name, "replace")   # turned: the right one is mostly lower case
-        letters = _CYRILLIC.findall(text)
+        letters = re.findall(_CYRILLIC, text)
         wide = [c for c in text if ord(c) > 127]
         if wide and len(letters) >= 0.9 * len(wide):
             lower = sum(1 for c in letters if c.islower()) / len(letters)
@@ -147,15 +150,15 @@ def _cyrillic(data: bytes) -> str | None:
     return best[1] if best else None
 
 
-_CJK_RUN = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]{2,}")
+_CJK_RUN = _CJK_CHARS + "{2,}"
 
 
 def _reads_as_cjk(text: str) -> bool:
     """CJK text, not Latin text that a double-byte charset happens to accept ("Büro" is two
     valid GB18030 characters, "B黵o"): real CJK comes in runs, and nearly all of it does."""
     wide = [c for c in text if ord(c) > 127]
-    cjk = _CJK_CHARS.findall(text)
-    in_runs = sum(len(r) for r in _CJK_RUN.findall(text))
+    cjk = re.findall(_CJK_CHARS, text)
+    in_runs = sum(len(r) for r in re.findall(_CJK_RUN, text))
     return bool(wide) and len(cjk) >= 0.9 * len(wide) and in_runs >= max(2, 0.7 * len(cjk))
 
 

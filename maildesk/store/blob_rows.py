@@ -29,7 +29,7 @@ from .blobs import (
     is_digest,
 )
 from .db import upsert
-from .tables import T_BLOB_DATA
+from .intake_tables import T_BLOB_DATA
 
 WHERE = "database blob_data"
 _READ = select(T_BLOB_DATA.c.data, T_BLOB_DATA.c.size) \

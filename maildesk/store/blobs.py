@@ -58,10 +58,8 @@ from sqlalchemy import Connection, Engine, bindparam, select
 
 from ..errors import MaildeskError
 from .db import upsert
-from .models import BlobIndex
-from .references import describe, referrers
+from .intake_tables import T_INDEX
 
-T_INDEX = BlobIndex.__table__
 PACK_LIMIT = 64 * 1024**2
 _LOOKUP = select(T_INDEX.c.pack, T_INDEX.c.offset, T_INDEX.c.size) \
     .where(T_INDEX.c.digest == bindparam("digest"))
@@ -201,6 +199,7 @@ class BlobStore(ABC):
         if conn is None:
             with self.engine.connect() as c:
                 return self._used_by(digest, c)
+        from .references import describe, referrers  # the ORM's tables: for an error
         uses = referrers(conn, [digest]).get(digest, [])
         return f"; used by {describe(uses)}" if uses else ""
 

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import error_line
 from .turns import Turns
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert
+    from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 30_000
 CONFLICT_ATTEMPTS = 8
@@ -146,6 +146,9 @@ def make_engine(url: str, urgent: bool = False, **kwargs: Any) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """The ORM's sessions, imported here: a process that only stores mail (`ingest
+    --queue`) never loads the ORM."""
+    from sqlalchemy.orm import sessionmaker
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -1,18 +1,18 @@
-"""The tables. Every schema change here needs a migration in migrations/versions.
+"""The tables. Every schema change here needs a migration in migrations/versions. The
+four that storing a mail touches are Core tables of intake_tables.py, mapped here.
 
 `digest` columns name a blob in the content-addressed store (blobs.py): files beside
 the database, written and fsynced before the commit, or rows of blob_data in it.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -21,37 +21,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class UTC(TypeDecorator[datetime]):
-    """Aware UTC datetimes on both engines (SQLite would hand back naive ones)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None \
-            else value.astimezone(timezone.utc)
+from .intake_tables import METADATA, T_BLOB_DATA, T_INBOUND, T_INDEX, T_NODES, UTC, utcnow
 
 
 class Base(DeclarativeBase):
+    metadata = METADATA
     type_annotation_map = {datetime: UTC, dict[str, Any]: JSON, list[str]: JSON}
 
     if TYPE_CHECKING:
@@ -70,27 +47,24 @@ class Counter(Base):
 
 
 class Inbound(Base):
-    """One accepted delivery: what we said 250 (or exit 0) to. Never deleted."""
+    """One accepted delivery (intake_tables.py declares its columns)."""
 
-    __tablename__ = "inbound"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
-    source: Mapped[str] = mapped_column(String(20))           # smtp | pipe | imap
-    origin: Mapped[str | None] = mapped_column(Text)          # file path, peer, mailbox
-    mail_from: Mapped[str | None] = mapped_column(Text)
-    rcpt_to: Mapped[list[str]] = mapped_column(default=list)
-    digest: Mapped[str] = mapped_column(String(64), index=True)
-    size: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(20), default="queued")
-    # queued -> ticketed | duplicate | refused | quarantined
-    reason: Mapped[str | None] = mapped_column(Text)
-    traceback: Mapped[str | None] = mapped_column(Text)        # a crash on this mail: where
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    processed_at: Mapped[datetime | None] = mapped_column()
-    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
-    queue: Mapped[str | None] = mapped_column(String(64))     # the intake's queue, if it names one
-
-    __table_args__ = (Index("ix_inbound_state_id", "state", "id"),)
+    __table__ = T_INBOUND
+    id: Mapped[int]
+    received_at: Mapped[datetime]
+    source: Mapped[str]
+    origin: Mapped[str | None]
+    mail_from: Mapped[str | None]
+    rcpt_to: Mapped[list[str]]
+    digest: Mapped[str]
+    size: Mapped[int]
+    state: Mapped[str]
+    reason: Mapped[str | None]
+    traceback: Mapped[str | None]
+    attempts: Mapped[int]
+    processed_at: Mapped[datetime | None]
+    message_pk: Mapped[int | None]
+    queue: Mapped[str | None]
 
 
 class Ticket(Base):
@@ -237,39 +211,38 @@ class DeliveryAttempt(Base):
 
 
 class BlobIndex(Base):
-    """Where a packed blob lives (loose blobs need no row: their path is their name)."""
+    """Where a packed blob lives (intake_tables.py declares its columns)."""
 
-    __tablename__ = "blob_index"
-    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    pack: Mapped[str] = mapped_column(String(100))
-    offset: Mapped[int] = mapped_column(BigInteger)
-    size: Mapped[int] = mapped_column(BigInteger)
+    __table__ = T_INDEX
+    digest: Mapped[str]
+    pack: Mapped[str]
+    offset: Mapped[int]
+    size: Mapped[int]
 
 
 class BlobData(Base):
-    """A blob kept in the database (storage.backend: database), where several nodes
-    without a shared disk all read it."""
+    """A blob kept in the database (intake_tables.py declares its columns)."""
 
-    __tablename__ = "blob_data"
-    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    __table__ = T_BLOB_DATA
+    digest: Mapped[str]
+    size: Mapped[int]
+    data: Mapped[bytes]
 
 
 class Node(Base):
-    """A daemon (`maildesk serve`) on this desk: its heartbeat, and the mailboxes it leads
-    (`maildesk nodes status`)."""
+    """A daemon (`maildesk serve`) on this desk (intake_tables.py declares its columns;
+    `maildesk nodes status` reads them)."""
 
-    __tablename__ = "nodes"
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    host: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int] = mapped_column(Integer)
-    data_dir: Mapped[str] = mapped_column(Text)
-    storage: Mapped[str] = mapped_column(String(20))     # storage.backend
-    started_at: Mapped[datetime] = mapped_column()
-    heartbeat_at: Mapped[datetime] = mapped_column()
-    stopped_at: Mapped[datetime | None] = mapped_column()
-    leads: Mapped[list[str]] = mapped_column(JSON, default=list)
+    __table__ = T_NODES
+    name: Mapped[str]
+    host: Mapped[str]
+    pid: Mapped[int]
+    data_dir: Mapped[str]
+    storage: Mapped[str]
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+    leads: Mapped[list[str]]
 
 
 class DeskKey(Base):

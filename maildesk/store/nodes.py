@@ -21,7 +21,7 @@ from sqlalchemy import Connection, select, update
 
 from ..config.schema import Settings
 from .db import upsert
-from .tables import T_NODES
+from .intake_tables import T_NODES
 
 HEARTBEAT = 5.0                     # seconds between heartbeats
 ALIVE = timedelta(seconds=30)       # a node silent for longer is gone
@@ -97,6 +97,15 @@ def refusal(conn: Connection, me: Node, now: datetime, checking: bool = False
                 "accept mail the other cannot read; set storage.backend: database on every "
                 "node (README: Several nodes), or run this node with that one's data_dir")
     return None
+
+
+def draining(conn: Connection, now: datetime) -> bool:
+    """Whether a daemon of this desk is alive, whose ingest worker drains the inbound
+    queue (`ingest --queue` leaves its mail to it): a heartbeat younger than ALIVE, and on
+    this host a process still running under its pid (one killed is gone at once)."""
+    host = socket.gethostname()
+    return any(_alive(row, now) and (row["host"] != host or _pid_running(row["pid"]))
+               for row in conn.execute(select(T_NODES)).mappings())
 
 
 def _ago(row: Any, now: datetime) -> str:
