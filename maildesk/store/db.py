@@ -85,25 +85,22 @@ class _Taking(sqlite3.Connection):
             raise
 
     def commit(self) -> None:
-        try:
-            super().commit()
-        finally:
-            if self.turns is not None:
-                self.turns.give()
+        self._then(super().commit, Turns.give)
 
     def rollback(self) -> None:
-        try:
-            super().rollback()
-        finally:
-            if self.turns is not None:
-                self.turns.give()
+        self._then(super().rollback, Turns.give)
 
     def close(self) -> None:
+        self._then(super().close, Turns.close)
+
+    def _then(self, end: Callable[[], None], after: Callable[[Turns], None]) -> None:
+        """End the transaction (or the connection), then give the turn back (or close the
+        turns' files)."""
         try:
-            super().close()
+            end()
         finally:
             if self.turns is not None:
-                self.turns.close()
+                after(self.turns)
 
 
 def make_engine(url: str, urgent: bool = False, **kwargs: Any) -> Engine:
