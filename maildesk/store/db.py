@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import error_line
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert
+    from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 30_000
 CONFLICT_ATTEMPTS = 8
@@ -95,6 +95,8 @@ def make_engine(url: str, checkpoints: bool = True, **kwargs: Any) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """The ORM's sessions on engine (the ORM imported here: a Core reader does without)."""
+    from sqlalchemy.orm import sessionmaker
     return sessionmaker(engine, expire_on_commit=False)
 
 
