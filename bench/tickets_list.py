@@ -9,7 +9,7 @@ database (SQLAlchemy core, bulk inserts; the index through store/search.py as th
 ledger writes it). Each listing is timed as an operator runs it: `maildesk tickets
 list ...` in a fresh process (start-up included, the modules compiled to .pyc as an
 install has them), median of --runs runs of wall and CPU time (user + system), with
-the process's peak RSS; then its second page, `--after` the first page's `next`; and
+the process's peak RSS; then its second page, `--after` the first page's last ticket; and
 the queries alone, in this process. The goal (issue 22): a first page in under 0.3 s.
 
 --base REV: the same first pages at another commit (its tree exported by `git archive`
@@ -43,6 +43,7 @@ from common import commit_of, machine, publish, run_child, ticket_row  # noqa: E
 from sqlalchemy import insert  # noqa: E402
 
 from maildesk.app import App  # noqa: E402
+from maildesk.cli.lists import LIST_LIMIT  # noqa: E402
 from maildesk.config.schema import Settings  # noqa: E402
 from maildesk.store.search import index_messages  # noqa: E402
 from maildesk.store.tables import T_MESSAGES, T_TICKETS  # noqa: E402
@@ -182,10 +183,10 @@ def timed(cmd: list[str], tree: Path, cwd: Path) -> tuple[float, float, int, byt
 
 
 def page(out: bytes) -> tuple[list[Any], str | None]:
-    """The tickets and the next page's cursor of `tickets list --format json`; a commit
-    before keyset paging gave the list alone."""
-    got = json.loads(out)
-    return (got, None) if isinstance(got, list) else (got["tickets"], got["next"])
+    """The tickets of `tickets list --format json` (default --limit) and the next page's
+    cursor: the last ticket's ref when the page is full, None when it is the last."""
+    rows: list[Any] = json.loads(out)
+    return rows, rows[-1]["ref"] if len(rows) == LIST_LIMIT else None
 
 
 def main() -> int:
@@ -276,7 +277,7 @@ def main() -> int:
         f"included (default --limit 50, modules compiled to .pyc); median of {args.runs} "
         f"runs of wall and CPU time (user + system, with the small launcher that reads the "
         f"peak RSS); the second page is the same command `--after` the first page's "
-        f"`next`.\n\n{head}\n{rule}\n" + "".join(rows)
+        f"last ticket.\n\n{head}\n{rule}\n" + "".join(rows)
         + ("\nThe base ran in the same rounds, in alternating order.\n" if base else "")
         + f"\nThe queries alone, in one process (the page of 50, then the count of all that "
           f"matched; the second page: the position of the first's last ticket, then its page "

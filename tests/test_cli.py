@@ -18,7 +18,7 @@ MBOX_FROM = b"From ana@customer.test Mon Nov  2 09:30:00 2026\n"
 def tickets_json(config: Path, *args: str) -> list[dict]:
     r = run_cli("tickets", "list", "--format", "json", *args, config=config)
     assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)["tickets"]
+    return json.loads(r.stdout)
 
 
 def test_ingest_eml_mbox_maildir_and_stdin(desk_config: Callable[..., Path], tmp_path: Path,

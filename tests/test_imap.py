@@ -32,7 +32,7 @@ def fetch(cfg: Path, *names: str) -> tuple[int, dict[str, Any]]:
 def tickets(cfg: Path) -> list[dict[str, Any]]:
     r = run_cli("tickets", "list", "--limit", "0", "--format", "json", config=cfg)
     assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)["tickets"]
+    return json.loads(r.stdout)
 
 
 def folder(d: Dovecot, name: str = "INBOX", criteria: list[str] | None = None) -> list[int]:

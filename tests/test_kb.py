@@ -114,7 +114,7 @@ def test_a_broken_article_is_named_and_keeps_nothing_else_from_working(tmp_path:
     assert piped.returncode == 0, piped.stderr
     assert b"knowledge base not loaded" in piped.stderr and b"Traceback" not in piped.stderr
     listed = run_cli("tickets", "list", "--format", "json", config=cfg)
-    assert listed.returncode == 0 and json.loads(listed.stdout)["tickets"][0]["ref"] == "MD-1"
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["ref"] == "MD-1"
 
 
 def test_kb_suggest_offers_what_the_queue_offers(tmp_path: Path) -> None:

@@ -264,7 +264,7 @@ def test_status_of_a_desk_with_mail_and_its_daemon(daemon: Callable[..., Daemon]
     d = daemon()
     send(d.port, 2)
     wait_for(lambda: len(json.loads(run_cli("tickets", "list", "--format", "json",
-                                            config=d.config).stdout)["tickets"]) == 2,
+                                            config=d.config).stdout)) == 2,
              what="two tickets")
     r = run_cli("status", "--format", "json", config=d.config)
     assert r.returncode == 0, r.stdout

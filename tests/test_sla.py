@@ -227,12 +227,10 @@ def test_sla_show_and_tickets_list_by_sla(desk_config: Callable[..., Path],
     scan(app, MON.replace(hour=14, minute=30))      # MD-1 and MD-2 missed their first response
     r = run_cli("tickets", "list", "--sla", "breached", "--format", "json", config=cfg)
     assert r.returncode == 0, r.stderr
-    assert [t["ref"] for t in json.loads(r.stdout)["tickets"]] == ["MD-2", "MD-1"], \
-        "newest first"
+    assert [t["ref"] for t in json.loads(r.stdout)] == ["MD-2", "MD-1"], "newest first"
     # their resolution clocks are past the warning too; MD-3, opened just now, is not
     r = run_cli("tickets", "list", "--sla", "at-risk", "--format", "json", config=cfg)
-    assert [t["ref"] for t in json.loads(r.stdout)["tickets"]] == ["MD-2", "MD-1"], \
-        "newest first"
+    assert [t["ref"] for t in json.loads(r.stdout)] == ["MD-2", "MD-1"], "newest first"
     r = run_cli("sla", "show", "MD-1", "--format", "json", config=cfg)
     rows = {c["clock"]: c for c in json.loads(r.stdout)}
     assert rows["first_response"]["due_at"] == "2026-11-16T14:00:00Z"

@@ -45,7 +45,7 @@ def test_mail_by_smtp_becomes_a_ticket_and_an_acknowledgement(
         daemon: Callable[..., Daemon], db_url: str) -> None:
     d = daemon(db_url)
     send(d.port, mail(message_id="<smtp1@customer.test>"))
-    rows = wait_for(lambda: cli_json(d, "tickets", "list")["tickets"], what="a ticket")
+    rows = wait_for(lambda: cli_json(d, "tickets", "list"), what="a ticket")
     t = rows[0]
     assert {k: t[k] for k in ("ref", "requester", "status", "message_count")} == \
         {"ref": "MD-1", "requester": "ana@customer.test", "status": "new", "message_count": 1}
@@ -101,17 +101,16 @@ def test_oversized_mail_gets_552_and_nothing_is_stored(daemon: Callable[..., Dae
         s.ehlo()
         assert s.esmtp_features.get("size") == "65536"
     send(d.port, mail())
-    wait_for(lambda: cli_json(d, "tickets", "list")["tickets"],
-             what="the small mail's ticket")
+    wait_for(lambda: cli_json(d, "tickets", "list"), what="the small mail's ticket")
     time.sleep(0.3)
-    assert len(cli_json(d, "tickets", "list")["tickets"]) == 1
+    assert len(cli_json(d, "tickets", "list")) == 1
 
 
 def test_broken_mail_gets_250_and_lands_in_quarantine(daemon: Callable[..., Daemon]) -> None:
     d = daemon()
     send(d.port, b"\x00\x00 not a mail \xff\n\n")
     send(d.port, mail())
-    wait_for(lambda: cli_json(d, "tickets", "list")["tickets"], what="the good mail's ticket")
+    wait_for(lambda: cli_json(d, "tickets", "list"), what="the good mail's ticket")
     q = wait_for(lambda: cli_json(d, "quarantine", "list"), what="the quarantined mail")
     assert len(q) == 1 and "no mail headers" in q[0]["reason"]
     raw = run_cli("quarantine", "show", str(q[0]["id"]), "--raw", config=d.config)
@@ -121,13 +120,12 @@ def test_broken_mail_gets_250_and_lands_in_quarantine(daemon: Callable[..., Daem
 def test_restart_keeps_everything_and_threads_across_it(daemon: Callable[..., Daemon]) -> None:
     d = daemon()
     send(d.port, mail(message_id="<r1@customer.test>"))
-    wait_for(lambda: cli_json(d, "tickets", "list")["tickets"], what="a ticket")
+    wait_for(lambda: cli_json(d, "tickets", "list"), what="a ticket")
     assert d.stop() == 0
     d.start()
     send(d.port, mail(subject="Re: [MD-1] Printer", body="again\n"))
-    wait_for(lambda: cli_json(d, "tickets", "list")["tickets"][0]["message_count"] == 2,
-             what="follow-up")
-    assert len(cli_json(d, "tickets", "list")["tickets"]) == 1
+    wait_for(lambda: cli_json(d, "tickets", "list")[0]["message_count"] == 2, what="follow-up")
+    assert len(cli_json(d, "tickets", "list")) == 1
 
 
 def test_sigterm_answers_idle_sessions_with_421_and_exits_0(
@@ -157,8 +155,7 @@ def test_sigterm_lets_an_open_transaction_finish(daemon: Callable[..., Daemon]) 
     assert code == 250
     assert d.proc is not None and d.proc.wait(20) == 0
     d.start()
-    rows = wait_for(lambda: cli_json(d, "tickets", "list")["tickets"],
-                    what="the late mail's ticket")
+    rows = wait_for(lambda: cli_json(d, "tickets", "list"), what="the late mail's ticket")
     assert rows[0]["message_count"] >= 1
 
 
@@ -171,7 +168,7 @@ def test_swaks_delivers_a_mail(daemon: Callable[..., Daemon], tmp_path: Path) ->
                         "--from", "ana@customer.test", "--data", f"@{eml}"],
                        capture_output=True, timeout=60)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
-    rows = wait_for(lambda: cli_json(d, "tickets", "list")["tickets"], what="swaks's ticket")
+    rows = wait_for(lambda: cli_json(d, "tickets", "list"), what="swaks's ticket")
     assert rows[0]["subject"] == "sent by swaks"
 
 
@@ -210,8 +207,7 @@ def test_kill_9_while_clients_send_loses_and_doubles_nothing(
     want = set(accepted)
 
     def stored() -> list[str]:
-        # all, not the newest 50
-        tickets = cli_json(d, "tickets", "list", "--limit", "0")["tickets"]
+        tickets = cli_json(d, "tickets", "list", "--limit", "0")     # all, not the newest 50
         return [t["subject"] for t in tickets]
     subjects = wait_for(lambda: (s := stored()) and len(s) >= len(want) and s, 60,
                         f"{len(want)} tickets")
@@ -286,7 +282,7 @@ def test_mail_from_the_null_sender_is_never_answered(daemon: Callable[..., Daemo
     rows = wait_for(lambda: cli_json(d, "quarantine", "list", "--state", "all"),
                     what="the mail to be kept")
     assert [r["state"] for r in rows] == ["bounce"]
-    assert cli_json(d, "tickets", "list")["tickets"] == [] and outbox_files(d) == []
+    assert cli_json(d, "tickets", "list") == [] and outbox_files(d) == []
 
 
 def test_sessions_that_end_together_share_a_commit_and_each_hears_its_own(

@@ -38,13 +38,6 @@ def cli_json(cfg: Path, *args: str) -> Any:
     return json.loads(r.stdout)
 
 
-def listed(cfg: Path, *args: str) -> list[dict[str, Any]]:
-    """The tickets of `tickets list --format json` (its page; `next` aside)."""
-    page = cli_json(cfg, "tickets", "list", *args)
-    assert set(page) == {"tickets", "next"}
-    return list(page["tickets"])
-
-
 def busy(app: App) -> None:
     """Six tickets a day apart (MD-1 oldest): two requesters, two queues, one assigned."""
     people = ["ana@customer.test", "raj@customer.test"]
@@ -65,7 +58,7 @@ def test_list_is_newest_first_with_an_assignee_column_to_the_minute(desk: tuple[
                                                                    ) -> None:
     app, cfg = desk
     busy(app)
-    rows = listed(cfg)
+    rows = cli_json(cfg, "tickets", "list")
     assert [t["ref"] for t in rows] == ["MD-6", "MD-5", "MD-4", "MD-3", "MD-2", "MD-1"]
     assert rows[-1]["created_at"] == "2026-11-02T09:30:15.123456Z", "json keeps ISO"
     assert rows[0]["message_count"] == 1 and rows[0]["notice_count"] >= 1, \
@@ -95,7 +88,7 @@ def test_list_filters(desk: tuple[App, Path]) -> None:
     app, cfg = desk
     busy(app)
     for args, refs in FILTERS:
-        assert [t["ref"] for t in listed(cfg, *args)] == refs, args
+        assert [t["ref"] for t in cli_json(cfg, "tickets", "list", *args)] == refs, args
 
 
 def test_list_limit_says_how_many_more_matched_and_the_next_page(desk: tuple[App, Path]
@@ -104,19 +97,16 @@ def test_list_limit_says_how_many_more_matched_and_the_next_page(desk: tuple[App
     busy(app)
     r = run_cli("tickets", "list", "--limit", "2", "--queue", "general", "--format", "json",
                 config=cfg)
-    page = json.loads(r.stdout)
-    assert [t["ref"] for t in page["tickets"]] == ["MD-3", "MD-2"] and page["next"] == "MD-2"
+    assert [t["ref"] for t in json.loads(r.stdout)] == ["MD-3", "MD-2"], "a bare list"
     assert r.stderr.decode() == (
         f"1 more matched; the next page: maildesk --config {cfg} tickets list --queue "
         "general --limit 2 --format json --after MD-2\n")
     r = run_cli("tickets", "list", "--limit", "2", "--queue", "general", "--format", "json",
                 "--after", "MD-2", config=cfg)
-    page = json.loads(r.stdout)
-    assert [t["ref"] for t in page["tickets"]] == ["MD-1"] and page["next"] is None
+    assert [t["ref"] for t in json.loads(r.stdout)] == ["MD-1"]
     assert r.stderr == b"", "the last page"
     r = run_cli("tickets", "list", "--limit", "0", "--format", "json", config=cfg)
-    page = json.loads(r.stdout)
-    assert len(page["tickets"]) == 6 and page["next"] is None and r.stderr == b""
+    assert len(json.loads(r.stdout)) == 6 and r.stderr == b""
     r = run_cli("tickets", "list", "--limit", "2", "--search", "printer jammed", config=cfg)
     assert b"MD-6" in r.stdout and b"MD-4" in r.stdout and b"MD-2" not in r.stdout
     assert r.stderr.decode() == (
@@ -125,31 +115,33 @@ def test_list_limit_says_how_many_more_matched_and_the_next_page(desk: tuple[App
 
 
 def test_pages_by_key_skip_and_repeat_nothing(desk: tuple[App, Path]) -> None:
-    """Paging by --after, a page at a time, gives what one listing of all gives, in its
-    order, for every filter: tickets of one instant (MD-2 to MD-5) are ordered by id,
-    and a page that ends among them goes on with the rest of them."""
+    """Paging as a script does, --after the last ref of each page until a page is short
+    (or empty), gives what one listing of all gives, in its order, for every filter:
+    tickets of one instant (MD-2 to MD-5) are ordered by id, and a page that ends among
+    them goes on with the rest of them."""
     app, cfg = desk
     busy(app)
     with app.engine.begin() as conn:
         from maildesk.store.tables import T_TICKETS
         conn.execute(T_TICKETS.update().where(T_TICKETS.c.number.between(2, 5))
                      .values(created_at=DAY + timedelta(days=1)))
-    assert [t["ref"] for t in listed(cfg)] == ["MD-6", "MD-5", "MD-4", "MD-3", "MD-2", "MD-1"]
+    assert [t["ref"] for t in cli_json(cfg, "tickets", "list")] == \
+        ["MD-6", "MD-5", "MD-4", "MD-3", "MD-2", "MD-1"]
     for args, size in [([], 1), ([], 2), ([], 3), *[(f, 2) for f, refs in FILTERS if refs]]:
-        everything = [t["ref"] for t in in_process(cfg, *args, "--limit", "0")["tickets"]]
-        pages, after = [], []
+        everything = [t["ref"] for t in in_process(cfg, *args, "--limit", "0")]
+        pages: list[list[str]] = []
+        after: list[str] = []
         while True:
-            page = in_process(cfg, *args, "--limit", str(size), *after)
-            pages.append([t["ref"] for t in page["tickets"]])
-            if page["next"] is None:
+            pages.append([t["ref"] for t in in_process(cfg, *args, "--limit", str(size),
+                                                       *after)])
+            if len(pages[-1]) < size:
                 break
-            assert page["next"] == pages[-1][-1]
-            after = ["--after", page["next"]]
+            after = ["--after", pages[-1][-1]]
         assert [ref for p in pages for ref in p] == everything, (args, size, pages)
         assert all(len(p) == size for p in pages[:-1])
     # the ticket --after names need not match the filters: the page starts where it stood
-    assert [t["ref"] for t in listed(cfg, "--queue", "general", "--after", "md-4")] == \
-        ["MD-3", "MD-2", "MD-1"]
+    assert [t["ref"] for t in cli_json(cfg, "tickets", "list", "--queue", "general",
+                                       "--after", "md-4")] == ["MD-3", "MD-2", "MD-1"]
 
 
 def in_process(cfg: Path, *args: str) -> Any:
@@ -168,7 +160,7 @@ def in_process(cfg: Path, *args: str) -> Any:
     ("MD-99", 66, "maildesk: --after MD-99: no such ticket (it names the last ticket of the "
                   "page before; start again without --after)\n"),
     ("42", 64, "maildesk: --after '42' is not a ticket reference (like MD-42): it names the "
-               "last ticket of the page before, as `next` gives it\n"),
+               "last ticket of the page before\n"),
     ("", 64, "maildesk: --after '' is not a ticket reference"),
 ])
 def test_a_bad_cursor_is_one_line(desk: tuple[App, Path], after: str, code: int, said: str
@@ -182,8 +174,7 @@ def test_a_bad_cursor_is_one_line(desk: tuple[App, Path], after: str, code: int,
 
 def test_list_on_an_empty_desk(desk: tuple[App, Path]) -> None:
     _app, cfg = desk
-    assert cli_json(cfg, "tickets", "list", "--search", "printer") == \
-        {"tickets": [], "next": None}
+    assert cli_json(cfg, "tickets", "list", "--search", "printer") == []
     r = run_cli("tickets", "list", config=cfg)
     assert r.returncode == 0 and b"no tickets" in r.stdout
 
@@ -296,7 +287,7 @@ def test_merge_moves_the_messages(desk: tuple[App, Path]) -> None:
     assert two["status"] == "closed" and two["linked_to"] == "MD-1" and two["messages"] == []
     assert len(one["messages"]) >= n + 1
     assert "printer again" in [m["subject"] for m in one["messages"]]
-    assert [t["ref"] for t in listed(cfg, "--search", "again")] == ["MD-1"]
+    assert [t["ref"] for t in cli_json(cfg, "tickets", "list", "--search", "again")] == ["MD-1"]
     moved = next(e["data"]["moved"] for e in two["events"] if e["kind"] == "ticket.merged")
     assert f"merged into MD-1 ({moved} messages moved)" in \
         run_cli("tickets", "show", "MD-2", config=cfg).stdout.decode()

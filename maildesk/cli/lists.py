@@ -84,7 +84,7 @@ LIST_LIMIT = 50
                                       "next page.")
 @click.option("--after", metavar="REF",
               help="The next page: the tickets after REF, the last ticket of the page "
-                   "before (JSON's `next`), with the same filters.")
+                   "before, with the same filters.")
 @FORMAT
 @click.pass_obj
 def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
@@ -99,7 +99,7 @@ def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
         fail("--assignee and --unassigned exclude each other", EX_USAGE)
     if after is not None and not REF.fullmatch(after):
         fail(f"--after {after!r} is not a ticket reference (like MD-42): it names the last "
-             "ticket of the page before, as `next` gives it", EX_USAGE)
+             "ticket of the page before", EX_USAGE)
     where = None
     if sla:     # the SLA module (calendars, holidays) only for the listing that asks
         from ..sla.views import sla_filter
@@ -117,17 +117,16 @@ def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
         rows = list_tickets(conn, filters, limit)
         more = count_tickets(conn, filters) - len(rows) if limit and len(rows) == limit \
             else 0
-    following = rows[-1]["ref"] if more else None
-    if fmt == "json":
-        emit_json({"tickets": rows, "next": following})
+    if fmt == "json":     # the bare list, as every listing: a script's cursor is its last ref
+        emit_json(rows)
     else:
         emit_table([r | {"created_at": minute(r["created_at"]),
                          "updated_at": minute(r["updated_at"])} for r in rows],
                    ["ref", "status", "priority", "queue", "assignee", "requester", "subject",
                     "message_count", "created_at", "updated_at"], empty="no tickets")
-    if following:
+    if more:
         click.echo(f"{more} more matched; the next page: "
-                   f"{_next_page(click.get_current_context(), following)}", err=True)
+                   f"{_next_page(click.get_current_context(), rows[-1]['ref'])}", err=True)
 
 
 def _next_page(ctx: click.Context, after: str) -> str:
