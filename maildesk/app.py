@@ -19,15 +19,16 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config.schema import Settings
-from .errors import MaildeskError, error_line
+from .desk import DataDirError, StartupError, named, open_engine
+from .errors import error_line
 from .kb.library import Library
 from .notify.templates import Templates
 from .sla.calendar import NoWorkingTime
 from .sla.policy import Slas
-from .store import keys, migrate
+from .store import keys
 from .store.blob_rows import open_blobs
 from .store.blobs import BlobStore
-from .store.db import make_engine, make_sessionmaker, shown_url, sqlite_file
+from .store.db import make_sessionmaker
 from .tickets.similar import SimilarTickets
 
 if TYPE_CHECKING:       # imported where used: a command that only reads loads none of it
@@ -143,29 +144,6 @@ def load_slas(settings: Settings, templates: Templates) -> Slas:
     return slas
 
 
-class StartupError(MaildeskError):
-    """Something that keeps maildesk from starting; one line.
-
-    temporary: it may go away by itself (a database that is down), so a
-    caller like an MTA should try again later rather than give up.
-    """
-
-    def __init__(self, message: str, temporary: bool = False) -> None:
-        super().__init__(message)
-        self.temporary = temporary
-
-
-class DataDirError(StartupError):
-    """The data directory cannot be made or written (a read-only /etc under the unit's
-    ProtectSystem=strict, another user's directory). Not temporary for the daemon, but
-    an MTA must keep the mail it pipes, so `ingest` says 75 and the others 73."""
-
-
-class NoDesk(StartupError):
-    """No desk where the settings point: no database file, or a database without the
-    schema. Only a command that reads says so; one that writes makes the desk."""
-
-
 def writable_dir(path: Path, make: bool = True) -> None:
     """Make the data directory (private_dir) and prove it takes a file, by writing and
     removing one: the database, blobs and outbox fail later, deep in a driver, and less
@@ -193,29 +171,6 @@ def writable_dir(path: Path, make: bool = True) -> None:
             f"data_dir {path} is not writable by uid {os.getuid()}: {e.strerror}; fix: make "
             "it writable by that user (chown; under systemd, ReadWritePaths=) or set "
             "data_dir in maildesk.yaml") from None
-
-
-def read_schema(engine: Engine, upgrade: bool) -> str | None:
-    """The schema's revision, after bringing it to HEAD if `upgrade`; a temporary
-    StartupError when the database cannot be reached or migrated."""
-    try:
-        return migrate.upgrade(engine)[1] if upgrade else migrate.current(engine)
-    except Exception as e:  # a driver error: say which database and why
-        raise StartupError(
-            f"{_named(engine)}: cannot {'apply migrations' if upgrade else 'read the schema'}: "
-            f"{error_line(e)}", temporary=True) from e
-
-
-def refuse_schema(engine: Engine, at: str | None) -> None:
-    """StartupError unless the schema is this maildesk's: on any other, every query fails,
-    one SQL traceback after another."""
-    problem = migrate.mismatch(at)
-    if problem:
-        raise StartupError(f"{_named(engine)}: {problem} (database.auto_upgrade is false)")
-
-
-def _named(engine: Engine) -> str:
-    return f"database {shown_url(engine.url)}"
 
 
 def private_dir(path: Path) -> None:
@@ -262,7 +217,7 @@ def load_keys(settings: Settings, engine: Engine) -> tuple[bytes, ...]:
         try:
             return keys.load(engine, settings.data_dir / "secret.key")
         except Exception as e:  # a driver error: say which database and why
-            raise StartupError(f"{_named(engine)}: cannot read the reply-token keys: "
+            raise StartupError(f"{named(engine)}: cannot read the reply-token keys: "
                                f"{error_line(e)}", temporary=True) from e
     return (load_secret(settings.secret_file),
             *([load_secret(settings.previous_secret_file)]
@@ -296,24 +251,9 @@ class App:
         there yet; existing: only a desk that is there, else NoDesk, making nothing (a
         command that reads, run in the wrong directory, must not leave an empty desk)."""
         upgrading = settings.database.auto_upgrade if upgrade is None else upgrade
-        db_file = sqlite_file(settings.database_url)
         if not existing:
             writable_dir(settings.data_dir)
-        elif db_file is not None and not db_file.exists():
-            raise NoDesk(f"no desk at {db_file.parent} ({db_file.name} missing); run "
-                         "`maildesk serve` to make one, or pass --config")
-        engine = make_engine(settings.database_url)
-        try:
-            at = read_schema(engine, upgrading and not existing)
-            if existing and at is None:
-                raise NoDesk(f"no desk in {_named(engine)} (no maildesk schema); run "
-                             "`maildesk serve` to make one, or pass --config")
-            if existing and upgrading and at != migrate.HEAD:
-                at = read_schema(engine, True)
-            refuse_schema(engine, at)
-        except StartupError:
-            engine.dispose()
-            raise
+        engine = open_engine(settings, upgrading, existing)
         templates = Templates(settings.templates_dir)
         problems = templates.check()
         if problems:

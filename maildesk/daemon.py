@@ -38,8 +38,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from .app import App, StartupError, load_kb, load_rules, load_slas
+from .app import App, load_kb, load_rules, load_slas
 from .config.load import ConfigError, load_settings
+from .desk import StartupError
 from .errors import error_line, expected
 from .intake import imap, queued
 from .intake.inbound import Envelope

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .mail.headers import one_line
-
 # what every LogRecord has: anything else on a record came in `extra=` and is a field
 _STANDARD = {*logging.LogRecord("", 0, "", 0, "", (), None).__dict__, "message", "asctime",
              "taskName"}
@@ -41,7 +39,9 @@ LONGEST = 20000        # characters of a message or field: a log line is not an 
 
 def fold(text: str) -> str:
     """text on one line: its line breaks and control characters (CR, LF, ESC, ...) folded
-    to spaces by one_line(), as in a header we send."""
+    to spaces by one_line(), as in a header we send (imported on the first line logged: a
+    command that logs nothing, `tickets list`, does without the mail modules)."""
+    from .mail.headers import one_line
     return one_line(text, LONGEST)
 
 

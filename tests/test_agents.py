@@ -160,9 +160,9 @@ def test_forged_agent_mail_runs_nothing_and_is_flagged(app: App, case: str) -> N
 
 
 def _tickets(app: App) -> list[dict[str, Any]]:
-    from maildesk.tickets.views import list_tickets
+    from maildesk.tickets.listing import list_tickets
     with app.sessions() as s:
-        return list_tickets(s)
+        return list_tickets(s.connection())
 
 
 def test_agent_from_as_participant_without_proof_is_a_flagged_customer_reply(app: App) -> None:

@@ -17,7 +17,8 @@ from maildesk.app import App
 from maildesk.intake.inbound import Envelope
 from maildesk.pipeline.run import ingest
 from maildesk.store.models import Inbound, OutboxMail
-from maildesk.tickets.views import list_tickets, show_ticket
+from maildesk.tickets.listing import list_tickets
+from maildesk.tickets.views import show_ticket
 
 PIPE = Envelope("pipe", None)
 
@@ -86,7 +87,7 @@ def test_list_mail_follows_the_bulk_policy(make_app: Callable[..., App], policy_
     ingest(app, [(mail(subject="Weekly newsletter", List_Id="<news.vendor.test>",
                        List_Unsubscribe="<mailto:off@vendor.test>"), PIPE)])
     with app.sessions() as s:
-        assert len(list_tickets(s)) == tickets
+        assert len(list_tickets(s.connection())) == tickets
     assert acks(app) == acked
 
 
@@ -283,7 +284,7 @@ def test_monitoring_alerts_open_tickets_and_are_never_acknowledged(
                 sender="someone@else.example") == "auto-reply"
     assert acks(app) == 0
     with app.sessions() as s:
-        assert len(list_tickets(s)) == 2
+        assert len(list_tickets(s.connection())) == 2
 
 
 @pytest.mark.parametrize("subject", [

@@ -20,8 +20,9 @@ import pytest
 from conftest import mail
 from sqlalchemy import select
 
-from maildesk.app import App, StartupError, load_kb
+from maildesk.app import App, load_kb
 from maildesk.config.schema import Kb
+from maildesk.desk import StartupError
 from maildesk.intake.inbound import Envelope
 from maildesk.kb.articles import load
 from maildesk.kb.search import Index

@@ -18,7 +18,8 @@ from test_proposals import DESK, OTHERS, OUTAGE, arrive, proposals
 from test_similar import T0, notified
 from test_similar import arrive as arrive_at
 
-from maildesk.app import App, StartupError
+from maildesk.app import App
+from maildesk.desk import StartupError
 from maildesk.ml import embeddings
 from maildesk.scheduler.jobs import propose_problems
 

@@ -13,8 +13,9 @@ from maildesk.app import App
 from maildesk.intake.inbound import Envelope, accept
 from maildesk.pipeline.run import drain, ingest
 from maildesk.store.models import Inbound, OutboxMail, Ticket
+from maildesk.tickets.listing import list_tickets
 from maildesk.tickets.refs import token_address
-from maildesk.tickets.views import list_tickets, show_ticket
+from maildesk.tickets.views import show_ticket
 
 PIPE = Envelope(source="pipe", mail_from=None)
 
@@ -33,7 +34,7 @@ def ticket(app: App, ref: str) -> dict[str, Any]:
 def tickets(app: App) -> list[dict[str, Any]]:
     """Every ticket, MD-1 first (a listing is newest first; these tests count up)."""
     with app.sessions() as s:
-        return list_tickets(s)[::-1]
+        return list_tickets(s.connection())[::-1]
 
 
 def outbox_mail(app: App, ref: str) -> list[bytes]:

@@ -18,7 +18,8 @@ from maildesk.app import App
 from maildesk.intake.inbound import Envelope
 from maildesk.pipeline.run import drain, ingest
 from maildesk.store.models import Inbound
-from maildesk.tickets.views import list_tickets, show_ticket
+from maildesk.tickets.listing import list_tickets
+from maildesk.tickets.views import show_ticket
 
 SMTP = Envelope("smtp", "someone@customer.test", ("support@localhost",))
 
@@ -31,7 +32,7 @@ def held(cfg: Path, state: str = "all") -> list[dict[str, Any]]:
 
 def tickets(app: App) -> list[dict[str, Any]]:
     with app.sessions() as s:
-        return list_tickets(s)[::-1]     # oldest first
+        return list_tickets(s.connection())[::-1]     # oldest first
 
 
 def test_show_release_and_delete_held_mail(desk_config: Callable[..., Path],

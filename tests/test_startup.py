@@ -96,3 +96,33 @@ def test_a_pipe_delivery_loads_no_model_no_resolver_no_bar(
     out = subprocess.run([sys.executable, "-m", "maildesk", "--config", str(cfg), "tickets",
                           "list", "--format", "json"], capture_output=True, check=True)
     assert len(json.loads(out.stdout)) == 1, "and the mail is on its ticket"
+
+
+def test_a_listing_loads_no_orm_no_templates_no_rules(desk_config: Callable[..., Path]
+                                                      ) -> None:
+    """`tickets list` opens the database and checks its schema, nothing of the App: no ORM
+    and no mapped classes, no templates, rules, SLA calendars or knowledge base."""
+    cfg = desk_config()
+    assert subprocess.run([sys.executable, "-m", "maildesk", "--config", str(cfg), "ingest"],
+                          input=mail(), check=True).returncode == 0
+    r = subprocess.run([sys.executable, "-c", _PROBE, "--config", str(cfg), "tickets", "list",
+                        "--format", "json", "--search", "printer"], capture_output=True,
+                       check=True)
+    modules = set(json.loads(r.stderr.splitlines()[-1]))
+    assert "sqlalchemy" in modules and "maildesk.store.lean" in modules, "the probe saw it"
+    unwanted = {"sqlalchemy.orm", "maildesk.store.models", "maildesk.app", "jinja2",
+                "maildesk.rules.engine", "maildesk.sla.policy", "maildesk.kb.library",
+                "maildesk.mail.headers", "rich", "alembic"}
+    assert not modules & unwanted, modules & unwanted
+
+
+def test_the_listings_lean_tables_are_the_models_columns() -> None:
+    """store/lean.py names the columns tickets list reads without the ORM: each must be a
+    column of models.py, of the same type (a renamed or retyped column fails here)."""
+    from maildesk.store import lean, models
+    for lean_table, model in ((lean.TICKETS, models.Ticket), (lean.MESSAGES, models.Message)):
+        columns = model.__table__.c
+        assert lean_table.name == model.__tablename__
+        for c in lean_table.c:
+            assert c.name in columns, f"{lean_table.name}.{c.name} is no column of the model"
+            assert type(c.type) is type(columns[c.name].type), f"{lean_table.name}.{c.name}"

@@ -91,14 +91,85 @@ def test_list_filters(desk: tuple[App, Path]) -> None:
         assert [t["ref"] for t in cli_json(cfg, "tickets", "list", *args)] == refs, args
 
 
-def test_list_limit_says_how_many_more_matched(desk: tuple[App, Path]) -> None:
+def test_list_limit_says_how_many_more_matched_and_the_next_page(desk: tuple[App, Path]
+                                                                  ) -> None:
     app, cfg = desk
     busy(app)
-    r = run_cli("tickets", "list", "--limit", "2", "--format", "json", config=cfg)
-    assert [t["ref"] for t in json.loads(r.stdout)] == ["MD-6", "MD-5"]
-    assert r.stderr.decode() == "4 more matched; --limit 6 or --limit 0 shows them\n"
+    r = run_cli("tickets", "list", "--limit", "2", "--queue", "general", "--format", "json",
+                config=cfg)
+    assert [t["ref"] for t in json.loads(r.stdout)] == ["MD-3", "MD-2"], "a bare list"
+    assert r.stderr.decode() == (
+        f"1 more matched; the next page: maildesk --config {cfg} tickets list --queue "
+        "general --limit 2 --format json --after MD-2\n")
+    r = run_cli("tickets", "list", "--limit", "2", "--queue", "general", "--format", "json",
+                "--after", "MD-2", config=cfg)
+    assert [t["ref"] for t in json.loads(r.stdout)] == ["MD-1"]
+    assert r.stderr == b"", "the last page"
     r = run_cli("tickets", "list", "--limit", "0", "--format", "json", config=cfg)
     assert len(json.loads(r.stdout)) == 6 and r.stderr == b""
+    r = run_cli("tickets", "list", "--limit", "2", "--search", "printer jammed", config=cfg)
+    assert b"MD-6" in r.stdout and b"MD-4" in r.stdout and b"MD-2" not in r.stdout
+    assert r.stderr.decode() == (
+        f"1 more matched; the next page: maildesk --config {cfg} tickets list --search "
+        "'printer jammed' --limit 2 --after MD-4\n"), "the table's note, quoted for a shell"
+
+
+def test_pages_by_key_skip_and_repeat_nothing(desk: tuple[App, Path]) -> None:
+    """Paging as a script does, --after the last ref of each page until a page is short
+    (or empty), gives what one listing of all gives, in its order, for every filter:
+    tickets of one instant (MD-2 to MD-5) are ordered by id, and a page that ends among
+    them goes on with the rest of them."""
+    app, cfg = desk
+    busy(app)
+    with app.engine.begin() as conn:
+        from maildesk.store.tables import T_TICKETS
+        conn.execute(T_TICKETS.update().where(T_TICKETS.c.number.between(2, 5))
+                     .values(created_at=DAY + timedelta(days=1)))
+    assert [t["ref"] for t in cli_json(cfg, "tickets", "list")] == \
+        ["MD-6", "MD-5", "MD-4", "MD-3", "MD-2", "MD-1"]
+    for args, size in [([], 1), ([], 2), ([], 3), *[(f, 2) for f, refs in FILTERS if refs]]:
+        everything = [t["ref"] for t in in_process(cfg, *args, "--limit", "0")]
+        pages: list[list[str]] = []
+        after: list[str] = []
+        while True:
+            pages.append([t["ref"] for t in in_process(cfg, *args, "--limit", str(size),
+                                                       *after)])
+            if len(pages[-1]) < size:
+                break
+            after = ["--after", pages[-1][-1]]
+        assert [ref for p in pages for ref in p] == everything, (args, size, pages)
+        assert all(len(p) == size for p in pages[:-1])
+    # the ticket --after names need not match the filters: the page starts where it stood
+    assert [t["ref"] for t in cli_json(cfg, "tickets", "list", "--queue", "general",
+                                       "--after", "md-4")] == ["MD-3", "MD-2", "MD-1"]
+
+
+def in_process(cfg: Path, *args: str) -> Any:
+    """`tickets list --format json` run in this process: the pages of every filter in
+    their own processes would take a minute."""
+    from click.testing import CliRunner
+
+    from maildesk.cli.main import cli
+    r = CliRunner().invoke(cli, ["--config", str(cfg), "tickets", "list", *args,
+                                 "--format", "json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize(("after", "code", "said"), [
+    ("MD-99", 66, "maildesk: --after MD-99: no such ticket (it names the last ticket of the "
+                  "page before; start again without --after)\n"),
+    ("42", 64, "maildesk: --after '42' is not a ticket reference (like MD-42): it names the "
+               "last ticket of the page before\n"),
+    ("", 64, "maildesk: --after '' is not a ticket reference"),
+])
+def test_a_bad_cursor_is_one_line(desk: tuple[App, Path], after: str, code: int, said: str
+                                  ) -> None:
+    app, cfg = desk
+    busy(app)
+    r = run_cli("tickets", "list", "--after", after, "--format", "json", config=cfg)
+    assert r.returncode == code and r.stdout == b""
+    assert r.stderr.decode().startswith(said) and r.stderr.count(b"\n") == 1
 
 
 def test_list_on_an_empty_desk(desk: tuple[App, Path]) -> None:

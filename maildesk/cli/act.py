@@ -12,11 +12,8 @@ refusal mailed to the agent.
 """
 from __future__ import annotations
 
-import getpass
 import sys
 from datetime import datetime, timezone
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -49,6 +46,10 @@ def as_agent(desk: Desk, who: str) -> Agent:
 def act_as(app: App, agent: Agent, to: str, subject: str, body: str) -> Summary:
     """The mail agent would write to `to`, run through the pipeline as the local
     operator's (pipeline.run.act)."""
+    import getpass
+    from email.message import EmailMessage
+    from email.utils import format_datetime, make_msgid
+
     from ..intake.inbound import Envelope
     from ..pipeline.run import act
     m = EmailMessage()

@@ -7,8 +7,9 @@ from typing import Any
 import click
 from sqlalchemy import Engine
 
-from ..app import DataDirError, writable_dir
+from ..app import writable_dir
 from ..config.schema import Settings
+from ..desk import DataDirError
 from ..errors import error_line
 from ..store import migrate
 from ..store.db import make_engine, shown_url, sqlite_file
@@ -56,7 +57,8 @@ def config_check(obj: Obj) -> None:
 
     The data directory gets a probe file, written and removed; the database is only read.
     """
-    from ..app import StartupError, load_kb, load_rules
+    from ..app import load_kb, load_rules
+    from ..desk import StartupError
     from ..notify.templates import Templates
     settings = obj.settings
     templates = Templates(settings.templates_dir)
@@ -79,7 +81,7 @@ def config_check(obj: Obj) -> None:
 
 def _schema(settings: Settings) -> str:
     """The database's schema as `serve` will find it, in words; fail() when serve would."""
-    from ..app import StartupError, read_schema, refuse_schema
+    from ..desk import StartupError, read_schema, refuse_schema
     db_file = sqlite_file(settings.database_url)
     if db_file is not None and not db_file.exists():
         return f"{db_file} not made yet: `maildesk serve` makes it"

@@ -6,17 +6,23 @@ App, so that help and the commands that need neither start in a tenth of the tim
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from .output import EX_CANTCREAT, EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, fail
 
 if TYPE_CHECKING:
-    from ..app import App, StartupError
+    from sqlalchemy import Engine
+
+    from ..app import App
     from ..config.schema import Settings
+    from ..desk import StartupError
+
+T = TypeVar("T")
 
 
 class Obj:
@@ -55,17 +61,39 @@ class Obj:
         and `jobs run` need. unwritable: the code for a data directory that cannot be
         written (`ingest` says 75, so that the MTA keeps the mail).
         """
-        from ..app import App, DataDirError, NoDesk, StartupError
-        try:
-            app = App.open(self.settings, existing=existing)
-        except NoDesk as e:
-            fail(str(e), EX_NOINPUT)
-        except DataDirError as e:
-            fail(str(e), unwritable)
-        except StartupError as e:
-            fail(str(e), startup_exit(e))
+        from ..app import App
+        settings = self.settings
+        app = opened(lambda: App.open(settings, existing=existing), unwritable)
         click.get_current_context().call_on_close(app.close)
         return app
+
+    def reader(self) -> Engine:
+        """The desk's database alone, for a command that only reads it (`tickets list`):
+        the schema checked as app(existing=True) checks it, with the same line and exit
+        code for each problem, but none of the App's templates, rules, SLA calendars or
+        knowledge base, which such a command never uses (nor their imports: the ORM,
+        jinja2). Disposed of when the command ends."""
+        from ..desk import open_engine
+        settings = self.settings
+        engine = opened(lambda: open_engine(settings, settings.database.auto_upgrade,
+                                            existing=True))
+        click.get_current_context().call_on_close(engine.dispose)
+        return engine
+
+
+def opened(opening: Callable[[], T], unwritable: int = EX_CANTCREAT) -> T:
+    """What opening() opens (an App, an engine); or one line and the exit code of what
+    keeps it from opening: 66 no desk, `unwritable` a data directory that cannot be
+    written, else 75 or 78 (startup_exit)."""
+    from ..desk import DataDirError, NoDesk, StartupError
+    try:
+        return opening()
+    except NoDesk as e:
+        fail(str(e), EX_NOINPUT)
+    except DataDirError as e:
+        fail(str(e), unwritable)
+    except StartupError as e:
+        fail(str(e), startup_exit(e))
 
 
 def startup_exit(e: StartupError) -> int:

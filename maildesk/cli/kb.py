@@ -90,7 +90,8 @@ def _library(obj: Obj, embedded: bool = False) -> Library:
     """The knowledge base as the daemon holds it, or one line per problem and exit 78.
     embedded: with kb.rerank, its articles embedded as the daemon's are (the model loads:
     seconds), so that what is found is what an acknowledgement would offer."""
-    from ..app import StartupError, kb_embedder
+    from ..app import kb_embedder
+    from ..desk import StartupError
     settings = obj.settings
     try:
         return read(settings.kb.folder, {q.name for q in settings.desk.queues},

@@ -57,8 +57,6 @@ def _day(value: datetime | None, after: int = 0) -> datetime | None:
         value.replace(tzinfo=timezone.utc) + timedelta(days=after)
 
 
-
-
 LIST_LIMIT = 50
 
 
@@ -82,17 +80,26 @@ LIST_LIMIT = 50
                    "(warned, not yet breached).")
 @click.option("--limit", type=click.IntRange(0, ROW_ID.max), default=LIST_LIMIT,
               show_default=True, help="At most this many (0: all); a note on stderr says "
-                                      "how many more matched.")
+                                      "how many more matched and the command for the "
+                                      "next page.")
+@click.option("--after", metavar="REF",
+              help="The next page: the tickets after REF, the last ticket of the page "
+                   "before, with the same filters.")
 @FORMAT
 @click.pass_obj
 def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
                  queue: str | None, assignee: str | None, unassigned: bool,
                  search: str | None, since: datetime | None, until: datetime | None,
-                 sla: str | None, limit: int, fmt: str) -> None:
-    """Tickets, newest first."""
-    from ..tickets.views import Filters, count_tickets, list_tickets
+                 sla: str | None, limit: int, after: str | None, fmt: str) -> None:
+    """Tickets, newest first, a page at a time."""
+    from dataclasses import replace
+
+    from ..tickets.listing import REF, Filters, count_tickets, list_tickets, position
     if assignee and unassigned:
         fail("--assignee and --unassigned exclude each other", EX_USAGE)
+    if after is not None and not REF.fullmatch(after):
+        fail(f"--after {after!r} is not a ticket reference (like MD-42): it names the last "
+             "ticket of the page before", EX_USAGE)
     where = None
     if sla:     # the SLA module (calendars, holidays) only for the listing that asks
         from ..sla.views import sla_filter
@@ -100,12 +107,17 @@ def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
     filters = Filters(statuses=statuses, requester=requester, queue=queue, assignee=assignee,
                       unassigned=unassigned, search=search, since=_day(since),
                       until=_day(until, after=1), where=where)
-    app = obj.app(existing=True)
-    with app.sessions() as session:
-        rows = list_tickets(session, filters, limit)
-        more = count_tickets(session, filters) - len(rows) if limit and len(rows) == limit \
+    with obj.reader().connect() as conn:
+        if after is not None:
+            at = position(conn, after)
+            if at is None:
+                fail(f"--after {after}: no such ticket (it names the last ticket of the page "
+                     "before; start again without --after)", EX_NOINPUT)
+            filters = replace(filters, after=at)
+        rows = list_tickets(conn, filters, limit)
+        more = count_tickets(conn, filters) - len(rows) if limit and len(rows) == limit \
             else 0
-    if fmt == "json":
+    if fmt == "json":     # the bare list, as every listing: a script's cursor is its last ref
         emit_json(rows)
     else:
         emit_table([r | {"created_at": minute(r["created_at"]),
@@ -113,8 +125,34 @@ def tickets_list(obj: Obj, statuses: tuple[str, ...], requester: str | None,
                    ["ref", "status", "priority", "queue", "assignee", "requester", "subject",
                     "message_count", "created_at", "updated_at"], empty="no tickets")
     if more:
-        click.echo(f"{more} more matched; --limit {limit + more} or --limit 0 shows them",
-                   err=True)
+        click.echo(f"{more} more matched; the next page: "
+                   f"{_next_page(click.get_current_context(), rows[-1]['ref'])}", err=True)
+
+
+def _next_page(ctx: click.Context, after: str) -> str:
+    """The command line of the page after this one: this one's options as given (the
+    configuration too), --after the page's last ticket."""
+    import shlex
+
+    from click.core import ParameterSource
+    words = ["maildesk"]
+    root = ctx.find_root()
+    if root.params.get("config") and \
+            root.get_parameter_source("config") is ParameterSource.COMMANDLINE:
+        words += ["--config", root.params["config"]]
+    words += ["tickets", "list"]
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name or "")
+        if not isinstance(p, click.Option) or p.name == "after" or \
+                ctx.get_parameter_source(p.name or "") is not ParameterSource.COMMANDLINE:
+            continue
+        if p.is_flag:
+            words.append(p.opts[0])
+        else:
+            shown = ",".join(value) if isinstance(value, tuple) else \
+                f"{value:%Y-%m-%d}" if isinstance(value, datetime) else str(value)
+            words += [p.opts[0], shown]
+    return shlex.join([*words, "--after", after])
 
 
 @tickets.command("show")

@@ -130,8 +130,8 @@ def serve(obj: Obj) -> None:
     (systemd/maildesk.service)."""
     import asyncio
 
-    from ..app import StartupError
     from ..daemon import Daemon
+    from ..desk import StartupError
     from ..systemd import Notifier
     notifier = Notifier()
     notifier.status("opening the database and checking its schema")

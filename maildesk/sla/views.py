@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
+from ..store.lean import TICKETS
 from ..store.models import SlaClock, Ticket
 from ..store.rows import RUNNING, STOPPED, ClockRow
 from .clocks import time_used
@@ -15,8 +16,9 @@ from .policy import Slas
 
 
 def sla_filter(which: str, now: datetime) -> ColumnElement[bool]:
-    """A condition on Ticket: it has a live clock that is breached, or at risk."""
-    live = and_(SlaClock.ticket_id == Ticket.id, SlaClock.state != STOPPED)
+    """A condition on a row of the listing's tickets (store/lean.py): it has a live clock
+    that is breached, or at risk."""
+    live = and_(SlaClock.ticket_id == TICKETS.c.id, SlaClock.state != STOPPED)
     cond: ColumnElement[bool]
     if which == "breached":
         cond = SlaClock.breached_at.is_not(None)

@@ -143,8 +143,8 @@ def make_engine(url: str, urgent: bool = False, **kwargs: Any) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """The ORM's sessions, imported here: a process that only stores mail (`ingest
-    --queue`) never loads the ORM."""
+    """The ORM's sessions on engine, the ORM imported here: a process that only stores
+    mail (`ingest --queue`) or reads through Core (`tickets list`) never loads it."""
     from sqlalchemy.orm import sessionmaker
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -10,13 +10,11 @@ needs a migration in migrations/versions, as in models.py.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -25,35 +23,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    TypeDecorator,
 )
+
+from .types import UTC
 
 METADATA = MetaData()       # every table of the desk's (models.Base's too)
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class UTC(TypeDecorator[datetime]):
-    """Aware UTC datetimes on both engines (SQLite would hand back naive ones)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None \
-            else value.astimezone(timezone.utc)
 
 
 # One accepted delivery: what we said 250 (or exit 0) to. Never deleted.

@@ -24,7 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from .intake_tables import METADATA, T_BLOB_DATA, T_INBOUND, T_INDEX, T_NODES, UTC, utcnow
+from .intake_tables import METADATA, T_BLOB_DATA, T_INBOUND, T_INDEX, T_NODES, utcnow
+from .types import UTC
 
 
 class Base(DeclarativeBase):

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, Select, column, false, func, select, table, text
 
-from .tables import T_MESSAGES
+from .lean import MESSAGES
 
 # what a message gives the index: a text longer than this is rare and is still found
 # by its beginning; PostgreSQL refuses a tsvector over 1 MB
@@ -61,7 +61,7 @@ def matching_tickets(dialect: str, query: str) -> Select[tuple[int]]:
     else:
         src, key = _FTS, _FTS.c.rowid
         cond = _FTS.c.body.op("MATCH")(" ".join(f'"{w}"' for w in found))
-    q = select(T_MESSAGES.c.ticket_id).join(src, key == T_MESSAGES.c.id)
+    q = select(MESSAGES.c.ticket_id).join(src, key == MESSAGES.c.id)
     return q.where(cond if found else false())
 
 
