@@ -64,6 +64,7 @@ from .systemd import Notifier
 log = logging.getLogger("maildesk")
 POLL = 5.0
 BATCH_BUDGET = 0.04  # seconds: a SQLite transaction of the worker's, while SMTP mail comes
+SMTP_QUIET = 2.0     # seconds without a mail by SMTP after which whole batches are taken
 KB_WATCH = 2.0     # seconds between looks at the articles' folder for changes
 # Open files the daemon needs besides the rating pages' and monitoring connections:
 # database, blobs, log, IMAP (the SMTP sessions are the listener process's own).
@@ -221,7 +222,7 @@ class Daemon:
         self._watch_rules()
         self._watch_kb()
         began = time.monotonic()
-        summary = run.drain(self.app, between=self._watchdog, budget=self._budget())
+        summary = run.drain(self.app, between=self._watchdog, budget=self._budget)
         self.metrics.batch("ingest", time.monotonic() - began, summary)
         if summary.new_tickets or summary.follow_ups or summary.refused:
             self.outbox.wake.set()
@@ -230,9 +231,12 @@ class Daemon:
                                                for k, v in summary.as_dict().items() if v))
 
     def _budget(self) -> float | None:
-        """How long the worker's transactions may last: on SQLite, while the listener
-        runs, a sender's 250 waits for the one under way (pipeline/run.py drain())."""
-        if self.listener is None or self.app.engine.dialect.name != "sqlite":
+        """How long the worker's next transaction may last: on SQLite, while SMTP mail
+        comes, a sender's 250 waits for the one under way (pipeline/run.py drain()); with
+        none for a while (a backlog drained after a restart, piped mail), whole batches."""
+        listener = self.listener
+        if listener is None or self.app.engine.dialect.name != "sqlite" or \
+                time.monotonic() - listener.accepted_at > SMTP_QUIET:
             return None
         return BATCH_BUDGET
 

@@ -212,3 +212,30 @@ def test_a_reply_drained_on_one_node_while_another_holds_its_original_joins_its_
     with a.engine.connect() as c:
         assert list(c.scalars(select(Ticket.ref))) == ["MD-1"]
         assert c.scalar(select(func.count()).where(Message.direction == "in")) == 2
+
+
+def test_drain_sizes_its_batches_to_the_budget_while_smtp_mail_comes(
+        make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a budget (SMTP mail coming, on SQLite) the first batch is one mail, the next
+    as many as fit the budget at the CPU time per mail that one took; with none (a
+    backlog, nothing coming by SMTP) whole batches. Each is one transaction the listener's
+    commit may wait for (store/turns.py)."""
+    from maildesk.intake.inbound import accept
+    from maildesk.pipeline import run
+    app = make_app()
+    env = Envelope(source="smtp", mail_from="ana@customer.test", rcpt_to=("support@localhost",))
+    accept(app, [(mail(subject=f"case {i}", message_id=f"<b{i}@customer.test>"), env)
+                 for i in range(30)])
+    sizes: list[int] = []
+    real = run._drain_batch
+
+    def counted(app: App, limit: int, only: int | None = None) -> Any:
+        sizes.append(limit)
+        return real(app, limit, only)
+    monkeypatch.setattr(run, "_drain_batch", counted)
+    budgets = iter([None, None, *([1e-9] * 40)])   # a backlog, then SMTP mail comes
+    summary = run.drain(app, limit=10, budget=lambda: next(budgets))
+    assert summary.new_tickets == 30
+    assert sizes[:2] == [10, 10], "whole batches while nothing comes by SMTP"
+    assert set(sizes[2:]) == {1}, "a mail a transaction when the budget is that tight"
+    assert len(sizes) == 2 + 10 + 1                  # and a last look that finds none

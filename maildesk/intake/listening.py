@@ -161,6 +161,7 @@ class ListenerProcess:
         self.config, self.on_accept, self.turn_every = config, on_accept, turn_every
         self.proc: subprocess.Popen[bytes] | None = None
         self.turned = time.monotonic()
+        self.accepted_at = float("-inf")   # when a mail was last stored (monotonic)
         self._read = -1
         self._error = b""
         self._ready: asyncio.Future[None] | None = None
@@ -208,6 +209,7 @@ class ListenerProcess:
         got, error, why = got.partition(ERROR)
         self._error = error + why
         if ACCEPTED in got:
+            self.accepted_at = time.monotonic()
             self.on_accept()
         if TURNED in got:
             self.turned = time.monotonic()

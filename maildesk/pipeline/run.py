@@ -47,18 +47,22 @@ def _run(app: App, ctx: Context, batch: list[Accepted]) -> Summary:
 
 
 def drain(app: App, limit: int = BATCH, between: Callable[[], None] | None = None,
-          budget: float | None = None) -> Summary:
+          budget: Callable[[], float | None] = lambda: None) -> Summary:
     """Process queued inbound mail until none is left; safe with several workers.
     between: called before each batch; the daemon's watchdog ping, so that a backlog of
     thousands of mails is progress, not a hang.
-    budget: seconds a batch's transaction should last at most, the batch sized on the
-    CPU time per mail of the one before (this thread's: waits for a core or for the lock
-    are not the batch's size's doing). On SQLite the SMTP listener's commit waits for the
-    transaction under way (store/turns.py): short ones keep a sender's wait for its 250
-    short; long ones pay fewer commits."""
+    budget: asked before each batch, the seconds its transaction should last at most
+    (None: as long as `limit` mails take), the batch sized on the CPU time per mail of the
+    one before (this thread's: waits for a core or for the lock are not the batch size's
+    doing). On SQLite the SMTP listener's commit waits for the transaction under way
+    (store/turns.py): short ones keep a sender's wait for its 250 short; long ones pay
+    fewer commits."""
     total = Summary()
-    size = limit if budget is None else 1
+    each: float | None = None       # CPU seconds per mail, as the last batch took
     while True:
+        most = budget()
+        size = limit if most is None else \
+            1 if each is None else max(1, min(limit, int(most / each) if each else limit))
         if between is not None:
             between()
         began = time.thread_time()
@@ -72,9 +76,7 @@ def drain(app: App, limit: int = BATCH, between: Callable[[], None] | None = Non
             done = _one_by_one(app, size)
         if done is None:
             return total
-        if budget is not None:
-            each = (time.thread_time() - began) / max(1, sum(done.as_dict().values()))
-            size = max(1, min(limit, int(budget / each) if each > 0 else limit))
+        each = (time.thread_time() - began) / max(1, sum(done.as_dict().values()))
         total.add(done.announce())
 
 
