@@ -48,7 +48,7 @@ def commands(group: click.Group = cli, path: tuple[str, ...] = ()) -> Iterator[t
 
 def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
     """What to run of each command (its formats, its required arguments); serve is tested
-    as a daemon elsewhere."""
+    as a daemon elsewhere, and listen, serve's own process, with it (test_smtp.py)."""
     report = [["--format", f] for f in ("table", "csv", "json")] + [
         ["--format", "html", "--out", str(tmp / "r.html")],
         ["--from", "2020-01-01", "--to", "2020-01-31", "--format", "json"],
@@ -58,6 +58,7 @@ def invocations(tmp: Path, eml: Path) -> dict[tuple[str, ...], list[list[str]]]:
                                                        "priority", "week")]]
     return {
         ("serve",): [],
+        ("listen",): [],
         ("init",): [[str(tmp / "init")]],
         ("ingest",): [[str(eml)], ["--format", "json", str(eml)]],
         ("fetch",): [[], ["--format", "json"]],

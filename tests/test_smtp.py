@@ -234,6 +234,13 @@ def test_a_listener_process_that_dies_stops_the_daemon_with_75(
     assert not d.listeners()
 
 
+def test_the_listener_run_by_hand_says_serve_starts_it(tmp_path: Path) -> None:
+    r = run_cli("listen", "--report-fd", "97", cwd=tmp_path)
+    assert r.returncode == 64
+    assert r.stderr.decode().strip() == ("maildesk: no pipe at file descriptor 97: `maildesk "
+                                         "serve` starts the listener itself; run that")
+
+
 def test_sighup_gives_the_listener_the_desks_new_addresses(
         daemon: Callable[..., Daemon]) -> None:
     """The recipients the listener accepts are the configuration's after a reload: the

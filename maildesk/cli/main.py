@@ -162,6 +162,11 @@ def listen(obj: Obj, report_fd: int, turn_every: float) -> None:
             return load_settings(obj.path)
         except ConfigError:     # the daemon, reloading too, says what is wrong
             return None
+    try:
+        os.fstat(report_fd)
+    except OSError:
+        fail(f"no pipe at file descriptor {report_fd}: `maildesk serve` starts the listener "
+             "itself; run that", EX_USAGE)
     sys.exit(asyncio.run(run(obj.settings, report_fd, reread, turn_every)))
 
 
