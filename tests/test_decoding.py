@@ -210,6 +210,37 @@ def test_mboxrd_quoting_is_undone_one_level(tmp_path: Path) -> None:
     assert [m for _, m in read(box)][0].endswith(b"\nFrom here\n>From there\n")
 
 
+def test_an_mbox_read_while_its_pages_are_let_go_reads_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large mbox's pages are let go of behind the reading (issue 22: a 1 GiB mbox held
+    1.1 GiB of RSS); with a step of one page, every mail still reads as it was written,
+    and the process's RSS does not grow by the file's size."""
+    import mmap
+    import resource
+
+    from maildesk.intake import sources
+    monkeypatch.setattr(sources._Behind, "STEP", mmap.PAGESIZE)
+    mails = [b"From: u%d@x\nSubject: mail %d\n\n" % (i, i) + b"%d " % i * (i % 700)
+             + b"\n" for i in range(3000)]
+    box = tmp_path / "big.mbox"
+    with box.open("wb") as f:
+        for m in mails:
+            f.write(b"From u@x Mon Nov 23 10:00:00 2026\n" + m + b"\n")
+    assert [m for _, m in read(box)] == mails
+
+    monkeypatch.setattr(sources._Behind, "STEP", 1 << 20)
+    big = tmp_path / "bigger.mbox"
+    chunk = b"From u@x Mon Nov 23 10:00:00 2026\nFrom: u@x\nSubject: s\n\n" + \
+        b"x" * 60 + b"\n" * 1 + (b"y" * 79 + b"\n") * 2000 + b"\n"
+    with big.open("wb") as f:
+        for _ in range(1600):               # 256 MB
+            f.write(chunk)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert sum(1 for _ in read(big)) == 1600
+    grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grew < 100, f"peak RSS grew {grew:.0f} MiB reading a 256 MiB mbox"
+
+
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus not found")
 def test_the_corpus_mbox_files_split_where_their_projects_say() -> None:
     """mime4j's rlug mbox (its test expects this count) and mimekit's unmunged mbox, which
