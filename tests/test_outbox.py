@@ -143,8 +143,8 @@ def test_backoff_doubles_and_is_capped() -> None:
 def test_listener_answers_451_when_the_database_is_down(make_app: Callable[..., App]) -> None:
     """A sender must retry, not believe us, when the commit did not happen."""
     app = make_app()
-    # the listener opens its own engine from the settings' URL (smtp.Committer); the blob
-    # store's engine reads what it stores: both point at a database nobody answers
+    # the listener writes through the store's engine (in `serve`, its process's own); the
+    # blob store's engine reads what it stores: both point at a database nobody answers
     nowhere = "postgresql+psycopg://root@127.0.0.1:1/nowhere"
     app.engine = app.blobs.engine = make_engine(nowhere)
     loop = asyncio.new_event_loop()
@@ -152,7 +152,7 @@ def test_listener_answers_451_when_the_database_is_down(make_app: Callable[..., 
     app.settings = app.settings.model_copy(update={
         "smtp": app.settings.smtp.model_copy(update={"port": free_port()}),
         "database": app.settings.database.model_copy(update={"url": nowhere})})
-    listening = loop.run_until_complete(listener.start(app, lambda: None, sessions))
+    server = loop.run_until_complete(listener.start(app, lambda: None, sessions))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
@@ -162,11 +162,11 @@ def test_listener_answers_451_when_the_database_is_down(make_app: Callable[..., 
                        mail().replace(b"\n", b"\r\n"))
         assert e.value.smtp_code == 451 and e.value.smtp_error.startswith(b"4.3.0")
     finally:
-        loop.call_soon_threadsafe(listening.server.close)
+        loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
-        listening.committer.engine.dispose()
+        app.engine.dispose()
 
 
 # -- the maildir: a full disk, a crash between delivering and recording, two senders -------
