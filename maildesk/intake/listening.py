@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..config.schema import Settings
 from ..store.blob_rows import open_blobs
@@ -111,22 +111,32 @@ async def listen(settings: Settings, report: int, reread: Callable[[], Settings 
     turn_every: seconds between its signs of life (the daemon's watchdog wants them at
     least twice per interval)."""
     _die_with_parent()
-    loop = asyncio.get_running_loop()
     say = os.fdopen(report, "wb", buffering=0)
     engine = make_engine(settings.database_url, urgent=True)
     store = Writer(settings, engine, open_blobs(settings, engine))
+    try:
+        return await _serve(store, say, reread, turn_every)
+    finally:
+        store.blobs.close()
+        engine.dispose()
+
+
+async def _serve(store: Writer, say: BinaryIO, reread: Callable[[], Settings | None],
+                 turn_every: float) -> int:
+    """listen()'s listening, on its store, until told to stop."""
+    loop = asyncio.get_running_loop()
+    settings = store.settings
     sessions = Sessions(settings.smtp.max_connections, settings.smtp.max_connections_per_client,
                         lambda client: store.settings.desk.relayed_by_us(client))
     fit_sessions(sessions, settings)
     loop.set_exception_handler(lambda lp, ctx: loop_error(sessions, lp, ctx))
+
     def accepted() -> None:
         say.write(ACCEPTED)
     try:
         listening = await start(store, accepted, sessions)
     except OSError as e:
         say.write(ERROR + f"{e.errno} {e.strerror}\n".encode())
-        store.blobs.close()
-        engine.dispose()
         return 1
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -148,8 +158,6 @@ async def listen(settings: Settings, report: int, reread: Callable[[], Settings 
         except TimeoutError:
             pass
     await stop(listening, sessions, settings.smtp.shutdown_grace)
-    store.blobs.close()
-    engine.dispose()
     return 0
 
 
