@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Report benchmark: `maildesk report` over 1,000,000 tickets with clocks, events and surveys.
 
-    python3 bench/report.py [--tickets 1000000] [--runs 3] [--desk DIR]
+    python3 bench/report.py [--tickets 1000000] [--runs 3] [--desk DIR] [--baseline DIR]
 
 A year of tickets is generated directly into a fresh SQLite database: each
 with a first-response clock (95 % stopped) and a resolution clock (80 %
@@ -12,11 +12,14 @@ peak RSS measured: the full year (every ticket in the period), the full year
 by queue, and the last 30 days. --desk keeps the generated desk in DIR and
 reuses it when DIR already holds one (generating takes minutes): the same
 data for a run before and after a change, its schema brought to this
-checkout's by `maildesk db upgrade` first.
+checkout's by `maildesk db upgrade` first. --baseline DIR: a checkout of another
+commit (`git worktree add DIR COMMIT`) on the same schema, timed in the same rounds
+in alternating order.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import subprocess
@@ -29,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import machine, publish, run_child, ticket_row, update  # noqa: E402
+from common import commit_of, machine, publish, run_child, ticket_row, update  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from maildesk.app import App  # noqa: E402
@@ -106,6 +109,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--desk", type=Path,
                     help="keep the generated desk here, and reuse it if it is there")
+    ap.add_argument("--baseline", type=Path,
+                    help="a checkout of another commit, timed in the same rounds")
     args = ap.parse_args()
     tmp = args.desk or Path(tempfile.mkdtemp(prefix="maildesk-report-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -134,30 +139,51 @@ def main() -> int:
     month = ["--from", (END - timedelta(days=30)).date().isoformat(), "--to", last]
     cases = [("a year, every ticket in it", year),
              ("a year, --by queue", [*year, "--by", "queue"]), ("the last 30 days", month)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    trees = [ROOT, *([args.baseline] if args.baseline else [])]
+
+    def run(tree: Path, extra: list[str]) -> tuple[float, int, bytes, bytes, int]:
+        return run_child([*base, *extra], tmp, {**env, "PYTHONPATH": str(tree)})
+
+    for tree in trees:          # untimed: bytecode compiled, the database's pages cached
+        run(tree, cases[-1][1])
     startup = statistics.median(run_child([sys.executable, "-m", "maildesk", "--config",
-                                           str(cfg), "config", "check"], tmp)[0]
+                                           str(cfg), "config", "check"], tmp,
+                                          {**env, "PYTHONPATH": str(ROOT)})[0]
                                 for _ in range(3))
+    results: dict[tuple[str, Path], list[tuple[float, int]]] = {}
+    for i in range(args.runs):
+        for name, extra in cases:
+            for tree in trees if i % 2 == 0 else trees[::-1]:
+                elapsed, rss, out, err, code = run(tree, extra)
+                if code != 0 or b'"rows"' not in out:
+                    print(err.decode())
+                    return 1
+                results.setdefault((name, tree), []).append((elapsed, rss))
+        print(f"round {i + 1} of {args.runs}", flush=True)
     lines = []
-    for name, extra in cases:
-        results = []
-        for _ in range(args.runs):
-            elapsed, rss, out, err, code = run_child([*base, *extra], tmp)
-            if code != 0 or b'"rows"' not in out:
-                print(err.decode())
-                return 1
-            results.append((elapsed, rss))
-        secs = statistics.median(r[0] for r in results)
-        rss = statistics.median(r[1] for r in results) / 1024
-        print(f"{name}: {secs:.2f} s, {rss:.0f} MiB (runs "
-              f"{', '.join(f'{r[0]:.2f}' for r in results)})", flush=True)
-        lines.append(f"| {name} | {secs:.2f} | {rss:.0f} MiB |")
+    for name, _extra in cases:
+        row = f"| {name} |"
+        for tree in trees:
+            got = results[(name, tree)]
+            secs = statistics.median(r[0] for r in got)
+            rss = statistics.median(r[1] for r in got) / 1024
+            print(f"{name}, {commit_of(tree)}: {secs:.2f} s, {rss:.0f} MiB (runs "
+                  f"{', '.join(f'{r[0]:.2f}' for r in got)})", flush=True)
+            row += f" {secs:.2f} | {rss:.0f} MiB |"
+        lines.append(row)
+    head = "| period | seconds | peak RSS |" + (
+        f" seconds, {commit_of(args.baseline)} | peak RSS, before |" if args.baseline else "")
+    rule = "|---|---:|---:|" + ("---:|---:|" if args.baseline else "")
     section = (
         f"## Reports: `maildesk report` over {args.tickets:,} tickets (`python3 bench/report.py`)"
         f"\n\nMachine: {machine()}. A year of {args.tickets:,} tickets generated directly into "
         f"SQLite ({size / 1024**2:.0f} MiB, {gen:.0f} s) with their SLA clocks, events and "
         f"surveys. Whole process, start-up included ({startup:.2f} s for `config check`), "
-        f"JSON output, median of {args.runs} runs.\n\n"
-        f"| period | seconds | peak RSS |\n|---|---:|---:|\n" + "\n".join(lines) + "\n\n"
+        f"JSON output, median of {args.runs} runs"
+        + (", the baseline's in the same rounds, in alternating order" if args.baseline
+           else "") + f"; load average {os.getloadavg()[0]:.1f} at the end.\n\n"
+        f"{head}\n{rule}\n" + "\n".join(lines) + "\n\n"
         "Counts are SQL aggregations through indexes. The stopped clocks' times are read "
         "once per kind (first response, resolution) from the covering index "
         "`ix_sla_clocks_kind_stopped`, straight from the driver's cursor in chunks of "
