@@ -290,9 +290,11 @@ def _backlog(conn: Connection, end: datetime, dim: Dim, by_ticket: bool
                      unclocked).subquery()
     joined = _joined(conn, rows.c.created_at)
     found = conn.execute(select(rows.c.g, joined).group_by(rows.c.g) if by_ticket else
-                         select(literal(ALL), joined).having(func.count() > 0))
+                         select(literal(ALL), joined))
     out = {}
     for k, text in found:
+        if text is None:        # no backlog: the total's one row, of nothing
+            continue
         opened = sorted(text.split(","))
         # the nearest rank: the ceil(n / 2)-th youngest, its age as the database counts it
         youngest = datetime.fromisoformat(opened[len(opened) - (len(opened) + 1) // 2])
