@@ -290,3 +290,14 @@ def test_the_backlog_and_its_median_age_by_their_definition(
             got = {g: (report.groups.get(g, {}).get("backlog", 0),
                        report.groups.get(g, {}).get("backlog_age_median_h")) for g in names}
             assert got == want, (first, by)
+        # the chart's backlog by day: opened less resolved (by the clock) since the desk began
+        level = sum(c < start for c, *_ in made) - sum(s is not None and s < start
+                                                       for *_, s, _ in made)
+        days = [start + timedelta(days=i) for i in range((end - start).days)]
+        want_series = []
+        for d in days:
+            nxt = d + timedelta(days=1)
+            level += sum(d <= c < nxt for c, *_ in made) - sum(
+                s is not None and d <= s < nxt for *_, s, _ in made)
+            want_series.append((d.date().isoformat(), float(level)))
+        assert reports[None].series["backlog"] == want_series, first
