@@ -219,3 +219,85 @@ def test_counts_on_a_new_desk_are_zero_and_times_have_no_figure(
                                 "csat_responses")} == dict.fromkeys(
         ("created", "resolved", "reopened", "backlog", "csat_responses"), 0)
     assert row["frt_business_median_h"] is None and row["csat_pct"] is None
+
+
+def busy_desk(app: App) -> list[tuple[datetime, str, str, datetime | None, bool]]:
+    """300 tickets over 90 days, in every status and queue, a fifth without a resolution
+    clock, the others' stopped before, inside, after the periods looked at or never;
+    returned as (created, status, queue, resolution stopped, has a resolution clock). The
+    seconds end in 7: no age falls on a tenth of an hour and half, where rounding could go
+    either way between engines."""
+    import random
+
+    from maildesk.rules.actions import STATUSES
+    from maildesk.store.models import SlaClock
+    rnd, start, made = random.Random(22), datetime(2026, 8, 25, tzinfo=UTC), []
+    tickets, clocks = [], []
+    for i in range(1, 301):
+        created = start + timedelta(minutes=rnd.randrange(90 * 24 * 60), seconds=7)
+        status, queue = rnd.choice(STATUSES), rnd.choice(("it", "hr", "general"))
+        clocked = rnd.random() < 0.8
+        stopped = (created + timedelta(hours=rnd.expovariate(1 / 200))
+                   if clocked and rnd.random() < 0.7 else None)
+        tickets.append({"id": i, "number": i, "ref": f"MD-{i}", "subject": f"case {i}",
+                        "requester": f"u{i % 17}@c.test", "status": status, "queue": queue,
+                        "created_at": created, "updated_at": created})
+        if clocked:
+            clocks.append({"ticket_id": i, "kind": "resolution", "policy": "P3",
+                           "target": 86400.0, "elapsed": 60.0,
+                           "state": "stopped" if stopped else "running",
+                           "started_at": created, "stopped_at": stopped, "pauses": []})
+        made.append((created, status, queue, stopped, clocked))
+    with app.engine.begin() as conn:
+        conn.execute(insert(Ticket.__table__), tickets)
+        conn.execute(insert(SlaClock.__table__), clocks)
+    return made
+
+
+def test_the_backlog_and_its_median_age_by_their_definition(
+        make_app: Callable[..., App], db_url: str) -> None:
+    """The backlog at a period's end, counted ticket by ticket from its definition (opened
+    before the end; its resolution clock not stopped by then, or, without one, its status
+    open) and its median age the nearest-rank one, whatever way the report computes them:
+    in total, by queue and by week, for periods ending in the desk's past and after it."""
+    import math
+
+    app = make_app(db_url, desk=DESK)
+    made = busy_desk(app)
+    for first, last in ((date(2026, 9, 1), date(2026, 9, 30)),
+                        (date(2026, 10, 5), date(2026, 10, 11)),
+                        (date(2026, 11, 1), date(2026, 11, 30)),
+                        (date(2027, 1, 1), date(2027, 1, 31)),
+                        (date(2026, 1, 1), date(2026, 1, 31))):
+        start, end = period(first, last, last)
+        ages: dict[str, list[float]] = {}
+        for created, status, queue, stopped, clocked in made:
+            open_then = (stopped is None or stopped >= end) if clocked else \
+                status not in ("resolved", "closed")
+            if created < end and open_then:
+                for g in ("all", queue):
+                    ages.setdefault(g, []).append((end - created).total_seconds())
+        week = (end - timedelta(days=end.weekday())).date().isoformat()
+        with app.engine.connect() as conn:
+            reports = {by: build(conn, start, end, by) for by in (None, "queue", "week")}
+        for by, report in reports.items():
+            # the groups: the total, each queue, or the end's week (the backlog is the end's)
+            names = {"all": "all"} | ({g: g for g in ages if g != "all"} if by == "queue"
+                                      else {week: "all"} if by == "week" and ages else {})
+            want = {g: (len(ages.get(a, [])), round(sorted(ages[a])[
+                        math.ceil(len(ages[a]) / 2) - 1] / 3600, 1) if a in ages else None)
+                    for g, a in names.items()}
+            got = {g: (report.groups.get(g, {}).get("backlog", 0),
+                       report.groups.get(g, {}).get("backlog_age_median_h")) for g in names}
+            assert got == want, (first, by)
+        # the chart's backlog by day: opened less resolved (by the clock) since the desk began
+        level = sum(c < start for c, *_ in made) - sum(s is not None and s < start
+                                                       for *_, s, _ in made)
+        days = [start + timedelta(days=i) for i in range((end - start).days)]
+        want_series = []
+        for d in days:
+            nxt = d + timedelta(days=1)
+            level += sum(d <= c < nxt for c, *_ in made) - sum(
+                s is not None and d <= s < nxt for *_, s, _ in made)
+            want_series.append((d.date().isoformat(), float(level)))
+        assert reports[None].series["backlog"] == want_series, first
