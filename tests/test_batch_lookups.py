@@ -6,7 +6,6 @@ batch still sees what an earlier one added, and a blob the batch found stays out
 reach until it commits."""
 from __future__ import annotations
 
-import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import mail
-from nodes import PG_URL
-from sqlalchemy import create_engine, event, select, text
+from conftest import mail, pg_schema
+from sqlalchemy import event, select
 
 from maildesk.app import App
 from maildesk.intake.inbound import Envelope
@@ -70,16 +68,8 @@ def other_url(db_url: str, tmp_path: Path) -> Iterator[str]:
     if not db_url.startswith("postgresql"):
         yield f"sqlite:///{tmp_path / 'other.db'}"
         return
-    schema = f"t_{secrets.token_hex(6)}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema() as url:
+        yield url
 
 
 Both = Callable[..., tuple[list[tuple[str, int | None]], Counter[str]]]
