@@ -25,6 +25,7 @@ from maildesk.intake.inbound import Envelope
 from maildesk.mail.parse import parse_batch
 from maildesk.pipeline.driver import Summary
 from maildesk.pipeline.run import ingest
+from maildesk.store.blobs import digest_of
 from maildesk.store.gc import Freed, collect
 from maildesk.store.models import Inbound, Message, OutboxMail, Ticket
 
@@ -247,3 +248,21 @@ def test_a_fresh_blob_stored_already_is_replaced_by_the_batchs_copy(
     assert app.blobs.get(digest) == raw
     assert collect(app.blobs, app.engine, min_age=0, every=True).rows == 0
     assert app.blobs.get(digest) == raw
+
+
+def test_the_listeners_group_commit_looks_its_mails_up_at_once(
+        make_app: Callable[..., App], db_url: str) -> None:
+    """The SMTP listener stores the mails of a group commit in one transaction: one lookup
+    for their blobs, not one a mail; a mail stored before is found, not stored again."""
+    from maildesk.intake.inbound import accept
+    app = make_app(db_url)
+    first = mail(message_id="<g0@customer.test>")
+    accept(app, [(first, PIPE)])
+    group = [(mail(message_id=f"<g{i}@customer.test>"), PIPE) for i in range(1, 8)]
+    with selects(app) as asked:
+        ids = accept(app, [*group, (first, PIPE)])
+    # one lookup for the group, and the copy it found read back to be checked
+    assert len(ids) == 8 and asked["blob_index"] == 2, asked
+    with app.engine.connect() as c:
+        assert c.execute(select(Inbound.digest).where(Inbound.id == ids[-1])).scalar_one() \
+            == digest_of(first)
