@@ -97,7 +97,7 @@ def answer(ctx: Context, address: str, template: str, context: dict[str, Any],
         x_loop=sender)
     raw, failed = _composed(out)
     ctx.ledger.add_outbox(None, _outbox_row(ctx, template, settings.envelope_from, [address],
-                                            out, ctx.blobs.put(raw), failed))
+                                            out, ctx.blobs.put(raw, fresh=True), failed))
 
 
 def _theirs(ctx: Context, answering: Pending | None) -> Pending | None:
@@ -210,7 +210,7 @@ def _queue(ctx: Context, ticket: TicketRow, template: str, out: Outgoing,
     if ctx.history:     # old mail was answered long ago: an import sends nothing, to nobody
         return
     raw, failed = _composed(out)
-    digest = ctx.blobs.put(raw)
+    digest = ctx.blobs.put(raw, fresh=True)      # a new Message-ID: never stored
     recipients = [a for _n, a in (*out.to, *out.cc)]
     settings = ctx.settings
     return_path = bounce_address(ctx.secrets[0], settings.envelope_from, ticket.ref,

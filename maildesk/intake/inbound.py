@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import insert
 
+from ..store.blobs import digest_of
 from ..store.handle import Store
 from ..store.intake_tables import T_INBOUND
 
@@ -38,6 +39,7 @@ def accept(app: Store, mails: list[tuple[bytes, Envelope]]) -> list[int]:
     now = _now()
     with app.engine.begin() as conn:
         blobs = app.blobs.batch(conn)
+        blobs.expect(digest_of(raw) for raw, _ in mails)    # one lookup for the group
         digests = [blobs.put(raw) for raw, _ in mails]
         blobs.finish()
         return [int(i) for i in conn.execute(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -20,10 +20,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from ..core.context import Context, Dropped, Outcome, Quarantined
 from ..logs import domain_of
 from ..mail.headers import one_line
-from ..mail.parse import written_at
 from ..store.rows import Pending
 from .parse import parse_mail
-from .work import Accepted, Arrival, Crashed, Stage, Work
+from .work import Accepted, Arrival, Crashed, Stage, Work, in_its_time
 
 log = logging.getLogger("maildesk.pipeline")
 TRANSIENT = (OperationalError, InterfaceError)
@@ -91,8 +90,7 @@ def _run_one(ctx: Context, a: Accepted, stages: tuple[tuple[str, Stage], ...]
     stage, w = "parse", None
     try:
         w = Work(a.inbound, a.raw, parse_mail(ctx, a))
-        # old mail happens when it was written: its ticket, messages, events and clocks
-        here = replace(ctx, now=written_at(w.parsed, ctx.now)) if ctx.history else ctx
+        here = in_its_time(ctx, w.parsed)
         for stage, fn in stages:  # noqa: B007 - the handlers below name the stage
             fn(here, w)
     except (Quarantined, Dropped) as o:

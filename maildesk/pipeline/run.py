@@ -23,10 +23,11 @@ from ..errors import error_line
 from ..intake.inbound import Envelope
 from ..mail.headers import one_line
 from ..mail.parse import ParsedMail, Unread, parse_batch, written_at
+from ..store.blobs import digest_of
 from ..store.db import retried
 from ..store.tables import T_INBOUND
 from .driver import TRANSIENT, Line, Summary, process
-from .stages import STAGES
+from .stages import STAGES, look_ahead
 from .work import Accepted, Arrival
 
 BATCH = 200
@@ -41,6 +42,7 @@ def _now() -> datetime:
 
 def _run(app: App, ctx: Context, batch: list[Accepted]) -> Summary:
     """Run the pipeline, write, and make every blob durable and indexed before the commit."""
+    look_ahead(ctx, batch)
     summary = process(ctx, batch, app.stages or STAGES)      # writes the ledger
     ctx.blobs.finish()
     return summary
@@ -223,6 +225,7 @@ def _ingest(app: App, items: list[tuple[bytes, Envelope]],
     with app.engine.begin() as conn:
         ctx = app.context(conn, now, history)
         blobs = ctx.blobs
+        blobs.expect(digest_of(raw) for raw, _ in items)
         batch = [Accepted(inbound=Arrival(id=None, source=env.source, origin=env.origin,
                                           mail_from=env.mail_from, rcpt_to=env.rcpt_to,
                                           digest=blobs.put(raw), size=len(raw),

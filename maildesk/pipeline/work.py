@@ -7,14 +7,14 @@ a mail that several stages ask for, each done once per mail.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ..config.schema import Agent, Desk
 from ..core.context import Classified, Context, Refused
 from ..errors import MaildeskError
 from ..mail.classify import PERSON
-from ..mail.parse import ParsedMail, Unread, base_address
+from ..mail.parse import ParsedMail, Unread, base_address, written_at
 from ..mail.quotes import split_reply
 from ..store.rows import Pending, TicketRow
 from ..tickets.refs import Grant, requester_token_ok
@@ -91,6 +91,12 @@ class Work:
 
 
 Stage = Callable[[Context, Work], None]
+
+
+def in_its_time(ctx: Context, parsed: ParsedMail) -> Context:
+    """The context a mail's stages run in: old mail (ctx.history) happens when it was
+    written, its ticket, messages, events and clocks dated so."""
+    return replace(ctx, now=written_at(parsed, ctx.now)) if ctx.history else ctx
 
 
 def recipients(w: Work) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ into blob_data, for the other nodes).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy import Column, Connection, Engine, Select, bindparam, or_, selec
 
 from ..config.schema import Settings
 from .blobs import (
+    LOOKUP_CHUNK,
     BlobBatch,
     BlobDamaged,
     BlobMissing,
@@ -36,6 +37,11 @@ _READ = select(T_BLOB_DATA.c.data, T_BLOB_DATA.c.size) \
     .where(T_BLOB_DATA.c.digest == bindparam("digest"))
 # a batch that uses a row it found holds it until commit, so gc cannot delete it in between
 _READ_KEEP = _READ.with_for_update(read=True)
+# which of many have a row, held as _READ_KEEP holds one: not their bytes, which a batch
+# of large mails found again (a re-import) would hold in memory all at once
+_HAS_MANY = select(T_BLOB_DATA.c.digest) \
+    .where(T_BLOB_DATA.c.digest.in_(bindparam("digests", expanding=True))) \
+    .with_for_update(read=True)
 _HAS = select(T_BLOB_DATA.c.digest).where(T_BLOB_DATA.c.digest == bindparam("digest"))
 # one INSERT of many rows, kept well under both databases' limit on bound parameters and
 # a statement's size
@@ -172,17 +178,32 @@ class DatabaseBatch(BlobBatch):
         self.store, self.conn = store, conn
         self._pending: dict[str, bytes] = {}
         self.mended: set[str] = set()          # their damaged row replaced at finish()
+        self.unasked: set[str] = set()         # fresh: a row that holds other bytes replaced
+        self._known: dict[str, bool] = {}      # digest -> whether it has a row (expect())
         self.repaired = 0
 
     @property
     def pending(self) -> Mapping[str, bytes]:
         return self._pending
 
-    def put(self, data: bytes) -> str:
+    def expect(self, digests: Iterable[str]) -> None:
+        wanted = [d for d in dict.fromkeys(digests) if d not in self._known]
+        for k in range(0, len(wanted), LOOKUP_CHUNK):
+            chunk = wanted[k:k + LOOKUP_CHUNK]
+            found = set(self.conn.execute(_HAS_MANY, {"digests": chunk}).scalars())
+            self._known.update((d, d in found) for d in chunk)
+
+    def put(self, data: bytes, fresh: bool = False) -> str:
         digest = digest_of(data)
         if digest in self._pending:
             return digest
-        row = self.conn.execute(_READ_KEEP, {"digest": digest}).first()
+        if fresh:
+            self.unasked.add(digest)
+            self._pending[digest] = data
+            return digest
+        row = None      # expect() found none: no row to read
+        if self._known.get(digest, True):
+            row = self.conn.execute(_READ_KEEP, {"digest": digest}).first()
         if row is not None:
             if row_problem(digest, bytes(row.data), row.size) is None:
                 return digest
@@ -192,10 +213,13 @@ class DatabaseBatch(BlobBatch):
         return digest
 
     def finish(self) -> None:
-        new = {d: b for d, b in self._pending.items() if d not in self.mended}
+        replaced = self.mended | self.unasked
+        new = {d: b for d, b in self._pending.items() if d not in replaced}
         write_rows(self.conn, new, replace=False)
-        write_rows(self.conn, {d: self._pending[d] for d in self.mended}, replace=True)
-        self._pending, self.mended = {}, set()
+        write_rows(self.conn, {d: self._pending[d] for d in replaced}, replace=True)
+        for d in self._pending:     # found by a lookup from now on
+            self._known.pop(d, None)
+        self._pending, self.mended, self.unasked = {}, set(), set()
 
 
 def rows_of(conn: Connection, yield_per: int = 64) -> Iterator[tuple[str, int, bytes]]:

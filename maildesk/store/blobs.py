@@ -27,8 +27,10 @@ gone and the id reused). gc may move a packed blob to another pack, or take a
 loose file away for a moment, between a reader's lookup and its read: a read that
 finds nothing there looks once more, with a fresh connection (_read). A writer
 that finds its blob stored already freshens it (the loose file's mtime, or a
-shared lock on its index row until commit), which is what gc's grace period and
-locks look for; gc.py says why that is enough.
+shared lock on its index row until commit, taken when a batch looks its blobs up
+ahead, expect()), which is what gc's grace period and locks look for; gc.py says why
+that is enough. A blob just composed (put(fresh=True): an outgoing mail) is not looked
+up: its own copy is written and its index row upserted at finish(), which locks it.
 
 The address is checked on every read: bytes whose sha256 is not their name
 are never returned (BlobDamaged names the blob, where it lives and what refers
@@ -66,6 +68,11 @@ _LOOKUP = select(T_INDEX.c.pack, T_INDEX.c.offset, T_INDEX.c.size) \
 # a writer that uses a packed blob it found holds its row until commit (PostgreSQL; SQLite's
 # BEGIN IMMEDIATE holds the whole database), so gc cannot drop it in between
 _LOOKUP_KEEP = _LOOKUP.with_for_update(read=True)
+# the same for many blobs at once: a batch asks once for what its puts will ask one by one
+_LOOKUP_MANY = select(T_INDEX.c.digest, T_INDEX.c.pack, T_INDEX.c.offset, T_INDEX.c.size) \
+    .where(T_INDEX.c.digest.in_(bindparam("digests", expanding=True))).with_for_update(read=True)
+LOOKUP_CHUNK = 500     # digests a statement
+NOT_LOOKED_UP = object()        # a digest expect() was not told of: put() looks it up itself
 HELD_PAUSE, HELD_TRIES = 0.05, 40     # a read waits up to 2 s while gc holds a loose file
 HEX = frozenset("0123456789abcdef")
 # the digest of a row whose blob was removed on purpose (store/shred.py): no sha256, so
@@ -236,8 +243,18 @@ class BlobBatch(ABC):
         """The digests put() will store at finish(): neither intact nor stored before."""
 
     @abstractmethod
-    def put(self, data: bytes) -> str:
-        """Store data with the transaction; its digest."""
+    def put(self, data: bytes, fresh: bool = False) -> str:
+        """Store data with the transaction; its digest. fresh: bytes just composed (an
+        outgoing mail, its Message-ID new), all but never stored before: not looked up, and
+        a stored copy found at finish() is replaced by this one, which holds it against gc
+        as a lookup would (a round trip saved a mail on PostgreSQL)."""
+
+    @abstractmethod
+    def expect(self, digests: Iterable[str]) -> None:
+        """Look up now, in one statement per few hundred, the digests put() will be asked
+        to store (a batch's raw mails and attachments), each held against gc from here
+        until commit as put()'s own lookup would hold it: on PostgreSQL each lookup is a
+        round trip to the server, and a batch made one or two a mail."""
 
     @abstractmethod
     def finish(self) -> None:
@@ -553,13 +570,22 @@ class FileBatch(BlobBatch):
         self.conn = conn
         self._pending: dict[str, tuple[int, int]] = {}  # digest -> (offset, size)
         self.mended: set[str] = set()                   # stored again: their index row replaced
+        self.unasked: set[str] = set()                  # fresh: their row, if any, replaced
+        self._known: dict[str, Any] = {}                # digest -> its index row, or None
         self.repaired = 0
 
     @property
     def pending(self) -> Mapping[str, tuple[int, int]]:
         return self._pending
 
-    def put(self, data: bytes) -> str:
+    def expect(self, digests: Iterable[str]) -> None:
+        wanted = [d for d in dict.fromkeys(digests) if d not in self._known]
+        for k in range(0, len(wanted), LOOKUP_CHUNK):
+            chunk = wanted[k:k + LOOKUP_CHUNK]
+            found = {r.digest: r for r in self.conn.execute(_LOOKUP_MANY, {"digests": chunk})}
+            self._known.update((d, found.get(d)) for d in chunk)
+
+    def put(self, data: bytes, fresh: bool = False) -> str:
         digest = digest_of(data)
         if digest in self._pending:
             return digest
@@ -570,13 +596,20 @@ class FileBatch(BlobBatch):
             self.repaired += 1
             self.store._write_loose(loose, data)
             return digest
-        if self.store._lookup(digest, self.conn, _LOOKUP_KEEP) is not None:
+        if fresh:
+            self.unasked.add(digest)
+        elif self._row(digest) is not None:
             if self.store.problem(digest, self.conn) is None:
                 return digest
             self.repaired += 1
             self.mended.add(digest)
         self._pending[digest] = (self.pack.append(data), len(data))
         return digest
+
+    def _row(self, digest: str) -> Any:
+        """digest's index row (held till commit), as expect() found it or asked now."""
+        row = self._known.get(digest, NOT_LOOKED_UP)
+        return self.store._lookup(digest, self.conn, _LOOKUP_KEEP) if row is NOT_LOOKED_UP else row
 
     def finish(self) -> None:
         """fsync the pack and index its new blobs in the batch's transaction."""
@@ -586,15 +619,18 @@ class FileBatch(BlobBatch):
         self.pack.sync()
         rows = [{"digest": d, "pack": self.pack.name, "offset": o, "size": n}
                 for d, (o, n) in self._pending.items()]
-        new = [r for r in rows if r["digest"] not in self.mended]
+        replaced = self.mended | self.unasked
+        new = [r for r in rows if r["digest"] not in replaced]
         if new:
             conn.execute(upsert(conn, T_INDEX).on_conflict_do_nothing(index_elements=["digest"]),
                          new)
-        mended = [r for r in rows if r["digest"] in self.mended]
+        mended = [r for r in rows if r["digest"] in replaced]
         if mended:
             stmt = upsert(conn, T_INDEX)
             conn.execute(stmt.on_conflict_do_update(index_elements=["digest"], set_={
                 "pack": stmt.excluded.pack, "offset": stmt.excluded.offset,
                 "size": stmt.excluded.size}), mended)
-        self._pending, self.mended = {}, set()
+        for d in self._pending:     # found by a lookup from now on
+            self._known.pop(d, None)
+        self._pending, self.mended, self.unasked = {}, set(), set()
 

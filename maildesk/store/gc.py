@@ -25,7 +25,11 @@ holds, by kind:
 2. Index rows and blob_data rows commit in the same transaction as the rows that refer
    to them, so one that nothing refers to is not in flight, unless a writer found it and
    is about to use it: that writer holds the row until it commits (FOR SHARE on
-   PostgreSQL; SQLite's BEGIN IMMEDIATE holds the whole database). gc locks the rows it
+   PostgreSQL, from its lookup on, which a batch makes for all its mails' blobs at once
+   before it uses any; SQLite's BEGIN IMMEDIATE holds the whole database). A writer that
+   does not look (a blob it just composed) stores its own copy and upserts the row at
+   finish(): gc took the row before (the writer inserts it again) or finds it locked
+   after. gc locks the rows it
    would delete (FOR UPDATE SKIP LOCKED: a row a writer holds is in use, left for the
    next run) and only then, in a new statement that sees what committed before, reads
    the references: a writer committed before (its row is seen) or, after gc, finds no

@@ -7,15 +7,40 @@ with one multi-row statement, which is what makes ingest fast.
 
 Each mail runs inside a draft: if a stage fails, rollback() forgets exactly
 what that mail added or changed, and the mails before and after it stand.
+
+Some questions every mail asks (is its dedupe key stored, how much mail came from its
+sender lately, did a stored reply answer it, how many tickets did its sender open) are
+asked of the whole batch first, one statement each (expect()): on PostgreSQL each
+question is a round trip to the server, and a mail asked four or five. A lookup takes
+the database's part of its answer from there when it asks exactly what was asked
+ahead, else asks itself; the batch's own part (what earlier mails of the batch added)
+it counts as before, so a later mail still sees an earlier one. The batch writes none of
+those tables before write(), so the answer read ahead is the one the mail would read at
+its turn: on SQLite the batch holds the write lock; on PostgreSQL another node may
+commit in between, as it may between a mail's lookup and the batch's commit (a dedupe
+key stored twice fails the unique index, and the batch is taken again mail by mail).
 """
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 
 from ..errors import MaildeskError
 from ..store.db import upsert
@@ -88,6 +113,21 @@ _RECENT_FROM_ON = _RECENT_FROM.where(T_MESSAGES.c.ticket_id == bindparam("t"))
 _OPENED_BY = select(func.count()).select_from(T_TICKETS).where(
     T_TICKETS.c.requester == bindparam("r"),
     T_TICKETS.c.created_at >= bindparam("t", type_=T_TICKETS.c.created_at.type))
+# the same questions for a whole batch (expect())
+_STORED_AS_MANY = select(T_MESSAGES.c.dedupe_key, T_TICKETS.c.ref) \
+    .join(T_MESSAGES, T_MESSAGES.c.ticket_id == T_TICKETS.c.id) \
+    .where(T_MESSAGES.c.dedupe_key.in_(bindparam("keys", expanding=True)))
+_OPENED_BY_MANY = select(T_TICKETS.c.requester, func.count()).where(
+    T_TICKETS.c.requester.in_(bindparam("rs", expanding=True)),
+    T_TICKETS.c.created_at >= bindparam("t", type_=T_TICKETS.c.created_at.type)) \
+    .group_by(T_TICKETS.c.requester)
+_FIRST_REFERENCE = select(func.min(T_REFS.c.id)) \
+    .where(T_REFS.c.ref.in_(bindparam("mids", expanding=True))).group_by(T_REFS.c.ref)
+_REFERENCED_BY_MANY = select(T_REFS.c.ref, T_REFS.c.ticket_id) \
+    .where(T_REFS.c.id.in_(_FIRST_REFERENCE.scalar_subquery()))
+AHEAD_CHUNK = 500       # keys a statement
+_UNASKED = object()     # a question expect() was not asked: the lookup asks it itself
+RECENT_CHUNK = 200      # windows a statement: one SELECT each, UNION ALL (SQLite: 500 at most)
 _BY_MESSAGE_IDS = select(T_MESSAGES.c.message_id, T_MESSAGES.c.ticket_id) \
     .where(T_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
 _INCIDENTS_OF = select(T_TICKETS.c.number).where(T_TICKETS.c.problem == bindparam("ref")) \
@@ -138,6 +178,20 @@ _LISTS = ("new_tickets", "messages", "attachments", "events", "outbox", "inbound
           "solved", "message_moves")
 
 
+def _recent_count(i: int, sender: str, start: datetime, end: datetime) -> Select[int, int]:
+    """_RECENT_FROM's count as row i of a UNION ALL (its values bound as its own)."""
+    m = T_MESSAGES.c
+    return select(literal(i).label("i"), func.count()).select_from(T_MESSAGES).where(
+        m.from_addr == sender, m.direction == "in", m.date.between(start, end))
+
+
+def _chunks(keys: Iterable[Any], known: dict[Any, Any], size: int) -> Iterable[list[Any]]:
+    """keys not yet in known, once each, size at a time."""
+    wanted = [k for k in dict.fromkeys(keys) if k not in known]
+    for k in range(0, len(wanted), size):
+        yield wanted[k:k + size]
+
+
 class LostRace(MaildeskError):
     """Another process answered the same survey between our read and our write."""
 
@@ -177,6 +231,9 @@ class Ledger:
         self._by = _TICKET_LOCKED if self._locking else _TICKET_BY
         # the first inbound id of a drained batch (pipeline/run.py); None once _caught_up()
         self.older_than: int | None = None
+        # the database's answers read ahead for the batch (expect()), by question
+        self._ahead: dict[str, dict[Any, Any]] = {
+            "stored": {}, "replies": {}, "recent": {}, "opened": {}}
 
     # -- drafts -----------------------------------------------------------
     def start_mail(self) -> None:
@@ -227,6 +284,37 @@ class Ledger:
             self._draft["keys"].append((index, key))
 
     # -- reading ----------------------------------------------------------
+    def expect(self, dedupe_keys: Iterable[str] = (), replies_to: Iterable[str] = (),
+               recent: Iterable[tuple[str, datetime, datetime]] = (),
+               opened: Iterable[tuple[str, datetime]] = ()) -> None:
+        """Ask the database once for the batch what its mails will ask one by one (module
+        docstring): stored_as(dedupe_keys), referenced_by(replies_to), recent_from(sender,
+        start, end) for recent, tickets_opened_by(requester, since) for opened."""
+        c, ahead = self.conn, self._ahead
+        for chunk in _chunks(dedupe_keys, ahead["stored"], AHEAD_CHUNK):
+            found = dict(c.execute(_STORED_AS_MANY, {"keys": chunk}).all())
+            ahead["stored"].update((k, found.get(k)) for k in chunk)
+        for chunk in _chunks(replies_to, ahead["replies"], AHEAD_CHUNK):
+            found = dict(c.execute(_REFERENCED_BY_MANY, {"mids": chunk}).all())
+            ahead["replies"].update((m, found.get(m)) for m in chunk)
+        for asks in _chunks(recent, ahead["recent"], RECENT_CHUNK):
+            counts: dict[int, int] = dict(c.execute(union_all(*(_recent_count(i, *ask)
+                                                for i, ask in enumerate(asks)))).all())
+            ahead["recent"].update((ask, int(counts.get(i) or 0)) for i, ask in enumerate(asks))
+        by_since: dict[datetime, list[str]] = {}
+        for requester, since in opened:
+            if (requester, since) not in ahead["opened"]:
+                by_since.setdefault(since, []).append(requester)
+        for since, requesters in by_since.items():
+            for chunk in _chunks(requesters, {}, AHEAD_CHUNK):
+                found = dict(c.execute(_OPENED_BY_MANY, {"rs": chunk, "t": since}).all())
+                ahead["opened"].update(((r, since), int(found.get(r) or 0)) for r in chunk)
+
+    def _ahead_or(self, kind: str, key: Any, query: Any, params: dict[str, Any]) -> Any:
+        """What expect() read for this question, else the database's answer now."""
+        known = self._ahead[kind].get(key, _UNASKED)
+        return self.conn.scalar(query, params) if known is _UNASKED else known
+
     def _caught_up(self) -> bool:
         """After a lookup found nothing: wait until no older mail is in another node's
         batch still, and say whether the lookup is worth asking again. A reply names the
@@ -292,7 +380,7 @@ class Ledger:
         """The ticket whose mail answered this Message-ID (its reply came first)."""
         if message_id in self.ref_index:
             return self.ref_index[message_id]
-        tid = self.conn.scalar(_REFERENCED_BY, {"mid": message_id})
+        tid = self._ahead_or("replies", message_id, _REFERENCED_BY, {"mid": message_id})
         return self.by_id(tid) if tid is not None else None
 
     def merged_into(self, ticket: TicketRow) -> TicketRow | None:
@@ -401,9 +489,11 @@ class Ledger:
                       and (on is None or m.ticket is on))
         if on is not None and on.id is None:     # opened in this batch: all it has is here
             return pending
-        query = _RECENT_FROM if on is None else _RECENT_FROM_ON
-        return pending + int(self.conn.scalar(query, {"s": sender, "a": start, "b": end,
-                                                      "t": on.id if on else None}) or 0)
+        if on is not None:
+            return pending + int(self.conn.scalar(_RECENT_FROM_ON, {
+                "s": sender, "a": start, "b": end, "t": on.id}) or 0)
+        return pending + int(self._ahead_or("recent", (sender, start, end), _RECENT_FROM,
+                                            {"s": sender, "a": start, "b": end}) or 0)
 
     def tickets_opened_by(self, requester: str, since: datetime) -> int:
         """Tickets a requester opened since then, by the desk's clock, this batch's included:
@@ -412,7 +502,8 @@ class Ledger:
         have the desk mail a forged From without end."""
         pending = sum(1 for t in self.new_tickets if t.requester == requester
                       and t.created_at >= since)
-        return pending + int(self.conn.scalar(_OPENED_BY, {"r": requester, "t": since}) or 0)
+        return pending + int(self._ahead_or("opened", (requester, since), _OPENED_BY,
+                                            {"r": requester, "t": since}) or 0)
 
     def requester_tickets(self, requester: str, limit: int, since: datetime | None = None,
                           besides: str = "") -> tuple[list[dict[str, Any]], int]:
@@ -524,7 +615,7 @@ class Ledger:
     def stored_as(self, dedupe_key: str) -> str | None:
         if dedupe_key in self.dedupe_index:
             return self.dedupe_index[dedupe_key]
-        return self.conn.scalar(_STORED_AS, {"key": dedupe_key})
+        return self._ahead_or("stored", dedupe_key, _STORED_AS, {"key": dedupe_key})
 
     # -- adding -----------------------------------------------------------
     def next_number(self) -> int:

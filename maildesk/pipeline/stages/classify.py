@@ -2,16 +2,16 @@
 onto the ticket whose mail it answers, never as a message."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ...core.context import Classified, Context, Dropped
 from ...core.fire import fire
 from ...mail.classify import ALERT, AUTO_REPLY, BOUNCE, BULK, LOOP, PERSON, SPAM, Verdict, classify
-from ...mail.parse import UNKNOWN_SENDER, message_ids
+from ...mail.parse import UNKNOWN_SENDER, ParsedMail, message_ids
 from ...store.rows import TicketRow
 from ...tickets.refs import read_bounce_address, read_token_ref
-from ..work import Work, recipients
+from ..work import Work, in_its_time, recipients
 
 
 def classify_stage(ctx: Context, w: Work) -> None:
@@ -21,13 +21,9 @@ def classify_stage(ctx: Context, w: Work) -> None:
         return
     verdict = classify(p, w.inbound.mail_from, desk.addresses, desk.domain,
                        desk.spam_headers if desk.trust_spam_headers else {})
-    # by the mails' own dates, so that a backlog imported at once is no flood; on both sides
-    # of this one's date, so that mail dated backwards is counted too
-    when, window = p.date or ctx.now, timedelta(seconds=desk.flood_window)
     if verdict.kind == PERSON and p.from_addr not in ("", UNKNOWN_SENDER):
         on = _agents_ticket(ctx, w)
-        if ctx.ledger.recent_from(p.from_addr, when - window, when + window, on) \
-                >= desk.flood_limit:
+        if ctx.ledger.recent_from(p.from_addr, *flood_window(ctx, p), on) >= desk.flood_limit:
             verdict = Verdict(LOOP, f"more than {desk.flood_limit} mails from "
                                     f"{p.from_addr}{f' on {on.ref}' if on else ''} in "
                                     f"{desk.flood_window:.0f} s")
@@ -40,6 +36,20 @@ def classify_stage(ctx: Context, w: Work) -> None:
         raise Dropped(verdict.reason)
     if verdict.kind == BOUNCE:      # never a message on a ticket, even when it threads
         _bounce(ctx, w)
+
+
+def flood_window(ctx: Context, p: ParsedMail) -> tuple[datetime, datetime]:
+    """The dates between which the sender's mail counts towards a flood: by the mails' own
+    dates, so that a backlog imported at once is no flood; on both sides of this one's
+    date, so that mail dated backwards is counted too."""
+    when, window = p.date or ctx.now, timedelta(seconds=ctx.settings.desk.flood_window)
+    return when - window, when + window
+
+
+def classify_ahead(ctx: Context, mails: list[ParsedMail]) -> None:
+    """The loop guard's counts of the batch's senders, read at once (Ledger.expect)."""
+    ctx.ledger.expect(recent=[(p.from_addr, *flood_window(in_its_time(ctx, p), p))
+                              for p in mails if p.from_addr not in ("", UNKNOWN_SENDER)])
 
 
 def _agents_ticket(ctx: Context, w: Work) -> TicketRow | None:

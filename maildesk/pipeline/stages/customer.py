@@ -7,14 +7,14 @@ no #close, no reopening; what it could not do is an event agents can see.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ...core.context import Context
 from ...core.fire import LedgerEffects, change, fire
 from ...core.triage import predicted
 from ...mail.classify import BULK, MACHINES, PERSON
-from ...mail.parse import base_address
+from ...mail.parse import ParsedMail, base_address
 from ...store.rows import TicketRow
 from ...tickets.apply import (
     STATUS_AFTER_CUSTOMER_REPLY,
@@ -26,7 +26,7 @@ from ...tickets.commands import split_commands
 from ...tickets.refs import tagged_numbers
 from ...tickets.thread import participants
 from ..sender import event_mail, message_proof, sender_proof
-from ..work import Work, queue_for, reply_parts
+from ..work import Work, in_its_time, queue_for, reply_parts
 
 # local parts of addresses nobody reads: noreply, no-reply, gmail-noreply, donotreply,
 # do_not_reply, noreply+bounces, bounces-123 ...
@@ -76,14 +76,27 @@ def may_acknowledge(ctx: Context, w: Work) -> tuple[str | None, bool]:
         return f"sender {p.from_addr} does not read replies", False
     if not (desk.ack_limit and desk.ack_window):
         return None, False
-    opened = ctx.ledger.tickets_opened_by(p.from_addr,
-                                          ctx.now - timedelta(seconds=desk.ack_window))
+    opened = ctx.ledger.tickets_opened_by(p.from_addr, ack_since(ctx))
     if opened <= desk.ack_limit:
         return None, False
     if opened == desk.ack_limit + 1:
         return None, True
     return (f"{p.from_addr} wrote {opened} new tickets within {desk.ack_window:.0f} s, past "
             f"desk.ack_limit ({desk.ack_limit}); they were told once"), False
+
+
+def ack_since(ctx: Context) -> datetime:
+    """Since when a sender's new tickets count towards desk.ack_limit."""
+    return ctx.now - timedelta(seconds=ctx.settings.desk.ack_window)
+
+
+def customer_ahead(ctx: Context, mails: list[ParsedMail]) -> None:
+    """How many tickets the batch's senders opened lately, read at once (Ledger.expect),
+    when the acknowledgement limit will ask."""
+    desk = ctx.settings.desk
+    if desk.ack_limit and desk.ack_window:
+        ctx.ledger.expect(opened=[(p.from_addr, ack_since(in_its_time(ctx, p)))
+                                  for p in mails])
 
 
 def _open(ctx: Context, w: Work, others: list[str]) -> TicketRow:

@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 from ...core.context import Context, Duplicate
+from ...mail.parse import ParsedMail
 from ..work import Work
+
+
+def dedupe_ahead(ctx: Context, mails: list[ParsedMail]) -> None:
+    """The batch's dedupe keys looked up at once (Ledger.expect)."""
+    ctx.ledger.expect(dedupe_keys=[p.dedupe_key for p in mails])
 
 
 def dedupe_stage(ctx: Context, w: Work) -> None:

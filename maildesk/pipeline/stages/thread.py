@@ -10,7 +10,7 @@ from dataclasses import replace
 from ...core.context import Classified, Context, Refused
 from ...core.fire import fire
 from ...mail.classify import AUTO_REPLY, BULK, COMPLAINT, LOOP
-from ...mail.parse import UNKNOWN_SENDER
+from ...mail.parse import UNKNOWN_SENDER, ParsedMail
 from ...tickets.refs import read_token_ref
 from ...tickets.thread import by_references, by_replies, by_tag, by_token, survivor
 from ..sender import event_mail, sender_proof
@@ -66,6 +66,13 @@ def thread_stage(ctx: Context, w: Work) -> None:
         fire(ctx, ticket, "reply.refused", actor=p.from_addr, mail=event_mail(ctx, w),
              message_id=p.message_id, digest=w.inbound.digest)
         raise Refused(f"{ticket.ref} is closed and its queue refuses replies")
+
+
+def thread_ahead(ctx: Context, mails: list[ParsedMail]) -> None:
+    """Whether stored replies answered the batch's mails, looked up at once (by_replies,
+    through Ledger.expect)."""
+    ctx.ledger.expect(replies_to=[p.message_id for p in mails
+                                  if p.has_message_id and p.from_addr != UNKNOWN_SENDER])
 
 
 def _machine_without_ticket(ctx: Context, w: Work) -> None:
