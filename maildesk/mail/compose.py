@@ -20,6 +20,7 @@ from .headers import one_line
 from .parse import clean_address
 
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0085\u2028\u2029]")
+_PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*")
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,13 @@ def new_message_id(domain: str, ref: str | None = None) -> str:
 
 
 def _header(value: str, name: str) -> str:
-    """One header value, RFC 2047-encoded when not ASCII, folded by the email package."""
+    """One header value, RFC 2047-encoded when not ASCII, folded by the email package. A
+    short value of printable ASCII words is its own encoding (Header leaves it as it is),
+    and is not put through Header, which cost a mail a fifth of its composing."""
     if _FORBIDDEN.search(value):
         raise ValueError(f"header value with a line break or control character: {value!r}")
+    if len(name) + 2 + len(value) <= 76 and _PLAIN_VALUE.fullmatch(value):
+        return value
     return Header(value, "us-ascii" if value.isascii() else "utf-8",
                   maxlinelen=76, header_name=name).encode()
 

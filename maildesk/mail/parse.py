@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email
 import hashlib
-import logging
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -16,15 +15,12 @@ from datetime import datetime, timezone
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
-import mailparser
-
 from ..config.schema import Limits
 from ..errors import MaildeskError
 from .body import read as read_body
 from .bounce import Bounce, maybe_bounce, read_bounce
+from .defects import defect_names
 from .headers import one_line, raw_text, text_of
-
-logging.getLogger("mailparser").setLevel(logging.CRITICAL)
 
 _MSGID = re.compile(r"<[^<>\s]{1,990}>")
 _ADDR = re.compile(r"^[^@\s]{1,256}@[^@\s]{1,255}$")
@@ -242,15 +238,6 @@ def _message(raw: bytes, limits: Limits) -> tuple[Message, list[str]]:
         raise Unparseable(f"MIME structure unreadable: {type(e).__name__}: {e}") from e
 
 
-def _defects(msg: Message) -> tuple[str, ...]:
-    """What the parser found wrong, by mail-parser's names; by the standard library's where
-    mail-parser gives up on a mail (it does on some that every mail client reads)."""
-    try:
-        return tuple(sorted(set(mailparser.MailParser(msg).defects_categories or ())))
-    except Exception:  # noqa: BLE001 - a bug of mail-parser's is no reason to lose the mail
-        return tuple(sorted({type(d).__name__ for p in msg.walk() for d in p.defects}))
-
-
 def parse(raw: bytes, digest: str, envelope_from: str | None = None,
           limits: Limits = DEFAULT_LIMITS) -> ParsedMail:
     """Parse; raise Unparseable when there is no mail to speak of."""
@@ -273,7 +260,7 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None,
     sender, from_name = sender_of(msg, raw, envelope_from, hints)
     to = _all_addresses([raw_text(v, hints) for v in msg.get_all("To", [])])
     cc = _all_addresses([raw_text(v, hints) for v in msg.get_all("Cc", [])])
-    defects = _defects(msg)
+    defects = defect_names(msg)
     mid_hdr = message_ids(header("Message-ID"))
     message_id = mid_hdr[0] if mid_hdr else f"<generated.{digest[:40]}@maildesk.invalid>"
 
