@@ -61,6 +61,22 @@ def test_ingest_takes_the_envelope_from_the_mta(desk_config: Callable[..., Path]
     assert json.loads(r.stdout)["new_tickets"] == 1
 
 
+@pytest.mark.parametrize("flag", ["--sender", "--recipient"])
+def test_ingest_refuses_a_control_character_in_the_envelope(
+        desk_config: Callable[..., Path], flag: str) -> None:
+    """As the SMTP listener answers 501: an address with ESC, CR or LF in it is no address,
+    and stored it would reach logs, terminals and replies."""
+    cfg = desk_config()
+    assert run_cli("ingest", config=cfg, input=mail(message_id="<one@c.test>")).returncode == 0
+    for queue in ((), ("--queue",)):
+        r = run_cli("ingest", *queue, flag, "evil\x1b[31m\r\nx@example.net", config=cfg,
+                    input=mail(message_id="<two@c.test>"))
+        assert r.returncode == 64 and r.stderr.count(b"\n") == 1, r.stderr
+        assert b"control character in an envelope address" in r.stderr
+        assert b"\x1b" not in r.stderr and b"\r" not in r.stderr
+    assert len(tickets_json(cfg)) == 1
+
+
 def test_ingest_exits_75_when_the_database_is_down(desk_config: Callable[..., Path]) -> None:
     cfg = desk_config("postgresql+psycopg://root@127.0.0.1:1/nowhere")
     r = run_cli("ingest", config=cfg, input=mail())

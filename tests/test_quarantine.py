@@ -35,6 +35,22 @@ def tickets(app: App) -> list[dict[str, Any]]:
         return list_tickets(s.connection())[::-1]     # oldest first
 
 
+def test_show_prints_no_control_character_an_envelope_carried(
+        desk_config: Callable[..., Path], make_app: Callable[..., App]) -> None:
+    """An envelope is hostile input too (an IMAP origin, a row stored before `ingest`
+    refused controls): `show` neutralises it as `list` does, never an escape sequence or a
+    line break of the sender's on the operator's terminal."""
+    cfg, app = desk_config(), make_app()
+    evil = Envelope("pipe", "evil\x1b[31m\r\nx@example.net", ("support@localhost\x1b[2J",),
+                    origin="mbox\x07#1")
+    ingest(app, [(b"\x00 not a mail\n", evil)])
+    [row] = held(cfg)
+    r = run_cli("quarantine", "show", str(row["id"]), config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert b"\x1b" not in r.stdout and b"\r" not in r.stdout and b"\x07" not in r.stdout
+    assert "mail from: evil\ufffd[31m\ufffd\ufffdx@example.net\n" in r.stdout.decode()
+
+
 def test_show_release_and_delete_held_mail(desk_config: Callable[..., Path],
                                            make_app: Callable[..., App], db_url: str) -> None:
     desk = {"trust_spam_headers": True}

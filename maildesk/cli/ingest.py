@@ -97,6 +97,12 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
            recipients: tuple[str, ...], fmt: str, progress: bool | None, repair: bool,
            history: bool, queue: bool) -> None:
     """Take mail from .eml files, mbox files, maildir folders, or stdin (- or no PATH)."""
+    from ..intake.inbound import CONTROL
+    for flag, addr in [("--sender", sender or ""), *(("--recipient", r) for r in recipients)]:
+        if CONTROL.search(addr):     # as the SMTP listener's 501: never stored, never shown
+            fail(f"{flag} {addr.encode('unicode_escape').decode()[:100]}: a control "
+                 "character in an envelope address; give the address as the MTA has it",
+                 EX_USAGE)
     mail_from = sender.lower() if sender is not None else None
     rcpt_to = tuple(r.lower() for r in recipients)
     stdin = None

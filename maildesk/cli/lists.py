@@ -396,11 +396,11 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
         console.print(f"[original removed: {REMOVED_BY}]", markup=False, style="dim")
     console.print()
     for k, v in headers:
-        console.print(f"{k}: {v}", markup=False)
+        console.print(safe(f"{k}: {v}"), markup=False)
     if r.traceback:
         console.print("\n[bold]traceback[/bold] (a crash of maildesk or a library on this "
                       "mail: please report it with the mail):", markup=True)
-        console.print(r.traceback.rstrip(), markup=False)
+        console.print(safe(r.traceback.rstrip()), markup=False)
 
 
 def header_lines(data: bytes) -> list[list[str]]:
@@ -412,8 +412,11 @@ def header_lines(data: bytes) -> list[list[str]]:
 
 
 def _show(v: Any) -> str:
+    """One field of `show` on its line: what the mail or its envelope carried neutralised,
+    a line break too (it would start a line of the sender's making)."""
     from rich.markup import escape
-    return escape(", ".join(v) if isinstance(v, list) else "-" if v is None else str(v))
+    text = ", ".join(v) if isinstance(v, list) else "-" if v is None else str(v)
+    return escape(safe(text).replace("\n", "\ufffd"))
 
 
 @quarantine.command("retry")

@@ -7,6 +7,7 @@ nothing of tickets, rules or notices: it stores, and the pipeline decides.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -15,6 +16,11 @@ from sqlalchemy import insert
 from ..store.blobs import digest_of
 from ..store.handle import Store
 from ..store.intake_tables import T_INBOUND
+
+# C0 controls (NUL, CR and LF among them), DEL, C1 controls, and the lone surrogates
+# that stand for bytes that are not UTF-8: none belongs in an envelope address, and
+# each is trouble in a database column, a log line, a terminal or a reply that quotes it.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)

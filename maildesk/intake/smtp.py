@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,15 +36,9 @@ from ..logthrottle import LogThrottle
 from ..mail.parse import base_address
 from ..store.blobs import BlobStore
 from ..store.handle import Store
-from .inbound import Envelope, accept
+from .inbound import CONTROL, Envelope, accept
 
 log = logging.getLogger("maildesk.smtp")
-
-# C0 controls (NUL, CR and LF among them), DEL, C1 controls, and the lone surrogates
-# that stand for bytes that are not UTF-8: none belongs in an envelope address, and
-# each is trouble in a database column, a log line or a reply that quotes the address.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
 
 @dataclass
 class Writer:
@@ -297,14 +290,14 @@ class Listener(SMTP):
     async def smtp_MAIL(self, arg: str | None) -> None:
         """Controls are refused in the command as sent: aiosmtpd's address parser reads some
         (CR, NEL) as white space and would pass on an address the client never wrote."""
-        if arg and _CONTROL.search(arg):
+        if arg and CONTROL.search(arg):
             await self.push("501 5.1.7 Bad sender address syntax")
             return
         await super().smtp_MAIL(arg)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if arg and _CONTROL.search(arg):
+        if arg and CONTROL.search(arg):
             await self.push("501 5.1.3 Bad recipient address syntax")
             return
         await super().smtp_RCPT(arg)
