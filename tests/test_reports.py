@@ -122,6 +122,19 @@ def test_every_figure_of_the_week_matches_the_hand_count(worked: App) -> None:
     assert report.series["sla_met_pct"] == [("2026-11-16", 83.3)], "5 of 6 stopped clocks"
 
 
+def test_a_period_not_ended_yet_ages_its_backlog_to_now(worked: App) -> None:
+    """The default report runs to the end of today: the backlog's age is as of now, not
+    of midnight to come (hours too old, up to a day early in the morning); its count is
+    the same (nothing opens or closes in the future) and, by week, in the week of now."""
+    now = WEEK[1] - timedelta(hours=12)
+    with worked.engine.connect() as conn:
+        total = build(conn, *WEEK, by=None, now=now).groups["all"]
+        weekly = build(conn, *WEEK, by="week", now=now).groups
+    assert (total["backlog"], total["backlog_age_median_h"]) == (1, 111.0 - 12)
+    assert (weekly["2026-11-16"]["backlog"], weekly["2026-11-16"]["backlog_age_median_h"]) \
+        == (1, 111.0 - 12)
+
+
 def test_by_week_and_by_queue_split_the_same_numbers(worked: App) -> None:
     with worked.engine.connect() as conn:
         weekly = build(conn, *WEEK, by="week")
@@ -259,8 +272,10 @@ def test_the_backlog_and_its_median_age_by_their_definition(
     """The backlog at a period's end, counted ticket by ticket from its definition (opened
     before the end; its resolution clock not stopped by then, or, without one, its status
     open) and its median age the nearest-rank one, whatever way the report computes them:
-    in total, by queue and by week, for periods ending in the desk's past and after it."""
+    in total, by queue and by week, for periods ending in the desk's past and after it,
+    and for one not ended yet (taken as of now, a day the busy desk's data has ended by)."""
     import math
+    now = datetime(2026, 12, 15, tzinfo=UTC)
 
     app = make_app(db_url, desk=DESK)
     made = busy_desk(app)
@@ -268,18 +283,20 @@ def test_the_backlog_and_its_median_age_by_their_definition(
                         (date(2026, 10, 5), date(2026, 10, 11)),
                         (date(2026, 11, 1), date(2026, 11, 30)),
                         (date(2027, 1, 1), date(2027, 1, 31)),
+                        (date(2026, 12, 1), date(2026, 12, 31)),
                         (date(2026, 1, 1), date(2026, 1, 31))):
         start, end = period(first, last, last)
+        as_of = min(end, now)
         ages: dict[str, list[float]] = {}
         for created, status, queue, stopped, clocked in made:
-            open_then = (stopped is None or stopped >= end) if clocked else \
+            open_then = (stopped is None or stopped >= as_of) if clocked else \
                 status not in ("resolved", "closed")
-            if created < end and open_then:
+            if created < as_of and open_then:
                 for g in ("all", queue):
-                    ages.setdefault(g, []).append((end - created).total_seconds())
-        week = (end - timedelta(days=end.weekday())).date().isoformat()
+                    ages.setdefault(g, []).append((as_of - created).total_seconds())
+        week = (as_of - timedelta(days=as_of.weekday())).date().isoformat()
         with app.engine.connect() as conn:
-            reports = {by: build(conn, start, end, by) for by in (None, "queue", "week")}
+            reports = {by: build(conn, start, end, by, now) for by in (None, "queue", "week")}
         for by, report in reports.items():
             # the groups: the total, each queue, or the end's week (the backlog is the end's)
             names = {"all": "all"} | ({g: g for g in ages if g != "all"} if by == "queue"

@@ -17,7 +17,9 @@ tickets, into Python. The definitions are the SLA clocks' own (README):
 - first-contact resolution: resolved tickets with no next-response clock
   (the customer never had to write again) and no reopening;
 - backlog: the tickets whose resolution clock had not stopped by the period's
-  end, and those without such a clock whose status is still open;
+  end, and those without such a clock whose status is still open; its median
+  age as of the period's end, or of now for a period that has not ended (the
+  default one ends tonight: ages counted to midnight were hours too old);
 - knowledge base: tickets whose acknowledgement was searched for articles in
   the period, those offered at least one, suggestions per searched ticket,
   those their requester resolved with an article ("this solved it") in the
@@ -184,13 +186,16 @@ def _counts(conn: Connection, query: Any) -> dict[str, int]:
     return {str(g): int(n) for g, n in conn.execute(query)}
 
 
-def build(conn: Connection, start: datetime, end: datetime, by: str | None) -> Report:
-    """The report for [start, end), by one dimension (None: totals only)."""
+def build(conn: Connection, start: datetime, end: datetime, by: str | None,
+          now: datetime | None = None) -> Report:
+    """The report for [start, end), by one dimension (None: totals only); now: the time
+    the backlog is taken at when the period has not ended yet."""
     report = Report(start, end, by, {})
+    as_of = min(end, now or datetime.now(timezone.utc))
     for dim_by in ([None] if by is None else [None, by]):
         dim = dimension(dim_by, conn)
         by_ticket = dim_by not in (None, "week")    # the group is a ticket's field
-        for g, figures in _figures(conn, start, end, dim, by_ticket).items():
+        for g, figures in _figures(conn, start, end, as_of, dim, by_ticket).items():
             report.groups.setdefault(g, {}).update(figures)
     _clock_figures(conn, report, start, end)
     _lists(conn, report, start, end)
@@ -199,7 +204,7 @@ def build(conn: Connection, start: datetime, end: datetime, by: str | None) -> R
     return report
 
 
-def _figures(conn: Connection, start: datetime, end: datetime,
+def _figures(conn: Connection, start: datetime, end: datetime, as_of: datetime,
              dim: Dim, by_ticket: bool) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
 
@@ -232,7 +237,7 @@ def _figures(conn: Connection, start: datetime, end: datetime,
     put("reopened", _counts(conn, select(g, func.count()).select_from(
         E.join(T, T.c.id == E.c.ticket_id) if by_ticket else E)
         .where(E.c.kind == "ticket.reopened", in_period(E.c.at)).group_by(g)))
-    for k, (n, age) in _backlog(conn, end, dim, by_ticket).items():
+    for k, (n, age) in _backlog(conn, as_of, dim, by_ticket).items():
         put("backlog", {k: n})
         put("backlog_age_median_h", {k: round(age / 3600, 1)})
 
