@@ -275,6 +275,24 @@ def test_two_senders_at_once_never_send_one_mail_twice(make_app: Callable[..., A
     assert {r.status for r in rows(first)} == {"sent"}
 
 
+def test_a_sender_that_dies_leaves_few_mails_to_wait_for_its_lease(
+        make_app: Callable[..., App], db_url: str) -> None:
+    """A sender killed mid-send holds its claim until LEASE runs out: what it claimed at
+    once waits that long, so it claims a few at a time, and the next sender (the restarted
+    daemon) takes the rest at once."""
+    app = make_app(db_url)
+    ingest(app, [(mail(subject=f"printer {i}"), Envelope("pipe", None)) for i in range(40)])
+
+    class Dying(Recorder):
+        def send(self, raw: bytes, envelope_from: str, to: list[str], key: str) -> str:
+            raise KeyboardInterrupt        # as a kill: no code of the sender's runs after
+    with pytest.raises(KeyboardInterrupt):
+        deliver_due(app, Dying([]))
+    assert [r.status for r in rows(app)].count("sending") == delivery.CLAIM <= 10
+    keys: list[str] = []
+    assert deliver_due(app, Recorder(keys)).sent == 40 - delivery.CLAIM
+
+
 def test_a_sender_whose_lease_ran_out_does_not_record_over_the_next(
         make_app: Callable[..., App], db_url: str) -> None:
     app = make_app(db_url)
