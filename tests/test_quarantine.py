@@ -51,6 +51,25 @@ def test_show_prints_no_control_character_an_envelope_carried(
     assert "mail from: evil\ufffd[31m\ufffd\ufffdx@example.net\n" in r.stdout.decode()
 
 
+def test_a_duplicate_is_listed_and_shown_but_never_made_a_ticket_again(
+        desk_config: Callable[..., Path], make_app: Callable[..., App]) -> None:
+    """Every mail accepted is accounted for: one that came again is kept without a ticket,
+    and `list --state all` shows it beside the held; release does not take it (its first
+    copy has the ticket)."""
+    cfg, app = desk_config(), make_app()
+    again = mail(message_id="<twice@customer.test>")
+    ingest(app, [(again, SMTP)])
+    ingest(app, [(again, SMTP)])
+    [dup] = held(cfg)
+    assert dup["state"] == "duplicate" and held(cfg, "duplicate") == [dup]
+    assert held(cfg, "quarantined") == []
+    r = run_cli("quarantine", "show", str(dup["id"]), config=cfg)
+    assert r.returncode == 0 and b"state: duplicate" in r.stdout
+    r = run_cli("quarantine", "release", str(dup["id"]), config=cfg)
+    assert r.returncode == 66 and b"not held mail" in r.stderr
+    assert len(tickets(app)) == 1
+
+
 def test_show_release_and_delete_held_mail(desk_config: Callable[..., Path],
                                            make_app: Callable[..., App], db_url: str) -> None:
     desk = {"trust_spam_headers": True}

@@ -285,21 +285,25 @@ def _value(v: Any) -> str:
 
 # mail kept without a ticket: unreadable or crashed (quarantined), or a machine's (the rest)
 HELD = ("quarantined", "spam", "loop", "bounce", "auto-reply", "bulk", "complaint")
+# what list and show read: the held, and the duplicates (a mail that came again, kept and
+# never made a ticket twice); retry, release and delete take only the held
+KEPT = (*HELD, "duplicate")
 
 
 @click.group()
 def quarantine() -> None:
     """Mail kept without a ticket: unreadable mail, and (with --state) spam, loops,
-    bounces, auto-replies and list mail. Nothing here is lost: show, retry, release
-    or delete it."""
+    bounces, auto-replies, list mail and duplicates. Nothing here is lost: show, retry,
+    release or delete it."""
 
 
-def _held(session: Any, ids: tuple[int, ...]) -> list[Inbound]:
+def _held(session: Any, ids: tuple[int, ...],
+          states: tuple[str, ...] = HELD) -> list[Inbound]:
     from sqlalchemy import select
 
     from ..store.models import Inbound
     return list(session.scalars(select(Inbound).where(Inbound.id.in_(ids),
-                                                      Inbound.state.in_(HELD))
+                                                      Inbound.state.in_(states))
                                 .order_by(Inbound.id)))
 
 
@@ -322,8 +326,8 @@ def _all_found(found: int, asked: int, verb: str) -> None:
 
 
 @quarantine.command("list")
-@click.option("--state", "state", type=click.Choice([*HELD, "all"]), default="quarantined",
-              show_default=True, help="Which held mail; all: every kind.")
+@click.option("--state", "state", type=click.Choice([*KEPT, "all"]), default="quarantined",
+              show_default=True, help="Which held mail; all: every kind, duplicates too.")
 @FORMAT
 @click.pass_obj
 def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
@@ -332,7 +336,7 @@ def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
 
     from ..store.models import Inbound
     app = obj.app(existing=True)
-    states = HELD if state == "all" else (state,)
+    states = KEPT if state == "all" else (state,)
     with app.sessions() as session:
         rows = [{"id": r.id, "state": r.state, "received_at": r.received_at.isoformat(),
                  "source": r.source, "origin": r.origin, "mail_from": r.mail_from,
@@ -361,7 +365,7 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     from .blobs import REPAIR_HINT
     app = obj.app(existing=True)
     with app.sessions() as session:
-        held = _held(session, (id_,))
+        held = _held(session, (id_,), KEPT)
         if not held:
             fail(f"no held mail with id {id_} (see `maildesk quarantine list --state all`)",
                  EX_NOINPUT)
