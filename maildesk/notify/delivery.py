@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from ..config.schema import Relay
 from ..errors import MaildeskError
@@ -230,12 +230,11 @@ def _claim(app: Store, now: datetime, limit: int) -> list[dict[str, Any]]:
     and due becomes sending, its attempt counted, leased until now + LEASE. Whoever crashes
     holding it loses the lease, not the mail. The rows are as SQLAlchemy hands them (a value
     per column, of the column's type), with the claim's attempts and lease."""
-    def due(t: Any) -> tuple[ColumnElement[bool], ...]:
-        return t.c.status.in_(_TAKEN), t.c.next_attempt_at <= now
+    due = T_OUTBOX.c.status.in_(_TAKEN), T_OUTBOX.c.next_attempt_at <= now
     with app.engine.begin() as conn:
         # the ids first, then the update: as a subquery of the UPDATE, PostgreSQL may run a
         # LIMIT ... FOR UPDATE SKIP LOCKED again for each row and claim every due mail
-        ids = select(T_OUTBOX.c.id).where(*due(T_OUTBOX)) \
+        ids = select(T_OUTBOX.c.id).where(*due) \
             .order_by(T_OUTBOX.c.next_attempt_at, T_OUTBOX.c.id).limit(limit)
         if conn.dialect.name == "postgresql":
             ids = ids.with_for_update(skip_locked=True)
@@ -243,7 +242,7 @@ def _claim(app: Store, now: datetime, limit: int) -> list[dict[str, Any]]:
         if not chosen:
             return []
         claimed = conn.execute(
-            update(T_OUTBOX).where(T_OUTBOX.c.id.in_(chosen), *due(T_OUTBOX))
+            update(T_OUTBOX).where(T_OUTBOX.c.id.in_(chosen), *due)
             .values(status="sending", attempts=T_OUTBOX.c.attempts + 1,
                     next_attempt_at=now + LEASE)
             .returning(*T_OUTBOX.c)).mappings().all()
