@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -277,3 +278,21 @@ def test_a_bug_is_70_and_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     said = capsys.readouterr().err.splitlines()
     assert len(said) == 1 and "ZeroDivisionError: division by zero" in said[0], said
     assert "Traceback" in said[0] and "a bug" in said[0]
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly_with_141(
+        desk_config: Callable[..., Path]) -> None:
+    """`maildesk tickets show MD-1 | head -c 10`: the pipe closes while the command still
+    writes. A Unix tool stops by SIGPIPE (the shell's 141) and says nothing; click's own
+    handling said 1, a failure, to `set -o pipefail`."""
+    cfg = desk_config()
+    body = "".join(f"line {i} of a long log the customer pasted\n" for i in range(20_000))
+    assert run_cli("ingest", config=cfg, input=mail(body=body)).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "maildesk", "--config", str(cfg),
+                             "tickets", "show", "MD-1", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(60) == output.EX_PIPE and err == b""

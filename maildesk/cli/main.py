@@ -16,7 +16,7 @@ import click
 
 from ..errors import MaildeskError
 from .context import Obj, startup_exit
-from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_SOFTWARE, EX_USAGE, fail
+from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_PIPE, EX_SOFTWARE, EX_USAGE, fail
 
 if TYPE_CHECKING:
     from ..config.schema import Settings
@@ -93,6 +93,17 @@ class LazyGroup(click.Group):
             for command in module.COMMANDS:
                 self.add_command(command)
         return self.commands.get(cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """A reader that went away (`maildesk tickets list | head`) stops the command
+        quietly with 141, as SIGPIPE stops a Unix tool; click would exit 1, as for a failure.
+        What is still buffered goes to /dev/null, or Python's exit would complain of it."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EX_PIPE)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The list of commands in --help: a command not loaded yet stands in by LAZY's

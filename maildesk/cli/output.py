@@ -29,6 +29,8 @@ EX_CANTCREAT = 73   # cannot write: `report --out`, `init` over files, data_dir 
 EX_TEMPFAIL = 75    # try again later: the database is down, the port taken; ingest: data_dir
 EX_NOPERM = 77      # a login was refused (`fetch`)
 EX_CONFIG = 78      # fix the configuration: settings, templates, rules, an old schema
+EX_PIPE = 141       # the reader of the output went away (`| head`): 128 + SIGPIPE, as a shell
+#                     reports any tool SIGPIPE stopped
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True, help="table for people, json for scripts.")
