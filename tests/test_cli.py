@@ -84,9 +84,22 @@ def test_ingest_exits_75_when_the_database_is_down(desk_config: Callable[..., Pa
     assert r.stderr.count(b"\n") == 1 and b"Traceback" not in r.stderr
 
 
-def test_ingest_of_a_missing_file_exits_66(desk_config: Callable[..., Path]) -> None:
-    r = run_cli("ingest", "/nonexistent/mail.eml", config=desk_config())
-    assert r.returncode == 66 and b"no such file" in r.stderr
+def test_ingest_of_a_missing_file_exits_66_with_nothing_done(
+        desk_config: Callable[..., Path], tmp_path: Path) -> None:
+    """A mistyped name after good ones stops the import before its first mail: one line,
+    no summary of nothing, and no half import to sort out afterwards."""
+    cfg = desk_config()
+    assert run_cli("ingest", config=cfg, input=mail(subject="before")).returncode == 0
+    good = tmp_path / "good.eml"
+    good.write_bytes(mail())
+    (tmp_path / "plain").mkdir()
+    for bad, said in [("/nonexistent/mail.eml", "no such file or folder"),
+                      (str(tmp_path / "plain"),
+                       "a folder, but not a maildir (no cur/ and new/ inside)")]:
+        r = run_cli("ingest", str(good), bad, config=cfg)
+        assert r.returncode == 66, r.stderr
+        assert r.stderr.decode() == f"maildesk: {bad}: {said}; nothing was ingested\n"
+    assert [t["subject"] for t in tickets_json(cfg)] == ["before"]
 
 
 def test_bad_config_names_file_line_and_key(tmp_path: Path) -> None:

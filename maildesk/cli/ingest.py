@@ -122,10 +122,15 @@ def ingest(obj: Obj, paths: tuple[Path, ...], sender: str | None,
     from ..pipeline.run import BATCH
     from ..pipeline.run import ingest as ingest_batch
     todo = list(paths) or [Path("-")]
+    try:
+        for path in todo:
+            sources.check(path)
+    except sources.SourceError as e:
+        fail(f"{e}; nothing was ingested", EX_NOINPUT)
     app = obj.app(unwritable=EX_TEMPFAIL)
     log_format = app.settings.log.format
     total, mended, breached = Summary(), Mended(), None
-    mails = sum(sources.count(p) for p in todo if p.exists())
+    mails = sum(sources.count(p) for p in todo)
     bar = _progress(sys.stderr.isatty() if progress is None else progress)
     try:
         with bar if bar is not None else nullcontext():

@@ -181,6 +181,24 @@ def _maildir(path: Path) -> Iterator[tuple[str, bytes]]:
         yield str(f), f.read_bytes()
 
 
+def check(path: Path) -> None:
+    """Raise SourceError for a path that cannot be mail: `ingest` checks every path it is
+    given before it takes the first mail, so that a mistyped name stops it with nothing
+    done, rather than after the paths before it."""
+    if str(path) == "-":
+        return
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if not is_maildir(path):
+            raise SourceError(f"{path}: a folder, but not a maildir (no cur/ and new/ inside)")
+        return
+    try:
+        path.open("rb").close()
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read: {e.strerror}") from None
+
+
 def read(path: Path, stdin: BinaryIO | None = None) -> Iterator[tuple[str, bytes]]:
     if str(path) == "-":
         data = (stdin or sys.stdin.buffer).read()
@@ -188,11 +206,8 @@ def read(path: Path, stdin: BinaryIO | None = None) -> Iterator[tuple[str, bytes
             raise SourceError("no message on standard input")
         yield "stdin", data
         return
-    if not path.exists():
-        raise SourceError(f"{path}: no such file or folder")
+    check(path)
     if path.is_dir():
-        if not is_maildir(path):
-            raise SourceError(f"{path}: a folder, but not a maildir (no cur/ and new/ inside)")
         yield from _maildir(path)
         return
     try:
