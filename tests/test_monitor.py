@@ -31,7 +31,7 @@ from sqlalchemy import create_engine, insert
 
 from maildesk.app import App
 from maildesk.monitor.health import Check, checks
-from maildesk.store.tables import T_INBOUND
+from maildesk.store.tables import T_INBOUND, T_OUTBOX
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -286,8 +286,16 @@ def test_status_fails_on_a_stuck_queue_and_a_mailbox_never_connected(
         conn.execute(insert(T_INBOUND).values(
             source="pipe", digest="0" * 64, size=1, state="queued",
             received_at=datetime.now(timezone.utc) - timedelta(minutes=20)))
+        for status, error in [("queued", None), ("queued", None), ("queued", "421 busy"),
+                              ("sending", None), ("failed", "550 no such user")]:
+            conn.execute(insert(T_OUTBOX).values(
+                template="ack", envelope_from="support@localhost", to=["a@customer.test"],
+                subject="s", message_id="<m@desk>", digest="0" * 64, status=status,
+                last_error=error))
     engine.dispose()
     body = json.loads(run_cli("status", "--format", "json", config=cfg).stdout)
+    assert {k: v for k, v in body["figures"].items() if k.startswith("outbox")} == {
+        "outbox_queued": 2, "outbox_retrying": 1, "outbox_sending": 1, "outbox_failed": 1}
     queue = body["checks"]["inbound_queue"]
     assert not queue["ok"] and "1 waiting" in queue["detail"] and \
         "monitor.queue_stuck_after: 5m" in queue["detail"]

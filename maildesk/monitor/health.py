@@ -111,8 +111,9 @@ def figures(conn: Connection, now: datetime) -> dict[str, Any]:
         "inbound_oldest_s": round((now - oldest).total_seconds(), 1) if oldest else 0.0,
         "quarantined": conn.scalar(select(func.count()).select_from(T_INBOUND)
                                    .where(T_INBOUND.c.state == "quarantined")) or 0,
-        "outbox_queued": outbox.get("queued", 0) + outbox.get("sending", 0) - retrying,
+        "outbox_queued": outbox.get("queued", 0) - retrying,
         "outbox_retrying": retrying,
+        "outbox_sending": outbox.get("sending", 0),
         "outbox_failed": outbox.get("failed", 0),
         "sla_breached": breached,
         "imap": imap,

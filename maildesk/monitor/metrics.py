@@ -60,9 +60,10 @@ class DatabaseFigures(Collector):
         yield GaugeMetricFamily("maildesk_quarantine_size", "Mail held in quarantine.",
                                 value=f["quarantined"])
         outbox = GaugeMetricFamily("maildesk_outbox_mails", "Outbox mail not sent, by status: "
-                                   "queued, retrying (after a transient failure), failed.",
+                                   "queued, retrying (after a transient failure), sending (claimed "
+                                   "by a sender, its result not recorded yet), failed.",
                                    labels=["status"])
-        for status in ("queued", "retrying", "failed"):
+        for status in ("queued", "retrying", "sending", "failed"):
             outbox.add_metric([status], f[f"outbox_{status}"])
         yield outbox
         breached = GaugeMetricFamily("maildesk_sla_breached_clocks", "SLA clocks still "
