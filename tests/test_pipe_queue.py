@@ -63,7 +63,7 @@ def test_with_a_live_daemon_the_pipe_stores_and_the_daemon_makes_the_ticket(
     said = json.loads(r.stdout)
     assert said["queued"] == 1
     inbound = said["inbound_id"]
-    assert f"queued inbound {inbound} " in r.stderr.decode()
+    assert r.stderr == b"", "--format json: the JSON says it all, as an import's summary"
     row = next(row for row in _inbound(d.config) if row["id"] == inbound)
     assert row["source"] == "pipe" and row["mail_from"] == "ana@customer.test"
     assert row["rcpt_to"] == ["support@localhost"]
@@ -71,6 +71,10 @@ def test_with_a_live_daemon_the_pipe_stores_and_the_daemon_makes_the_ticket(
     assert [t["subject"] for t in tickets] == ["Queued by the pipe"]
     assert wait_for(lambda: _inbound(d.config)[0]["state"] == "ticketed", 10, "ticketed")
     assert "new tickets 1" in d.log.read_text()     # the daemon's worker made it
+    text = run_cli(*(a for a in PIPE if a not in ("--format", "json")), config=d.config,
+                   input=mail(subject="Said for people"))
+    assert text.returncode == 0 and text.stdout == b""
+    assert text.stderr.decode().startswith("queued inbound ")
     assert d.stop() == 0
 
 

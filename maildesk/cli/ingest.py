@@ -183,8 +183,9 @@ def _queued(obj: Obj, raw: bytes, mail_from: str | None, rcpt_to: tuple[str, ...
              EX_TEMPFAIL)
     if inbound is None:
         return False
-    if fmt == "json":
+    if fmt == "json":       # as the summary of an import: JSON on stdout, and no more
         emit_json({"queued": 1, "inbound_id": inbound})
+        return True
     said = f"queued inbound {inbound} for the daemon's ingest worker"
     if settings.log.format == "json":
         from ..logs import json_line
