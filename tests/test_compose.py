@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 
 from maildesk.mail import compose as compose_module
 from maildesk.mail.compose import Outgoing, compose
+from maildesk.mail.headers import CONTROL
 
 
 def through_header(value: str, name: str) -> str:
     """What _header gave for every value before: the email package's encoding."""
-    if compose_module._FORBIDDEN.search(value):
+    if CONTROL.search(value):
         raise ValueError(value)
     return Header(value, "us-ascii" if value.isascii() else "utf-8",
                   maxlinelen=76, header_name=name).encode()

@@ -4,6 +4,7 @@ surveys and a thank-you for a rating, agents' replies with the desk's footer; an
 becomes a CC participant of a new ticket."""
 from __future__ import annotations
 
+import base64
 import email
 import re
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from test_surveys import MON, click, links, resolved_ticket, survey_mail
 from maildesk.app import App
 from maildesk.intake.inbound import Envelope
 from maildesk.pipeline.run import ingest
-from maildesk.store.models import Event, OutboxMail, Ticket
+from maildesk.store.models import Event, Message, OutboxMail, Ticket
 from maildesk.surveys.send import send_surveys
 from maildesk.tickets.refs import token_address
 
@@ -308,3 +309,28 @@ def test_an_agent_who_is_the_requester_gets_the_surveys_rate_address(
     assert send_surveys(app, MON + timedelta(hours=3)) == "1 sent"
     survey = survey_mail(app, ref)
     assert survey["Reply-To"].addresses[0].addr_spec.startswith("support+rate-md-1-")
+
+
+def test_no_control_character_of_a_mail_reaches_what_we_store_or_send(app: App) -> None:
+    """A C1 CSI (U+009B, a terminal's ESC [ in one character) in an encoded subject and a
+    name, ESC sequences and form feeds in the body: the stored ticket and the
+    acknowledgement that quotes the mail hold none of them (a trial found U+009B in the
+    Subject we sent, and ESC in the quote)."""
+    raw = ("From: =?utf-8?b?" + base64.b64encode("Ana\u009b2J Lima".encode()).decode()
+           + "?= <ana@customer.test>\nTo: support@localhost\nSubject: =?utf-8?b?"
+           + base64.b64encode("printer \u009b31mred\x1b[0m\u0085jammed".encode()).decode()
+           + "?=\nMessage-ID: <c1@customer.test>\nMIME-Version: 1.0\n"
+           "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
+           "it says \x1b]0;owned\x07 \x1b[31mred\u009b2J\x0c and\tthen\r\nstops\n").encode()
+    ingest(app, [(raw, PIPE)], now=NOW)
+    controls = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+    with app.sessions() as s:
+        ticket = s.scalars(select(Ticket)).one()
+        message = s.scalars(select(Message).where(Message.direction == "in")).one()
+    assert ticket.subject == message.subject == "printer 31mred [0m jammed"
+    assert message.from_name == "Ana 2J Lima"
+    assert message.text == "it says ]0;owned [31mred2J and\tthen\nstops"
+    ack = sent(app, "acknowledgement")[0]
+    assert not controls.search(str(ack["Subject"])) and "printer 31mred" in ack["Subject"]
+    assert not controls.search(text_of(ack).replace("\t", " "))
+    assert "> it says ]0;owned [31mred2J and" in text_of(ack)

@@ -16,10 +16,9 @@ from email.header import Header
 from email.quoprimime import body_encode
 from email.utils import encode_rfc2231, format_datetime, formataddr
 
-from .headers import one_line
+from .headers import CONTROL, one_line
 from .parse import clean_address
 
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0085\u2028\u2029]")
 _PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*")
 
 
@@ -52,7 +51,7 @@ def _header(value: str, name: str) -> str:
     """One header value, RFC 2047-encoded when not ASCII, folded by the email package. A
     short value of printable ASCII words is its own encoding (Header leaves it as it is),
     and is not put through Header, which cost a mail a fifth of its composing."""
-    if _FORBIDDEN.search(value):
+    if CONTROL.search(value):
         raise ValueError(f"header value with a line break or control character: {value!r}")
     if len(name) + 2 + len(value) <= 76 and _PLAIN_VALUE.fullmatch(value):
         return value

@@ -14,14 +14,19 @@ from email.header import Header, decode_header
 
 from .charsets import codec, decode, undeclared
 
-_BREAKS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0085\u2028\u2029]+")
+# C0 but tab, DEL, C1 (U+0080-U+009F: U+009B is an 8-bit CSI to a terminal, U+0085 a line
+# break to some readers) and the Unicode line and paragraph separators: none belongs in a
+# header value we store, show or send
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# in a body, where tab and newline belong
+TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]+")
 _SURROGATES = re.compile(r"[\udc80-\udcff]")
 MAX_HEADER = 998
 
 
 def one_line(value: str, limit: int = MAX_HEADER) -> str:
     """value with line breaks and control characters folded to single spaces."""
-    value = _BREAKS.sub(" ", value.replace("\t", " "))
+    value = CONTROL.sub(" ", value.replace("\t", " "))
     return re.sub(r" {2,}", " ", value).strip()[:limit]
 
 

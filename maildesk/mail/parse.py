@@ -20,7 +20,7 @@ from ..errors import MaildeskError
 from .body import read as read_body
 from .bounce import Bounce, maybe_bounce, read_bounce
 from .defects import defect_names
-from .headers import one_line, raw_text, text_of
+from .headers import TEXT_CONTROL, one_line, raw_text, text_of
 
 _MSGID = re.compile(r"<[^<>\s]{1,990}>")
 _ADDR = re.compile(r"^[^@\s]{1,256}@[^@\s]{1,255}$")
@@ -265,7 +265,9 @@ def parse(raw: bytes, digest: str, envelope_from: str | None = None,
     message_id = mid_hdr[0] if mid_hdr else f"<generated.{digest[:40]}@maildesk.invalid>"
 
     text, files = read_body(msg, hints)
-    text = _NEWLINES.sub("\n", text.replace("\x00", ""))
+    # no control character but tab and newline: the text is quoted in our own mail and
+    # shown to agents, and an ESC or a C1 CSI is a terminal's instruction, not the customer's
+    text = TEXT_CONTROL.sub("", _NEWLINES.sub("\n", text))
     if len(text) > limits.max_text:
         text = text[:limits.max_text]
         truncated.append(f"text after {limits.max_text} characters")
