@@ -507,7 +507,7 @@ def test_outbox_of_an_erased_ticket_names_nothing_and_shows_its_copy_removed(
     left = rows(cfg, "SELECT id, subject, digest, message_id FROM outbox")
     notice, msgid = next((i, m) for i, _, d, m in left if d == "")
     r = run_cli("outbox", "show", str(notice), config=cfg)
-    assert r.returncode == 0 and b"original removed: retention or a requester's erasure" \
+    assert r.returncode == 0 and b"original removed: retention, a requester's erasure" \
         in r.stdout, r.stderr
     assert _json(run_cli("outbox", "show", str(notice), "--format", "json",
                          config=cfg))["raw"] == "removed"

@@ -285,25 +285,31 @@ def _value(v: Any) -> str:
 
 # mail kept without a ticket: unreadable or crashed (quarantined), or a machine's (the rest)
 HELD = ("quarantined", "spam", "loop", "bounce", "auto-reply", "bulk", "complaint")
-# what list and show read: the held, and the duplicates (a mail that came again, kept and
-# never made a ticket twice); retry, release and delete take only the held
-KEPT = (*HELD, "duplicate")
+# the rest of the mail that made no ticket, each kept as the record of what became of it:
+# a mail that came again, one a stage refused, a rating, a status request, a requester's
+# "solved", a survey opt-out, an agent's question answered, an answer to a proposal; and
+# deleted, held mail whose bytes a person removed. retry, release and delete take only HELD.
+SETTLED = ("duplicate", "refused", "rating", "status", "solved", "opted-out", "answered",
+           "proposal", "deleted")
+# a row in none of these states is kept without a ticket: `--state all` and `show` read it
+# (a state a future stage adds included, named or not)
+NOT_KEPT = ("ticketed", "queued", "released")
 
 
 @click.group()
 def quarantine() -> None:
     """Mail kept without a ticket: unreadable mail, and (with --state) spam, loops,
-    bounces, auto-replies, list mail and duplicates. Nothing here is lost: show, retry,
-    release or delete it."""
+    bounces, auto-replies, list mail, and the settled: duplicates, ratings, status
+    requests and the rest. Nothing here is lost: show, retry, release or delete it."""
 
 
-def _held(session: Any, ids: tuple[int, ...],
-          states: tuple[str, ...] = HELD) -> list[Inbound]:
+def _held(session: Any, ids: tuple[int, ...], kept: bool = False) -> list[Inbound]:
+    """The rows of ids in a held state; kept: in any state of mail without a ticket."""
     from sqlalchemy import select
 
     from ..store.models import Inbound
-    return list(session.scalars(select(Inbound).where(Inbound.id.in_(ids),
-                                                      Inbound.state.in_(states))
+    state = Inbound.state.not_in(NOT_KEPT) if kept else Inbound.state.in_(HELD)
+    return list(session.scalars(select(Inbound).where(Inbound.id.in_(ids), state)
                                 .order_by(Inbound.id)))
 
 
@@ -326,8 +332,10 @@ def _all_found(found: int, asked: int, verb: str) -> None:
 
 
 @quarantine.command("list")
-@click.option("--state", "state", type=click.Choice([*KEPT, "all"]), default="quarantined",
-              show_default=True, help="Which held mail; all: every kind, duplicates too.")
+@click.option("--state", "state", type=click.Choice([*HELD, *SETTLED, "all"]),
+              default="quarantined", show_default=True,
+              help="Which mail kept without a ticket; all: every kind, the settled too "
+                   "(duplicates, ratings, status requests, deleted ...).")
 @FORMAT
 @click.pass_obj
 def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
@@ -336,20 +344,19 @@ def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
 
     from ..store.models import Inbound
     app = obj.app(existing=True)
-    states = KEPT if state == "all" else (state,)
+    which = Inbound.state.not_in(NOT_KEPT) if state == "all" else Inbound.state == state
     with app.sessions() as session:
         rows = [{"id": r.id, "state": r.state, "received_at": r.received_at.isoformat(),
                  "source": r.source, "origin": r.origin, "mail_from": r.mail_from,
                  "size": r.size, "reason": r.reason,
                  "raw": app.blobs.locate(r.digest, session.connection())}
-                for r in session.scalars(select(Inbound).where(Inbound.state.in_(states))
-                                         .order_by(Inbound.id))]
+                for r in session.scalars(select(Inbound).where(which).order_by(Inbound.id))]
     if fmt == "json":
         emit_json(rows)
     else:
         emit_table(rows, ["id", "state", "received_at", "source", "mail_from", "reason"],
                    empty="the quarantine is empty" if state == "quarantined"
-                   else f"no held mail in state {state}")
+                   else f"no mail in state {state}")
 
 
 @quarantine.command("show")
@@ -365,10 +372,10 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     from .blobs import REPAIR_HINT
     app = obj.app(existing=True)
     with app.sessions() as session:
-        held = _held(session, (id_,), KEPT)
+        held = _held(session, (id_,), kept=True)
         if not held:
-            fail(f"no held mail with id {id_} (see `maildesk quarantine list --state all`)",
-                 EX_NOINPUT)
+            fail(f"no mail kept without a ticket with id {id_} (see `maildesk quarantine "
+                 "list --state all`)", EX_NOINPUT)
         r = held[0]
         try:
             data: bytes | None = app.blobs.get(r.digest, session.connection())
@@ -452,6 +459,7 @@ def quarantine_delete(obj: Obj, ids: tuple[int, ...], yes: bool) -> None:
         if not sys.stdin.isatty():
             fail("refusing to delete without --yes when not on a terminal", EX_USAGE)
         click.confirm(f"delete the raw mail of {len(ids)} held message(s)?", abort=True)
+    from ..store.blobs import NO_BLOB
     from ..store.references import referrers
     app = obj.app(existing=True)
     who = os.environ.get("SUDO_USER") or os.environ.get("USER") or "an operator"
@@ -461,6 +469,7 @@ def quarantine_delete(obj: Obj, ids: tuple[int, ...], yes: bool) -> None:
             uses = referrers(session.connection(), [r.digest]).get(r.digest, [])
             if not [u for u in uses if (u["kind"], u["id"]) != ("inbound", r.id)]:
                 app.blobs.forget(r.digest, session.connection())
+            r.digest = NO_BLOB      # removed on purpose, as retention marks it: no damage
             r.reason = f"deleted by {who} at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC " \
                        f"(was {r.state}: {r.reason})"[:2000]
             r.state = "deleted"

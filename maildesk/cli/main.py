@@ -56,7 +56,8 @@ LAZY: dict[str, tuple[str, str]] = {
                          "the next), sending, sent, failed."),
     "problems": ("problems", "Problem tickets: the root causes behind recurring incidents."),
     "quarantine": ("lists", "Mail kept without a ticket: unreadable mail, and (with --state) "
-                            "spam, loops, bounces, auto-replies, list mail and duplicates."),
+                            "spam, loops, bounces, auto-replies, list mail, and the settled: "
+                            "duplicates, ratings, status requests and the rest."),
     "report": ("report", "Volume, backlog, first response and resolution times, SLA "
                          "compliance, CSAT, first-contact resolution and reopenings; "
                          "definitions in the README."),

@@ -78,7 +78,8 @@ HEX = frozenset("0123456789abcdef")
 # the digest of a row whose blob was removed on purpose (store/shred.py): no sha256, so
 # nothing looks for it, and reading it is BlobRemoved
 NO_BLOB = ""
-REMOVED_BY = "retention or a requester's erasure"     # who removes blobs on purpose
+# who removes blobs on purpose
+REMOVED_BY = "retention, a requester's erasure or `maildesk quarantine delete`"
 
 
 def digest_of(data: bytes | memoryview) -> str:
