@@ -15,6 +15,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from ..errors import MaildeskError
+from .expansion import too_large
 from .schema import Settings
 
 ENV_VAR = "MAILDESK_CONFIG"
@@ -78,6 +79,8 @@ def load_settings(path: Path | None) -> Settings:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}:1:1: the file must be a mapping of settings")
+    if (why := too_large(doc)) is not None:
+        raise ConfigError(f"{path}: {why}")
     try:
         settings = Settings.model_validate(_plain(doc))
     except ValidationError as e:

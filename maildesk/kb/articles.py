@@ -29,6 +29,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from ..config.expansion import too_large
 from ..errors import MaildeskError
 
 FENCE = "---"
@@ -141,6 +142,9 @@ def _article(path: Path, queues: set[str], p: _Problems) -> Article | None:
     except ValueError as e:     # a value YAML reads as a date that is none: 2027-13-45
         line, col = _bad_date(lines[1:end])
         p.add(line, col, f"no such date ({e}); write dates as YYYY-MM-DD")
+        return None
+    if (why := too_large(meta)) is not None:
+        p.add(2, 1, f"the front matter: {why}")
         return None
     if not isinstance(meta, dict):
         p.add(2, 1, "the front matter must be fields (title: ..., tags: [...])")

@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
+from ..config.expansion import too_large
 from ..config.schema import Desk
 from .actions import ActionChecker
 from .conditions import All, compile_condition
@@ -67,6 +68,9 @@ def _load_file(path: Path, desk: Desk, templates: set[str], rules: list[Rule],
             mark = e.problem_mark
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
             problems.append(f"{where}: YAML syntax error: {e.problem}")
+            return
+        if (why := too_large(doc)) is not None:
+            problems.append(f"{path}: {why}")
             return
         _compile_file(doc, path, desk, templates, rules, problems, seen, chain, names)
         if len(problems) == start[1]:
