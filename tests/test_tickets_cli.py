@@ -283,6 +283,7 @@ def test_merge_moves_the_messages(desk: tuple[App, Path]) -> None:
     n = len(shown(cfg, "MD-2")["messages"])
     said = acts(cfg, "merge", "MD-2", "MD-1")
     assert "merged into MD-1" in said and "status: new -> closed" in said, said
+    assert "linked_to" not in said, "a row id is nothing to an operator"
     two, one = shown(cfg, "MD-2"), shown(cfg, "MD-1")
     assert two["status"] == "closed" and two["linked_to"] == "MD-1" and two["messages"] == []
     assert len(one["messages"]) >= n + 1
@@ -311,3 +312,31 @@ def test_action_errors_are_one_line(desk: tuple[App, Path], args: list[str], cod
     r = run_cli("tickets", *args, *([] if "--as" in args else ["--as", "bob"]), config=cfg)
     assert r.returncode == code and said in r.stderr and r.stderr.count(b"\n") == 1, r.stderr
     assert shown(cfg, "MD-1")["status"] == "new", "nothing happened"
+
+
+def test_the_history_says_a_reply_moved_the_ticket_and_a_command_set_it(
+        desk: tuple[App, Path]) -> None:
+    """A reply moves a new ticket to pending on its own: the history says so, not that the
+    agent commanded it (a trial read "by agent bob's command" for a plain reply)."""
+    app, cfg = desk
+    ingest(app, [(mail(message_id="<m1@customer.test>"), PIPE)])
+    acts(cfg, "reply", "MD-1", input=b"Try turning it off and on.\n")
+    acts(cfg, "status", "MD-1", "open")
+    r = run_cli("tickets", "show", "MD-1", config=cfg)
+    assert r.returncode == 0, r.stderr
+    said = [line.strip() for line in r.stdout.decode().splitlines()]
+    assert "status: new -> pending; after agent bob's reply" in said, said
+    assert "status: pending -> open; by agent bob's command" in said, said
+
+
+def test_the_history_says_why_a_tag_in_the_subject_was_ignored(desk: tuple[App, Path]
+                                                               ) -> None:
+    """`[MD-1]` from somebody not on MD-1 opens a ticket of their own; the text view says
+    why, as the JSON did alone."""
+    app, cfg = desk
+    ingest(app, [(mail(message_id="<m1@customer.test>"), PIPE)])
+    ingest(app, [(mail(subject="Re: [MD-1] mine too", sender="eve@else.test",
+                       message_id="<e1@else.test>"), PIPE)])
+    r = run_cli("tickets", "show", "MD-2", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert "tag ignored: MD-1: the sender is not on that ticket" in r.stdout.decode()

@@ -131,6 +131,8 @@ def _changed(events: list[dict[str, Any]]) -> str:
     said = []
     for e in events:
         d = e["data"] or {}
+        if e["kind"] == "ticket.updated" and d["field"] == "linked_to":
+            continue        # a row id; the ticket.merged event says where, by reference
         if e["kind"] == "ticket.updated":
             said.append(f"{d['field']}: {_value(d.get('old'))} -> {_value(d.get('new'))}")
         elif e["kind"] == "note.added":

@@ -240,6 +240,7 @@ def _event_said(kind: str, data: dict[str, Any]) -> str:
         parts.append(f"{data['template']} to {', '.join(data.get('to') or []) or '-'}")
     if "field" in data and (data.get("rule") or data.get("agent")):   # why: who asked
         parts.append(f"by rule {data['rule']}" if data.get("rule")
+                     else f"after agent {data['agent']}'s reply" if data.get("after") == "reply"
                      else f"by agent {data['agent']}'s command")
     if data.get("predicted"):
         parts.append(_predicted(data["predicted"]))
@@ -250,6 +251,10 @@ def _event_said(kind: str, data: dict[str, Any]) -> str:
                          + (f" ({data['why_left']})" if data.get("why_left") else ""))
     if kind == "ticket.merged":
         parts.append(merged(data))
+    if data.get("follows"):
+        parts.append(f"follows {data['follows']}, which was closed")
+    if data.get("tag_ignored"):
+        parts.append(f"tag ignored: {data['tag_ignored']}")
     if data.get("reason"):
         parts.append(str(data["reason"]))
     hits = (data.get("rules") or {}).get("hits")

@@ -20,7 +20,7 @@ from typing import Any
 
 from ...config.schema import Agent
 from ...core.context import Classified, Context
-from ...core.fire import LedgerEffects, fire
+from ...core.fire import LedgerEffects, change, fire
 from ...core.happening import Mail
 from ...core.outbox import relay
 from ...core.problems import open_problem
@@ -127,7 +127,9 @@ def agent_stage(ctx: Context, w: Work) -> None:
         fire(ctx, ticket, "kb.sent", actor=actor, mail=mail,
              articles=[a.slug for a in asked.articles])
     if "status" not in asked.changes and ticket.status in ("new", "open"):
-        LedgerEffects(ctx, ticket, mail, kind="agent").change(agent.name, status="pending")
+        # the desk's own step, not a command: the record says the reply moved it
+        change(ctx, ticket, actor, mail=mail, note={"agent": agent.name, "after": "reply"},
+               status="pending")
 
 
 def _open_for_requester(ctx: Context, w: Work, agent: Agent, requester: str) -> None:
