@@ -171,6 +171,7 @@ def test_init_over_a_desk_is_73(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("where, why", [("/proc/x", "No such file or directory"),
                                         ("/dev/null/x", "Not a directory"),
+                                        ("/dev/null", "it is a file, not a folder"),
                                         ("/sys/kernel/x", "")])
 def test_init_where_nothing_can_be_written_is_73_and_one_line(where: str, why: str) -> None:
     r = run_cli("init", where)

@@ -207,6 +207,8 @@ def listen(obj: Obj, report_fd: int, turn_every: float) -> None:
 def init(directory: Path, force: bool) -> None:
     """Write a commented starter configuration into DIRECTORY."""
     from .starter import write_starter
+    if directory.exists() and not directory.is_dir():
+        fail(f"cannot write {directory}: it is a file, not a folder", EX_CANTCREAT)
     try:
         written = write_starter(directory, force)
     except FileExistsError as e:

@@ -119,6 +119,9 @@ class OutputError(OSError):
 
 
 class _Stdout(io.FileIO):
+    """stdout's file descriptor, whose failed writes say they were the output's. A closed
+    pipe stays a BrokenPipeError: the reader went away, which is no failure (141)."""
+
     def write(self, data: Any) -> int:
         try:
             return super().write(data)
