@@ -54,9 +54,51 @@ def test_the_readme_table_lists_the_codes_the_code_has() -> None:
     assert rows == code
 
 
-def test_a_usage_error_is_64(desk_config: Callable[..., Path]) -> None:
+def test_a_usage_error_is_64_and_one_line(desk_config: Callable[..., Path]) -> None:
+    """One line as every error, not click's three (usage, hint, error); it names the
+    command's --help, whose own output is click's as ever."""
     r = run_cli("tickets", "list", "--status", "bogus", config=desk_config())
-    assert r.returncode == 64 and b"Invalid value for '--status'" in r.stderr
+    assert r.returncode == 64
+    said = one_line(r)
+    assert said.startswith("maildesk: Invalid value for '--status': bogus")
+    assert said.endswith("; see maildesk tickets list --help\n")
+    r = run_cli("bogus")
+    assert r.returncode == 64
+    assert one_line(r) == "maildesk: No such command 'bogus'; see maildesk --help\n"
+    assert run_cli("tickets", "list", "--help").stdout.startswith(
+        b"Usage: maildesk tickets list [OPTIONS]\n")
+
+
+@pytest.mark.parametrize("args", [
+    ("rules", "test", "{missing}", "--rules", "{rules}"),
+    ("kb", "suggest", "{missing}"),
+    ("triage", "predict", "{missing}"),
+    ("ingest", "{missing}"),
+])
+def test_a_file_that_is_not_there_is_66_everywhere(desk_config: Callable[..., Path],
+                                                   tmp_path: Path,
+                                                   args: tuple[str, ...]) -> None:
+    """What was named is not there: 66 (EX_NOINPUT), as the README's table says, not the
+    usage error (64) click.Path(exists=True) makes of it."""
+    cfg = desk_config()
+    assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("- {name: x, on: ticket.created, then: [{set: {queue: general}}]}\n")
+    missing = tmp_path / "missing.eml"
+    r = run_cli(*(a.format(missing=missing, rules=rules) for a in args), config=cfg)
+    assert r.returncode == 66, r.stderr
+    assert one_line(r).startswith(f"maildesk: {missing}: ")
+
+
+@pytest.mark.parametrize("args", [("fetch",), ("mailboxes", "status")])
+def test_no_mailbox_to_fetch_is_a_configuration_error(desk_config: Callable[..., Path],
+                                                      args: tuple[str, ...]) -> None:
+    cfg = desk_config()
+    assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
+    r = run_cli(*args, config=cfg)
+    assert r.returncode == 78
+    assert one_line(r) == "maildesk: no imap mailboxes configured; add an `imap:` entry to " \
+                          "maildesk.yaml\n"
 
 
 @pytest.mark.parametrize("args", [
@@ -125,6 +167,43 @@ def test_init_over_a_desk_is_73(tmp_path: Path) -> None:
     assert run_cli("init", str(tmp_path)).returncode == 0
     r = run_cli("init", str(tmp_path))
     assert r.returncode == 73 and "use --force to overwrite" in one_line(r)
+
+
+@pytest.mark.parametrize("where, why", [("/proc/x", "No such file or directory"),
+                                        ("/dev/null/x", "Not a directory"),
+                                        ("/dev/null", "it is a file, not a folder"),
+                                        ("/sys/kernel/x", "")])
+def test_init_where_nothing_can_be_written_is_73_and_one_line(where: str, why: str) -> None:
+    r = run_cli("init", where)
+    assert r.returncode == 73
+    assert one_line(r).startswith(f"maildesk: cannot write {where}: {why}")
+
+
+@pytest.mark.parametrize("args", [
+    ("report", "--format", "csv", "--out", "{out}"),
+    ("requester", "export", "ana@customer.test", "--out", "{out}"),
+])
+def test_out_replaces_no_file_without_force_and_writes_no_folder(
+        desk_config: Callable[..., Path], tmp_path: Path, args: tuple[str, ...]) -> None:
+    """`report --out maildesk.yaml` once replaced the desk's configuration: every --out
+    refuses a file that is there unless --force, and a folder, with 73 (cannot write)."""
+    cfg = desk_config()
+    assert run_cli("ingest", config=cfg, input=mail()).returncode == 0
+    kept = cfg.read_bytes()
+    r = run_cli(*(a.format(out=cfg) for a in args), config=cfg)
+    assert r.returncode == 73
+    assert one_line(r) == f"maildesk: {cfg}: there is a file there already; give another " \
+                          "--out, or --force to replace it\n"
+    assert cfg.read_bytes() == kept
+    r = run_cli(*(a.format(out=tmp_path) for a in args), config=cfg)
+    assert r.returncode == 73
+    assert one_line(r) == f"maildesk: {tmp_path} is a folder; give --out the name of a file " \
+                          "to write\n"
+    out = tmp_path / "out"
+    out.write_text("old\n")
+    r = run_cli(*(a.format(out=out) for a in args), "--force", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() != b"old\n"
 
 
 def _old_schema(db_url: str) -> None:
@@ -280,19 +359,65 @@ def test_a_bug_is_70_and_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Traceback" in said[0] and "a bug" in said[0]
 
 
-def test_a_reader_that_goes_away_stops_the_command_quietly_with_141(
-        desk_config: Callable[..., Path]) -> None:
-    """`maildesk tickets show MD-1 | head -c 10`: the pipe closes while the command still
-    writes. A Unix tool stops by SIGPIPE (the shell's 141) and says nothing; click's own
-    handling said 1, a failure, to `set -o pipefail`."""
-    cfg = desk_config()
+def _big_ticket(cfg: Path) -> None:
+    """MD-1 with a long body, its acknowledgement (outbox 1), and an auto-reply kept."""
     body = "".join(f"line {i} of a long log the customer pasted\n" for i in range(20_000))
     assert run_cli("ingest", config=cfg, input=mail(body=body)).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "maildesk", "--config", str(cfg),
-                             "tickets", "show", "MD-1", "--format", "json"],
+    assert run_cli("ingest", config=cfg,
+                   input=mail(Auto_Submitted="auto-replied")).returncode == 0
+
+
+def _kept(cfg: Path) -> str:
+    import json
+    return str(json.loads(run_cli("quarantine", "list", "--state", "all", "--format", "json",
+                                  config=cfg).stdout)[0]["id"])
+
+
+@pytest.mark.parametrize("args, read", [
+    (("tickets", "show", "MD-1", "--format", "json"), 10),
+    (("tickets", "show", "MD-1"), 10),
+    (("tickets", "list"), 0),
+    (("outbox", "show", "1"), 0),
+    (("outbox", "show", "1", "--format", "json"), 0),
+    (("quarantine", "show", "{kept}"), 0),
+    (("sla", "show", "MD-1"), 0),
+])
+def test_a_reader_that_goes_away_stops_the_command_quietly_with_141(
+        desk_config: Callable[..., Path], args: tuple[str, ...], read: int) -> None:
+    """`maildesk tickets show MD-1 | head -c 10`: the pipe closes while the command still
+    writes, or before it writes at all. A Unix tool stops by SIGPIPE (the shell's 141) and
+    says nothing; click's own handling said 1, a failure, to `set -o pipefail`, and so did
+    rich's for the text it prints."""
+    cfg = desk_config()
+    _big_ticket(cfg)
+    args = tuple(a.format(kept=_kept(cfg)) for a in args)
+    proc = subprocess.Popen([sys.executable, "-m", "maildesk", "--config", str(cfg), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
-    assert len(proc.stdout.read(10)) == 10
+    assert len(proc.stdout.read(read)) == read
     proc.stdout.close()
     err = proc.stderr.read()
+    proc.stderr.close()
     assert proc.wait(60) == output.EX_PIPE and err == b""
+
+
+@pytest.mark.parametrize("args", [
+    ("tickets", "list"),
+    ("tickets", "show", "MD-1"),
+    ("tickets", "show", "MD-1", "--format", "json"),
+    ("quarantine", "show", "{kept}", "--raw"),
+    ("outbox", "show", "1", "--raw"),
+    ("outbox", "show", "1"),
+])
+def test_output_that_cannot_be_written_is_73_and_one_line(
+        desk_config: Callable[..., Path], args: tuple[str, ...]) -> None:
+    """`> /dev/full`: the disk the output goes to is full. One line, 73 (cannot write),
+    for every command: not a traceback, neither the command's nor Python's flush at exit."""
+    cfg = desk_config()
+    _big_ticket(cfg)
+    args = tuple(a.format(kept=_kept(cfg)) for a in args)
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([sys.executable, "-m", "maildesk", "--config", str(cfg), *args],
+                           stdout=full, stderr=subprocess.PIPE, timeout=60)
+    assert r.returncode == 73, r.stderr
+    assert r.stderr == b"maildesk: cannot write the output: No space left on device\n"

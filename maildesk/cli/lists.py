@@ -28,6 +28,7 @@ from .output import (
     minute,
     safe,
     second,
+    stdout_console,
     write_raw,
 )
 
@@ -182,12 +183,11 @@ WHEN_SET = ("problem", "root_cause", "workaround", "known_error", "resolved_by",
 
 
 def _print_ticket(t: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.text import Text
 
     from ..store.blobs import REMOVED_BY
     from .blobs import REPAIR_HINT
-    console = Console(highlight=False)
+    console = stdout_console(highlight=False)
     console.print(Text(t["ref"], style="bold") + "  " + safe(t["subject"]))
     for k in ("status", "type", "priority", "category", "queue", "assignee", "requester",
               "cc", "linked_to", "created_at", "updated_at", *WHEN_SET):
@@ -371,8 +371,6 @@ def quarantine_list(obj: Obj, state: str, fmt: str) -> None:
 @click.pass_obj
 def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     """One held mail: why it is held, its envelope and its headers (or --raw bytes)."""
-    from rich.console import Console
-
     from ..store.blobs import REMOVED_BY, BlobError, BlobRemoved
     from .blobs import REPAIR_HINT
     app = obj.app(existing=True)
@@ -404,7 +402,7 @@ def quarantine_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
     if fmt == "json":
         emit_json(info)
         return
-    console = Console(soft_wrap=True, highlight=False)
+    console = stdout_console(soft_wrap=True, highlight=False)
     for k in ("id", "state", "reason", "source", "origin", "mail_from", "rcpt_to",
               "received_at", "size", "attempts", "raw"):
         console.print(f"[bold]{k.replace('_', ' ')}:[/bold] {_show(info[k])}", markup=True)

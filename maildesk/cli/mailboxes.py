@@ -30,6 +30,9 @@ from .output import (
     fail,
 )
 
+# fetch and mailboxes status alike: nothing to do until the configuration names a mailbox
+NO_MAILBOXES = "no imap mailboxes configured; add an `imap:` entry to maildesk.yaml"
+
 
 @click.command()
 @click.argument("names", nargs=-1, metavar="[MAILBOX]...")
@@ -44,9 +47,10 @@ def fetch(obj: Obj, names: tuple[str, ...], fmt: str) -> None:
     """
     boxes = obj.settings.imap
     unknown = set(names) - {b.name for b in boxes}
-    if unknown or not boxes:
-        fail(f"no imap mailbox named {', '.join(sorted(unknown))}" if unknown
-             else "no imap mailboxes configured (see `imap:` in maildesk.yaml)", EX_USAGE)
+    if not boxes:
+        fail(NO_MAILBOXES, EX_CONFIG)
+    if unknown:
+        fail(f"no imap mailbox named {', '.join(sorted(unknown))}", EX_USAGE)
     app = obj.app()
     leadership = Leadership(app.engine, app.settings.data_dir)
     worst = 0
@@ -111,7 +115,7 @@ def mailboxes_status(obj: Obj, fmt: str) -> None:
     """Each mailbox: connected or its last error, UIDVALIDITY, last UID, mail taken."""
     boxes = obj.settings.imap
     if not boxes:
-        fail("no imap mailboxes configured (see `imap:` in maildesk.yaml)", EX_CONFIG)
+        fail(NO_MAILBOXES, EX_CONFIG)
     app = obj.app(existing=True)
     with app.engine.connect() as conn:
         state = {r["mailbox"]: r for r in conn.execute(select(T_STATE)).mappings()}

@@ -13,10 +13,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from ..errors import MaildeskError
 from .context import Obj, startup_exit
-from .output import EX_CANTCREAT, EX_FAIL, EX_OK, EX_PIPE, EX_SOFTWARE, EX_USAGE, fail
+from .output import (
+    EX_CANTCREAT,
+    EX_FAIL,
+    EX_OK,
+    EX_PIPE,
+    EX_SOFTWARE,
+    EX_USAGE,
+    OutputError,
+    fail,
+    guarded_stdout,
+)
 
 if TYPE_CHECKING:
     from ..config.schema import Settings
@@ -96,15 +107,24 @@ class LazyGroup(click.Group):
         return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> object:
-        """A reader that went away (`maildesk tickets list | head`) stops the command
-        quietly with 141, as SIGPIPE stops a Unix tool; click would exit 1, as for a failure.
-        What is still buffered goes to /dev/null, or Python's exit would complain of it."""
-        try:
-            return super().invoke(ctx)
-        except BrokenPipeError:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(EX_PIPE)
+        """The output's trouble, the same for every command. A reader that went away
+        (`maildesk tickets list | head`) stops the command quietly with 141, as SIGPIPE
+        stops a Unix tool; click would exit 1, as for a failure. Output that cannot be
+        written (`> /dev/full`) is one line and 73. Either way what is still buffered goes
+        to /dev/null, or Python's exit would complain of it; and stdout is flushed here,
+        so that the last write fails here too, not in Python's flush at exit."""
+        with guarded_stdout():
+            try:
+                try:
+                    return super().invoke(ctx)
+                finally:        # a command's sys.exit(69) too
+                    sys.stdout.flush()
+            except BrokenPipeError:
+                _stdout_to_devnull()
+                sys.exit(EX_PIPE)
+            except OutputError as e:
+                _stdout_to_devnull()
+                fail(f"cannot write the output: {e.strerror}", EX_CANTCREAT)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The list of commands in --help: a command not loaded yet stands in by LAZY's
@@ -183,29 +203,46 @@ def listen(obj: Obj, report_fd: int, turn_every: float) -> None:
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(directory: Path, force: bool) -> None:
     """Write a commented starter configuration into DIRECTORY."""
     from .starter import write_starter
+    if directory.exists() and not directory.is_dir():
+        fail(f"cannot write {directory}: it is a file, not a folder", EX_CANTCREAT)
     try:
         written = write_starter(directory, force)
     except FileExistsError as e:
         fail(f"{e.filename} exists; use --force to overwrite", EX_CANTCREAT)
+    except OSError as e:    # /proc/x, /dev/null/x, a folder of another user's
+        fail(f"cannot write {e.filename or directory}: {e.strerror or e}", EX_CANTCREAT)
     for p in written:
         click.echo(f"wrote {p}")
     click.echo(f"next: maildesk --config {directory / 'maildesk.yaml'} serve")
 
 
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI and exit with its code. A maildesk error no command caught is still one
     line, not a traceback (the commands name the usual ones with their own exit codes), and
-    a usage error exits 64 as sysexits has it (click's own is 2)."""
+    a usage error is one line too (click's are three: usage, hint, error), naming the
+    command's --help, and exits 64 as sysexits has it (click's own is 2)."""
     try:
         code = cli.main(args=argv, prog_name="maildesk", standalone_mode=False)
-    except click.ClickException as e:
+    except NoArgsIsHelpError as e:      # `maildesk tickets`: its help, as click shows it
         e.show()
-        sys.exit(EX_USAGE if isinstance(e, click.UsageError) else e.exit_code)
+        sys.exit(EX_USAGE)
+    except click.UsageError as e:
+        said = " ".join(e.format_message().splitlines())
+        if e.ctx is not None:
+            said = f"{said.rstrip('.')}; see {e.ctx.command_path} --help"
+        fail(said, EX_USAGE)
+    except click.ClickException as e:
+        fail(" ".join(e.format_message().splitlines()), e.exit_code)
     except click.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(EX_FAIL)

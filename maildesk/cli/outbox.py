@@ -38,6 +38,7 @@ from .output import (
     emit_table,
     fail,
     safe,
+    stdout_console,
     write_raw,
 )
 
@@ -128,7 +129,7 @@ def outbox_show(obj: Obj, id_: int, raw: bool, fmt: str) -> None:
 
 
 def _print(info: dict[str, Any]) -> None:
-    console = Console(soft_wrap=True, highlight=False)
+    console = stdout_console(soft_wrap=True, highlight=False)
     status = info["status"] + (" (deferred)" if info["deferred"] else "")
     for k, v in (("id", info["id"]), ("ticket", info["ticket"]),
                  ("template", info["template"]), ("status", status),

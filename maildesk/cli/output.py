@@ -1,16 +1,19 @@
 """Output for people (rich tables) and for scripts (--format json), and exit codes."""
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 if TYPE_CHECKING:       # rich is imported where a table is printed: `--help` needs none
+    from rich.console import Console
     from rich.text import Text
 
     from ..mail.parse import ParsedMail
@@ -25,10 +28,10 @@ EX_NOINPUT = 66     # what was named is not there: a ticket, held mail, a file, 
 EX_NOUSER = 67      # `--as NAME` names no configured agent
 EX_UNAVAILABLE = 69  # `outbox send`: a mail not delivered, for good; `status`: a check fails
 EX_SOFTWARE = 70    # maildesk failed: a bug, with its traceback in the log
-EX_CANTCREAT = 73   # cannot write: `report --out`, `init` over files, data_dir (but ingest)
+EX_CANTCREAT = 73   # cannot write: --out, `init`, data_dir (but ingest), stdout (a full disk)
 EX_TEMPFAIL = 75    # try again later: the database is down, the port taken; ingest: data_dir
 EX_NOPERM = 77      # a login was refused (`fetch`)
-EX_CONFIG = 78      # fix the configuration: settings, templates, rules, an old schema
+EX_CONFIG = 78      # fix the configuration: settings, templates, rules, an old schema, no imap
 EX_PIPE = 141       # the reader of the output went away (`| head`): 128 + SIGPIPE, as a shell
 #                     reports any tool SIGPIPE stopped
 
@@ -49,14 +52,26 @@ def emit_json(data: Any) -> None:
 LONG = ("subject", "reason", "to", "root_cause", "workaround")
 
 
+def stdout_console(**options: Any) -> Console:
+    """A rich Console on stdout for the commands' text. Rich answers a reader that went away
+    with exit 1 of its own (Console.on_broken_pipe); this one lets the BrokenPipeError go on
+    to the top-level group, which stops every command alike with 141 (main.LazyGroup)."""
+    from rich.console import Console
+
+    class PipedConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    return PipedConsole(**options)
+
+
 def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
                empty: str = "nothing to show") -> None:
-    from rich.console import Console
     from rich.table import Table
     # piped output keeps whole values: `| grep` and `| less -S` want full lines
-    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240)
+    shown = stdout_console(soft_wrap=False, width=None if sys.stdout.isatty() else 240)
     if not rows:
-        console.print(f"[dim]{empty}[/dim]")
+        shown.print(f"[dim]{empty}[/dim]")
         return
     table = Table(show_edge=False, header_style="bold")
     for c in columns:
@@ -64,7 +79,7 @@ def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
                          max_width=48 if c in LONG else None)
     for r in rows:
         table.add_row(*[_cell(r.get(c)) for c in columns])
-    console.print(table)
+    shown.print(table)
 
 
 # what a mail may carry that a terminal would obey: C0 and C1 controls (ESC starts escape
@@ -98,15 +113,72 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+class OutputError(OSError):
+    """Writing the command's output (stdout) failed: a full disk, an I/O error; not a
+    file of the desk's own, which says its own error."""
+
+
+class _Stdout(io.FileIO):
+    """stdout's file descriptor, whose failed writes say they were the output's. A closed
+    pipe stays a BrokenPipeError: the reader went away, which is no failure (141)."""
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(e.errno, e.strerror) from e
+
+
+@contextmanager
+def guarded_stdout() -> Iterator[None]:
+    """Make a failed write to stdout an OutputError, told apart from a failed write of
+    the desk's own files (which have their own messages and exit codes) by where it
+    happened rather than by its errno. Only a real file descriptor is guarded: a test's
+    CliRunner gives sys.stdout none, and writes to memory."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        yield
+        return
+    given = sys.stdout
+    given.flush()
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(_Stdout(fd, "w", closefd=False)), encoding=given.encoding,
+        errors=given.errors, line_buffering=bool(given.line_buffering))
+    try:
+        yield
+    finally:
+        sys.stdout = given
+
+
+def refuse_existing(path: Path, force: bool) -> None:
+    """--out names a file to write: never a folder, nor a file there already unless
+    --force (it may be the desk's own maildesk.yaml); 73 either way, as for any file
+    maildesk cannot write."""
+    if path.is_dir():
+        fail(f"{path} is a folder; give --out the name of a file to write", EX_CANTCREAT)
+    if path.exists() and not force:
+        fail(f"{path}: there is a file there already; give another --out, or --force to "
+             "replace it", EX_CANTCREAT)
+
+
+def read_input(path: Path) -> bytes:
+    """A file a command reads, or one line and 66 when it is not there or cannot be read
+    (click.Path(exists=True) would make that a usage error, 64)."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        fail(f"{path}: {e.strerror or e}", EX_NOINPUT)
+
+
 def read_mail(path: Path) -> ParsedMail:
     """A mail file (.eml) parsed as the pipeline parses it, or one line and the exit code:
     66 when the file cannot be read, 65 when it is no mail."""
     from ..mail.parse import Unparseable, parse
     from ..store.blobs import digest_of
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        fail(f"{path}: {e.strerror or e}", EX_NOINPUT)
+    raw = read_input(path)
     try:
         return parse(raw, digest_of(raw))
     except Unparseable as e:

@@ -11,7 +11,7 @@ import click
 from ..reports.metrics import DIMENSIONS, build, period
 from ..reports.render import TABLE, as_csv, as_html, as_json, rows
 from .context import Obj
-from .output import EX_CANTCREAT, EX_USAGE, emit_table, fail
+from .output import EX_CANTCREAT, EX_USAGE, emit_table, fail, refuse_existing
 
 
 @click.command("report")
@@ -23,11 +23,12 @@ from .output import EX_CANTCREAT, EX_USAGE, emit_table, fail
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]),
               default="table", show_default=True,
               help="table for people, csv and json for scripts, html for managers.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=click.Path(path_type=Path),
               help="Write to this file instead of stdout.")
+@click.option("--force", is_flag=True, help="Replace the --out file if it is there.")
 @click.pass_obj
 def report(obj: Obj, start: datetime | None, end: datetime | None, by: str | None, fmt: str,
-           out: Path | None) -> None:
+           out: Path | None, force: bool) -> None:
     """Volume, backlog, first response and resolution times, SLA compliance, CSAT,
     first-contact resolution and reopenings; definitions in the README."""
     today = datetime.now(timezone.utc).date()
@@ -36,6 +37,8 @@ def report(obj: Obj, start: datetime | None, end: datetime | None, by: str | Non
     first, last = period(start.date() if start else None, end.date() if end else None, today)
     if first >= last:
         fail("--from is after --to", EX_USAGE)
+    if out is not None:
+        refuse_existing(out, force)
     app = obj.app(existing=True)
     with app.engine.connect() as conn:
         data = build(conn, first, last, by)

@@ -11,7 +11,7 @@ import click
 
 from .blobs import PROGRESS, _bar
 from .context import Obj
-from .output import EX_CANTCREAT, EX_USAGE, FORMAT, emit_json, emit_table, fail
+from .output import EX_CANTCREAT, EX_USAGE, FORMAT, emit_json, emit_table, fail, refuse_existing
 
 if TYPE_CHECKING:
     from ..app import App
@@ -46,7 +46,7 @@ def _requester(obj: Obj, address: str) -> tuple[App, str]:
 
 @requester.command("export")
 @click.argument("address")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out", type=click.Path(path_type=Path),
               help="The zip to write; default: requester-export-<time>.zip here.")
 @click.option("--internal", is_flag=True,
               help="Agents' internal notes too (read them first: they may name others).")
@@ -63,9 +63,7 @@ def requester_export(obj: Obj, address: str, out: Path | None, internal: bool,
     app, a = _requester(obj, address)
     now = datetime.now(timezone.utc)
     path = out or Path(f"requester-export-{now:%Y%m%dT%H%M%S}.zip")
-    if path.exists() and not force:
-        fail(f"{path}: there is a file there already; give another --out, or --force to "
-             "replace it", EX_CANTCREAT)
+    refuse_existing(path, force)
     with app.engine.begin() as conn:
         person = identify(conn, app.settings, a, app.secrets[0])
         try:

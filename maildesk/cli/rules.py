@@ -29,6 +29,7 @@ from .output import (
     TEXT_FORMAT,
     emit_json,
     fail,
+    read_input,
 )
 
 
@@ -112,7 +113,7 @@ def _predicted(obj: Obj, mail: ParsedMail) -> dict[str, Any] | None:
 
 
 @rules.command("test")
-@click.argument("message", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("message", type=click.Path(path_type=Path))
 @click.option("--ticket", "ref", metavar="REF", help="Evaluate against this existing ticket.")
 @click.option("--event", type=click.Choice(EVENTS),
               help="Event kind; default ticket.created, or customer.replied with --ticket.")
@@ -127,7 +128,7 @@ def rules_test(obj: Obj, message: Path, ref: str | None, event: str | None,
     Nothing is changed and nothing is sent.
     """
     ruleset, _paths = _load(obj, files)
-    raw = message.read_bytes()
+    raw = read_input(message)
     try:
         mail = parse(raw, digest_of(raw))
     except Unparseable as e:

@@ -4,12 +4,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import click
-from rich.console import Console
 
 from ..scheduler.jobs import OUTBOX, OUTBOX_ABOUT, PLANNED, jobs_for, run_job
 from ..sla.views import clocks_of
 from .context import Obj
-from .output import EX_NOINPUT, FORMAT, emit_json, emit_table, fail, minute
+from .output import EX_NOINPUT, FORMAT, emit_json, emit_table, fail, minute, stdout_console
 
 
 @click.group()
@@ -36,7 +35,7 @@ def sla_show(obj: Obj, ref: str, fmt: str) -> None:
                ["clock", "policy", "calendar", "state", "due_at", "used_hours",
                       "left_hours", "breached_at", "escalation_level"],
                empty=f"{ref} has no SLA clocks (no policy matches it)")
-    console = Console(highlight=False)
+    console = stdout_console(highlight=False)
     for r in rows:
         for p in r["paused"]:
             console.print(f"{r['clock']} paused {minute(p['from'])} until "
