@@ -284,6 +284,8 @@ def test_merge_moves_the_messages(desk: tuple[App, Path]) -> None:
     said = acts(cfg, "merge", "MD-2", "MD-1")
     assert "merged into MD-1" in said and "status: new -> closed" in said, said
     assert "linked_to" not in said, "a row id is nothing to an operator"
+    history = run_cli("tickets", "show", "MD-2", config=cfg).stdout.decode()
+    assert "linked_to: -" not in history and "merged into MD-1" in history, history
     two, one = shown(cfg, "MD-2"), shown(cfg, "MD-1")
     assert two["status"] == "closed" and two["linked_to"] == "MD-1" and two["messages"] == []
     assert len(one["messages"]) >= n + 1

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .context import Obj
-from .lists import _value, merged, tickets
+from .lists import field_change, merged, tickets
 from .output import EX_NOINPUT, EX_NOUSER, EX_SOFTWARE, EX_USAGE, emit_json, fail
 
 if TYPE_CHECKING:
@@ -131,10 +131,9 @@ def _changed(events: list[dict[str, Any]]) -> str:
     said = []
     for e in events:
         d = e["data"] or {}
-        if e["kind"] == "ticket.updated" and d["field"] == "linked_to":
-            continue        # a row id; the ticket.merged event says where, by reference
         if e["kind"] == "ticket.updated":
-            said.append(f"{d['field']}: {_value(d.get('old'))} -> {_value(d.get('new'))}")
+            if change := field_change(d):
+                said.append(change)
         elif e["kind"] == "note.added":
             said.append("internal note added")
         elif e["kind"] == "agent.replied" and not d.get("silent"):

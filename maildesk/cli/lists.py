@@ -234,8 +234,8 @@ def _event_said(kind: str, data: dict[str, Any]) -> str:
     and what the record of a few kinds holds that nothing else shows: the triage model's
     prediction on a new ticket, the incidents a resolved problem resolved, a merge."""
     parts = []
-    if "field" in data:
-        parts.append(f"{data['field']}: {_value(data.get('old'))} -> {_value(data.get('new'))}")
+    if "field" in data and (change := field_change(data)):
+        parts.append(change)
     if data.get("template"):
         parts.append(f"{data['template']} to {', '.join(data.get('to') or []) or '-'}")
     if "field" in data and (data.get("rule") or data.get("agent")):   # why: who asked
@@ -261,6 +261,15 @@ def _event_said(kind: str, data: dict[str, Any]) -> str:
     if hits:
         parts.append("rules matched: " + ", ".join(hits))
     return "; ".join(parts)[:500]
+
+
+def field_change(data: dict[str, Any]) -> str | None:
+    """A `ticket.updated` event's change in words, or None for linked_to: its values are row
+    ids, and the `ticket.merged` (or `ticket.created`'s follows) beside it names the ticket
+    by its reference."""
+    if data["field"] == "linked_to":
+        return None
+    return f"{data['field']}: {_value(data.get('old'))} -> {_value(data.get('new'))}"
 
 
 def _predicted(guess: dict[str, Any]) -> str:
